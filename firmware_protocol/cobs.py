@@ -1,0 +1,66 @@
+"""Consistent Overhead Byte Stuffing (COBS), the framing of the byte stream.
+
+COBS rewrites a frame so that it contains no zero byte; a single ``0x00`` then
+marks the end of every frame on the wire. A receiver that starts mid-stream, or
+sees corrupted bytes, loses at most the frame it is in: the next ``0x00`` is
+always a frame boundary. The overhead is one byte per 254 bytes of frame, plus one.
+
+>>> encode(bytes([0x11, 0x00, 0x22])).hex()
+'02110222'
+>>> decode(bytes.fromhex('02110222')).hex()
+'110022'
+"""
+
+from __future__ import annotations
+
+from .errors import RemoteProtocolError
+
+
+def encode(data: bytes) -> bytes:
+    """Return the COBS encoding of ``data`` (without the trailing delimiter)."""
+    out = bytearray()
+    code_index = 0
+    out.append(0)  # placeholder for the first code byte
+    code = 1
+    for byte in data:
+        if byte == 0:
+            out[code_index] = code
+            code_index = len(out)
+            out.append(0)
+            code = 1
+            continue
+        out.append(byte)
+        code += 1
+        if code == 0xFF:
+            out[code_index] = code
+            code_index = len(out)
+            out.append(0)
+            code = 1
+    out[code_index] = code
+    return bytes(out)
+
+
+def decode(data: bytes) -> bytes:
+    """Return the bytes that ``data`` (one COBS block, no delimiter) encodes.
+
+    Raises:
+        RemoteProtocolError: ``data`` is not a valid COBS encoding.
+    """
+    out = bytearray()
+    i = 0
+    n = len(data)
+    while i < n:
+        code = data[i]
+        if code == 0:
+            raise RemoteProtocolError("COBS block contains a zero byte")
+        end = i + code
+        if end > n:
+            raise RemoteProtocolError("COBS block is truncated")
+        block = data[i + 1 : end]
+        if 0 in block:
+            raise RemoteProtocolError("COBS block contains a zero byte")
+        out += block
+        i = end
+        if code != 0xFF and i < n:
+            out.append(0)
+    return bytes(out)

@@ -1,0 +1,546 @@
+"""The link between a controller and a device: one `Connection` class for both ends.
+
+Theory of operation
+-------------------
+A `Connection` turns bytes into events and messages into bytes. It does no I/O
+and never reads a clock: the caller passes ``now`` (seconds, any monotonic
+origin) and asks `get_timer` when the connection next needs `handle_timer`.
+
+    bytes in  -> receive_data(data, now) -> next_event() / events()
+    send(message, now)                   -> data_to_send() -> bytes out
+    get_timer() -> when to call          -> handle_timer(now)
+
+Both ends run the same class with a different `Role`, so the controller and the
+simulated firmware are held to the same rules: which messages each side may
+send, how sequence numbers move, when the link counts as lost.
+
+The controller says HELLO and waits for CAPABILITIES; the link is then READY.
+Every command but KEEPALIVE is a request: it stays pending until an ACK, NAK or
+CAPABILITIES quotes its sequence number, and is re-sent unchanged (same seq) on
+a timeout, up to ``attempts`` times, then fails. While READY the controller sends
+KEEPALIVE whenever it has sent nothing else for ``keepalive_s``, and reports the
+device silent when nothing has arrived for ``silence_s``. Sending STOP or VENT
+fails every other pending request at once (`FailReason.PREEMPTED`): nothing
+queued before a stop may run after it.
+
+The device answers what the protocol alone can decide: NAK for an unknown type,
+a malformed payload, a wrong version, a command before HELLO, or a sequence
+number that is not newer than the last one accepted. A re-sent command whose
+seq it already answered gets the same answer again and does not run twice.
+Within one `receive_data` call STOP and VENT are handled before anything else,
+and they are accepted from anyone, in any state, whatever their seq. Every
+valid frame is proof of life; when none arrives for ``watchdog_s`` the device
+forgets the controller (it must say HELLO again) and reports `LinkLost`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .enums import PROTOCOL_VERSION, ErrorCode, MessageType, Role
+from .errors import LocalProtocolError, RemoteProtocolError
+from .framing import DeframerStats, Frame, FrameDecoder
+from .messages import (
+    COMMANDS,
+    REPLIES,
+    URGENT,
+    Ack,
+    Capabilities,
+    DeviceEvent,
+    Hello,
+    KeepAlive,
+    Message,
+    Nak,
+    Status,
+    UnknownMessageType,
+    decode_message,
+)
+
+SEQ_MODULO = 0x10000
+REPLY_CACHE_SIZE = 8
+RECENT_FRAMES = 32
+_DEVICE_TYPES = frozenset(REPLIES) | {MessageType.EVENT}
+
+
+def seq_newer(seq: int, than: int) -> bool:
+    """Whether ``seq`` comes after ``than`` in 16-bit serial-number arithmetic (RFC 1982).
+
+    >>> seq_newer(1, 0), seq_newer(0, 65535), seq_newer(5, 5), seq_newer(4, 5)
+    (True, True, False, False)
+    """
+    return 0 < (seq - than) % SEQ_MODULO < SEQ_MODULO // 2
+
+
+class LinkState(Enum):
+    """Where a connection is in its life.
+
+    The controller goes NEW -> HELLO_SENT -> READY -> CLOSED; the device goes
+    WAITING -> READY, and back to WAITING when it loses the controller.
+    """
+
+    NEW = "new"
+    HELLO_SENT = "hello sent"
+    READY = "ready"
+    WAITING = "waiting for hello"
+    CLOSED = "closed"
+
+
+class FailReason(Enum):
+    """Why a request will get no reply."""
+
+    TIMEOUT = "no reply after every attempt"
+    PREEMPTED = "a stop or vent was sent after it"
+    LINK_DOWN = "the link went down"
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Timing rules of the link, in seconds.
+
+    The device's ``watchdog_s`` and ``status_interval_s`` are announced in
+    CAPABILITIES; a controller adopts them when the link becomes READY (its
+    keepalive goes to a quarter of the watchdog, its silence limit to three
+    status intervals, unless set tighter here).
+    """
+
+    watchdog_s: float = 1.0
+    keepalive_s: float = 0.25
+    request_timeout_s: float = 0.4
+    attempts: int = 3
+    silence_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("watchdog_s", "keepalive_s", "request_timeout_s", "silence_s"):
+            if getattr(self, name) <= 0:
+                raise LocalProtocolError(f"{name} must be positive")
+        if self.attempts < 1:
+            raise LocalProtocolError("attempts must be at least 1")
+
+
+# --- events -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message from the peer that is not the reply to one of our requests."""
+
+    message: Message
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Replied:
+    """The reply (ACK, NAK or CAPABILITIES) to the request we sent with ``seq``."""
+
+    request: Message
+    seq: int
+    reply: Ack | Nak | Capabilities
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """The request we sent with ``seq`` will get no reply."""
+
+    request: Message
+    seq: int
+    reason: FailReason
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSilent:
+    """Controller: nothing has arrived from the device for ``silent_s`` seconds."""
+
+    silent_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LinkLost:
+    """Device: the controller is gone (watchdog or link down); it must say HELLO again."""
+
+    reason: str
+
+
+Event = Received | Replied | RequestFailed | PeerSilent | LinkLost
+
+
+@dataclass
+class LinkStats(DeframerStats):
+    """Live counters of one connection; copy them for a snapshot.
+
+    Inherits the deframer's counts of frames and bytes received, CRC errors,
+    malformed and oversized blocks, and resyncs.
+    """
+
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    rejected: int = 0
+    version_errors: int = 0
+    retransmits: int = 0
+    timeouts: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    unmatched_replies: int = 0
+    lost: int = 0
+    silences: int = 0
+    watchdog_trips: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    message: Message
+    wire: bytes
+    attempts: int
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRecord:
+    """One frame in the ring buffer of recent traffic, for diagnostics."""
+
+    at: float
+    direction: str
+    frame: Frame
+
+    def __str__(self) -> str:
+        try:
+            name = MessageType(self.frame.msg_type).name
+        except ValueError:
+            name = f"0x{self.frame.msg_type:02x}"
+        frame = self.frame
+        return f"{self.at:12.3f} {self.direction} seq={frame.seq:<5} {name} {frame.payload.hex()}"
+
+
+@dataclass
+class Connection:
+    """One end of a link. See the module docstring for the theory of operation."""
+
+    role: Role
+    timing: Timing = field(default_factory=Timing)
+    stats: LinkStats = field(default_factory=LinkStats)
+    state: LinkState = LinkState.NEW
+    capabilities: Capabilities | None = None
+    recent: deque[FrameRecord] = field(default_factory=lambda: deque(maxlen=RECENT_FRAMES))
+
+    def __post_init__(self) -> None:
+        self._decoder = FrameDecoder(self.stats)
+        self._out = bytearray()
+        self._events: deque[Event] = deque()
+        self._tx_seq = 0
+        self._rx_seq: int | None = None
+        self._last_rx: float | None = None
+        # controller
+        self._pending: dict[int, _Pending] = {}
+        self._next_keepalive: float | None = None
+        self._silent = False
+        # device
+        self._accepted_seq: int | None = None
+        self._replies: OrderedDict[int, bytes] = OrderedDict()
+        if self.role == Role.DEVICE:
+            self.state = LinkState.WAITING
+
+    # --- the public surface -------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Take bytes from the link; the events they produce wait in `next_event`."""
+        frames = self._decoder.feed(data)
+        if not frames:
+            return
+        if self.role == Role.DEVICE and len(frames) > 1:
+            # Stop and vent jump the queue: a stable sort keeps the rest in order.
+            frames.sort(key=lambda f: f.msg_type not in URGENT)
+        for frame in frames:
+            self.recent.append(FrameRecord(now, "rx", frame))
+            if self.role == Role.DEVICE:
+                self._device_receive(frame, now)
+            else:
+                self._controller_receive(frame, now)
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or None."""
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> list[Event]:
+        """Take every waiting event, oldest first."""
+        taken = list(self._events)
+        self._events.clear()
+        return taken
+
+    def send(self, message: Message, now: float) -> int:
+        """Queue ``message`` for the wire and return the sequence number it goes with.
+
+        Raises:
+            LocalProtocolError: this role may not send it, or not now.
+        """
+        if self.role == Role.CONTROLLER:
+            return self._controller_send(message, now)
+        return self._device_send(message, now)
+
+    def data_to_send(self) -> bytes:
+        """Every byte queued for the wire since the last call."""
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` must next be called, or None if nothing is timed."""
+        times: list[float] = []
+        if self.role == Role.DEVICE:
+            if self.state == LinkState.READY and self._last_rx is not None:
+                times.append(self._last_rx + self.timing.watchdog_s)
+        else:
+            times.extend(p.deadline for p in self._pending.values())
+            if self._next_keepalive is not None and self.state == LinkState.READY:
+                times.append(self._next_keepalive)
+            if self._watching_silence():
+                assert self._last_rx is not None
+                times.append(self._last_rx + self.timing.silence_s)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        """Do what is due at ``now``: re-send, give up, keep alive, or notice silence."""
+        if self.role == Role.DEVICE:
+            if (
+                self.state == LinkState.READY
+                and self._last_rx is not None
+                and now >= self._last_rx + self.timing.watchdog_s
+            ):
+                self.stats.watchdog_trips += 1
+                self._forget_controller(
+                    f"no frame from the controller for {self.timing.watchdog_s:g} s"
+                )
+            return
+        for seq, pending in list(self._pending.items()):
+            if now < pending.deadline:
+                continue
+            if pending.attempts >= self.timing.attempts:
+                del self._pending[seq]
+                self.stats.timeouts += 1
+                self._events.append(RequestFailed(pending.message, seq, FailReason.TIMEOUT))
+            else:
+                pending.attempts += 1
+                pending.deadline = now + self.timing.request_timeout_s
+                self.stats.retransmits += 1
+                self._write(pending.wire)
+        if (
+            self.state == LinkState.READY
+            and self._next_keepalive is not None
+            and now >= self._next_keepalive
+        ):
+            self.send(KeepAlive(), now)
+        if self._watching_silence():
+            assert self._last_rx is not None
+            if now >= self._last_rx + self.timing.silence_s:
+                self._silent = True
+                self.stats.silences += 1
+                self._events.append(PeerSilent(now - self._last_rx))
+
+    def link_down(self, now: float, reason: str = "the link went down") -> None:
+        """The transport says the link is gone (port closed, BLE disconnected)."""
+        if self.role == Role.DEVICE:
+            if self.state == LinkState.READY:
+                self._forget_controller(reason)
+            return
+        self.state = LinkState.CLOSED
+        self._next_keepalive = None
+        for seq, pending in self._pending.items():
+            self._events.append(RequestFailed(pending.message, seq, FailReason.LINK_DOWN))
+        self._pending.clear()
+
+    @property
+    def pending(self) -> dict[int, Message]:
+        """Requests still waiting for a reply, by sequence number."""
+        return {seq: p.message for seq, p in self._pending.items()}
+
+    def recent_frames(self) -> str:
+        """The last frames in both directions, one per line, for a failure report."""
+        return "\n".join(str(record) for record in self.recent)
+
+    # --- shared helpers -----------------------------------------------------------
+
+    def _write(self, wire: bytes) -> None:
+        self._out += wire
+        self.stats.frames_sent += 1
+        self.stats.bytes_sent += len(wire)
+
+    def _emit(self, message: Message, now: float) -> tuple[int, bytes]:
+        self._tx_seq = (self._tx_seq + 1) % SEQ_MODULO
+        frame = Frame(self._tx_seq, message.TYPE, message.encode_payload())
+        self.recent.append(FrameRecord(now, "tx", frame))
+        wire = frame.encode()
+        self._write(wire)
+        return self._tx_seq, wire
+
+    def _track_peer_seq(self, seq: int) -> None:
+        if self._rx_seq is not None:
+            gap = (seq - self._rx_seq - 1) % SEQ_MODULO
+            if gap < SEQ_MODULO // 2:
+                self.stats.lost += gap
+        self._rx_seq = seq
+
+    def _decode(self, frame: Frame) -> Message | ErrorCode:
+        try:
+            return decode_message(frame.msg_type, frame.payload)
+        except UnknownMessageType:
+            self.stats.rejected += 1
+            return ErrorCode.UNKNOWN_MESSAGE
+        except RemoteProtocolError:
+            self.stats.rejected += 1
+            return ErrorCode.BAD_PAYLOAD
+
+    # --- controller ---------------------------------------------------------------
+
+    def _controller_send(self, message: Message, now: float) -> int:
+        if message.TYPE not in COMMANDS:
+            raise LocalProtocolError(f"a controller does not send {message.TYPE.name}")
+        if self.state == LinkState.CLOSED:
+            raise LocalProtocolError("the link is closed")
+        urgent = message.TYPE in URGENT
+        if self.state != LinkState.READY and not (urgent or isinstance(message, Hello)):
+            raise LocalProtocolError(f"{message.TYPE.name} before the device answered HELLO")
+        if isinstance(message, Hello):
+            self.state = LinkState.HELLO_SENT
+            self._last_rx = now  # silence counts from the hello
+            self._silent = False
+        if urgent:
+            for seq, pending in self._pending.items():
+                self._events.append(RequestFailed(pending.message, seq, FailReason.PREEMPTED))
+            self._pending.clear()
+        seq, wire = self._emit(message, now)
+        if not isinstance(message, KeepAlive):
+            self._pending[seq] = _Pending(message, wire, 1, now + self.timing.request_timeout_s)
+        if self.state == LinkState.READY:
+            # Any frame proves we are alive; the keepalive only fills silence.
+            self._next_keepalive = now + self.timing.keepalive_s
+        return seq
+
+    def _controller_receive(self, frame: Frame, now: float) -> None:
+        if frame.version != PROTOCOL_VERSION:
+            self.stats.version_errors += 1
+            return
+        if frame.msg_type in COMMANDS:
+            self.stats.rejected += 1
+            return
+        decoded = self._decode(frame)
+        if isinstance(decoded, ErrorCode):
+            return
+        self._last_rx = now
+        self._silent = False
+        self._track_peer_seq(frame.seq)
+        if isinstance(decoded, Ack | Nak | Capabilities):
+            pending = self._pending.pop(decoded.ref_seq, None)
+            if pending is None:
+                self.stats.unmatched_replies += 1
+                return
+            if isinstance(decoded, Capabilities) and isinstance(pending.message, Hello):
+                self._adopt(decoded, now)
+            self._events.append(Replied(pending.message, decoded.ref_seq, decoded))
+        elif isinstance(decoded, Status | DeviceEvent):
+            self._events.append(Received(decoded, frame.seq))
+
+    def _adopt(self, capabilities: Capabilities, now: float) -> None:
+        self.capabilities = capabilities
+        self.state = LinkState.READY
+        watchdog = capabilities.watchdog_ms / 1000
+        status = capabilities.status_interval_ms / 1000
+        self.timing = Timing(
+            watchdog_s=watchdog,
+            keepalive_s=min(self.timing.keepalive_s, watchdog / 4),
+            request_timeout_s=self.timing.request_timeout_s,
+            attempts=self.timing.attempts,
+            silence_s=min(self.timing.silence_s, 3 * status) if status else self.timing.silence_s,
+        )
+        self._next_keepalive = now + self.timing.keepalive_s
+
+    def _watching_silence(self) -> bool:
+        return (
+            self.role == Role.CONTROLLER
+            and self.state in (LinkState.HELLO_SENT, LinkState.READY)
+            and self._last_rx is not None
+            and not self._silent
+        )
+
+    # --- device -------------------------------------------------------------------
+
+    def _device_send(self, message: Message, now: float) -> int:
+        if message.TYPE in COMMANDS:
+            raise LocalProtocolError(f"a device does not send {message.TYPE.name}")
+        seq, wire = self._emit(message, now)
+        if isinstance(message, Ack | Nak | Capabilities):
+            self._replies[message.ref_seq] = wire
+            while len(self._replies) > REPLY_CACHE_SIZE:
+                self._replies.popitem(last=False)
+        return seq
+
+    def _device_receive(self, frame: Frame, now: float) -> None:
+        if frame.msg_type in _DEVICE_TYPES:
+            self.stats.rejected += 1  # a device's message sent to a device: nothing to answer
+            return
+        if frame.version != PROTOCOL_VERSION:
+            self.stats.version_errors += 1
+            self._nak(frame.seq, ErrorCode.UNSUPPORTED_VERSION, now)
+            return
+        decoded = self._decode(frame)
+        if isinstance(decoded, ErrorCode):
+            self._nak(frame.seq, decoded, now)
+            return
+        if self.state == LinkState.READY:
+            self._last_rx = now
+        if isinstance(decoded, Hello):
+            self.state = LinkState.READY
+            self._last_rx = now
+            self._accepted_seq = frame.seq
+            self._replies.clear()
+            self._rx_seq = frame.seq
+            self._events.append(Received(decoded, frame.seq))
+            return
+        urgent = frame.msg_type in URGENT
+        if self.state != LinkState.READY:
+            if urgent or frame.msg_type == MessageType.GET_STATUS:
+                self._events.append(Received(decoded, frame.seq))
+            elif not isinstance(decoded, KeepAlive):
+                self._nak(frame.seq, ErrorCode.NO_HELLO, now)
+            return
+        assert self._accepted_seq is not None
+        if not seq_newer(frame.seq, self._accepted_seq):
+            if urgent:
+                self._events.append(Received(decoded, frame.seq))
+            elif frame.seq in self._replies:
+                self.stats.duplicates += 1
+                self._write(self._replies[frame.seq])
+            elif not isinstance(decoded, KeepAlive):
+                self.stats.stale += 1
+                self._nak(frame.seq, ErrorCode.STALE_SEQUENCE, now)
+            return
+        self._track_peer_seq(frame.seq)
+        self._accepted_seq = frame.seq
+        if not isinstance(decoded, KeepAlive):
+            self._events.append(Received(decoded, frame.seq))
+
+    def _nak(self, seq: int, error: ErrorCode, now: float) -> None:
+        self._device_send(Nak(seq, error), now)
+
+    def _forget_controller(self, reason: str) -> None:
+        self.state = LinkState.WAITING
+        self._accepted_seq = None
+        self._replies.clear()
+        self._last_rx = None
+        self._events.append(LinkLost(reason))
+
+
+__all__ = [
+    "Connection",
+    "Event",
+    "FailReason",
+    "FrameRecord",
+    "LinkLost",
+    "LinkState",
+    "LinkStats",
+    "PeerSilent",
+    "Received",
+    "Replied",
+    "RequestFailed",
+    "Timing",
+    "seq_newer",
+]

@@ -1,0 +1,768 @@
+"""Messages: small frozen dataclasses, validated on construction, one per payload layout.
+
+The same classes are used to send and to receive. Building one with a value out
+of range raises `LocalProtocolError`; `decode_message` turns any such failure on
+bytes from a peer into `RemoteProtocolError`, so untrusted input raises only that.
+
+Payload layouts are little-endian and listed field by field in SPEC.md. A
+receiver ignores bytes after the fields it knows, so a later protocol revision
+may append fields without breaking older peers.
+
+>>> msg = Start(mode=Mode.WAVE, intensity=2, lease_s=900)
+>>> msg.encode_payload().hex()
+'01028403'
+>>> decode_message(MessageType.START, bytes.fromhex('01028403')) == msg
+True
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import ClassVar, Self
+
+from .enums import (
+    Button,
+    CycleOrder,
+    EndReason,
+    ErrorCode,
+    EventKind,
+    Fault,
+    Feature,
+    Leg,
+    MessageType,
+    Mode,
+    Position,
+    SessionState,
+    StartSource,
+    StatusFlag,
+)
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+
+MAX_CHAMBERS = 16
+MAX_STRING = 32
+
+
+# --- checks used on construction -------------------------------------------------
+
+
+def _u8(name: str, value: int) -> None:
+    if not isinstance(value, int) or not 0 <= value <= 0xFF:
+        raise LocalProtocolError(f"{name}={value!r} is not an integer 0..255")
+
+
+def _u16(name: str, value: int) -> None:
+    if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+        raise LocalProtocolError(f"{name}={value!r} is not an integer 0..65535")
+
+
+def _u32(name: str, value: int) -> None:
+    if not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+        raise LocalProtocolError(f"{name}={value!r} is not an integer 0..2**32-1")
+
+
+def _text(name: str, value: str) -> None:
+    if not isinstance(value, str) or len(value.encode()) > MAX_STRING:
+        raise LocalProtocolError(f"{name} must be text of at most {MAX_STRING} UTF-8 bytes")
+
+
+_ENUM_VALUES: dict[type, frozenset[int]] = {}
+_FLAG_MASKS: dict[type, int] = {}
+
+
+def _member(name: str, enum: type, value: object) -> None:
+    values = _ENUM_VALUES.get(enum)
+    if values is None:
+        values = _ENUM_VALUES[enum] = frozenset(member.value for member in enum)
+    if value not in values:
+        raise LocalProtocolError(f"{name}={value!r} is not a valid {enum.__name__}")
+
+
+def _flags(name: str, enum: type, value: int, width: Callable[[str, int], None]) -> None:
+    width(name, int(value))
+    known = _FLAG_MASKS.get(enum)
+    if known is None:
+        known = _FLAG_MASKS[enum] = sum(member.value for member in enum)
+    if int(value) & ~known:
+        raise LocalProtocolError(f"{name}=0x{int(value):x} sets bits {enum.__name__} lacks")
+
+
+# --- reading untrusted bytes ------------------------------------------------------
+
+
+class _Reader:
+    """Reads fields off a payload; running out of bytes is the peer's error."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def _take(self, fmt: struct.Struct) -> tuple[int, ...]:
+        try:
+            values = fmt.unpack_from(self.data, self.pos)
+        except struct.error:
+            raise RemoteProtocolError("payload is too short") from None
+        self.pos += fmt.size
+        return values
+
+    def u8(self) -> int:
+        return self._take(_U8)[0]
+
+    def u16(self) -> int:
+        return self._take(_U16)[0]
+
+    def u32(self) -> int:
+        return self._take(_U32)[0]
+
+    def text(self) -> str:
+        length = self.u8()
+        raw = self.data[self.pos : self.pos + length]
+        if len(raw) != length:
+            raise RemoteProtocolError("payload is too short for its string")
+        self.pos += length
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise RemoteProtocolError("string is not valid UTF-8") from None
+
+
+_U8 = struct.Struct("<B")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+
+
+def _pack_text(value: str) -> bytes:
+    raw = value.encode()
+    return bytes([len(raw)]) + raw
+
+
+# --- the messages -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base of every message; subclasses set `TYPE` and their payload layout."""
+
+    TYPE: ClassVar[MessageType]
+
+    def encode_payload(self) -> bytes:
+        """The payload bytes of this message (empty for messages without fields)."""
+        return b""
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:
+        """Build the message from payload bytes (raises `RemoteProtocolError` if malformed)."""
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """Controller to device: opens a session on the link; the device answers CAPABILITIES."""
+
+    TYPE: ClassVar[MessageType] = MessageType.HELLO
+    client_name: str = ""
+
+    def __post_init__(self) -> None:
+        _text("client_name", self.client_name)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return _pack_text(self.client_name)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        return cls(_Reader(data).text())
+
+
+@dataclass(frozen=True, slots=True)
+class Start(Message):
+    """Start (or re-start) a session: mode, intensity and the lease in seconds.
+
+    For `Mode.CYCLE` the intensity is 0: the loaded cycle carries its pressures.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.START
+    mode: int
+    intensity: int
+    lease_s: int
+
+    def __post_init__(self) -> None:
+        _u8("mode", self.mode)
+        _u8("intensity", self.intensity)
+        _u16("lease_s", self.lease_s)
+        if self.lease_s == 0:
+            raise LocalProtocolError("lease_s must be at least 1 second")
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return struct.pack("<BBH", self.mode, self.intensity, self.lease_s)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        r = _Reader(data)
+        return cls(r.u8(), r.u8(), r.u16())
+
+
+@dataclass(frozen=True, slots=True)
+class SetMode(Message):
+    """Change the mode of the running session, or the preset for the next one."""
+
+    TYPE: ClassVar[MessageType] = MessageType.SET_MODE
+    mode: int
+
+    def __post_init__(self) -> None:
+        _u8("mode", self.mode)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return bytes([self.mode])
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        return cls(_Reader(data).u8())
+
+
+@dataclass(frozen=True, slots=True)
+class SetIntensity(Message):
+    """Change the intensity level (1..n as announced)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.SET_INTENSITY
+    level: int
+
+    def __post_init__(self) -> None:
+        _u8("level", self.level)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return bytes([self.level])
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        return cls(_Reader(data).u8())
+
+
+@dataclass(frozen=True, slots=True)
+class SetCycle(Message):
+    """Load the programmable cycle: per-chamber targets and four phase times.
+
+    Times are in tenths of a second. A target of 0 leaves that chamber empty.
+    Loaded while a cycle runs, it takes effect at the start of the next cycle.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.SET_CYCLE
+    order: CycleOrder
+    inflate_ds: int
+    hold_ds: int
+    release_ds: int
+    rest_ds: int
+    targets_dmmhg: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        _member("order", CycleOrder, self.order)
+        for name in ("inflate_ds", "hold_ds", "release_ds", "rest_ds"):
+            _u16(name, getattr(self, name))
+        if self.inflate_ds == 0:
+            raise LocalProtocolError("inflate_ds must be at least 1")
+        if not isinstance(self.targets_dmmhg, tuple) or not (
+            1 <= len(self.targets_dmmhg) <= MAX_CHAMBERS
+        ):
+            raise LocalProtocolError(f"targets_dmmhg must be a tuple of 1..{MAX_CHAMBERS}")
+        for target in self.targets_dmmhg:
+            _u16("target", target)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        head = struct.pack(
+            "<BHHHHB",
+            self.order,
+            self.inflate_ds,
+            self.hold_ds,
+            self.release_ds,
+            self.rest_ds,
+            len(self.targets_dmmhg),
+        )
+        return head + struct.pack(f"<{len(self.targets_dmmhg)}H", *self.targets_dmmhg)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        r = _Reader(data)
+        order = r.u8()
+        times = (r.u16(), r.u16(), r.u16(), r.u16())
+        targets = tuple(r.u16() for _ in range(r.u8()))
+        _member("order", CycleOrder, order)
+        return cls(CycleOrder(order), *times, targets)
+
+
+@dataclass(frozen=True, slots=True)
+class Pause(Message):
+    """Pause the session: chambers release, the lease clock stops."""
+
+    TYPE: ClassVar[MessageType] = MessageType.PAUSE
+
+
+@dataclass(frozen=True, slots=True)
+class Resume(Message):
+    """Resume a paused session from the start of its pattern."""
+
+    TYPE: ClassVar[MessageType] = MessageType.RESUME
+
+
+@dataclass(frozen=True, slots=True)
+class Stop(Message):
+    """End the session and release all chambers. Accepted from anyone, at any time."""
+
+    TYPE: ClassVar[MessageType] = MessageType.STOP
+
+
+@dataclass(frozen=True, slots=True)
+class Vent(Message):
+    """Emergency: end the session and dump all pressure as fast as the valves allow."""
+
+    TYPE: ClassVar[MessageType] = MessageType.VENT
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive(Message):
+    """Proof of life from the controller; never answered."""
+
+    TYPE: ClassVar[MessageType] = MessageType.KEEPALIVE
+
+
+@dataclass(frozen=True, slots=True)
+class GetStatus(Message):
+    """Ask for a STATUS now (answered by an ACK, then the STATUS)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.GET_STATUS
+
+
+@dataclass(frozen=True, slots=True)
+class ResetFault(Message):
+    """Clear a latched fault once its cause is gone; the device returns to IDLE."""
+
+    TYPE: ClassVar[MessageType] = MessageType.RESET_FAULT
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(Message):
+    """The device accepted the command with sequence number `ref_seq`."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ACK
+    ref_seq: int
+
+    def __post_init__(self) -> None:
+        _u16("ref_seq", self.ref_seq)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return struct.pack("<H", self.ref_seq)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        return cls(_Reader(data).u16())
+
+
+@dataclass(frozen=True, slots=True)
+class Nak(Message):
+    """The device refused the command with sequence number `ref_seq`, and why."""
+
+    TYPE: ClassVar[MessageType] = MessageType.NAK
+    ref_seq: int
+    error: ErrorCode
+
+    def __post_init__(self) -> None:
+        _u16("ref_seq", self.ref_seq)
+        _member("error", ErrorCode, self.error)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return struct.pack("<HB", self.ref_seq, self.error)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        r = _Reader(data)
+        ref, error = r.u16(), r.u8()
+        _member("error", ErrorCode, error)
+        return cls(ref, ErrorCode(error))
+
+
+@dataclass(frozen=True, slots=True)
+class ChamberInfo:
+    """Where one chamber sits."""
+
+    leg: Leg
+    position: Position
+
+    def __post_init__(self) -> None:
+        _member("leg", Leg, self.leg)
+        _member("position", Position, self.position)
+
+
+@dataclass(frozen=True, slots=True)
+class ModeInfo:
+    """A mode the device offers, with its display name."""
+
+    mode: int
+    name: str
+
+    def __post_init__(self) -> None:
+        _u8("mode", self.mode)
+        if self.mode == Mode.NONE:
+            raise LocalProtocolError("mode 0 means 'none' and cannot be offered")
+        _text("name", self.name)
+        if not self.name:
+            raise LocalProtocolError("a mode needs a name")
+
+
+@dataclass(frozen=True, slots=True)
+class LevelInfo:
+    """An intensity level and its target peak pressure."""
+
+    level: int
+    target_dmmhg: int
+
+    def __post_init__(self) -> None:
+        _u8("level", self.level)
+        if self.level == 0:
+            raise LocalProtocolError("intensity levels count from 1")
+        _u16("target_dmmhg", self.target_dmmhg)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities(Message):
+    """The device's answer to HELLO: what it is and what it can do.
+
+    Pressures are in tenths of mmHg. ``ceiling_dmmhg`` is the pressure no chamber
+    may ever exceed (the device trips below it); ``max_target_dmmhg`` the highest
+    target it accepts in a cycle.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.CAPABILITIES
+    ref_seq: int
+    model: str
+    firmware: str
+    serial: str
+    features: Feature
+    ceiling_dmmhg: int
+    max_target_dmmhg: int
+    session_cap_s: int
+    max_lease_s: int
+    watchdog_ms: int
+    status_interval_ms: int
+    pause_limit_s: int
+    chambers: tuple[ChamberInfo, ...]
+    modes: tuple[ModeInfo, ...]
+    levels: tuple[LevelInfo, ...]
+
+    _NUMBERS: ClassVar[struct.Struct] = struct.Struct("<HHHHHHHH")
+
+    def __post_init__(self) -> None:
+        _u16("ref_seq", self.ref_seq)
+        for name in ("model", "firmware", "serial"):
+            _text(name, getattr(self, name))
+        _flags("features", Feature, self.features, _u16)
+        for name in (
+            "ceiling_dmmhg",
+            "max_target_dmmhg",
+            "session_cap_s",
+            "max_lease_s",
+            "watchdog_ms",
+            "status_interval_ms",
+            "pause_limit_s",
+        ):
+            _u16(name, getattr(self, name))
+        if self.max_target_dmmhg > self.ceiling_dmmhg:
+            raise LocalProtocolError("max_target_dmmhg is above ceiling_dmmhg")
+        for name, limit in (("chambers", MAX_CHAMBERS), ("modes", 32), ("levels", 16)):
+            items = getattr(self, name)
+            if not isinstance(items, tuple) or not 1 <= len(items) <= limit:
+                raise LocalProtocolError(f"{name} must be a tuple of 1..{limit}")
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        out = bytearray(struct.pack("<H", self.ref_seq))
+        for text in (self.model, self.firmware, self.serial):
+            out += _pack_text(text)
+        out += self._NUMBERS.pack(
+            self.features,
+            self.ceiling_dmmhg,
+            self.max_target_dmmhg,
+            self.session_cap_s,
+            self.max_lease_s,
+            self.watchdog_ms,
+            self.status_interval_ms,
+            self.pause_limit_s,
+        )
+        out.append(len(self.chambers))
+        for chamber in self.chambers:
+            out += bytes([chamber.leg, chamber.position])
+        out.append(len(self.modes))
+        for mode in self.modes:
+            out.append(mode.mode)
+            out += _pack_text(mode.name)
+        out.append(len(self.levels))
+        for level in self.levels:
+            out += struct.pack("<BH", level.level, level.target_dmmhg)
+        return bytes(out)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        r = _Reader(data)
+        ref = r.u16()
+        model, firmware, serial = r.text(), r.text(), r.text()
+        features, *numbers = (r.u16() for _ in range(8))
+        _flags("features", Feature, features, _u16)
+        chambers = []
+        for _ in range(r.u8()):
+            leg, position = r.u8(), r.u8()
+            _member("leg", Leg, leg)
+            _member("position", Position, position)
+            chambers.append(ChamberInfo(Leg(leg), Position(position)))
+        modes = tuple(ModeInfo(r.u8(), r.text()) for _ in range(r.u8()))
+        levels = tuple(LevelInfo(r.u8(), r.u16()) for _ in range(r.u8()))
+        return cls(
+            ref, model, firmware, serial, Feature(features), *numbers,
+            chambers=tuple(chambers), modes=modes, levels=levels,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Status(Message):
+    """Telemetry: sent every status interval and at once on any change of state.
+
+    Pressures are measured values in tenths of mmHg, one per announced chamber.
+    Bit i of a valve mask is chamber i (inlet: filling from the pump; exhaust:
+    open to the air).
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.STATUS
+    uptime_ms: int
+    state: SessionState
+    mode: int
+    intensity: int
+    flags: StatusFlag
+    seconds_left: int
+    session_elapsed_s: int
+    battery_pct: int
+    faults: Fault
+    last_end: EndReason
+    inlet_mask: int
+    exhaust_mask: int
+    pressures_dmmhg: tuple[int, ...]
+
+    _HEAD: ClassVar[struct.Struct] = struct.Struct("<IBBBBHHBHBHHB")
+
+    def __post_init__(self) -> None:
+        _u32("uptime_ms", self.uptime_ms)
+        _member("state", SessionState, self.state)
+        _u8("mode", self.mode)
+        _u8("intensity", self.intensity)
+        _flags("flags", StatusFlag, self.flags, _u8)
+        _u16("seconds_left", self.seconds_left)
+        _u16("session_elapsed_s", self.session_elapsed_s)
+        _u8("battery_pct", self.battery_pct)
+        if self.battery_pct > 100:
+            raise LocalProtocolError("battery_pct is above 100")
+        _flags("faults", Fault, self.faults, _u16)
+        _member("last_end", EndReason, self.last_end)
+        _u16("inlet_mask", self.inlet_mask)
+        _u16("exhaust_mask", self.exhaust_mask)
+        if not isinstance(self.pressures_dmmhg, tuple) or not (
+            0 <= len(self.pressures_dmmhg) <= MAX_CHAMBERS
+        ):
+            raise LocalProtocolError(f"pressures_dmmhg must be a tuple of 0..{MAX_CHAMBERS}")
+        for pressure in self.pressures_dmmhg:
+            _u16("pressure", pressure)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        head = self._HEAD.pack(
+            self.uptime_ms,
+            self.state,
+            self.mode,
+            self.intensity,
+            self.flags,
+            self.seconds_left,
+            self.session_elapsed_s,
+            self.battery_pct,
+            self.faults,
+            self.last_end,
+            self.inlet_mask,
+            self.exhaust_mask,
+            len(self.pressures_dmmhg),
+        )
+        return head + struct.pack(f"<{len(self.pressures_dmmhg)}H", *self.pressures_dmmhg)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        r = _Reader(data)
+        head = r._take(cls._HEAD)
+        (uptime, state, mode, intensity, flags, left, elapsed, battery, faults, end,
+         inlets, exhausts, count) = head  # fmt: skip
+        pressures = tuple(r.u16() for _ in range(count))
+        _member("state", SessionState, state)
+        _flags("flags", StatusFlag, flags, _u8)
+        _flags("faults", Fault, faults, _u16)
+        _member("last_end", EndReason, end)
+        return cls(
+            uptime, SessionState(state), mode, intensity, StatusFlag(flags), left, elapsed,
+            battery, Fault(faults), EndReason(end), inlets, exhausts, pressures,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent(Message):
+    """Base of the EVENT message kinds; the first payload byte is the `EventKind`."""
+
+    TYPE: ClassVar[MessageType] = MessageType.EVENT
+    KIND: ClassVar[EventKind]
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonPressed(DeviceEvent):
+    """A button on the handheld remote was pressed (the device already acted on it)."""
+
+    KIND: ClassVar[EventKind] = EventKind.BUTTON
+    button: Button
+
+    def __post_init__(self) -> None:
+        _member("button", Button, self.button)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return bytes([self.KIND, self.button])
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        button = _Reader(data[1:]).u8()
+        _member("button", Button, button)
+        return cls(Button(button))
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRaised(DeviceEvent):
+    """Faults were latched; the device has vented and refuses START until reset."""
+
+    KIND: ClassVar[EventKind] = EventKind.FAULT
+    faults: Fault
+
+    def __post_init__(self) -> None:
+        _flags("faults", Fault, self.faults, _u16)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return struct.pack("<BH", self.KIND, self.faults)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        faults = _Reader(data[1:]).u16()
+        _flags("faults", Fault, faults, _u16)
+        return cls(Fault(faults))
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded(DeviceEvent):
+    """A session ended, why, and how many seconds it ran under pressure."""
+
+    KIND: ClassVar[EventKind] = EventKind.SESSION_ENDED
+    reason: EndReason
+    pressure_s: int
+
+    def __post_init__(self) -> None:
+        _member("reason", EndReason, self.reason)
+        if self.reason == EndReason.NONE:
+            raise LocalProtocolError("a session ends for a reason")
+        _u16("pressure_s", self.pressure_s)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return struct.pack("<BBH", self.KIND, self.reason, self.pressure_s)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        r = _Reader(data[1:])
+        reason, seconds = r.u8(), r.u16()
+        _member("reason", EndReason, reason)
+        return cls(EndReason(reason), seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted(DeviceEvent):
+    """A session started from the link or the remote, with its mode, level and length."""
+
+    KIND: ClassVar[EventKind] = EventKind.SESSION_STARTED
+    source: StartSource
+    mode: int
+    intensity: int
+    lease_s: int
+
+    def __post_init__(self) -> None:
+        _member("source", StartSource, self.source)
+        _u8("mode", self.mode)
+        _u8("intensity", self.intensity)
+        _u16("lease_s", self.lease_s)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return struct.pack(
+            "<BBBBH", self.KIND, self.source, self.mode, self.intensity, self.lease_s
+        )
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        r = _Reader(data[1:])
+        source, mode, intensity, lease = r.u8(), r.u8(), r.u8(), r.u16()
+        _member("source", StartSource, source)
+        return cls(StartSource(source), mode, intensity, lease)
+
+
+COMMANDS: dict[MessageType, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Hello, Start, SetMode, SetIntensity, SetCycle, Pause, Resume, Stop, Vent,
+        KeepAlive, GetStatus, ResetFault,
+    )
+}  # fmt: skip
+"""Messages a controller sends, by type."""
+
+REPLIES: dict[MessageType, type[Message]] = {
+    cls.TYPE: cls for cls in (Ack, Nak, Capabilities, Status)
+}
+"""Messages a device sends other than events, by type."""
+
+EVENTS: dict[EventKind, type[DeviceEvent]] = {
+    cls.KIND: cls for cls in (ButtonPressed, FaultRaised, SessionEnded, SessionStarted)
+}
+"""EVENT message kinds, by kind."""
+
+URGENT: frozenset[MessageType] = frozenset({MessageType.STOP, MessageType.VENT})
+"""Commands that go ahead of anything queued, from anyone, in any state."""
+
+
+def decode_message(msg_type: int, payload: bytes) -> Message:
+    """Build the message of type ``msg_type`` from its payload.
+
+    Raises:
+        RemoteProtocolError: unknown type or kind, or a malformed payload. Nothing else.
+    """
+    try:
+        if msg_type == MessageType.EVENT:
+            if not payload:
+                raise RemoteProtocolError("EVENT without a kind")
+            event_cls = EVENTS.get(payload[0])  # type: ignore[call-overload]
+            if event_cls is None:
+                raise RemoteProtocolError(f"unknown event kind {payload[0]}")
+            return event_cls.decode_payload(payload)
+        cls = COMMANDS.get(msg_type) or REPLIES.get(msg_type)  # type: ignore[call-overload]
+        if cls is None:
+            raise UnknownMessageType(f"unknown message type 0x{msg_type:02x}")
+        return cls.decode_payload(payload)
+    except RemoteProtocolError:
+        raise
+    except ProtocolError as error:
+        raise RemoteProtocolError(f"invalid {_name(msg_type)}: {error}") from error
+
+
+class UnknownMessageType(RemoteProtocolError):
+    """A frame carried a message type this protocol version does not define."""
+
+
+def _name(msg_type: int) -> str:
+    try:
+        return MessageType(msg_type).name
+    except ValueError:
+        return f"type 0x{msg_type:02x}"
+
+
+def message_fields(message: Message) -> dict[str, object]:
+    """The fields of a message by name, for logs and test vectors."""
+    return {f.name: getattr(message, f.name) for f in fields(message)}

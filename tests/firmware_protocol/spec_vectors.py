@@ -1,0 +1,152 @@
+"""The test vectors of SPEC.md, defined once.
+
+``python -m tests.firmware_protocol.spec_vectors`` prints the vectors section of
+SPEC.md from these definitions, and ``--write`` puts it into SPEC.md.
+test_spec_vectors.py parses SPEC.md itself and checks every vector in both
+directions, so the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import firmware_protocol as fp
+
+KEY = bytes(range(32))
+"""The example key of the authenticated vector: bytes 00 01 02 ... 1f."""
+
+
+@dataclass(frozen=True)
+class Vector:
+    name: str
+    direction: str
+    seq: int
+    message: str
+    counter: int | None = None
+
+    def build(self) -> fp.Message:
+        return eval(self.message, vars(fp))
+
+    def frame(self) -> fp.Frame:
+        msg = self.build()
+        frame = fp.Frame(self.seq, msg.TYPE, msg.encode_payload())
+        if self.counter is not None:
+            frame = frame.signed(KEY, self.counter)
+        return frame
+
+
+C2D, D2C = "controller -> device", "device -> controller"
+
+VECTORS = [
+    Vector("HELLO", C2D, 1, 'Hello(client_name="massager-ctl")'),
+    Vector(
+        "CAPABILITIES",
+        D2C,
+        1,
+        'Capabilities(ref_seq=1, model="AirLeg", firmware="1.0", serial="A1", '
+        "features=Feature.CYCLE | Feature.BATTERY | Feature.REMOTE, "
+        "ceiling_dmmhg=1300, max_target_dmmhg=1200, session_cap_s=5400, max_lease_s=5400, "
+        "watchdog_ms=1000, status_interval_ms=500, pause_limit_s=600, "
+        "chambers=(ChamberInfo(Leg.LEFT, Position.FOOT), ChamberInfo(Leg.LEFT, Position.CALF), "
+        "ChamberInfo(Leg.RIGHT, Position.FOOT), ChamberInfo(Leg.RIGHT, Position.CALF)), "
+        'modes=(ModeInfo(Mode.WAVE, "wave"), ModeInfo(Mode.PULSE, "pulse"), '
+        'ModeInfo(Mode.CYCLE, "cycle")), '
+        "levels=(LevelInfo(1, 500), LevelInfo(2, 800), LevelInfo(3, 1100)))",
+    ),
+    Vector("START", C2D, 2, "Start(mode=Mode.WAVE, intensity=2, lease_s=900)"),
+    Vector("ACK", D2C, 2, "Ack(ref_seq=2)"),
+    Vector("SET_MODE", C2D, 3, "SetMode(mode=Mode.PULSE)"),
+    Vector("SET_INTENSITY", C2D, 4, "SetIntensity(level=3)"),
+    Vector(
+        "SET_CYCLE",
+        C2D,
+        5,
+        "SetCycle(order=CycleOrder.SEQUENTIAL, inflate_ds=30, hold_ds=50, release_ds=60, "
+        "rest_ds=40, targets_dmmhg=(450, 380, 450, 380))",
+    ),
+    Vector("NAK", D2C, 3, "Nak(ref_seq=5, error=ErrorCode.OVER_PRESSURE_LIMIT)"),
+    Vector("PAUSE", C2D, 6, "Pause()"),
+    Vector("RESUME", C2D, 7, "Resume()"),
+    Vector("KEEPALIVE", C2D, 8, "KeepAlive()"),
+    Vector("GET_STATUS", C2D, 9, "GetStatus()"),
+    Vector(
+        "STATUS",
+        D2C,
+        4,
+        "Status(uptime_ms=123456, state=SessionState.RUNNING, mode=Mode.WAVE, intensity=2, "
+        "flags=StatusFlag.PUMP_ON | StatusFlag.LINK_SESSION | StatusFlag.CONTROLLER_PRESENT, "
+        "seconds_left=845, session_elapsed_s=55, battery_pct=87, faults=Fault.NONE, "
+        "last_end=EndReason.NONE, inlet_mask=0b0101, exhaust_mask=0b1010, "
+        "pressures_dmmhg=(812, 0, 805, 3))",
+    ),
+    Vector("EVENT: button", D2C, 5, "ButtonPressed(button=Button.PLUS)"),
+    Vector("STOP", C2D, 10, "Stop()"),
+    Vector(
+        "EVENT: session ended", D2C, 6, "SessionEnded(reason=EndReason.STOPPED, pressure_s=600)"
+    ),
+    Vector("VENT", C2D, 11, "Vent()"),
+    Vector("EVENT: fault", D2C, 7, "FaultRaised(faults=Fault.OVERPRESSURE)"),
+    Vector("RESET_FAULT", C2D, 12, "ResetFault()"),
+    Vector(
+        "EVENT: session started",
+        D2C,
+        8,
+        "SessionStarted(source=StartSource.REMOTE, mode=Mode.WAVE, intensity=1, lease_s=900)",
+    ),
+    Vector("START, authenticated", C2D, 13, "Start(mode=Mode.PULSE, intensity=1, lease_s=60)", 7),
+]
+
+
+def spaced(data: bytes) -> str:
+    return " ".join(f"{b:02x}" for b in data)
+
+
+def wrap_message(text: str, width: int = 88) -> list[str]:
+    """``message:`` and its expression, broken after commas; continuation lines indent."""
+    lines, line = [], "message: "
+    for piece in text.split(", "):
+        if len(line) + len(piece) > width and line.strip() != "message:":
+            lines.append(line.rstrip())
+            line = "         "
+        line += piece + ", "
+    lines.append(line[:-2])
+    return lines
+
+
+def render() -> str:
+    out = []
+    for number, vector in enumerate(VECTORS, 1):
+        frame = vector.frame()
+        out.append(f"V{number}: {vector.name} ({vector.direction}, seq {vector.seq})")
+        out.append("")
+        out.append("```text")
+        out.extend(wrap_message(vector.message))
+        if vector.counter is not None:
+            out.append(f"auth:    counter {vector.counter}, key 00 01 02 ... 1f")
+        out.append(f"frame:   {spaced(frame.to_bytes())}")
+        out.append(f"wire:    {spaced(frame.encode())}")
+        out.append("```")
+        out.append("")
+    return "\n".join(out)
+
+
+SPEC = Path(fp.__file__).with_name("SPEC.md")
+BEGIN = "<!-- vectors: generated by `python -m tests.firmware_protocol.spec_vectors` -->"
+END = "<!-- end of vectors -->"
+
+
+def write_spec() -> None:
+    """Replace the vectors section of SPEC.md with `render`'s output."""
+    text = SPEC.read_text(encoding="utf-8")
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    SPEC.write_text(f"{head}{BEGIN}\n\n{render()}\n{END}{tail}", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        write_spec()
+    else:
+        print(render())

@@ -1,0 +1,322 @@
+"""The Connection, both roles, as a connected pair with a hand-driven clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import firmware_protocol as fp
+from firmware_protocol import (
+    Connection,
+    ErrorCode,
+    FailReason,
+    LinkState,
+    LocalProtocolError,
+    Received,
+    Replied,
+    RequestFailed,
+    Role,
+)
+
+CAPS = fp.Capabilities(
+    ref_seq=0, model="m", firmware="f", serial="s", features=fp.Feature.CYCLE,
+    ceiling_dmmhg=1300, max_target_dmmhg=1200, session_cap_s=5400, max_lease_s=5400,
+    watchdog_ms=1000, status_interval_ms=500, pause_limit_s=600,
+    chambers=(fp.ChamberInfo(fp.Leg.LEFT, fp.Position.FOOT),),
+    modes=(fp.ModeInfo(1, "wave"),), levels=(fp.LevelInfo(1, 500),),
+)  # fmt: skip
+
+
+class Pair:
+    """A controller and a device wired together; ``deliver`` moves queued bytes across."""
+
+    def __init__(self) -> None:
+        self.controller = Connection(Role.CONTROLLER)
+        self.device = Connection(Role.DEVICE)
+        self.now = 0.0
+
+    def to_device(self) -> list[fp.Event]:
+        self.device.receive_data(self.controller.data_to_send(), self.now)
+        return self.device.events()
+
+    def to_controller(self) -> list[fp.Event]:
+        self.controller.receive_data(self.device.data_to_send(), self.now)
+        return self.controller.events()
+
+    def connect(self) -> None:
+        self.controller.send(fp.Hello("test"), self.now)
+        [hello] = self.to_device()
+        assert isinstance(hello, Received)
+        self.device.send(replace(CAPS, ref_seq=hello.seq), self.now)
+        [reply] = self.to_controller()
+        assert isinstance(reply, Replied)
+        assert self.controller.state == LinkState.READY
+
+    def request(self, message: fp.Message) -> int:
+        seq = self.controller.send(message, self.now)
+        return seq
+
+
+@pytest.fixture
+def pair() -> Pair:
+    p = Pair()
+    p.connect()
+    return p
+
+
+def test_same_events_come_out_of_the_other_side(pair: Pair) -> None:
+    seq = pair.request(fp.Start(1, 1, 60))
+    [event] = pair.to_device()
+    assert event == Received(fp.Start(1, 1, 60), seq)
+    pair.device.send(fp.Ack(seq), pair.now)
+    pair.device.send(fp.SessionEnded(fp.EndReason.STOPPED, 3), pair.now)
+    replied, ended = pair.to_controller()
+    assert replied == Replied(fp.Start(1, 1, 60), seq, fp.Ack(seq))
+    assert isinstance(ended, Received)
+    assert ended.message == fp.SessionEnded(fp.EndReason.STOPPED, 3)
+    assert pair.controller.pending == {}
+
+
+def test_controller_adopts_the_device_timing(pair: Pair) -> None:
+    timing = pair.controller.timing
+    assert timing.keepalive_s == pytest.approx(0.25)
+    assert timing.silence_s == pytest.approx(1.5)
+    assert pair.controller.capabilities is not None
+
+
+def test_lost_request_is_resent_with_the_same_seq_and_answered_once(pair: Pair) -> None:
+    seq = pair.request(fp.SetMode(1))
+    pair.controller.data_to_send()  # the first copy is lost on the wire
+    pair.now = 0.4
+    pair.controller.handle_timer(pair.now)
+    [event] = pair.to_device()
+    assert event == Received(fp.SetMode(1), seq)
+    pair.device.send(fp.Ack(seq), pair.now)
+    pair.device.data_to_send()  # and the reply is lost too
+    pair.now = 0.8
+    pair.controller.handle_timer(pair.now)
+    # The device has seen this seq: it answers from its cache and does not run it again.
+    assert pair.to_device() == []
+    assert pair.device.stats.duplicates == 1
+    assert pair.to_controller() == [Replied(fp.SetMode(1), seq, fp.Ack(seq))]
+    assert pair.controller.stats.retransmits == 2
+
+
+def test_request_fails_after_every_attempt(pair: Pair) -> None:
+    seq = pair.request(fp.Pause())
+    for step in range(1, 4):
+        pair.now = step * 0.4
+        pair.controller.handle_timer(pair.now)
+    events = pair.controller.events()
+    assert RequestFailed(fp.Pause(), seq, FailReason.TIMEOUT) in events
+    assert pair.controller.stats.timeouts == 1
+
+
+def test_stale_seq_is_refused(pair: Pair) -> None:
+    old = pair.request(fp.SetMode(1))
+    stale_wire = pair.controller.data_to_send()
+    pair.request(fp.SetMode(2))
+    pair.to_device()
+    pair.device.data_to_send()
+    pair.device.receive_data(stale_wire, pair.now)
+    assert pair.device.events() == []
+    pair.controller.receive_data(pair.device.data_to_send(), pair.now)
+    [event] = pair.controller.events()
+    assert isinstance(event, Replied)
+    assert event.reply == fp.Nak(old, ErrorCode.STALE_SEQUENCE)
+
+
+def test_stop_goes_first_and_what_was_queued_before_it_never_runs(pair: Pair) -> None:
+    start = pair.request(fp.Start(1, 1, 60))
+    pair.request(fp.Stop())
+    events = pair.to_device()
+    # Stop is delivered; the start that was queued ahead of it is refused as stale.
+    assert [type(e.message) for e in events if isinstance(e, Received)] == [fp.Stop]
+    assert pair.device.stats.stale == 1
+    # The controller gave the start up when it sent the stop, so the start's NAK
+    # matches nothing; only the stop's ACK would be a reply.
+    assert start not in pair.controller.pending
+    assert [e for e in pair.to_controller() if isinstance(e, Replied)] == []
+    assert pair.controller.stats.unmatched_replies == 1
+
+
+def test_sending_stop_fails_pending_requests_as_preempted(pair: Pair) -> None:
+    seq = pair.request(fp.SetIntensity(2))
+    pair.request(fp.Vent())
+    assert RequestFailed(fp.SetIntensity(2), seq, FailReason.PREEMPTED) in pair.controller.events()
+
+
+def wire(seq: int, message: fp.Message, version: int = 1) -> bytes:
+    return fp.Frame(seq, message.TYPE, message.encode_payload(), version).encode()
+
+
+def naks(connection: Connection) -> list[fp.Nak]:
+    replies = []
+    for frame in fp.FrameDecoder().feed(connection.data_to_send()):
+        message = fp.decode_message(frame.msg_type, frame.payload)
+        if isinstance(message, fp.Nak):
+            replies.append(message)
+    return replies
+
+
+def test_before_hello_only_stop_vent_and_get_status_pass() -> None:
+    device = Connection(Role.DEVICE)
+    device.receive_data(
+        wire(5, fp.Start(1, 1, 60)) + wire(6, fp.Stop()) + wire(7, fp.Vent())
+        + wire(8, fp.KeepAlive()) + wire(9, fp.GetStatus()),
+        0.0,
+    )  # fmt: skip
+    delivered = [e.message for e in device.events() if isinstance(e, Received)]
+    assert delivered == [fp.Stop(), fp.Vent(), fp.GetStatus()]
+    assert naks(device) == [fp.Nak(5, ErrorCode.NO_HELLO)]
+
+
+def test_stop_runs_whatever_its_seq(pair: Pair) -> None:
+    pair.request(fp.SetMode(1))
+    pair.to_device()
+    pair.device.receive_data(wire(1, fp.Stop()), pair.now)  # an old seq, from anyone
+    assert [e.message for e in pair.device.events() if isinstance(e, Received)] == [fp.Stop()]
+
+
+def test_device_answers_protocol_errors_itself() -> None:
+    device = Connection(Role.DEVICE)
+    device.receive_data(wire(1, fp.Hello("x")), 0.0)
+    device.events()
+    device.receive_data(
+        wire(2, fp.Pause(), version=2)
+        + fp.Frame(3, 0x55, b"").encode()
+        + fp.Frame(4, fp.MessageType.START, b"\x01").encode()
+        + wire(5, fp.Ack(1)),  # a device's message sent to a device: dropped silently
+        0.0,
+    )
+    assert device.events() == []
+    assert naks(device) == [
+        fp.Nak(2, ErrorCode.UNSUPPORTED_VERSION),
+        fp.Nak(3, ErrorCode.UNKNOWN_MESSAGE),
+        fp.Nak(4, ErrorCode.BAD_PAYLOAD),
+    ]
+    assert device.stats.rejected == 3
+
+
+def test_keepalive_fills_silence_and_any_frame_defers_it(pair: Pair) -> None:
+    assert pair.controller.get_timer() == pytest.approx(0.25)
+    pair.now = 0.2
+    pair.request(fp.GetStatus())
+    pair.controller.data_to_send()
+    pair.controller.events()
+    pair.now = 0.45
+    # Only the request's own retry is due at 0.6 (0.2 + 0.4); the keepalive waits until then too.
+    assert pair.controller.get_timer() == pytest.approx(0.45)
+    pair.controller.handle_timer(pair.now)
+    frames = fp.FrameDecoder().feed(pair.controller.data_to_send())
+    assert [f.msg_type for f in frames] == [fp.MessageType.KEEPALIVE]
+
+
+def test_device_watchdog_forgets_a_silent_controller(pair: Pair) -> None:
+    assert pair.device.get_timer() == pytest.approx(1.0)
+    pair.now = 0.9
+    pair.controller.handle_timer(pair.now)  # keepalive
+    pair.to_device()
+    assert pair.device.get_timer() == pytest.approx(1.9)
+    pair.now = 1.9
+    pair.device.handle_timer(pair.now)
+    assert pair.device.events() == [fp.LinkLost("no frame from the controller for 1 s")]
+    assert pair.device.state == LinkState.WAITING
+    # The controller must now say HELLO again.
+    pair.request(fp.SetMode(1))
+    pair.to_device()
+    assert naks(pair.device) == [fp.Nak(pair.controller.stats.frames_sent, ErrorCode.NO_HELLO)]
+
+
+def test_controller_notices_a_silent_device(pair: Pair) -> None:
+    pair.now = 1.49
+    pair.controller.handle_timer(pair.now)
+    assert not any(isinstance(e, fp.PeerSilent) for e in pair.controller.events())
+    pair.now = 1.5
+    pair.controller.handle_timer(pair.now)
+    assert fp.PeerSilent(1.5) in pair.controller.events()
+    pair.controller.handle_timer(2.0)
+    assert not any(isinstance(e, fp.PeerSilent) for e in pair.controller.events())  # said once
+
+
+def test_link_down_fails_every_pending_request(pair: Pair) -> None:
+    seq = pair.request(fp.Resume())
+    pair.controller.link_down(pair.now)
+    assert pair.controller.events() == [RequestFailed(fp.Resume(), seq, FailReason.LINK_DOWN)]
+    with pytest.raises(LocalProtocolError, match="closed"):
+        pair.request(fp.Stop())
+    pair.device.link_down(pair.now)
+    assert pair.device.events() == [fp.LinkLost("the link went down")]
+
+
+def test_roles_may_only_send_their_own_messages(pair: Pair) -> None:
+    with pytest.raises(LocalProtocolError, match="controller does not send"):
+        pair.controller.send(fp.Ack(1), 0.0)
+    with pytest.raises(LocalProtocolError, match="device does not send"):
+        pair.device.send(fp.Start(1, 1, 1), 0.0)
+    fresh = Connection(Role.CONTROLLER)
+    with pytest.raises(LocalProtocolError, match="before the device answered HELLO"):
+        fresh.send(fp.Start(1, 1, 1), 0.0)
+
+
+IDLE_STATUS = fp.Status(
+    0, fp.SessionState.IDLE, 1, 1, fp.StatusFlag.NONE, 0, 0, 100,
+    fp.Fault.NONE, fp.EndReason.NONE, 0, 0, (),
+)  # fmt: skip
+
+
+def test_sequence_gaps_are_counted(pair: Pair) -> None:
+    for _ in range(3):
+        pair.device.send(IDLE_STATUS, pair.now)
+    frames = fp.FrameDecoder().feed(pair.device.data_to_send())
+    pair.controller.receive_data(frames[0].encode() + frames[2].encode(), pair.now)
+    assert pair.controller.stats.lost == 1
+
+
+@given(st.binary(max_size=1500))
+def test_random_bytes_never_crash_either_role(data: bytes) -> None:
+    for role in Role:
+        connection = Connection(role)
+        connection.receive_data(data, 0.0)
+        connection.events()
+        connection.data_to_send()
+        connection.handle_timer(5.0)
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                fp.Hello("h"),
+                fp.Start(1, 2, 30),
+                fp.SetMode(2),
+                fp.SetIntensity(1),
+                fp.Pause(),
+                fp.Resume(),
+                fp.Stop(),
+                fp.Vent(),
+                fp.KeepAlive(),
+                fp.GetStatus(),
+                fp.ResetFault(),
+            ]
+        ),
+        max_size=30,
+    ),
+    st.binary(max_size=40),
+)
+def test_commands_mixed_with_garbage_are_all_accounted_for(
+    commands: list[fp.Message], garbage: bytes
+) -> None:
+    device = Connection(Role.DEVICE)
+    stream = b"".join(wire(i + 1, c) + garbage.replace(b"\x00", b"") + b"\x00"
+                      for i, c in enumerate(commands))  # fmt: skip
+    device.receive_data(stream, 0.0)
+    delivered = [e for e in device.events() if isinstance(e, Received)]
+    answered = naks(device)
+    silent = [c for c in commands if isinstance(c, fp.KeepAlive)]
+    # Every command is delivered, or refused with a NAK, or is a keepalive; none vanishes.
+    assert len(delivered) + len(answered) + len(silent) == len(commands)
+    assert device.stats.frames == len(commands)
