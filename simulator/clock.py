@@ -1,0 +1,81 @@
+"""An event loop whose clock runs faster than the wall clock, for demos at ``--speed``.
+
+Every ``asyncio.sleep``, timeout and ``call_at`` on this loop runs ``speed`` times
+faster, on both sides of an in-process link (controller and simulated device),
+so their timing rules stay consistent: a 1-second watchdog and a 250 ms
+keepalive shrink together.
+
+The clock never jumps past the earliest scheduled timer. At 60x, 20 ms spent
+drawing the screen would otherwise be 1.2 s of loop time, and a watchdog would
+fire before the keepalive queued behind it could run. Instead, when the process
+falls behind, simulated time slows down: timers fire in order, one loop turn at
+a time, exactly as they would in real time with no delays. Only the simulator
+may run this way; a real device keeps real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import time
+from typing import Any
+
+
+class _ScaledSelector(selectors.BaseSelector):
+    """Waits ``timeout/speed`` real seconds, then lets the loop move its clock."""
+
+    def __init__(self, inner: selectors.BaseSelector, loop: ScaledTimeLoop) -> None:
+        self._inner = inner
+        self._loop = loop
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._inner.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._inner.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._inner.modify(fileobj, events, data)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self._inner.select(None if timeout is None else timeout / self._loop.speed)
+        self._loop._advance_clock()
+        return ready
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._inner.get_key(fileobj)
+
+    def get_map(self) -> Any:
+        return self._inner.get_map()
+
+
+class ScaledTimeLoop(asyncio.SelectorEventLoop):
+    """A selector event loop whose `time` advances up to ``speed`` times faster than real time."""
+
+    _scheduled: list[asyncio.TimerHandle]  # BaseEventLoop's timer heap (not declared there)
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self._real_origin = time.monotonic()
+        self._now = self._real_origin
+        super().__init__(selector=_ScaledSelector(selectors.DefaultSelector(), self))
+        if not speed > 0:
+            self.close()
+            raise ValueError("speed must be positive")
+
+    def time(self) -> float:
+        """Loop time; it moves once per loop turn, never past the next due timer.
+
+        With no timer pending it catches up with ``speed`` times the real time.
+        """
+        return self._now
+
+    def _advance_clock(self) -> None:
+        target = self._real_origin + (time.monotonic() - self._real_origin) * self.speed
+        if self._scheduled:
+            target = min(target, self._scheduled[0].when())
+        if target > self._now:
+            self._now = target

@@ -1,0 +1,70 @@
+"""The asyncio host runs the firmware on loop time; the scaled loop keeps timers in order."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import firmware_protocol as fp
+from firmware_protocol import Button, EndReason, SessionState
+from simulator import DeviceConfig
+from simulator.clock import ScaledTimeLoop
+from simulator.host import DeviceHost
+
+
+async def test_host_runs_a_remote_session_to_its_timer_in_virtual_time() -> None:
+    host = DeviceHost(DeviceConfig(seed=1, remote_session_s=900))
+    host.start()
+    host.press(Button.POWER)
+    await asyncio.sleep(899)
+    assert host.firmware.state == SessionState.RUNNING
+    await asyncio.sleep(2)
+    assert host.firmware.last_end == EndReason.COMPLETED
+    host.stop()
+
+
+async def test_host_answers_a_link_and_notices_it_go() -> None:
+    host = DeviceHost(DeviceConfig(seed=1))
+    host.start()
+    received = bytearray()
+    host.attach(received.extend)
+    controller = fp.Connection(fp.Role.CONTROLLER)
+    controller.send(fp.Hello("t"), asyncio.get_running_loop().time())
+    host.feed(controller.data_to_send())
+    controller.receive_data(bytes(received), asyncio.get_running_loop().time())
+    assert controller.state == fp.LinkState.READY
+    await asyncio.sleep(1.01)  # the controller says nothing more: the watchdog forgets it
+    assert host.firmware.conn.state == fp.LinkState.WAITING
+    received.clear()
+    await asyncio.sleep(5)
+    assert received == b""  # no controller, no status reports
+    host.stop()
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = host.firmware
+
+
+def test_scaled_loop_runs_faster_and_keeps_timer_order() -> None:
+    order: list[str] = []
+
+    async def main() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        t0, w0 = loop.time(), time.monotonic()
+        loop.call_later(1.0, order.append, "watchdog")
+        loop.call_later(0.25, lambda: loop.call_soon(order.append, "keepalive"))
+        time.sleep(0.05)  # noqa: ASYNC251 - a busy process: 2.5 s of loop time at 50x
+        await asyncio.sleep(2.0)
+        return loop.time() - t0, time.monotonic() - w0
+
+    with asyncio.Runner(loop_factory=lambda: ScaledTimeLoop(50)) as runner:
+        loop_elapsed, wall = runner.run(main())
+    assert 2.0 <= loop_elapsed <= wall * 50 + 0.01
+    assert wall < 0.5
+    # The callback queued by the earlier timer ran before the later timer fired.
+    assert order == ["keepalive", "watchdog"]
+
+
+def test_scaled_loop_rejects_a_silly_speed() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        ScaledTimeLoop(0)
