@@ -202,10 +202,14 @@ class Firmware:
 
     def advance(self, now: float) -> None:
         """Run the firmware and the physics up to ``now``."""
+        stuck = 0
         while True:
             due = self.next_deadline()
             if due > now:
                 break
+            stuck = stuck + 1 if due <= self._t else 0
+            if stuck > 1000:  # a deadline that never moves is a bug: fail, never hang
+                raise RuntimeError(f"firmware made no progress at t={self._t}: {self.snapshot()}")
             self._run_to(due)
             self._on_due()
         self._run_to(now)

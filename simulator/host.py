@@ -94,6 +94,12 @@ class DeviceHost:
         self._firmware.press(button, self._loop.time())
         self._wake()
 
+    def sync(self) -> None:
+        """Bring the device up to the loop's present (before reading its true state)."""
+        if self._firmware is not None and self._loop is not None:
+            self._firmware.advance(self._loop.time())
+            self._wake()
+
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
         if self._firmware is None or self._loop is None:

@@ -17,6 +17,9 @@ from firmware_protocol import CycleOrder, SetCycle
 
 from .config import DeviceConfig
 
+SLIVER = 1e-6
+"""Seconds; a phase boundary nearer than this counts as reached."""
+
 
 @dataclass(frozen=True, slots=True)
 class Phase:
@@ -38,14 +41,19 @@ class Pattern:
         return sum(phase.duration_s for phase in self.phases)
 
     def at(self, elapsed: float) -> tuple[Phase, float]:
-        """The phase ``elapsed`` seconds into the pattern, and the time until it ends."""
+        """The phase ``elapsed`` seconds into the pattern, and the time until it ends.
+
+        The time left is never less than `SLIVER`: a phase boundary closer than
+        that counts as reached, so a caller adding it to a large clock value
+        always gets a later time.
+        """
         t = elapsed % self.period_s
         for phase in self.phases:
-            if t < phase.duration_s:
+            if t < phase.duration_s - SLIVER:
                 return phase, phase.duration_s - t
             t -= phase.duration_s
-        last = self.phases[-1]
-        return last, last.duration_s  # only reached through rounding at the very end
+        first = self.phases[0]  # the very end of one loop is the start of the next
+        return first, first.duration_s
 
 
 def _loop(*phases: Phase) -> Pattern:

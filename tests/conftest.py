@@ -8,13 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 settings.register_profile(
     "default",
     deadline=None,  # virtual-time tests do real work per example; wall time is bench's job
     suppress_health_check=[HealthCheck.too_slow],
 )
+# `pytest --hypothesis-profile=debug` reports the first failure without shrinking it.
+settings.register_profile("debug", parent=settings.get_profile("default"),
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate])  # fmt: skip
 settings.load_profile("default")
 
 

@@ -183,3 +183,19 @@ def test_forty_five_minutes_run_whole_in_virtual_time() -> None:
     assert rig.events_of(fp.SessionEnded) == [fp.SessionEnded(EndReason.STOPPED, 45 * 60)]
     assert rig.plant.max_pressure_seen < rig.fw.config.trip_mmhg
     assert 80 < rig.fw.snapshot().battery_pct < 100
+
+
+def test_a_phase_boundary_closer_than_the_clock_can_tell_still_moves_on() -> None:
+    from simulator.patterns import SLIVER, wave
+
+    rig = Rig()
+    pattern = wave(rig.fw.config, rig.fw.ranks, 50.0)
+    first = pattern.phases[0].duration_s
+    phase, left = pattern.at(first - 1e-12)  # a sliver before the boundary
+    assert phase is pattern.phases[1]
+    assert left >= SLIVER
+    phase, left = pattern.at(pattern.period_s - 1e-12)
+    assert phase is pattern.phases[0]
+    assert left == pattern.phases[0].duration_s
+    # On a clock at 100000 s a 1e-12 s remainder would vanish: the deadline never moved.
+    assert 100_000.0 + left > 100_000.0
