@@ -19,24 +19,15 @@ from .errors import RemoteProtocolError
 def encode(data: bytes) -> bytes:
     """Return the COBS encoding of ``data`` (without the trailing delimiter)."""
     out = bytearray()
-    code_index = 0
-    out.append(0)  # placeholder for the first code byte
-    code = 1
-    for byte in data:
-        if byte == 0:
-            out[code_index] = code
-            code_index = len(out)
-            out.append(0)
-            code = 1
-            continue
-        out.append(byte)
-        code += 1
-        if code == 0xFF:
-            out[code_index] = code
-            code_index = len(out)
-            out.append(0)
-            code = 1
-    out[code_index] = code
+    # Each run of non-zero bytes becomes blocks of at most 254; a block shorter than
+    # that stands for its run plus the zero after it (or the end of the data).
+    for run in data.split(b"\x00"):
+        while len(run) >= 0xFE:
+            out.append(0xFF)
+            out += run[:0xFE]
+            run = run[0xFE:]
+        out.append(len(run) + 1)
+        out += run
     return bytes(out)
 
 

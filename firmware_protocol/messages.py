@@ -547,24 +547,30 @@ class Status(Message):
     _HEAD: ClassVar[struct.Struct] = struct.Struct("<IBBBBHHBHBHHB")
 
     def __post_init__(self) -> None:
-        _u32("uptime_ms", self.uptime_ms)
-        _member("state", SessionState, self.state)
-        _u8("mode", self.mode)
-        _u8("intensity", self.intensity)
-        _flags("flags", StatusFlag, self.flags, _u8)
-        _u16("seconds_left", self.seconds_left)
-        _u16("session_elapsed_s", self.session_elapsed_s)
-        _u8("battery_pct", self.battery_pct)
-        if self.battery_pct > 100:
-            raise LocalProtocolError("battery_pct is above 100")
-        _flags("faults", Fault, self.faults, _u16)
-        _member("last_end", EndReason, self.last_end)
-        _u16("inlet_mask", self.inlet_mask)
-        _u16("exhaust_mask", self.exhaust_mask)
+        # STATUS is the hottest message: one struct.pack checks every integer's type
+        # and range in C; the per-field checks below run only to name the culprit.
         if not isinstance(self.pressures_dmmhg, tuple) or not (
             0 <= len(self.pressures_dmmhg) <= MAX_CHAMBERS
         ):
             raise LocalProtocolError(f"pressures_dmmhg must be a tuple of 0..{MAX_CHAMBERS}")
+        try:
+            self.encode_payload()
+        except (struct.error, TypeError):
+            self._name_the_bad_field()
+            raise LocalProtocolError("a STATUS field is out of range") from None
+        _member("state", SessionState, self.state)
+        _flags("flags", StatusFlag, self.flags, _u8)
+        _flags("faults", Fault, self.faults, _u16)
+        _member("last_end", EndReason, self.last_end)
+        if self.battery_pct > 100:
+            raise LocalProtocolError("battery_pct is above 100")
+
+    def _name_the_bad_field(self) -> None:
+        _u32("uptime_ms", self.uptime_ms)
+        for name in ("mode", "intensity", "flags", "battery_pct", "state", "last_end"):
+            _u8(name, int(getattr(self, name)))
+        for name in ("seconds_left", "session_elapsed_s", "faults", "inlet_mask", "exhaust_mask"):
+            _u16(name, int(getattr(self, name)))
         for pressure in self.pressures_dmmhg:
             _u16("pressure", pressure)
 

@@ -7,7 +7,7 @@ eight-chamber consumer massager; tests and ``sim://`` URLs change single fields
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from firmware_protocol import Leg, Position
 
@@ -89,6 +89,33 @@ class DeviceConfig(BaseModel):
         if self.max_lease_s > self.session_cap_s:
             raise ValueError("max_lease_s cannot exceed session_cap_s")
         return self
+
+    @classmethod
+    def from_options(cls, options: dict[str, str]) -> DeviceConfig:
+        """Build a config from text options (URL query, ``--set key=value``).
+
+        Raises:
+            ValueError: an unknown option, or a value that does not fit; the
+                message names the option and lists the known ones.
+        """
+        unknown = sorted(set(options) - set(cls.option_names()))
+        if unknown:
+            raise ValueError(
+                f"no option {', '.join(unknown)}; options: {', '.join(cls.option_names())}"
+            )
+        try:
+            return cls.model_validate(options)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in error.errors()
+            )
+            raise ValueError(f"options are not valid: {problems}") from None
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Fields that can be set from text: the single numbers, flags and names."""
+        simple = (bool, int, float, str, int | None)
+        return sorted(n for n, f in cls.model_fields.items() if f.annotation in simple)
 
     @property
     def chamber_count(self) -> int:

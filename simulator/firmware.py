@@ -316,7 +316,8 @@ class Firmware:
         cfg = self.config
         plant = self.plant
         t = self._t
-        readings = [plant.read(i) for i in range(len(plant.pressures))]
+        read = plant.read
+        readings = [read(i) for i in range(len(plant.pressures))]
         if self.state != FAULT and max(readings) >= cfg.trip_mmhg:
             self._latch(Fault.OVERPRESSURE)
             return

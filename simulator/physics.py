@@ -54,6 +54,9 @@ class Plant:
         self.max_pressure_seen = 0.0
         self.relief_events = 0
         self.pump_seconds = 0.0
+        self._leak = 1.0 / config.leak_tau_s
+        self._vent = 1.0 / config.dump_tau_s
+        self._exhaust = 1.0 / config.exhaust_tau_s
         # u1 + u2 - 1 has variance 1/6; scale it to the configured standard deviation.
         self._noise_scale = config.sensor_noise_mmhg * math.sqrt(6.0)
 
@@ -72,35 +75,39 @@ class Plant:
         if dt <= 0:
             return
         cfg = self.config
-        inlets = self.open_inlets()
+        inlets = self.open_inlets() if self.faults.inlet_stuck_open else self.inlets
         pumping = self.pump_running
         filling = sum(inlets) if pumping else 0
-        leak = 1.0 / cfg.leak_tau_s
-        vent = (1.0 / cfg.dump_tau_s) if self.dump else 0.0
-        exhaust = 1.0 / cfg.exhaust_tau_s
+        fill = 1.0 / (cfg.fill_tau_s * filling) if filling else 0.0
+        base = self._leak + (self._vent if self.dump else 0.0)
+        exhaust = self._exhaust
         stall = cfg.pump_stall_mmhg
         relief = cfg.ceiling_mmhg
-        for i, p in enumerate(self.pressures):
-            b = leak + vent
-            a = 0.0
+        pressures, exhausts = self.pressures, self.exhausts
+        exp = math.exp
+        highest = self.max_pressure_seen
+        for i, p in enumerate(pressures):
             if filling and inlets[i]:
-                fill = 1.0 / (cfg.fill_tau_s * filling)
                 a = stall * fill
-                b += fill
-            if self.exhausts[i]:
+                b = base + fill
+            elif p == 0.0:
+                continue  # empty and nothing flowing in: stays empty
+            else:
+                a = 0.0
+                b = base
+            if exhausts[i]:
                 b += exhaust
-            if a == 0.0 and p == 0.0:
-                continue
             target = a / b
-            p = target + (p - target) * math.exp(-b * dt)
+            p = target + (p - target) * exp(-b * dt)
             if p > relief:
                 p = relief
                 self.relief_events += 1
-            if p < 1e-6:
+            elif p < 1e-6:
                 p = 0.0
-            self.pressures[i] = p
-            if p > self.max_pressure_seen:
-                self.max_pressure_seen = p
+            pressures[i] = p
+            if p > highest:
+                highest = p
+        self.max_pressure_seen = highest
         if pumping:
             self.pump_seconds += dt
         self._battery(dt, pumping)

@@ -1,0 +1,362 @@
+"""The ``massager-ctl`` command line.
+
+Every command takes ``--device URL`` (or ``MASSAGER_CTL_DEVICE``, or ``device`` in
+the config file; with none of them, the built-in simulator) and ``--json``.
+Commands return data and `render` shows it; `main` is the one place that turns
+errors into a one-line message and an exit status (see `errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from .errors import InputError, MassagerError
+
+if TYPE_CHECKING:
+    from .profiles import Profile
+    from .urls import DeviceAddress
+
+T = TypeVar("T")
+
+DURATION = re.compile(
+    r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
+)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``10m``, ``1h``, ``1h30m`` or a bare number of minutes.
+
+    >>> parse_duration("1h30m"), parse_duration("90s"), parse_duration("45")
+    (5400.0, 90.0, 2700.0)
+    """
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text) * 60
+    match = DURATION.match(text)
+    if not text or match is None:
+        raise InputError(f"{text!r} is not a duration; write 90s, 10m, 1h or 1h30m")
+    parts = match.groupdict()
+    return float(parts["h"] or 0) * 3600 + float(parts["m"] or 0) * 60 + float(parts["s"] or 0)
+
+
+# --- shared options -----------------------------------------------------------------
+
+device_option = click.option(
+    "--device",
+    "device",
+    envvar="MASSAGER_CTL_DEVICE",
+    metavar="URL",
+    help="Device URL: sim://, serial:///dev/ttyUSB0, socket://HOST:PORT, ble://ADDRESS "
+    "[env MASSAGER_CTL_DEVICE].",
+)
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="MASSAGER_CTL_JSON",
+    help="Print JSON lines for scripts instead of text [env MASSAGER_CTL_JSON].",
+)
+
+
+def resolve_device(option: str | None, *, quiet: bool = False) -> DeviceAddress:
+    """The device to use: the option, else the config file, else the built-in simulator."""
+    from .config import load_settings
+    from .render import errors
+    from .urls import parse_device_url
+
+    text = option or load_settings().device
+    if text is None:
+        if not quiet:
+            errors().print("No device given or configured: using the built-in simulator (sim://).")
+        text = "sim://"
+    return parse_device_url(text)
+
+
+def run_async(make: Callable[[], Awaitable[T]], *, speed: float | None = None) -> T:
+    """Run a coroutine to completion; SIGTERM cancels it like Ctrl-C does.
+
+    With ``speed`` the event loop's clock runs that many times faster (simulator only).
+    """
+    from simulator.clock import ScaledTimeLoop
+
+    factory = (lambda: ScaledTimeLoop(speed)) if speed else None
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        # Not possible off the main thread or on platforms without signals; fine then.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        return await make()
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main())
+
+
+# --- the commands -------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="massager-ctl")
+def cli() -> None:
+    """Control an air-compression leg massager: bedtime programs, status, stop."""
+
+
+@cli.command()
+@click.argument("profile", required=False)
+@click.option("--mode", help="Run one ad-hoc step in this mode instead of a profile.")
+@click.option("--intensity", type=int, help="Intensity level of the ad-hoc step.")
+@click.option("--duration", help="Length of the ad-hoc step: 90s, 10m, 1h30m.")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0.1, max=1000),
+    help="Run the simulated massager this many times faster than real time (demo).",
+)
+@device_option
+@json_option
+def start(
+    profile: str | None,
+    mode: str | None,
+    intensity: int | None,
+    duration: str | None,
+    speed: float | None,
+    device: str | None,
+    as_json: bool,
+) -> int:
+    """Run a bedtime PROFILE (a name or a .toml file), or one ad-hoc step.
+
+    Ctrl-C ends it at once with the massager vented.
+    """
+    from .config import first_run_note
+    from .render import errors
+    from .urls import SimAddress
+
+    chosen = _choose_profile(profile, mode, intensity, duration)
+    address = resolve_device(device, quiet=as_json)
+    if speed is not None and not isinstance(address, SimAddress):
+        raise InputError("--speed works only with the simulator (sim://)")
+    note = first_run_note()
+    if note:
+        errors().print(note, style="yellow")
+    return run_async(lambda: _start(address, chosen, as_json), speed=speed)
+
+
+def _choose_profile(
+    name: str | None, mode: str | None, intensity: int | None, duration: str | None
+) -> Profile:
+    from .config import user_profiles_dir
+    from .profiles import Profile, find_profile
+
+    adhoc = mode is not None or intensity is not None or duration is not None
+    if name is not None and adhoc:
+        raise InputError("give a profile, or --mode/--intensity/--duration, not both")
+    if name is not None:
+        return find_profile(name, user_profiles_dir())
+    if not adhoc:
+        raise InputError("give a profile name (see `massager-ctl profiles`) or --mode, "
+                         "--intensity and --duration")  # fmt: skip
+    if mode is None or intensity is None or duration is None:
+        raise InputError("an ad-hoc step needs all of --mode, --intensity and --duration")
+    seconds = parse_duration(duration)
+    if seconds <= 0:
+        raise InputError("--duration must be longer than zero")
+    return Profile.model_validate(
+        {
+            "name": "adhoc",
+            "title": f"{mode}, intensity {intensity}, {duration}",
+            "description": "One step chosen on the command line.",
+            "why": "Chosen by hand, like pressing buttons on the remote.",
+            "steps": [{"mode": mode, "intensity": intensity, "minutes": seconds / 60}],
+        }
+    )
+
+
+async def _start(address: DeviceAddress, profile: Profile, as_json: bool) -> int:
+    from .device import Massager
+    from .programs import ProgramRunner
+    from .render import ProgramDisplay
+
+    async with Massager.connect(address) as massager:
+        display = ProgramDisplay(massager.info, profile, json=as_json)
+        runner = ProgramRunner(massager, profile, on_progress=display.progress)
+        try:
+            result = await runner.run()
+        except asyncio.CancelledError:
+            display.finish(await runner.interrupted())
+            raise
+        except BaseException:
+            if display.live is not None:
+                display.live.stop()
+            raise
+        display.finish(result)
+        return result.exit_code
+
+
+def _one_shot(device: str | None, as_json: bool, action: str) -> int:
+    address = resolve_device(device, quiet=as_json)
+
+    async def go() -> int:
+        from .device import Massager
+        from .render import console, emit_json
+
+        async with Massager.connect(address) as massager:
+            if action == "stop":
+                await massager.stop()
+            else:
+                await massager.vent()
+            status = await massager.wait_vented(timeout_s=15)
+            if as_json:
+                emit_json({"kind": action, "device": str(address), "status": status})
+            else:
+                console().print(f"{action}: done; chambers at {status.peak_mmhg:.0f} mmHg or less")
+        return 0
+
+    return run_async(go)
+
+
+@cli.command()
+@device_option
+@json_option
+def stop(device: str | None, as_json: bool) -> int:
+    """End the session and release the chambers."""
+    return _one_shot(device, as_json, "stop")
+
+
+@cli.command()
+@device_option
+@json_option
+def vent(device: str | None, as_json: bool) -> int:
+    """Emergency: end the session and dump all pressure at once."""
+    return _one_shot(device, as_json, "vent")
+
+
+@cli.command()
+@device_option
+@json_option
+def status(device: str | None, as_json: bool) -> int:
+    """Show what the massager is and what it is doing."""
+    address = resolve_device(device, quiet=as_json)
+
+    async def go() -> int:
+        from .device import Massager
+        from .render import console, emit_json, status_view
+
+        async with Massager.connect(address) as massager:
+            current = await massager.refresh()
+            if as_json:
+                emit_json(
+                    {
+                        "kind": "device",
+                        "device": str(address),
+                        "info": massager.info,
+                        "status": current,
+                        "link": vars(massager.link_stats),
+                    }
+                )
+            else:
+                console().print(status_view(massager.info, current, str(address)))
+        return 0
+
+    return run_async(go)
+
+
+@cli.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+def profiles(ctx: click.Context, as_json: bool) -> int | None:
+    """List the bedtime programs (yours first, then the shipped ones)."""
+    if ctx.invoked_subcommand is not None:
+        return None
+    from rich.table import Table
+
+    from .config import user_profiles_dir
+    from .profiles import available_profiles, load_profile
+    from .render import console, emit_json
+
+    rows = [(load_profile(path), path) for path in available_profiles(user_profiles_dir()).values()]
+    if as_json:
+        emit_json([
+            {"name": p.name, "title": p.title, "minutes": p.total_minutes,
+             "needs_cycle": p.needs_cycle, "path": str(path)}
+            for p, path in rows
+        ])  # fmt: skip
+        return 0
+    table = Table("name", "min", "title", "needs", box=None)
+    for profile, _ in rows:
+        needs = "programmable cycle" if profile.needs_cycle else ""
+        table.add_row(profile.name, f"{profile.total_minutes:g}", profile.title, needs)
+    console().print(table)
+    return 0
+
+
+@profiles.command("show")
+@click.argument("name")
+@json_option
+def profiles_show(name: str, as_json: bool) -> int:
+    """Show one profile in full: its steps and why it is built that way."""
+    from .config import user_profiles_dir
+    from .profiles import available_profiles, find_profile
+    from .render import console, emit_json, profile_view
+
+    profile = find_profile(name, user_profiles_dir())
+    path = available_profiles(user_profiles_dir()).get(name, name)
+    if as_json:
+        emit_json(profile)
+    else:
+        console().print(profile_view(profile, str(path)))
+    return 0
+
+
+@cli.command()
+def safety() -> int:
+    """Who should not use compression, and when to stop."""
+    from .config import SAFETY_NOTE
+
+    click.echo(SAFETY_NOTE)
+    return 0
+
+
+# --- the one place errors become messages and exit codes ---------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``massager-ctl``."""
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
+    try:
+        code: Any = cli.main(args=args, prog_name="massager-ctl", standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        code = exit_.exit_code
+    except click.ClickException as error:
+        error.show()
+        code = error.exit_code
+    except click.exceptions.Abort:
+        code = 130
+    except MassagerError as error:
+        _report(error, as_json)
+        code = error.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    except asyncio.CancelledError:
+        code = 143  # SIGTERM
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _report(error: MassagerError, as_json: bool) -> None:
+    from .render import emit_json, errors
+
+    if as_json:
+        emit_json({"kind": "error", "error": type(error).__name__, "message": str(error)})
+    first, *rest = str(error).splitlines() or [""]
+    errors().print(f"[red]error:[/] {first}", soft_wrap=True)
+    for line in rest:
+        errors().print(line, soft_wrap=True)

@@ -1,0 +1,116 @@
+"""Settings: the config file, where things are kept, and the first-run note.
+
+The config file is ``config.toml`` in the user's config folder (platformdirs:
+``$XDG_CONFIG_HOME/massager-ctl`` on Linux). Every key is optional::
+
+    device = "serial:///dev/ttyUSB0"   # used when --device is not given
+
+Command-line options win over environment variables (``MASSAGER_CTL_DEVICE``),
+which win over the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from .errors import ConfigError, DeviceURLError
+from .urls import parse_device_url
+
+APP = "massager-ctl"
+
+SAFETY_NOTE = """\
+Before you use compression on your legs: do not use it, and ask a doctor first,
+if you have or may have a blood clot (deep vein thrombosis), if you have had one,
+or have heart failure, severe peripheral artery disease, an infection, an open
+wound or fresh skin graft on the legs, a recent fracture, severe neuropathy
+(you may not feel too much pressure), or if you are pregnant. Stop at once if
+you feel pain, numbness or tingling. This note is shown once; read it again
+with `massager-ctl safety`."""
+
+
+class Settings(BaseModel):
+    """The contents of the config file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_device_url(value)
+            except DeviceURLError as error:
+                raise ValueError(str(error)) from None
+        return value
+
+
+def config_dir() -> Path:
+    """The user's massager-ctl config folder (may not exist yet)."""
+    return platformdirs.user_config_path(APP)
+
+
+def state_dir() -> Path:
+    """Where massager-ctl keeps what it learns (the first-run stamp, later the journal)."""
+    return platformdirs.user_state_path(APP)
+
+
+def user_profiles_dir() -> Path:
+    """The user's own profiles; a name here hides a shipped profile of the same name."""
+    return config_dir() / "profiles"
+
+
+def config_file() -> Path:
+    """The config file's path: ``MASSAGER_CTL_CONFIG`` if set, else in `config_dir`."""
+    override = os.environ.get("MASSAGER_CTL_CONFIG")
+    return Path(override) if override else config_dir() / "config.toml"
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the config file; a missing file means defaults.
+
+    Raises:
+        ConfigError: the file is not TOML or has a bad value; the message names both.
+    """
+    path = path or config_file()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read it: {error.strerror or error}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in error.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def first_run_note() -> str | None:
+    """The safety note if it has never been shown for this user, else None.
+
+    Showing it is recorded at once; a read-only state folder only means the note
+    shows again next time.
+    """
+    stamp = state_dir() / "safety-note-shown"
+    if stamp.exists():
+        return None
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
+    except OSError:
+        pass
+    return SAFETY_NOTE

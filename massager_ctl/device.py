@@ -1,0 +1,554 @@
+"""The `Massager`: one connected device, as an async API.
+
+>>> import asyncio
+>>> async def demo():
+...     async with Massager.connect("sim://?seed=1") as massager:
+...         await massager.start("wave", 2, duration_s=60)
+...         return massager.status.state, massager.info.model
+>>> asyncio.run(demo())
+('running', 'AirLeg Sim 8')
+
+Leaving the ``async with`` block stops a session this controller started; leaving
+it through an exception (Ctrl-C included) vents it. If the link itself is gone
+there is nothing to send, and the device vents on its own within its watchdog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from firmware_protocol import (
+    URGENT,
+    Ack,
+    Capabilities,
+    Connection,
+    CycleOrder,
+    DeviceEvent,
+    ErrorCode,
+    FailReason,
+    GetStatus,
+    Hello,
+    LinkStats,
+    LocalProtocolError,
+    Message,
+    Mode,
+    Nak,
+    Pause,
+    PeerSilent,
+    Received,
+    Replied,
+    RequestFailed,
+    ResetFault,
+    Resume,
+    Role,
+    SetCycle,
+    SetIntensity,
+    SetMode,
+    Start,
+    Status,
+    Stop,
+    Timing,
+    Vent,
+)
+
+from . import __version__
+from .errors import (
+    CommandPreempted,
+    CommandRefused,
+    CommandTimeout,
+    ConnectFailed,
+    DeviceRefused,
+    LinkError,
+    LinkLost,
+    MassagerError,
+)
+from .models import (
+    DeviceInfo,
+    DeviceStatus,
+    DeviceUpdate,
+    SessionEndedUpdate,
+    SessionStartedUpdate,
+    update_from_event,
+)
+from .transports import Transport, TransportClosed, open_transport
+from .urls import DeviceAddress, parse_device_url
+
+log = logging.getLogger(__name__)
+
+EXPLANATIONS: dict[ErrorCode, str] = {
+    ErrorCode.UNKNOWN_MESSAGE: "it does not know that command",
+    ErrorCode.BAD_PAYLOAD: "the command's contents were malformed",
+    ErrorCode.BAD_STATE: "it cannot do that in its current state",
+    ErrorCode.UNSUPPORTED_MODE: "it does not offer that mode",
+    ErrorCode.UNSUPPORTED_INTENSITY: "it does not offer that intensity",
+    ErrorCode.LEASE_OUT_OF_RANGE: "the duration is outside what it allows",
+    ErrorCode.FAULT_LATCHED: "a fault is latched; clear it first",
+    ErrorCode.OVER_PRESSURE_LIMIT: "a pressure is above its limit",
+    ErrorCode.NO_CYCLE: "no programmable cycle is loaded",
+    ErrorCode.NOT_AUTHENTICATED: "the command was not authenticated",
+    ErrorCode.REPLAYED: "the command was a replay",
+    ErrorCode.BATTERY_LOW: "its battery is too low; charge it",
+    ErrorCode.UNSUPPORTED_VERSION: "it speaks another protocol version",
+    ErrorCode.NO_HELLO: "the link has no session (the device forgot this controller)",
+    ErrorCode.STALE_SEQUENCE: "the command arrived out of order",
+    ErrorCode.FAULT_PERSISTS: "the fault's cause is still present",
+}
+
+VENTED_MMHG = 5.0
+"""Every chamber below this counts as vented."""
+
+
+class Cycle(BaseModel):
+    """A programmable cycle: pressures by place from the foot up, and four phase times."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order: Literal["sequential", "simultaneous"] = "sequential"
+    pressures_mmhg: tuple[float, ...] = Field(min_length=1)
+    inflate_s: float = Field(gt=0)
+    hold_s: float = Field(ge=0)
+    release_s: float = Field(ge=0)
+    rest_s: float = Field(ge=0)
+
+
+class Updates:
+    """An async iterator of device updates, subscribed from the moment it is made.
+
+    Old status reports are dropped if its reader falls far behind; events are
+    kept. It raises `LinkLost` when the link goes down. The massager holds it
+    weakly: an iterator nobody reads any more simply goes away.
+    """
+
+    LIMIT = 256
+
+    def __init__(self, *, statuses_only: bool = False) -> None:
+        self.statuses_only = statuses_only
+        self._items: deque[DeviceUpdate] = deque()
+        self._ready = asyncio.Event()
+        self._error: BaseException | None = None
+
+    def _put(self, update: DeviceUpdate) -> None:
+        if self.statuses_only and not isinstance(update, DeviceStatus):
+            return
+        if len(self._items) >= self.LIMIT:
+            stale = next((u for u in self._items if isinstance(u, DeviceStatus)), self._items[0])
+            self._items.remove(stale)
+        self._items.append(update)
+        self._ready.set()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        self._ready.set()
+
+    def __aiter__(self) -> Updates:
+        return self
+
+    async def __anext__(self) -> DeviceUpdate:
+        while not self._items:
+            if self._error is not None:
+                raise self._error
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
+class Massager:
+    """A connected massager. Get one from `Massager.connect`."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        timing: Timing | None = None,
+        client_name: str = f"massager-ctl {__version__}",
+    ) -> None:
+        self.transport = transport
+        self.client_name = client_name
+        self._loop = asyncio.get_running_loop()
+        self._conn = Connection(Role.CONTROLLER, timing=timing or Timing())
+        self._waiters: dict[int, asyncio.Future[Ack | Nak | Capabilities]] = {}
+        self._subscriptions: weakref.WeakSet[Updates] = weakref.WeakSet()
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._failure: LinkError | None = None
+        self._info: DeviceInfo | None = None
+        self._status: DeviceStatus | None = None
+        self._first_status = asyncio.Event()
+        self._owns_session = False
+        self._reader: asyncio.Task[None] | None = None
+
+    # --- lifetime -----------------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls,
+        device: str | DeviceAddress,
+        *,
+        timeout_s: float = 5.0,
+        timing: Timing | None = None,
+        transport: Transport | None = None,
+    ) -> AsyncIterator[Massager]:
+        """Open the link to ``device``, say HELLO, and yield the connected `Massager`.
+
+        Raises:
+            DeviceURLError: ``device`` is not a device address.
+            ConnectFailed: the link cannot be opened or the device does not answer.
+        """
+        address = parse_device_url(device) if isinstance(device, str) else device
+        link = transport or open_transport(address)
+        async with link:
+            massager = cls(link, timing=timing)
+            massager._reader = asyncio.create_task(massager._read_loop(), name="massager-reader")
+            try:
+                await massager._handshake(timeout_s, address)
+                try:
+                    yield massager
+                except BaseException:
+                    await massager._leave(emergency=True)
+                    raise
+                await massager._leave(emergency=False)
+            finally:
+                # A plain task, not a TaskGroup: a TaskGroup would wrap every error of
+                # the caller's block in an ExceptionGroup. The reader never raises.
+                massager._shutdown()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await massager._reader
+
+    async def _handshake(self, timeout_s: float, address: DeviceAddress) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                reply = await self._request(Hello(self.client_name[:32]))
+                assert isinstance(reply, Capabilities)
+                self._info = DeviceInfo.from_capabilities(reply)
+                await self._first_status.wait()
+        except (TimeoutError, LinkError) as error:
+            raise ConnectFailed(f"no answer from the massager at {address}: {error}") from None
+        if self._failure is not None:
+            raise ConnectFailed(f"the link to {address} failed: {self._failure}")
+
+    async def _leave(self, *, emergency: bool) -> None:
+        """Leave the device safe: vent after an error, stop after a normal end."""
+        if self._failure is not None or not self._owns_session:
+            return
+        try:
+            async with asyncio.timeout(3.0):
+                if emergency:
+                    await self.vent()
+                else:
+                    await self.stop()
+        except (MassagerError, TimeoutError) as error:
+            log.warning("could not end the session cleanly (%s); the device's watchdog will", error)
+
+    def _shutdown(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+        if self._reader is not None:
+            self._reader.cancel()
+        self._fail(LinkLost("the connection was closed"), quiet=True)
+
+    # --- what we know -------------------------------------------------------------
+
+    @property
+    def info(self) -> DeviceInfo:
+        """What the device announced at connect."""
+        assert self._info is not None, "connect first"
+        return self._info
+
+    @property
+    def status(self) -> DeviceStatus:
+        """The latest status report."""
+        assert self._status is not None, "connect first"
+        return self._status
+
+    @property
+    def link_stats(self) -> LinkStats:
+        """A snapshot of the link's frame counters."""
+        stats = self._conn.stats
+        return LinkStats(**vars(stats))
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link is up."""
+        return self._failure is None
+
+    def recent_frames(self) -> str:
+        """The last frames in both directions, for a failure report."""
+        return self._conn.recent_frames()
+
+    # --- commands -----------------------------------------------------------------
+
+    async def start(self, mode: str, intensity: int | None = None, *, duration_s: float) -> None:
+        """Start (or re-start) a session in ``mode`` for ``duration_s`` seconds (the lease).
+
+        For the ``cycle`` mode leave ``intensity`` out; load a cycle first.
+
+        Raises:
+            DeviceRefused: the device lacks the mode or level, or the duration is too long.
+        """
+        info = self.info
+        number = info.modes.get(mode)
+        if number is None:
+            raise DeviceRefused(
+                f"this massager has no mode {mode!r}; it offers {', '.join(info.modes)}"
+            )
+        lease = round(duration_s)
+        if not 1 <= lease <= info.max_lease_s:
+            raise DeviceRefused(
+                f"a duration of {duration_s:g} s is outside 1..{info.max_lease_s} s"
+            )
+        if number == Mode.CYCLE:
+            level = 0
+        else:
+            if intensity is None or info.level(intensity) is None:
+                raise DeviceRefused(
+                    f"this massager has no intensity {intensity}; "
+                    f"it offers {', '.join(str(lv.level) for lv in info.levels)}"
+                )
+            level = intensity
+        await self._request(Start(number, level, lease))
+        self._owns_session = True
+
+    async def set_mode(self, mode: str) -> None:
+        """Switch the running session (or the preset) to ``mode``."""
+        number = self.info.modes.get(mode)
+        if number is None:
+            raise DeviceRefused(f"this massager has no mode {mode!r}")
+        await self._request(SetMode(number))
+
+    async def set_intensity(self, level: int) -> None:
+        """Change the intensity level."""
+        if self.info.level(level) is None:
+            raise DeviceRefused(f"this massager has no intensity {level}")
+        await self._request(SetIntensity(level))
+
+    async def load_cycle(self, cycle: Cycle) -> None:
+        """Load a programmable cycle (pressures by place, foot first)."""
+        info = self.info
+        if not info.supports_cycle:
+            raise DeviceRefused("this massager has no programmable cycle")
+        if len(cycle.pressures_mmhg) != info.ranks:
+            raise DeviceRefused(
+                f"the cycle gives {len(cycle.pressures_mmhg)} pressures; "
+                f"this massager has {info.ranks} chambers per leg"
+            )
+        if max(cycle.pressures_mmhg) > info.max_target_mmhg:
+            raise DeviceRefused(
+                f"{max(cycle.pressures_mmhg):g} mmHg is above this massager's limit "
+                f"of {info.max_target_mmhg:g} mmHg"
+            )
+        targets = tuple(round(cycle.pressures_mmhg[c.rank] * 10) for c in info.chambers)
+        await self._request(
+            SetCycle(
+                CycleOrder.SEQUENTIAL if cycle.order == "sequential" else CycleOrder.SIMULTANEOUS,
+                _ds(cycle.inflate_s),
+                _ds(cycle.hold_s),
+                _ds(cycle.release_s),
+                _ds(cycle.rest_s),
+                targets,
+            )
+        )
+
+    async def pause(self) -> None:
+        """Pause: chambers release and the session's clock stops."""
+        await self._request(Pause())
+
+    async def resume(self) -> None:
+        """Resume a paused session."""
+        await self._request(Resume())
+
+    async def stop(self) -> None:
+        """End the session and release the chambers. Goes ahead of any waiting command."""
+        await self._request(Stop())
+        self._owns_session = False
+
+    async def vent(self) -> None:
+        """Emergency: end the session and dump all pressure. Goes ahead of everything."""
+        await self._request(Vent())
+        self._owns_session = False
+
+    async def reset_fault(self) -> None:
+        """Clear a latched fault once the device has vented."""
+        await self._request(ResetFault())
+
+    async def refresh(self) -> DeviceStatus:
+        """Ask for a status report now and return it."""
+        statuses = self.statuses()
+        await self._request(GetStatus())
+        return await anext(statuses)
+
+    # --- watching -----------------------------------------------------------------
+
+    def updates(self) -> Updates:
+        """Every status report and device event from this call on, in order."""
+        return self._subscribe(Updates())
+
+    def statuses(self) -> AsyncIterator[DeviceStatus]:
+        """Every status report from this call on."""
+        return self._subscribe(Updates(statuses_only=True))  # type: ignore[return-value]
+
+    def _subscribe(self, updates: Updates) -> Updates:
+        if self._failure is not None:
+            updates._fail(self._failure)
+        else:
+            self._subscriptions.add(updates)
+        return updates
+
+    async def wait_for(
+        self, predicate: Callable[[DeviceStatus], bool], *, timeout_s: float
+    ) -> DeviceStatus:
+        """The first status (the current one included) for which ``predicate`` holds.
+
+        Raises:
+            TimeoutError: none did within ``timeout_s`` seconds.
+        """
+        if self._status is not None and predicate(self._status):
+            return self._status
+        statuses = self.statuses()
+        async with asyncio.timeout(timeout_s):
+            while True:
+                status = await anext(statuses)
+                if predicate(status):
+                    return status
+
+    async def wait_vented(self, *, timeout_s: float = 10.0) -> DeviceStatus:
+        """Wait until every chamber reads below `VENTED_MMHG` and no session runs."""
+        return await self.wait_for(
+            lambda s: not s.active and s.peak_mmhg < VENTED_MMHG, timeout_s=timeout_s
+        )
+
+    # --- the engine ---------------------------------------------------------------
+
+    async def _request(self, message: Message) -> Ack | Capabilities:
+        if self._failure is not None:
+            raise self._failure
+        if message.TYPE in URGENT:
+            # Stop and vent never wait behind another command.
+            return await self._exchange(message)
+        async with self._lock:
+            return await self._exchange(message)
+
+    async def _exchange(self, message: Message) -> Ack | Capabilities:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            seq = self._conn.send(message, self._loop.time())
+        except LocalProtocolError as error:
+            raise LinkLost(f"cannot send {message.TYPE.name}: {error}") from None
+        waiter: asyncio.Future[Ack | Nak | Capabilities] = self._loop.create_future()
+        self._waiters[seq] = waiter
+        self._pump()
+        try:
+            reply = await waiter
+        finally:
+            self._waiters.pop(seq, None)
+        if isinstance(reply, Nak):
+            name = message.TYPE.name.lower().replace("_", " ")
+            raise CommandRefused(name, reply.error.name.lower(), EXPLANATIONS[reply.error])
+        return reply
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self.transport.read()
+                self._conn.receive_data(data, self._loop.time())
+                self._pump()
+        except TransportClosed as error:
+            self._fail(LinkLost(str(error)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug must not leave waiters hanging forever
+            log.exception("the link reader failed")
+            self._fail(LinkLost(f"the link reader failed: {error!r}"))
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        if self._failure is None:
+            self._conn.handle_timer(self._loop.time())
+            self._pump()
+
+    def _pump(self) -> None:
+        """Dispatch the connection's events, flush its bytes, and re-arm its timer."""
+        for event in self._conn.events():
+            if isinstance(event, Replied):
+                waiter = self._waiters.get(event.seq)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(event.reply)
+            elif isinstance(event, RequestFailed):
+                waiter = self._waiters.get(event.seq)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(_failure_of(event))
+            elif isinstance(event, Received):
+                self._on_received(event.message)
+            elif isinstance(event, PeerSilent):
+                self._fail(LinkLost(f"the massager went silent for {event.silent_s:.1f} s"))
+                return
+        data = self._conn.data_to_send()
+        if data:
+            try:
+                self.transport.write(data)
+            except TransportClosed as error:
+                self._fail(LinkLost(str(error)))
+                return
+        deadline = self._conn.get_timer()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if deadline is None else self._loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+
+    def _on_received(self, message: Message) -> None:
+        info = self._info
+        if info is None:
+            return  # nothing arrives before CAPABILITIES but its STATUS; it will come again
+        update: DeviceUpdate
+        if isinstance(message, Status):
+            update = self._status = DeviceStatus.from_message(message, info)
+            self._first_status.set()
+        elif isinstance(message, DeviceEvent):
+            update = update_from_event(message, info)
+            if isinstance(update, SessionEndedUpdate) or (
+                isinstance(update, SessionStartedUpdate) and update.source != "link"
+            ):
+                self._owns_session = False
+        else:
+            return
+        for subscription in list(self._subscriptions):
+            subscription._put(update)
+
+    def _fail(self, error: LinkError, *, quiet: bool = False) -> None:
+        if self._failure is not None:
+            return
+        self._failure = error
+        if not quiet:
+            log.warning("link to the massager lost: %s", error)
+        self._conn.link_down(self._loop.time())
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        for subscription in list(self._subscriptions):
+            subscription._fail(error)
+        self._first_status.set()
+
+
+def _failure_of(event: RequestFailed) -> MassagerError:
+    name = event.request.TYPE.name.lower()
+    if event.reason == FailReason.PREEMPTED:
+        return CommandPreempted(f"{name} was overtaken by a stop or vent and did not run")
+    if event.reason == FailReason.TIMEOUT:
+        return CommandTimeout(f"the massager did not answer {name}")
+    return LinkLost(f"the link went down before {name} was answered")
+
+
+def _ds(seconds: float) -> int:
+    return max(0, min(round(seconds * 10), 0xFFFF))

@@ -1,0 +1,89 @@
+"""massager-ctl's errors: one root, a few kinds, each with the exit code the CLI uses.
+
+Every message is a plain sentence a person can act on; the CLI prints it on one
+line. Exit codes: 1 anything else, 2 bad input (a device address, a profile, an
+option), 3 the device cannot or will not do it, 4 the link failed, 5 the device
+reports a fault, 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+
+class MassagerError(Exception):
+    """Root of every error massager-ctl raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(MassagerError):
+    """Something a person typed or wrote is not usable as it is."""
+
+    exit_code = 2
+
+
+class DeviceURLError(InputError, ValueError):
+    """A device address that is not in one of the accepted forms."""
+
+
+class ProfileError(InputError):
+    """A profile file that cannot be read or does not follow the schema."""
+
+
+class ProfileNotFound(ProfileError):
+    """No profile has that name, and no file has that path."""
+
+
+class ConfigError(InputError):
+    """The configuration file is unreadable or has a bad value."""
+
+
+class DeviceRefused(MassagerError):
+    """The device cannot, or will not, do what was asked."""
+
+    exit_code = 3
+
+
+class ProfileRefused(DeviceRefused):
+    """A profile asks for more than the connected device announces."""
+
+    def __init__(self, profile: str, reasons: list[str]) -> None:
+        self.profile = profile
+        self.reasons = reasons
+        super().__init__(f"profile {profile!r} cannot run on this device: " + "; ".join(reasons))
+
+
+class CommandRefused(DeviceRefused):
+    """The device answered a command with NAK."""
+
+    def __init__(self, command: str, code: str, explanation: str) -> None:
+        self.command = command
+        self.code = code
+        super().__init__(f"the device refused {command}: {explanation}")
+
+
+class LinkError(MassagerError):
+    """The link to the device failed."""
+
+    exit_code = 4
+
+
+class ConnectFailed(LinkError):
+    """No usable link to the device could be opened."""
+
+
+class LinkLost(LinkError):
+    """The link went down or the device went silent."""
+
+
+class CommandTimeout(LinkError):
+    """A command got no answer after every retry."""
+
+
+class CommandPreempted(MassagerError):
+    """A stop or vent was sent while this command waited; it will not run."""
+
+
+class DeviceFault(MassagerError):
+    """The device has latched a fault and vented."""
+
+    exit_code = 5

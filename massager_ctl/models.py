@@ -1,0 +1,244 @@
+"""What the controller knows of a device, in the units people use.
+
+The protocol speaks tenths of mmHg and numeric codes; these frozen models speak
+mmHg, seconds and names, and are what the API returns and ``--json`` prints.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from firmware_protocol import (
+    PROTOCOL_VERSION,
+    ButtonPressed,
+    Capabilities,
+    DeviceEvent,
+    Fault,
+    FaultRaised,
+    Feature,
+    SessionEnded,
+    SessionStarted,
+    Status,
+    StatusFlag,
+)
+
+State = Literal["idle", "running", "paused", "fault"]
+
+
+def _name(value: object) -> str:
+    return getattr(value, "name", str(value)).lower()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Chamber(_Model):
+    """One chamber: which leg, where on it, and its rank from the foot (0) upward."""
+
+    leg: str
+    position: str
+    rank: int
+
+
+class IntensityLevel(_Model):
+    """An intensity level and the peak pressure it aims for."""
+
+    level: int
+    target_mmhg: float
+
+
+class DeviceInfo(_Model):
+    """What a device announced when the link opened."""
+
+    model: str
+    firmware: str
+    serial: str
+    protocol_version: int
+    chambers: tuple[Chamber, ...]
+    modes: dict[str, int]
+    levels: tuple[IntensityLevel, ...]
+    ceiling_mmhg: float
+    max_target_mmhg: float
+    session_cap_s: int
+    max_lease_s: int
+    watchdog_s: float
+    status_interval_s: float
+    pause_limit_s: int
+    supports_cycle: bool
+    has_battery: bool
+    has_remote: bool
+
+    @classmethod
+    def from_capabilities(cls, caps: Capabilities) -> DeviceInfo:
+        """Translate the CAPABILITIES message."""
+        by_leg: dict[int, list[int]] = {}
+        for chamber in caps.chambers:
+            by_leg.setdefault(chamber.leg, []).append(chamber.position)
+        chambers = tuple(
+            Chamber(
+                leg=_name(c.leg),
+                position=_name(c.position),
+                rank=sorted(by_leg[c.leg]).index(c.position),
+            )
+            for c in caps.chambers
+        )
+        return cls(
+            model=caps.model,
+            firmware=caps.firmware,
+            serial=caps.serial,
+            protocol_version=PROTOCOL_VERSION,
+            chambers=chambers,
+            modes={m.name: m.mode for m in caps.modes},
+            levels=tuple(
+                IntensityLevel(level=lv.level, target_mmhg=lv.target_dmmhg / 10)
+                for lv in caps.levels
+            ),
+            ceiling_mmhg=caps.ceiling_dmmhg / 10,
+            max_target_mmhg=caps.max_target_dmmhg / 10,
+            session_cap_s=caps.session_cap_s,
+            max_lease_s=caps.max_lease_s,
+            watchdog_s=caps.watchdog_ms / 1000,
+            status_interval_s=caps.status_interval_ms / 1000,
+            pause_limit_s=caps.pause_limit_s,
+            supports_cycle=bool(caps.features & Feature.CYCLE),
+            has_battery=bool(caps.features & Feature.BATTERY),
+            has_remote=bool(caps.features & Feature.REMOTE),
+        )
+
+    @property
+    def ranks(self) -> int:
+        """How many chamber places there are from the foot upward."""
+        return max(c.rank for c in self.chambers) + 1
+
+    def mode_name(self, mode: int) -> str:
+        """The name of a mode number (``mode-N`` for one the device did not announce)."""
+        for name, number in self.modes.items():
+            if number == mode:
+                return name
+        return "none" if mode == 0 else f"mode-{mode}"
+
+    def level(self, level: int) -> IntensityLevel | None:
+        """The announced level ``level``, or None."""
+        return next((lv for lv in self.levels if lv.level == level), None)
+
+
+class DeviceStatus(_Model):
+    """One STATUS report, translated. Pressures are as the device's sensors read them."""
+
+    kind: Literal["status"] = "status"
+    uptime_s: float
+    state: State
+    mode: str
+    intensity: int
+    seconds_left: int
+    session_elapsed_s: int
+    battery_pct: int
+    charging: bool
+    pump_on: bool
+    dump_open: bool
+    link_session: bool
+    cycle_loaded: bool
+    faults: tuple[str, ...]
+    last_end: str
+    pressures_mmhg: tuple[float, ...]
+    inlets_open: tuple[bool, ...]
+    exhausts_open: tuple[bool, ...]
+
+    @classmethod
+    def from_message(cls, status: Status, info: DeviceInfo) -> DeviceStatus:
+        """Translate a STATUS message using the device's announced modes."""
+        count = len(status.pressures_dmmhg)
+        # The protocol layer has validated every field already; STATUS arrives twice a
+        # second and sits on every command's round trip, so skip validating it again.
+        return cls.model_construct(
+            uptime_s=status.uptime_ms / 1000,
+            state=_name(status.state),  # type: ignore[arg-type]
+            mode=info.mode_name(status.mode),
+            intensity=status.intensity,
+            seconds_left=status.seconds_left,
+            session_elapsed_s=status.session_elapsed_s,
+            battery_pct=status.battery_pct,
+            charging=bool(status.flags & StatusFlag.CHARGING),
+            pump_on=bool(status.flags & StatusFlag.PUMP_ON),
+            dump_open=bool(status.flags & StatusFlag.DUMP_OPEN),
+            link_session=bool(status.flags & StatusFlag.LINK_SESSION),
+            cycle_loaded=bool(status.flags & StatusFlag.CYCLE_LOADED),
+            faults=fault_names(status.faults),
+            last_end=_name(status.last_end),
+            pressures_mmhg=tuple(p / 10 for p in status.pressures_dmmhg),
+            inlets_open=tuple(bool(status.inlet_mask >> i & 1) for i in range(count)),
+            exhausts_open=tuple(bool(status.exhaust_mask >> i & 1) for i in range(count)),
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether a session is on (running or paused)."""
+        return self.state in ("running", "paused")
+
+    @property
+    def peak_mmhg(self) -> float:
+        """The highest chamber pressure in this report."""
+        return max(self.pressures_mmhg, default=0.0)
+
+
+@functools.cache
+def fault_names(faults: Fault) -> tuple[str, ...]:
+    """Names of the fault bits that are set."""
+    return tuple(_name(flag) for flag in Fault if flag and faults & flag)
+
+
+class SessionStartedUpdate(_Model):
+    """A session started (by us, by another controller, or on the remote)."""
+
+    kind: Literal["session_started"] = "session_started"
+    source: str
+    mode: str
+    intensity: int
+    lease_s: int
+
+
+class SessionEndedUpdate(_Model):
+    """A session ended, why, and its seconds under pressure."""
+
+    kind: Literal["session_ended"] = "session_ended"
+    reason: str
+    pressure_s: int
+
+
+class ButtonUpdate(_Model):
+    """Someone pressed a button on the handheld remote."""
+
+    kind: Literal["button"] = "button"
+    button: str
+
+
+class FaultUpdate(_Model):
+    """The device latched faults and vented."""
+
+    kind: Literal["fault"] = "fault"
+    faults: tuple[str, ...]
+
+
+DeviceUpdate = DeviceStatus | SessionStartedUpdate | SessionEndedUpdate | ButtonUpdate | FaultUpdate
+
+
+def update_from_event(event: DeviceEvent, info: DeviceInfo) -> DeviceUpdate:
+    """Translate an EVENT message."""
+    if isinstance(event, SessionStarted):
+        return SessionStartedUpdate(
+            source=_name(event.source),
+            mode=info.mode_name(event.mode),
+            intensity=event.intensity,
+            lease_s=event.lease_s,
+        )
+    if isinstance(event, SessionEnded):
+        return SessionEndedUpdate(reason=_name(event.reason), pressure_s=event.pressure_s)
+    if isinstance(event, ButtonPressed):
+        return ButtonUpdate(button=_name(event.button))
+    if isinstance(event, FaultRaised):
+        return FaultUpdate(faults=fault_names(event.faults))
+    raise TypeError(f"no translation for {type(event).__name__}")

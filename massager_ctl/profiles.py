@@ -1,0 +1,366 @@
+"""Bedtime programs: one pydantic schema for every profile TOML file, and where they live.
+
+A profile is a list of steps. A step runs a fixed mode at an intensity, or a
+programmable cycle (pressures by place from the foot up, and fill / hold /
+release / rest times), for some minutes. A cycle step may ramp its pressures in
+and out slowly. Every profile says why it is built the way it is.
+
+>>> profile = Profile.model_validate({
+...     "name": "demo", "title": "Demo", "description": "d", "why": "w",
+...     "steps": [{"mode": "wave", "intensity": 1, "minutes": 5}],
+... })
+>>> profile.total_minutes
+5.0
+
+Profiles are found by name in the user's profile folder first, then among the
+profiles shipped with massager-ctl; a path to a ``.toml`` file works too.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ProfileError, ProfileNotFound, ProfileRefused
+from .models import DeviceInfo
+
+MAX_PRESSURE_MMHG = 200.0
+"""No profile may name a pressure above this, whatever the device."""
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CycleSpec(_Schema):
+    """A programmable cycle: its pressures and its fill, hold, release and rest times.
+
+    Give one of: ``pressure_mmhg`` (every chamber the same), ``foot_mmhg`` with
+    ``step_down_mmhg`` (a gradient, highest at the foot), or ``pressures_mmhg``
+    (one per place, foot first).
+    """
+
+    order: Literal["sequential", "simultaneous"] = "sequential"
+    pressure_mmhg: float | None = Field(None, gt=0, le=MAX_PRESSURE_MMHG)
+    foot_mmhg: float | None = Field(None, gt=0, le=MAX_PRESSURE_MMHG)
+    step_down_mmhg: float = Field(0.0, ge=0, le=30)
+    pressures_mmhg: tuple[float, ...] | None = Field(None, min_length=1, max_length=8)
+    inflate_s: float = Field(gt=0, le=600)
+    hold_s: float = Field(ge=0, le=600)
+    release_s: float = Field(ge=0, le=600)
+    rest_s: float = Field(ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _one_pressure_form(self) -> Self:
+        given = [
+            name
+            for name in ("pressure_mmhg", "foot_mmhg", "pressures_mmhg")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of pressure_mmhg, foot_mmhg (with step_down_mmhg) or "
+                f"pressures_mmhg (got {', '.join(given) or 'none'})"
+            )
+        if self.step_down_mmhg and self.foot_mmhg is None:
+            raise ValueError("step_down_mmhg goes with foot_mmhg")
+        if self.pressures_mmhg is not None:
+            for p in self.pressures_mmhg:
+                if not 0 < p <= MAX_PRESSURE_MMHG:
+                    raise ValueError(f"pressures_mmhg must be in (0, {MAX_PRESSURE_MMHG:g}]")
+        return self
+
+    def pressures(self, places: int) -> tuple[float, ...]:
+        """Pressures for a device with ``places`` chambers per leg, foot first.
+
+        Raises:
+            ValueError: an explicit list of another length, or a gradient that reaches 0.
+        """
+        if self.pressures_mmhg is not None:
+            if len(self.pressures_mmhg) != places:
+                raise ValueError(
+                    f"the cycle lists {len(self.pressures_mmhg)} pressures "
+                    f"but the device has {places} chambers per leg"
+                )
+            return self.pressures_mmhg
+        if self.pressure_mmhg is not None:
+            return (self.pressure_mmhg,) * places
+        assert self.foot_mmhg is not None
+        gradient = tuple(self.foot_mmhg - i * self.step_down_mmhg for i in range(places))
+        if gradient[-1] <= 0:
+            raise ValueError(
+                f"a gradient from {self.foot_mmhg:g} mmHg down {self.step_down_mmhg:g} per "
+                f"chamber reaches zero on a device with {places} chambers per leg"
+            )
+        return gradient
+
+    @property
+    def peak_mmhg(self) -> float:
+        """The highest pressure the cycle names."""
+        if self.pressures_mmhg is not None:
+            return max(self.pressures_mmhg)
+        return self.pressure_mmhg if self.pressure_mmhg is not None else self.foot_mmhg or 0.0
+
+
+class Step(_Schema):
+    """One part of a program: a fixed mode at an intensity, or a cycle, for some minutes."""
+
+    minutes: float = Field(gt=0, le=240)
+    mode: str | None = Field(None, min_length=1)
+    intensity: int | None = Field(None, ge=1, le=10)
+    cycle: CycleSpec | None = None
+    ramp_in_minutes: float = Field(0.0, ge=0)
+    ramp_out_minutes: float = Field(0.0, ge=0)
+    ramp_from: float = Field(0.5, gt=0, le=1, description="starting fraction of the pressures")
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _mode_or_cycle(self) -> Self:
+        if self.cycle is not None:
+            if self.mode is not None or self.intensity is not None:
+                raise ValueError("a cycle step has no mode or intensity")
+        else:
+            if self.mode is None or self.intensity is None:
+                raise ValueError("a step needs a mode and an intensity, or a cycle")
+            if self.mode == "cycle":
+                raise ValueError("mode 'cycle' is written as a [steps.cycle] table")
+            if self.ramp_in_minutes or self.ramp_out_minutes:
+                raise ValueError("ramps need a cycle step (fixed modes have fixed pressures)")
+        if self.ramp_in_minutes + self.ramp_out_minutes > self.minutes:
+            raise ValueError("ramp_in_minutes + ramp_out_minutes exceed the step's minutes")
+        return self
+
+    @property
+    def seconds(self) -> float:
+        """The step's length in seconds."""
+        return self.minutes * 60
+
+    def scale_at(self, elapsed_s: float) -> float:
+        """The fraction of the cycle's pressures to use ``elapsed_s`` into the step."""
+        floor = self.ramp_from
+        ramp_in, ramp_out = self.ramp_in_minutes * 60, self.ramp_out_minutes * 60
+        left = self.seconds - elapsed_s
+        if ramp_in and elapsed_s < ramp_in:
+            return floor + (1 - floor) * max(elapsed_s, 0.0) / ramp_in
+        if ramp_out and left < ramp_out:
+            return floor + (1 - floor) * max(left, 0.0) / ramp_out
+        return 1.0
+
+    def describe(self) -> str:
+        """A few words for displays: ``wave, intensity 2`` or ``cycle 45-25 mmHg``."""
+        if self.cycle is None:
+            return f"{self.mode}, intensity {self.intensity}"
+        spec = self.cycle
+        if spec.pressure_mmhg is not None:
+            pressures = f"{spec.pressure_mmhg:g} mmHg"
+        elif spec.foot_mmhg is not None:
+            pressures = f"{spec.foot_mmhg:g} mmHg at the foot, -{spec.step_down_mmhg:g} per chamber"
+        else:
+            pressures = "/".join(f"{p:g}" for p in spec.pressures_mmhg or ()) + " mmHg"
+        ramp = " with ramps" if self.ramp_in_minutes or self.ramp_out_minutes else ""
+        return f"{spec.order} cycle, {pressures}{ramp}"
+
+
+class Limits(_Schema):
+    """Bounds the profile itself sets; a device whose levels exceed them is refused."""
+
+    max_pressure_mmhg: float = Field(MAX_PRESSURE_MMHG, gt=0, le=MAX_PRESSURE_MMHG)
+    max_intensity: int | None = Field(None, ge=1)
+
+
+class Profile(_Schema):
+    """A bedtime program."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=40)
+    title: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    why: str = Field(min_length=1, description="the evidence or technique it follows")
+    sources: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = Field(min_length=1, max_length=50)
+    limits: Limits = Limits()
+
+    @field_validator("title", "description", "why", mode="before")
+    @classmethod
+    def _reflow(cls, value: object) -> object:
+        # TOML multi-line strings keep their line breaks; displays wrap text themselves.
+        return " ".join(value.split()) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _within_own_limits(self) -> Self:
+        for index, step in enumerate(self.steps, 1):
+            cap = self.limits.max_intensity
+            if step.intensity is not None and cap is not None and step.intensity > cap:
+                raise ValueError(f"step {index} uses intensity {step.intensity} above max {cap}")
+            if step.cycle is not None and step.cycle.peak_mmhg > self.limits.max_pressure_mmhg:
+                raise ValueError(
+                    f"step {index} asks {step.cycle.peak_mmhg:g} mmHg, above the profile's "
+                    f"max_pressure_mmhg {self.limits.max_pressure_mmhg:g}"
+                )
+        return self
+
+    @property
+    def total_minutes(self) -> float:
+        """The program's length in minutes."""
+        return sum(step.minutes for step in self.steps)
+
+    @property
+    def needs_cycle(self) -> bool:
+        """Whether any step needs the programmable cycle."""
+        return any(step.cycle is not None for step in self.steps)
+
+
+# --- checking a profile against a device -----------------------------------------
+
+
+def check_profile(profile: Profile, info: DeviceInfo) -> None:
+    """Refuse, before anything is sent, a profile that asks more than the device offers.
+
+    Raises:
+        ProfileRefused: with every reason found, not only the first.
+    """
+    reasons: list[str] = []
+    total_s = profile.total_minutes * 60
+    if total_s > info.session_cap_s:
+        reasons.append(
+            f"it runs {profile.total_minutes:g} min but the device caps a session at "
+            f"{info.session_cap_s / 60:g} min"
+        )
+    for index, step in enumerate(profile.steps, 1):
+        where = f"step {index}"
+        if step.seconds > info.max_lease_s:
+            reasons.append(
+                f"{where} runs {step.minutes:g} min but the device allows at most "
+                f"{info.max_lease_s / 60:g} min per start"
+            )
+        if step.cycle is None:
+            if step.mode not in info.modes:
+                reasons.append(f"{where} needs mode {step.mode!r}; the device offers "
+                               f"{', '.join(m for m in info.modes if m != 'cycle')}")  # fmt: skip
+            assert step.intensity is not None
+            level = info.level(step.intensity)
+            if level is None:
+                reasons.append(
+                    f"{where} needs intensity {step.intensity}; the device has "
+                    f"{len(info.levels)} levels"
+                )
+            elif level.target_mmhg > profile.limits.max_pressure_mmhg:
+                reasons.append(
+                    f"{where}: the device's intensity {step.intensity} aims at "
+                    f"{level.target_mmhg:g} mmHg, above this profile's limit of "
+                    f"{profile.limits.max_pressure_mmhg:g} mmHg"
+                )
+            continue
+        if not info.supports_cycle:
+            reasons.append(f"{where} needs the programmable cycle, which the device lacks")
+            continue
+        try:
+            pressures = step.cycle.pressures(info.ranks)
+        except ValueError as error:
+            reasons.append(f"{where}: {error}")
+            continue
+        if max(pressures) > info.max_target_mmhg:
+            reasons.append(
+                f"{where} asks {max(pressures):g} mmHg; the device accepts at most "
+                f"{info.max_target_mmhg:g} mmHg (its ceiling is {info.ceiling_mmhg:g})"
+            )
+    if reasons:
+        raise ProfileRefused(profile.name, reasons)
+
+
+# --- files ------------------------------------------------------------------------
+
+
+def load_profile(path: Path) -> Profile:
+    """Read and validate one profile file; its name defaults to the file's stem.
+
+    Raises:
+        ProfileError: the file cannot be read, is not TOML, or breaks the schema;
+            the message names the file and every field at fault.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ProfileError(f"{path}: cannot read it: {error.strerror or error}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ProfileError(f"{path}: not valid TOML: {error}") from None
+    data.setdefault("name", path.stem)
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as error:
+        raise ProfileError(f"{path}: {describe_errors(error)}") from None
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line naming each field at fault, as ``steps[2].intensity: ...``."""
+    problems = []
+    for item in error.errors():
+        where = ""
+        for part in item["loc"]:
+            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "is not a field of the profile schema (misspelled?)"
+        problems.append(f"{where or 'profile'}: {message}")
+    return "; ".join(problems)
+
+
+def builtin_profiles_dir() -> Path:
+    """Where the shipped profiles are.
+
+    That is the repository's ``profiles/`` in a checkout, and the copy inside the
+    package once installed from a wheel.
+    """
+    checkout = Path(__file__).resolve().parent.parent / "profiles"
+    if checkout.is_dir():
+        return checkout
+    return Path(str(resources.files("massager_ctl") / "_builtin_profiles"))
+
+
+def search_dirs(user_dir: Path | None) -> list[Path]:
+    """Folders searched for profiles by name, first match wins."""
+    dirs = [user_dir] if user_dir is not None else []
+    return [*dirs, builtin_profiles_dir()]
+
+
+def available_profiles(user_dir: Path | None = None) -> dict[str, Path]:
+    """Every profile name and its file; a user's profile hides a shipped one of that name."""
+    found: dict[str, Path] = {}
+    for folder in reversed(search_dirs(user_dir)):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.toml")):
+                found[path.stem] = path
+    return dict(sorted(found.items()))
+
+
+def find_profile(name_or_path: str, user_dir: Path | None = None) -> Profile:
+    """Load a profile by name, or from a path to a TOML file.
+
+    Raises:
+        ProfileNotFound: neither a file nor a known name; the message lists the names.
+        ProfileError: the file is malformed.
+    """
+    candidate = Path(name_or_path).expanduser()
+    if name_or_path.endswith(".toml") or "/" in name_or_path:
+        if not candidate.is_file():
+            raise ProfileNotFound(f"{candidate}: no such profile file")
+        return load_profile(candidate)
+    known = available_profiles(user_dir)
+    path = known.get(name_or_path)
+    if path is None:
+        raise ProfileNotFound(
+            f"no profile named {name_or_path!r}; known: {', '.join(known) or 'none'}"
+        )
+    return load_profile(path)

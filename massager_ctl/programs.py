@@ -1,0 +1,290 @@
+"""Running a profile on a massager, step by step, and saying how it ended.
+
+Each step is one START whose lease is the step's length plus a small margin, so a
+controller that dies mid-step leaves at most that margin of pressure behind (and
+the device's watchdog ends it within a second anyway). Moving to the next step is
+a fresh START inside the same session. The step clock stops while the device is
+paused (from the remote, say). A change made on the remote (mode, intensity)
+stands until the next step begins: the person's choice wins for the step they
+are in. A stop on the remote, a fault, a lost link or any other end reported by
+the device ends the program, and the result says which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from .device import Cycle, Massager
+from .errors import CommandPreempted, CommandRefused, DeviceRefused, LinkError, MassagerError
+from .models import DeviceStatus, SessionEndedUpdate
+from .profiles import Profile, Step, check_profile
+
+LEASE_MARGIN_S = 5.0
+"""Extra seconds on each step's lease, so a step never ends on the device first."""
+RAMP_UPDATE_S = 60.0
+"""How often a ramping step sends its next pressures."""
+VENT_WAIT_S = 15.0
+
+
+class Outcome(StrEnum):
+    """How a program ended."""
+
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    VENTED = "vented"
+    STOPPED_ON_REMOTE = "stopped_on_remote"
+    INTERRUPTED = "interrupted"
+    LINK_LOST = "link_lost"
+    FAULT = "fault"
+    SESSION_CAP = "session_cap"
+    BATTERY = "battery"
+    PAUSE_TIMEOUT = "pause_timeout"
+    LEASE_ENDED = "lease_ended"
+    REFUSED = "refused"
+
+
+_DEVICE_REASONS: dict[str, Outcome] = {
+    "completed": Outcome.LEASE_ENDED,
+    "stopped": Outcome.STOPPED,
+    "vented": Outcome.VENTED,
+    "remote": Outcome.STOPPED_ON_REMOTE,
+    "link_lost": Outcome.LINK_LOST,
+    "fault": Outcome.FAULT,
+    "session_cap": Outcome.SESSION_CAP,
+    "battery": Outcome.BATTERY,
+    "pause_timeout": Outcome.PAUSE_TIMEOUT,
+}
+
+MESSAGES: dict[Outcome, str] = {
+    Outcome.COMPLETED: "the program ran to the end",
+    Outcome.STOPPED: "a stop command ended the program",
+    Outcome.VENTED: "an emergency vent ended the program",
+    Outcome.STOPPED_ON_REMOTE: "stopped with the remote's power button",
+    Outcome.INTERRUPTED: "interrupted; the massager was vented",
+    Outcome.LINK_LOST: "the link to the massager was lost; it vents by itself",
+    Outcome.FAULT: "the massager reported a fault and vented",
+    Outcome.SESSION_CAP: "the massager's session cap ended the program",
+    Outcome.BATTERY: "the battery ran too low to go on",
+    Outcome.PAUSE_TIMEOUT: "paused for longer than the massager allows",
+    Outcome.LEASE_ENDED: "the massager ended a step before the controller moved on",
+    Outcome.REFUSED: "the massager refused a command",
+}
+
+EXIT_CODES: dict[Outcome, int] = {
+    Outcome.COMPLETED: 0,
+    Outcome.STOPPED: 0,
+    Outcome.VENTED: 0,
+    Outcome.STOPPED_ON_REMOTE: 0,
+    Outcome.INTERRUPTED: 130,
+    Outcome.REFUSED: 3,
+    Outcome.LINK_LOST: 4,
+    Outcome.FAULT: 5,
+}
+"""Exit status of ``massager-ctl start`` per outcome; any other outcome exits 1."""
+
+
+class _Report(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Progress(_Report):
+    """Where a running program is, sent with every status report."""
+
+    kind: str = "progress"
+    profile: str
+    step: int
+    steps: int
+    step_label: str
+    step_left_s: float
+    program_elapsed_s: float
+    program_left_s: float
+    status: DeviceStatus
+
+
+class ProgramResult(_Report):
+    """How a program ended."""
+
+    kind: str = "result"
+    profile: str
+    outcome: Outcome
+    message: str
+    steps_done: int
+    steps: int
+    pressure_s: float
+    final_status: DeviceStatus | None
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit status for this outcome."""
+        return EXIT_CODES.get(self.outcome, 1)
+
+
+class ProgramRunner:
+    """Runs one profile on one massager; `run` returns how it ended.
+
+    ``on_progress`` is called with a `Progress` for every status report.
+    `interrupted` builds the result for a program cancelled from outside.
+    """
+
+    def __init__(
+        self,
+        massager: Massager,
+        profile: Profile,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        ramp_update_s: float = RAMP_UPDATE_S,
+    ) -> None:
+        self.massager = massager
+        self.profile = profile
+        self.on_progress = on_progress
+        self.ramp_update_s = ramp_update_s
+        self.step_index = 0
+        self.steps_done = 0
+        self.pressure_s = 0.0
+        self.program_elapsed_s = 0.0
+
+    async def run(self) -> ProgramResult:
+        """Run the profile to its end, or until something ends it.
+
+        Raises:
+            ProfileRefused: before anything is sent, if the device cannot run it.
+        """
+        check_profile(self.profile, self.massager.info)
+        updates = self.massager.updates()
+        try:
+            for index, step in enumerate(self.profile.steps):
+                self.step_index = index
+                ended = await self._run_step(step, updates)
+                if ended is not None:
+                    return await self._result(ended)
+                self.steps_done += 1
+            await self.massager.stop()
+            return await self._result(Outcome.COMPLETED)
+        except CommandPreempted:
+            # Someone else's stop or vent overtook ours; the device says which.
+            return await self._result(Outcome.STOPPED)
+        except CommandRefused as error:
+            if error.code == "battery_low":  # the next step's start, on a drained battery
+                return await self._result(Outcome.BATTERY, f"{MESSAGES[Outcome.BATTERY]} ({error})")
+            return await self._result(Outcome.REFUSED, str(error))
+        except DeviceRefused as error:
+            return await self._result(Outcome.REFUSED, str(error))
+        except LinkError as error:
+            return await self._result(Outcome.LINK_LOST, f"{MESSAGES[Outcome.LINK_LOST]} ({error})")
+
+    async def interrupted(self) -> ProgramResult:
+        """Vent, wait (bounded) for the chambers to empty, and report the interruption."""
+        # If the link is gone the vent cannot be sent; the device's watchdog vents.
+        with contextlib.suppress(MassagerError):
+            await self.massager.vent()
+        return await self._result(Outcome.INTERRUPTED)
+
+    async def _run_step(self, step: Step, updates: object) -> Outcome | None:
+        massager = self.massager
+        loop = asyncio.get_running_loop()
+        lease = min(step.seconds + LEASE_MARGIN_S, massager.info.max_lease_s)
+        if step.cycle is not None:
+            await massager.load_cycle(self._cycle(step, 0.0))
+            await massager.start("cycle", duration_s=lease)
+        else:
+            assert step.mode is not None
+            await massager.start(step.mode, step.intensity, duration_s=lease)
+        ramping = bool(step.ramp_in_minutes or step.ramp_out_minutes)
+        next_ramp = self.ramp_update_s if ramping else float("inf")
+        elapsed = 0.0
+        running = True
+        last = loop.time()
+        while elapsed < step.seconds:
+            wait = min(step.seconds, next_ramp) - elapsed if running else None
+            try:
+                async with asyncio.timeout(wait):
+                    update = await anext(updates)  # type: ignore[call-overload]
+            except TimeoutError:
+                update = None
+            now = loop.time()
+            if running:
+                elapsed += now - last
+                self.pressure_s += now - last
+                self.program_elapsed_s += now - last
+            last = now
+            if isinstance(update, SessionEndedUpdate):
+                outcome = _DEVICE_REASONS.get(update.reason, Outcome.STOPPED)
+                last_step = self.step_index == len(self.profile.steps) - 1
+                # The last lease may end on the device a moment before our own clock.
+                near_end = elapsed >= step.seconds - LEASE_MARGIN_S
+                if outcome == Outcome.LEASE_ENDED and last_step and near_end:
+                    return Outcome.COMPLETED
+                return outcome
+            if isinstance(update, DeviceStatus):
+                running = update.state == "running"
+                self._report(step, elapsed, update)
+            if ramping and elapsed >= next_ramp and elapsed < step.seconds:
+                await massager.load_cycle(self._cycle(step, elapsed))
+                next_ramp += self.ramp_update_s
+        return None
+
+    def _cycle(self, step: Step, elapsed_s: float) -> Cycle:
+        spec = step.cycle
+        assert spec is not None
+        scale = step.scale_at(elapsed_s)
+        pressures = spec.pressures(self.massager.info.ranks)
+        return Cycle(
+            order=spec.order,
+            pressures_mmhg=tuple(round(p * scale, 1) for p in pressures),
+            inflate_s=spec.inflate_s,
+            hold_s=spec.hold_s,
+            release_s=spec.release_s,
+            rest_s=spec.rest_s,
+        )
+
+    def _report(self, step: Step, elapsed: float, status: DeviceStatus) -> None:
+        if self.on_progress is None:
+            return
+        total = self.profile.total_minutes * 60
+        self.on_progress(
+            Progress(
+                profile=self.profile.name,
+                step=self.step_index + 1,
+                steps=len(self.profile.steps),
+                step_label=step.note or step.describe(),
+                step_left_s=max(step.seconds - elapsed, 0.0),
+                program_elapsed_s=self.program_elapsed_s,
+                program_left_s=max(total - self.program_elapsed_s, 0.0),
+                status=status,
+            )
+        )
+
+    async def _result(self, outcome: Outcome, message: str | None = None) -> ProgramResult:
+        massager = self.massager
+        final = massager.status  # the last known, if the link is gone
+        if massager.connected:
+            try:
+                if final.active and outcome != Outcome.INTERRUPTED:
+                    await massager.stop()  # e.g. a refused step leaves the last one running
+                final = await massager.wait_vented(timeout_s=VENT_WAIT_S)
+            except (TimeoutError, MassagerError):
+                final = massager.status
+        return ProgramResult(
+            profile=self.profile.name,
+            outcome=outcome,
+            message=message or MESSAGES[outcome],
+            steps_done=self.steps_done,
+            steps=len(self.profile.steps),
+            pressure_s=round(self.pressure_s, 1),
+            final_status=final,
+        )
+
+
+async def run_program(
+    massager: Massager,
+    profile: Profile,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> ProgramResult:
+    """Run ``profile`` on ``massager`` and return how it ended (see `ProgramRunner`)."""
+    return await ProgramRunner(massager, profile, on_progress=on_progress).run()

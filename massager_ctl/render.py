@@ -1,0 +1,197 @@
+"""Turning results into text for people (rich) or JSON lines for scripts.
+
+Commands return data; this module is the one place that decides how it looks.
+With ``--json`` every object is printed as one line of JSON on stdout, so a
+script can read a stream of them; the last line of ``start`` is the result.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .models import DeviceInfo, DeviceStatus
+from .profiles import Profile
+from .programs import ProgramResult, Progress
+
+BAR = " ▏▎▍▌▋▊▉█"
+
+
+def console() -> Console:
+    """The console for human output on stdout."""
+    return Console(highlight=False)
+
+
+def errors() -> Console:
+    """The console for notes and errors on stderr."""
+    return Console(stderr=True, highlight=False)
+
+
+def emit_json(obj: BaseModel | dict[str, Any] | list[Any]) -> None:
+    """Print one JSON document on one line and flush, for scripts reading a stream."""
+    if isinstance(obj, BaseModel):
+        line = obj.model_dump_json()
+    else:
+        import json
+
+        line = json.dumps(obj, default=_jsonable)
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return str(value)
+
+
+def clock(seconds: float) -> str:
+    """``h:mm:ss`` or ``m:ss``."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
+def bar(value: float, full: float, width: int = 10) -> str:
+    """A horizontal bar of ``width`` cells, eighths included."""
+    eighths = round(max(0.0, min(value / full, 1.0)) * width * 8) if full > 0 else 0
+    whole, part = divmod(eighths, 8)
+    return (BAR[-1] * whole + (BAR[part] if part else "")).ljust(width)
+
+
+def chamber_table(info: DeviceInfo, status: DeviceStatus) -> Table:
+    """Pressure per chamber, one row per leg, foot to thigh left to right."""
+    positions = sorted({(c.rank, c.position) for c in info.chambers})
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    table.add_column("")
+    for _, position in positions:
+        table.add_column(position, justify="left", min_width=14)
+    legs: dict[str, list[str]] = {}
+    for chamber, pressure in zip(info.chambers, status.pressures_mmhg, strict=False):
+        cells = legs.setdefault(chamber.leg, ["" for _ in positions])
+        style = "red" if pressure >= info.max_target_mmhg else "cyan"
+        cells[chamber.rank] = f"[{style}]{bar(pressure, info.ceiling_mmhg, 6)}[/] {pressure:5.1f}"
+    for leg, cells in legs.items():
+        table.add_row(leg, *cells)
+    return table
+
+
+def status_view(info: DeviceInfo, status: DeviceStatus, address: str) -> Group:
+    """The whole picture of a device for ``massager-ctl status``."""
+    head = Text.assemble(
+        (f"{info.model}", "bold"),
+        f"  firmware {info.firmware}  serial {info.serial}  at {address}",
+    )
+    state = f"[bold]{status.state}[/]"
+    if status.active:
+        state += f"  {status.mode}, intensity {status.intensity}, {clock(status.seconds_left)} left"
+    if status.faults:
+        state += f"  [red]faults: {', '.join(status.faults)}[/]"
+    battery = f"battery {status.battery_pct}%" + (" (charging)" if status.charging else "")
+    facts = Table.grid(padding=(0, 2))
+    facts.add_row("state", state)
+    facts.add_row("last session", status.last_end.replace("_", " "))
+    facts.add_row("power", battery)
+    levels = ", ".join(f"{lv.level}: {lv.target_mmhg:g}" for lv in info.levels)
+    facts.add_row("modes", ", ".join(info.modes))
+    facts.add_row("intensities", f"{levels} mmHg; ceiling {info.ceiling_mmhg:g} mmHg")
+    facts.add_row("session cap", f"{info.session_cap_s // 60} min")
+    return Group(head, facts, chamber_table(info, status))
+
+
+def profile_view(profile: Profile, path: str) -> Group:
+    """One profile in full for ``profiles show``."""
+    head = Text.assemble(
+        (profile.title, "bold"), f"  ({profile.name}, {profile.total_minutes:g} min)"
+    )
+    steps = Table("#", "min", "what", "", box=None)
+    for index, step in enumerate(profile.steps, 1):
+        steps.add_row(
+            str(index), f"{step.minutes:g}", step.describe(), Text(step.note, style="dim")
+        )
+    parts: list[Any] = [
+        head,
+        Text(profile.description),
+        Text.assemble(("Why: ", "bold"), profile.why),
+    ]
+    if profile.sources:
+        parts.append(Text("Sources: " + "; ".join(profile.sources), style="dim"))
+    parts += [steps, Text(f"file: {path}", style="dim")]
+    return Group(*parts)
+
+
+class ProgramDisplay:
+    """Shows a running program: a live panel on a terminal, lines otherwise, JSON for scripts."""
+
+    def __init__(self, info: DeviceInfo, profile: Profile, *, json: bool) -> None:
+        self.info = info
+        self.profile = profile
+        self.json = json
+        self.out = console()
+        self.live: Live | None = None
+        self._last_line = -1.0
+        self._last_step = 0
+        if not json and self.out.is_terminal:
+            self.live = Live(console=self.out, refresh_per_second=4, transient=False)
+            self.live.start()
+
+    def progress(self, progress: Progress) -> None:
+        """Show one progress report."""
+        if self.json:
+            emit_json(progress)
+        elif self.live is not None:
+            self.live.update(self._panel(progress))
+        else:
+            # Not a terminal: a line per step and per wall-clock 10 s is plenty for a log.
+            now = time.monotonic()
+            if progress.step != self._last_step or now - self._last_line >= 10:
+                self._last_step, self._last_line = progress.step, now
+                status = progress.status
+                self.out.print(
+                    f"step {progress.step}/{progress.steps} {progress.step_label}: "
+                    f"{status.state}, {clock(progress.step_left_s)} left in step, "
+                    f"{clock(progress.program_left_s)} in program, "
+                    f"peak {status.peak_mmhg:.0f} mmHg, battery {status.battery_pct}%"
+                )
+
+    def finish(self, result: ProgramResult) -> None:
+        """Show how the program ended."""
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        if self.json:
+            emit_json(result)
+            return
+        style = "green" if result.exit_code == 0 else "yellow"
+        final = result.final_status
+        vented = (
+            f"; chambers at {final.peak_mmhg:.0f} mmHg or less"
+            if final is not None else ""
+        )  # fmt: skip
+        self.out.print(
+            f"[{style}]{self.profile.title}: {result.message}[/] "
+            f"({result.steps_done}/{result.steps} steps, {clock(result.pressure_s)} under pressure"
+            f"{vented})"
+        )
+
+    def _panel(self, progress: Progress) -> Panel:
+        status = progress.status
+        title = (
+            f"{self.profile.title} · step {progress.step}/{progress.steps}: {progress.step_label}"
+        )
+        line = Text.assemble(
+            (status.state, "bold"),
+            f"   step {clock(progress.step_left_s)} left"
+            f"   program {clock(progress.program_left_s)} left"
+            f"   battery {status.battery_pct}%",
+        )
+        return Panel(Group(line, chamber_table(self.info, status)), title=title, title_align="left")

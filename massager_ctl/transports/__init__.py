@@ -1,0 +1,29 @@
+"""Transports move bytes between the controller and a device; they know no messages.
+
+`open_transport` picks the transport for a device address. Only the modules in
+this package import the libraries that reach hardware.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConnectFailed
+from ..urls import DeviceAddress, SimAddress
+from .base import Transport, TransportClosed
+
+__all__ = ["Transport", "TransportClosed", "open_transport"]
+
+
+def open_transport(address: DeviceAddress) -> Transport:
+    """The transport for ``address``, not yet opened.
+
+    Raises:
+        ConnectFailed: this build has no transport for that kind of address.
+    """
+    if isinstance(address, SimAddress):
+        from .sim import SimTransport
+
+        return SimTransport(address)
+    raise ConnectFailed(
+        f"{address} needs the {address.scheme} transport, which this version of "
+        "massager-ctl does not have yet; use sim:// for the built-in simulator"
+    )

@@ -1,0 +1,51 @@
+"""The transport interface: a pipe of bytes to one device."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+from typing import Self
+
+from ..errors import LinkError
+
+
+class TransportClosed(LinkError):
+    """The byte pipe is closed: the port vanished, the peer disconnected, or we closed it."""
+
+
+class Transport(ABC):
+    """A byte pipe to one device. Writes never block; reads wait for the next chunk.
+
+    Open it with ``async with transport:`` or `open`/`close`. `read` raises
+    `TransportClosed` once the link is gone, and so does `write`.
+    """
+
+    description: str = "a device"
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Open the link; raises `ConnectFailed` with a plain reason if it cannot."""
+
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for the device without waiting."""
+
+    @abstractmethod
+    async def read(self) -> bytes:
+        """The next chunk of bytes from the device (never empty)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the link; safe to call more than once."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,104 @@
+"""``sim://``: the simulator in this process, reached through an in-memory byte pipe.
+
+Devices live per event loop and per name, so two connections to ``sim://bedroom``
+in one process talk to the same device, and a device outlives a closed link as
+hardware does (it notices the link went down and vents by itself). URL query
+options set fields of `simulator.DeviceConfig` (``sim://?seed=1&cycle=false``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+from simulator import DeviceConfig, Firmware
+from simulator.host import DeviceHost
+
+from ..errors import DeviceURLError
+from ..urls import SimAddress
+from .base import Transport, TransportClosed
+
+_DEVICES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, DeviceHost]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def config_from_options(options: dict[str, str]) -> DeviceConfig:
+    """Build a `DeviceConfig` from URL query options, with errors that name the option."""
+    try:
+        return DeviceConfig.from_options(options)
+    except ValueError as error:
+        raise DeviceURLError(f"sim:// has {error}") from None
+
+
+def simulated_device(address: SimAddress) -> DeviceHost:
+    """The simulated device for ``address`` on this loop, powered on at first use.
+
+    A device switched off later (``host.stop()``) stays off: like unplugged
+    hardware it takes bytes and answers nothing until it is started again.
+    """
+    loop = asyncio.get_running_loop()
+    devices = _DEVICES.setdefault(loop, {})
+    host = devices.get(address.name)
+    if host is None:
+        host = devices[address.name] = DeviceHost(config_from_options(address.options))
+        host.start()
+    return host
+
+
+class SimTransport(Transport):
+    """An in-memory link to a simulated device in this process."""
+
+    description = "the built-in simulator"
+
+    def __init__(self, address: SimAddress) -> None:
+        self.address = address
+        self._host: DeviceHost | None = None
+        self._incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._closed = False
+
+    @property
+    def firmware(self) -> Firmware:
+        """The simulated device's firmware (tests look at its true state)."""
+        if self._host is None:
+            raise TransportClosed("the simulator link is not open")
+        return self._host.firmware
+
+    @property
+    def host(self) -> DeviceHost:
+        """The simulated device itself (tests press its remote's buttons)."""
+        if self._host is None:
+            raise TransportClosed("the simulator link is not open")
+        return self._host
+
+    async def open(self) -> None:  # noqa: D102
+        self._host = simulated_device(self.address)
+        self._host.attach(self._incoming.put_nowait)
+        self._closed = False
+
+    def write(self, data: bytes) -> None:  # noqa: D102
+        if self._closed or self._host is None:
+            raise TransportClosed("the simulator link is closed")
+        # Deliver on the next loop turn, as a wire would: never re-enter the caller.
+        asyncio.get_running_loop().call_soon(self._host.feed, data)
+
+    async def read(self) -> bytes:  # noqa: D102
+        if self._closed:
+            raise TransportClosed("the simulator link is closed")
+        data = await self._incoming.get()
+        if data is None:
+            raise TransportClosed("the simulator link was cut")
+        return data
+
+    def cut(self) -> None:
+        """Pull the cable: both ends see the link go down (for tests of link loss)."""
+        if self._host is not None and not self._closed:
+            self._host.detach()
+        self._closed = True
+        self._incoming.put_nowait(None)
+
+    async def close(self) -> None:  # noqa: D102
+        if self._host is not None and not self._closed:
+            self._host.detach()
+        self._closed = True
+        self._incoming.put_nowait(None)

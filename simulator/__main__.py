@@ -1,0 +1,5 @@
+"""``python -m simulator`` runs ``massager-sim``."""
+
+from .cli import main
+
+main()

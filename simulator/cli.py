@@ -1,0 +1,167 @@
+"""The ``massager-sim`` command: a simulated massager on its own, printing its state.
+
+``massager-sim run --press power --for 60`` powers it on, presses the remote's
+power button and prints what the device does for a minute of device time.
+Serving it to a controller over serial or Bluetooth comes in later releases;
+``massager-ctl --device sim://`` runs one inside the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+
+import click
+
+from firmware_protocol import Button
+
+from .clock import ScaledTimeLoop
+from .config import DeviceConfig
+from .firmware import Snapshot
+from .host import DeviceHost
+
+
+def _press(text: str) -> tuple[Button, float]:
+    name, _, at = text.partition("@")
+    try:
+        button = Button[name.strip().upper()]
+    except KeyError:
+        names = ", ".join(b.name.lower() for b in Button)
+        raise click.BadParameter(f"{name!r} is not a button; buttons: {names}") from None
+    try:
+        return button, float(at or 0)
+    except ValueError:
+        raise click.BadParameter(f"{at!r} is not a number of seconds") from None
+
+
+def _settings(pairs: tuple[str, ...]) -> DeviceConfig:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
+        options[key.strip()] = value.strip()
+    try:
+        return DeviceConfig.from_options(options)
+    except ValueError as error:
+        raise click.BadParameter(f"the device has {error}", param_hint="--set") from None
+
+
+def describe(snapshot: Snapshot, config: DeviceConfig) -> str:
+    """One line for a person: state, mode, lease, pressures per leg, pump, battery."""
+    per_leg = len(config.positions)
+    legs = "  ".join(
+        f"{leg.name[0]}: "
+        + " ".join(f"{p:5.1f}" for p in snapshot.pressures_mmhg[i * per_leg : (i + 1) * per_leg])
+        for i, leg in enumerate(config.legs)
+    )
+    state = snapshot.state.name.lower()
+    mode = {1: "wave", 2: "pulse", 0x80: "cycle"}.get(snapshot.mode, str(snapshot.mode))
+    session = f"{mode} {snapshot.intensity}  {snapshot.lease_left_s:5.0f} s left" if (
+        snapshot.elapsed_s or snapshot.lease_left_s
+    ) else ""  # fmt: skip
+    pump = "pump on" if snapshot.pump else "pump off"
+    faults = f"  FAULT {snapshot.faults!r}" if snapshot.faults else ""
+    return (
+        f"{snapshot.uptime_s:8.1f} s  {state:<7} {session:<24} {legs} mmHg  {pump}"
+        f"  battery {snapshot.battery_pct:.0f}%{faults}"
+    )
+
+
+def as_json(snapshot: Snapshot) -> str:
+    """The snapshot as one line of JSON, enums by name."""
+    data = dataclasses.asdict(snapshot)
+    for key, value in data.items():
+        if hasattr(value, "name"):
+            data[key] = value.name.lower() if value.name else str(int(value))
+    return json.dumps(data)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="massager-ctl")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """A simulated air-compression leg massager."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(run)
+
+
+@cli.command()
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0.1, max=1000),
+    default=1.0,
+    show_default=True,
+    help="Run this many times faster than real time.",
+)
+@click.option(
+    "--for", "seconds", type=click.FloatRange(min=0), help="Stop after this many device seconds."
+)
+@click.option(
+    "--press",
+    "presses",
+    multiple=True,
+    metavar="BUTTON[@SECONDS]",
+    help="Press a remote button (power, mode, plus, minus, pause), at a device time.",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A device setting, e.g. cycle=false or battery_pct=20.",
+)
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="Print the state every this many device seconds.",
+)
+@click.option("--json", "json_lines", is_flag=True, help="Print JSON lines instead of text.")
+def run(
+    speed: float,
+    seconds: float | None,
+    presses: tuple[str, ...],
+    settings: tuple[str, ...],
+    every: float,
+    json_lines: bool,
+) -> None:
+    """Run one simulated massager and print its state until --for ends (or Ctrl-C)."""
+    config = _settings(settings)
+    schedule = [_press(p) for p in presses]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        host = DeviceHost(config)
+        host.start()
+        for button, at in schedule:
+            loop.call_later(at, host.press, button)
+        start = loop.time()
+        report = 0
+        try:
+            # Reports at 0, every, 2*every ... up to --for, on the device's clock.
+            while seconds is None or report * every <= seconds + 1e-9:
+                await asyncio.sleep(max(0.0, start + report * every - loop.time()))
+                host.sync()
+                snapshot = host.firmware.snapshot()
+                line = as_json(snapshot) if json_lines else describe(snapshot, config)
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+                report += 1
+        finally:
+            host.stop()
+
+    factory = (lambda: ScaledTimeLoop(speed)) if speed != 1.0 else None
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def main() -> None:
+    """Entry point of ``massager-sim``."""
+    cli(prog_name="massager-sim")

@@ -1,0 +1,184 @@
+"""The massager-ctl command line, run as a person or a script runs it: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CLI = [sys.executable, "-m", "massager_ctl"]
+
+
+def ctl(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env or dict(os.environ)
+    )
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for line in text.splitlines()
+        if line.startswith("{") or line.startswith("[")
+    ]
+
+
+def test_help_lists_the_commands() -> None:
+    result = ctl("--help")
+    assert result.returncode == 0
+    for command in ("start", "stop", "vent", "status", "profiles", "safety"):
+        assert command in result.stdout
+
+
+def test_profiles_list_and_show() -> None:
+    listing = json.loads(ctl("profiles", "--json").stdout)
+    names = {p["name"] for p in listing}
+    assert {"evening-45", "trial-compression-60", "effleurage-wave-30", "wind-down-30",
+            "deep-pressure-30"} <= names  # fmt: skip
+    shown = json.loads(ctl("profiles", "show", "trial-compression-60", "--json").stdout)
+    assert shown["steps"][0]["cycle"]["pressure_mmhg"] == 29
+    assert "Lettieri" in shown["why"]
+    text = ctl("profiles", "show", "wind-down-30")
+    assert text.returncode == 0
+    assert "Kamm" in text.stdout
+
+
+def test_an_ad_hoc_step_runs_on_the_simulator_and_reports_json() -> None:
+    result = ctl("start", "--mode", "wave", "--intensity", "2", "--duration", "90s",
+                 "--speed", "100", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stdout)
+    progress = [line for line in lines if line["kind"] == "progress"]
+    assert progress
+    assert max(max(p["status"]["pressures_mmhg"]) for p in progress) > 60
+    final = lines[-1]
+    assert final["kind"] == "result"
+    assert final["outcome"] == "completed"
+    assert final["pressure_s"] == pytest.approx(90, abs=2)
+    assert max(final["final_status"]["pressures_mmhg"]) < 5
+
+
+def test_text_output_when_not_a_terminal() -> None:
+    result = ctl(
+        "start", "--mode", "pulse", "--intensity", "1", "--duration", "30s", "--speed", "100"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "step 1/1" in result.stdout
+    assert "the program ran to the end" in result.stdout
+    assert "using the built-in simulator (sim://)" in result.stderr
+
+
+def start_in_background(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, "start", *args, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_pressure(process: subprocess.Popen[str], mmhg: float) -> None:
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        assert line, f"the program ended early: {process.stderr.read() if process.stderr else ''}"
+        report = json.loads(line)
+        if report["kind"] == "progress" and max(report["status"]["pressures_mmhg"]) > mmhg:
+            return
+    raise AssertionError("no pressure within 30 s")
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_program_vents_the_device_and_says_so(signum: int, code: int) -> None:
+    process = start_in_background("evening-45", "--speed", "20")
+    wait_for_pressure(process, 30)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == code, err
+    final = json_lines(out)[-1]
+    assert final["kind"] == "result"
+    assert final["outcome"] == "interrupted"
+    status = final["final_status"]
+    assert status["state"] == "idle"
+    assert status["last_end"] == "vented"
+    assert max(status["pressures_mmhg"]) < 5
+
+
+def test_a_bad_device_address_lists_the_accepted_forms() -> None:
+    result = ctl("status", "--device", "usb0")
+    assert result.returncode == 2
+    assert "error: 'usb0' is not a device address. Accepted forms:" in result.stderr
+    assert "serial:///dev/ttyUSB0" in result.stderr
+    assert "ble://AA:BB:CC:DD:EE:FF" in result.stderr
+
+
+def test_a_malformed_profile_names_the_file_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('title = "t"\ndescription = "d"\nwhy = "w"\n[[steps]]\nminutes = 5\n'
+                   'mode = "wave"\nintensity = "high"\n')  # fmt: skip
+    result = ctl("start", str(bad), "--json")
+    assert result.returncode == 2
+    assert f"{bad}: steps[0].intensity" in result.stderr
+    [error] = json_lines(result.stdout)
+    assert error["kind"] == "error"
+    assert error["error"] == "ProfileError"
+
+
+def test_a_profile_the_device_cannot_run_is_refused_with_exit_3() -> None:
+    result = ctl("start", "trial-compression-60", "--device", "sim://?cycle=false")
+    assert result.returncode == 3
+    assert "needs the programmable cycle, which the device lacks" in result.stderr
+
+
+def test_usage_errors() -> None:
+    assert ctl("start").returncode == 2
+    assert ctl("start", "--mode", "wave").returncode == 2
+    both = ctl("start", "evening-45", "--mode", "wave")
+    assert both.returncode == 2
+    assert "not both" in both.stderr
+    speed = ctl("start", "evening-45", "--speed", "10", "--device", "serial:///dev/ttyUSB0")
+    assert speed.returncode == 2
+    assert "--speed works only with the simulator" in speed.stderr
+    assert "is not a duration" in ctl("start", "--mode", "wave", "--intensity", "1",
+                                      "--duration", "soon").stderr  # fmt: skip
+    assert ctl("profiles", "show", "nope").returncode == 2
+
+
+def test_status_stop_and_vent_on_the_simulator() -> None:
+    status = json_lines(ctl("status", "--json").stdout)[-1]
+    assert status["info"]["model"] == "AirLeg Sim 8"
+    assert status["status"]["state"] == "idle"
+    assert status["link"]["crc_errors"] == 0
+    for action in ("stop", "vent"):
+        result = ctl(action, "--json")
+        assert result.returncode == 0, result.stderr
+        assert json_lines(result.stdout)[-1]["kind"] == action
+    assert "AirLeg Sim 8" in ctl("status").stdout
+
+
+def test_the_device_comes_from_the_config_file_or_environment(user_dirs: dict[str, Path]) -> None:
+    folder = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl"
+    folder.mkdir()
+    (folder / "config.toml").write_text('device = "sim://bedroom?seed=3"\n')
+    assert json_lines(ctl("status", "--json").stdout)[-1]["device"] == "sim://bedroom?seed=3"
+    env = dict(os.environ, MASSAGER_CTL_DEVICE="sim://hall")
+    assert json_lines(ctl("status", "--json", env=env).stdout)[-1]["device"] == "sim://hall"
+    (folder / "config.toml").write_text('device = "usb0"\n')
+    broken = ctl("status")
+    assert broken.returncode == 2
+    assert "config.toml: device: 'usb0' is not a device address" in broken.stderr
+
+
+def test_the_safety_note_shows_on_the_first_start_only() -> None:
+    args = ("start", "--mode", "wave", "--intensity", "1", "--duration", "5s", "--speed", "50")
+    first, second = ctl(*args), ctl(*args)
+    assert "blood clot" in first.stderr
+    assert "blood clot" not in second.stderr
+    assert "blood clot" in ctl("safety").stdout

@@ -1,0 +1,38 @@
+"""The config file and the first-run note."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from massager_ctl.config import SAFETY_NOTE, config_file, first_run_note, load_settings
+from massager_ctl.errors import ConfigError
+
+
+def test_missing_config_means_defaults() -> None:
+    assert load_settings().device is None
+
+
+def test_config_file_lives_under_xdg_config_home(user_dirs: dict[str, Path]) -> None:
+    assert config_file() == user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "config.toml"
+
+
+def test_bad_config_names_the_file_and_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('device = "usb0"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value).startswith(f"{path}: device: 'usb0' is not a device address")
+    path.write_text("devise = 'sim://'\n")
+    with pytest.raises(ConfigError, match="devise: Extra inputs are not permitted"):
+        load_settings(path)
+    path.write_text("device = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(path)
+
+
+def test_the_safety_note_shows_once() -> None:
+    assert first_run_note() == SAFETY_NOTE
+    assert "blood clot" in SAFETY_NOTE
+    assert first_run_note() is None

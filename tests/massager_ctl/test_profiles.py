@@ -1,0 +1,179 @@
+"""Profiles: the shipped ones are valid, bad files name file and field, devices refuse more."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from massager_ctl.errors import ProfileError, ProfileNotFound, ProfileRefused
+from massager_ctl.models import DeviceInfo
+from massager_ctl.profiles import (
+    Profile,
+    available_profiles,
+    builtin_profiles_dir,
+    check_profile,
+    find_profile,
+    load_profile,
+)
+from simulator import DeviceConfig, Firmware
+
+SHIPPED = sorted(p.stem for p in builtin_profiles_dir().glob("*.toml"))
+
+
+def device_info(**config: object) -> DeviceInfo:
+    return DeviceInfo.from_capabilities(Firmware(DeviceConfig(**config)).capabilities)  # type: ignore[arg-type]
+
+
+def test_at_least_five_profiles_ship() -> None:
+    assert len(SHIPPED) >= 5
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_profile_is_valid_says_why_and_fits_the_simulator(name: str) -> None:
+    profile = find_profile(name)
+    assert profile.name == name
+    assert len(profile.why) > 100  # every profile explains the evidence it follows
+    assert profile.sources
+    check_profile(profile, device_info())
+
+
+def test_the_library_covers_the_evidence() -> None:
+    profiles = {name: find_profile(name) for name in SHIPPED}
+    minutes = {name: p.total_minutes for name, p in profiles.items()}
+    assert minutes["evening-45"] == 45
+    trial = profiles["trial-compression-60"]
+    assert trial.total_minutes == 60
+    [step] = trial.steps
+    assert step.cycle is not None
+    assert step.cycle.pressure_mmhg == pytest.approx(29)
+    assert step.cycle.hold_s == 5
+    assert step.cycle.inflate_s + step.cycle.hold_s + step.cycle.release_s + step.cycle.rest_s == 60
+    wind_down = profiles["wind-down-30"]
+    assert wind_down.steps[0].ramp_in_minutes > 0
+    assert wind_down.steps[0].ramp_out_minutes > 0
+    gradient = wind_down.steps[0].cycle
+    assert gradient is not None
+    assert 5 <= gradient.step_down_mmhg <= 10
+    assert "effleurage" in profiles["effleurage-wave-30"].why.lower()
+    assert any(step.intensity == 3 for step in profiles["deep-pressure-30"].steps)
+
+
+def write(tmp_path: Path, text: str, name: str = "mine.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+CYCLE_WITHOUT_PRESSURE = """
+[[steps]]
+minutes = 5
+[steps.cycle]
+inflate_s = 2
+hold_s = 1
+release_s = 1
+rest_s = 1
+"""
+
+GOOD = """
+title = "Mine"
+description = "d"
+why = "w"
+[[steps]]
+minutes = 10
+mode = "wave"
+intensity = 2
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (GOOD.replace("intensity = 2", 'intensity = "two"'), "steps[0].intensity"),
+        (GOOD.replace("intensity = 2", "intensity = 0"), "steps[0].intensity"),
+        (GOOD.replace("minutes = 10", "minutes = -1"), "steps[0].minutes"),
+        (GOOD.replace('title = "Mine"', ""), "title: Field required"),
+        (GOOD + "\ncolour = 'blue'", "colour: is not a field"),
+        (GOOD.replace('mode = "wave"', ""), "steps[0]: a step needs a mode and an intensity"),
+        (GOOD + CYCLE_WITHOUT_PRESSURE, "steps[1].cycle: give exactly one of"),
+        (GOOD + "\n[limits]\nmax_intensity = 1\n", "step 1 uses intensity 2 above max 1"),
+    ],
+)
+def test_malformed_profile_names_file_and_field(tmp_path: Path, text: str, field: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert field in message
+
+
+def test_toml_syntax_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, 'title = "unterminated\n')
+    with pytest.raises(ProfileError, match=rf"{path}: not valid TOML: .*line 1"):
+        load_profile(path)
+
+
+def test_profiles_by_name_path_and_user_folder(tmp_path: Path) -> None:
+    user = tmp_path / "profiles"
+    user.mkdir()
+    write(user, GOOD.replace("Mine", "My evening"), "evening-45.toml")
+    write(user, GOOD, "quick.toml")
+    assert find_profile("evening-45", user).title == "My evening"  # the user's wins
+    assert "quick" in available_profiles(user)
+    assert find_profile(str(user / "quick.toml")).name == "quick"
+    with pytest.raises(ProfileNotFound, match=r"known: .*deep-pressure-30"):
+        find_profile("nope", user)
+    with pytest.raises(ProfileNotFound, match="no such profile file"):
+        find_profile(str(tmp_path / "missing.toml"))
+
+
+def test_a_device_without_the_cycle_refuses_cycle_profiles_before_anything_is_sent() -> None:
+    with pytest.raises(ProfileRefused) as caught:
+        check_profile(find_profile("trial-compression-60"), device_info(cycle=False))
+    assert caught.value.reasons == ["step 1 needs the programmable cycle, which the device lacks"]
+
+
+def test_every_reason_is_given_not_only_the_first() -> None:
+    profile = Profile.model_validate({
+        "name": "greedy", "title": "t", "description": "d", "why": "w",
+        "steps": [
+            {"mode": "wave", "intensity": 4, "minutes": 50},
+            {"mode": "knead", "intensity": 1, "minutes": 50},
+            {"minutes": 5, "cycle": {"pressure_mmhg": 125, "inflate_s": 2, "hold_s": 1,
+                                     "release_s": 1, "rest_s": 1}},
+            {"minutes": 5, "cycle": {"pressures_mmhg": [40, 30], "inflate_s": 2, "hold_s": 1,
+                                     "release_s": 1, "rest_s": 1}},
+        ],
+    })  # fmt: skip
+    with pytest.raises(ProfileRefused) as caught:
+        check_profile(profile, device_info(session_cap_s=3600, max_lease_s=2400))
+    reasons = caught.value.reasons
+    assert reasons == [
+        "it runs 110 min but the device caps a session at 60 min",
+        "step 1 runs 50 min but the device allows at most 40 min per start",
+        "step 1 needs intensity 4; the device has 3 levels",
+        "step 2 runs 50 min but the device allows at most 40 min per start",
+        "step 2 needs mode 'knead'; the device offers wave, pulse",
+        "step 3 asks 125 mmHg; the device accepts at most 120 mmHg (its ceiling is 130)",
+        "step 4: the cycle lists 2 pressures but the device has 4 chambers per leg",
+    ]
+
+
+def test_a_profile_that_caps_pressure_refuses_a_device_whose_levels_are_stronger() -> None:
+    profile = Profile.model_validate({
+        "name": "soft", "title": "t", "description": "d", "why": "w",
+        "limits": {"max_pressure_mmhg": 60},
+        "steps": [{"mode": "wave", "intensity": 2, "minutes": 5}],
+    })  # fmt: skip
+    with pytest.raises(ProfileRefused, match="aims at 80 mmHg, above this profile's limit of 60"):
+        check_profile(profile, device_info())
+
+
+def test_ramps_scale_pressures_in_and_out() -> None:
+    step = find_profile("wind-down-30").steps[0]
+    assert step.scale_at(0) == pytest.approx(0.5)
+    assert step.scale_at(150) == pytest.approx(0.75)
+    assert step.scale_at(600) == 1.0
+    assert step.scale_at(30 * 60 - 150) == pytest.approx(0.75)
+    assert step.scale_at(30 * 60) == pytest.approx(0.5)

@@ -1,0 +1,41 @@
+"""massager-sim on its own, as a person runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def sim(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "simulator", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_massager_sim_runs_standalone_and_prints_state() -> None:
+    result = sim(
+        "run", "--press", "power", "--for", "10", "--every", "5", "--speed", "50", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    states = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [s["state"] for s in states] == ["idle", "running", "running"]
+    assert max(states[-1]["pressures_mmhg"]) > 20
+
+
+def test_text_lines_show_the_wave_climbing() -> None:
+    result = sim("run", "--press", "power", "--for", "9", "--every", "3", "--speed", "50")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4
+    assert "running wave 1" in lines[-1]
+    assert "pump" in lines[-1]
+
+
+def test_bad_settings_and_buttons_are_usage_errors() -> None:
+    bad_setting = sim("run", "--set", "colour=red", "--for", "0")
+    assert bad_setting.returncode == 2
+    assert "no option colour; options: battery" in bad_setting.stderr
+    bad_button = sim("run", "--press", "reset", "--for", "0")
+    assert bad_button.returncode == 2
+    assert "'reset' is not a button; buttons: power, mode, plus, minus, pause" in bad_button.stderr
