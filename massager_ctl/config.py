@@ -12,13 +12,13 @@ which win over the file.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from .errors import ConfigError, DeviceURLError
+from .tomlfiles import load_model
 from .urls import parse_device_url
 
 APP = "massager-ctl"
@@ -79,24 +79,9 @@ def load_settings(path: Path | None = None) -> Settings:
         ConfigError: the file is not TOML or has a bad value; the message names both.
     """
     path = path or config_file()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         return Settings()
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read it: {error.strerror or error}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    try:
-        return Settings.model_validate(data)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in error.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+    return load_model(path, Settings, ConfigError, what="config file")
 
 
 def first_run_note() -> str | None:

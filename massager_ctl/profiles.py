@@ -18,22 +18,15 @@ profiles shipped with massager-ctl; a path to a ``.toml`` file works too.
 
 from __future__ import annotations
 
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import ProfileError, ProfileNotFound, ProfileRefused
 from .models import DeviceInfo
+from .tomlfiles import load_model
 
 MAX_PRESSURE_MMHG = 200.0
 """No profile may name a pressure above this, whatever the device."""
@@ -288,33 +281,7 @@ def load_profile(path: Path) -> Profile:
         ProfileError: the file cannot be read, is not TOML, or breaks the schema;
             the message names the file and every field at fault.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ProfileError(f"{path}: cannot read it: {error.strerror or error}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ProfileError(f"{path}: not valid TOML: {error}") from None
-    data.setdefault("name", path.stem)
-    try:
-        return Profile.model_validate(data)
-    except ValidationError as error:
-        raise ProfileError(f"{path}: {describe_errors(error)}") from None
-
-
-def describe_errors(error: ValidationError) -> str:
-    """One line naming each field at fault, as ``steps[2].intensity: ...``."""
-    problems = []
-    for item in error.errors():
-        where = ""
-        for part in item["loc"]:
-            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "is not a field of the profile schema (misspelled?)"
-        problems.append(f"{where or 'profile'}: {message}")
-    return "; ".join(problems)
+    return load_model(path, Profile, ProfileError, what="profile", defaults={"name": path.stem})
 
 
 def builtin_profiles_dir() -> Path:

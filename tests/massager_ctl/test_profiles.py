@@ -93,7 +93,7 @@ intensity = 2
         (GOOD.replace("intensity = 2", "intensity = 0"), "steps[0].intensity"),
         (GOOD.replace("minutes = 10", "minutes = -1"), "steps[0].minutes"),
         (GOOD.replace('title = "Mine"', ""), "title: Field required"),
-        (GOOD + "\ncolour = 'blue'", "colour: is not a field"),
+        (GOOD + "\ncolour = 'blue'", "colour: is not a field of a profile (misspelled?)"),
         (GOOD.replace('mode = "wave"', ""), "steps[0]: a step needs a mode and an intensity"),
         (GOOD + CYCLE_WITHOUT_PRESSURE, "steps[1].cycle: give exactly one of"),
         (GOOD + "\n[limits]\nmax_intensity = 1\n", "step 1 uses intensity 2 above max 1"),

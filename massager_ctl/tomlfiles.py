@@ -1,0 +1,58 @@
+"""Reading a TOML file into a pydantic model, with errors that name the file and the field."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import InputError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_model(
+    path: Path,
+    model: type[M],
+    error: type[InputError],
+    *,
+    what: str,
+    defaults: dict[str, Any] | None = None,
+) -> M:
+    """Read ``path`` as TOML and validate it as ``model``.
+
+    ``what`` names the kind of file in messages ("profile", "config file");
+    ``defaults`` fill keys the file leaves out.
+
+    Raises:
+        error: the file cannot be read, is not TOML, or breaks the schema; the
+            message starts with the path and names every field at fault.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as problem:
+        raise error(f"{path}: cannot read it: {problem.strerror or problem}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as problem:
+        raise error(f"{path}: not valid TOML: {problem}") from None
+    try:
+        return model.model_validate({**(defaults or {}), **data})
+    except ValidationError as problem:
+        raise error(f"{path}: {describe_errors(problem, what)}") from None
+
+
+def describe_errors(error: ValidationError, what: str) -> str:
+    """One line naming each field at fault, as ``steps[2].intensity: ...``."""
+    problems = []
+    for item in error.errors():
+        where = ""
+        for part in item["loc"]:
+            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = f"is not a field of a {what} (misspelled?)"
+        problems.append(f"{where or what}: {message}")
+    return "; ".join(problems)
