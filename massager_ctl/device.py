@@ -227,9 +227,7 @@ class Massager:
     async def _handshake(self, timeout_s: float, address: DeviceAddress) -> None:
         try:
             async with asyncio.timeout(timeout_s):
-                reply = await self._request(Hello(self.client_name[:32]))
-                assert isinstance(reply, Capabilities)
-                self._info = DeviceInfo.from_capabilities(reply)
+                await self._request(Hello(self.client_name[:32]))
                 await self._first_status.wait()
         except (TimeoutError, LinkError) as error:
             raise ConnectFailed(f"no answer from the massager at {address}: {error}") from None
@@ -481,6 +479,10 @@ class Massager:
         """Dispatch the connection's events, flush its bytes, and re-arm its timer."""
         for event in self._conn.events():
             if isinstance(event, Replied):
+                if isinstance(event.reply, Capabilities):
+                    # Now, not when the handshake resumes: the STATUS that follows in
+                    # this same read needs the announced modes to be translated.
+                    self._info = DeviceInfo.from_capabilities(event.reply)
                 waiter = self._waiters.get(event.seq)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(event.reply)
@@ -510,7 +512,7 @@ class Massager:
     def _on_received(self, message: Message) -> None:
         info = self._info
         if info is None:
-            return  # nothing arrives before CAPABILITIES but its STATUS; it will come again
+            return  # a report from before our HELLO was answered; the next one will do
         update: DeviceUpdate
         if isinstance(message, Status):
             update = self._status = DeviceStatus.from_message(message, info)

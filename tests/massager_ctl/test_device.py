@@ -219,3 +219,12 @@ async def test_session_events_come_in_order() -> None:
                 ended = update
         assert ended == SessionEndedUpdate(reason="completed", pressure_s=10)
         assert massager.status.model_dump()["state"] == "idle"
+
+
+async def test_connecting_takes_no_longer_than_the_handshake() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with connect() as massager:
+        # The STATUS sent with CAPABILITIES is used at once, not the next periodic one.
+        assert loop.time() - started < 0.01
+        assert massager.status.uptime_s < 0.01
