@@ -198,6 +198,7 @@ class ProgramRunner:
         next_ramp = self.ramp_update_s if ramping else float("inf")
         elapsed = 0.0
         running = True
+        seen_running = False  # reports queued before this step's START say nothing of it
         last = loop.time()
         while elapsed < step.seconds:
             wait = min(step.seconds, next_ramp) - elapsed if running else None
@@ -213,20 +214,27 @@ class ProgramRunner:
                 self.program_elapsed_s += now - last
             last = now
             if isinstance(update, SessionEndedUpdate):
-                outcome = _DEVICE_REASONS.get(update.reason, Outcome.STOPPED)
-                last_step = self.step_index == len(self.profile.steps) - 1
-                # The last lease may end on the device a moment before our own clock.
-                near_end = elapsed >= step.seconds - LEASE_MARGIN_S
-                if outcome == Outcome.LEASE_ENDED and last_step and near_end:
-                    return Outcome.COMPLETED
-                return outcome
+                return self._ended(update.reason, step, elapsed)
             if isinstance(update, DeviceStatus):
                 running = update.state == "running"
+                seen_running = seen_running or running
+                if seen_running and not update.active:
+                    # The session ended and its SESSION_ENDED event was lost on the way.
+                    return self._ended(update.last_end, step, elapsed)
                 self._report(step, elapsed, update)
             if ramping and elapsed >= next_ramp and elapsed < step.seconds:
                 await massager.load_cycle(self._cycle(step, elapsed))
                 next_ramp += self.ramp_update_s
         return None
+
+    def _ended(self, reason: str, step: Step, elapsed: float) -> Outcome:
+        outcome = _DEVICE_REASONS.get(reason, Outcome.STOPPED)
+        last_step = self.step_index == len(self.profile.steps) - 1
+        # The last lease may end on the device a moment before our own clock.
+        near_end = elapsed >= step.seconds - LEASE_MARGIN_S
+        if outcome == Outcome.LEASE_ENDED and last_step and near_end:
+            return Outcome.COMPLETED
+        return outcome
 
     def _cycle(self, step: Step, elapsed_s: float) -> Cycle:
         spec = step.cycle

@@ -178,3 +178,23 @@ async def test_a_flat_battery_ends_the_program() -> None:
     assert result.outcome == Outcome.BATTERY
     assert result.message.startswith("the battery ran too low to go on")
     assert result.steps_done >= 1
+
+
+async def test_the_end_is_noticed_even_when_its_event_is_lost() -> None:
+    from firmware_protocol import FrameDecoder, MessageType
+
+    async with Massager.connect("sim://?seed=1") as m:
+        assert isinstance(m.transport, SimTransport)
+        transport = m.transport
+        decoder = FrameDecoder()
+
+        def lose_events(data: bytes) -> None:
+            # Below the transport, where a noisy wire would be: drop every EVENT frame.
+            kept = [f for f in decoder.feed(data) if f.msg_type != MessageType.EVENT]
+            if kept:
+                transport._incoming.put_nowait(b"".join(f.encode() for f in kept))
+
+        transport.host.attach(lose_events)
+        asyncio.get_running_loop().call_later(60, transport.host.press, Button.POWER)
+        result = await asyncio.wait_for(run_program(m, find_profile("effleurage-wave-30")), 120)
+    assert result.outcome == Outcome.STOPPED_ON_REMOTE
