@@ -99,21 +99,23 @@ class FailReason(Enum):
 class Timing:
     """Timing rules of the link, in seconds.
 
-    The device's ``watchdog_s`` and ``status_interval_s`` are announced in
-    CAPABILITIES; a controller adopts them when the link becomes READY (its
-    keepalive goes to a quarter of the watchdog, its silence limit to three
-    status intervals, unless set tighter here).
+    The device announces its watchdog and status interval in CAPABILITIES; a
+    controller adopts them when the link becomes READY: its keepalive goes to a
+    quarter of the watchdog (or stays shorter if set so here), and, unless
+    ``silence_s`` is set here, its silence limit becomes three status intervals.
+    Before READY only the request timeouts watch the device.
     """
 
     watchdog_s: float = 1.0
     keepalive_s: float = 0.25
     request_timeout_s: float = 0.4
     attempts: int = 3
-    silence_s: float = 2.0
+    silence_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("watchdog_s", "keepalive_s", "request_timeout_s", "silence_s"):
-            if getattr(self, name) <= 0:
+            value = getattr(self, name)
+            if value is not None and value <= 0:
                 raise LocalProtocolError(f"{name} must be positive")
         if self.attempts < 1:
             raise LocalProtocolError("attempts must be at least 1")
@@ -293,9 +295,9 @@ class Connection:
             times.extend(p.deadline for p in self._pending.values())
             if self._next_keepalive is not None and self.state == LinkState.READY:
                 times.append(self._next_keepalive)
-            if self._watching_silence():
-                assert self._last_rx is not None
-                times.append(self._last_rx + self.timing.silence_s)
+            silent_at = self._silent_at()
+            if silent_at is not None:
+                times.append(silent_at)
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
@@ -329,12 +331,12 @@ class Connection:
             and now >= self._next_keepalive
         ):
             self.send(KeepAlive(), now)
-        if self._watching_silence():
+        silent_at = self._silent_at()
+        if silent_at is not None and now >= silent_at:
             assert self._last_rx is not None
-            if now >= self._last_rx + self.timing.silence_s:
-                self._silent = True
-                self.stats.silences += 1
-                self._events.append(PeerSilent(now - self._last_rx))
+            self._silent = True
+            self.stats.silences += 1
+            self._events.append(PeerSilent(now - self._last_rx))
 
     def link_down(self, now: float, reason: str = "the link went down") -> None:
         """The transport says the link is gone (port closed, BLE disconnected)."""
@@ -419,14 +421,15 @@ class Connection:
         if frame.version != PROTOCOL_VERSION:
             self.stats.version_errors += 1
             return
+        # Any frame that passed its CRC proves the device alive, even one we cannot read.
+        self._last_rx = now
+        self._silent = False
         if frame.msg_type in COMMANDS:
             self.stats.rejected += 1
             return
         decoded = self._decode(frame)
         if isinstance(decoded, ErrorCode):
             return
-        self._last_rx = now
-        self._silent = False
         self._track_peer_seq(frame.seq)
         if isinstance(decoded, Ack | Nak | Capabilities):
             pending = self._pending.pop(decoded.ref_seq, None)
@@ -442,24 +445,32 @@ class Connection:
     def _adopt(self, capabilities: Capabilities, now: float) -> None:
         self.capabilities = capabilities
         self.state = LinkState.READY
-        watchdog = capabilities.watchdog_ms / 1000
+        # A device that announces 0 for either gets our defaults, not a crash.
+        watchdog = capabilities.watchdog_ms / 1000 or self.timing.watchdog_s
         status = capabilities.status_interval_ms / 1000
+        silence = self.timing.silence_s
+        if silence is None and status > 0:
+            silence = 3 * status
         self.timing = Timing(
             watchdog_s=watchdog,
             keepalive_s=min(self.timing.keepalive_s, watchdog / 4),
             request_timeout_s=self.timing.request_timeout_s,
             attempts=self.timing.attempts,
-            silence_s=min(self.timing.silence_s, 3 * status) if status else self.timing.silence_s,
+            silence_s=silence,
         )
         self._next_keepalive = now + self.timing.keepalive_s
 
-    def _watching_silence(self) -> bool:
-        return (
-            self.role == Role.CONTROLLER
-            and self.state in (LinkState.HELLO_SENT, LinkState.READY)
-            and self._last_rx is not None
-            and not self._silent
-        )
+    def _silent_at(self) -> float | None:
+        """When the controller will call the device silent, if it is watching."""
+        if (
+            self.role != Role.CONTROLLER
+            or self.state != LinkState.READY
+            or self.timing.silence_s is None
+            or self._last_rx is None
+            or self._silent
+        ):
+            return None
+        return self._last_rx + self.timing.silence_s
 
     # --- device -------------------------------------------------------------------
 
@@ -477,6 +488,8 @@ class Connection:
         if frame.msg_type in _DEVICE_TYPES:
             self.stats.rejected += 1  # a device's message sent to a device: nothing to answer
             return
+        if self.state == LinkState.READY:
+            self._last_rx = now  # every frame that passed its CRC is proof of life
         if frame.version != PROTOCOL_VERSION:
             self.stats.version_errors += 1
             self._nak(frame.seq, ErrorCode.UNSUPPORTED_VERSION, now)
@@ -485,14 +498,13 @@ class Connection:
         if isinstance(decoded, ErrorCode):
             self._nak(frame.seq, decoded, now)
             return
-        if self.state == LinkState.READY:
-            self._last_rx = now
         if isinstance(decoded, Hello):
             self.state = LinkState.READY
             self._last_rx = now
             self._accepted_seq = frame.seq
             self._replies.clear()
             self._rx_seq = frame.seq
+            self._tx_seq = 0  # a new link: our numbering starts again at 1 (SPEC §4)
             self._events.append(Received(decoded, frame.seq))
             return
         urgent = frame.msg_type in URGENT

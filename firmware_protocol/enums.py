@@ -36,6 +36,7 @@ class MessageType(IntEnum):
     KEEPALIVE = 0x0A
     GET_STATUS = 0x0B
     RESET_FAULT = 0x0C
+    RENEW = 0x0D
     # device -> controller
     ACK = 0x80
     CAPABILITIES = 0x81

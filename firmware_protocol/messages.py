@@ -20,7 +20,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import ClassVar, Self
+from enum import IntEnum
+from typing import ClassVar, Self, TypeVar
 
 from .enums import (
     Button,
@@ -68,7 +69,7 @@ def _text(name: str, value: str) -> None:
 
 
 _ENUM_VALUES: dict[type, frozenset[int]] = {}
-_FLAG_MASKS: dict[type, int] = {}
+E = TypeVar("E", bound=IntEnum)
 
 
 def _member(name: str, enum: type, value: object) -> None:
@@ -80,12 +81,20 @@ def _member(name: str, enum: type, value: object) -> None:
 
 
 def _flags(name: str, enum: type, value: int, width: Callable[[str, int], None]) -> None:
+    # Only the width is checked: a later revision may define more bits (SPEC.md §13).
     width(name, int(value))
-    known = _FLAG_MASKS.get(enum)
-    if known is None:
-        known = _FLAG_MASKS[enum] = sum(member.value for member in enum)
-    if int(value) & ~known:
-        raise LocalProtocolError(f"{name}=0x{int(value):x} sets bits {enum.__name__} lacks")
+
+
+def _code(enum: type[E], value: int) -> E | int:
+    """A code read from the wire: its enum member if known, else the bare number.
+
+    Codes are extension points (SPEC.md §13): a peer of a later revision may send
+    one this version does not know, and the rest of the message still counts.
+    """
+    values = _ENUM_VALUES.get(enum)
+    if values is None:
+        values = _ENUM_VALUES[enum] = frozenset(member.value for member in enum)
+    return enum(value) if value in values else value
 
 
 # --- reading untrusted bytes ------------------------------------------------------
@@ -177,13 +186,13 @@ class Hello(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class Start(Message):
-    """Start (or re-start) a session: mode, intensity and the lease in seconds.
+class _Lease(Message):
+    """Mode, intensity and a lease in seconds: the payload of START and RENEW.
 
     For `Mode.CYCLE` the intensity is 0: the loaded cycle carries its pressures.
+    The device, not the decoder, judges the lease (0 is LEASE_OUT_OF_RANGE).
     """
 
-    TYPE: ClassVar[MessageType] = MessageType.START
     mode: int
     intensity: int
     lease_s: int
@@ -192,16 +201,33 @@ class Start(Message):
         _u8("mode", self.mode)
         _u8("intensity", self.intensity)
         _u16("lease_s", self.lease_s)
-        if self.lease_s == 0:
-            raise LocalProtocolError("lease_s must be at least 1 second")
 
-    def encode_payload(self) -> bytes:  # noqa: D102
+    def encode_payload(self) -> bytes:
         return struct.pack("<BBH", self.mode, self.intensity, self.lease_s)
 
     @classmethod
-    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+    def decode_payload(cls, data: bytes) -> Self:
         r = _Reader(data)
         return cls(r.u8(), r.u8(), r.u16())
+
+
+@dataclass(frozen=True, slots=True)
+class Start(_Lease):
+    """Start a session (or change the one that is on): mode, intensity, lease."""
+
+    TYPE: ClassVar[MessageType] = MessageType.START
+
+
+@dataclass(frozen=True, slots=True)
+class Renew(_Lease):
+    """Change the session that is on to a new mode, intensity and lease.
+
+    Refused when no session is on, so that a session a person has just ended
+    (on the remote, say) is never started again by a controller moving on to
+    its next step. A paused session stays paused.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.RENEW
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,11 +390,11 @@ class Nak(Message):
 
     TYPE: ClassVar[MessageType] = MessageType.NAK
     ref_seq: int
-    error: ErrorCode
+    error: ErrorCode | int
 
     def __post_init__(self) -> None:
         _u16("ref_seq", self.ref_seq)
-        _member("error", ErrorCode, self.error)
+        _u8("error", int(self.error))
 
     def encode_payload(self) -> bytes:  # noqa: D102
         return struct.pack("<HB", self.ref_seq, self.error)
@@ -377,20 +403,19 @@ class Nak(Message):
     def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
         r = _Reader(data)
         ref, error = r.u16(), r.u8()
-        _member("error", ErrorCode, error)
-        return cls(ref, ErrorCode(error))
+        return cls(ref, _code(ErrorCode, error))
 
 
 @dataclass(frozen=True, slots=True)
 class ChamberInfo:
     """Where one chamber sits."""
 
-    leg: Leg
-    position: Position
+    leg: Leg | int
+    position: Position | int
 
     def __post_init__(self) -> None:
-        _member("leg", Leg, self.leg)
-        _member("position", Position, self.position)
+        _u8("leg", int(self.leg))
+        _u8("position", int(self.position))
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,13 +530,10 @@ class Capabilities(Message):
         ref = r.u16()
         model, firmware, serial = r.text(), r.text(), r.text()
         features, *numbers = (r.u16() for _ in range(8))
-        _flags("features", Feature, features, _u16)
         chambers = []
         for _ in range(r.u8()):
             leg, position = r.u8(), r.u8()
-            _member("leg", Leg, leg)
-            _member("position", Position, position)
-            chambers.append(ChamberInfo(Leg(leg), Position(position)))
+            chambers.append(ChamberInfo(_code(Leg, leg), _code(Position, position)))
         modes = tuple(ModeInfo(r.u8(), r.text()) for _ in range(r.u8()))
         levels = tuple(LevelInfo(r.u8(), r.u16()) for _ in range(r.u8()))
         return cls(
@@ -539,7 +561,7 @@ class Status(Message):
     session_elapsed_s: int
     battery_pct: int
     faults: Fault
-    last_end: EndReason
+    last_end: EndReason | int
     inlet_mask: int
     exhaust_mask: int
     pressures_dmmhg: tuple[int, ...]
@@ -559,9 +581,6 @@ class Status(Message):
             self._name_the_bad_field()
             raise LocalProtocolError("a STATUS field is out of range") from None
         _member("state", SessionState, self.state)
-        _flags("flags", StatusFlag, self.flags, _u8)
-        _flags("faults", Fault, self.faults, _u16)
-        _member("last_end", EndReason, self.last_end)
         if self.battery_pct > 100:
             raise LocalProtocolError("battery_pct is above 100")
 
@@ -600,12 +619,9 @@ class Status(Message):
          inlets, exhausts, count) = head  # fmt: skip
         pressures = tuple(r.u16() for _ in range(count))
         _member("state", SessionState, state)
-        _flags("flags", StatusFlag, flags, _u8)
-        _flags("faults", Fault, faults, _u16)
-        _member("last_end", EndReason, end)
         return cls(
             uptime, SessionState(state), mode, intensity, StatusFlag(flags), left, elapsed,
-            battery, Fault(faults), EndReason(end), inlets, exhausts, pressures,
+            battery, Fault(faults), _code(EndReason, end), inlets, exhausts, pressures,
         )  # fmt: skip
 
 
@@ -619,22 +635,20 @@ class DeviceEvent(Message):
 
 @dataclass(frozen=True, slots=True)
 class ButtonPressed(DeviceEvent):
-    """A button on the handheld remote was pressed (the device already acted on it)."""
+    """A button on the handheld remote was pressed; the device acts on it next."""
 
     KIND: ClassVar[EventKind] = EventKind.BUTTON
-    button: Button
+    button: Button | int
 
     def __post_init__(self) -> None:
-        _member("button", Button, self.button)
+        _u8("button", int(self.button))
 
     def encode_payload(self) -> bytes:  # noqa: D102
         return bytes([self.KIND, self.button])
 
     @classmethod
     def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
-        button = _Reader(data[1:]).u8()
-        _member("button", Button, button)
-        return cls(Button(button))
+        return cls(_code(Button, _Reader(data[1:]).u8()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -652,9 +666,7 @@ class FaultRaised(DeviceEvent):
 
     @classmethod
     def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
-        faults = _Reader(data[1:]).u16()
-        _flags("faults", Fault, faults, _u16)
-        return cls(Fault(faults))
+        return cls(Fault(_Reader(data[1:]).u16()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -662,11 +674,11 @@ class SessionEnded(DeviceEvent):
     """A session ended, why, and how many seconds it ran under pressure."""
 
     KIND: ClassVar[EventKind] = EventKind.SESSION_ENDED
-    reason: EndReason
+    reason: EndReason | int
     pressure_s: int
 
     def __post_init__(self) -> None:
-        _member("reason", EndReason, self.reason)
+        _u8("reason", int(self.reason))
         if self.reason == EndReason.NONE:
             raise LocalProtocolError("a session ends for a reason")
         _u16("pressure_s", self.pressure_s)
@@ -678,8 +690,7 @@ class SessionEnded(DeviceEvent):
     def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
         r = _Reader(data[1:])
         reason, seconds = r.u8(), r.u16()
-        _member("reason", EndReason, reason)
-        return cls(EndReason(reason), seconds)
+        return cls(_code(EndReason, reason), seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -687,13 +698,13 @@ class SessionStarted(DeviceEvent):
     """A session started from the link or the remote, with its mode, level and length."""
 
     KIND: ClassVar[EventKind] = EventKind.SESSION_STARTED
-    source: StartSource
+    source: StartSource | int
     mode: int
     intensity: int
     lease_s: int
 
     def __post_init__(self) -> None:
-        _member("source", StartSource, self.source)
+        _u8("source", int(self.source))
         _u8("mode", self.mode)
         _u8("intensity", self.intensity)
         _u16("lease_s", self.lease_s)
@@ -707,15 +718,14 @@ class SessionStarted(DeviceEvent):
     def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
         r = _Reader(data[1:])
         source, mode, intensity, lease = r.u8(), r.u8(), r.u8(), r.u16()
-        _member("source", StartSource, source)
-        return cls(StartSource(source), mode, intensity, lease)
+        return cls(_code(StartSource, source), mode, intensity, lease)
 
 
 COMMANDS: dict[MessageType, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         Hello, Start, SetMode, SetIntensity, SetCycle, Pause, Resume, Stop, Vent,
-        KeepAlive, GetStatus, ResetFault,
+        KeepAlive, GetStatus, ResetFault, Renew,
     )
 }  # fmt: skip
 """Messages a controller sends, by type."""

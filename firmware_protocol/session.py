@@ -34,11 +34,13 @@ IDLE, RUNNING, PAUSED, FAULT = (
     SessionState.PAUSED,
     SessionState.FAULT,
 )
+RUN, PAUSE = RUNNING, PAUSED  # short names keep the table below one screen wide
 _BAD = ErrorCode.BAD_STATE
-_LATCHED = ErrorCode.FAULT_LATCHED
+_LTCH = ErrorCode.FAULT_LATCHED
 
 STATEFUL_COMMANDS = (
     MessageType.START,
+    MessageType.RENEW,
     MessageType.SET_MODE,
     MessageType.SET_INTENSITY,
     MessageType.SET_CYCLE,
@@ -52,11 +54,11 @@ STATEFUL_COMMANDS = (
 are accepted in every state and change none."""
 
 _ROWS: dict[SessionState, tuple[SessionState | ErrorCode, ...]] = {
-    #         START    SET_MODE SET_INT  SET_CYC  PAUSE    RESUME   STOP   VENT   RESET_FAULT
-    IDLE:    (RUNNING, IDLE,    IDLE,    IDLE,    _BAD,    _BAD,    IDLE,  IDLE,  IDLE),
-    RUNNING: (RUNNING, RUNNING, RUNNING, RUNNING, PAUSED,  _BAD,    IDLE,  IDLE,  _BAD),
-    PAUSED:  (RUNNING, PAUSED,  PAUSED,  PAUSED,  _BAD,    RUNNING, IDLE,  IDLE,  _BAD),
-    FAULT:   (_LATCHED, _LATCHED, _LATCHED, _LATCHED, _LATCHED, _LATCHED, FAULT, FAULT, IDLE),
+    #         START  RENEW  MODE   LEVEL  CYCLE  PAUSE  RESUME STOP   VENT   RESET
+    IDLE:    (RUN,   _BAD,  IDLE,  IDLE,  IDLE,  _BAD,  _BAD,  IDLE,  IDLE,  IDLE),
+    RUNNING: (RUN,   RUN,   RUN,   RUN,   RUN,   PAUSE, _BAD,  IDLE,  IDLE,  _BAD),
+    PAUSED:  (RUN,   PAUSE, PAUSE, PAUSE, PAUSE, _BAD,  RUN,   IDLE,  IDLE,  _BAD),
+    FAULT:   (_LTCH, _LTCH, _LTCH, _LTCH, _LTCH, _LTCH, _LTCH, FAULT, FAULT, IDLE),
 }  # fmt: skip
 
 COMMAND_RULES: dict[tuple[SessionState, MessageType], SessionState | ErrorCode] = {

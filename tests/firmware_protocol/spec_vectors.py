@@ -95,7 +95,8 @@ VECTORS = [
         8,
         "SessionStarted(source=StartSource.REMOTE, mode=Mode.WAVE, intensity=1, lease_s=900)",
     ),
-    Vector("START, authenticated", C2D, 13, "Start(mode=Mode.PULSE, intensity=1, lease_s=60)", 7),
+    Vector("RENEW", C2D, 13, "Renew(mode=Mode.PULSE, intensity=3, lease_s=725)"),
+    Vector("START, authenticated", C2D, 14, "Start(mode=Mode.PULSE, intensity=1, lease_s=60)", 7),
 ]
 
 

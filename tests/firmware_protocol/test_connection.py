@@ -231,6 +231,41 @@ def test_device_watchdog_forgets_a_silent_controller(pair: Pair) -> None:
     assert naks(pair.device) == [fp.Nak(pair.controller.stats.frames_sent, ErrorCode.NO_HELLO)]
 
 
+def test_the_device_numbers_frames_from_1_on_each_new_link(pair: Pair) -> None:
+    first = fp.FrameDecoder().feed(pair.device.data_to_send())
+    again = Connection(Role.CONTROLLER)
+    again.send(fp.Hello("again"), pair.now)
+    pair.device.receive_data(again.data_to_send(), pair.now)
+    [hello] = pair.device.events()
+    assert isinstance(hello, Received)
+    pair.device.send(replace(CAPS, ref_seq=hello.seq), pair.now)
+    [caps] = fp.FrameDecoder().feed(pair.device.data_to_send())
+    assert caps.seq == 1
+    assert first == []
+
+
+def test_an_unreadable_frame_from_the_device_still_proves_it_alive(pair: Pair) -> None:
+    pair.now = 1.4
+    pair.controller.receive_data(fp.Frame(42, 0x99, b"from a later revision").encode(), pair.now)
+    pair.now = 2.0
+    pair.controller.handle_timer(pair.now)
+    assert not any(isinstance(e, fp.PeerSilent) for e in pair.controller.events())
+    assert pair.controller.stats.rejected == 1
+
+
+def test_silence_is_three_status_intervals_whatever_they_are() -> None:
+    controller = Connection(Role.CONTROLLER)
+    controller.send(fp.Hello("slow"), 0.0)
+    controller.receive_data(
+        fp.Frame(1, fp.MessageType.CAPABILITIES,
+                 replace(CAPS, ref_seq=1, status_interval_ms=3000).encode_payload()).encode(),
+        0.0,
+    )  # fmt: skip
+    assert controller.timing.silence_s == pytest.approx(9.0)
+    controller.handle_timer(8.9)
+    assert not any(isinstance(e, fp.PeerSilent) for e in controller.events())
+
+
 def test_controller_notices_a_silent_device(pair: Pair) -> None:
     pair.now = 1.49
     pair.controller.handle_timer(pair.now)

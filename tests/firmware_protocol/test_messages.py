@@ -29,7 +29,8 @@ def flags(enum: type) -> st.SearchStrategy[int]:
 
 MESSAGES: dict[type, st.SearchStrategy[fp.Message]] = {
     fp.Hello: st.builds(fp.Hello, text),
-    fp.Start: st.builds(fp.Start, u8, u8, st.integers(1, 0xFFFF)),
+    fp.Start: st.builds(fp.Start, u8, u8, u16),
+    fp.Renew: st.builds(fp.Renew, u8, u8, u16),
     fp.SetMode: st.builds(fp.SetMode, u8),
     fp.SetIntensity: st.builds(fp.SetIntensity, u8),
     fp.SetCycle: st.builds(
@@ -140,14 +141,14 @@ def test_truncated_payloads_are_remote_errors(cls: type, data: st.DataObject) ->
 @pytest.mark.parametrize(
     ("build", "complaint"),
     [
-        (lambda: fp.Start(1, 2, 0), "lease_s must be at least 1"),
         (lambda: fp.Start(1, 256, 10), "intensity=256"),
         (lambda: fp.Hello("x" * 33), "at most 32"),
         (lambda: fp.SetCycle(fp.CycleOrder.SEQUENTIAL, 0, 1, 1, 1, (100,)), "inflate_ds"),
         (lambda: fp.SetCycle(fp.CycleOrder.SEQUENTIAL, 1, 1, 1, 1, ()), "targets_dmmhg"),
-        (lambda: fp.Nak(1, 99), "not a valid ErrorCode"),  # type: ignore[arg-type]
+        (lambda: fp.Nak(1, 256), "error=256"),
         (lambda: fp.SessionEnded(fp.EndReason.NONE, 1), "ends for a reason"),
-        (lambda: fp.FaultRaised(1 << 12), "bits Fault lacks"),  # type: ignore[arg-type]
+        (lambda: fp.FaultRaised(1 << 16), "faults=65536"),  # type: ignore[arg-type]
+        (lambda: fp.Status(0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ()), "not a valid SessionState"),  # type: ignore[arg-type]
         (lambda: fp.ModeInfo(0, "none"), "cannot be offered"),
     ],
 )
@@ -156,9 +157,30 @@ def test_construction_validates(build: object, complaint: str) -> None:
         build()  # type: ignore[operator]
 
 
-def test_unknown_enum_values_from_the_wire_are_remote_errors() -> None:
-    with pytest.raises(RemoteProtocolError, match="NAK"):
-        decode_message(MessageType.NAK, b"\x01\x00\x63")
+def test_codes_and_bits_of_a_later_revision_still_decode() -> None:
+    # SPEC.md §13: new codes and flag bits may appear without a new version.
+    nak = decode_message(MessageType.NAK, b"\x01\x00\x63")
+    assert nak == fp.Nak(1, 99)
+    ended = decode_message(MessageType.EVENT, b"\x03\x0a\x05\x00")
+    assert ended == fp.SessionEnded(10, 5)
+    fault = decode_message(MessageType.EVENT, b"\x02\x00\x81")
+    assert isinstance(fault, fp.FaultRaised)
+    assert int(fault.faults) == 0x8100
+    assert fp.Fault.OVERPRESSURE not in fault.faults
+    status = fp.Status(0, fp.SessionState.IDLE, 1, 1, fp.StatusFlag(0x40), 0, 0, 100,
+                       fp.Fault(0x100), 10, 0, 0, ())  # fmt: skip
+    assert decode_message(MessageType.STATUS, status.encode_payload()) == status
+
+
+def test_what_a_revision_cannot_change_is_still_refused() -> None:
+    status = fp.Status(0, fp.SessionState.IDLE, 1, 1, fp.StatusFlag.NONE, 0, 0, 100,
+                       fp.Fault.NONE, fp.EndReason.NONE, 0, 0, ())  # fmt: skip
+    payload = bytearray(status.encode_payload())
+    payload[4] = 9  # a session state no one defined
+    with pytest.raises(RemoteProtocolError, match="SessionState"):
+        decode_message(MessageType.STATUS, bytes(payload))
+    with pytest.raises(RemoteProtocolError, match="CycleOrder"):
+        decode_message(MessageType.SET_CYCLE, b"\x07" + bytes(8) + b"\x01\x00\x00")
     with pytest.raises(RemoteProtocolError, match="unknown event kind"):
         decode_message(MessageType.EVENT, b"\x63")
     with pytest.raises(RemoteProtocolError, match="UTF-8"):
