@@ -31,7 +31,7 @@ class DeviceConfig(BaseModel):
     ceiling_mmhg: float = Field(130.0, description="no chamber may ever exceed this")
     max_target_mmhg: float = Field(120.0, description="highest target accepted in a cycle")
     trip_margin_mmhg: float = Field(
-        5.0, description="the firmware trips this far below the ceiling"
+        5.0, gt=0, description="the firmware trips this far below the ceiling"
     )
     session_cap_s: int = Field(5400, ge=60, le=65535)
     max_lease_s: int = Field(5400, ge=1, le=65535)
@@ -50,7 +50,10 @@ class DeviceConfig(BaseModel):
 
     # physics
     pump_stall_mmhg: float = Field(300.0, description="pressure at which the pump stops delivering")
-    fill_tau_s: float = Field(1.5, gt=0, description="fill time constant of one chamber alone")
+    fill_tau_s: float = Field(1.5, gt=0, description="fill time constant: the pump on one chamber")
+    inlet_tau_s: float = Field(
+        4.5, gt=0, description="fastest fill one inlet valve allows (its orifice limits flow)"
+    )
     exhaust_tau_s: float = Field(0.8, gt=0)
     dump_tau_s: float = Field(0.25, gt=0)
     leak_tau_s: float = Field(300.0, gt=0)

@@ -60,6 +60,7 @@ from firmware_protocol import (
     Nak,
     Pause,
     Received,
+    Renew,
     ResetFault,
     Resume,
     Role,
@@ -160,6 +161,8 @@ class Firmware:
         self._phase_end = math.inf
         self._next_sample = now
         self._next_status = now
+        self._readings: list[float] = []
+        self._sampled_at = now
 
     # --- inputs -------------------------------------------------------------------
 
@@ -330,6 +333,12 @@ class Firmware:
             self._phase_end = math.inf
         fast = False
         hysteresis = cfg.hysteresis_mmhg
+        previous, since = self._readings, t - self._sampled_at
+        # Half a sampling period ahead: the pressure a filling chamber will have
+        # reached by the middle of the next interval, from its rise since the last
+        # sample. Closing on it keeps the overshoot to about half a period's rise
+        # instead of a whole one (6 mmHg at a lone chamber's top fill rate).
+        ahead = cfg.control_period_s / 2 / since if since > 0 else 0.0
         for i, reading in enumerate(readings):
             target = targets[i] if targets is not None else 0.0
             if target <= 0.0:
@@ -339,12 +348,14 @@ class Firmware:
             # Fill with hysteresis so the valve does not chatter; bleed if far above
             # (after the intensity was lowered) and watch closely while doing so.
             if plant.inlets[i]:
-                plant.inlets[i] = reading < target
+                rising = max(reading - previous[i], 0.0) if previous else 0.0
+                plant.inlets[i] = reading + rising * ahead < target
             else:
                 plant.inlets[i] = reading < target - hysteresis
             bleeding = reading > target + 2 * hysteresis
             plant.exhausts[i] = bleeding
             fast = fast or bleeding
+        self._readings, self._sampled_at = readings, t
         plant.pump = any(plant.inlets)
         if plant.pump or fast:
             period = cfg.control_period_s
@@ -374,7 +385,7 @@ class Firmware:
             return
         if isinstance(message, GetStatus):
             self._send(Ack(seq))
-            self._send_status()
+            self._send(self.status())  # with or without a present controller
             return
         outcome = command_outcome(self.state, message.TYPE)
         if isinstance(outcome, ErrorCode):
@@ -392,12 +403,12 @@ class Firmware:
     def _check(self, message: Message) -> ErrorCode | None:
         """Value checks, after the state table has allowed the command."""
         cfg = self.config
-        if isinstance(message, Start | SetMode):
+        if isinstance(message, Start | Renew | SetMode):
             if message.mode not in self.offered_modes:
                 return ErrorCode.UNSUPPORTED_MODE
             if message.mode == Mode.CYCLE and self.program is None:
                 return ErrorCode.NO_CYCLE
-        if isinstance(message, Start):
+        if isinstance(message, Start | Renew):
             if message.mode != Mode.CYCLE and not 1 <= message.intensity <= len(cfg.levels_mmhg):
                 return ErrorCode.UNSUPPORTED_INTENSITY
             if not 1 <= message.lease_s <= cfg.max_lease_s:
@@ -420,6 +431,13 @@ class Firmware:
     def _apply(self, message: Message) -> None:
         if isinstance(message, Start):
             self._begin(StartSource.LINK, message.mode, message.intensity, message.lease_s)
+        elif isinstance(message, Renew):
+            paused_since = self.session.paused_since if self.session else None
+            self._begin(StartSource.LINK, message.mode, message.intensity, message.lease_s)
+            if paused_since is not None:  # a paused session stays paused, its pause clock too
+                assert self.session is not None
+                self.session.paused_since = paused_since
+                self.state = PAUSED
         elif isinstance(message, SetMode):
             self._apply_mode(message.mode)
         elif isinstance(message, SetIntensity):
@@ -525,7 +543,11 @@ class Firmware:
         self.plant.dump = True  # also when already in FAULT, where the trigger has no row
 
     def _fault_cleared(self) -> bool:
-        return all(self.plant.read(i) < VENTED_MMHG for i in range(len(self.plant.pressures)))
+        plant = self.plant
+        # The pump's current is sensed: running while commanded off, its cause is still there.
+        pump_runs_away = plant.pump_running and not plant.pump
+        vented = all(plant.read(i) < VENTED_MMHG for i in range(len(plant.pressures)))
+        return vented and not pump_runs_away
 
     def _reset_fault(self) -> None:
         self.faults = Fault.NONE

@@ -6,7 +6,9 @@ straight to the end of any interval, however long, with no integration error.
 That is what lets a 45-minute session run in a fraction of a second.
 
 - Pump: delivers toward its stall pressure through every open inlet; its flow is
-  shared, so filling two chambers takes twice as long as one.
+  shared, so filling eight chambers takes eight times as long as one. Each
+  inlet valve's orifice limits the flow into its chamber, so a chamber left
+  filling alone does not suddenly rise several times faster.
 - Exhaust valve per chamber: open to the air. Dump valve: a large vent for
   emergencies. Leak: every chamber loses a little all the time.
 - Relief valve: mechanical, set at the ceiling; no chamber pressure goes above it,
@@ -33,6 +35,7 @@ class InjectedFaults:
 
     pump_stuck_on: bool = False
     inlet_stuck_open: set[int] = field(default_factory=set)
+    exhaust_stuck_shut: set[int] = field(default_factory=set)
     sensor_offset_mmhg: float = 0.0
 
 
@@ -78,12 +81,13 @@ class Plant:
         inlets = self.open_inlets() if self.faults.inlet_stuck_open else self.inlets
         pumping = self.pump_running
         filling = sum(inlets) if pumping else 0
-        fill = 1.0 / (cfg.fill_tau_s * filling) if filling else 0.0
+        fill = 1.0 / max(cfg.fill_tau_s * filling, cfg.inlet_tau_s) if filling else 0.0
         base = self._leak + (self._vent if self.dump else 0.0)
         exhaust = self._exhaust
         stall = cfg.pump_stall_mmhg
         relief = cfg.ceiling_mmhg
         pressures, exhausts = self.pressures, self.exhausts
+        shut = self.faults.exhaust_stuck_shut
         exp = math.exp
         highest = self.max_pressure_seen
         for i, p in enumerate(pressures):
@@ -95,7 +99,7 @@ class Plant:
             else:
                 a = 0.0
                 b = base
-            if exhausts[i]:
+            if exhausts[i] and i not in shut:
                 b += exhaust
             target = a / b
             p = target + (p - target) * exp(-b * dt)

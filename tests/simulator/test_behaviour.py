@@ -155,8 +155,17 @@ def test_status_flows_while_a_controller_is_present_and_stops_without_one() -> N
     count = len(rig.events_of(fp.Status))
     rig.run(5, keepalive=False)
     assert len(rig.events_of(fp.Status)) == count
-    status = rig.events_of(fp.Status)[-1]
-    assert status.flags & fp.StatusFlag.CONTROLLER_PRESENT
+    assert rig.events_of(fp.Status)[-1].flags & fp.StatusFlag.CONTROLLER_PRESENT
+
+
+def test_get_status_is_answered_without_a_controller_present() -> None:
+    rig = Rig()
+    rig.fw.receive_data(fp.Frame(seq=3, msg_type=fp.MessageType.GET_STATUS).encode(), 0.0)
+    frames = fp.FrameDecoder().feed(rig.fw.data_to_send())
+    ack, status = (fp.decode_message(f.msg_type, f.payload) for f in frames)
+    assert ack == fp.Ack(3)
+    assert isinstance(status, fp.Status)
+    assert not status.flags & fp.StatusFlag.CONTROLLER_PRESENT
 
 
 def test_status_tells_the_truth_about_valves_and_pump() -> None:

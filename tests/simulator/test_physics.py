@@ -26,14 +26,21 @@ def test_one_long_step_equals_many_small_ones() -> None:
     assert coarse.pressures == pytest.approx(fine.pressures, rel=1e-6)
 
 
-def test_fill_slows_when_the_pump_is_shared() -> None:
-    alone, shared = plant(), plant()
-    for p, count in ((alone, 1), (shared, 4)):
+def test_fill_slows_when_the_pump_is_shared_and_the_inlet_limits_a_lone_chamber() -> None:
+    rises = []
+    for count in (1, 2, 4, 8):
+        p = plant()
         p.exhausts = [False] * 8
         p.inlets = [i < count for i in range(8)]
         p.pump = True
-        p.advance(1.0)
-    assert alone.pressures[0] > shared.pressures[0] * 2
+        p.advance(0.05)
+        rises.append(p.pressures[0] / 0.05)
+    one, two, four, eight = rises
+    assert eight < one / 2.5  # the pump's flow is shared
+    # One inlet's orifice caps the rate: alone is no faster than sharing with two.
+    assert one == pytest.approx(two)
+    assert four < two  # beyond three chambers the pump, not the inlet, sets the pace
+    assert one < 300 / 4.5 * 1.01
 
 
 def test_relief_valve_holds_the_ceiling_whatever_happens() -> None:
