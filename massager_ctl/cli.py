@@ -21,6 +21,7 @@ import click
 from .errors import InputError, MassagerError
 
 if TYPE_CHECKING:
+    from .models import DeviceStatus
     from .profiles import Profile
     from .urls import DeviceAddress
 
@@ -201,26 +202,43 @@ async def _start(address: DeviceAddress, profile: Profile, as_json: bool) -> int
         return result.exit_code
 
 
+VENT_WAIT_S = 15.0
+
+
+async def stop_or_vent(address: DeviceAddress, action: str) -> DeviceStatus:
+    """Send STOP or VENT and wait (bounded) until the chambers are empty.
+
+    Raises:
+        DeviceFault: the massager reports a fault and still holds pressure.
+        MassagerError: it still holds pressure after the wait, with no fault to say why.
+    """
+    from .device import Massager
+    from .errors import DeviceFault
+
+    async with Massager.connect(address) as massager:
+        await (massager.stop() if action == "stop" else massager.vent())
+        try:
+            return await massager.wait_vented(timeout_s=VENT_WAIT_S)
+        except TimeoutError:
+            status = massager.status
+    held = f"chambers still read up to {status.peak_mmhg:.0f} mmHg after {VENT_WAIT_S:g} s"
+    if status.faults:
+        raise DeviceFault(
+            f"{action} was taken, but the massager reports {', '.join(status.faults)}; {held}"
+        )
+    raise MassagerError(f"{action} was taken, but {held}; check the wraps and the hoses")
+
+
 def _one_shot(device: str | None, as_json: bool, action: str) -> int:
+    from .render import console, emit_json
+
     address = resolve_device(device, quiet=as_json)
-
-    async def go() -> int:
-        from .device import Massager
-        from .render import console, emit_json
-
-        async with Massager.connect(address) as massager:
-            if action == "stop":
-                await massager.stop()
-            else:
-                await massager.vent()
-            status = await massager.wait_vented(timeout_s=15)
-            if as_json:
-                emit_json({"kind": action, "device": str(address), "status": status})
-            else:
-                console().print(f"{action}: done; chambers at {status.peak_mmhg:.0f} mmHg or less")
-        return 0
-
-    return run_async(go)
+    status = run_async(lambda: stop_or_vent(address, action))
+    if as_json:
+        emit_json({"kind": action, "device": str(address), "status": status})
+    else:
+        console().print(f"{action}: done; chambers at {status.peak_mmhg:.0f} mmHg or less")
+    return 0
 
 
 @cli.command()

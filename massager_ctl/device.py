@@ -44,6 +44,7 @@ from firmware_protocol import (
     Pause,
     PeerSilent,
     Received,
+    Renew,
     Replied,
     RequestFailed,
     ResetFault,
@@ -147,6 +148,12 @@ class Updates:
     def _fail(self, error: BaseException) -> None:
         self._error = error
         self._ready.set()
+
+    def pending(self) -> list[DeviceUpdate]:
+        """Take every update already waiting, without waiting for more."""
+        items = list(self._items)
+        self._items.clear()
+        return items
 
     def __aiter__(self) -> Updates:
         return self
@@ -294,6 +301,23 @@ class Massager:
         Raises:
             DeviceRefused: the device lacks the mode or level, or the duration is too long.
         """
+        await self._leased(Start, mode, intensity, duration_s)
+
+    async def renew(self, mode: str, intensity: int | None = None, *, duration_s: float) -> None:
+        """Change the session that is on to ``mode`` and a new lease of ``duration_s``.
+
+        Unlike `start` it never begins a session: if the session has just ended
+        (someone pressed stop on the remote) the device refuses with ``bad_state``.
+        A paused session stays paused.
+
+        Raises:
+            DeviceRefused: no session is on, or as for `start`.
+        """
+        await self._leased(Renew, mode, intensity, duration_s)
+
+    async def _leased(
+        self, kind: type[Start | Renew], mode: str, intensity: int | None, duration_s: float
+    ) -> None:
         info = self.info
         number = info.modes.get(mode)
         if number is None:
@@ -314,8 +338,15 @@ class Massager:
                     f"it offers {', '.join(str(lv.level) for lv in info.levels)}"
                 )
             level = intensity
-        await self._request(Start(number, level, lease))
+        # Ours from the moment it may reach the device: if this call is cancelled or
+        # times out after sending, leaving the block must still stop or vent it.
+        owned = self._owns_session
         self._owns_session = True
+        try:
+            await self._request(kind(number, level, lease))
+        except CommandRefused:
+            self._owns_session = owned
+            raise
 
     async def set_mode(self, mode: str) -> None:
         """Switch the running session (or the preset) to ``mode``."""
@@ -452,7 +483,10 @@ class Massager:
             self._waiters.pop(seq, None)
         if isinstance(reply, Nak):
             name = message.TYPE.name.lower().replace("_", " ")
-            raise CommandRefused(name, reply.error.name.lower(), EXPLANATIONS[reply.error])
+            error = reply.error
+            if isinstance(error, ErrorCode):
+                raise CommandRefused(name, error.name.lower(), EXPLANATIONS[error])
+            raise CommandRefused(name, f"error-{error}", f"it gave error code {error}")
         return reply
 
     async def _read_loop(self) -> None:

@@ -29,7 +29,9 @@ State = Literal["idle", "running", "paused", "fault"]
 
 
 def _name(value: object) -> str:
-    return getattr(value, "name", str(value)).lower()
+    # A code a later protocol revision added is a bare number here (SPEC.md §13).
+    name = getattr(value, "name", None)
+    return (name or str(int(value))).lower()  # type: ignore[call-overload]
 
 
 class _Model(BaseModel):
@@ -187,8 +189,12 @@ class DeviceStatus(_Model):
 
 @functools.cache
 def fault_names(faults: Fault) -> tuple[str, ...]:
-    """Names of the fault bits that are set."""
-    return tuple(_name(flag) for flag in Fault if flag and faults & flag)
+    """Names of the fault bits that are set (``fault-bit-N`` for ones this version lacks)."""
+    return tuple(
+        _name(Fault(1 << bit)) if (1 << bit) in set(Fault) else f"fault-bit-{bit}"
+        for bit in range(16)
+        if int(faults) >> bit & 1
+    )
 
 
 class SessionStartedUpdate(_Model):

@@ -30,6 +30,9 @@ from .tomlfiles import load_model
 
 MAX_PRESSURE_MMHG = 200.0
 """No profile may name a pressure above this, whatever the device."""
+LEASE_MARGIN_S = 5.0
+"""Extra seconds the runner adds to each step's lease, so a step never ends on the
+device before the controller moves on; a step must fit the device with it."""
 
 
 class _Schema(BaseModel):
@@ -231,10 +234,10 @@ def check_profile(profile: Profile, info: DeviceInfo) -> None:
         )
     for index, step in enumerate(profile.steps, 1):
         where = f"step {index}"
-        if step.seconds > info.max_lease_s:
+        if step.seconds + LEASE_MARGIN_S > info.max_lease_s:
             reasons.append(
                 f"{where} runs {step.minutes:g} min but the device allows at most "
-                f"{info.max_lease_s / 60:g} min per start"
+                f"{(info.max_lease_s - LEASE_MARGIN_S) / 60:g} min per step"
             )
         if step.cycle is None:
             if step.mode not in info.modes:

@@ -1,9 +1,11 @@
 """Running a profile on a massager, step by step, and saying how it ended.
 
-Each step is one START whose lease is the step's length plus a small margin, so a
-controller that dies mid-step leaves at most that margin of pressure behind (and
-the device's watchdog ends it within a second anyway). Moving to the next step is
-a fresh START inside the same session. The step clock stops while the device is
+The first step is a START whose lease is the step's length plus a small margin,
+so a controller that dies mid-step leaves at most that margin of pressure behind
+(and the device's watchdog ends it within a second anyway). Each later step is a
+RENEW of the same session, which the device refuses if the session has ended:
+a stop pressed on the remote just as a step ends is never undone by the next
+step starting pressure again. The step clock stops while the device is
 paused (from the remote, say). A change made on the remote (mode, intensity)
 stands until the next step begins: the person's choice wins for the step they
 are in. A stop on the remote, a fault, a lost link or any other end reported by
@@ -19,13 +21,11 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from .device import Cycle, Massager
+from .device import Cycle, Massager, Updates
 from .errors import CommandPreempted, CommandRefused, DeviceRefused, LinkError, MassagerError
-from .models import DeviceStatus, SessionEndedUpdate
-from .profiles import Profile, Step, check_profile
+from .models import DeviceStatus, DeviceUpdate, SessionEndedUpdate
+from .profiles import LEASE_MARGIN_S, Profile, Step, check_profile
 
-LEASE_MARGIN_S = 5.0
-"""Extra seconds on each step's lease, so a step never ends on the device first."""
 RAMP_UPDATE_S = 60.0
 """How often a ramping step sends its next pressures."""
 VENT_WAIT_S = 15.0
@@ -159,7 +159,9 @@ class ProgramRunner:
         try:
             for index, step in enumerate(self.profile.steps):
                 self.step_index = index
-                ended = await self._run_step(step, updates)
+                ended = await self._begin_step(step, updates, first=index == 0)
+                if ended is None:
+                    ended = await self._run_step(step, updates)
                 if ended is not None:
                     return await self._result(ended)
                 self.steps_done += 1
@@ -184,16 +186,42 @@ class ProgramRunner:
             await self.massager.vent()
         return await self._result(Outcome.INTERRUPTED)
 
-    async def _run_step(self, step: Step, updates: object) -> Outcome | None:
+    async def _begin_step(self, step: Step, updates: Updates, *, first: bool) -> Outcome | None:
+        """START the first step, RENEW the others; an outcome if the session is gone."""
+        massager = self.massager
+        if not first:
+            ended = self._end_among(updates.pending())
+            if ended is not None:
+                return ended
+        lease = step.seconds + LEASE_MARGIN_S
+        mode, level = ("cycle", None) if step.cycle is not None else (step.mode, step.intensity)
+        assert mode is not None
+        try:
+            if step.cycle is not None:
+                await massager.load_cycle(self._cycle(step, 0.0))
+            if first:
+                await massager.start(mode, level, duration_s=lease)
+            else:
+                await massager.renew(mode, level, duration_s=lease)
+        except CommandRefused as error:
+            if first or error.code != "bad_state":
+                raise
+            # The session ended just before our RENEW; its end is already queued.
+            return self._end_among(updates.pending()) or Outcome.STOPPED
+        return None
+
+    @staticmethod
+    def _end_among(items: list[DeviceUpdate]) -> Outcome | None:
+        for item in items:
+            if isinstance(item, SessionEndedUpdate):
+                return _DEVICE_REASONS.get(item.reason, Outcome.STOPPED)
+            if isinstance(item, DeviceStatus) and not item.active:
+                return _DEVICE_REASONS.get(item.last_end, Outcome.STOPPED)
+        return None
+
+    async def _run_step(self, step: Step, updates: Updates) -> Outcome | None:
         massager = self.massager
         loop = asyncio.get_running_loop()
-        lease = min(step.seconds + LEASE_MARGIN_S, massager.info.max_lease_s)
-        if step.cycle is not None:
-            await massager.load_cycle(self._cycle(step, 0.0))
-            await massager.start("cycle", duration_s=lease)
-        else:
-            assert step.mode is not None
-            await massager.start(step.mode, step.intensity, duration_s=lease)
         ramping = bool(step.ramp_in_minutes or step.ramp_out_minutes)
         next_ramp = self.ramp_update_s if ramping else float("inf")
         elapsed = 0.0
@@ -204,7 +232,7 @@ class ProgramRunner:
             wait = min(step.seconds, next_ramp) - elapsed if running else None
             try:
                 async with asyncio.timeout(wait):
-                    update = await anext(updates)  # type: ignore[call-overload]
+                    update: DeviceUpdate | None = await anext(updates)
             except TimeoutError:
                 update = None
             now = loop.time()

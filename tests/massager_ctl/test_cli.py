@@ -182,3 +182,27 @@ def test_the_safety_note_shows_on_the_first_start_only() -> None:
     assert "blood clot" in first.stderr
     assert "blood clot" not in second.stderr
     assert "blood clot" in ctl("safety").stdout
+
+
+async def test_stop_and_vent_report_a_massager_that_will_not_vent() -> None:
+    import asyncio
+
+    from firmware_protocol import Button
+    from massager_ctl.cli import stop_or_vent
+    from massager_ctl.errors import DeviceFault, MassagerError
+    from massager_ctl.transports.sim import simulated_device
+    from massager_ctl.urls import parse_device_url
+
+    stuck = parse_device_url("sim://stuck")
+    host = simulated_device(stuck)
+    host.press(Button.POWER)
+    await asyncio.sleep(14)  # the wave's hold: every chamber is full
+    host.firmware.plant.faults.exhaust_stuck_shut = set(range(8))  # STOP cannot let air out
+    with pytest.raises(MassagerError, match=r"stop was taken, but chambers still read up to \d+"):
+        await stop_or_vent(stuck, "stop")
+    faults = host.firmware.plant.faults
+    faults.pump_stuck_on, faults.inlet_stuck_open = True, {0}  # now it trips, and keeps filling
+    await asyncio.sleep(20)
+    with pytest.raises(DeviceFault, match="the massager reports overpressure"):
+        await stop_or_vent(stuck, "vent")
+    assert (await stop_or_vent(parse_device_url("sim://fine"), "vent")).peak_mmhg < 5

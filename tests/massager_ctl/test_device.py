@@ -228,3 +228,34 @@ async def test_connecting_takes_no_longer_than_the_handshake() -> None:
         # The STATUS sent with CAPABILITIES is used at once, not the next periodic one.
         assert loop.time() - started < 0.01
         assert massager.status.uptime_s < 0.01
+
+
+async def test_renew_changes_a_session_but_never_starts_one() -> None:
+    async with connect() as massager:
+        with pytest.raises(CommandRefused, match="cannot do that in its current state") as refused:
+            await massager.renew("wave", 2, duration_s=60)
+        assert refused.value.code == "bad_state"
+        await massager.start("wave", 1, duration_s=60)
+        await massager.renew("pulse", 3, duration_s=300)
+        status = await massager.refresh()
+        assert (status.mode, status.intensity, status.seconds_left) == ("pulse", 3, 300)
+
+
+async def test_a_start_cancelled_in_flight_is_still_ended_on_leaving() -> None:
+    seen: list[Firmware] = []
+
+    async def give_up_mid_start() -> None:
+        async with connect() as massager:
+            seen.append(firmware(massager))
+            start = asyncio.create_task(massager.start("pulse", 3, duration_s=600))
+            await asyncio.sleep(0)  # START is on its way; its ACK is not read yet
+            start.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await start
+            await asyncio.sleep(0.1)
+            assert seen[0].state == SessionState.RUNNING
+            raise RuntimeError("the caller gives up")
+
+    with pytest.raises(RuntimeError, match="gives up"):
+        await give_up_mid_start()
+    assert seen[0].last_end == EndReason.VENTED  # vented on the way out, not left to the watchdog

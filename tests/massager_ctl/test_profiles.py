@@ -147,13 +147,13 @@ def test_every_reason_is_given_not_only_the_first() -> None:
         ],
     })  # fmt: skip
     with pytest.raises(ProfileRefused) as caught:
-        check_profile(profile, device_info(session_cap_s=3600, max_lease_s=2400))
+        check_profile(profile, device_info(session_cap_s=3600, max_lease_s=2405))
     reasons = caught.value.reasons
     assert reasons == [
         "it runs 110 min but the device caps a session at 60 min",
-        "step 1 runs 50 min but the device allows at most 40 min per start",
+        "step 1 runs 50 min but the device allows at most 40 min per step",
         "step 1 needs intensity 4; the device has 3 levels",
-        "step 2 runs 50 min but the device allows at most 40 min per start",
+        "step 2 runs 50 min but the device allows at most 40 min per step",
         "step 2 needs mode 'knead'; the device offers wave, pulse",
         "step 3 asks 125 mmHg; the device accepts at most 120 mmHg (its ceiling is 130)",
         "step 4: the cycle lists 2 pressures but the device has 4 chambers per leg",
@@ -177,3 +177,17 @@ def test_ramps_scale_pressures_in_and_out() -> None:
     assert step.scale_at(600) == 1.0
     assert step.scale_at(30 * 60 - 150) == pytest.approx(0.75)
     assert step.scale_at(30 * 60) == pytest.approx(0.5)
+
+
+def test_a_step_must_leave_room_for_the_lease_margin() -> None:
+    profile = short_profile(minutes=1)
+    check_profile(profile, device_info(max_lease_s=65))
+    with pytest.raises(ProfileRefused, match=r"allows at most 0\.916667 min per step"):
+        check_profile(profile, device_info(max_lease_s=60))
+
+
+def short_profile(minutes: float) -> Profile:
+    return Profile.model_validate({
+        "name": "one", "title": "t", "description": "d", "why": "w",
+        "steps": [{"mode": "wave", "intensity": 1, "minutes": minutes}] * 2,
+    })  # fmt: skip

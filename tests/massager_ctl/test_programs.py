@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from firmware_protocol import Button, EndReason, SessionState
+from firmware_protocol import Button, EndReason, Fault, SessionState
 from massager_ctl.device import Massager
 from massager_ctl.errors import ProfileRefused
 from massager_ctl.profiles import Profile, find_profile
@@ -123,13 +123,16 @@ async def test_a_fault_ends_the_program_and_says_so() -> None:
         def break_the_pump() -> None:
             fw.plant.faults.pump_stuck_on = True
             fw.plant.faults.inlet_stuck_open = {2}
+            fw.plant.faults.exhaust_stuck_shut = {2}
 
         asyncio.get_running_loop().call_later(120, break_the_pump)
         result = await run_program(m, find_profile("evening-45"))
     assert result.outcome == Outcome.FAULT
     assert result.exit_code == 5
     assert fw.state == SessionState.FAULT
-    assert fw.plant.max_pressure_seen <= fw.config.ceiling_mmhg
+    assert fw.faults == Fault.OVERPRESSURE
+    assert result.final_status is not None
+    assert "overpressure" in result.final_status.faults
 
 
 async def test_a_profile_the_device_cannot_run_is_refused_before_anything_is_sent() -> None:
@@ -198,3 +201,36 @@ async def test_the_end_is_noticed_even_when_its_event_is_lost() -> None:
         asyncio.get_running_loop().call_later(60, transport.host.press, Button.POWER)
         result = await asyncio.wait_for(run_program(m, find_profile("effleurage-wave-30")), 120)
     assert result.outcome == Outcome.STOPPED_ON_REMOTE
+
+
+async def test_a_stop_on_the_remote_at_a_step_boundary_is_never_undone() -> None:
+    from massager_ctl.device import Updates
+
+    profile = short({"mode": "wave", "intensity": 1, "minutes": 1},
+                    {"mode": "pulse", "intensity": 2, "minutes": 1})  # fmt: skip
+    async with Massager.connect("sim://?seed=1") as m:
+        fw = firmware(m)
+        assert isinstance(m.transport, SimTransport)
+        host = m.transport.host
+        # Press stop on the remote just as step 1 ends, after the runner's last look
+        # at its updates: only the device can refuse to restart what the person ended.
+        original = Updates.pending
+        pressed: list[float] = []
+
+        def press_then_look(self: Updates) -> list:  # type: ignore[type-arg]
+            if not pressed:
+                pressed.append(asyncio.get_running_loop().time())
+                host.press(Button.POWER)
+            return original(self)
+
+        Updates.pending = press_then_look  # type: ignore[method-assign]
+        try:
+            result = await run_program(m, profile)
+        finally:
+            Updates.pending = original  # type: ignore[method-assign]
+        assert pressed == [pytest.approx(60, abs=1)]
+        assert result.outcome == Outcome.STOPPED_ON_REMOTE
+        assert result.steps_done == 1
+        await asyncio.sleep(30)
+        assert fw.state == SessionState.IDLE  # nothing started pressure again
+    assert fw.last_end == EndReason.REMOTE

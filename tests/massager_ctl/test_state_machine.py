@@ -25,6 +25,9 @@ from massager_ctl.device import Cycle, Massager
 from massager_ctl.errors import CommandRefused
 from massager_ctl.transports.sim import SimTransport
 
+MODES = st.sampled_from(["wave", "pulse"])
+LEVELS = st.integers(1, 3)
+LEASES = st.integers(5, 600)
 CAP_S = 900
 PAUSE_LIMIT_S = 120
 URL = f"sim://?seed=7&charging=true&session_cap_s={CAP_S}&max_lease_s=600&pause_limit_s={PAUSE_LIMIT_S}"
@@ -44,6 +47,7 @@ class MassagerMachine(RuleBasedStateMachine):
         self.elapsed = 0.0
         self.paused_for = 0.0
         self.broken = False
+        self.ever_broken = False
         self.cycle_loaded = False
 
     def run(self, make: Callable[[], Awaitable[Any]]) -> Any:
@@ -58,7 +62,15 @@ class MassagerMachine(RuleBasedStateMachine):
 
     # --- commands, each predicted from the session table ----------------------------
 
+    def adopt_fault(self) -> None:
+        """Broken hardware may trip the device whenever it samples, not only in a wait."""
+        self.device_now()
+        if self.fw.state == SessionState.FAULT and self.state != SessionState.FAULT:
+            assert self.broken, "a fault with no hardware fault to explain it"
+            self.state = SessionState.FAULT
+
     def command(self, kind: MessageType, call: Callable[[], Awaitable[None]]) -> bool:
+        self.adopt_fault()
         expected = command_outcome(self.state, kind)
         if isinstance(expected, ErrorCode):
             with pytest.raises(CommandRefused) as refused:
@@ -69,13 +81,18 @@ class MassagerMachine(RuleBasedStateMachine):
         self.state = expected
         return True
 
-    @rule(
-        mode=st.sampled_from(["wave", "pulse"]),
-        level=st.integers(1, 3),
-        seconds=st.integers(5, 600),
-    )
+    @rule(mode=MODES, level=LEVELS, seconds=LEASES)
     def start(self, mode: str, level: int, seconds: int) -> None:
         self._start(mode, level, seconds)
+
+    @rule(mode=MODES, level=LEVELS, seconds=LEASES)
+    def start_again(self, mode: str, level: int, seconds: int) -> None:
+        self._start(mode, level, seconds)  # a second rule: starting matters more than most
+
+    @rule(mode=MODES, level=LEVELS, seconds=LEASES)
+    def renew(self, mode: str, level: int, seconds: int) -> None:
+        if self.command(MessageType.RENEW, lambda: self.m.renew(mode, level, duration_s=seconds)):
+            self.lease_left = float(seconds)  # a paused session stays paused, its clock too
 
     @precondition(lambda self: self.cycle_loaded)
     @rule(seconds=st.integers(5, 600))
@@ -124,6 +141,7 @@ class MassagerMachine(RuleBasedStateMachine):
 
     @rule()
     def reset_fault(self) -> None:
+        self.adopt_fault()
         if self.state != SessionState.FAULT:
             self.command(MessageType.RESET_FAULT, self.m.reset_fault)
             return
@@ -145,6 +163,10 @@ class MassagerMachine(RuleBasedStateMachine):
     # --- the world ------------------------------------------------------------------
 
     @rule(ms=st.integers(100, 90_000))
+    def wait_long(self, ms: int) -> None:
+        self.wait(ms)
+
+    @rule(ms=st.integers(100, 90_000))
     def wait(self, ms: int) -> None:
         # Whole milliseconds: looptime keeps time in microseconds, the model in floats.
         seconds = ms / 1000
@@ -159,21 +181,21 @@ class MassagerMachine(RuleBasedStateMachine):
             self.paused_for += seconds
             if self.paused_for >= PAUSE_LIMIT_S - 1e-4:
                 self.state = SessionState.IDLE
-        if self.fw.state == SessionState.FAULT and self.state != SessionState.FAULT:
-            assert self.broken, "a fault with no hardware fault to explain it"
-            self.state = SessionState.FAULT
+        self.adopt_fault()
 
     @rule()
     def break_the_pump(self) -> None:
-        self.broken = True
+        self.broken = self.ever_broken = True
         self.fw.plant.faults.pump_stuck_on = True
         self.fw.plant.faults.inlet_stuck_open = {1}
+        self.fw.plant.faults.exhaust_stuck_shut = {1}
 
     @rule()
     def mend_the_pump(self) -> None:
         self.broken = False
         self.fw.plant.faults.pump_stuck_on = False
         self.fw.plant.faults.inlet_stuck_open = set()
+        self.fw.plant.faults.exhaust_stuck_shut = set()
 
     # --- what must always hold ------------------------------------------------------
 
@@ -183,11 +205,16 @@ class MassagerMachine(RuleBasedStateMachine):
     @invariant()
     def no_chamber_ever_exceeds_the_ceiling(self) -> None:
         self.device_now()
-        assert self.fw.plant.max_pressure_seen <= self.fw.config.ceiling_mmhg
+        plant = self.fw.plant
+        assert plant.max_pressure_seen <= self.fw.config.ceiling_mmhg
+        if not self.ever_broken:
+            # Working hardware never needs the relief valve, nor comes near the trip.
+            assert plant.relief_events == 0
+            assert plant.max_pressure_seen < self.fw.config.trip_mmhg
 
     @invariant()
     def the_device_is_where_the_model_says(self) -> None:
-        self.device_now()
+        self.adopt_fault()
         assert self.fw.state == self.state
 
     @invariant()
