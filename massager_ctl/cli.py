@@ -335,11 +335,16 @@ def profiles_show(name: str, as_json: bool) -> int:
 
 
 @cli.command()
-def safety() -> int:
+@json_option
+def safety(as_json: bool) -> int:
     """Who should not use compression, and when to stop."""
     from .config import SAFETY_NOTE
+    from .render import emit_json
 
-    click.echo(SAFETY_NOTE)
+    if as_json:
+        emit_json({"kind": "safety", "note": " ".join(SAFETY_NOTE.split())})
+    else:
+        click.echo(SAFETY_NOTE)
     return 0
 
 

@@ -182,6 +182,7 @@ def test_the_safety_note_shows_on_the_first_start_only() -> None:
     assert "blood clot" in first.stderr
     assert "blood clot" not in second.stderr
     assert "blood clot" in ctl("safety").stdout
+    assert "blood clot" in json.loads(ctl("safety", "--json").stdout)["note"]
 
 
 async def test_stop_and_vent_report_a_massager_that_will_not_vent() -> None:
