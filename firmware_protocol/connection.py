@@ -403,8 +403,6 @@ class Connection:
             raise LocalProtocolError(f"{message.TYPE.name} before the device answered HELLO")
         if isinstance(message, Hello):
             self.state = LinkState.HELLO_SENT
-            self._last_rx = now  # silence counts from the hello
-            self._silent = False
         if urgent:
             for seq, pending in self._pending.items():
                 self._events.append(RequestFailed(pending.message, seq, FailReason.PREEMPTED))

@@ -18,8 +18,7 @@ True
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, Self, TypeVar
 
@@ -72,17 +71,16 @@ _ENUM_VALUES: dict[type, frozenset[int]] = {}
 E = TypeVar("E", bound=IntEnum)
 
 
-def _member(name: str, enum: type, value: object) -> None:
+def _values(enum: type) -> frozenset[int]:
     values = _ENUM_VALUES.get(enum)
     if values is None:
         values = _ENUM_VALUES[enum] = frozenset(member.value for member in enum)
-    if value not in values:
+    return values
+
+
+def _member(name: str, enum: type, value: object) -> None:
+    if value not in _values(enum):
         raise LocalProtocolError(f"{name}={value!r} is not a valid {enum.__name__}")
-
-
-def _flags(name: str, enum: type, value: int, width: Callable[[str, int], None]) -> None:
-    # Only the width is checked: a later revision may define more bits (SPEC.md §13).
-    width(name, int(value))
 
 
 def _code(enum: type[E], value: int) -> E | int:
@@ -91,10 +89,7 @@ def _code(enum: type[E], value: int) -> E | int:
     Codes are extension points (SPEC.md §13): a peer of a later revision may send
     one this version does not know, and the rest of the message still counts.
     """
-    values = _ENUM_VALUES.get(enum)
-    if values is None:
-        values = _ENUM_VALUES[enum] = frozenset(member.value for member in enum)
-    return enum(value) if value in values else value
+    return enum(value) if value in _values(enum) else value
 
 
 # --- reading untrusted bytes ------------------------------------------------------
@@ -480,7 +475,7 @@ class Capabilities(Message):
         _u16("ref_seq", self.ref_seq)
         for name in ("model", "firmware", "serial"):
             _text(name, getattr(self, name))
-        _flags("features", Feature, self.features, _u16)
+        _u16("features", int(self.features))  # only the width: bits may be added (§13)
         for name in (
             "ceiling_dmmhg",
             "max_target_dmmhg",
@@ -659,7 +654,7 @@ class FaultRaised(DeviceEvent):
     faults: Fault
 
     def __post_init__(self) -> None:
-        _flags("faults", Fault, self.faults, _u16)
+        _u16("faults", int(self.faults))  # only the width: bits may be added (§13)
 
     def encode_payload(self) -> bytes:  # noqa: D102
         return struct.pack("<BH", self.KIND, self.faults)
@@ -777,8 +772,3 @@ def _name(msg_type: int) -> str:
         return MessageType(msg_type).name
     except ValueError:
         return f"type 0x{msg_type:02x}"
-
-
-def message_fields(message: Message) -> dict[str, object]:
-    """The fields of a message by name, for logs and test vectors."""
-    return {f.name: getattr(message, f.name) for f in fields(message)}
