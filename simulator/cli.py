@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from firmware_protocol import Button
+from firmware_protocol import Button, Mode
 
 from .clock import ScaledTimeLoop
 from .config import DeviceConfig
@@ -58,7 +58,7 @@ def describe(snapshot: Snapshot, config: DeviceConfig) -> str:
         for i, leg in enumerate(config.legs)
     )
     state = snapshot.state.name.lower()
-    mode = {1: "wave", 2: "pulse", 0x80: "cycle"}.get(snapshot.mode, str(snapshot.mode))
+    mode = Mode(snapshot.mode).name.lower() if snapshot.mode in set(Mode) else str(snapshot.mode)
     session = f"{mode} {snapshot.intensity}  {snapshot.lease_left_s:5.0f} s left" if (
         snapshot.elapsed_s or snapshot.lease_left_s
     ) else ""  # fmt: skip

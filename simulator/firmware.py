@@ -78,7 +78,12 @@ from firmware_protocol import (
     Timing,
     Vent,
 )
-from firmware_protocol.session import TRIGGER_RULES, Trigger, command_outcome
+from firmware_protocol.session import (
+    END_REASON_OF_COMMAND,
+    TRIGGER_RULES,
+    Trigger,
+    command_outcome,
+)
 
 from . import patterns
 from .config import DeviceConfig
@@ -451,20 +456,13 @@ class Firmware:
                 loops = math.ceil((self._t - self._pattern_t0) / period - EPSILON)
                 self._swap_at = self._pattern_t0 + max(loops, 1) * period
         elif isinstance(message, Pause):
-            self.state = PAUSED
-            assert self.session is not None
-            self.session.paused_since = self._t
+            self._pause()
         elif isinstance(message, Resume):
-            self.state = RUNNING
-            assert self.session is not None
-            self.session.paused_since = None
-            self._restart_pattern()
+            self._resume()
         elif isinstance(message, Stop | Vent):
-            reason = EndReason.STOPPED if isinstance(message, Stop) else EndReason.VENTED
+            # In FAULT both change nothing: the fault already vented, dump valve open.
             if self.state != FAULT:
-                self._end(reason, IDLE)
-            if isinstance(message, Vent):
-                self.plant.dump = True
+                self._end(END_REASON_OF_COMMAND[message.TYPE], IDLE)
         elif isinstance(message, ResetFault) and self.state == FAULT:
             self._reset_fault()
 
@@ -511,15 +509,23 @@ class Firmware:
             cfg = self.config
             self._begin(StartSource.REMOTE, self.mode, self.intensity, cfg.remote_session_s)
         elif state == RUNNING and session is not None:
-            session.paused_since = None
-            self.state = RUNNING
-            self._restart_pattern()
+            self._resume()
         elif state == PAUSED and session is not None:
-            session.paused_since = self._t
-            self.state = PAUSED
+            self._pause()
         else:
             self._end(reason, state)
         self._control_after_change()
+
+    def _pause(self) -> None:
+        assert self.session is not None
+        self.session.paused_since = self._t
+        self.state = PAUSED
+
+    def _resume(self) -> None:
+        assert self.session is not None
+        self.session.paused_since = None
+        self.state = RUNNING
+        self._restart_pattern()
 
     def _control_after_change(self) -> None:
         # Called from inside _control too (battery); only re-run it when valves may change.

@@ -98,7 +98,4 @@ class SimTransport(Transport):
         self._incoming.put_nowait(None)
 
     async def close(self) -> None:  # noqa: D102
-        if self._host is not None and not self._closed:
-            self._host.detach()
-        self._closed = True
-        self._incoming.put_nowait(None)
+        self.cut()
