@@ -195,8 +195,7 @@ async def _start(address: DeviceAddress, profile: Profile, as_json: bool) -> int
             display.finish(await runner.interrupted())
             raise
         except BaseException:
-            if display.live is not None:
-                display.live.stop()
+            display.close()
             raise
         display.finish(result)
         return result.exit_code

@@ -163,11 +163,15 @@ class ProgramDisplay:
                     f"peak {status.peak_mmhg:.0f} mmHg, battery {status.battery_pct}%"
                 )
 
-    def finish(self, result: ProgramResult) -> None:
-        """Show how the program ended."""
+    def close(self) -> None:
+        """Stop the live panel, if any, leaving its last frame on the screen."""
         if self.live is not None:
             self.live.stop()
             self.live = None
+
+    def finish(self, result: ProgramResult) -> None:
+        """Show how the program ended."""
+        self.close()
         if self.json:
             emit_json(result)
             return
