@@ -10,6 +10,14 @@ paused (from the remote, say). A change made on the remote (mode, intensity)
 stands until the next step begins: the person's choice wins for the step they
 are in. A stop on the remote, a fault, a lost link or any other end reported by
 the device ends the program, and the result says which.
+
+After a lost link, `ProgramRunner.resume` goes on over a fresh connection from
+where the program stood: the step that was running gets what was left of it.
+Time without pressure does not count. It does not resume a program whose
+session ended while the link was down for another reason (a stop on the remote,
+the session cap, a fault), or a session someone started on the remote meanwhile.
+`supervisor` decides when to try, and does not try for a program that was
+paused when the link went.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ class Outcome(StrEnum):
     PAUSE_TIMEOUT = "pause_timeout"
     LEASE_ENDED = "lease_ended"
     REFUSED = "refused"
+    TAKEN_OVER = "taken_over"
 
 
 _DEVICE_REASONS: dict[str, Outcome] = {
@@ -73,6 +82,8 @@ MESSAGES: dict[Outcome, str] = {
     Outcome.PAUSE_TIMEOUT: "paused for longer than the massager allows",
     Outcome.LEASE_ENDED: "the massager ended a step before the controller moved on",
     Outcome.REFUSED: "the massager refused a command",
+    Outcome.TAKEN_OVER: "someone started a session on the remote while the link was down; "
+    "it was left running",
 }
 
 EXIT_CODES: dict[Outcome, int] = {
@@ -80,6 +91,7 @@ EXIT_CODES: dict[Outcome, int] = {
     Outcome.STOPPED: 0,
     Outcome.VENTED: 0,
     Outcome.STOPPED_ON_REMOTE: 0,
+    Outcome.TAKEN_OVER: 0,
     Outcome.INTERRUPTED: 130,
     Outcome.REFUSED: 3,
     Outcome.LINK_LOST: 4,
@@ -117,6 +129,7 @@ class ProgramResult(_Report):
     steps: int
     pressure_s: float
     final_status: DeviceStatus | None
+    resumes: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -128,7 +141,8 @@ class ProgramRunner:
     """Runs one profile on one massager; `run` returns how it ended.
 
     ``on_progress`` is called with a `Progress` for every status report.
-    `interrupted` builds the result for a program cancelled from outside.
+    `interrupted` builds the result for a program cancelled from outside, and
+    `resume` goes on over a new connection after the link was lost.
     """
 
     def __init__(
@@ -144,9 +158,13 @@ class ProgramRunner:
         self.on_progress = on_progress
         self.ramp_update_s = ramp_update_s
         self.step_index = 0
+        self.step_elapsed_s = 0.0
         self.steps_done = 0
         self.pressure_s = 0.0
         self.program_elapsed_s = 0.0
+        self.resumes = 0
+        self.started = False  # the device has accepted our START at least once
+        self.paused = False  # the last report we saw had the session paused
 
     async def run(self) -> ProgramResult:
         """Run the profile to its end, or until something ends it.
@@ -155,16 +173,47 @@ class ProgramRunner:
             ProfileRefused: before anything is sent, if the device cannot run it.
         """
         check_profile(self.profile, self.massager.info)
+        return await self._run(keep_session=False)
+
+    async def resume(self, massager: Massager) -> ProgramResult:
+        """Go on over ``massager``, a fresh connection, after the link was lost.
+
+        Returns at once, without sending anything that adds pressure, when the
+        device says the program should not go on (see the module's docstring).
+
+        Raises:
+            ProfileRefused: the device now at the address cannot run the profile.
+        """
+        self.massager = massager
+        status = massager.status
+        if status.faults:
+            return await self._result(Outcome.FAULT)
+        if status.active and not status.link_session:
+            return await self._result(Outcome.TAKEN_OVER, stop=False)
+        if self.started and not status.active and status.last_end != "link_lost":
+            step = self.profile.steps[self.step_index]
+            return await self._result(self._ended(status.last_end, step, self.step_elapsed_s))
+        check_profile(self.profile, massager.info)
+        self.resumes += 1
+        # The device may have kept our session (the link came back within its
+        # watchdog): then RENEW it, which also leaves a pause on the remote alone.
+        return await self._run(keep_session=status.active)
+
+    async def _run(self, *, keep_session: bool) -> ProgramResult:
         updates = self.massager.updates()
+        first = True
         try:
-            for index, step in enumerate(self.profile.steps):
-                self.step_index = index
-                ended = await self._begin_step(step, updates, first=index == 0)
+            while self.step_index < len(self.profile.steps):
+                step = self.profile.steps[self.step_index]
+                ended = await self._begin_step(step, updates, first=first, keep=keep_session)
+                first = keep_session = False
                 if ended is None:
                     ended = await self._run_step(step, updates)
                 if ended is not None:
                     return await self._result(ended)
                 self.steps_done += 1
+                self.step_index += 1
+                self.step_elapsed_s = 0.0
             await self.massager.stop()
             return await self._result(Outcome.COMPLETED)
         except CommandPreempted:
@@ -186,25 +235,32 @@ class ProgramRunner:
             await self.massager.vent()
         return await self._result(Outcome.INTERRUPTED)
 
-    async def _begin_step(self, step: Step, updates: Updates, *, first: bool) -> Outcome | None:
-        """START the first step, RENEW the others; an outcome if the session is gone."""
+    async def _begin_step(
+        self, step: Step, updates: Updates, *, first: bool, keep: bool
+    ) -> Outcome | None:
+        """START the first step of a connection, RENEW the others (and a kept session).
+
+        Returns an outcome if the session is gone.
+        """
         massager = self.massager
         if not first:
             ended = self._end_among(updates.pending())
             if ended is not None:
                 return ended
-        lease = step.seconds + LEASE_MARGIN_S
+        lease = step.seconds - self.step_elapsed_s + LEASE_MARGIN_S
         mode, level = ("cycle", None) if step.cycle is not None else (step.mode, step.intensity)
         assert mode is not None
+        fresh = first and not keep
         try:
             if step.cycle is not None:
-                await massager.load_cycle(self._cycle(step, 0.0))
-            if first:
+                await massager.load_cycle(self._cycle(step, self.step_elapsed_s))
+            if fresh:
                 await massager.start(mode, level, duration_s=lease)
+                self.started = True
             else:
                 await massager.renew(mode, level, duration_s=lease)
         except CommandRefused as error:
-            if first or error.code != "bad_state":
+            if fresh or error.code != "bad_state":
                 raise
             # The session ended just before our RENEW; its end is already queued.
             return self._end_among(updates.pending()) or Outcome.STOPPED
@@ -223,8 +279,10 @@ class ProgramRunner:
         massager = self.massager
         loop = asyncio.get_running_loop()
         ramping = bool(step.ramp_in_minutes or step.ramp_out_minutes)
-        next_ramp = self.ramp_update_s if ramping else float("inf")
-        elapsed = 0.0
+        elapsed = self.step_elapsed_s
+        next_ramp = (elapsed // self.ramp_update_s + 1) * self.ramp_update_s
+        if not ramping:
+            next_ramp = float("inf")
         running = True
         seen_running = False  # reports queued before this step's START say nothing of it
         last = loop.time()
@@ -238,6 +296,7 @@ class ProgramRunner:
             now = loop.time()
             if running:
                 elapsed += now - last
+                self.step_elapsed_s = elapsed
                 self.pressure_s += now - last
                 self.program_elapsed_s += now - last
             last = now
@@ -245,6 +304,7 @@ class ProgramRunner:
                 return self._ended(update.reason, step, elapsed)
             if isinstance(update, DeviceStatus):
                 running = update.state == "running"
+                self.paused = update.state == "paused"
                 seen_running = seen_running or running
                 if seen_running and not update.active:
                     # The session ended and its SESSION_ENDED event was lost on the way.
@@ -295,10 +355,12 @@ class ProgramRunner:
             )
         )
 
-    async def _result(self, outcome: Outcome, message: str | None = None) -> ProgramResult:
+    async def _result(
+        self, outcome: Outcome, message: str | None = None, *, stop: bool = True
+    ) -> ProgramResult:
         massager = self.massager
         final = massager.status  # the last known, if the link is gone
-        if massager.connected:
+        if massager.connected and stop:
             try:
                 if final.active and outcome != Outcome.INTERRUPTED:
                     await massager.stop()  # e.g. a refused step leaves the last one running
@@ -313,6 +375,7 @@ class ProgramRunner:
             steps=len(self.profile.steps),
             pressure_s=round(self.pressure_s, 1),
             final_status=final,
+            resumes=self.resumes,
         )
 
 

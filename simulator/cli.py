@@ -2,15 +2,19 @@
 
 ``massager-sim run --press power --for 60`` powers it on, presses the remote's
 power button and prints what the device does for a minute of device time.
-Serving it to a controller over serial or Bluetooth comes in later releases;
-``massager-ctl --device sim://`` runs one inside the controller.
+``massager-sim serve --serial`` (or ``--tcp 127.0.0.1:0``) serves it to a
+controller in another process and prints the device URL to use as its first
+line; ``massager-ctl --device sim://`` runs one inside the controller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import logging
+import signal
 import sys
 
 import click
@@ -21,6 +25,7 @@ from .clock import ScaledTimeLoop
 from .config import DeviceConfig
 from .firmware import Snapshot
 from .host import DeviceHost
+from .serve import PtyEndpoint, TcpEndpoint
 
 
 def _press(text: str) -> tuple[Button, float]:
@@ -160,6 +165,103 @@ def run(
             runner.run(main())
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _tcp_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"{text!r} is not HOST:PORT (port 0 picks a free one)")
+    return host, int(port)
+
+
+@cli.command()
+@click.option("--serial", "on_pty", is_flag=True, help="Serve on a new pseudo-terminal.")
+@click.option("--tcp", metavar="HOST:PORT", help="Serve serial over TCP (port 0: a free one).")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0.1, max=1000),
+    default=1.0,
+    show_default=True,
+    help="Run this many times faster than real time; the controller must run at the "
+    "same speed (massager-ctl start --speed).",
+)
+@click.option(
+    "--baud",
+    type=click.IntRange(min=300, max=4_000_000),
+    help="Emulate the wire time of a serial line at this baud rate (8N1).",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A device setting, e.g. cycle=false or battery_pct=20.",
+)
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Print the device's state on stderr every this many device seconds (0: never).",
+)
+def serve(
+    on_pty: bool,
+    tcp: str | None,
+    speed: float,
+    baud: int | None,
+    settings: tuple[str, ...],
+    every: float,
+) -> None:
+    """Serve a simulated massager to a controller in another process.
+
+    The first line on stdout is the device URL to give massager-ctl, e.g.
+    serial:///dev/pts/3 or socket://127.0.0.1:40123. SIGTERM or Ctrl-C
+    switches the device off and closes the endpoint.
+    """
+    if on_pty == (tcp is not None):
+        raise click.UsageError("give exactly one of --serial or --tcp HOST:PORT")
+    config = _settings(settings)
+    listen = _tcp_address(tcp) if tcp is not None else None
+    logging.basicConfig(level=logging.INFO, format="massager-sim: %(message)s")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, done.set)
+        host = DeviceHost(config)
+        host.start()
+        pty: PtyEndpoint | None = None
+        server: TcpEndpoint | None = None
+        try:
+            if listen is None:
+                pty = PtyEndpoint(host, baudrate=baud)
+                url = pty.open()
+            else:
+                server = TcpEndpoint(host, baudrate=baud)
+                try:
+                    url = await server.open(*listen)
+                except OSError as error:
+                    raise click.ClickException(f"cannot listen on {tcp}: {error}") from None
+            sys.stdout.write(url + "\n")
+            sys.stdout.flush()
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(every or None):
+                        await done.wait()
+                if every:
+                    host.sync()
+                    sys.stderr.write(describe(host.firmware.snapshot(), config) + "\n")
+        finally:
+            if pty is not None:
+                pty.close()
+            if server is not None:
+                await server.close()
+            host.stop()
+
+    factory = (lambda: ScaledTimeLoop(speed)) if speed != 1.0 else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
 
 
 def main() -> None:

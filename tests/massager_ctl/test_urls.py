@@ -79,4 +79,4 @@ def test_sim_options_are_checked_by_name_and_value() -> None:
 
 def test_transports_this_release_lacks_say_so_plainly() -> None:
     with pytest.raises(ConnectFailed, match="does not have yet; use sim://"):
-        open_transport(parse_device_url("serial:///dev/ttyUSB0"))
+        open_transport(parse_device_url("ble://AA:BB:CC:DD:EE:FF"))

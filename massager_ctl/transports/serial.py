@@ -1,0 +1,159 @@
+"""``serial://`` and ``socket://``: a serial port, or serial over TCP, via pyserial-asyncio-fast.
+
+A serial port is opened exclusively (a second controller on the same port gets
+a plain "in use" error instead of interleaving its bytes with ours), in raw 8N1
+mode at the address's baud rate, and whatever was waiting in its input buffer
+is thrown away: bytes from before we opened belong to nobody. ``socket://``
+uses pyserial's URL form; pyserial-asyncio-fast hands it to asyncio's TCP
+transport, which turns Nagle's algorithm off, so small frames are not held back.
+
+A port that vanishes (USB unplugged, the far end of a pseudo-terminal closed)
+or a TCP peer that hangs up ends the link: `read` raises `TransportClosed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+
+import serial
+import serial_asyncio_fast
+
+from ..errors import ConnectFailed
+from ..urls import SerialAddress, SocketAddress
+from .base import Transport, TransportClosed
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+"""How long a TCP connect may take before we give up on it."""
+
+
+class _Pipe(asyncio.Protocol):
+    """Hands received chunks to a queue; ``None`` marks the end of the link."""
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.incoming.put_nowait(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.incoming.put_nowait(None)
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+
+class SerialTransport(Transport):
+    """A byte pipe over a serial port (``serial://``) or serial over TCP (``socket://``)."""
+
+    def __init__(self, address: SerialAddress | SocketAddress) -> None:
+        self.address = address
+        self.description = (
+            f"the serial port {address.path}"
+            if isinstance(address, SerialAddress)
+            else f"{address.host}:{address.port} (serial over TCP)"
+        )
+        self._transport: asyncio.Transport | None = None
+        self._pipe: _Pipe | None = None
+        self._why_closed = "the link is closed"
+
+    async def open(self) -> None:  # noqa: D102
+        loop = asyncio.get_running_loop()
+        self._pipe = pipe = _Pipe()
+        try:
+            if isinstance(self.address, SerialAddress):
+                port = self._open_port()
+                transport, _ = await serial_asyncio_fast.connection_for_serial(
+                    loop, lambda: pipe, port
+                )
+            else:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    transport, _ = await loop.create_connection(
+                        lambda: pipe, self.address.host, self.address.port
+                    )
+        except TimeoutError:
+            raise ConnectFailed(
+                f"{self.description} did not accept a connection within {CONNECT_TIMEOUT_S:g} s"
+            ) from None
+        except OSError as error:
+            raise ConnectFailed(f"cannot reach {self.description}: {_plain(error)}") from None
+        self._transport = transport
+        self._why_closed = f"{self.description} was closed"
+
+    def _open_port(self) -> serial.Serial:
+        """Open the port without blocking the loop for long: pyserial opens non-blocking."""
+        assert isinstance(self.address, SerialAddress)
+        try:
+            port = serial.Serial(
+                self.address.path,
+                baudrate=self.address.baudrate,
+                timeout=0,
+                write_timeout=0,
+                exclusive=True,
+            )
+        except serial.SerialException as error:
+            raise ConnectFailed(_port_error(self.address.path, error)) from None
+        except ValueError as error:  # pyserial's word for a baud rate the port cannot do
+            raise ConnectFailed(f"cannot open {self.address.path}: {error}") from None
+        port.reset_input_buffer()
+        return port
+
+    def write(self, data: bytes) -> None:  # noqa: D102
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise TransportClosed(self._why_closed)
+        transport.write(data)
+
+    async def read(self) -> bytes:  # noqa: D102
+        pipe = self._pipe
+        if pipe is None:
+            raise TransportClosed(self._why_closed)
+        data = await pipe.incoming.get()
+        if data is None:
+            pipe.incoming.put_nowait(None)  # every later read fails the same way
+            error = pipe.closed.result() if pipe.closed.done() else None
+            if error is not None:
+                self._why_closed = f"{self.description} went away ({_plain(error)})"
+            elif self._transport is not None and not self._transport.is_closing():
+                self._why_closed = f"{self.description} was closed by the other end"
+            raise TransportClosed(self._why_closed)
+        return data
+
+    async def close(self) -> None:  # noqa: D102
+        transport, pipe = self._transport, self._pipe
+        if transport is None or pipe is None:
+            return
+        self._transport = None
+        transport.abort()
+        # Wait until the port is really closed: reopening it before then would find
+        # it still locked by us.
+        try:
+            async with asyncio.timeout(2.0):
+                await asyncio.shield(pipe.closed)
+        except TimeoutError:
+            log.warning("%s did not close within 2 s", self.description)
+
+
+def _port_error(path: str, error: serial.SerialException) -> str:
+    """A plain sentence for pyserial's open errors."""
+    code = getattr(error, "errno", None)
+    text = str(error)
+    if code == errno.ENOENT or "No such file" in text:
+        return f"there is no serial port {path} (unplugged? see `massager-ctl devices`)"
+    if code == errno.EACCES or "Permission denied" in text:
+        return (
+            f"no permission to open {path}; on Linux add yourself to the group that owns it "
+            "(often `dialout`) and log in again"
+        )
+    if code == errno.EBUSY or "exclusively lock" in text:
+        return f"{path} is in use by another program"
+    return f"cannot open {path}: {text}"
+
+
+def _plain(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__
