@@ -524,9 +524,13 @@ class Connection:
                 self._nak(frame.seq, ErrorCode.STALE_SEQUENCE, now)
             return
         self._track_peer_seq(frame.seq)
+        if isinstance(decoded, KeepAlive):
+            # Proof of life only. Were it to move the newest accepted seq, a request
+            # lost on the line would be refused as stale when re-sent, because a
+            # KEEPALIVE sent after it got through first.
+            return
         self._accepted_seq = frame.seq
-        if not isinstance(decoded, KeepAlive):
-            self._events.append(Received(decoded, frame.seq))
+        self._events.append(Received(decoded, frame.seq))
 
     def _nak(self, seq: int, error: ErrorCode, now: float) -> None:
         self._device_send(Nak(seq, error), now)

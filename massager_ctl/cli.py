@@ -23,6 +23,7 @@ from .errors import InputError, MassagerError
 if TYPE_CHECKING:
     from .models import DeviceStatus
     from .profiles import Profile
+    from .supervisor import ResumePolicy
     from .urls import DeviceAddress
 
 T = TypeVar("T")
@@ -120,7 +121,14 @@ def cli() -> None:
 @click.option(
     "--speed",
     type=click.FloatRange(min=0.1, max=1000),
-    help="Run the simulated massager this many times faster than real time (demo).",
+    help="Run this many times faster than real time: the built-in simulator, or one "
+    "served by `massager-sim serve --speed` at the same speed (demo).",
+)
+@click.option(
+    "--resume-window",
+    metavar="DURATION",
+    help="After a lost link, reconnect and resume if it is back within this long "
+    "(default 30s, or resume_window_s in the config file; 0 never resumes).",
 )
 @device_option
 @json_option
@@ -130,25 +138,38 @@ def start(
     intensity: int | None,
     duration: str | None,
     speed: float | None,
+    resume_window: str | None,
     device: str | None,
     as_json: bool,
 ) -> int:
     """Run a bedtime PROFILE (a name or a .toml file), or one ad-hoc step.
 
-    Ctrl-C ends it at once with the massager vented.
+    Ctrl-C ends it at once with the massager vented. If the link is lost the
+    massager vents by itself; the program resumes if the link is back within
+    the resume window, and otherwise ends and says why.
     """
-    from .config import first_run_note
+    from .config import first_run_note, load_settings
     from .render import errors
-    from .urls import SimAddress
+    from .supervisor import ResumePolicy
+    from .urls import BleAddress
 
     chosen = _choose_profile(profile, mode, intensity, duration)
     address = resolve_device(device, quiet=as_json)
-    if speed is not None and not isinstance(address, SimAddress):
-        raise InputError("--speed works only with the simulator (sim://)")
+    if speed is not None and isinstance(address, BleAddress):
+        raise InputError(
+            "--speed works only with the simulator: sim://, or one served by "
+            "`massager-sim serve --speed` at the same speed"
+        )
+    window = (
+        load_settings().resume_window_s if resume_window is None else parse_duration(resume_window)
+    )
+    if not 0 <= window <= 3600:
+        raise InputError("--resume-window must be between 0 and 1h")
+    policy = ResumePolicy(window_s=window)
     note = first_run_note()
     if note:
         errors().print(note, style="yellow")
-    return run_async(lambda: _start(address, chosen, as_json), speed=speed)
+    return run_async(lambda: _start(address, chosen, as_json, policy), speed=speed)
 
 
 def _choose_profile(
@@ -181,24 +202,29 @@ def _choose_profile(
     )
 
 
-async def _start(address: DeviceAddress, profile: Profile, as_json: bool) -> int:
-    from .device import Massager
-    from .programs import ProgramRunner
+async def _start(
+    address: DeviceAddress, profile: Profile, as_json: bool, policy: ResumePolicy
+) -> int:
     from .render import ProgramDisplay
+    from .supervisor import ProgramSupervisor
 
-    async with Massager.connect(address) as massager:
-        display = ProgramDisplay(massager.info, profile, json=as_json)
-        runner = ProgramRunner(massager, profile, on_progress=display.progress)
-        try:
-            result = await runner.run()
-        except asyncio.CancelledError:
-            display.finish(await runner.interrupted())
-            raise
-        except BaseException:
+    display = ProgramDisplay(profile, json=as_json)
+    supervisor = ProgramSupervisor(
+        address, profile, policy=policy, on_progress=display.progress, on_link=display.link
+    )
+    try:
+        result = await supervisor.run()
+    except asyncio.CancelledError:
+        if supervisor.interrupted_result is None:
             display.close()
-            raise
-        display.finish(result)
-        return result.exit_code
+        else:
+            display.finish(supervisor.interrupted_result)
+        raise
+    except BaseException:
+        display.close()
+        raise
+    display.finish(result)
+    return result.exit_code
 
 
 VENT_WAIT_S = 15.0
@@ -280,10 +306,66 @@ def status(device: str | None, as_json: bool) -> int:
                     }
                 )
             else:
-                console().print(status_view(massager.info, current, str(address)))
+                console().print(
+                    status_view(massager.info, current, str(address), massager.link_stats)
+                )
         return 0
 
     return run_async(go)
+
+
+@cli.command()
+@click.argument("urls", nargs=-1, metavar="[URL]...")
+@click.option("--probe", is_flag=True, help="Say HELLO on each port and show what answers.")
+@click.option(
+    "--baudrate",
+    type=click.IntRange(min=300),
+    default=115200,
+    show_default=True,
+    help="Baud rate for the serial ports listed.",
+)
+@click.option("--timeout", "wait", default="2s", show_default=True, help="How long a probe waits.")
+@json_option
+def devices(urls: tuple[str, ...], probe: bool, baudrate: int, wait: str, as_json: bool) -> int:
+    """List the serial ports, and any device URLs given, as places a massager may be.
+
+    With --probe each is opened and sent a HELLO (a few bytes: only probe ports
+    whose other devices do not mind), and the massagers that answer say what
+    they are. The built-in simulator (sim://) is always there.
+    """
+    from rich.table import Table
+
+    from .discovery import given, probe_all, serial_ports
+    from .render import console, emit_json
+
+    timeout_s = parse_duration(wait)
+    entries = given(list(urls)) + serial_ports(baudrate)
+    if probe:
+        entries = run_async(lambda: probe_all(entries, timeout_s=timeout_s))
+    if as_json:
+        emit_json([e.model_dump() for e in entries])
+        return 0
+    table = Table(box=None)
+    table.add_column("device", no_wrap=True)
+    for name in ("what", "usb", "answer"):
+        table.add_column(name)
+    if not any(e.kind == "sim" for e in entries):
+        table.add_row("sim://", "the built-in simulator", "", "always there")
+    for entry in entries:
+        what = " ".join(x for x in (entry.manufacturer, entry.description) if x)
+        if entry.answered is None:
+            answer = "[dim]not probed[/]"
+        elif entry.answered:
+            answer = (
+                f"[green]{entry.model}[/] firmware {entry.firmware}, serial {entry.device_serial}"
+            )
+        else:
+            answer = f"[yellow]no massager[/] [dim]({entry.problem})[/]"
+        table.add_row(entry.url, what, entry.usb_id or "", answer)
+    console().print(table)
+    if not probe and entries:
+        console().print("[dim]Add --probe to see which of them are massagers.[/]")
+    return 0
 
 
 @cli.group(invoke_without_command=True)

@@ -4,6 +4,7 @@ The config file is ``config.toml`` in the user's config folder (platformdirs:
 ``$XDG_CONFIG_HOME/massager-ctl`` on Linux). Every key is optional::
 
     device = "serial:///dev/ttyUSB0"   # used when --device is not given
+    resume_window_s = 30               # after a lost link, resume if back within this
 
 Command-line options win over environment variables (``MASSAGER_CTL_DEVICE``),
 which win over the file.
@@ -15,7 +16,7 @@ import os
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigError, DeviceURLError
 from .tomlfiles import load_model
@@ -39,6 +40,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     device: str | None = None
+    resume_window_s: float = Field(30.0, ge=0, le=3600)
 
     @field_validator("device")
     @classmethod

@@ -236,8 +236,12 @@ class Massager:
             async with asyncio.timeout(timeout_s):
                 await self._request(Hello(self.client_name[:32]))
                 await self._first_status.wait()
-        except (TimeoutError, LinkError) as error:
-            raise ConnectFailed(f"no answer from the massager at {address}: {error}") from None
+        except (TimeoutError, CommandTimeout):
+            raise ConnectFailed(
+                f"no answer from a massager at {address} within {timeout_s:g} s"
+            ) from None
+        except LinkError as error:
+            raise ConnectFailed(f"the link to {address} failed: {error}") from None
         if self._failure is not None:
             raise ConnectFailed(f"the link to {address} failed: {self._failure}")
 

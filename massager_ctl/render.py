@@ -18,9 +18,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from firmware_protocol import LinkStats
+
 from .models import DeviceInfo, DeviceStatus
 from .profiles import Profile
 from .programs import ProgramResult, Progress
+from .supervisor import LinkNotice
 
 BAR = " ▏▎▍▌▋▊▉█"
 
@@ -85,7 +88,9 @@ def chamber_table(info: DeviceInfo, status: DeviceStatus) -> Table:
     return table
 
 
-def status_view(info: DeviceInfo, status: DeviceStatus, address: str) -> Group:
+def status_view(
+    info: DeviceInfo, status: DeviceStatus, address: str, link: LinkStats | None = None
+) -> Group:
     """The whole picture of a device for ``massager-ctl status``."""
     head = Text.assemble(
         (f"{info.model}", "bold"),
@@ -105,7 +110,25 @@ def status_view(info: DeviceInfo, status: DeviceStatus, address: str) -> Group:
     facts.add_row("modes", ", ".join(info.modes))
     facts.add_row("intensities", f"{levels} mmHg; ceiling {info.ceiling_mmhg:g} mmHg")
     facts.add_row("session cap", f"{info.session_cap_s // 60} min")
+    if link is not None:
+        facts.add_row("link", link_line(link))
     return Group(head, facts, chamber_table(info, status))
+
+
+def link_line(link: LinkStats) -> str:
+    """The frame counters a person checks when a link misbehaves."""
+    line = (
+        f"{link.frames_sent} frames sent, {link.frames} received; "
+        f"{link.crc_errors} CRC errors, {link.malformed} malformed, {link.resyncs} resyncs"
+    )
+    extras = {
+        "retransmits": link.retransmits,
+        "timeouts": link.timeouts,
+        "lost": link.lost,
+        "duplicates": link.duplicates,
+    }
+    more = [f"{count} {name}" for name, count in extras.items() if count]
+    return line + (f"; {', '.join(more)}" if more else "")
 
 
 def profile_view(profile: Profile, path: str) -> Group:
@@ -130,10 +153,14 @@ def profile_view(profile: Profile, path: str) -> Group:
 
 
 class ProgramDisplay:
-    """Shows a running program: a live panel on a terminal, lines otherwise, JSON for scripts."""
+    """Shows a running program: a live panel on a terminal, lines otherwise, JSON for scripts.
 
-    def __init__(self, info: DeviceInfo, profile: Profile, *, json: bool) -> None:
-        self.info = info
+    Feed it `link` notices and `progress` reports; the first notice (connected)
+    brings the device's description that the panel needs.
+    """
+
+    def __init__(self, profile: Profile, *, json: bool) -> None:
+        self.info: DeviceInfo | None = None
         self.profile = profile
         self.json = json
         self.out = console()
@@ -144,11 +171,21 @@ class ProgramDisplay:
             self.live = Live(console=self.out, refresh_per_second=4, transient=False)
             self.live.start()
 
+    def link(self, notice: LinkNotice) -> None:
+        """Show what happened to the link (lost, back, given up)."""
+        if notice.info is not None:
+            self.info = notice.info
+        if self.json:
+            emit_json(notice)
+        elif notice.event != "connected":
+            style = "green" if notice.event == "back" else "yellow"
+            self.out.print(f"[{style}]{notice.message}[/]")
+
     def progress(self, progress: Progress) -> None:
         """Show one progress report."""
         if self.json:
             emit_json(progress)
-        elif self.live is not None:
+        elif self.live is not None and self.info is not None:
             self.live.update(self._panel(progress))
         else:
             # Not a terminal: a line per step and per wall-clock 10 s is plenty for a log.
@@ -181,13 +218,15 @@ class ProgramDisplay:
             f"; chambers at {final.peak_mmhg:.0f} mmHg or less"
             if final is not None else ""
         )  # fmt: skip
+        resumed = f", resumed {result.resumes}x after a lost link" if result.resumes else ""
         self.out.print(
             f"[{style}]{self.profile.title}: {result.message}[/] "
             f"({result.steps_done}/{result.steps} steps, {clock(result.pressure_s)} under pressure"
-            f"{vented})"
+            f"{resumed}{vented})"
         )
 
     def _panel(self, progress: Progress) -> Panel:
+        assert self.info is not None
         status = progress.status
         title = (
             f"{self.profile.title} · step {progress.step}/{progress.steps}: {progress.step_label}"

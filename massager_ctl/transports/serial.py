@@ -117,7 +117,7 @@ class SerialTransport(Transport):
             error = pipe.closed.result() if pipe.closed.done() else None
             if error is not None:
                 self._why_closed = f"{self.description} went away ({_plain(error)})"
-            elif self._transport is not None and not self._transport.is_closing():
+            elif self._transport is not None:  # not closed by us
                 self._why_closed = f"{self.description} was closed by the other end"
             raise TransportClosed(self._why_closed)
         return data
@@ -154,6 +154,8 @@ def _port_error(path: str, error: serial.SerialException) -> str:
 
 
 def _plain(error: BaseException) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "nothing listens there (connection refused)"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
     return str(error) or type(error).__name__

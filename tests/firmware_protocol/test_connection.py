@@ -129,6 +129,19 @@ def test_stale_seq_is_refused(pair: Pair) -> None:
     assert event.reply == fp.Nak(old, ErrorCode.STALE_SEQUENCE)
 
 
+def test_a_keepalive_that_overtakes_a_lost_request_does_not_make_it_stale(pair: Pair) -> None:
+    seq = pair.request(fp.SetIntensity(1))
+    pair.controller.data_to_send()  # lost in a burst of noise on the line
+    pair.now = 0.25
+    pair.controller.handle_timer(pair.now)  # nothing else sent for a while: KEEPALIVE
+    assert pair.to_device() == []
+    pair.now = 0.4
+    pair.controller.handle_timer(pair.now)  # the request's re-send, with its old seq
+    [event] = pair.to_device()
+    assert event == Received(fp.SetIntensity(1), seq)
+    assert pair.device.stats.stale == 0
+
+
 def test_stop_goes_first_and_what_was_queued_before_it_never_runs(pair: Pair) -> None:
     start = pair.request(fp.Start(1, 1, 60))
     pair.request(fp.Stop())

@@ -143,7 +143,7 @@ def test_usage_errors() -> None:
     both = ctl("start", "evening-45", "--mode", "wave")
     assert both.returncode == 2
     assert "not both" in both.stderr
-    speed = ctl("start", "evening-45", "--speed", "10", "--device", "serial:///dev/ttyUSB0")
+    speed = ctl("start", "evening-45", "--speed", "10", "--device", "ble://AA:BB:CC:DD:EE:FF")
     assert speed.returncode == 2
     assert "--speed works only with the simulator" in speed.stderr
     assert "is not a duration" in ctl("start", "--mode", "wave", "--intensity", "1",

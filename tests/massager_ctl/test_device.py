@@ -203,7 +203,7 @@ async def test_a_device_that_falls_silent_is_noticed() -> None:
 
 async def test_no_answer_at_connect_fails_with_the_address() -> None:
     simulated_device(SimAddress(name="off")).stop()
-    with pytest.raises(ConnectFailed, match="no answer from the massager at sim://off"):
+    with pytest.raises(ConnectFailed, match="no answer from a massager at sim://off"):
         async with Massager.connect(parse_device_url("sim://off"), timeout_s=2):
             pass
 

@@ -1,0 +1,96 @@
+"""Finding massagers: the serial ports this computer has, and which of them answer.
+
+Listing reads what the operating system knows of each port (pyserial's
+``list_ports``: description, USB vendor and product ids, maker, serial number).
+Probing opens a port and says HELLO, as connecting does, so it sends a few
+bytes to whatever is on the port; it is only done when asked. Bluetooth LE
+massagers join this list when the BLE transport does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel, ConfigDict
+from serial.tools import list_ports
+
+from .device import Massager
+from .errors import ConnectFailed, MassagerError
+from .urls import SerialAddress, parse_device_url
+
+PROBE_TIMEOUT_S = 2.0
+
+
+class Found(BaseModel):
+    """One place a massager may be, and what is known of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    kind: str
+    description: str = ""
+    usb_id: str | None = None
+    """``VID:PID`` in hex, for USB serial adapters."""
+    manufacturer: str | None = None
+    serial_number: str | None = None
+    answered: bool | None = None
+    """None: not probed; else whether it answered HELLO."""
+    model: str | None = None
+    firmware: str | None = None
+    device_serial: str | None = None
+    problem: str | None = None
+    """Why a probe got no answer."""
+
+
+def serial_ports(baudrate: int = SerialAddress.model_fields["baudrate"].default) -> list[Found]:
+    """The serial ports the operating system lists, USB adapters first."""
+    found = []
+    for port in list_ports.comports():
+        usb = f"{port.vid:04X}:{port.pid:04X}" if port.vid is not None else None
+        description = "" if port.description in (None, "n/a") else port.description
+        found.append(
+            Found(
+                url=str(SerialAddress(path=port.device, baudrate=baudrate)),
+                kind="serial",
+                description=description,
+                usb_id=usb,
+                manufacturer=port.manufacturer,
+                serial_number=port.serial_number,
+            )
+        )
+    return sorted(found, key=lambda f: (f.usb_id is None, f.url))
+
+
+def given(urls: list[str]) -> list[Found]:
+    """Entries for device URLs a person named (a served simulator, a known port)."""
+    entries = []
+    for url in urls:
+        address = parse_device_url(url)
+        entries.append(Found(url=str(address), kind=address.scheme, description="as given"))
+    return entries
+
+
+async def probe(found: Found, *, timeout_s: float = PROBE_TIMEOUT_S) -> Found:
+    """Say HELLO at ``found.url``; the entry with what answered, or why nothing did."""
+    try:
+        async with Massager.connect(found.url, timeout_s=timeout_s) as massager:
+            info = massager.info
+    except ConnectFailed as error:
+        # Connecting says "no answer from the massager at URL: ..."; the URL is on the row.
+        problem = str(error).replace(f" at {found.url}", "")
+        return found.model_copy(update={"answered": False, "problem": problem})
+    except MassagerError as error:
+        return found.model_copy(update={"answered": False, "problem": str(error)})
+    return found.model_copy(
+        update={
+            "answered": True,
+            "model": info.model,
+            "firmware": info.firmware,
+            "device_serial": info.serial,
+        }
+    )
+
+
+async def probe_all(entries: list[Found], *, timeout_s: float = PROBE_TIMEOUT_S) -> list[Found]:
+    """Probe every entry at once; the whole takes about one timeout, not one per port."""
+    return list(await asyncio.gather(*(probe(e, timeout_s=timeout_s) for e in entries)))
