@@ -7,7 +7,7 @@ import json
 import platform
 import sys
 
-from . import program, roundtrip
+from . import links, program, roundtrip
 from .rows import Row
 
 
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
     args = parser.parse_args()
     rows = roundtrip.measure(300 if args.quick else 3000)
+    rows += links.measure(300 if args.quick else 3000)
     rows += program.measure(1 if args.quick else 3)
     if args.json:
         json.dump([row.as_dict() for row in rows], sys.stdout, indent=1)

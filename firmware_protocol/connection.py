@@ -371,6 +371,11 @@ class Connection:
         frame = Frame(self._tx_seq, message.TYPE, message.encode_payload())
         self.recent.append(FrameRecord(now, "tx", frame))
         wire = frame.encode()
+        if isinstance(message, Hello):
+            # A 0x00 first ends whatever noise the device's buffer holds from before
+            # (a port just opened, a cable just plugged in), so the HELLO is not
+            # glued to it and lost (SPEC §3.2).
+            wire = b"\x00" + wire
         self._write(wire)
         return self._tx_seq, wire
 

@@ -129,6 +129,16 @@ def test_stale_seq_is_refused(pair: Pair) -> None:
     assert event.reply == fp.Nak(old, ErrorCode.STALE_SEQUENCE)
 
 
+def test_a_hello_is_not_lost_to_noise_left_in_the_device_buffer() -> None:
+    controller, device = Connection(Role.CONTROLLER), Connection(Role.DEVICE)
+    device.receive_data(b"\x17\x42 line noise from before the port was opened", 0.0)
+    controller.send(fp.Hello("test"), 0.0)
+    device.receive_data(controller.data_to_send(), 0.0)
+    assert [type(e) for e in device.events()] == [Received]
+    assert device.state == LinkState.READY
+    assert device.stats.malformed + device.stats.crc_errors == 1
+
+
 def test_a_keepalive_that_overtakes_a_lost_request_does_not_make_it_stale(pair: Pair) -> None:
     seq = pair.request(fp.SetIntensity(1))
     pair.controller.data_to_send()  # lost in a burst of noise on the line

@@ -1,0 +1,147 @@
+"""A command's round trip over a real pty and real TCP, beside a bare 16-byte echo over the same.
+
+Both sides run on one event loop in this process, for the stack and for its
+baseline alike, so the ratio compares like with like: the baseline is the
+kernel's pty (or loopback TCP) and asyncio's readiness callbacks with nothing
+else; the stack adds pyserial-asyncio-fast, the protocol, the Massager API and
+the simulated device's work for each command (its control step and STATUS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import tty
+
+from massager_ctl.device import Massager
+from simulator import DeviceConfig
+from simulator.host import DeviceHost
+from simulator.serve import PtyEndpoint, TcpEndpoint
+
+from .rows import Row, p50, p99
+
+WARMUP = 200
+ECHO_BYTES = b"0123456789abcdef"
+
+
+class _PtyEcho:
+    """A pty whose far side echoes: 16 bytes written, echoed back, read again."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        for fd in (self.master, self.slave):
+            os.set_blocking(fd, False)
+        self.arrived: asyncio.Queue[None] = asyncio.Queue()
+        self._got = 0
+        loop.add_reader(self.master, self._echo)
+        loop.add_reader(self.slave, self._back)
+
+    def _echo(self) -> None:
+        os.write(self.master, os.read(self.master, 4096))
+
+    def _back(self) -> None:
+        self._got += len(os.read(self.slave, 4096))
+        if self._got >= len(ECHO_BYTES):
+            self._got = 0
+            self.arrived.put_nowait(None)
+
+    def send(self) -> None:
+        os.write(self.slave, ECHO_BYTES)
+
+    def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for fd in (self.master, self.slave):
+            loop.remove_reader(fd)
+            os.close(fd)
+
+
+class _EchoServer(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class _TcpEcho(asyncio.Protocol):
+    """16 bytes over loopback TCP to an echo server and back (Nagle off, as asyncio sets)."""
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.arrived: asyncio.Queue[None] = asyncio.Queue()
+        self._got = 0
+        self.server = await loop.create_server(_EchoServer, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.transport, _ = await loop.create_connection(lambda: self, "127.0.0.1", port)
+
+    def data_received(self, data: bytes) -> None:
+        self._got += len(data)
+        if self._got >= len(ECHO_BYTES):
+            self._got = 0
+            self.arrived.put_nowait(None)
+
+    def send(self) -> None:
+        self.transport.write(ECHO_BYTES)
+
+    async def close(self) -> None:
+        self.transport.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def side_by_side(kind: str, count: int) -> tuple[list[float], list[float]]:
+    """(stack, echo) samples, taken in turn so both see the same machine at the same time.
+
+    The stack is ``await massager.set_intensity(n)`` to the simulator served on a
+    pty or TCP port; the echo is a bare 16-byte echo over a pty or TCP port.
+    """
+    host = DeviceHost(DeviceConfig(seed=1))
+    host.start()
+    if kind == "pty":
+        pty, echo = PtyEndpoint(host), _PtyEcho()
+        url = pty.open()
+    else:
+        tcp, tcp_echo = TcpEndpoint(host), _TcpEcho()
+        url = await tcp.open("127.0.0.1", 0)
+        await tcp_echo.open()
+    send = echo.send if kind == "pty" else tcp_echo.send
+    arrived = echo.arrived if kind == "pty" else tcp_echo.arrived
+    stack: list[float] = []
+    bare: list[float] = []
+    try:
+        async with Massager.connect(url) as massager:
+            for i in range(WARMUP + count):
+                start = time.perf_counter()
+                send()
+                await arrived.get()
+                bare.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                await massager.set_intensity(1 + i % 3)
+                stack.append(time.perf_counter() - start)
+    finally:
+        if kind == "pty":
+            pty.close()
+            echo.close()
+        else:
+            await tcp.close()
+            await tcp_echo.close()
+        host.stop()
+    return stack[WARMUP:], bare[WARMUP:]
+
+
+def measure(count: int) -> list[Row]:
+    us = 1e6
+    rows = []
+    for kind, label in (("pty", "serial:// on a pty"), ("tcp", "socket:// on loopback")):
+        measured, baseline = asyncio.run(side_by_side(kind, count))
+        name = f"command round trip, {label}"
+        what = f"bare 16-byte echo over a {kind}, sampled in turn with it"
+        rows += [
+            Row(f"{name} (p50)", p50(measured) * us, "us", p50(baseline) * us, what),
+            Row(f"{name} (p99)", p99(measured) * us, "us", p99(baseline) * us, what),
+        ]
+    return rows
