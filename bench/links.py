@@ -134,6 +134,7 @@ async def side_by_side(kind: str, count: int) -> tuple[list[float], list[float]]
 
 
 def measure(count: int) -> list[Row]:
+    """The p50 and p99 rows for the pty and for TCP, ``count`` samples each."""
     us = 1e6
     rows = []
     for kind, label in (("pty", "serial:// on a pty"), ("tcp", "socket:// on loopback")):

@@ -367,7 +367,10 @@ class Connection:
         self.stats.bytes_sent += len(wire)
 
     def _emit(self, message: Message, now: float) -> tuple[int, bytes]:
-        self._tx_seq = (self._tx_seq + 1) % SEQ_MODULO
+        if not isinstance(message, KeepAlive):
+            # A KEEPALIVE repeats the last seq (SPEC section 4): it is no request, and
+            # a long quiet step must not walk the numbers round their 16 bits.
+            self._tx_seq = (self._tx_seq + 1) % SEQ_MODULO
         frame = Frame(self._tx_seq, message.TYPE, message.encode_payload())
         self.recent.append(FrameRecord(now, "tx", frame))
         wire = frame.encode()
@@ -510,11 +513,13 @@ class Connection:
             self._tx_seq = 0  # a new link: our numbering starts again at 1 (SPEC §4)
             self._events.append(Received(decoded, frame.seq))
             return
+        if isinstance(decoded, KeepAlive):
+            return  # proof of life only (counted above); its seq means nothing
         urgent = frame.msg_type in URGENT
         if self.state != LinkState.READY:
             if urgent or frame.msg_type == MessageType.GET_STATUS:
                 self._events.append(Received(decoded, frame.seq))
-            elif not isinstance(decoded, KeepAlive):
+            else:
                 self._nak(frame.seq, ErrorCode.NO_HELLO, now)
             return
         assert self._accepted_seq is not None
@@ -524,16 +529,11 @@ class Connection:
             elif frame.seq in self._replies:
                 self.stats.duplicates += 1
                 self._write(self._replies[frame.seq])
-            elif not isinstance(decoded, KeepAlive):
+            else:
                 self.stats.stale += 1
                 self._nak(frame.seq, ErrorCode.STALE_SEQUENCE, now)
             return
         self._track_peer_seq(frame.seq)
-        if isinstance(decoded, KeepAlive):
-            # Proof of life only. Were it to move the newest accepted seq, a request
-            # lost on the line would be refused as stale when re-sent, because a
-            # KEEPALIVE sent after it got through first.
-            return
         self._accepted_seq = frame.seq
         self._events.append(Received(decoded, frame.seq))
 

@@ -185,3 +185,5 @@ class StatusFlag(IntFlag):
     LINK_SESSION = 1 << 3
     DUMP_OPEN = 1 << 4
     CONTROLLER_PRESENT = 1 << 5
+    STOP_SINCE_END = 1 << 6
+    """A STOP or VENT arrived while no session ran, since the last session ended."""

@@ -21,7 +21,7 @@ import click
 from .errors import InputError, MassagerError
 
 if TYPE_CHECKING:
-    from .models import DeviceStatus
+    from .models import DeviceInfo, DeviceStatus
     from .profiles import Profile
     from .supervisor import ResumePolicy
     from .urls import DeviceAddress
@@ -33,15 +33,17 @@ DURATION = re.compile(
 )
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in ``90s``, ``10m``, ``1h``, ``1h30m`` or a bare number of minutes.
+def parse_duration(text: str, *, bare: str = "m") -> float:
+    """Seconds in ``90s``, ``10m``, ``1h``, ``1h30m``; a bare number is in ``bare`` units.
 
     >>> parse_duration("1h30m"), parse_duration("90s"), parse_duration("45")
     (5400.0, 90.0, 2700.0)
+    >>> parse_duration("30", bare="s")
+    30.0
     """
     text = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text) * 60
+        return float(text) * (60 if bare == "m" else 1)
     match = DURATION.match(text)
     if not text or match is None:
         raise InputError(f"{text!r} is not a duration; write 90s, 10m, 1h or 1h30m")
@@ -128,7 +130,8 @@ def cli() -> None:
     "--resume-window",
     metavar="DURATION",
     help="After a lost link, reconnect and resume if it is back within this long "
-    "(default 30s, or resume_window_s in the config file; 0 never resumes).",
+    "(seconds if no unit; default 30s, or resume_window_s in the config file; "
+    "0 never resumes).",
 )
 @device_option
 @json_option
@@ -151,7 +154,7 @@ def start(
     from .config import first_run_note, load_settings
     from .render import errors
     from .supervisor import ResumePolicy
-    from .urls import BleAddress
+    from .urls import BleAddress, SimAddress
 
     chosen = _choose_profile(profile, mode, intensity, duration)
     address = resolve_device(device, quiet=as_json)
@@ -161,7 +164,9 @@ def start(
             "`massager-sim serve --speed` at the same speed"
         )
     window = (
-        load_settings().resume_window_s if resume_window is None else parse_duration(resume_window)
+        load_settings().resume_window_s
+        if resume_window is None
+        else parse_duration(resume_window, bare="s")
     )
     if not 0 <= window <= 3600:
         raise InputError("--resume-window must be between 0 and 1h")
@@ -169,7 +174,17 @@ def start(
     note = first_run_note()
     if note:
         errors().print(note, style="yellow")
-    return run_async(lambda: _start(address, chosen, as_json, policy), speed=speed)
+    require = _simulator_only if speed is not None and not isinstance(address, SimAddress) else None
+    return run_async(lambda: _start(address, chosen, as_json, policy, require), speed=speed)
+
+
+def _simulator_only(info: DeviceInfo) -> None:
+    """Refuse --speed on a real device: its firmware keeps real time, and ours would not."""
+    if not info.is_simulator:
+        raise InputError(
+            f"--speed works only with the simulator, and {info.model} (firmware "
+            f"{info.firmware}) is a real massager; nothing was started"
+        )
 
 
 def _choose_profile(
@@ -203,14 +218,23 @@ def _choose_profile(
 
 
 async def _start(
-    address: DeviceAddress, profile: Profile, as_json: bool, policy: ResumePolicy
+    address: DeviceAddress,
+    profile: Profile,
+    as_json: bool,
+    policy: ResumePolicy,
+    require: Callable[[DeviceInfo], None] | None,
 ) -> int:
     from .render import ProgramDisplay
     from .supervisor import ProgramSupervisor
 
     display = ProgramDisplay(profile, json=as_json)
     supervisor = ProgramSupervisor(
-        address, profile, policy=policy, on_progress=display.progress, on_link=display.link
+        address,
+        profile,
+        policy=policy,
+        on_progress=display.progress,
+        on_link=display.link,
+        require=require,
     )
     try:
         result = await supervisor.run()
@@ -335,11 +359,11 @@ def devices(urls: tuple[str, ...], probe: bool, baudrate: int, wait: str, as_jso
     """
     from rich.table import Table
 
-    from .discovery import given, probe_all, serial_ports
+    from .discovery import given, probe_all, serial_ports, unique
     from .render import console, emit_json
 
     timeout_s = parse_duration(wait)
-    entries = given(list(urls)) + serial_ports(baudrate)
+    entries = unique(given(list(urls)) + serial_ports(baudrate))
     if probe:
         entries = run_async(lambda: probe_all(entries, timeout_s=timeout_s))
     if as_json:

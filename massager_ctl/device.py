@@ -213,27 +213,37 @@ class Massager:
         """
         address = parse_device_url(device) if isinstance(device, str) else device
         link = transport or open_transport(address)
-        async with link:
-            massager = cls(link, timing=timing)
-            massager._reader = asyncio.create_task(massager._read_loop(), name="massager-reader")
-            try:
-                await massager._handshake(timeout_s, address)
-                try:
-                    yield massager
-                except BaseException:
-                    await massager._leave(emergency=True)
-                    raise
-                await massager._leave(emergency=False)
-            finally:
-                # A plain task, not a TaskGroup: a TaskGroup would wrap every error of
-                # the caller's block in an ExceptionGroup. The reader never raises.
-                massager._shutdown()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await massager._reader
-
-    async def _handshake(self, timeout_s: float, address: DeviceAddress) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout_at(deadline):
+                await link.open()
+        except TimeoutError:
+            await link.close()
+            raise ConnectFailed(
+                f"{link.description} did not open within {timeout_s:g} s ({address})"
+            ) from None
+        massager = cls(link, timing=timing)
+        massager._reader = asyncio.create_task(massager._read_loop(), name="massager-reader")
+        try:
+            await massager._handshake(max(0.0, deadline - loop.time()), timeout_s, address)
+            try:
+                yield massager
+            except BaseException:
+                await massager._leave(emergency=True)
+                raise
+            await massager._leave(emergency=False)
+        finally:
+            # A plain task, not a TaskGroup: a TaskGroup would wrap every error of
+            # the caller's block in an ExceptionGroup. The reader never raises.
+            massager._shutdown()
+            with contextlib.suppress(asyncio.CancelledError):
+                await massager._reader
+            await link.close()
+
+    async def _handshake(self, left_s: float, timeout_s: float, address: DeviceAddress) -> None:
+        try:
+            async with asyncio.timeout(left_s):
                 await self._request(Hello(self.client_name[:32]))
                 await self._first_status.wait()
         except (TimeoutError, CommandTimeout):
@@ -571,7 +581,7 @@ class Massager:
             return
         self._failure = error
         if not quiet:
-            log.warning("link to the massager lost: %s", error)
+            log.info("link to the massager lost: %s", error)
         self._conn.link_down(self._loop.time())
         for waiter in self._waiters.values():
             if not waiter.done():

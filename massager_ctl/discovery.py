@@ -62,7 +62,11 @@ def serial_ports(baudrate: int = SerialAddress.model_fields["baudrate"].default)
 
 
 def given(urls: list[str]) -> list[Found]:
-    """Entries for device URLs a person named (a served simulator, a known port)."""
+    """Entries for device URLs a person named (a served simulator, a known port).
+
+    Raises:
+        DeviceURLError: one of them is not a device address.
+    """
     entries = []
     for url in urls:
         address = parse_device_url(url)
@@ -76,7 +80,8 @@ async def probe(found: Found, *, timeout_s: float = PROBE_TIMEOUT_S) -> Found:
         async with Massager.connect(found.url, timeout_s=timeout_s) as massager:
             info = massager.info
     except ConnectFailed as error:
-        # Connecting says "no answer from the massager at URL: ..."; the URL is on the row.
+        # Connecting names the address ("no answer from a massager at URL ..."); the
+        # row already shows it.
         problem = str(error).replace(f" at {found.url}", "")
         return found.model_copy(update={"answered": False, "problem": problem})
     except MassagerError as error:
@@ -89,6 +94,17 @@ async def probe(found: Found, *, timeout_s: float = PROBE_TIMEOUT_S) -> Found:
             "device_serial": info.serial,
         }
     )
+
+
+def unique(entries: list[Found]) -> list[Found]:
+    """The entries without repeats of one URL (a port given and also listed), first kept."""
+    seen: set[str] = set()
+    kept = []
+    for entry in entries:
+        if entry.url not in seen:
+            seen.add(entry.url)
+            kept.append(entry)
+    return kept
 
 
 async def probe_all(entries: list[Found], *, timeout_s: float = PROBE_TIMEOUT_S) -> list[Found]:

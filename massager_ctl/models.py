@@ -123,6 +123,11 @@ class DeviceInfo(_Model):
                 return name
         return "none" if mode == 0 else f"mode-{mode}"
 
+    @property
+    def is_simulator(self) -> bool:
+        """Whether this is massager-sim, which announces a firmware version ``sim-...``."""
+        return self.firmware.startswith("sim-")
+
     def level(self, level: int) -> IntensityLevel | None:
         """The announced level ``level``, or None."""
         return next((lv for lv in self.levels if lv.level == level), None)
@@ -144,6 +149,8 @@ class DeviceStatus(_Model):
     dump_open: bool
     link_session: bool
     cycle_loaded: bool
+    stop_since_end: bool = False
+    """Someone sent STOP or VENT after the last session ended."""
     faults: tuple[str, ...]
     last_end: str
     pressures_mmhg: tuple[float, ...]
@@ -169,6 +176,7 @@ class DeviceStatus(_Model):
             dump_open=bool(status.flags & StatusFlag.DUMP_OPEN),
             link_session=bool(status.flags & StatusFlag.LINK_SESSION),
             cycle_loaded=bool(status.flags & StatusFlag.CYCLE_LOADED),
+            stop_since_end=bool(status.flags & StatusFlag.STOP_SINCE_END),
             faults=fault_names(status.faults),
             last_end=_name(status.last_end),
             pressures_mmhg=tuple(p / 10 for p in status.pressures_dmmhg),

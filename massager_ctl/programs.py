@@ -12,12 +12,16 @@ are in. A stop on the remote, a fault, a lost link or any other end reported by
 the device ends the program, and the result says which.
 
 After a lost link, `ProgramRunner.resume` goes on over a fresh connection from
-where the program stood: the step that was running gets what was left of it.
-Time without pressure does not count. It does not resume a program whose
-session ended while the link was down for another reason (a stop on the remote,
-the session cap, a fault), or a session someone started on the remote meanwhile.
-`supervisor` decides when to try, and does not try for a program that was
-paused when the link went.
+where the program stood: the step that was running gets what was left of it, in
+the mode and intensity last chosen on the remote if someone changed them. Time
+counts as pressure up to the moment the loss was noticed, and through the
+outage if the device kept the session; not while the device was vented. It
+resumes only if the device's last session ended with LINK_LOST and no STOP or
+VENT has reached it since, or if our session is still on. So it does not resume
+over a stop on the remote, a stop or vent from another controller or
+`massager-ctl stop`, the session cap, a fault, or a session someone started on
+the remote. `supervisor` decides when
+to try, and does not try for a program that was paused when the link went.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .device import Cycle, Massager, Updates
 from .errors import CommandPreempted, CommandRefused, DeviceRefused, LinkError, MassagerError
-from .models import DeviceStatus, DeviceUpdate, SessionEndedUpdate
+from .models import ButtonUpdate, DeviceStatus, DeviceUpdate, SessionEndedUpdate
 from .profiles import LEASE_MARGIN_S, Profile, Step, check_profile
 
 RAMP_UPDATE_S = 60.0
@@ -163,8 +167,12 @@ class ProgramRunner:
         self.pressure_s = 0.0
         self.program_elapsed_s = 0.0
         self.resumes = 0
-        self.started = False  # the device has accepted our START at least once
+        self.started = False  # our START has been sent: it may have run
         self.paused = False  # the last report we saw had the session paused
+        self.chosen: tuple[str, int] | None = None  # set on the remote during this step
+        self._remote_pressed = False
+        self._running = False  # pressure time is being counted
+        self._tick = 0.0  # loop time up to which it has been counted
 
     async def run(self) -> ProgramResult:
         """Run the profile to its end, or until something ends it.
@@ -190,11 +198,30 @@ class ProgramRunner:
             return await self._result(Outcome.FAULT)
         if status.active and not status.link_session:
             return await self._result(Outcome.TAKEN_OVER, stop=False)
-        if self.started and not status.active and status.last_end != "link_lost":
+        if self.step_index >= len(self.profile.steps):
+            # The link went during the final STOP; finish it if it did not arrive.
+            return await self._result(Outcome.COMPLETED)
+        if not status.active and status.stop_since_end:
+            return await self._result(
+                Outcome.STOPPED,
+                "a stop or vent reached the massager while the link was down; the program "
+                "does not resume",
+            )
+        if not status.active and status.last_end != "link_lost":
+            if not self.started:
+                return await self._result(
+                    Outcome.LINK_LOST,
+                    "the link was lost before the massager confirmed the start, and it "
+                    "reports no lost session; the program was not started again",
+                )
             step = self.profile.steps[self.step_index]
             return await self._result(self._ended(status.last_end, step, self.step_elapsed_s))
         check_profile(self.profile, massager.info)
         self.resumes += 1
+        self.paused = status.state == "paused"
+        if status.state == "running" and self._running:
+            # Our session outlived the outage: it was pressing all along.
+            self._count(asyncio.get_running_loop().time())
         # The device may have kept our session (the link came back within its
         # watchdog): then RENEW it, which also leaves a pause on the remote alone.
         return await self._run(keep_session=status.active)
@@ -214,6 +241,7 @@ class ProgramRunner:
                 self.steps_done += 1
                 self.step_index += 1
                 self.step_elapsed_s = 0.0
+                self.chosen = None
             await self.massager.stop()
             return await self._result(Outcome.COMPLETED)
         except CommandPreempted:
@@ -226,6 +254,7 @@ class ProgramRunner:
         except DeviceRefused as error:
             return await self._result(Outcome.REFUSED, str(error))
         except LinkError as error:
+            self._count(asyncio.get_running_loop().time())  # it pressed until we noticed
             return await self._result(Outcome.LINK_LOST, f"{MESSAGES[Outcome.LINK_LOST]} ({error})")
 
     async def interrupted(self) -> ProgramResult:
@@ -249,14 +278,16 @@ class ProgramRunner:
                 return ended
         lease = step.seconds - self.step_elapsed_s + LEASE_MARGIN_S
         mode, level = ("cycle", None) if step.cycle is not None else (step.mode, step.intensity)
+        if first and self.chosen is not None:
+            mode, level = self.chosen  # resuming a step the person adjusted on the remote
         assert mode is not None
         fresh = first and not keep
         try:
             if step.cycle is not None:
                 await massager.load_cycle(self._cycle(step, self.step_elapsed_s))
             if fresh:
+                self.started = True  # from the moment it may reach the device
                 await massager.start(mode, level, duration_s=lease)
-                self.started = True
             else:
                 await massager.renew(mode, level, duration_s=lease)
         except CommandRefused as error:
@@ -275,44 +306,58 @@ class ProgramRunner:
                 return _DEVICE_REASONS.get(item.last_end, Outcome.STOPPED)
         return None
 
+    def _count(self, now: float) -> None:
+        """Add the time since the last count to the step's and the program's pressure time."""
+        if self._running:
+            spent = max(0.0, now - self._tick)
+            self.step_elapsed_s += spent
+            self.pressure_s += spent
+            self.program_elapsed_s += spent
+        self._tick = now
+
     async def _run_step(self, step: Step, updates: Updates) -> Outcome | None:
         massager = self.massager
         loop = asyncio.get_running_loop()
         ramping = bool(step.ramp_in_minutes or step.ramp_out_minutes)
-        elapsed = self.step_elapsed_s
-        next_ramp = (elapsed // self.ramp_update_s + 1) * self.ramp_update_s
+        next_ramp = (self.step_elapsed_s // self.ramp_update_s + 1) * self.ramp_update_s
         if not ramping:
             next_ramp = float("inf")
-        running = True
+        self._running = not self.paused
+        self._tick = loop.time()
         seen_running = False  # reports queued before this step's START say nothing of it
-        last = loop.time()
-        while elapsed < step.seconds:
-            wait = min(step.seconds, next_ramp) - elapsed if running else None
+        self._remote_pressed = False
+        while self.step_elapsed_s < step.seconds:
+            wait = min(step.seconds, next_ramp) - self.step_elapsed_s if self._running else None
             try:
                 async with asyncio.timeout(wait):
                     update: DeviceUpdate | None = await anext(updates)
             except TimeoutError:
                 update = None
-            now = loop.time()
-            if running:
-                elapsed += now - last
-                self.step_elapsed_s = elapsed
-                self.pressure_s += now - last
-                self.program_elapsed_s += now - last
-            last = now
+            self._count(loop.time())
+            elapsed = self.step_elapsed_s
             if isinstance(update, SessionEndedUpdate):
                 return self._ended(update.reason, step, elapsed)
+            if isinstance(update, ButtonUpdate) and update.button in ("mode", "plus", "minus"):
+                self._remote_pressed = True
             if isinstance(update, DeviceStatus):
-                running = update.state == "running"
+                self._running = update.state == "running"
                 self.paused = update.state == "paused"
-                seen_running = seen_running or running
+                seen_running = seen_running or self._running
                 if seen_running and not update.active:
                     # The session ended and its SESSION_ENDED event was lost on the way.
                     return self._ended(update.last_end, step, elapsed)
+                if (
+                    self._remote_pressed
+                    and step.cycle is None
+                    and update.active
+                    and update.mode != "cycle"  # needs a cycle loaded; keep the step's
+                ):
+                    self.chosen = (update.mode, update.intensity)
                 self._report(step, elapsed, update)
             if ramping and elapsed >= next_ramp and elapsed < step.seconds:
                 await massager.load_cycle(self._cycle(step, elapsed))
                 next_ramp += self.ramp_update_s
+        self._running = False
         return None
 
     def _ended(self, reason: str, step: Step, elapsed: float) -> Outcome:

@@ -5,8 +5,10 @@ forgot us), the device vents by itself; `ProgramSupervisor` then reconnects with
 a bounded exponential backoff. If the link is back within the policy's window
 (default 30 s) the program resumes by a fresh start, as `ProgramRunner.resume`
 describes; otherwise it ends and says how long it waited. A window of 0 never
-reconnects. Each outage gets its own window, and the program never gets more
-pressure time than its profile has, however often the link drops.
+reconnects. Each outage gets its own window; after ``max_resumes`` resumes the
+program ends rather than start pressure again and again on a flapping link. It
+resumes only on the same device (by the serial number it announced), and a
+resumed step gets only what was left of it.
 
 >>> import asyncio
 >>> from massager_ctl.profiles import find_profile
@@ -50,6 +52,8 @@ class ResumePolicy(BaseModel):
     """... up to this."""
     connect_timeout_s: float = Field(5.0, gt=0)
     """How long one attempt may take to open the link and hear the device."""
+    max_resumes: int = Field(10, ge=0)
+    """After this many resumes in one program, a lost link ends it."""
 
 
 LinkEvent = Literal["connected", "lost", "back", "gave_up"]
@@ -72,6 +76,8 @@ class ProgramSupervisor:
     ``open_link`` makes the transport for each connection (by default the one
     the address names); tests wrap it in a `FaultyTransport`. ``on_link`` hears
     of every connect, loss and return; ``on_progress`` of every status report.
+    ``require`` is called with the device's description on the first connection,
+    before anything is sent; it raises to refuse the device.
     """
 
     def __init__(
@@ -83,6 +89,7 @@ class ProgramSupervisor:
         open_link: Callable[[], Transport] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         on_link: Callable[[LinkNotice], None] | None = None,
+        require: Callable[[DeviceInfo], None] | None = None,
     ) -> None:
         self.address = parse_device_url(device) if isinstance(device, str) else device
         self.profile = profile
@@ -90,6 +97,8 @@ class ProgramSupervisor:
         self.open_link = open_link or (lambda: open_transport(self.address))
         self.on_progress = on_progress
         self.on_link = on_link
+        self.require = require
+        self.device: DeviceInfo | None = None
         self.runner: ProgramRunner | None = None
         self.interrupted_result: ProgramResult | None = None
         self.attempts = 0
@@ -114,7 +123,17 @@ class ProgramSupervisor:
                     Outcome.LINK_LOST,
                     "the link was lost while the program was paused; it does not resume by itself",
                 )
-            resumed = await self._reconnect(result)
+            if result.resumes >= self.policy.max_resumes:
+                return self._amended(
+                    result,
+                    Outcome.LINK_LOST,
+                    f"the link was lost again after {result.resumes} resumes; the program ends "
+                    "rather than start pressure again and again (check the connection)",
+                )
+            try:
+                resumed = await self._reconnect(result)
+            except _DifferentDevice as other:
+                return self._amended(result, Outcome.LINK_LOST, str(other))
             if resumed is None:
                 message = (
                     f"the link to the massager was lost and did not come back within "
@@ -126,17 +145,23 @@ class ProgramSupervisor:
         return result
 
     async def _reconnect(self, lost: ProgramResult) -> ProgramResult | None:
-        """Try until the window closes: the resumed program's result, or None."""
+        """Try until the window closes: the resumed program's result, or None.
+
+        Raises:
+            _DifferentDevice: another massager answered at the address.
+        """
         loop = asyncio.get_running_loop()
         policy = self.policy
         deadline = loop.time() + policy.window_s
         self._notify("lost", f"{lost.message}; reconnecting for up to {policy.window_s:g} s")
         delay = policy.first_retry_s
+        tries = 0
         try:
             while (left := deadline - loop.time()) > 0:
                 self.attempts += 1
+                tries += 1
                 with contextlib.suppress(ConnectFailed):
-                    return await self._connected_run(min(policy.connect_timeout_s, left))
+                    return await self._connected_run(min(policy.connect_timeout_s, left), tries)
                 await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
                 delay = min(delay * 2, policy.max_retry_s)
         except asyncio.CancelledError:
@@ -149,16 +174,28 @@ class ProgramSupervisor:
             raise
         return None
 
-    async def _connected_run(self, timeout_s: float) -> ProgramResult:
+    async def _connected_run(self, timeout_s: float, tries: int = 0) -> ProgramResult:
         """Connect, then start the program or resume it; `ConnectFailed` if no link."""
         async with Massager.connect(
             self.address, transport=self.open_link(), timeout_s=timeout_s
         ) as massager:
+            info = massager.info
             resuming = self.runner is not None
             if resuming:
-                self._notify("back", f"the link is back after {self.attempts} attempt(s)")
+                assert self.device is not None
+                if (info.model, info.serial) != (self.device.model, self.device.serial):
+                    # A port renumbered after a replug can be someone else's massager.
+                    raise _DifferentDevice(
+                        f"after the lost link a different massager ({info.model}, serial "
+                        f"{info.serial}) answered at {self.address}; the program does not "
+                        "resume on it"
+                    )
+                self._notify("back", f"the link is back after {tries} attempt(s)")
             else:
-                self._notify("connected", f"connected to {self.address}", massager.info)
+                if self.require is not None:
+                    self.require(info)
+                self.device = info
+                self._notify("connected", f"connected to {self.address}", info)
                 self.runner = ProgramRunner(massager, self.profile, on_progress=self.on_progress)
             runner = self.runner
             assert runner is not None
@@ -174,6 +211,10 @@ class ProgramSupervisor:
 
     def _amended(self, result: ProgramResult, outcome: Outcome, message: str) -> ProgramResult:
         return result.model_copy(update={"outcome": outcome, "message": message})
+
+
+class _DifferentDevice(Exception):
+    """Another massager than the program's answered at the address after a lost link."""
 
 
 __all__ = ["LinkNotice", "ProgramSupervisor", "ResumePolicy"]

@@ -155,6 +155,7 @@ class Firmware:
         self.program: SetCycle | None = None
         self.faults = Fault.NONE
         self.last_end = EndReason.NONE
+        self.stop_since_end = False
         self.session: _Session | None = None
 
         self._boot = now
@@ -462,6 +463,10 @@ class Firmware:
         elif isinstance(message, Stop | Vent):
             # In FAULT both change nothing: the fault already vented, dump valve open.
             if self.state != FAULT:
+                if self.session is None:
+                    # Nothing to end, but remember that someone asked: a controller
+                    # whose link was down must not resume over it (SPEC section 6).
+                    self.stop_since_end = True
                 self._end(END_REASON_OF_COMMAND[message.TYPE], IDLE)
         elif isinstance(message, ResetFault) and self.state == FAULT:
             self._reset_fault()
@@ -473,6 +478,7 @@ class Firmware:
         fresh = session is None
         if session is None:
             session = self.session = _Session(source, float(lease_s))
+            self.stop_since_end = False
         else:
             session.lease_left = float(lease_s)
             session.paused_since = None
@@ -623,6 +629,8 @@ class Firmware:
             flags |= StatusFlag.DUMP_OPEN
         if self.conn.state == LinkState.READY:
             flags |= StatusFlag.CONTROLLER_PRESENT
+        if self.stop_since_end:
+            flags |= StatusFlag.STOP_SINCE_END
         inlet_mask = sum(1 << i for i, on in enumerate(plant.open_inlets()) if on)
         exhaust_mask = sum(1 << i for i, on in enumerate(plant.exhausts) if on)
         pressures = tuple(

@@ -127,6 +127,19 @@ class _Client(asyncio.Protocol):
     def __init__(self, endpoint: TcpEndpoint) -> None:
         self.endpoint = endpoint
         self.transport: asyncio.Transport | None = None
+        # A line per connection: bytes still on the wire when it closes go nowhere,
+        # never to the next controller, and none reach the device after it.
+        self.to_controller = Wire(self._write, endpoint.baudrate)
+        self.to_device = Wire(self._feed, endpoint.baudrate)
+        self.current = True
+
+    def _write(self, data: bytes) -> None:
+        if self.current and self.transport is not None:
+            self.transport.write(data)
+
+    def _feed(self, data: bytes) -> None:
+        if self.current:
+            self.endpoint.host.feed(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -150,8 +163,6 @@ class TcpEndpoint:
         self.refused = 0
         self._server: asyncio.Server | None = None
         self._client: _Client | None = None
-        self._to_controller = Wire(self._write, baudrate)
-        self._to_device = Wire(host.feed, baudrate)
         self._address = ("", 0)
 
     @property
@@ -178,23 +189,19 @@ class TcpEndpoint:
         self.connections += 1
         peer = client.transport.get_extra_info("peername") if client.transport else None
         log.info("controller connected from %s", peer)
-        self.host.attach(self._to_controller.send)
+        self.host.attach(client.to_controller.send)
 
     def _received(self, client: _Client, data: bytes) -> None:
         if client is self._client:
-            self._to_device.send(data)
+            client.to_device.send(data)
 
     def _disconnected(self, client: _Client) -> None:
+        client.current = False
         if client is not self._client:
             return
         self._client = None
         log.info("controller disconnected")
         self.host.detach()
-
-    def _write(self, data: bytes) -> None:
-        client = self._client
-        if client is not None and client.transport is not None:
-            client.transport.write(data)
 
     def drop_client(self) -> None:
         """Hang up on the connected controller, as a network fault would."""

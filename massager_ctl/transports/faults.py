@@ -81,6 +81,9 @@ class FaultyTransport(Transport):
         self.deaf = False
         """While true, nothing reaches the device."""
         self.rx_chunks = self.tx_chunks = 0
+        """Chunks that came from the wrapped transport, and writes made to us."""
+        self.rx_pieces = self.tx_pieces = 0
+        """Pieces delivered to our reader, and written to the wrapped transport."""
         self._rng = random.Random(seed)
         self._queue: asyncio.Queue[bytes | TransportClosed] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
@@ -100,12 +103,17 @@ class FaultyTransport(Transport):
                 self.rx_chunks += 1
                 if self.silent:
                     continue
-                if self.rx.delay_s:
-                    await asyncio.sleep(self.rx.delay_s)
                 for piece in self.rx.apply(data, self._rng):
-                    self._queue.put_nowait(piece)
+                    self._deliver(piece)
         except TransportClosed as error:
-            self._queue.put_nowait(error)
+            self._deliver(error)
+
+    def _deliver(self, item: bytes | TransportClosed) -> None:
+        # Equal delays keep the order: the loop runs timers due at once in order.
+        if self.rx.delay_s:
+            asyncio.get_running_loop().call_later(self.rx.delay_s, self._queue.put_nowait, item)
+        else:
+            self._queue.put_nowait(item)
 
     def write(self, data: bytes) -> None:  # noqa: D102
         if self._closed is not None:
@@ -114,6 +122,7 @@ class FaultyTransport(Transport):
         if self.deaf:
             return
         for piece in self.tx.apply(data, self._rng):
+            self.tx_pieces += 1
             if self.tx.delay_s:
                 asyncio.get_running_loop().call_later(self.tx.delay_s, self._send_late, piece)
             else:
@@ -130,6 +139,7 @@ class FaultyTransport(Transport):
         if isinstance(item, TransportClosed):
             self._closed = item
             raise item
+        self.rx_pieces += 1
         return item
 
     def inject(self, data: bytes) -> None:

@@ -4,8 +4,10 @@ A serial port is opened exclusively (a second controller on the same port gets
 a plain "in use" error instead of interleaving its bytes with ours), in raw 8N1
 mode at the address's baud rate, and whatever was waiting in its input buffer
 is thrown away: bytes from before we opened belong to nobody. ``socket://``
-uses pyserial's URL form; pyserial-asyncio-fast hands it to asyncio's TCP
-transport, which turns Nagle's algorithm off, so small frames are not held back.
+uses pyserial's URL form and goes straight to asyncio's TCP transport (which is
+what pyserial-asyncio-fast does with that URL, less a hop through a thread to
+build an unused pyserial object); asyncio turns Nagle's algorithm off, so small
+frames are not held back.
 
 A port that vanishes (USB unplugged, the far end of a pseudo-terminal closed)
 or a TCP peer that hangs up ends the link: `read` raises `TransportClosed`.
@@ -98,7 +100,11 @@ class SerialTransport(Transport):
             raise ConnectFailed(_port_error(self.address.path, error)) from None
         except ValueError as error:  # pyserial's word for a baud rate the port cannot do
             raise ConnectFailed(f"cannot open {self.address.path}: {error}") from None
-        port.reset_input_buffer()
+        try:
+            port.reset_input_buffer()
+        except (OSError, serial.SerialException) as error:
+            port.close()  # or it stays locked against our own next attempt
+            raise ConnectFailed(f"cannot use {self.address.path}: {error}") from None
         return port
 
     def write(self, data: bytes) -> None:  # noqa: D102
@@ -127,7 +133,10 @@ class SerialTransport(Transport):
         if transport is None or pipe is None:
             return
         self._transport = None
-        transport.abort()
+        if not pipe.closed.done() and not transport.is_closing():
+            # Not after the port vanished: the transport has closed itself then,
+            # and aborting it twice fails inside pyserial-asyncio-fast.
+            transport.abort()
         # Wait until the port is really closed: reopening it before then would find
         # it still locked by us.
         try:

@@ -152,6 +152,28 @@ def test_a_keepalive_that_overtakes_a_lost_request_does_not_make_it_stale(pair: 
     assert pair.device.stats.stale == 0
 
 
+def test_keepalives_do_not_use_up_sequence_numbers(pair: Pair) -> None:
+    before = pair.request(fp.SetMode(1))
+    pair.to_device()
+    pair.device.data_to_send()
+    # Hours of a quiet step: far more keepalives than half the 16-bit seq space.
+    decoder, seqs = fp.FrameDecoder(), set()
+    for _ in range(40_000):
+        pair.now += 0.25
+        pair.controller.handle_timer(pair.now)
+        wire = pair.controller.data_to_send()
+        seqs.update(f.seq for f in decoder.feed(wire))
+        pair.device.receive_data(wire, pair.now)
+        pair.device.handle_timer(pair.now)
+    assert seqs == {before}
+    assert pair.device.state == LinkState.READY  # every keepalive was proof of life
+    after = pair.request(fp.SetMode(1))
+    assert after == before + 1
+    [event] = pair.to_device()
+    assert event == Received(fp.SetMode(1), after)
+    assert pair.device.state == LinkState.READY
+
+
 def test_stop_goes_first_and_what_was_queued_before_it_never_runs(pair: Pair) -> None:
     start = pair.request(fp.Start(1, 1, 60))
     pair.request(fp.Stop())
@@ -249,9 +271,9 @@ def test_device_watchdog_forgets_a_silent_controller(pair: Pair) -> None:
     assert pair.device.events() == [fp.LinkLost("no frame from the controller for 1 s")]
     assert pair.device.state == LinkState.WAITING
     # The controller must now say HELLO again.
-    pair.request(fp.SetMode(1))
+    seq = pair.request(fp.SetMode(1))
     pair.to_device()
-    assert naks(pair.device) == [fp.Nak(pair.controller.stats.frames_sent, ErrorCode.NO_HELLO)]
+    assert naks(pair.device) == [fp.Nak(seq, ErrorCode.NO_HELLO)]
 
 
 def test_the_device_numbers_frames_from_1_on_each_new_link(pair: Pair) -> None:

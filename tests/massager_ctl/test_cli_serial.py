@@ -75,6 +75,16 @@ def test_both_sides_can_run_faster_together() -> None:
     assert took < 20  # a minute of device time in a few seconds (plus start-up)
 
 
+def test_speed_is_refused_for_a_massager_that_is_not_the_simulator() -> None:
+    # A device that does not announce itself as massager-sim keeps real time.
+    with serve("--serial", "--set", "firmware=2.4.1", "--set", "model=AirLeg Pro") as served:
+        result = ctl("start", *ADHOC, "--duration", "1m", "--speed", "10", "--device", served.url)
+        assert result.returncode == 2
+        assert "AirLeg Pro (firmware 2.4.1) is a real massager" in result.stderr
+        status = json_lines(ctl("status", "--device", served.url, "--json").stdout)[-1]
+        assert status["status"]["last_end"] == "none"  # nothing was started
+
+
 def test_the_device_vents_by_itself_when_the_controller_dies() -> None:
     with serve("--serial") as served:
         with controller("start", *ADHOC, "--duration", "1m", "--device", served.url,

@@ -10,7 +10,8 @@ import asyncio
 
 import pytest
 
-from firmware_protocol import Button, EndReason, SessionState
+from firmware_protocol import Button, EndReason, Mode, SessionState
+from massager_ctl.device import Massager
 from massager_ctl.profiles import Profile
 from massager_ctl.programs import Outcome
 from massager_ctl.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
@@ -255,3 +256,101 @@ async def test_ctrl_c_after_a_resume_vents_the_device() -> None:
     assert result.outcome == Outcome.INTERRUPTED
     assert result.resumes == 1
     assert device().firmware.last_end == EndReason.VENTED
+
+
+async def test_a_stop_sent_by_someone_else_during_the_outage_is_respected() -> None:
+    supervisor, cable, notices = rig()
+    loop = asyncio.get_running_loop()
+    loop.call_later(60, cable.unplug)
+
+    async def stop_from_another_controller() -> None:
+        async with Massager.connect(ADDRESS) as other:  # say, `massager-ctl stop` over TCP
+            await other.stop()
+
+    loop.call_later(65, lambda: asyncio.ensure_future(stop_from_another_controller()))
+    loop.call_later(75, cable.plug)
+    result = await supervisor.run()
+    assert result.outcome == Outcome.STOPPED
+    assert "while the link was down" in result.message
+    assert result.resumes == 0
+    await asyncio.sleep(30)
+    host = device()
+    host.sync()
+    assert host.firmware.state == SessionState.IDLE  # and it stays so
+    assert host.firmware.last_end == EndReason.LINK_LOST
+    assert [n.event for n in notices] == ["connected", "lost", "back"]
+
+
+async def test_a_resume_keeps_the_intensity_chosen_on_the_remote() -> None:
+    supervisor, cable, _ = rig()
+    loop = asyncio.get_running_loop()
+    loop.call_later(30, lambda: device().press(Button.MINUS))  # 2 -> 1 in the first step
+    loop.call_later(60, cable.unplug)
+    loop.call_later(63, cable.plug)
+    seen: dict[str, tuple[int, int]] = {}
+
+    def look(when: str) -> None:
+        fw = device().firmware
+        seen[when] = (fw.mode, fw.intensity)
+
+    loop.call_later(45, look, "before")
+    loop.call_later(120, look, "after the resume")
+    loop.call_later(300, look, "next step")
+    result = await supervisor.run()
+    assert result.outcome == Outcome.COMPLETED
+    assert result.resumes == 1
+    assert seen["before"] == (Mode.WAVE, 1)
+    assert seen["after the resume"] == (Mode.WAVE, 1)  # the person's choice, not the step's 2
+    assert seen["next step"] == (Mode.PULSE, 1)  # the next step is the profile's again
+
+
+async def test_a_link_lost_during_the_final_stop_still_completes() -> None:
+    supervisor, cable, _ = rig()
+
+    def go_quiet() -> None:  # the last STOP, at 600 s, arrives; its ACK never does
+        assert cable.latest is not None
+        cable.latest.silent = True
+
+    asyncio.get_running_loop().call_later(599.5, go_quiet)
+    result = await supervisor.run()
+    assert result.outcome == Outcome.COMPLETED
+    assert result.steps_done == 2
+    assert result.resumes == 0  # nothing was started again to finish it
+    host = device()
+    host.sync()
+    assert host.firmware.state == SessionState.IDLE
+    assert host.firmware.last_end == EndReason.STOPPED
+
+
+async def test_another_massager_answering_after_the_outage_is_not_used() -> None:
+    other = SimAddress(name="next-door", options={"seed": "2", "serial": "SIM-000002"})
+    target = [ADDRESS]
+    cable = Cable(lambda: SimTransport(target[0]), seed=7)
+    supervisor = ProgramSupervisor(ADDRESS, TEN_MINUTES, open_link=cable.transport)
+    loop = asyncio.get_running_loop()
+    loop.call_later(60, cable.unplug)
+    loop.call_later(61, lambda: target.__setitem__(0, other))  # the port renumbered
+    loop.call_later(62, cable.plug)
+    result = await supervisor.run()
+    assert result.outcome == Outcome.LINK_LOST
+    assert "a different massager" in result.message
+    assert "SIM-000002" in result.message
+    neighbour = simulated_device(other)
+    neighbour.sync()
+    assert neighbour.firmware.state == SessionState.IDLE
+    assert neighbour.firmware.last_end == EndReason.NONE  # nothing was ever started on it
+
+
+async def test_a_flapping_link_ends_the_program_after_the_most_resumes() -> None:
+    supervisor, cable, _ = rig(policy=ResumePolicy(max_resumes=2))
+    loop = asyncio.get_running_loop()
+    for at in (60, 120, 180):
+        loop.call_later(at, cable.unplug)
+        loop.call_later(at + 2, cable.plug)
+    result = await supervisor.run()
+    assert result.outcome == Outcome.LINK_LOST
+    assert result.resumes == 2
+    assert "after 2 resumes" in result.message
+    host = device()
+    host.sync()
+    assert host.firmware.state == SessionState.IDLE
