@@ -20,8 +20,8 @@ resumes only if the device's last session ended with LINK_LOST and no STOP or
 VENT has reached it since, or if our session is still on. So it does not resume
 over a stop on the remote, a stop or vent from another controller or
 `massager-ctl stop`, the session cap, a fault, or a session someone started on
-the remote. `supervisor` decides when
-to try, and does not try for a program that was paused when the link went.
+the remote. `supervisor` decides when to try, and does not try for a program
+that was paused when the link went.
 """
 
 from __future__ import annotations
