@@ -89,9 +89,7 @@ def run_async(make: Callable[[], Awaitable[T]], *, speed: float | None = None) -
 
     With ``speed`` the event loop's clock runs that many times faster (simulator only).
     """
-    from simulator.clock import ScaledTimeLoop
-
-    factory = (lambda: ScaledTimeLoop(speed)) if speed else None
+    from simulator.clock import scaled_runner
 
     async def main() -> T:
         task = asyncio.current_task()
@@ -102,7 +100,7 @@ def run_async(make: Callable[[], Awaitable[T]], *, speed: float | None = None) -
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
         return await make()
 
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with scaled_runner(speed) as runner:
         return runner.run(main())
 
 

@@ -21,7 +21,7 @@ import click
 
 from firmware_protocol import Button, Mode
 
-from .clock import ScaledTimeLoop
+from .clock import scaled_runner
 from .config import DeviceConfig
 from .firmware import Snapshot
 from .host import DeviceHost
@@ -52,6 +52,15 @@ def _settings(pairs: tuple[str, ...]) -> DeviceConfig:
         return DeviceConfig.from_options(options)
     except ValueError as error:
         raise click.BadParameter(f"the device has {error}", param_hint="--set") from None
+
+
+settings_option = click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A device setting, e.g. cycle=false or battery_pct=20.",
+)
 
 
 def describe(snapshot: Snapshot, config: DeviceConfig) -> str:
@@ -111,13 +120,7 @@ def cli(ctx: click.Context) -> None:
     metavar="BUTTON[@SECONDS]",
     help="Press a remote button (power, mode, plus, minus, pause), at a device time.",
 )
-@click.option(
-    "--set",
-    "settings",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A device setting, e.g. cycle=false or battery_pct=20.",
-)
+@settings_option
 @click.option(
     "--every",
     type=click.FloatRange(min=0.05),
@@ -159,9 +162,8 @@ def run(
         finally:
             host.stop()
 
-    factory = (lambda: ScaledTimeLoop(speed)) if speed != 1.0 else None
     try:
-        with asyncio.Runner(loop_factory=factory) as runner:
+        with scaled_runner(speed) as runner:
             runner.run(main())
     except KeyboardInterrupt:
         sys.exit(130)
@@ -191,13 +193,7 @@ def _tcp_address(text: str) -> tuple[str, int]:
     type=click.IntRange(min=300, max=4_000_000),
     help="Emulate the wire time of a serial line at this baud rate (8N1).",
 )
-@click.option(
-    "--set",
-    "settings",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A device setting, e.g. cycle=false or battery_pct=20.",
-)
+@settings_option
 @click.option(
     "--every",
     type=click.FloatRange(min=0),
@@ -259,8 +255,7 @@ def serve(
                 await server.close()
             host.stop()
 
-    factory = (lambda: ScaledTimeLoop(speed)) if speed != 1.0 else None
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with scaled_runner(speed) as runner:
         runner.run(main())
 
 

@@ -79,3 +79,9 @@ class ScaledTimeLoop(asyncio.SelectorEventLoop):
             target = min(target, self._scheduled[0].when())
         if target > self._now:
             self._now = target
+
+
+def scaled_runner(speed: float | None) -> asyncio.Runner:
+    """An `asyncio.Runner` on a `ScaledTimeLoop`, or on a plain loop at speed 1 or None."""
+    factory = (lambda: ScaledTimeLoop(speed)) if speed and speed != 1.0 else None
+    return asyncio.Runner(loop_factory=factory)
