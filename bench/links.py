@@ -25,33 +25,39 @@ WARMUP = 200
 ECHO_BYTES = b"0123456789abcdef"
 
 
-class _PtyEcho:
-    """A pty whose far side echoes: 16 bytes written, echoed back, read again."""
+class _Echo:
+    """Counts echoed bytes; `arrived` gets an item when all 16 are back."""
 
     def __init__(self) -> None:
+        self.arrived: asyncio.Queue[None] = asyncio.Queue()
+        self._got = 0
+
+    def _back(self, count: int) -> None:
+        self._got += count
+        if self._got >= len(ECHO_BYTES):
+            self._got = 0
+            self.arrived.put_nowait(None)
+
+
+class _PtyEcho(_Echo):
+    """A pty whose far side echoes: 16 bytes written, echoed back, read again."""
+
+    async def open(self) -> None:
         loop = asyncio.get_running_loop()
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         for fd in (self.master, self.slave):
             os.set_blocking(fd, False)
-        self.arrived: asyncio.Queue[None] = asyncio.Queue()
-        self._got = 0
         loop.add_reader(self.master, self._echo)
-        loop.add_reader(self.slave, self._back)
+        loop.add_reader(self.slave, lambda: self._back(len(os.read(self.slave, 4096))))
 
     def _echo(self) -> None:
         os.write(self.master, os.read(self.master, 4096))
 
-    def _back(self) -> None:
-        self._got += len(os.read(self.slave, 4096))
-        if self._got >= len(ECHO_BYTES):
-            self._got = 0
-            self.arrived.put_nowait(None)
-
     def send(self) -> None:
         os.write(self.slave, ECHO_BYTES)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         loop = asyncio.get_running_loop()
         for fd in (self.master, self.slave):
             loop.remove_reader(fd)
@@ -67,22 +73,17 @@ class _EchoServer(asyncio.Protocol):
         self.transport.write(data)
 
 
-class _TcpEcho(asyncio.Protocol):
+class _TcpEcho(_Echo, asyncio.Protocol):
     """16 bytes over loopback TCP to an echo server and back (Nagle off, as asyncio sets)."""
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self.arrived: asyncio.Queue[None] = asyncio.Queue()
-        self._got = 0
         self.server = await loop.create_server(_EchoServer, "127.0.0.1", 0)
         port = self.server.sockets[0].getsockname()[1]
         self.transport, _ = await loop.create_connection(lambda: self, "127.0.0.1", port)
 
     def data_received(self, data: bytes) -> None:
-        self._got += len(data)
-        if self._got >= len(ECHO_BYTES):
-            self._got = 0
-            self.arrived.put_nowait(None)
+        self._back(len(data))
 
     def send(self) -> None:
         self.transport.write(ECHO_BYTES)
@@ -101,34 +102,33 @@ async def side_by_side(kind: str, count: int) -> tuple[list[float], list[float]]
     """
     host = DeviceHost(DeviceConfig(seed=1))
     host.start()
+    endpoint: PtyEndpoint | TcpEndpoint
+    echo: _PtyEcho | _TcpEcho
     if kind == "pty":
-        pty, echo = PtyEndpoint(host), _PtyEcho()
-        url = pty.open()
+        endpoint, echo = PtyEndpoint(host), _PtyEcho()
+        url = endpoint.open()
     else:
-        tcp, tcp_echo = TcpEndpoint(host), _TcpEcho()
-        url = await tcp.open("127.0.0.1", 0)
-        await tcp_echo.open()
-    send = echo.send if kind == "pty" else tcp_echo.send
-    arrived = echo.arrived if kind == "pty" else tcp_echo.arrived
+        endpoint, echo = TcpEndpoint(host), _TcpEcho()
+        url = await endpoint.open("127.0.0.1", 0)
+    await echo.open()
     stack: list[float] = []
     bare: list[float] = []
     try:
         async with Massager.connect(url) as massager:
             for i in range(WARMUP + count):
                 start = time.perf_counter()
-                send()
-                await arrived.get()
+                echo.send()
+                await echo.arrived.get()
                 bare.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 await massager.set_intensity(1 + i % 3)
                 stack.append(time.perf_counter() - start)
     finally:
-        if kind == "pty":
-            pty.close()
-            echo.close()
+        await echo.close()
+        if isinstance(endpoint, PtyEndpoint):
+            endpoint.close()
         else:
-            await tcp.close()
-            await tcp_echo.close()
+            await endpoint.close()
         host.stop()
     return stack[WARMUP:], bare[WARMUP:]
 
