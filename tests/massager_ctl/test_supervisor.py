@@ -18,6 +18,7 @@ from massager_ctl.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
 from massager_ctl.transports.faults import Cable, LinkFaults
 from massager_ctl.transports.sim import SimTransport, simulated_device
 from massager_ctl.urls import SimAddress
+from simulator import Firmware
 from simulator.host import DeviceHost
 
 ADDRESS = SimAddress(name="bedroom", options={"seed": "1"})
@@ -52,6 +53,13 @@ def device() -> DeviceHost:
     return simulated_device(ADDRESS)
 
 
+def firmware_now(address: SimAddress = ADDRESS) -> Firmware:
+    """The device's firmware, brought up to the loop's present."""
+    host = simulated_device(address)
+    host.sync()
+    return host.firmware
+
+
 class Watch:
     """Samples the true device every second of virtual time."""
 
@@ -62,9 +70,7 @@ class Watch:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            host = device()
-            host.sync()
-            fw = host.firmware
+            fw = firmware_now()
             self.samples.append((loop.time(), fw.state, max(fw.plant.pressures)))
             await asyncio.sleep(1)
 
@@ -114,11 +120,10 @@ async def test_an_outage_longer_than_the_window_ends_the_program_and_says_why() 
     assert notices[-1].event == "gave_up"
     # Bounded backoff: 0.25, 0.5, 1, 2, 4, 4, ... never a tight loop.
     assert 5 <= supervisor.attempts <= 12
-    host = device()
-    host.sync()
-    assert host.firmware.state == SessionState.IDLE
-    assert host.firmware.last_end == EndReason.LINK_LOST
-    assert max(host.firmware.plant.pressures) < 5
+    fw = firmware_now()
+    assert fw.state == SessionState.IDLE
+    assert fw.last_end == EndReason.LINK_LOST
+    assert max(fw.plant.pressures) < 5
 
 
 async def test_a_window_of_zero_never_reconnects() -> None:
@@ -154,9 +159,8 @@ async def test_a_session_started_on_the_remote_meanwhile_is_left_to_the_person()
     result = await supervisor.run()
     assert result.outcome == Outcome.TAKEN_OVER
     assert result.exit_code == 0
-    host = device()
-    host.sync()
-    assert host.firmware.state == SessionState.RUNNING  # theirs, still on
+    fw = firmware_now()
+    assert fw.state == SessionState.RUNNING  # theirs, still on
 
 
 async def test_a_program_paused_when_the_link_went_does_not_resume() -> None:
@@ -274,10 +278,9 @@ async def test_a_stop_sent_by_someone_else_during_the_outage_is_respected() -> N
     assert "while the link was down" in result.message
     assert result.resumes == 0
     await asyncio.sleep(30)
-    host = device()
-    host.sync()
-    assert host.firmware.state == SessionState.IDLE  # and it stays so
-    assert host.firmware.last_end == EndReason.LINK_LOST
+    fw = firmware_now()
+    assert fw.state == SessionState.IDLE  # and it stays so
+    assert fw.last_end == EndReason.LINK_LOST
     assert [n.event for n in notices] == ["connected", "lost", "back"]
 
 
@@ -316,10 +319,9 @@ async def test_a_link_lost_during_the_final_stop_still_completes() -> None:
     assert result.outcome == Outcome.COMPLETED
     assert result.steps_done == 2
     assert result.resumes == 0  # nothing was started again to finish it
-    host = device()
-    host.sync()
-    assert host.firmware.state == SessionState.IDLE
-    assert host.firmware.last_end == EndReason.STOPPED
+    fw = firmware_now()
+    assert fw.state == SessionState.IDLE
+    assert fw.last_end == EndReason.STOPPED
 
 
 async def test_another_massager_answering_after_the_outage_is_not_used() -> None:
@@ -335,10 +337,9 @@ async def test_another_massager_answering_after_the_outage_is_not_used() -> None
     assert result.outcome == Outcome.LINK_LOST
     assert "a different massager" in result.message
     assert "SIM-000002" in result.message
-    neighbour = simulated_device(other)
-    neighbour.sync()
-    assert neighbour.firmware.state == SessionState.IDLE
-    assert neighbour.firmware.last_end == EndReason.NONE  # nothing was ever started on it
+    neighbour = firmware_now(other)
+    assert neighbour.state == SessionState.IDLE
+    assert neighbour.last_end == EndReason.NONE  # nothing was ever started on it
 
 
 async def test_a_flapping_link_ends_the_program_after_the_most_resumes() -> None:
@@ -351,6 +352,5 @@ async def test_a_flapping_link_ends_the_program_after_the_most_resumes() -> None
     assert result.outcome == Outcome.LINK_LOST
     assert result.resumes == 2
     assert "after 2 resumes" in result.message
-    host = device()
-    host.sync()
-    assert host.firmware.state == SessionState.IDLE
+    fw = firmware_now()
+    assert fw.state == SessionState.IDLE
