@@ -152,15 +152,10 @@ def start(
     from .config import first_run_note, load_settings
     from .render import errors
     from .supervisor import ResumePolicy
-    from .urls import BleAddress, SimAddress
+    from .urls import SimAddress
 
     chosen = _choose_profile(profile, mode, intensity, duration)
     address = resolve_device(device, quiet=as_json)
-    if speed is not None and isinstance(address, BleAddress):
-        raise InputError(
-            "--speed works only with the simulator: sim://, or one served by "
-            "`massager-sim serve --speed` at the same speed"
-        )
     window = (
         load_settings().resume_window_s
         if resume_window is None
@@ -168,7 +163,14 @@ def start(
     )
     if not 0 <= window <= 3600:
         raise InputError("--resume-window must be between 0 and 1h")
-    policy = ResumePolicy(window_s=window)
+    connect_timeout_s = None
+    if speed is not None:
+        # Opening a link takes real time (a BLE scan and connection most of all); on a
+        # clock running `speed` times faster its timeout must be that much longer.
+        from .transports import open_transport
+
+        connect_timeout_s = open_transport(address).connect_timeout_s * speed
+    policy = ResumePolicy(window_s=window, connect_timeout_s=connect_timeout_s)
     note = first_run_note()
     if note:
         errors().print(note, style="yellow")
@@ -347,21 +349,51 @@ def status(device: str | None, as_json: bool) -> int:
     help="Baud rate for the serial ports listed.",
 )
 @click.option("--timeout", "wait", default="2s", show_default=True, help="How long a probe waits.")
+@click.option(
+    "--scan",
+    "scan_for",
+    default="3s",
+    show_default=True,
+    help="How long to listen for Bluetooth LE massagers (0 skips the scan).",
+)
+@click.option(
+    "--hci",
+    "hci",
+    multiple=True,
+    metavar="SPEC",
+    help="Also scan this Bumble radio, e.g. tcp-client:127.0.0.1:7001 (repeatable).",
+)
 @json_option
-def devices(urls: tuple[str, ...], probe: bool, baudrate: int, wait: str, as_json: bool) -> int:
-    """List the serial ports, and any device URLs given, as places a massager may be.
+def devices(
+    urls: tuple[str, ...],
+    probe: bool,
+    baudrate: int,
+    wait: str,
+    scan_for: str,
+    hci: tuple[str, ...],
+    as_json: bool,
+) -> int:
+    """List Bluetooth LE massagers, serial ports, and any device URLs given.
 
-    With --probe each is opened and sent a HELLO (a few bytes: only probe ports
-    whose other devices do not mind), and the massagers that answer say what
-    they are. The built-in simulator (sim://) is always there.
+    Bluetooth massagers are found by scanning for the massager service on the
+    system's radio and on each radio named by --hci or by a ble://...?hci= URL
+    given. With --probe each entry is opened and sent a HELLO (a few bytes: only
+    probe ports whose other devices do not mind), and the massagers that answer
+    say what they are. The built-in simulator (sim://) is always there.
     """
     from rich.table import Table
 
-    from .discovery import given, probe_all, serial_ports, unique
+    from .discovery import given, probe_all, radios, scan_all, serial_ports, unique
     from .render import console, emit_json
 
     timeout_s = parse_duration(wait)
-    entries = unique(given(list(urls)) + serial_ports(baudrate))
+    scan_s = parse_duration(scan_for, bare="s")
+    named = given(list(urls))
+    found = []
+    if scan_s > 0:
+        found = run_async(lambda: scan_all(radios(list(urls), list(hci)), timeout_s=scan_s))
+    # A massager heard advertising is shown with what the scan saw, even if also given.
+    entries = unique(found + named + serial_ports(baudrate))
     if probe:
         entries = run_async(lambda: probe_all(entries, timeout_s=timeout_s))
     if as_json:
@@ -369,12 +401,16 @@ def devices(urls: tuple[str, ...], probe: bool, baudrate: int, wait: str, as_jso
         return 0
     table = Table(box=None)
     table.add_column("device", no_wrap=True)
-    for name in ("what", "usb", "answer"):
+    for name in ("what", "id", "answer"):
         table.add_column(name)
     if not any(e.kind == "sim" for e in entries):
         table.add_row("sim://", "the built-in simulator", "", "always there")
+    notes = [e for e in entries if e.answered is None and e.problem]
     for entry in entries:
+        if entry in notes:
+            continue
         what = " ".join(x for x in (entry.manufacturer, entry.description) if x)
+        ident = entry.usb_id or (f"{entry.rssi} dBm" if entry.rssi is not None else "")
         if entry.answered is None:
             answer = "[dim]not probed[/]"
         elif entry.answered:
@@ -383,8 +419,10 @@ def devices(urls: tuple[str, ...], probe: bool, baudrate: int, wait: str, as_jso
             )
         else:
             answer = f"[yellow]no massager[/] [dim]({entry.problem})[/]"
-        table.add_row(entry.url, what, entry.usb_id or "", answer)
+        table.add_row(entry.url, what, ident, answer)
     console().print(table)
+    for entry in notes:
+        console().print(f"[yellow]{entry.url}[/] {entry.problem}", soft_wrap=True)
     if not probe and entries:
         console().print("[dim]Add --probe to see which of them are massagers.[/]")
     return 0

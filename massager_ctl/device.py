@@ -201,7 +201,7 @@ class Massager:
         cls,
         device: str | DeviceAddress,
         *,
-        timeout_s: float = 5.0,
+        timeout_s: float | None = None,
         timing: Timing | None = None,
         transport: Transport | None = None,
     ) -> AsyncIterator[Massager]:
@@ -213,6 +213,8 @@ class Massager:
         """
         address = parse_device_url(device) if isinstance(device, str) else device
         link = transport or open_transport(address)
+        if timeout_s is None:
+            timeout_s = link.connect_timeout_s
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:

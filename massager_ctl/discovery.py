@@ -4,7 +4,8 @@ Listing reads what the operating system knows of each port (pyserial's
 ``list_ports``: description, USB vendor and product ids, maker, serial number).
 Probing opens a port and says HELLO, as connecting does, so it sends a few
 bytes to whatever is on the port; it is only done when asked. Bluetooth LE
-massagers join this list when the BLE transport does.
+massagers are found by scanning for the massager service (SPEC section 2.3),
+on the system's radio and on any radio a ``ble://...?hci=`` address names.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from serial.tools import list_ports
 
 from .device import Massager
 from .errors import ConnectFailed, MassagerError
-from .urls import SerialAddress, parse_device_url
+from .urls import BleAddress, SerialAddress, parse_device_url
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -39,7 +40,9 @@ class Found(BaseModel):
     firmware: str | None = None
     device_serial: str | None = None
     problem: str | None = None
-    """Why a probe got no answer."""
+    """Why a probe got no answer, or why a Bluetooth scan could not run."""
+    rssi: int | None = None
+    """Signal strength of a Bluetooth massager, in dBm."""
 
 
 def serial_ports(baudrate: int = SerialAddress.model_fields["baudrate"].default) -> list[Found]:
@@ -59,6 +62,34 @@ def serial_ports(baudrate: int = SerialAddress.model_fields["baudrate"].default)
             )
         )
     return sorted(found, key=lambda f: (f.usb_id is None, f.url))
+
+
+def radios(urls: list[str], extra: list[str]) -> list[str | None]:
+    """The Bluetooth radios to scan: the system's (None), then those the addresses name."""
+    found: list[str | None] = [None]
+    for url in urls:
+        address = parse_device_url(url)
+        if isinstance(address, BleAddress) and address.hci is not None:
+            found.append(address.hci)
+    return list(dict.fromkeys(found + list(extra)))
+
+
+async def ble_massagers(radio: str | None, *, timeout_s: float) -> list[Found]:
+    """The massagers heard advertising on ``radio``; a row saying why if it cannot scan."""
+    from .transports.ble import scan
+
+    try:
+        seen = await scan(timeout_s=timeout_s, hci=radio)
+    except ConnectFailed as error:
+        url = str(BleAddress(name_prefix="*", hci=radio)).replace("*", "")
+        return [Found(url=url, kind="ble", description="Bluetooth LE scan", problem=str(error))]
+    return [Found(url=s.url, kind="ble", description=s.name or "", rssi=s.rssi) for s in seen]
+
+
+async def scan_all(radios: list[str | None], *, timeout_s: float) -> list[Found]:
+    """Scan every radio at once."""
+    found = await asyncio.gather(*(ble_massagers(r, timeout_s=timeout_s) for r in radios))
+    return [entry for entries in found for entry in entries]
 
 
 def given(urls: list[str]) -> list[Found]:
@@ -108,5 +139,14 @@ def unique(entries: list[Found]) -> list[Found]:
 
 
 async def probe_all(entries: list[Found], *, timeout_s: float = PROBE_TIMEOUT_S) -> list[Found]:
-    """Probe every entry at once; the whole takes about one timeout, not one per port."""
-    return list(await asyncio.gather(*(probe(e, timeout_s=timeout_s) for e in entries)))
+    """Probe every entry at once; the whole takes about one timeout, not one per port.
+
+    A row that only says why a Bluetooth scan could not run is kept as it is.
+    """
+
+    async def one(entry: Found) -> Found:
+        if entry.problem is not None and entry.answered is None:
+            return entry
+        return await probe(entry, timeout_s=timeout_s)
+
+    return list(await asyncio.gather(*(one(e) for e in entries)))

@@ -50,8 +50,9 @@ class ResumePolicy(BaseModel):
     """The wait after the first failed reconnect; it doubles after each one ..."""
     max_retry_s: float = Field(4.0, gt=0)
     """... up to this."""
-    connect_timeout_s: float = Field(5.0, gt=0)
-    """How long one attempt may take to open the link and hear the device."""
+    connect_timeout_s: float | None = Field(None, gt=0)
+    """How long one attempt may take to open the link and hear the device; by default
+    the transport's own (5 s; 20 s over BLE, which scans first)."""
     max_resumes: int = Field(10, ge=0)
     """After this many resumes in one program, a lost link ends it."""
 
@@ -114,7 +115,7 @@ class ProgramSupervisor:
             ConnectFailed: the first connection could not be made.
             ProfileRefused: the device cannot run the profile.
         """
-        result = await self._connected_run(self.policy.connect_timeout_s)
+        result = await self._connected_run()
         while result.outcome == Outcome.LINK_LOST and self.policy.window_s > 0:
             if self.runner is not None and self.runner.paused:
                 # Starting pressure again would undo the person's pause.
@@ -161,7 +162,7 @@ class ProgramSupervisor:
                 self.attempts += 1
                 tries += 1
                 with contextlib.suppress(ConnectFailed):
-                    return await self._connected_run(min(policy.connect_timeout_s, left), tries)
+                    return await self._connected_run(left, tries)
                 await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
                 delay = min(delay * 2, policy.max_retry_s)
         except asyncio.CancelledError:
@@ -174,11 +175,17 @@ class ProgramSupervisor:
             raise
         return None
 
-    async def _connected_run(self, timeout_s: float, tries: int = 0) -> ProgramResult:
-        """Connect, then start the program or resume it; `ConnectFailed` if no link."""
-        async with Massager.connect(
-            self.address, transport=self.open_link(), timeout_s=timeout_s
-        ) as massager:
+    async def _connected_run(self, left_s: float | None = None, tries: int = 0) -> ProgramResult:
+        """Connect (within ``left_s`` at most), then start the program or resume it.
+
+        Raises:
+            ConnectFailed: no link.
+        """
+        link = self.open_link()
+        timeout_s = self.policy.connect_timeout_s or link.connect_timeout_s
+        if left_s is not None:
+            timeout_s = min(timeout_s, left_s)
+        async with Massager.connect(self.address, transport=link, timeout_s=timeout_s) as massager:
             info = massager.info
             resuming = self.runner is not None
             if resuming:

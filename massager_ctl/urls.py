@@ -5,7 +5,9 @@ SimAddress(name='default', options={})
 >>> parse_device_url("serial:///dev/ttyUSB0?baudrate=9600")
 SerialAddress(path='/dev/ttyUSB0', baudrate=9600)
 >>> parse_device_url("ble://AA:BB:CC:DD:EE:FF")
-BleAddress(address='AA:BB:CC:DD:EE:FF', name_prefix=None)
+BleAddress(address='AA:BB:CC:DD:EE:FF', name_prefix=None, hci=None)
+>>> str(parse_device_url("ble://AirLeg?hci=tcp-client:127.0.0.1:7001"))
+'ble://AirLeg?hci=tcp-client:127.0.0.1:7001'
 >>> parse_device_url("usb0")
 Traceback (most recent call last):
 ...
@@ -15,6 +17,7 @@ massager_ctl.errors.DeviceURLError: 'usb0' is not a device address. Accepted for
   socket://HOST:PORT            serial over TCP
   ble://AA:BB:CC:DD:EE:FF       a Bluetooth LE massager by address
   ble://NAME-PREFIX             a Bluetooth LE massager by the start of its advertised name
+                                (?hci=tcp-client:HOST:PORT for the simulator's virtual radio)
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ FORMS = """\
   serial:///dev/ttyUSB0         a serial port (?baudrate=115200)
   socket://HOST:PORT            serial over TCP
   ble://AA:BB:CC:DD:EE:FF       a Bluetooth LE massager by address
-  ble://NAME-PREFIX             a Bluetooth LE massager by the start of its advertised name"""
+  ble://NAME-PREFIX             a Bluetooth LE massager by the start of its advertised name
+                                (?hci=tcp-client:HOST:PORT for the simulator's virtual radio)"""
 
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 _UUID = re.compile(r"^[0-9A-Fa-f]{8}-([0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$")
@@ -78,14 +82,20 @@ class SocketAddress(_Address):
 
 
 class BleAddress(_Address):
-    """A Bluetooth LE massager, by address or by the start of its advertised name."""
+    """A Bluetooth LE massager, by address or by the start of its advertised name.
+
+    ``hci`` names the radio when it is not the system's: a Bumble HCI transport,
+    such as ``tcp-client:127.0.0.1:7001`` for the simulator's virtual radio.
+    """
 
     scheme: Literal["ble"] = Field("ble", repr=False)
     address: str | None = None
     name_prefix: str | None = None
+    hci: str | None = None
 
     def __str__(self) -> str:
-        return f"ble://{self.address or self.name_prefix}"
+        query = f"?hci={self.hci}" if self.hci else ""
+        return f"ble://{self.address or self.name_prefix}{query}"
 
 
 DeviceAddress = SimAddress | SerialAddress | SocketAddress | BleAddress
@@ -131,7 +141,13 @@ def parse_device_url(text: str) -> DeviceAddress:
         target = unquote(parts.netloc + parts.path).strip("/")
         if not target:
             raise _bad(text, "needs an address or a name prefix")
+        unknown = set(query) - {"hci"}
+        if unknown:
+            raise _bad(text, f"has unknown options {sorted(unknown)}")
+        hci = query.get("hci")
+        if hci is not None and ":" not in hci:
+            raise _bad(text, "has an hci radio that is not a transport like tcp-client:HOST:PORT")
         if _MAC.match(target) or _UUID.match(target):
-            return BleAddress(address=target.upper())
-        return BleAddress(name_prefix=target)
+            return BleAddress(address=target.upper(), hci=hci)
+        return BleAddress(name_prefix=target, hci=hci)
     raise _bad(text, f"has an unknown scheme {parts.scheme!r}")

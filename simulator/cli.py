@@ -16,6 +16,7 @@ import json
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -26,6 +27,9 @@ from .config import DeviceConfig
 from .firmware import Snapshot
 from .host import DeviceHost
 from .serve import PtyEndpoint, TcpEndpoint
+
+if TYPE_CHECKING:
+    from .ble import BleService
 
 
 def _press(text: str) -> tuple[Button, float]:
@@ -181,6 +185,20 @@ def _tcp_address(text: str) -> tuple[str, int]:
 @click.option("--serial", "on_pty", is_flag=True, help="Serve on a new pseudo-terminal.")
 @click.option("--tcp", metavar="HOST:PORT", help="Serve serial over TCP (port 0: a free one).")
 @click.option(
+    "--ble",
+    "on_ble",
+    is_flag=True,
+    help="Serve as a Bluetooth LE peripheral on a virtual radio that other processes "
+    "join over TCP (see --radio).",
+)
+@click.option(
+    "--radio",
+    metavar="HOST:PORT",
+    default="127.0.0.1:0",
+    show_default=True,
+    help="With --ble: where the virtual radio listens for controllers (port 0: a free one).",
+)
+@click.option(
     "--speed",
     type=click.FloatRange(min=0.1, max=1000),
     default=1.0,
@@ -203,6 +221,8 @@ def _tcp_address(text: str) -> tuple[str, int]:
 def serve(
     on_pty: bool,
     tcp: str | None,
+    on_ble: bool,
+    radio: str,
     speed: float,
     baud: int | None,
     settings: tuple[str, ...],
@@ -211,13 +231,17 @@ def serve(
     """Serve a simulated massager to a controller in another process.
 
     The first line on stdout is the device URL to give massager-ctl, e.g.
-    serial:///dev/pts/3 or socket://127.0.0.1:40123. SIGTERM or Ctrl-C
+    serial:///dev/pts/3, socket://127.0.0.1:40123 or
+    ble://C8:3A:66:E9:2C:94?hci=tcp-client:127.0.0.1:40124. SIGTERM or Ctrl-C
     switches the device off and closes the endpoint.
     """
-    if on_pty == (tcp is not None):
-        raise click.UsageError("give exactly one of --serial or --tcp HOST:PORT")
+    if [on_pty, tcp is not None, on_ble].count(True) != 1:
+        raise click.UsageError("give exactly one of --serial, --tcp HOST:PORT or --ble")
+    if on_ble and baud is not None:
+        raise click.UsageError("--baud is for serial lines; BLE has no baud rate")
     config = _settings(settings)
     listen = _tcp_address(tcp) if tcp is not None else None
+    radio_at = _tcp_address(radio) if on_ble else None
     logging.basicConfig(level=logging.INFO, format="massager-sim: %(message)s")
 
     async def main() -> None:
@@ -229,8 +253,17 @@ def serve(
         host.start()
         pty: PtyEndpoint | None = None
         server: TcpEndpoint | None = None
+        ble: BleService | None = None
         try:
-            if listen is None:
+            if radio_at is not None:
+                from .ble import BleService  # Bumble loads in a moment; only when asked
+
+                ble = BleService(host)
+                try:
+                    url = await ble.open(*radio_at)
+                except OSError as error:
+                    raise click.ClickException(f"cannot listen on {radio}: {error}") from None
+            elif listen is None:
                 pty = PtyEndpoint(host, baudrate=baud)
                 url = pty.open()
             else:
@@ -253,6 +286,8 @@ def serve(
                 pty.close()
             if server is not None:
                 await server.close()
+            if ble is not None:
+                await ble.close()
             host.stop()
 
     with scaled_runner(speed) as runner:

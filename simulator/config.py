@@ -20,6 +20,12 @@ class DeviceConfig(BaseModel):
     model: str = "AirLeg Sim 8"
     firmware: str = "sim-0.1.0"
     serial: str = "SIM-000001"
+    ble_name: str = Field(
+        "AirLeg",
+        pattern=r"^[\x21-\x7e]{1,8}$",
+        description="the name it advertises over BLE: up to 8 printable ASCII characters, "
+        "which fit beside the flags and the 128-bit service UUID in one advertising packet",
+    )
 
     legs: tuple[Leg, ...] = (Leg.LEFT, Leg.RIGHT)
     positions: tuple[Position, ...] = (Position.FOOT, Position.CALF, Position.KNEE, Position.THIGH)

@@ -7,7 +7,7 @@ this package import the libraries that reach hardware.
 from __future__ import annotations
 
 from ..errors import ConnectFailed
-from ..urls import DeviceAddress, SerialAddress, SimAddress, SocketAddress
+from ..urls import BleAddress, DeviceAddress, SerialAddress, SimAddress, SocketAddress
 from .base import Transport, TransportClosed
 
 __all__ = ["Transport", "TransportClosed", "open_transport"]
@@ -27,6 +27,10 @@ def open_transport(address: DeviceAddress) -> Transport:
         from .serial import SerialTransport
 
         return SerialTransport(address)
+    if isinstance(address, BleAddress):
+        from .ble import BleTransport
+
+        return BleTransport(address)
     raise ConnectFailed(
         f"{address} needs the {address.scheme} transport, which this version of "
         "massager-ctl does not have yet; use sim:// for the built-in simulator"

@@ -21,6 +21,8 @@ class Transport(ABC):
     """
 
     description: str = "a device"
+    connect_timeout_s: float = 5.0
+    """How long opening the link and the HELLO may take, unless the caller says."""
 
     @abstractmethod
     async def open(self) -> None:

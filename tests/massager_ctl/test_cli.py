@@ -119,6 +119,19 @@ def test_a_bad_device_address_lists_the_accepted_forms() -> None:
     assert "ble://AA:BB:CC:DD:EE:FF" in result.stderr
 
 
+def test_ble_without_a_bluetooth_service_says_so() -> None:
+    # The system's Bluetooth (BlueZ) is reached over D-Bus; point it at nothing.
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS="unix:path=/nonexistent/bus")
+    result = ctl("status", "--device", "ble://AA:BB:CC:DD:EE:FF", env=env)
+    assert result.returncode == 4
+    assert "Bluetooth is unavailable" in result.stderr
+    assert "bluetoothd" in result.stderr
+    listed = ctl("devices", "--json", env=env)
+    assert listed.returncode == 0
+    [ble] = [e for e in json_lines(listed.stdout)[-1] if e["kind"] == "ble"]
+    assert "Bluetooth is unavailable" in ble["problem"]
+
+
 def test_a_malformed_profile_names_the_file_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('title = "t"\ndescription = "d"\nwhy = "w"\n[[steps]]\nminutes = 5\n'
@@ -143,9 +156,6 @@ def test_usage_errors() -> None:
     both = ctl("start", "evening-45", "--mode", "wave")
     assert both.returncode == 2
     assert "not both" in both.stderr
-    speed = ctl("start", "evening-45", "--speed", "10", "--device", "ble://AA:BB:CC:DD:EE:FF")
-    assert speed.returncode == 2
-    assert "--speed works only with the simulator" in speed.stderr
     assert "is not a duration" in ctl("start", "--mode", "wave", "--intensity", "1",
                                       "--duration", "soon").stderr  # fmt: skip
     assert ctl("profiles", "show", "nope").returncode == 2

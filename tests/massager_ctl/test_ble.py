@@ -1,0 +1,322 @@
+"""The BLE transport on bleak, against the simulator as a GATT peripheral on a virtual radio.
+
+Everything above the radio is real: bleak's public API, bleak-retry-connector,
+our bleak backend over a Bumble central, Bumble's host and GATT stacks on both
+ends. The radio (Bumble's virtual controllers on one link) is where hardware
+would be. All of it runs on the event loop, so these tests run in virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from bleak import BleakClient, BleakScanner
+from bumble import gatt
+from bumble.core import UUID, AdvertisingData
+from bumble.device import Device
+from bumble.hci import Address
+from bumble.host import Host
+from bumble.transport.common import AsyncPipeSink
+
+from firmware_protocol import EndReason, Frame, FrameDecoder, Hello, MessageType, SessionState
+from firmware_protocol import gatt as binding
+from massager_ctl.device import Massager
+from massager_ctl.errors import ConnectFailed
+from massager_ctl.programs import Outcome, ProgramResult
+from massager_ctl.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
+from massager_ctl.transports.ble import BleTransport, scan
+from massager_ctl.transports.bumble_bleak import BumbleBleakClient, BumbleBleakScanner
+from massager_ctl.urls import BleAddress, parse_device_url
+from simulator import Firmware
+from simulator import ble as virtual
+from simulator.config import DeviceConfig
+from simulator.host import DeviceHost
+from tests.massager_ctl.test_supervisor import TEN_MINUTES
+
+_names = itertools.count()
+
+
+@dataclass
+class Air:
+    """A massager advertising on a virtual radio registered in this process."""
+
+    radio: virtual.VirtualRadio
+    hci: str
+    host: DeviceHost
+    peripheral: virtual.BlePeripheral
+
+    @property
+    def url(self) -> str:
+        return f"ble://{self.peripheral.address}?hci={self.hci}"
+
+    def firmware(self) -> Firmware:
+        self.host.sync()
+        return self.host.firmware
+
+
+@contextlib.asynccontextmanager
+async def on_air(mtu: int = binding.PREFERRED_ATT_MTU) -> AsyncIterator[Air]:
+    """A massager advertising on a fresh radio (made inside the test: virtual time)."""
+    radio = virtual.VirtualRadio()
+    name = f"test{next(_names)}"
+    virtual.register(name, radio)
+    host = DeviceHost(DeviceConfig(seed=1))
+    host.start()
+    peripheral = virtual.BlePeripheral(host, radio, advertising_interval_ms=50, max_mtu=mtu)
+    await peripheral.start()
+    try:
+        yield Air(radio, f"local:{name}", host, peripheral)
+    finally:
+        await peripheral.stop()
+        host.stop()
+        virtual.unregister(name)
+
+
+async def test_a_scan_lists_massagers_by_service_with_name_address_and_rssi() -> None:
+    async with on_air() as air:
+        # A heart-rate monitor on the same radio is not a massager.
+        controller = air.radio.new_controller("other", "C1:00:00:00:00:01")
+        other = Device(name="HR", address=Address("C1:00:00:00:00:01"),
+                       host=Host(controller, AsyncPipeSink(controller)))  # fmt: skip
+        await other.power_on()
+        await other.start_advertising(
+            advertising_data=bytes(AdvertisingData([
+                (AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS, bytes(UUID("180D"))),
+                (AdvertisingData.COMPLETE_LOCAL_NAME, b"AirLeg-HR"),
+            ])),
+            advertising_interval_min=50,
+            advertising_interval_max=50,
+        )  # fmt: skip
+        [seen] = await scan(timeout_s=1.0, hci=air.hci)
+        assert seen.name == "AirLeg"
+        assert seen.address == air.peripheral.address
+        assert seen.rssi < 0
+        assert seen.url == air.url
+        everything = await BleakScanner.discover(
+            timeout=1.0, backend=BumbleBleakScanner, hci=air.hci
+        )
+        assert {d.address for d in everything} == {air.peripheral.address, "C1:00:00:00:00:01"}
+        air.radio.remove(controller)
+
+
+@pytest.mark.parametrize("target", ["address", "prefix"])
+async def test_connect_by_address_or_by_name_prefix(target: str) -> None:
+    async with on_air() as air:
+        url = air.url if target == "address" else f"ble://airl?hci={air.hci}"
+        async with Massager.connect(url) as massager:
+            assert massager.info.model == "AirLeg Sim 8"
+            assert massager.info.serial == "SIM-000001"
+            status = await massager.refresh()
+            assert status.state == "idle"
+        assert air.peripheral.connections == 1
+        await asyncio.sleep(0.1)
+        assert not air.peripheral.connected
+
+
+async def test_the_standard_services_are_there() -> None:
+    async with on_air() as air:
+        [device] = [d for d in await BleakScanner.discover(
+            timeout=0.5, backend=BumbleBleakScanner, hci=air.hci)]  # fmt: skip
+        async with BleakClient(device, backend=BumbleBleakClient) as client:
+            model = await client.read_gatt_char(binding.MODEL_NUMBER_UUID)
+            assert model.decode() == "AirLeg Sim 8"
+            firmware = await client.read_gatt_char(binding.FIRMWARE_REVISION_UUID)
+            assert firmware.decode() == "sim-0.1.0"
+            battery = await client.read_gatt_char(binding.BATTERY_LEVEL_UUID)
+            assert 0 <= battery[0] <= 100
+            rx = client.services.get_characteristic(binding.RX_UUID)
+            tx = client.services.get_characteristic(binding.TX_UUID)
+            assert rx is not None
+            assert "write-without-response" in rx.properties
+            assert tx is not None
+            assert "notify" in tx.properties
+
+
+async def whole_program(
+    air: Air, policy: ResumePolicy | None = None
+) -> tuple[asyncio.Task[ProgramResult], list[LinkNotice]]:
+    notices: list[LinkNotice] = []
+    supervisor = ProgramSupervisor(
+        parse_device_url(air.url), TEN_MINUTES, policy=policy, on_link=notices.append
+    )
+    task = asyncio.create_task(supervisor.run())
+    return task, notices
+
+
+@pytest.mark.parametrize("mtu", [23, 247])
+async def test_a_whole_program_at_a_small_and_a_large_mtu(mtu: int) -> None:
+    async with on_air(mtu) as air:
+        task, _ = await whole_program(air)
+        result = await task
+        assert result.outcome is Outcome.COMPLETED
+        assert result.resumes == 0
+        fw = air.firmware()
+        assert fw.state is SessionState.IDLE
+        assert fw.last_end is EndReason.STOPPED
+        transport = BleTransport(parse_device_url(air.url))  # type: ignore[arg-type]
+        await transport.open()
+        assert transport.mtu == mtu
+        await transport.close()
+        # Every value fits the MTU (the peripheral cuts them so); at 23 the long frames
+        # (CAPABILITIES is over 100 bytes) were spread over several notifications.
+        if mtu == 23:
+            assert air.peripheral.notifications > air.peripheral.writes
+
+
+async def test_a_frame_split_over_many_writes_and_two_frames_in_one() -> None:
+    """A controller may cut the stream anywhere; the device reassembles it."""
+    async with on_air() as air:
+        [device] = await BleakScanner.discover(timeout=0.5, backend=BumbleBleakScanner, hci=air.hci)
+        replies: asyncio.Queue[bytes] = asyncio.Queue()
+        decoder = FrameDecoder()
+
+        def notified(_: object, data: bytearray) -> None:
+            for frame in decoder.feed(bytes(data)):
+                replies.put_nowait(frame)
+
+        async with BleakClient(device, backend=BumbleBleakClient) as client:
+            await client.start_notify(binding.TX_UUID, notified)
+            hello = Hello("split").encode_payload()
+            wire = b"\x00" + Frame(1, MessageType.HELLO, hello).encode()
+            for byte in wire:  # one byte per write
+                await client.write_gatt_char(binding.RX_UUID, bytes([byte]), response=False)
+            first = await asyncio.wait_for(replies.get(), 1)
+            assert first.msg_type == MessageType.CAPABILITIES
+            # Two GET_STATUS frames glued into one write, the second cut in half.
+            two = (
+                Frame(2, MessageType.GET_STATUS, b"").encode()
+                + Frame(3, MessageType.GET_STATUS, b"").encode()
+            )
+            await client.write_gatt_char(binding.RX_UUID, two[:-4], response=False)
+            await client.write_gatt_char(binding.RX_UUID, two[-4:], response=False)
+            kinds = []
+            while kinds.count(MessageType.STATUS) < 3:
+                kinds.append((await asyncio.wait_for(replies.get(), 1)).msg_type)
+            assert kinds.count(MessageType.STATUS) == 3  # one after HELLO, one per GET_STATUS
+
+
+async def test_a_dropped_link_vents_the_device_and_the_program_resumes() -> None:
+    async with on_air() as air:
+        task, notices = await whole_program(air)
+        await asyncio.sleep(120)
+        assert air.firmware().state is SessionState.RUNNING
+        air.peripheral.drop_link()
+        await asyncio.sleep(0)
+        fw = air.firmware()
+        assert fw.state is SessionState.IDLE  # the device vented at once, not after its watchdog
+        assert fw.last_end is EndReason.LINK_LOST
+        result = await task
+        assert result.outcome is Outcome.COMPLETED
+        assert result.resumes == 1
+        assert [n.event for n in notices] == ["connected", "lost", "back"]
+        assert air.peripheral.connections == 2
+
+
+async def test_out_of_range_past_the_window_ends_the_program() -> None:
+    async with on_air() as air:
+        policy = ResumePolicy(window_s=30)
+        task, notices = await whole_program(air, policy)
+        await asyncio.sleep(60)
+        loop = asyncio.get_running_loop()
+        air.peripheral.out_of_range()
+        lost_at = loop.time()
+        await asyncio.sleep(0)
+        assert air.firmware().last_end is EndReason.LINK_LOST
+        result = await task
+        assert result.outcome is Outcome.LINK_LOST
+        assert 30 <= loop.time() - lost_at < 60
+        assert notices[-1].event == "gave_up"
+
+
+async def test_back_in_range_within_the_window_resumes() -> None:
+    async with on_air() as air:
+        task, notices = await whole_program(air)
+        await asyncio.sleep(60)
+        air.peripheral.out_of_range()
+        await asyncio.sleep(10)
+        assert air.firmware().state is SessionState.IDLE
+        air.peripheral.in_range()
+        result = await task
+        assert result.outcome is Outcome.COMPLETED
+        assert result.resumes == 1
+        assert [n.event for n in notices] == ["connected", "lost", "back"]
+
+
+async def test_a_massager_that_stopped_advertising_is_not_found() -> None:
+    async with on_air() as air:
+        await air.peripheral.stop_advertising()
+        transport = BleTransport(parse_device_url(air.url), scan_timeout_s=2)  # type: ignore[arg-type]
+        with pytest.raises(
+            ConnectFailed, match="was not heard advertising within 2 s: out of range"
+        ):
+            await transport.open()
+        with pytest.raises(ConnectFailed, match="did not open within 1 s"):
+            async with Massager.connect(air.url, timeout_s=1):
+                pass
+
+
+async def test_one_controller_at_a_time() -> None:
+    async with on_air() as air, Massager.connect(air.url):
+        # Connected, the massager no longer advertises: a second controller cannot find it.
+        second = BleTransport(BleAddress(name_prefix="AirLeg", hci=air.hci), scan_timeout_s=1)
+        with pytest.raises(ConnectFailed, match="not heard advertising"):
+            await second.open()
+
+
+@pytest.mark.parametrize(
+    ("hci", "message"),
+    [
+        ("local:nowhere", "Bluetooth is unavailable: there is no virtual radio called 'nowhere'"),
+        ("tcp-client:127.0.0.1:1", "cannot reach the Bluetooth radio tcp-client:127.0.0.1:1"),
+        ("bogus:thing", "Bluetooth is unavailable"),
+    ],
+)
+@pytest.mark.looptime(False)
+async def test_an_unusable_radio_is_a_plain_error(hci: str, message: str) -> None:
+    address = BleAddress(address="C0:00:00:00:00:01", hci=hci)
+    with pytest.raises(ConnectFailed, match=message):
+        await BleTransport(address, scan_timeout_s=1).open()
+    with pytest.raises(ConnectFailed, match=message):
+        await scan(timeout_s=0.5, hci=hci)
+
+
+async def test_a_peripheral_without_the_massager_characteristics_is_refused() -> None:
+    async with on_air() as air:
+        # Advertises the massager service UUID, but its service is empty.
+        controller = air.radio.new_controller("fake", "C2:00:00:00:00:02")
+        fake = Device(name="Fake", address=Address("C2:00:00:00:00:02"),
+                      host=Host(controller, AsyncPipeSink(controller)))  # fmt: skip
+        fake.add_service(gatt.Service(binding.SERVICE_UUID, []))
+        await fake.power_on()
+        await fake.start_advertising(
+            advertising_data=bytes(AdvertisingData([
+                (AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
+                 bytes(UUID(binding.SERVICE_UUID))),
+                (AdvertisingData.COMPLETE_LOCAL_NAME, b"Fake"),
+            ])),
+            advertising_interval_min=50,
+            advertising_interval_max=50,
+        )  # fmt: skip
+        address = BleAddress(name_prefix="Fake", hci=air.hci)
+        with pytest.raises(ConnectFailed, match="has no massager service"):
+            await BleTransport(address, scan_timeout_s=1).open()
+        air.radio.remove(controller)
+
+
+async def test_bleak_errors_after_connecting_end_the_link() -> None:
+    async with on_air() as air:
+        transport = BleTransport(parse_device_url(air.url))  # type: ignore[arg-type]
+        await transport.open()
+        air.peripheral.out_of_range()
+        from massager_ctl.transports.base import TransportClosed
+
+        with pytest.raises(TransportClosed, match="disconnected"):
+            await transport.read()
+        with pytest.raises(TransportClosed):
+            transport.write(b"\x00")
+        await transport.close()
