@@ -7,7 +7,7 @@ import json
 import platform
 import sys
 
-from . import links, program, roundtrip
+from . import ble, links, program, roundtrip
 from .rows import Row
 
 
@@ -31,6 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = roundtrip.measure(300 if args.quick else 3000)
     rows += links.measure(300 if args.quick else 3000)
+    rows += ble.measure(300 if args.quick else 3000)
     rows += program.measure(1 if args.quick else 3)
     if args.json:
         json.dump([row.as_dict() for row in rows], sys.stdout, indent=1)

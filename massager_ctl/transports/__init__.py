@@ -6,7 +6,8 @@ this package import the libraries that reach hardware.
 
 from __future__ import annotations
 
-from ..errors import ConnectFailed
+from typing import assert_never
+
 from ..urls import BleAddress, DeviceAddress, SerialAddress, SimAddress, SocketAddress
 from .base import Transport, TransportClosed
 
@@ -14,11 +15,7 @@ __all__ = ["Transport", "TransportClosed", "open_transport"]
 
 
 def open_transport(address: DeviceAddress) -> Transport:
-    """The transport for ``address``, not yet opened.
-
-    Raises:
-        ConnectFailed: this build has no transport for that kind of address.
-    """
+    """The transport for ``address``, not yet opened."""
     if isinstance(address, SimAddress):
         from .sim import SimTransport
 
@@ -31,7 +28,4 @@ def open_transport(address: DeviceAddress) -> Transport:
         from .ble import BleTransport
 
         return BleTransport(address)
-    raise ConnectFailed(
-        f"{address} needs the {address.scheme} transport, which this version of "
-        "massager-ctl does not have yet; use sim:// for the built-in simulator"
-    )
+    assert_never(address)

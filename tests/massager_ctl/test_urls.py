@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from massager_ctl.errors import ConnectFailed, DeviceURLError
+from massager_ctl.errors import DeviceURLError
 from massager_ctl.transports import open_transport
 from massager_ctl.transports.sim import config_from_options
 from massager_ctl.urls import (
@@ -77,6 +77,19 @@ def test_sim_options_are_checked_by_name_and_value() -> None:
         config_from_options({"session_cap_s": "ten"})
 
 
-def test_transports_this_release_lacks_say_so_plainly() -> None:
-    with pytest.raises(ConnectFailed, match="does not have yet; use sim://"):
-        open_transport(parse_device_url("ble://AA:BB:CC:DD:EE:FF"))
+def test_every_kind_of_address_has_its_transport() -> None:
+    kinds = {"sim://": "SimTransport", "serial:///dev/ttyUSB0": "SerialTransport",
+             "socket://127.0.0.1:7000": "SerialTransport",
+             "ble://AA:BB:CC:DD:EE:FF": "BleTransport"}  # fmt: skip
+    for url, kind in kinds.items():
+        assert type(open_transport(parse_device_url(url))).__name__ == kind
+
+
+def test_ble_addresses_carry_their_radio_and_refuse_unknown_options() -> None:
+    address = parse_device_url("ble://AirLeg?hci=tcp-client:127.0.0.1:7001")
+    assert address == BleAddress(name_prefix="AirLeg", hci="tcp-client:127.0.0.1:7001")
+    assert parse_device_url(str(address)) == address
+    with pytest.raises(DeviceURLError, match=r"has unknown options \['radio'\]"):
+        parse_device_url("ble://AirLeg?radio=1")
+    with pytest.raises(DeviceURLError, match="not a transport like tcp-client:HOST:PORT"):
+        parse_device_url("ble://AirLeg?hci=nowhere")

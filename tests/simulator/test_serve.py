@@ -60,8 +60,11 @@ def test_serve_prints_the_state_when_asked() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "give exactly one of --serial or --tcp"),
-        (["--serial", "--tcp", "127.0.0.1:0"], "give exactly one of --serial or --tcp"),
+        ([], "give exactly one of --serial, --tcp HOST:PORT or --ble"),
+        (["--serial", "--tcp", "127.0.0.1:0"], "give exactly one of --serial, --tcp"),
+        (["--serial", "--ble"], "give exactly one of --serial, --tcp"),
+        (["--ble", "--baud", "9600"], "BLE has no baud rate"),
+        (["--ble", "--radio", "nowhere"], "is not HOST:PORT"),
         (["--tcp", "localhost"], "is not HOST:PORT"),
         (["--serial", "--set", "colour=red"], "no option colour"),
     ],

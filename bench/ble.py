@@ -1,0 +1,124 @@
+"""A command's round trip over BLE on the virtual radio, beside a bare Bumble GATT echo on it.
+
+Both run on one Bumble virtual radio in this process and are sampled in turn.
+The echo is a Bumble central writing 16 bytes without response to a Bumble
+peripheral that notifies them straight back: the radio and both GATT stacks and
+nothing else. The stack adds bleak, our bleak backend, the BLE transport, the
+protocol, the Massager API and the simulated device's work for each command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bumble import gatt
+from bumble.core import UUID, AdvertisingData
+from bumble.device import Connection, Device, Peer
+from bumble.hci import Address
+from bumble.host import Host
+from bumble.transport.common import AsyncPipeSink
+
+from massager_ctl.device import Massager
+from simulator import DeviceConfig
+from simulator import ble as virtual
+from simulator.host import DeviceHost
+
+from .rows import Row, p50, p99
+
+WARMUP = 200
+ECHO_BYTES = b"0123456789abcdef"
+ECHO_SERVICE = "0000ec00-0000-1000-8000-00805f9b34fb"
+ECHO_IN = "0000ec01-0000-1000-8000-00805f9b34fb"
+ECHO_OUT = "0000ec02-0000-1000-8000-00805f9b34fb"
+
+
+def _device(radio: virtual.VirtualRadio, name: str, address: str) -> Device:
+    controller = radio.new_controller(name, address)
+    return Device(
+        name=name, address=Address(address), host=Host(controller, AsyncPipeSink(controller))
+    )
+
+
+class _Echo:
+    """A Bumble peripheral that notifies back what is written, and a Bumble central using it."""
+
+    async def open(self, radio: virtual.VirtualRadio) -> None:
+        self.peripheral = _device(radio, "echo", "C3:00:00:00:00:03")
+        self.out = gatt.Characteristic(ECHO_OUT, gatt.Characteristic.Properties.NOTIFY, 0, b"")
+        echo_in = gatt.Characteristic(
+            ECHO_IN,
+            gatt.Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
+            gatt.Characteristic.Permissions.WRITEABLE,
+            gatt.CharacteristicValue(write=self._written),
+        )
+        self.peripheral.add_service(gatt.Service(ECHO_SERVICE, [echo_in, self.out]))
+        await self.peripheral.power_on()
+        await self.peripheral.start_advertising(
+            advertising_data=bytes(
+                AdvertisingData([(AdvertisingData.COMPLETE_LOCAL_NAME, b"echo")])
+            ),
+            advertising_interval_min=20,
+            advertising_interval_max=20,
+        )
+        self.central = _device(radio, "echo-central", "C3:00:00:00:00:04")
+        await self.central.power_on()
+        connection = await self.central.connect(Address("C3:00:00:00:00:03"))
+        peer = Peer(connection)
+        await peer.request_mtu(247)
+        await peer.discover_services()
+        for service in peer.services:
+            await service.discover_characteristics()
+        [self.echo_in] = peer.get_characteristics_by_uuid(UUID(ECHO_IN))
+        [out] = peer.get_characteristics_by_uuid(UUID(ECHO_OUT))
+        self.arrived: asyncio.Queue[bytes] = asyncio.Queue()
+        await out.subscribe(self.arrived.put_nowait)
+
+    def _written(self, connection: Connection, value: bytes) -> None:
+        asyncio.get_running_loop().create_task(
+            self.peripheral.notify_subscriber(connection, self.out, value)
+        )
+
+    async def round_trip(self) -> None:
+        await self.echo_in.write_value(ECHO_BYTES, with_response=False)
+        await self.arrived.get()
+
+
+async def side_by_side(count: int) -> tuple[list[float], list[float]]:
+    """(stack, echo) samples, taken in turn on one virtual radio."""
+    radio = virtual.VirtualRadio()
+    virtual.register("bench", radio)
+    host = DeviceHost(DeviceConfig(seed=1))
+    host.start()
+    massager = virtual.BlePeripheral(host, radio, advertising_interval_ms=20)
+    await massager.start()
+    echo = _Echo()
+    await echo.open(radio)
+    stack: list[float] = []
+    bare: list[float] = []
+    try:
+        async with Massager.connect(f"ble://{massager.address}?hci=local:bench") as connected:
+            for i in range(WARMUP + count):
+                start = time.perf_counter()
+                await echo.round_trip()
+                bare.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                await connected.set_intensity(1 + i % 3)
+                stack.append(time.perf_counter() - start)
+    finally:
+        await massager.stop()
+        host.stop()
+        virtual.unregister("bench")
+    return stack[WARMUP:], bare[WARMUP:]
+
+
+def measure(count: int) -> list[Row]:
+    """The p50 and p99 rows for BLE on the virtual radio, ``count`` samples each."""
+    us = 1e6
+    measured, baseline = asyncio.run(side_by_side(count))
+    name = "command round trip, ble:// on the virtual radio"
+    what = "bare Bumble GATT echo (16 bytes) on the same radio, in turn"
+    return [
+        Row(f"{name} (p50)", p50(measured) * us, "us", p50(baseline) * us, what),
+        Row(f"{name} (p99)", p99(measured) * us, "us", p99(baseline) * us, what),
+    ]
