@@ -348,7 +348,13 @@ def status(device: str | None, as_json: bool) -> int:
     show_default=True,
     help="Baud rate for the serial ports listed.",
 )
-@click.option("--timeout", "wait", default="2s", show_default=True, help="How long a probe waits.")
+@click.option(
+    "--timeout",
+    "wait",
+    default="2s",
+    show_default=True,
+    help="How long a probe waits (a Bluetooth one at least 10 s).",
+)
 @click.option(
     "--scan",
     "scan_for",

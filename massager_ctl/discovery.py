@@ -21,6 +21,9 @@ from .urls import BleAddress, SerialAddress, parse_device_url
 
 PROBE_TIMEOUT_S = 2.0
 
+BLE_PROBE_TIMEOUT_S = 10.0
+"""A Bluetooth probe scans again and connects: it gets at least this long."""
+
 
 class Found(BaseModel):
     """One place a massager may be, and what is known of it."""
@@ -107,6 +110,8 @@ def given(urls: list[str]) -> list[Found]:
 
 async def probe(found: Found, *, timeout_s: float = PROBE_TIMEOUT_S) -> Found:
     """Say HELLO at ``found.url``; the entry with what answered, or why nothing did."""
+    if found.kind == "ble":
+        timeout_s = max(timeout_s, BLE_PROBE_TIMEOUT_S)
     try:
         async with Massager.connect(found.url, timeout_s=timeout_s) as massager:
             info = massager.info

@@ -25,7 +25,13 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakBluetoothNotAvailableError, BleakError
-from bleak_retry_connector import BleakNotFoundError, establish_connection
+from bleak_retry_connector import (
+    BleakAbortedError,
+    BleakNotFoundError,
+    BleakOutOfConnectionSlotsError,
+    establish_connection,
+    get_device,
+)
 from pydantic import BaseModel, ConfigDict
 
 from firmware_protocol import gatt as binding
@@ -41,6 +47,9 @@ SCAN_TIMEOUT_S = 10.0
 
 CONNECT_ATTEMPTS = 2
 """establish_connection's tries per open; the supervisor retries beyond that."""
+
+NAME_SETTLE_S = 2.0
+"""After a massager matching a name prefix is heard, how long to listen for another one."""
 
 
 class Seen(BaseModel):
@@ -132,26 +141,68 @@ class BleTransport(Transport):
         return name.lower().startswith((self.address.name_prefix or "").lower())
 
     async def _find(self) -> BLEDevice:
+        """The massager to connect to, heard advertising.
+
+        By address, the first advertisement will do. By name prefix, the scan goes
+        on a little after the first match: a prefix that two massagers in range
+        share is refused, since the wrong one may be on someone else's legs.
+        """
+        if known := await self._known_to_the_system():
+            return known
         backend = _backend(self.address.hci)
         kwargs: dict[str, Any] = (
             {"hci": self.address.hci, "backend": backend["scanner"]} if backend else {}
         )
+        matches: dict[str, tuple[BLEDevice, AdvertisementData]] = {}
+        first = asyncio.Event()
+
+        def heard(device: BLEDevice, adv: AdvertisementData) -> None:
+            if self._matches(device, adv):
+                matches[device.address] = (device, adv)
+                first.set()
+
+        loop = asyncio.get_running_loop()
         try:
-            device = await BleakScanner.find_device_by_filter(
-                self._matches,
-                timeout=self.scan_timeout_s,
-                service_uuids=[binding.SERVICE_UUID],
-                **kwargs,
-            )
+            async with BleakScanner(heard, [binding.SERVICE_UUID], **kwargs):
+                deadline = loop.time() + self.scan_timeout_s
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await first.wait()
+                if first.is_set() and self.address.address is None:
+                    await asyncio.sleep(max(0.0, min(NAME_SETTLE_S, deadline - loop.time())))
         except (BleakError, OSError) as error:
             raise _unavailable(error, self.address.hci) from None
-        if device is None:
+        if not matches:
             raise ConnectFailed(
                 f"{self.description} was not heard advertising within "
                 f"{self.scan_timeout_s:g} s: out of range, switched off, or connected to "
                 "another controller"
             )
+        if len(matches) > 1:
+            names = ", ".join(
+                f"{BleAddress(address=a, hci=self.address.hci)} ({adv.local_name})"
+                for a, (_, adv) in sorted(matches.items())
+            )
+            raise ConnectFailed(
+                f"{len(matches)} massagers in range are named {self.address.name_prefix}*: "
+                f"{names}; name the one you mean by its address"
+            )
+        [(device, _)] = matches.values()
         return device
+
+    async def _known_to_the_system(self) -> BLEDevice | None:
+        """On Linux, a massager BlueZ already knows by address (maybe still connected).
+
+        A controller that crashed can leave BlueZ connected to the massager, which
+        then does not advertise; bleak-retry-connector finds it this way.
+        """
+        if self.address.hci is not None or self.address.address is None:
+            return None
+        try:
+            return await get_device(self.address.address)
+        except Exception as error:  # D-Bus trouble: scanning says why
+            log.debug("asking BlueZ for %s failed: %s", self.address.address, error)
+            return None
 
     async def open(self) -> None:  # noqa: D102
         device = await self._find()
@@ -174,14 +225,22 @@ class BleTransport(Transport):
         except BleakNotFoundError as error:
             raise ConnectFailed(
                 f"{self.description} stopped answering while connecting (out of range?): "
-                f"{_last_line(error)}"
+                f"{_cause(error)}"
+            ) from None
+        except BleakOutOfConnectionSlotsError:
+            raise ConnectFailed(
+                f"cannot connect to {self.description}: the Bluetooth adapter has no free "
+                "connection slot (disconnect another device)"
+            ) from None
+        except BleakAbortedError as error:
+            raise ConnectFailed(
+                f"the connection to {self.description} was aborted (interference, or the "
+                f"massager is busy): {_cause(error)}"
             ) from None
         except BleakBluetoothNotAvailableError as error:
             raise _unavailable(error, self.address.hci) from None
-        except (BleakError, OSError) as error:
-            raise ConnectFailed(
-                f"cannot connect to {self.description}: {_last_line(error)}"
-            ) from None
+        except Exception as error:  # a stack's own error types: a failed connect
+            raise ConnectFailed(f"cannot connect to {self.description}: {_cause(error)}") from None
         self._client = client
         try:
             rx = client.services.get_characteristic(binding.RX_UUID)
@@ -192,7 +251,7 @@ class BleTransport(Transport):
             await client.start_notify(binding.TX_UUID, self._notified)
         except BaseException as error:
             await self.close()
-            if isinstance(error, BleakError):
+            if isinstance(error, Exception) and not isinstance(error, ConnectFailed):
                 raise ConnectFailed(f"cannot subscribe to {self.description}: {error}") from None
             raise
         self.mtu = client.mtu_size
@@ -219,7 +278,7 @@ class BleTransport(Transport):
                 size = max(rx.max_write_without_response_size, 1)
                 for piece in binding.chunks(data, size):
                     await client.write_gatt_char(rx, piece, response=False)
-        except BleakError as error:
+        except Exception as error:  # whatever the stack raises, the link is gone
             if self._up:
                 self._up = False
                 self._why_closed = f"writing to {self.description} failed: {error}"
@@ -245,14 +304,18 @@ class BleTransport(Transport):
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
         self._incoming.put_nowait(None)
         if client is not None:
-            with contextlib.suppress(BleakError, OSError, TimeoutError):
+            try:
                 async with asyncio.timeout(5.0):
                     await client.disconnect()
+            except Exception as error:  # closing must not fail; the link is gone
+                log.debug("disconnecting %s failed: %s", self.description, error)
 
 
-def _last_line(error: BaseException) -> str:
-    return str(error).splitlines()[-1] if str(error) else type(error).__name__
+def _cause(error: BaseException) -> str:
+    """The stack's own error under bleak-retry-connector's wrapper, without its advice."""
+    cause = error.__cause__ or error
+    return str(cause) or type(cause).__name__

@@ -53,6 +53,12 @@ log = logging.getLogger(__name__)
 
 LOCAL = "local:"
 
+POWER_ON_TIMEOUT_S = 5.0
+"""How long the radio may take to answer the HCI reset and set-up."""
+
+_closing: set[asyncio.Task[None]] = set()
+"""Radios being released after a disconnection (kept so the tasks are not collected)."""
+
 _PROPERTY_NAMES = {
     0x01: "broadcast",
     0x02: "read",
@@ -103,9 +109,15 @@ class _Central:
             central = cls(spec, device, lambda: transport.close())
             central._watch(transport)
         try:
-            await central.device.power_on()
-        except Exception as error:
+            # A port that is not an HCI radio never answers the reset: do not wait forever.
+            async with asyncio.timeout(POWER_ON_TIMEOUT_S):
+                await central.device.power_on()
+        except BaseException as error:
             await central.close()
+            if not isinstance(error, Exception):
+                raise
+            if isinstance(error, TimeoutError):
+                error = TimeoutError(f"no HCI answer within {POWER_ON_TIMEOUT_S:g} s")
             raise _unavailable(
                 f"the Bluetooth radio {spec} did not start: {_plain(error)}"
             ) from None
@@ -225,7 +237,12 @@ class BumbleBleakScanner(BaseBleakScanner):
         self._parts = {}
         self._central = central = await _Central.open(self._spec)
         central.device.on(central.device.EVENT_ADVERTISEMENT, self._advertised)
-        await central.device.start_scanning(active=self._active, filter_duplicates=False)
+        try:
+            await central.device.start_scanning(active=self._active, filter_duplicates=False)
+        except BaseException:
+            self._central = None
+            await central.close()
+            raise
 
     async def stop(self) -> None:
         """Stop scanning and release the radio."""
@@ -237,7 +254,7 @@ class BumbleBleakScanner(BaseBleakScanner):
         await central.close()
 
     def _advertised(self, advertisement: Advertisement) -> None:
-        key = str(advertisement.address)
+        key = advertisement.address.to_string(False)  # without Bumble's "/P" for public
         parts = self._parts.setdefault(key, {})
         parts[advertisement.is_scan_response] = advertisement
         data, name = _advertisement_data(list(parts.values()))
@@ -363,7 +380,9 @@ class BumbleBleakClient(BaseBleakClient):
         self._connection = None
         central, self._central = self._central, None
         if central is not None:
-            asyncio.get_running_loop().create_task(central.close())
+            task = asyncio.get_running_loop().create_task(central.close())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
         if not self._leaving:
             why = (
                 "radio link lost" if reason is None else bumble_hci.HCI_Constant.error_name(reason)

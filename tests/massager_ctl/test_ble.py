@@ -16,19 +16,31 @@ from dataclasses import dataclass
 
 import pytest
 from bleak import BleakClient, BleakScanner
+from bleak.exc import BleakError
 from bumble import gatt
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Device
-from bumble.hci import Address
+from bumble.hci import Address, OwnAddressType
 from bumble.host import Host
 from bumble.transport.common import AsyncPipeSink
 
-from firmware_protocol import EndReason, Frame, FrameDecoder, Hello, MessageType, SessionState
+from firmware_protocol import (
+    Ack,
+    EndReason,
+    Frame,
+    FrameDecoder,
+    Hello,
+    MessageType,
+    SessionState,
+    decode_message,
+)
 from firmware_protocol import gatt as binding
 from massager_ctl.device import Massager
 from massager_ctl.errors import ConnectFailed
 from massager_ctl.programs import Outcome, ProgramResult
 from massager_ctl.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
+from massager_ctl.transports import bumble_bleak
+from massager_ctl.transports.base import TransportClosed
 from massager_ctl.transports.ble import BleTransport, scan
 from massager_ctl.transports.bumble_bleak import BumbleBleakClient, BumbleBleakScanner
 from massager_ctl.urls import BleAddress, parse_device_url
@@ -194,10 +206,13 @@ async def test_a_frame_split_over_many_writes_and_two_frames_in_one() -> None:
             )
             await client.write_gatt_char(binding.RX_UUID, two[:-4], response=False)
             await client.write_gatt_char(binding.RX_UUID, two[-4:], response=False)
-            kinds = []
-            while kinds.count(MessageType.STATUS) < 3:
-                kinds.append((await asyncio.wait_for(replies.get(), 1)).msg_type)
-            assert kinds.count(MessageType.STATUS) == 3  # one after HELLO, one per GET_STATUS
+            acked: list[int] = []
+            while 3 not in acked:
+                frame = await asyncio.wait_for(replies.get(), 1)
+                message = decode_message(frame.msg_type, frame.payload)
+                if isinstance(message, Ack):
+                    acked.append(message.ref_seq)
+            assert acked == [2, 3]  # each frame arrived whole, once, in order
 
 
 async def test_a_dropped_link_vents_the_device_and_the_program_resumes() -> None:
@@ -308,15 +323,88 @@ async def test_a_peripheral_without_the_massager_characteristics_is_refused() ->
         air.radio.remove(controller)
 
 
-async def test_bleak_errors_after_connecting_end_the_link() -> None:
+async def test_a_disconnection_after_connecting_ends_the_link() -> None:
     async with on_air() as air:
         transport = BleTransport(parse_device_url(air.url))  # type: ignore[arg-type]
         await transport.open()
         air.peripheral.out_of_range()
-        from massager_ctl.transports.base import TransportClosed
-
         with pytest.raises(TransportClosed, match="disconnected"):
             await transport.read()
         with pytest.raises(TransportClosed):
             transport.write(b"\x00")
         await transport.close()
+
+
+@pytest.mark.parametrize("error", [BleakError("GATT operation failed"), EOFError()])
+async def test_a_failing_write_ends_the_link_and_closing_still_disconnects(
+    error: Exception,
+) -> None:
+    async with on_air() as air:
+        transport = BleTransport(parse_device_url(air.url))  # type: ignore[arg-type]
+        await transport.open()
+        assert air.peripheral.connected
+
+        async def broken(*_: object) -> None:
+            raise error
+
+        # Where the operating system's stack would fail: below bleak, in its backend.
+        backend = transport._client._backend  # type: ignore[union-attr]
+        backend.write_gatt_char = broken
+        transport.write(b"\x00")
+        with pytest.raises(TransportClosed, match="writing to the Bluetooth massager"):
+            await asyncio.wait_for(transport.read(), 1)
+        with pytest.raises(TransportClosed):
+            transport.write(b"\x00")
+        await transport.close()  # does not raise the writer's error
+        await asyncio.sleep(0.1)
+        assert not air.peripheral.connected
+
+
+async def test_a_name_two_massagers_share_is_refused() -> None:
+    async with on_air() as air:
+        host = DeviceHost(DeviceConfig(seed=2, serial="SIM-000002"))
+        host.start()
+        twin = virtual.BlePeripheral(host, air.radio, advertising_interval_ms=50)
+        await twin.start()
+        try:
+            with pytest.raises(ConnectFailed, match=r"2 massagers in range are named AirLeg\*"):
+                async with Massager.connect(f"ble://AirLeg?hci={air.hci}"):
+                    pass
+            assert air.peripheral.connections == twin.connections == 0
+            async with Massager.connect(air.url) as massager:  # by address: no doubt
+                assert massager.info.serial == "SIM-000001"
+        finally:
+            await twin.stop()
+            host.stop()
+
+
+async def test_a_public_address_is_listed_and_reached_as_it_is() -> None:
+    async with on_air() as air:
+        controller = air.radio.new_controller("public", "C4:11:22:33:44:55")
+        public = Device(name="Pub", address=Address("C4:11:22:33:44:55"),
+                        host=Host(controller, AsyncPipeSink(controller)))  # fmt: skip
+        await public.power_on()
+        await public.start_advertising(
+            own_address_type=OwnAddressType.PUBLIC,
+            advertising_data=air.peripheral.advertising_data,
+            advertising_interval_min=50,
+            advertising_interval_max=50,
+        )
+        urls = {seen.url for seen in await scan(timeout_s=1.0, hci=air.hci)}
+        assert f"ble://C4:11:22:33:44:55?hci={air.hci}" in urls
+        air.radio.remove(controller)
+
+
+@pytest.mark.looptime(False)
+async def test_a_port_that_is_not_a_radio_is_a_plain_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Something listens, but never answers HCI (the serial simulator's TCP port, say).
+    monkeypatch.setattr(bumble_bleak, "POWER_ON_TIMEOUT_S", 1.0)
+    server = await asyncio.get_running_loop().create_server(asyncio.Protocol, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ConnectFailed, match="did not start: no HCI answer within 1 s"):
+            await scan(timeout_s=0.5, hci=f"tcp-client:127.0.0.1:{port}")
+    finally:
+        server.close()
