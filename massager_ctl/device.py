@@ -66,6 +66,7 @@ from .errors import (
     CommandRefused,
     CommandTimeout,
     ConnectFailed,
+    ConnectTimedOut,
     DeviceRefused,
     LinkError,
     LinkLost,
@@ -222,7 +223,7 @@ class Massager:
                 await link.open()
         except TimeoutError:
             await link.close()
-            raise ConnectFailed(
+            raise ConnectTimedOut(
                 f"{link.description} did not open within {timeout_s:g} s ({address})"
             ) from None
         massager = cls(link, timing=timing)
@@ -249,7 +250,7 @@ class Massager:
                 await self._request(Hello(self.client_name[:32]))
                 await self._first_status.wait()
         except (TimeoutError, CommandTimeout):
-            raise ConnectFailed(
+            raise ConnectTimedOut(
                 f"no answer from a massager at {address} within {timeout_s:g} s"
             ) from None
         except LinkError as error:

@@ -71,6 +71,18 @@ class ConnectFailed(LinkError):
     """No usable link to the device could be opened."""
 
 
+class ConnectTimedOut(ConnectFailed):
+    """Opening the link, or hearing the device answer, took longer than allowed."""
+
+
+class DeviceNotFound(ConnectFailed):
+    """The device was not heard (out of range, switched off, or connected elsewhere)."""
+
+
+class BluetoothUnavailable(ConnectFailed):
+    """There is no usable Bluetooth radio (no adapter, no Bluetooth service, radio off)."""
+
+
 class LinkLost(LinkError):
     """The link went down or the device went silent."""
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict
 
 from firmware_protocol import gatt as binding
 
-from ..errors import ConnectFailed
+from ..errors import BluetoothUnavailable, ConnectFailed, DeviceNotFound
 from ..urls import BleAddress
 from .base import Transport, TransportClosed
 
@@ -77,17 +77,17 @@ def _backend(hci: str | None) -> dict[str, Any]:
     return {"hci": hci, "client": BumbleBleakClient, "scanner": BumbleBleakScanner}
 
 
-def _unavailable(error: BaseException, hci: str | None) -> ConnectFailed:
+def _unavailable(error: BaseException, hci: str | None) -> BluetoothUnavailable:
     """Bluetooth cannot be used at all: say why, and what to check."""
     if isinstance(error, BleakBluetoothNotAvailableError):
-        return ConnectFailed(f"Bluetooth is unavailable: {error.args[0]}")
+        return BluetoothUnavailable(f"Bluetooth is unavailable: {error.args[0]}")
     if hci is None and isinstance(error, FileNotFoundError | ConnectionRefusedError):
         # BlueZ is reached over D-Bus; no socket means no bluetoothd (or no D-Bus).
-        return ConnectFailed(
+        return BluetoothUnavailable(
             "Bluetooth is unavailable: the system's Bluetooth service (BlueZ over D-Bus) "
             "cannot be reached; is bluetoothd running and is there an adapter?"
         )
-    return ConnectFailed(f"Bluetooth is unavailable: {error}")
+    return BluetoothUnavailable(f"Bluetooth is unavailable: {error}")
 
 
 async def scan(
@@ -173,7 +173,7 @@ class BleTransport(Transport):
         except (BleakError, OSError) as error:
             raise _unavailable(error, self.address.hci) from None
         if not matches:
-            raise ConnectFailed(
+            raise DeviceNotFound(
                 f"{self.description} was not heard advertising within "
                 f"{self.scan_timeout_s:g} s: out of range, switched off, or connected to "
                 "another controller"
@@ -223,7 +223,7 @@ class BleTransport(Transport):
                 **kwargs,
             )
         except BleakNotFoundError as error:
-            raise ConnectFailed(
+            raise DeviceNotFound(
                 f"{self.description} stopped answering while connecting (out of range?): "
                 f"{_cause(error)}"
             ) from None

@@ -36,7 +36,12 @@ from firmware_protocol import (
 )
 from firmware_protocol import gatt as binding
 from massager_ctl.device import Massager
-from massager_ctl.errors import ConnectFailed
+from massager_ctl.errors import (
+    BluetoothUnavailable,
+    ConnectFailed,
+    ConnectTimedOut,
+    DeviceNotFound,
+)
 from massager_ctl.programs import Outcome, ProgramResult
 from massager_ctl.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
 from massager_ctl.transports import bumble_bleak
@@ -267,10 +272,10 @@ async def test_a_massager_that_stopped_advertising_is_not_found() -> None:
         await air.peripheral.stop_advertising()
         transport = BleTransport(parse_device_url(air.url), scan_timeout_s=2)  # type: ignore[arg-type]
         with pytest.raises(
-            ConnectFailed, match="was not heard advertising within 2 s: out of range"
+            DeviceNotFound, match="was not heard advertising within 2 s: out of range"
         ):
             await transport.open()
-        with pytest.raises(ConnectFailed, match="did not open within 1 s"):
+        with pytest.raises(ConnectTimedOut, match="did not open within 1 s"):
             async with Massager.connect(air.url, timeout_s=1):
                 pass
 
@@ -279,7 +284,7 @@ async def test_one_controller_at_a_time() -> None:
     async with on_air() as air, Massager.connect(air.url):
         # Connected, the massager no longer advertises: a second controller cannot find it.
         second = BleTransport(BleAddress(name_prefix="AirLeg", hci=air.hci), scan_timeout_s=1)
-        with pytest.raises(ConnectFailed, match="not heard advertising"):
+        with pytest.raises(DeviceNotFound, match="not heard advertising"):
             await second.open()
 
 
@@ -294,9 +299,9 @@ async def test_one_controller_at_a_time() -> None:
 @pytest.mark.looptime(False)
 async def test_an_unusable_radio_is_a_plain_error(hci: str, message: str) -> None:
     address = BleAddress(address="C0:00:00:00:00:01", hci=hci)
-    with pytest.raises(ConnectFailed, match=message):
+    with pytest.raises(BluetoothUnavailable, match=message):
         await BleTransport(address, scan_timeout_s=1).open()
-    with pytest.raises(ConnectFailed, match=message):
+    with pytest.raises(BluetoothUnavailable, match=message):
         await scan(timeout_s=0.5, hci=hci)
 
 
@@ -404,7 +409,7 @@ async def test_a_port_that_is_not_a_radio_is_a_plain_error(
     server = await asyncio.get_running_loop().create_server(asyncio.Protocol, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        with pytest.raises(ConnectFailed, match="did not start: no HCI answer within 1 s"):
+        with pytest.raises(BluetoothUnavailable, match="did not start: no HCI answer within 1 s"):
             await scan(timeout_s=0.5, hci=f"tcp-client:127.0.0.1:{port}")
     finally:
         server.close()
