@@ -23,6 +23,7 @@ from .errors import InputError, MassagerError
 if TYPE_CHECKING:
     from .models import DeviceInfo, DeviceStatus
     from .profiles import Profile
+    from .programs import ProgramResult
     from .supervisor import ResumePolicy
     from .urls import DeviceAddress
 
@@ -224,16 +225,39 @@ async def _start(
     policy: ResumePolicy,
     require: Callable[[DeviceInfo], None] | None,
 ) -> int:
+    from .config import journal_file
+    from .journal import Journal
     from .render import ProgramDisplay
-    from .supervisor import ProgramSupervisor
+    from .supervisor import LinkNotice, ProgramSupervisor
 
     display = ProgramDisplay(profile, json=as_json)
+    journal = Journal(journal_file())
+    session: list[int] = []
+
+    def on_link(notice: LinkNotice) -> None:
+        # A session begins in the journal once a massager answered, and only once.
+        if notice.event == "connected" and not session:
+            session_id = _journaled(lambda: journal.begin(str(address), profile.name, "cli"))
+            session.append(session_id or 0)
+        display.link(notice)
+
+    def record(result: ProgramResult | None) -> None:
+        if session and session[0]:
+            outcome, pressure_s, message = (
+                ("interrupted", 0.0, "interrupted")
+                if result is None
+                else (str(result.outcome), result.pressure_s, result.message)
+            )
+            _journaled(
+                lambda: journal.end(session[0], outcome, pressure_s=pressure_s, message=message)
+            )
+
     supervisor = ProgramSupervisor(
         address,
         profile,
         policy=policy,
         on_progress=display.progress,
-        on_link=display.link,
+        on_link=on_link,
         require=require,
     )
     try:
@@ -243,12 +267,29 @@ async def _start(
             display.close()
         else:
             display.finish(supervisor.interrupted_result)
+        record(supervisor.interrupted_result)
         raise
     except BaseException:
         display.close()
+        record(None)
         raise
     display.finish(result)
+    record(result)
     return result.exit_code
+
+
+def _journaled(write: Callable[[], T]) -> T | None:
+    """Write to the journal; if it cannot be written, say so and go on (the massager first)."""
+    from .journal import JournalError
+    from .render import errors
+
+    try:
+        return write()
+    except JournalError as error:
+        errors().print(
+            f"[yellow]warning:[/] {error}; this session is not journaled", soft_wrap=True
+        )
+        return None
 
 
 VENT_WAIT_S = 15.0
@@ -478,6 +519,66 @@ def profiles_show(name: str, as_json: bool) -> int:
         emit_json(profile)
     else:
         console().print(profile_view(profile, str(path)))
+    return 0
+
+
+@cli.command()
+@click.option(
+    "--weeks",
+    type=click.IntRange(1, 520),
+    default=4,
+    show_default=True,
+    help="How many weeks back, this one included.",
+)
+@click.option(
+    "--goal",
+    type=click.IntRange(1, 21),
+    help="Sessions a week to aim for [default: weekly_goal in the config file, else 2].",
+)
+@json_option
+def history(weeks: int, goal: int | None, as_json: bool) -> int:
+    """The sessions and ratings of recent weeks, and each week against the goal."""
+    from datetime import datetime, timedelta
+
+    from .config import journal_file, load_settings
+    from .journal import Journal
+    from .journal import weeks as by_week
+    from .render import console, emit_json, history_view
+
+    goal = goal or load_settings().weekly_goal
+    today = datetime.now().astimezone().date()
+    first = today - timedelta(days=today.weekday()) - timedelta(weeks=weeks - 1)
+    since = datetime.combine(first, datetime.min.time()).astimezone()
+    journal = Journal(journal_file())
+    sessions, ratings = journal.sessions(since), journal.ratings(since)
+    summary = by_week(sessions, ratings, goal=goal, first=first, last=today)
+    if as_json:
+        emit_json({
+            "kind": "history", "goal": goal,
+            "sessions": [s.model_dump(mode="json") | {"ended": s.ended} for s in sessions],
+            "ratings": [r.model_dump(mode="json") for r in ratings],
+            "weeks": [w.model_dump(mode="json") | {"met": w.met} for w in summary],
+        })  # fmt: skip
+    else:
+        console().print(history_view(sessions, ratings, summary))
+    return 0
+
+
+@cli.command()
+@click.argument("score", type=int, metavar="N")
+@click.option("--note", default="", help="A few words: what helped, what did not.")
+@json_option
+def rate(score: int, note: str, as_json: bool) -> int:
+    """Record how restless the legs are: 0 calm ... 10 the worst (lower is better)."""
+    from .config import journal_file
+    from .journal import Journal
+    from .render import console, emit_json
+
+    rating = Journal(journal_file()).rate(score, note)
+    if as_json:
+        emit_json({"kind": "rating"} | rating.model_dump(mode="json"))
+    else:
+        console().print(f"rated {rating.score}/10" + (f": {rating.note}" if rating.note else ""))
     return 0
 
 

@@ -5,6 +5,7 @@ The config file is ``config.toml`` in the user's config folder (platformdirs:
 
     device = "serial:///dev/ttyUSB0"   # used when --device is not given
     resume_window_s = 30               # after a lost link, resume if back within this
+    weekly_goal = 2                    # sessions a week that `history` counts toward
 
 Command-line options win over environment variables (``MASSAGER_CTL_DEVICE``),
 which win over the file.
@@ -41,6 +42,7 @@ class Settings(BaseModel):
 
     device: str | None = None
     resume_window_s: float = Field(30.0, ge=0, le=3600)
+    weekly_goal: int = Field(2, ge=1, le=21)
 
     @field_validator("device")
     @classmethod
@@ -59,8 +61,13 @@ def config_dir() -> Path:
 
 
 def state_dir() -> Path:
-    """Where massager-ctl keeps what it learns (the first-run stamp, later the journal)."""
+    """Where massager-ctl keeps what it learns (the first-run stamp, the journal)."""
     return platformdirs.user_state_path(APP)
+
+
+def journal_file() -> Path:
+    """The journal of sessions and ratings."""
+    return state_dir() / "journal.sqlite3"
 
 
 def user_profiles_dir() -> Path:

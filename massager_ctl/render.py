@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import date
 from typing import Any
 
 from pydantic import BaseModel
@@ -20,6 +21,7 @@ from rich.text import Text
 
 from firmware_protocol import LinkStats
 
+from .journal import Rating, Session, Week
 from .models import DeviceInfo, DeviceStatus
 from .profiles import Profile
 from .programs import ProgramResult, Progress
@@ -238,3 +240,41 @@ class ProgramDisplay:
             f"   battery {status.battery_pct}%",
         )
         return Panel(Group(line, chamber_table(self.info, status)), title=title, title_align="left")
+
+
+def history_view(sessions: list[Session], ratings: list[Rating], weeks: list[Week]) -> Group:
+    """Day by day: sessions and how the legs felt (a bar per rating), then the weeks."""
+    days: dict[date, tuple[list[Session], list[Rating]]] = {}
+    for session in sessions:
+        days.setdefault(session.started_at.astimezone().date(), ([], []))[0].append(session)
+    for rating in ratings:
+        days.setdefault(rating.at.astimezone().date(), ([], []))[1].append(rating)
+    table = Table("day", "session", "ended", "min", "legs (0 calm .. 10 worst)", box=None)
+    for day in sorted(days):
+        ran, felt = days[day]
+        lines = max(len(ran), len(felt), 1)
+        for i in range(lines):
+            session = ran[i] if i < len(ran) else None
+            rating = felt[i] if i < len(felt) else None
+            table.add_row(
+                day.strftime("%a %d %b") if i == 0 else "",
+                f"{session.started_at.astimezone():%H:%M} {session.profile}" if session else "",
+                session.ended.replace("_", " ") if session else "",
+                f"{session.minutes:g}" if session else "",
+                f"{bar(rating.score, 10)} {rating.score}"
+                + (f" [dim]{rating.note}[/]" if rating.note else "")
+                if rating
+                else "",
+            )
+    summary = Table("week of", "sessions", "min", "legs, mean", box=None)
+    for week in weeks:
+        mark = "[green]met[/]" if week.met else "[yellow]below[/]"
+        mean = (
+            "" if week.mean_rating is None else f"{bar(week.mean_rating, 10)} {week.mean_rating:g}"
+        )
+        summary.add_row(
+            week.starts.strftime("%d %b"), f"{week.sessions}/{week.goal} {mark}",
+            f"{week.minutes:g}", mean,
+        )  # fmt: skip
+    parts: list[Any] = [table if days else Text("No sessions or ratings in these weeks.")]
+    return Group(*parts, Text(""), summary)

@@ -1,0 +1,272 @@
+"""The journal: every session and every rating of how the legs feel, in SQLite.
+
+It lives in the user's state folder (``journal.sqlite3``; platformdirs, so
+``$XDG_STATE_HOME/massager-ctl`` on Linux). A session is written when it begins
+and completed when it ends, each in its own transaction, so a controller killed
+mid-program leaves a session marked as never finished rather than no trace, and
+nothing already recorded is lost by an interrupted write (SQLite's journal
+rolls a half-done transaction back). Times are stored in UTC and shown in local
+time.
+
+Ratings are 0 to 10 for how restless the legs are: 0 calm, 10 the worst; lower
+is better, as on the severity scales used in trials.
+
+>>> import tempfile, pathlib
+>>> journal = Journal(pathlib.Path(tempfile.mkdtemp()) / "j.sqlite3")
+>>> at = datetime(2026, 11, 2, 21, 0, tzinfo=UTC)
+>>> sid = journal.begin("sim://", "evening-45", "cli", now=at)
+>>> journal.end(sid, "completed", pressure_s=2700, message="ran to the end", now=at)
+>>> [(s.profile, s.ended, s.minutes) for s in journal.sessions()]
+[('evening-45', 'completed', 45.0)]
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import InputError, MassagerError
+
+Ended = Literal["completed", "stopped", "link_lost", "fault", "missed", "other", "unfinished"]
+
+ENDINGS: dict[str, Ended] = {
+    "completed": "completed",
+    "lease_ended": "completed",
+    "stopped": "stopped",
+    "stopped_on_remote": "stopped",
+    "interrupted": "stopped",
+    "vented": "stopped",
+    "link_lost": "link_lost",
+    "fault": "fault",
+    "missed": "missed",
+}
+"""How a program's outcome counts in the journal; anything else is "other"."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    device TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    source TEXT NOT NULL,
+    outcome TEXT,
+    pressure_s REAL NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_at);
+CREATE TABLE IF NOT EXISTS ratings (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    score INTEGER NOT NULL CHECK (score BETWEEN 0 AND 10),
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS ratings_at ON ratings (at);
+"""
+VERSION = 1
+
+
+class JournalError(MassagerError):
+    """The journal file cannot be read or written."""
+
+
+class Session(BaseModel):
+    """One session as the journal holds it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    started_at: datetime
+    ended_at: datetime | None
+    device: str
+    profile: str
+    source: str
+    outcome: str | None
+    pressure_s: float
+    message: str
+
+    @property
+    def ended(self) -> Ended:
+        """How it ended, in the journal's few words."""
+        if self.outcome is None:
+            return "unfinished"
+        return ENDINGS.get(self.outcome, "other")
+
+    @property
+    def minutes(self) -> float:
+        """Minutes under pressure."""
+        return round(self.pressure_s / 60, 1)
+
+
+class Rating(BaseModel):
+    """How the legs felt, 0 (calm) to 10 (the worst), with an optional note."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    at: datetime
+    score: int
+    note: str
+
+
+def _utc(moment: datetime | None) -> str:
+    moment = moment or datetime.now(UTC)
+    if moment.tzinfo is None:
+        raise ValueError("journal times must be aware")
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _parse(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+class Journal:
+    """The journal file; each call opens it, does one transaction, and closes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(sqlite3.connect(self.path, timeout=10)) as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > VERSION:
+                    raise JournalError(
+                        f"the journal {self.path} was written by a newer massager-ctl "
+                        f"(version {version}); it is left as it is"
+                    )
+                if version < VERSION:
+                    with db:
+                        db.executescript(SCHEMA)
+                        db.execute(f"PRAGMA user_version = {VERSION}")
+                with db:  # one transaction: all of it is written, or none
+                    yield db
+        except sqlite3.DatabaseError as error:
+            raise JournalError(f"the journal {self.path} cannot be used: {error}") from None
+        except OSError as error:
+            raise JournalError(f"the journal {self.path} cannot be opened: {error}") from None
+
+    def begin(self, device: str, profile: str, source: str, *, now: datetime | None = None) -> int:
+        """Record a session that begins now; returns its id for `end`."""
+        with self._db() as db:
+            cursor = db.execute(
+                "INSERT INTO sessions (started_at, device, profile, source) VALUES (?, ?, ?, ?)",
+                (_utc(now), device, profile, source),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def end(
+        self,
+        session_id: int,
+        outcome: str,
+        *,
+        pressure_s: float,
+        message: str = "",
+        now: datetime | None = None,
+    ) -> None:
+        """Complete the session with how it ended and its time under pressure."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE sessions SET ended_at = ?, outcome = ?, pressure_s = ?, message = ? "
+                "WHERE id = ?",
+                (_utc(now), outcome, pressure_s, message, session_id),
+            )
+
+    def rate(self, score: int, note: str = "", *, now: datetime | None = None) -> Rating:
+        """Record how the legs feel, 0 (calm) to 10 (the worst).
+
+        Raises:
+            InputError: the score is not 0 to 10.
+        """
+        if not 0 <= score <= 10:
+            raise InputError(f"a rating is 0 (calm) to 10 (the worst), not {score}")
+        at = _utc(now)
+        with self._db() as db:
+            cursor = db.execute(
+                "INSERT INTO ratings (at, score, note) VALUES (?, ?, ?)", (at, score, note)
+            )
+            rating_id = int(cursor.lastrowid or 0)
+        return Rating(id=rating_id, at=datetime.fromisoformat(at), score=score, note=note)
+
+    def sessions(self, since: datetime | None = None) -> list[Session]:
+        """Sessions that began at or after ``since`` (all by default), oldest first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT id, started_at, ended_at, device, profile, source, outcome, pressure_s, "
+                "message FROM sessions WHERE started_at >= ? ORDER BY started_at, id",
+                (_utc(since) if since else "",),
+            ).fetchall()
+        keys = ("id", "started_at", "ended_at", "device", "profile", "source", "outcome",
+                "pressure_s", "message")  # fmt: skip
+        return [
+            Session.model_validate(
+                dict(zip(keys, row, strict=True))
+                | {"started_at": _parse(row[1]), "ended_at": _parse(row[2])}
+            )
+            for row in rows
+        ]
+
+    def ratings(self, since: datetime | None = None) -> list[Rating]:
+        """Ratings at or after ``since`` (all by default), oldest first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT id, at, score, note FROM ratings WHERE at >= ? ORDER BY at, id",
+                (_utc(since) if since else "",),
+            ).fetchall()
+        return [
+            Rating(id=r[0], at=datetime.fromisoformat(r[1]), score=r[2], note=r[3]) for r in rows
+        ]
+
+
+class Week(BaseModel):
+    """One week (Monday to Sunday, local time) of the history."""
+
+    model_config = ConfigDict(frozen=True)
+
+    starts: date
+    sessions: int
+    """Sessions that put the legs under pressure, however they ended."""
+    minutes: float
+    goal: int
+    mean_rating: float | None
+
+    @property
+    def met(self) -> bool:
+        """Whether the week reached the goal."""
+        return self.sessions >= self.goal
+
+
+def counts(session: Session) -> bool:
+    """Whether a session counts toward the weekly goal: it put the legs under pressure."""
+    return session.pressure_s > 0
+
+
+def weeks(
+    sessions: list[Session], ratings: list[Rating], *, goal: int, first: date, last: date
+) -> list[Week]:
+    """Weekly totals from the Monday on or before ``first`` to the week of ``last``."""
+    monday = first - timedelta(days=first.weekday())
+    result = []
+    while monday <= last:
+        sunday = monday + timedelta(days=7)
+        these = [s for s in sessions if monday <= s.started_at.astimezone().date() < sunday]
+        scores = [r.score for r in ratings if monday <= r.at.astimezone().date() < sunday]
+        result.append(
+            Week(
+                starts=monday,
+                sessions=sum(1 for s in these if counts(s)),
+                minutes=round(sum(s.pressure_s for s in these) / 60, 1),
+                goal=goal,
+                mean_rating=round(sum(scores) / len(scores), 1) if scores else None,
+            )
+        )
+        monday = sunday
+    return result

@@ -1,0 +1,131 @@
+"""The journal: sessions and ratings in SQLite, weekly totals, and nothing lost to a crash."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from massager_ctl.errors import InputError
+from massager_ctl.journal import Journal, JournalError, weeks
+from tests.massager_ctl.test_cli import ctl, json_lines
+
+MONDAY = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)  # noon UTC: the same day in any zone
+
+
+def test_sessions_and_ratings_round_trip(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    first = journal.begin("sim://", "evening-45", "cli", now=MONDAY)
+    journal.end(first, "completed", pressure_s=2700, message="ran to the end", now=MONDAY)
+    second = journal.begin("ble://AirLeg", "wind-down-30", "cli", now=MONDAY + timedelta(days=1))
+    journal.end(second, "stopped_on_remote", pressure_s=600, now=MONDAY + timedelta(days=1))
+    journal.begin("sim://", "evening-45", "cli", now=MONDAY + timedelta(days=2))  # never ended
+    journal.rate(6, "restless at 22:00", now=MONDAY)
+    sessions = journal.sessions()
+    assert [(s.profile, s.ended, s.minutes) for s in sessions] == [
+        ("evening-45", "completed", 45.0),
+        ("wind-down-30", "stopped", 10.0),
+        ("evening-45", "unfinished", 0.0),
+    ]
+    assert sessions[0].started_at == MONDAY
+    assert sessions[1].device == "ble://AirLeg"
+    [rating] = journal.ratings()
+    assert (rating.score, rating.note, rating.at) == (6, "restless at 22:00", MONDAY)
+    assert journal.sessions(since=MONDAY + timedelta(hours=1))[0].profile == "wind-down-30"
+    with pytest.raises(InputError, match="0 \\(calm\\) to 10"):
+        journal.rate(11)
+
+
+def test_weeks_count_sessions_that_ran_against_the_goal(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    for day, outcome, pressure in [(0, "completed", 2700), (3, "link_lost", 900),
+                                   (4, "fault", 0), (8, "completed", 2700)]:  # fmt: skip
+        sid = journal.begin("sim://", "evening-45", "cli", now=MONDAY + timedelta(days=day))
+        journal.end(sid, outcome, pressure_s=pressure, now=MONDAY + timedelta(days=day))
+    journal.rate(8, now=MONDAY)
+    journal.rate(4, now=MONDAY + timedelta(days=6))
+    summary = weeks(journal.sessions(), journal.ratings(), goal=2,
+                    first=date(2026, 11, 4), last=date(2026, 11, 15))  # fmt: skip
+    assert [w.starts for w in summary] == [date(2026, 11, 2), date(2026, 11, 9)]
+    assert [(w.sessions, w.met) for w in summary] == [(2, True), (1, False)]
+    assert summary[0].minutes == 60.0
+    assert summary[0].mean_rating == 6.0
+    assert summary[1].mean_rating is None
+
+
+def test_a_write_killed_mid_transaction_loses_nothing_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    sid = journal.begin("sim://", "evening-45", "cli", now=MONDAY)
+    journal.end(sid, "completed", pressure_s=2700, now=MONDAY)
+    # Another process is killed half-way through writing: its rows are not committed.
+    script = (
+        "import os, sqlite3, sys\n"
+        "db = sqlite3.connect(sys.argv[1])\n"
+        "db.execute('BEGIN')\n"
+        "db.execute(\"INSERT INTO ratings (at, score) VALUES ('2026-11-03T00:00:00+00:00', 3)\")\n"
+        "db.execute(\"UPDATE sessions SET outcome = 'fault'\")\n"
+        "os._exit(9)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, str(path)], check=False)
+    assert killed.returncode == 9
+    [session] = journal.sessions()
+    assert session.ended == "completed"
+    assert journal.ratings() == []
+    journal.rate(2, now=MONDAY)  # and the journal goes on
+    assert len(journal.ratings()) == 1
+
+
+def test_a_damaged_or_newer_journal_is_an_error_and_left_as_it_is(tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.sqlite3"
+    damaged.write_bytes(b"this is not a database, " * 100)
+    before = damaged.read_bytes()
+    with pytest.raises(JournalError, match=f"the journal {damaged} cannot be used"):
+        Journal(damaged).sessions()
+    assert damaged.read_bytes() == before
+    newer = tmp_path / "newer.sqlite3"
+    with sqlite3.connect(newer) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(JournalError, match="written by a newer massager-ctl"):
+        Journal(newer).rate(3)
+
+
+def test_start_history_and_rate_on_the_command_line(user_dirs: dict[str, Path]) -> None:
+    ran = ctl("start", "--mode", "wave", "--intensity", "2", "--duration", "2m",
+              "--speed", "100", "--json")  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ctl("rate", "4", "--note", "calmer").returncode == 0
+    too_high = ctl("rate", "11")
+    assert too_high.returncode == 2
+    assert "0 (calm) to 10 (the worst)" in too_high.stderr
+    history = json_lines(ctl("history", "--json").stdout)[-1]
+    [session] = history["sessions"]
+    assert session["ended"] == "completed"
+    assert session["profile"] == "adhoc"
+    assert session["device"] == "sim://"
+    assert session["pressure_s"] == pytest.approx(120, abs=2)
+    [rating] = history["ratings"]
+    assert (rating["score"], rating["note"]) == (4, "calmer")
+    assert history["goal"] == 2
+    assert len(history["weeks"]) == 4
+    assert history["weeks"][-1]["sessions"] == 1
+    text = ctl("history", "--goal", "1").stdout
+    assert "adhoc" in text
+    assert "1/1 met" in text
+    assert (user_dirs["XDG_STATE_HOME"] / "massager-ctl" / "journal.sqlite3").exists()
+
+
+def test_a_journal_that_cannot_be_written_does_not_stop_the_program(
+    user_dirs: dict[str, Path],
+) -> None:
+    path = user_dirs["XDG_STATE_HOME"] / "massager-ctl" / "journal.sqlite3"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"garbage " * 200)
+    ran = ctl("start", "--mode", "wave", "--intensity", "1", "--duration", "1m", "--speed", "100")
+    assert ran.returncode == 0
+    assert "this session is not journaled" in ran.stderr
+    assert path.read_bytes() == b"garbage " * 200
