@@ -71,6 +71,10 @@ CREATE INDEX IF NOT EXISTS ratings_at ON ratings (at);
 """
 VERSION = 1
 
+LOCK_WAIT_S = 0.5
+"""How long a write waits for another writer. Short: the CLI writes from the event loop
+that also keeps the massager's link alive, and a journal entry is never worth a vent."""
+
 
 class JournalError(MassagerError):
     """The journal file cannot be read or written."""
@@ -136,7 +140,7 @@ class Journal:
     def _db(self) -> Iterator[sqlite3.Connection]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(sqlite3.connect(self.path, timeout=10)) as db:
+            with closing(sqlite3.connect(self.path, timeout=LOCK_WAIT_S)) as db:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version > VERSION:
                     raise JournalError(
