@@ -522,6 +522,149 @@ def profiles_show(name: str, as_json: bool) -> int:
     return 0
 
 
+@cli.group()
+def schedule() -> None:
+    """Bedtime schedules: which program runs on which evenings (run by `daemon`, coming)."""
+
+
+@schedule.command("add")
+@click.argument("profile")
+@click.option("--days", required=True, help="mon,thu or daily, weekdays, weekends.")
+@click.option("--at", "at", metavar="HH:MM", help="Start at this local time.")
+@click.option("--before", metavar="HH:MM", help="When symptoms usually begin ...")
+@click.option("--lead", metavar="DURATION", help="... and how long before it to start (60m).")
+@device_option
+@click.option("--tz", help="IANA time zone, e.g. Europe/Berlin [default: this computer's].")
+@json_option
+def schedule_add(
+    profile: str,
+    days: str,
+    at: str | None,
+    before: str | None,
+    lead: str | None,
+    device: str | None,
+    tz: str | None,
+    as_json: bool,
+) -> int:
+    """Add a schedule: PROFILE on --days, --at a time or --before/--lead symptoms."""
+    from pydantic import ValidationError
+
+    from .config import schedules_file, user_profiles_dir
+    from .profiles import find_profile
+    from .render import console, emit_json
+    from .schedule import Schedule, ScheduleBook, ScheduleError, new_id, parse_clock, parse_days
+    from .tomlfiles import describe_errors
+
+    find_profile(profile, user_profiles_dir())  # a typo is caught now, not at bedtime
+    fields: dict[str, Any] = {"id": new_id(), "profile": profile, "days": parse_days(days)}
+    if at is not None:
+        fields["at"] = parse_clock(at, "--at")
+    if before is not None:
+        fields["before"] = parse_clock(before, "--before")
+    if lead is not None:
+        fields["lead_s"] = parse_duration(lead)
+    if device is not None:
+        fields["device"] = device
+    if tz is not None:
+        fields["tz"] = tz
+    try:
+        added = ScheduleBook(schedules_file()).add(Schedule.model_validate(fields))
+    except ValidationError as error:
+        raise ScheduleError(describe_errors(error, "schedule").replace("lead_s", "lead")) from None
+    if as_json:
+        emit_json({"kind": "schedule"} | added.model_dump(mode="json"))
+    else:
+        console().print(f"added {added.id}: {added.profile} {added.describe()}")
+    return 0
+
+
+@schedule.command("list")
+@json_option
+def schedule_list(as_json: bool) -> int:
+    """Every schedule, with its next start."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from .config import schedules_file
+    from .render import console, emit_json
+    from .schedule import ScheduleBook
+
+    schedules = ScheduleBook(schedules_file()).load()
+    now = datetime.now(UTC)
+    if as_json:
+        emit_json([s.model_dump(mode="json") for s in schedules])
+        return 0
+    table = Table("id", "profile", "when", "device", "next", box=None)
+    for s in schedules:
+        upcoming = s.runs_after(now, count=1)[0].astimezone()
+        table.add_row(s.id, s.profile, s.describe(), s.device or "(default)",
+                      f"{upcoming:%a %d %b %H:%M}" if s.enabled else "disabled")  # fmt: skip
+    console().print(table if schedules else "No schedules yet; add one with `schedule add`.")
+    return 0
+
+
+def _book_change(schedule_id: str, change: str) -> int:
+    from .config import schedules_file
+    from .render import console
+    from .schedule import ScheduleBook
+
+    book = ScheduleBook(schedules_file())
+    changed = (
+        book.remove(schedule_id) if change == "removed"
+        else book.set_enabled(schedule_id, change == "enabled")
+    )  # fmt: skip
+    console().print(f"{change} {changed.id}: {changed.profile} {changed.describe()}")
+    return 0
+
+
+@schedule.command("remove")
+@click.argument("schedule_id", metavar="ID")
+def schedule_remove(schedule_id: str) -> int:
+    """Remove a schedule."""
+    return _book_change(schedule_id, "removed")
+
+
+@schedule.command("enable")
+@click.argument("schedule_id", metavar="ID")
+def schedule_enable(schedule_id: str) -> int:
+    """Enable a schedule."""
+    return _book_change(schedule_id, "enabled")
+
+
+@schedule.command("disable")
+@click.argument("schedule_id", metavar="ID")
+def schedule_disable(schedule_id: str) -> int:
+    """Disable a schedule (kept, but it does not run)."""
+    return _book_change(schedule_id, "disabled")
+
+
+@schedule.command("next")
+@click.option("--count", type=click.IntRange(1, 366), default=5, show_default=True)
+@json_option
+def schedule_next(count: int, as_json: bool) -> int:
+    """The next starts of the enabled schedules, in this computer's local time."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from .config import schedules_file
+    from .render import console, emit_json
+    from .schedule import ScheduleBook, next_runs
+
+    runs = next_runs(ScheduleBook(schedules_file()).load(), datetime.now(UTC), count=count)
+    if as_json:
+        emit_json([{"at": run.isoformat(), "schedule": s.id, "profile": s.profile}
+                   for run, s in runs])  # fmt: skip
+        return 0
+    table = Table("local time", "schedule", "profile", "in its zone", box=None)
+    for run, s in runs:
+        table.add_row(f"{run.astimezone():%a %d %b %H:%M}", s.id, s.profile,
+                      f"{run:%H:%M} {s.tz}")  # fmt: skip
+    console().print(table if runs else "Nothing scheduled; add one with `schedule add`.")
+    return 0
+
+
 @cli.command()
 @click.option(
     "--weeks",

@@ -65,6 +65,11 @@ def state_dir() -> Path:
     return platformdirs.user_state_path(APP)
 
 
+def schedules_file() -> Path:
+    """The bedtime schedules."""
+    return config_dir() / "schedules.toml"
+
+
 def journal_file() -> Path:
     """The journal of sessions and ratings."""
     return state_dir() / "journal.sqlite3"

@@ -1,0 +1,355 @@
+"""Bedtime schedules: which program runs on which evenings, and when the next runs are.
+
+Schedules live in ``schedules.toml`` in the user's config folder, one
+``[[schedule]]`` table each, written atomically (a new file renamed over the
+old) so a crash mid-write leaves the old file whole. A file damaged by hand is
+reported with its path and line and is never overwritten: fix it, or move it
+away, and the next change writes a fresh one.
+
+A schedule starts at a wall-clock time in its own time zone (``--tz``, else
+this computer's), either given (``--at 21:45``) or counted back from when
+symptoms usually begin (``--before 22:30 --lead 60m`` starts at 21:30, as the
+compression trial wore the wraps an hour before). Across daylight-saving
+changes a start means the wall-clock time of that evening:
+
+- on the night clocks spring forward, a start inside the skipped hour (02:30
+  when 02:00 jumps to 03:00) runs at the same distance after the jump (03:30);
+- on the night clocks fall back, a start inside the repeated hour (01:30 when
+  02:00 goes back to 01:00) runs once, at its first occurrence.
+
+>>> s = Schedule(id="a1", profile="evening-45", days=["mon"], at="21:45", tz="Europe/Berlin")
+>>> [t.isoformat() for t in s.runs_after(datetime(2026, 11, 1, tzinfo=UTC), count=2)]
+['2026-11-02T21:45:00+01:00', '2026-11-09T21:45:00+01:00']
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InputError
+from .tomlfiles import describe_errors
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ScheduleError(InputError):
+    """A schedule that cannot be used, or a schedules file that cannot be read."""
+
+
+def local_zone() -> str:
+    """This computer's IANA time zone name (``TZ``, else /etc/localtime), else UTC."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if name and _zone_ok(name):
+        return name
+    try:
+        target = os.readlink("/etc/localtime")
+    except OSError:
+        return "UTC"
+    match = re.search(r"zoneinfo/(.+)$", target)
+    return match.group(1) if match and _zone_ok(match.group(1)) else "UTC"
+
+
+def _zone_ok(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+class Schedule(BaseModel):
+    """One bedtime schedule."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9]{2,12}$")
+    profile: str = Field(min_length=1)
+    days: list[Day] = Field(min_length=1)
+    at: time | None = None
+    """The start, local wall-clock time; or give `before` and `lead_s`."""
+    before: time | None = None
+    """When symptoms usually begin; the program starts `lead_s` earlier."""
+    lead_s: float | None = Field(None, gt=0, le=12 * 3600)
+    device: str | None = None
+    tz: str = Field(default_factory=local_zone)
+    enabled: bool = True
+
+    @field_validator("days")
+    @classmethod
+    def _each_day_once(cls, days: list[Day]) -> list[Day]:
+        return sorted(set(days), key=DAYS.index)
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        if not _zone_ok(name):
+            raise ValueError(f"{name!r} is not a time zone name such as Europe/Berlin")
+        return name
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .urls import parse_device_url
+
+            parse_device_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_start(self) -> Schedule:
+        if (self.at is None) == (self.before is None):
+            raise ValueError("give either at (a start time) or before with lead")
+        if self.before is not None and self.lead_s is None:
+            raise ValueError("before needs lead (how long before)")
+        if self.at is not None and self.lead_s is not None:
+            raise ValueError("lead goes with before, not with at")
+        return self
+
+    @property
+    def start(self) -> time:
+        """The local start time."""
+        if self.at is not None:
+            return self.at
+        assert self.before is not None
+        assert self.lead_s is not None
+        moment = datetime.combine(date(2000, 1, 3), self.before) - timedelta(seconds=self.lead_s)
+        return moment.time()
+
+    @property
+    def starts_day_before(self) -> bool:
+        """Whether the lead reaches back past midnight (symptoms at 00:30, lead 2 h)."""
+        if self.before is None or self.lead_s is None:
+            return False
+        return datetime.combine(date(2000, 1, 3), self.before) - timedelta(
+            seconds=self.lead_s
+        ) < datetime(2000, 1, 3)
+
+    def run_on(self, evening: date) -> datetime:
+        """The start on the evening of ``evening`` (a configured day), as an aware time.
+
+        A start in a skipped hour (spring forward) lands that far after the jump; a
+        start in a repeated hour (fall back) is its first occurrence.
+        """
+        zone = ZoneInfo(self.tz)
+        day = evening - timedelta(days=1) if self.starts_day_before else evening
+        naive = datetime.combine(day, self.start)
+        # fold=0 is the first occurrence of a repeated time; for a skipped time it is
+        # read with the offset from before the jump, i.e. that far after it.
+        return naive.replace(tzinfo=zone, fold=0).astimezone(UTC).astimezone(zone)
+
+    def runs_after(self, moment: datetime, *, count: int) -> list[datetime]:
+        """The next ``count`` starts strictly after ``moment`` (aware)."""
+        return [run for run, _ in zip(self._runs(moment), range(count), strict=False)]
+
+    def _runs(self, moment: datetime) -> Iterator[datetime]:
+        zone = ZoneInfo(self.tz)
+        day = moment.astimezone(zone).date() - timedelta(days=1)
+        while True:
+            if DAYS[day.weekday()] in self.days:
+                run = self.run_on(day)
+                if run > moment:
+                    yield run
+            day += timedelta(days=1)
+
+    def describe(self) -> str:
+        """``mon, thu at 21:45 (Europe/Berlin)`` or ``... 60 min before 22:30``."""
+        days = ", ".join(self.days)
+        if self.at is not None:
+            when = f"at {self.at:%H:%M}"
+        else:
+            assert self.before is not None
+            assert self.lead_s is not None
+            when = f"at {self.start:%H:%M}, {self.lead_s / 60:g} min before {self.before:%H:%M}"
+        return f"{days} {when} ({self.tz})"
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: list[Schedule] = Field(default_factory=list)
+
+
+def _line_of_table(text: str, index: int) -> int | None:
+    """The line on which the ``index``-th ``[[schedule]]`` table begins (1-based)."""
+    found = -1
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip().replace(" ", "") == "[[schedule]]":
+            found += 1
+            if found == index:
+                return number
+    return None
+
+
+class ScheduleBook:
+    """The schedules file: read it, change it, write it back atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> list[Schedule]:
+        """Every schedule in the file (none if there is no file).
+
+        Raises:
+            ScheduleError: the file is unreadable, not TOML, or breaks the schema; the
+                message names the file and the line.
+        """
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except OSError as problem:
+            raise ScheduleError(f"{self.path}: cannot read it: {problem.strerror}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as problem:
+            raise ScheduleError(
+                f"{self.path}: not valid TOML: {problem}; fix it or move it away "
+                "(it is never overwritten while damaged)"
+            ) from None
+        try:
+            return _File.model_validate(data).schedule
+        except ValidationError as problem:
+            first = problem.errors()[0]["loc"]
+            index = first[1] if len(first) > 1 and isinstance(first[1], int) else None
+            line = _line_of_table(text, index) if index is not None else None
+            where = f" (the table at line {line})" if line else ""
+            raise ScheduleError(
+                f"{self.path}{where}: {describe_errors(problem, 'schedule')}; fix it or "
+                "move it away (it is never overwritten while damaged)"
+            ) from None
+
+    def save(self, schedules: list[Schedule]) -> None:
+        """Write every schedule: to a new file in the same folder, then renamed over the old."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = "# massager-ctl schedules; edit with `massager-ctl schedule`, or by hand.\n"
+        for schedule in schedules:
+            text += "\n[[schedule]]\n" + _toml(schedule)
+        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".schedules-")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def add(self, schedule: Schedule) -> Schedule:
+        """Add ``schedule`` (its id made unique) and write the file."""
+        schedules = self.load()
+        taken = {s.id for s in schedules}
+        while schedule.id in taken:
+            schedule = schedule.model_copy(update={"id": new_id()})
+        self.save([*schedules, schedule])
+        return schedule
+
+    def remove(self, schedule_id: str) -> Schedule:
+        """Remove the schedule ``schedule_id`` and write the file."""
+        schedules = self.load()
+        found = self._find(schedules, schedule_id)
+        self.save([s for s in schedules if s.id != found.id])
+        return found
+
+    def set_enabled(self, schedule_id: str, enabled: bool) -> Schedule:
+        """Enable or disable the schedule ``schedule_id`` and write the file."""
+        schedules = self.load()
+        found = self._find(schedules, schedule_id)
+        changed = found.model_copy(update={"enabled": enabled})
+        self.save([changed if s.id == found.id else s for s in schedules])
+        return changed
+
+    def _find(self, schedules: list[Schedule], schedule_id: str) -> Schedule:
+        for schedule in schedules:
+            if schedule.id == schedule_id:
+                return schedule
+        known = ", ".join(s.id for s in schedules) or "none yet"
+        raise ScheduleError(f"there is no schedule {schedule_id!r} (schedules: {known})")
+
+
+def new_id() -> str:
+    """A short id a person can type."""
+    return secrets.token_hex(2)
+
+
+def _toml(schedule: Schedule) -> str:
+    """The TOML body of one schedule table (only strings, times, numbers, lists, bools)."""
+    lines = [f'id = "{schedule.id}"', f"profile = {_quote(schedule.profile)}"]
+    lines.append("days = [" + ", ".join(f'"{d}"' for d in schedule.days) + "]")
+    if schedule.at is not None:
+        lines.append(f"at = {schedule.at:%H:%M:%S}")
+    if schedule.before is not None:
+        lines.append(f"before = {schedule.before:%H:%M:%S}")
+    if schedule.lead_s is not None:
+        lines.append(f"lead_s = {schedule.lead_s:g}")
+    if schedule.device is not None:
+        lines.append(f"device = {_quote(schedule.device)}")
+    lines.append(f"tz = {_quote(schedule.tz)}")
+    lines.append(f"enabled = {'true' if schedule.enabled else 'false'}")
+    return "\n".join(lines) + "\n"
+
+
+def _quote(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def next_runs(
+    schedules: list[Schedule], moment: datetime, *, count: int
+) -> list[tuple[datetime, Schedule]]:
+    """The next ``count`` starts of the enabled schedules after ``moment``, soonest first."""
+    runs = [
+        (run, schedule)
+        for schedule in schedules
+        if schedule.enabled
+        for run in schedule.runs_after(moment, count=count)
+    ]
+    return sorted(runs, key=lambda pair: (pair[0], pair[1].id))[:count]
+
+
+def parse_days(text: str) -> list[Day]:
+    """``mon,thu`` or ``daily`` or ``weekdays`` / ``weekends`` into day names.
+
+    Raises:
+        ScheduleError: a day that is not one of mon..sun.
+    """
+    words = [w.strip().lower()[:3] for w in text.split(",") if w.strip()]
+    named = {"dai": list(DAYS), "wee": list(DAYS[:5])}
+    if text.strip().lower() == "weekends":
+        return ["sat", "sun"]
+    days: list[Day] = []
+    for word in words:
+        if word in named and len(words) == 1:
+            return named[word]
+        if word not in DAYS:
+            raise ScheduleError(
+                f"{text!r} is not a list of days; write mon,thu (or daily, weekdays, weekends)"
+            )
+        days.append(word)  # type: ignore[arg-type]
+    if not days:
+        raise ScheduleError("give at least one day, as in --days mon,thu")
+    return days
+
+
+def parse_clock(text: str, option: str) -> time:
+    """``21:45`` into a time.
+
+    Raises:
+        ScheduleError: not HH:MM.
+    """
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise ScheduleError(f"{option} {text!r} is not a time of day; write it as 21:45")
+    return time(int(match.group(1)), int(match.group(2)))

@@ -1,0 +1,166 @@
+"""Schedules: starts across a year and both daylight-saving changes, and the schedules file."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from massager_ctl.schedule import (
+    DAYS,
+    Schedule,
+    ScheduleBook,
+    ScheduleError,
+    next_runs,
+    parse_days,
+)
+from tests.massager_ctl.test_cli import ctl, json_lines
+
+BERLIN, NEW_YORK = "Europe/Berlin", "America/New_York"
+
+
+def daily(at: str, tz: str, **extra: object) -> Schedule:
+    return Schedule.model_validate({"id": "t1", "profile": "evening-45", "days": list(DAYS),
+                                    "at": at, "tz": tz, **extra})  # fmt: skip
+
+
+@pytest.mark.parametrize("tz", [BERLIN, NEW_YORK])
+@pytest.mark.parametrize("at", ["21:45", "02:30", "01:30"])
+def test_a_year_of_evenings_runs_each_once_at_its_wall_clock_time(tz: str, at: str) -> None:
+    schedule = daily(at, tz)
+    zone = ZoneInfo(tz)
+    runs = schedule.runs_after(datetime(2026, 1, 1, tzinfo=zone), count=365)
+    days = [run.astimezone(zone).date() for run in runs]
+    assert len(set(days)) == 365  # every evening exactly once
+    assert days[0] == date(2026, 1, 1)
+    assert all(b > a for a, b in itertools.pairwise(runs))
+    wanted = time.fromisoformat(at)
+    shifted = [run for run in runs if run.astimezone(zone).time() != wanted]
+    # Only a start inside the skipped hour of the spring-forward night moves, one hour on.
+    spring = {BERLIN: date(2026, 3, 29), NEW_YORK: date(2026, 3, 8)}[tz]
+    skipped = at == "02:30"
+    assert [r.astimezone(zone).date() for r in shifted] == ([spring] if skipped else [])
+    if skipped:
+        assert shifted[0].astimezone(zone).time() == time(3, 30)
+
+
+def test_a_start_in_the_repeated_hour_runs_once_at_its_first_occurrence() -> None:
+    # New York falls back on 1 Nov 2026: 01:00-02:00 happens twice.
+    schedule = daily("01:30", NEW_YORK)
+    [run] = [r for r in schedule.runs_after(datetime(2026, 10, 31, 12, tzinfo=UTC), count=3)
+             if r.astimezone(ZoneInfo(NEW_YORK)).date() == date(2026, 11, 1)]  # fmt: skip
+    assert run.utcoffset() == timedelta(hours=-4)  # EDT: the first 01:30
+    # Berlin falls back on 25 Oct 2026: 02:00-03:00 happens twice.
+    berlin = daily("02:30", BERLIN)
+    [run] = [r for r in berlin.runs_after(datetime(2026, 10, 24, 12, tzinfo=UTC), count=3)
+             if r.astimezone(ZoneInfo(BERLIN)).date() == date(2026, 10, 25)]  # fmt: skip
+    assert run.utcoffset() == timedelta(hours=2)  # CEST: the first 02:30
+
+
+def test_before_and_lead_count_back_even_past_midnight() -> None:
+    trial = Schedule(id="t2", profile="trial-compression-60", days=["mon"], before="22:30",
+                     lead_s=3600, tz=BERLIN)  # fmt: skip
+    [run] = trial.runs_after(datetime(2026, 11, 1, tzinfo=UTC), count=1)
+    assert run.isoformat() == "2026-11-02T21:30:00+01:00"
+    late = Schedule(id="t3", profile="evening-45", days=["mon"], before="00:30",
+                    lead_s=7200, tz=BERLIN)  # fmt: skip
+    [run] = late.runs_after(datetime(2026, 11, 1, tzinfo=UTC), count=1)
+    assert run.isoformat() == "2026-11-01T22:30:00+01:00"  # Sunday evening, for Monday's night
+
+
+@given(after=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31),
+                          timezones=st.just(UTC)),
+       days=st.lists(st.sampled_from(DAYS), min_size=1, unique=True))  # fmt: skip
+def test_next_runs_are_after_the_moment_in_order_and_on_chosen_days(
+    after: datetime, days: list[str]
+) -> None:
+    one = Schedule(id="a1", profile="p", days=days, at="21:45", tz=BERLIN)
+    two = Schedule(id="b2", profile="p", days=["sat"], at="08:00", tz=NEW_YORK)
+    off = Schedule(id="c3", profile="p", days=list(DAYS), at="12:00", tz=BERLIN, enabled=False)
+    runs = next_runs([one, two, off], after, count=10)
+    assert len(runs) == 10
+    assert all(run > after for run, _ in runs)
+    assert [r for r, _ in runs] == sorted(r for r, _ in runs)
+    assert all(s.id != "c3" for _, s in runs)
+    for run, s in runs:
+        assert DAYS[run.astimezone(ZoneInfo(s.tz)).weekday()] in s.days
+
+
+def test_days_and_bad_schedules_are_plain_errors() -> None:
+    assert parse_days("Mon, thu") == ["mon", "thu"]
+    assert parse_days("weekdays") == ["mon", "tue", "wed", "thu", "fri"]
+    assert parse_days("weekends") == ["sat", "sun"]
+    with pytest.raises(ScheduleError, match="not a list of days"):
+        parse_days("mon,someday")
+    with pytest.raises(ValueError, match="either at"):
+        Schedule(id="x1", profile="p", days=["mon"], tz=BERLIN)
+    with pytest.raises(ValueError, match="before needs lead"):
+        Schedule(id="x1", profile="p", days=["mon"], before="22:00", tz=BERLIN)
+    with pytest.raises(ValueError, match="not a time zone"):
+        Schedule(id="x1", profile="p", days=["mon"], at="22:00", tz="Mars/Base")
+
+
+def test_the_file_is_written_whole_and_a_damaged_one_is_never_overwritten(tmp_path: Path) -> None:
+    book = ScheduleBook(tmp_path / "book" / "schedules.toml")
+    a = book.add(daily("21:45", BERLIN))
+    b = book.add(daily("21:45", BERLIN, device="serial:///dev/ttyUSB0"))
+    assert a.id != b.id  # ids made unique
+    assert [s.id for s in book.load()] == [a.id, b.id]
+    assert book.set_enabled(a.id, False).enabled is False
+    assert book.load()[0].enabled is False
+    book.remove(b.id)
+    assert [s.id for s in book.load()] == [a.id]
+    assert [p.name for p in book.path.parent.iterdir()] == ["schedules.toml"]  # no temp left
+    with pytest.raises(ScheduleError, match="there is no schedule 'zz'"):
+        book.remove("zz")
+
+    damaged = book.path.read_text() + "\n[[schedule]]\nid = 'q9'\nprofile = 'p'\ndays = [mon]\n"
+    book.path.write_text(damaged)
+    with pytest.raises(ScheduleError, match=r"not valid TOML: .*line 1[0-9]"):
+        book.load()
+    with pytest.raises(ScheduleError, match="never overwritten"):
+        book.add(daily("20:00", BERLIN))
+    assert book.path.read_text() == damaged
+
+    wrong = book.path.read_text().replace("days = [mon]", 'days = ["mon"]\nat = 25:00:00')
+    book.path.write_text(wrong)
+    with pytest.raises(ScheduleError, match="not valid TOML"):
+        book.load()
+    book.path.write_text(wrong.replace("at = 25:00:00", 'at = "soon"'))
+    with pytest.raises(ScheduleError, match=r"\(the table at line 1[0-9]\): schedule\[1\]\.at"):
+        book.load()
+
+
+def test_schedule_commands(user_dirs: dict[str, Path]) -> None:
+    added = ctl("schedule", "add", "evening-45", "--days", "mon,thu", "--at", "21:45",
+                "--tz", BERLIN, "--json")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    first = json_lines(added.stdout)[-1]
+    assert first["days"] == ["mon", "thu"]
+    trial = ctl("schedule", "add", "trial-compression-60", "--days", "daily", "--before",
+                "22:30", "--lead", "60m", "--tz", NEW_YORK, "--json")  # fmt: skip
+    assert trial.returncode == 0, trial.stderr
+    second = json_lines(trial.stdout)[-1]
+    assert (
+        ctl("schedule", "add", "no-such-profile", "--days", "mon", "--at", "21:00").returncode == 2
+    )
+    assert "is not a time of day" in ctl("schedule", "add", "evening-45", "--days", "mon",
+                                         "--at", "9pm").stderr  # fmt: skip
+    nxt = json_lines(ctl("schedule", "next", "--count", "9", "--json").stdout)[-1]
+    assert len(nxt) == 9
+    assert {n["schedule"] for n in nxt} == {first["id"], second["id"]}
+    assert ctl("schedule", "disable", second["id"]).returncode == 0
+    nxt = json_lines(ctl("schedule", "next", "--json").stdout)[-1]
+    assert {n["schedule"] for n in nxt} == {first["id"]}
+    assert ctl("schedule", "remove", first["id"]).returncode == 0
+    listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]
+    assert [(s["id"], s["enabled"]) for s in listed] == [(second["id"], False)]
+    missing = ctl("schedule", "enable", "zz")
+    assert missing.returncode == 2
+    assert "there is no schedule 'zz'" in missing.stderr
+    assert (user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "schedules.toml").exists()
