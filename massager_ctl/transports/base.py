@@ -51,3 +51,12 @@ class Transport(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def plain_error(error: BaseException) -> str:
+    """An OS or library error as a few plain words for a message."""
+    if isinstance(error, ConnectionRefusedError):
+        return "nothing listens there (connection refused)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__

@@ -49,6 +49,8 @@ from bumble.transport.common import AsyncPipeSink, Transport
 
 from firmware_protocol import gatt as binding
 
+from .base import plain_error
+
 log = logging.getLogger(__name__)
 
 LOCAL = "local:"
@@ -103,7 +105,7 @@ class _Central:
                 transport = await open_transport(spec)
             except (OSError, core.BaseBumbleError, ValueError) as error:
                 raise _unavailable(
-                    f"cannot reach the Bluetooth radio {spec}: {_plain(error)}"
+                    f"cannot reach the Bluetooth radio {spec}: {plain_error(error)}"
                 ) from None
             device = Device.with_hci("massager-ctl", address, transport.source, transport.sink)
             central = cls(spec, device, lambda: transport.close())
@@ -119,7 +121,7 @@ class _Central:
             if isinstance(error, TimeoutError):
                 error = TimeoutError(f"no HCI answer within {POWER_ON_TIMEOUT_S:g} s")
             raise _unavailable(
-                f"the Bluetooth radio {spec} did not start: {_plain(error)}"
+                f"the Bluetooth radio {spec} did not start: {plain_error(error)}"
             ) from None
         return central
 
@@ -157,14 +159,6 @@ class _Central:
 
 def _unavailable(message: str) -> BleakBluetoothNotAvailableError:
     return BleakBluetoothNotAvailableError(message, BleakBluetoothNotAvailableReason.NO_BLUETOOTH)
-
-
-def _plain(error: BaseException) -> str:
-    if isinstance(error, ConnectionRefusedError):
-        return "nothing listens there (connection refused)"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    return str(error) or type(error).__name__
 
 
 def _advertisement_data(parts: list[Advertisement]) -> tuple[AdvertisementData, str | None]:
@@ -339,7 +333,7 @@ class BumbleBleakClient(BaseBleakClient):
             raise TimeoutError(f"{self.address} was not heard within {timeout:g} s") from None
         except (core.BaseBumbleError, OSError) as error:
             await central.close()
-            raise BleakError(f"connecting to {self.address} failed: {_plain(error)}") from None
+            raise BleakError(f"connecting to {self.address} failed: {plain_error(error)}") from None
         except BaseException:
             await central.close()
             raise
@@ -461,4 +455,4 @@ async def _gatt(operation: Any) -> Any:
     try:
         return await operation
     except (core.BaseBumbleError, OSError) as error:
-        raise BleakError(f"GATT operation failed: {_plain(error)}") from None
+        raise BleakError(f"GATT operation failed: {plain_error(error)}") from None

@@ -24,7 +24,7 @@ import serial_asyncio_fast
 
 from ..errors import ConnectFailed
 from ..urls import SerialAddress, SocketAddress
-from .base import Transport, TransportClosed
+from .base import Transport, TransportClosed, plain_error
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class SerialTransport(Transport):
                 f"{self.description} did not accept a connection within {CONNECT_TIMEOUT_S:g} s"
             ) from None
         except OSError as error:
-            raise ConnectFailed(f"cannot reach {self.description}: {_plain(error)}") from None
+            raise ConnectFailed(f"cannot reach {self.description}: {plain_error(error)}") from None
         self._transport = transport
         self._why_closed = f"{self.description} was closed"
 
@@ -122,7 +122,7 @@ class SerialTransport(Transport):
             pipe.incoming.put_nowait(None)  # every later read fails the same way
             error = pipe.closed.result() if pipe.closed.done() else None
             if error is not None:
-                self._why_closed = f"{self.description} went away ({_plain(error)})"
+                self._why_closed = f"{self.description} went away ({plain_error(error)})"
             elif self._transport is not None:  # not closed by us
                 self._why_closed = f"{self.description} was closed by the other end"
             raise TransportClosed(self._why_closed)
@@ -160,11 +160,3 @@ def _port_error(path: str, error: serial.SerialException) -> str:
     if code == errno.EBUSY or "exclusively lock" in text:
         return f"{path} is in use by another program"
     return f"cannot open {path}: {text}"
-
-
-def _plain(error: BaseException) -> str:
-    if isinstance(error, ConnectionRefusedError):
-        return "nothing listens there (connection refused)"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    return str(error) or type(error).__name__
