@@ -14,10 +14,8 @@ import time
 
 from bumble import gatt
 from bumble.core import UUID, AdvertisingData
-from bumble.device import Connection, Device, Peer
+from bumble.device import Connection, Peer
 from bumble.hci import Address
-from bumble.host import Host
-from bumble.transport.common import AsyncPipeSink
 
 from massager_ctl.device import Massager
 from simulator import DeviceConfig
@@ -33,18 +31,11 @@ ECHO_IN = "0000ec01-0000-1000-8000-00805f9b34fb"
 ECHO_OUT = "0000ec02-0000-1000-8000-00805f9b34fb"
 
 
-def _device(radio: virtual.VirtualRadio, name: str, address: str) -> Device:
-    controller = radio.new_controller(name, address)
-    return Device(
-        name=name, address=Address(address), host=Host(controller, AsyncPipeSink(controller))
-    )
-
-
 class _Echo:
     """A Bumble peripheral that notifies back what is written, and a Bumble central using it."""
 
     async def open(self, radio: virtual.VirtualRadio) -> None:
-        self.peripheral = _device(radio, "echo", "C3:00:00:00:00:03")
+        _, self.peripheral = radio.new_device("echo", "C3:00:00:00:00:03")
         self.out = gatt.Characteristic(ECHO_OUT, gatt.Characteristic.Properties.NOTIFY, 0, b"")
         echo_in = gatt.Characteristic(
             ECHO_IN,
@@ -61,7 +52,7 @@ class _Echo:
             advertising_interval_min=20,
             advertising_interval_max=20,
         )
-        self.central = _device(radio, "echo-central", "C3:00:00:00:00:04")
+        _, self.central = radio.new_device("echo-central", "C3:00:00:00:00:04")
         await self.central.power_on()
         connection = await self.central.connect(Address("C3:00:00:00:00:03"))
         peer = Peer(connection)

@@ -79,6 +79,16 @@ class VirtualRadio(LocalLink):
         address = address or f"D0:00:00:00:{number >> 8:02X}:{number & 0xFF:02X}"
         return Controller(name, link=self, public_address=address)
 
+    def new_device(self, name: str, address: str | None = None) -> tuple[Controller, Device]:
+        """A Bumble device (host and controller, in this process) on a fresh controller."""
+        controller = self.new_controller(name, address)
+        device = Device(
+            name=name,
+            address=hci.Address(controller.public_address.to_string(False)),
+            host=Host(controller, AsyncPipeSink(controller)),
+        )
+        return controller, device
+
     def out_of_range(self, controller: Controller) -> None:
         """``controller`` can no longer be heard: its links time out, its advertising is lost."""
         self._away.add(controller)
@@ -153,7 +163,6 @@ class _HciClient(asyncio.Protocol):
         self.controller = self.server.radio.new_controller("remote")
         self.source.set_packet_sink(self.controller)
         self.controller.host = StreamPacketSink(transport)
-        self.server.clients += 1
         log.info("a controller joined the radio from %s", transport.get_extra_info("peername"))
 
     def data_received(self, data: bytes) -> None:
@@ -173,7 +182,6 @@ class HciServer:
 
     def __init__(self, radio: VirtualRadio) -> None:
         self.radio = radio
-        self.clients = 0
         self.joined: set[_HciClient] = set()
         self._server: asyncio.Server | None = None
         self.host = ""
@@ -231,12 +239,7 @@ class BlePeripheral:
         self.connections = 0
         self.writes = 0
         self.notifications = 0
-        self.controller = radio.new_controller("massager", self.address)
-        self.device = Device(
-            name=self.name,
-            address=hci.Address(self.address),
-            host=Host(self.controller, AsyncPipeSink(self.controller)),
-        )
+        self.controller, self.device = radio.new_device(self.name, self.address)
         # The most this end accepts in the MTU exchange: a small one tests small values.
         self.device.gatt_server.max_mtu = max_mtu
         self._connection: Connection | None = None

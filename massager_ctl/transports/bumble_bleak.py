@@ -40,12 +40,10 @@ from bleak.exc import (
 )
 from bumble import core
 from bumble import hci as bumble_hci
-from bumble.controller import Controller
 from bumble.device import Advertisement, Connection, Device, Peer
 from bumble.gatt_client import CharacteristicProxy
-from bumble.host import Host
 from bumble.transport import open_transport
-from bumble.transport.common import AsyncPipeSink, Transport
+from bumble.transport.common import Transport
 
 from firmware_protocol import gatt as binding
 
@@ -97,10 +95,10 @@ class _Central:
         Raises:
             BleakBluetoothNotAvailableError: the radio cannot be reached.
         """
-        address = _random_static_address()
         if spec.startswith(LOCAL):
-            central = cls._open_local(spec, address)
+            central = cls._open_local(spec)
         else:
+            address = _random_static_address()
             try:
                 transport = await open_transport(spec)
             except (OSError, core.BaseBumbleError, ValueError) as error:
@@ -126,17 +124,14 @@ class _Central:
         return central
 
     @classmethod
-    def _open_local(cls, spec: str, address: bumble_hci.Address) -> _Central:
+    def _open_local(cls, spec: str) -> _Central:
         from simulator import ble as virtual
 
         name = spec.removeprefix(LOCAL)
         radio = virtual.find(name)
         if radio is None:
             raise _unavailable(f"there is no virtual radio called {name!r} in this process")
-        controller: Controller = radio.new_controller("massager-ctl")
-        device = Device(
-            name="massager-ctl", address=address, host=Host(controller, AsyncPipeSink(controller))
-        )
+        controller, device = radio.new_device("massager-ctl")
         return cls(spec, device, lambda: radio.remove(controller))
 
     def _watch(self, transport: Transport) -> None:

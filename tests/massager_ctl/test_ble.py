@@ -19,10 +19,7 @@ from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakError
 from bumble import gatt
 from bumble.core import UUID, AdvertisingData
-from bumble.device import Device
-from bumble.hci import Address, OwnAddressType
-from bumble.host import Host
-from bumble.transport.common import AsyncPipeSink
+from bumble.hci import OwnAddressType
 
 from firmware_protocol import (
     Ack,
@@ -97,9 +94,7 @@ async def on_air(mtu: int = binding.PREFERRED_ATT_MTU) -> AsyncIterator[Air]:
 async def test_a_scan_lists_massagers_by_service_with_name_address_and_rssi() -> None:
     async with on_air() as air:
         # A heart-rate monitor on the same radio is not a massager.
-        controller = air.radio.new_controller("other", "C1:00:00:00:00:01")
-        other = Device(name="HR", address=Address("C1:00:00:00:00:01"),
-                       host=Host(controller, AsyncPipeSink(controller)))  # fmt: skip
+        controller, other = air.radio.new_device("HR", "C1:00:00:00:00:01")
         await other.power_on()
         await other.start_advertising(
             advertising_data=bytes(AdvertisingData([
@@ -308,9 +303,7 @@ async def test_an_unusable_radio_is_a_plain_error(hci: str, message: str) -> Non
 async def test_a_peripheral_without_the_massager_characteristics_is_refused() -> None:
     async with on_air() as air:
         # Advertises the massager service UUID, but its service is empty.
-        controller = air.radio.new_controller("fake", "C2:00:00:00:00:02")
-        fake = Device(name="Fake", address=Address("C2:00:00:00:00:02"),
-                      host=Host(controller, AsyncPipeSink(controller)))  # fmt: skip
+        controller, fake = air.radio.new_device("Fake", "C2:00:00:00:00:02")
         fake.add_service(gatt.Service(binding.SERVICE_UUID, []))
         await fake.power_on()
         await fake.start_advertising(
@@ -385,9 +378,7 @@ async def test_a_name_two_massagers_share_is_refused() -> None:
 
 async def test_a_public_address_is_listed_and_reached_as_it_is() -> None:
     async with on_air() as air:
-        controller = air.radio.new_controller("public", "C4:11:22:33:44:55")
-        public = Device(name="Pub", address=Address("C4:11:22:33:44:55"),
-                        host=Host(controller, AsyncPipeSink(controller)))  # fmt: skip
+        controller, public = air.radio.new_device("Pub", "C4:11:22:33:44:55")
         await public.power_on()
         await public.start_advertising(
             own_address_type=OwnAddressType.PUBLIC,
