@@ -84,7 +84,7 @@ async def ble_massagers(radio: str | None, *, timeout_s: float) -> list[Found]:
     try:
         seen = await scan(timeout_s=timeout_s, hci=radio)
     except ConnectFailed as error:
-        url = str(BleAddress(name_prefix="*", hci=radio)).replace("*", "")
+        url = "ble://" + (f"?hci={radio}" if radio else "")
         return [Found(url=url, kind="ble", description="Bluetooth LE scan", problem=str(error))]
     return [Found(url=s.url, kind="ble", description=s.name or "", rssi=s.rssi) for s in seen]
 

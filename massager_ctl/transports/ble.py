@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
@@ -68,13 +68,16 @@ class Seen(BaseModel):
         return str(BleAddress(address=self.address, hci=self.hci))
 
 
-def _backend(hci: str | None) -> dict[str, Any]:
-    """Bleak keyword arguments for the radio: the OS's, or Bumble's on ``hci``."""
+def _backend(hci: str | None, role: Literal["scanner", "client"]) -> dict[str, Any]:
+    """Keyword arguments for a bleak scanner or client on the radio ``hci`` names.
+
+    None for the operating system's radio; else the Bumble backend and its spec.
+    """
     if hci is None:
         return {}
     from .bumble_bleak import BumbleBleakClient, BumbleBleakScanner
 
-    return {"hci": hci, "client": BumbleBleakClient, "scanner": BumbleBleakScanner}
+    return {"hci": hci, "backend": BumbleBleakScanner if role == "scanner" else BumbleBleakClient}
 
 
 def _unavailable(error: BaseException, hci: str | None) -> BluetoothUnavailable:
@@ -98,8 +101,7 @@ async def scan(
     Raises:
         ConnectFailed: Bluetooth is unavailable.
     """
-    backend = _backend(hci)
-    kwargs: dict[str, Any] = {"hci": hci, "backend": backend["scanner"]} if hci else {}
+    kwargs = _backend(hci, "scanner")
     uuids = [binding.SERVICE_UUID] if service_only else None
     try:
         found = await BleakScanner.discover(
@@ -149,10 +151,7 @@ class BleTransport(Transport):
         """
         if known := await self._known_to_the_system():
             return known
-        backend = _backend(self.address.hci)
-        kwargs: dict[str, Any] = (
-            {"hci": self.address.hci, "backend": backend["scanner"]} if backend else {}
-        )
+        kwargs = _backend(self.address.hci, "scanner")
         matches: dict[str, tuple[BLEDevice, AdvertisementData]] = {}
         first = asyncio.Event()
 
@@ -206,10 +205,7 @@ class BleTransport(Transport):
 
     async def open(self) -> None:  # noqa: D102
         device = await self._find()
-        backend = _backend(self.address.hci)
-        kwargs: dict[str, Any] = (
-            {"hci": self.address.hci, "backend": backend["client"]} if backend else {}
-        )
+        kwargs = _backend(self.address.hci, "client")
         self._incoming = asyncio.Queue()
         self._outgoing = asyncio.Queue()
         try:
