@@ -7,14 +7,13 @@ through bleak and the Bumble backend. Real processes, real sockets, real time.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 
 import pytest
 
 from tests.massager_ctl.test_cli import ctl, json_lines
-from tests.massager_ctl.test_cli_serial import ADHOC, controller
+from tests.massager_ctl.test_cli_serial import ADHOC, controller, until_progress
 from tests.served import serve
 
 pytestmark = pytest.mark.looptime(False)
@@ -55,11 +54,7 @@ def test_a_killed_controller_leaves_the_radio_and_the_device_vents() -> None:
     with serve("--ble") as served:
         with controller("start", *ADHOC, "--duration", "1m", "--device", served.url,
                         "--json") as process:  # fmt: skip
-            assert process.stdout is not None
-            for line in process.stdout:
-                report = json.loads(line)
-                if report["kind"] == "progress" and max(report["status"]["pressures_mmhg"]) > 30:
-                    break
+            until_progress(process, above_mmhg=30)
             process.send_signal(signal.SIGKILL)
             process.wait()
         # Its TCP connection to the radio closed, so its virtual controller is gone
@@ -74,10 +69,7 @@ def test_a_massager_switched_off_mid_program_ends_it_after_the_window() -> None:
     with serve("--ble") as served:
         with controller("start", *ADHOC, "--duration", "1m", "--resume-window", "2",
                         "--device", served.url, "--json") as process:  # fmt: skip
-            assert process.stdout is not None
-            for line in process.stdout:
-                if json.loads(line)["kind"] == "progress":
-                    break
+            until_progress(process)
             started = time.monotonic()
             assert served.stop() == 0
             out, err = process.communicate(timeout=60)

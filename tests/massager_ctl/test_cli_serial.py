@@ -35,6 +35,18 @@ def controller(*args: str) -> Iterator[subprocess.Popen[str]]:
         process.communicate()
 
 
+def until_progress(process: subprocess.Popen[str], *, above_mmhg: float | None = None) -> None:
+    """Read ``start --json`` output until a progress line (with a chamber above ``above_mmhg``)."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        report = json.loads(line)
+        if report["kind"] == "progress" and (
+            above_mmhg is None or max(report["status"]["pressures_mmhg"]) > above_mmhg
+        ):
+            return
+    raise AssertionError("the program ended before it reported progress")
+
+
 @pytest.mark.parametrize("endpoint", [["--serial"], ["--tcp", "127.0.0.1:0"]])
 def test_a_program_runs_on_a_served_simulator(endpoint: list[str]) -> None:
     with serve(*endpoint) as served:
@@ -89,11 +101,7 @@ def test_the_device_vents_by_itself_when_the_controller_dies() -> None:
     with serve("--serial") as served:
         with controller("start", *ADHOC, "--duration", "1m", "--device", served.url,
                         "--json") as running:  # fmt: skip
-            assert running.stdout is not None
-            for line in running.stdout:
-                report = json.loads(line)
-                if report["kind"] == "progress" and max(report["status"]["pressures_mmhg"]) > 30:
-                    break
+            until_progress(running, above_mmhg=30)
             running.kill()  # no chance to send anything: only the device's watchdog is left
         time.sleep(3)
         status = json_lines(ctl("status", "--device", served.url, "--json").stdout)[-1]["status"]
