@@ -175,12 +175,14 @@ class Firmware:
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes arrived from the link at ``now``."""
         self.advance(now)
+        self._wake_up()
         self.conn.receive_data(data, now)
         self._handle_link_events()
 
     def press(self, button: Button, now: float) -> None:
         """A button on the handheld remote was pressed at ``now``."""
         self.advance(now)
+        self._wake_up()
         if not self.config.remote:
             return
         self._send(ButtonPressed(button))
@@ -367,6 +369,11 @@ class Firmware:
             period = cfg.control_period_s
         elif self.session is not None:
             period = cfg.supervise_period_s
+        elif self._asleep(readings):
+            # Idle, alone and empty: like a battery device, sleep until a byte arrives
+            # or a button is pressed. Nothing can change meanwhile, and a year of
+            # evenings in virtual time then costs nothing between the sessions.
+            period = math.inf
         else:
             period = cfg.status_interval_ms / 1000
         self._next_sample = t + period
@@ -532,6 +539,23 @@ class Firmware:
         self.session.paused_since = None
         self.state = RUNNING
         self._restart_pattern()
+
+    def _wake_up(self) -> None:
+        """Sample again from now on (after a sleep, see `_asleep`)."""
+        self._next_sample = min(self._next_sample, self._t)
+
+    def _asleep(self, readings: list[float]) -> bool:
+        """Whether nothing needs watching: no session, no controller, empty, no fault."""
+        plant = self.plant
+        faults = plant.faults
+        return (
+            self.state == IDLE
+            and self.conn.state != LinkState.READY
+            and not plant.pump_running
+            and max(readings) <= 0.0
+            and not (faults.inlet_stuck_open or faults.exhaust_stuck_shut)
+            and faults.sensor_offset_mmhg == 0.0
+        )
 
     def _control_after_change(self) -> None:
         # Called from inside _control too (battery); only re-run it when valves may change.

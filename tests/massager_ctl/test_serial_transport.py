@@ -73,7 +73,8 @@ async def test_a_session_runs_over_a_pseudo_terminal(pty: PtyEndpoint) -> None:
         await m.stop()
         await m.wait_vented()
         stats = m.link_stats
-    assert stats.frames_sent > 10
+    # HELLO, START, STOP and keepalives while the chambers fill (about 2 s at 4 a second).
+    assert stats.frames_sent >= 6
     assert stats.frames > 10
     assert stats.crc_errors == stats.malformed == 0
     assert pty.host.firmware.last_end == EndReason.STOPPED
