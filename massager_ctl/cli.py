@@ -14,6 +14,7 @@ import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -23,7 +24,6 @@ from .errors import InputError, MassagerError
 if TYPE_CHECKING:
     from .models import DeviceInfo, DeviceStatus
     from .profiles import Profile
-    from .programs import ProgramResult
     from .supervisor import ResumePolicy
     from .urls import DeviceAddress
 
@@ -176,7 +176,31 @@ def start(
     if note:
         errors().print(note, style="yellow")
     require = _simulator_only if speed is not None and not isinstance(address, SimAddress) else None
-    return run_async(lambda: _start(address, chosen, as_json, policy, require), speed=speed)
+    # A run at --speed can only be the simulator's: it squeezes no leg, so the limits
+    # neither refuse it nor count it.
+    source = "cli" if speed is None else "demo"
+    if source == "cli":
+        check_limits(chosen.total_minutes * 60)
+    return run_async(lambda: _start(address, chosen, as_json, policy, require, source), speed=speed)
+
+
+def check_limits(planned_s: float) -> None:
+    """Refuse a start the safety limits do not allow; a journal that cannot be read warns.
+
+    Raises:
+        LimitReached: which limit, and from when the start is allowed.
+    """
+    from datetime import UTC, datetime
+
+    from .config import journal_file, load_settings
+    from .envelope import WINDOW, check
+    from .journal import Journal
+
+    now = datetime.now(UTC)
+    # Two windows back: a session that began before the last 24 hours may still be running.
+    sessions = _journaled(lambda: Journal(journal_file()).sessions(now - 2 * WINDOW), "limits")
+    if sessions is not None:
+        check(sessions, planned_s=planned_s, now=now, limits=load_settings().limits)
 
 
 def _simulator_only(info: DeviceInfo) -> None:
@@ -224,72 +248,59 @@ async def _start(
     as_json: bool,
     policy: ResumePolicy,
     require: Callable[[DeviceInfo], None] | None,
+    source: str,
 ) -> int:
     from .config import journal_file
     from .journal import Journal
     from .render import ProgramDisplay
-    from .supervisor import LinkNotice, ProgramSupervisor
+    from .session import JournaledProgram
 
     display = ProgramDisplay(profile, json=as_json)
-    journal = Journal(journal_file())
-    session: list[int] = []
-
-    def on_link(notice: LinkNotice) -> None:
-        # A session begins in the journal once a massager answered, and only once.
-        if notice.event == "connected" and not session:
-            session_id = _journaled(lambda: journal.begin(str(address), profile.name, "cli"))
-            session.append(session_id or 0)
-        display.link(notice)
-
-    def record(result: ProgramResult | None) -> None:
-        if session and session[0]:
-            outcome, pressure_s, message = (
-                ("interrupted", 0.0, "interrupted")
-                if result is None
-                else (str(result.outcome), result.pressure_s, result.message)
-            )
-            _journaled(
-                lambda: journal.end(session[0], outcome, pressure_s=pressure_s, message=message)
-            )
-
-    supervisor = ProgramSupervisor(
+    program = JournaledProgram(
         address,
         profile,
+        journal=Journal(journal_file()),
+        source=source,
         policy=policy,
         on_progress=display.progress,
-        on_link=on_link,
+        on_link=display.link,
+        on_journal_error=lambda error: _journal_warning(error, "journal"),
         require=require,
     )
     try:
-        result = await supervisor.run()
+        result = await program.run()
     except asyncio.CancelledError:
-        if supervisor.interrupted_result is None:
+        if program.interrupted_result is None:
             display.close()
         else:
-            display.finish(supervisor.interrupted_result)
-        record(supervisor.interrupted_result)
+            display.finish(program.interrupted_result)
         raise
     except BaseException:
         display.close()
-        record(None)
         raise
     display.finish(result)
-    record(result)
     return result.exit_code
 
 
-def _journaled(write: Callable[[], T]) -> T | None:
-    """Write to the journal; if it cannot be written, say so and go on (the massager first)."""
+def _journaled(use: Callable[[], T], purpose: str) -> T | None:
+    """Use the journal; if it cannot be used, say so and go on (the massager first)."""
     from .journal import JournalError
-    from .render import errors
 
     try:
-        return write()
+        return use()
     except JournalError as error:
-        errors().print(
-            f"[yellow]warning:[/] {error}; this session is not journaled", soft_wrap=True
-        )
+        _journal_warning(error, purpose)
         return None
+
+
+def _journal_warning(error: Exception, purpose: str) -> None:
+    from .render import errors
+
+    consequence = {
+        "journal": "this session is not journaled",
+        "limits": "the safety limits cannot be checked against past sessions",
+    }[purpose]
+    errors().print(f"[yellow]warning:[/] {error}; {consequence}", soft_wrap=True)
 
 
 VENT_WAIT_S = 15.0
@@ -524,7 +535,7 @@ def profiles_show(name: str, as_json: bool) -> int:
 
 @cli.group()
 def schedule() -> None:
-    """Bedtime schedules: which program runs on which evenings (run by `daemon`, coming)."""
+    """Bedtime schedules: which program runs on which evenings (`daemon` runs them)."""
 
 
 @schedule.command("add")
@@ -547,6 +558,8 @@ def schedule_add(
     as_json: bool,
 ) -> int:
     """Add a schedule: PROFILE on --days, --at a time or --before/--lead symptoms."""
+    from datetime import UTC, datetime
+
     from pydantic import ValidationError
 
     from .config import schedules_file, user_profiles_dir
@@ -556,7 +569,12 @@ def schedule_add(
     from .tomlfiles import describe_errors
 
     find_profile(profile, user_profiles_dir())  # a typo is caught now, not at bedtime
-    fields: dict[str, Any] = {"id": new_id(), "profile": profile, "days": parse_days(days)}
+    fields: dict[str, Any] = {
+        "id": new_id(),
+        "profile": profile,
+        "days": parse_days(days),
+        "created": datetime.now(UTC).replace(microsecond=0),
+    }
     if at is not None:
         fields["at"] = parse_clock(at, "--at")
     if before is not None:
@@ -574,7 +592,11 @@ def schedule_add(
     if as_json:
         emit_json({"kind": "schedule"} | added.model_dump(mode="json"))
     else:
-        console().print(f"added {added.id}: {added.profile} {added.describe()}")
+        upcoming = added.runs_after(datetime.now(UTC), count=1)[0].astimezone()
+        console().print(
+            f"added {added.id}: {added.profile} {added.describe()}; first run "
+            f"{upcoming:%a %d %b %H:%M} (`massager-ctl daemon` runs it)"
+        )
     return 0
 
 
@@ -663,6 +685,85 @@ def schedule_next(count: int, as_json: bool) -> int:
                       f"{run:%H:%M} {s.tz}")  # fmt: skip
     console().print(table if runs else "Nothing scheduled; add one with `schedule add`.")
     return 0
+
+
+@cli.command()
+@json_option
+def daemon(as_json: bool) -> int:
+    """Run the bedtime schedules: each program when it is due, once, never late.
+
+    Sleeps until the next start and wakes when the schedules change (the file
+    is watched; SIGHUP does the same). A run found more than the grace window
+    late (grace_minutes in config.toml, default 10) is journaled as missed.
+    SIGTERM or Ctrl-C ends any running program with the massager vented. Meant
+    to run as a systemd user service: see contrib/massager-ctl.service.
+    """
+    return run_async(lambda: _daemon(as_json))
+
+
+async def _daemon(as_json: bool) -> int:
+    from datetime import datetime
+
+    from .config import journal_file, load_settings, schedules_file, user_profiles_dir
+    from .daemon import Daemon, DaemonEvent
+    from .journal import Journal
+    from .render import emit_json, errors
+    from .schedule import ScheduleBook
+    from .wallclock import SystemClock
+
+    def show(event: DaemonEvent) -> None:
+        if as_json:
+            emit_json(event)
+            return
+        style = {"error": "red", "missed": "yellow", "refused": "yellow", "busy": "yellow",
+                 "unreachable": "yellow"}.get(event.event, "")  # fmt: skip
+        when = datetime.now().astimezone()
+        line = f"{when:%Y-%m-%d %H:%M:%S} " + (f"[{style}]{event.message}[/]" if style
+                                                else event.message)  # fmt: skip
+        if event.schedule:
+            line += f" [dim](schedule {event.schedule})[/]"
+        errors().print(line, soft_wrap=True, highlight=False)
+
+    clock = SystemClock()
+    runner = Daemon(
+        book=ScheduleBook(schedules_file()),
+        journal=Journal(journal_file()),
+        clock=clock,
+        settings=load_settings(),
+        profiles_dir=user_profiles_dir(),
+        on_event=show,
+    )
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, runner.reload)
+    watcher = asyncio.create_task(_watch(schedules_file(), runner.reload))
+    try:
+        await runner.run()
+    except asyncio.CancelledError:
+        return 0  # SIGTERM or Ctrl-C: a clean stop, the programs ended and vented
+    finally:
+        watcher.cancel()
+    return 0
+
+
+async def _watch(path: Path, changed: Callable[[], None]) -> None:
+    """Call ``changed`` whenever ``path`` is written, replaced or removed (Linux inotify).
+
+    Without inotify the daemon still re-reads the file whenever it wakes, and
+    at least once a minute (`wallclock.FALLBACK_STEP_S`).
+    """
+    try:
+        from asyncinotify import Inotify, Mask
+    except ImportError:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with Inotify() as inotify:
+        inotify.add_watch(
+            path.parent, Mask.CLOSE_WRITE | Mask.MOVED_TO | Mask.MOVED_FROM | Mask.DELETE
+        )
+        async for event in inotify:
+            if event.name is not None and event.name.name == path.name:
+                changed()
 
 
 @cli.command()

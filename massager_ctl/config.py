@@ -6,6 +6,12 @@ The config file is ``config.toml`` in the user's config folder (platformdirs:
     device = "serial:///dev/ttyUSB0"   # used when --device is not given
     resume_window_s = 30               # after a lost link, resume if back within this
     weekly_goal = 2                    # sessions a week that `history` counts toward
+    grace_minutes = 10                 # the daemon starts a run at most this late
+
+    [limits]                           # the safety envelope (see `envelope`)
+    sessions_per_day = 3
+    minutes_per_day = 120
+    rest_minutes = 30
 
 Command-line options win over environment variables (``MASSAGER_CTL_DEVICE``),
 which win over the file.
@@ -19,6 +25,7 @@ from pathlib import Path
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .envelope import Limits
 from .errors import ConfigError, DeviceURLError
 from .tomlfiles import load_model
 from .urls import parse_device_url
@@ -43,6 +50,8 @@ class Settings(BaseModel):
     device: str | None = None
     resume_window_s: float = Field(30.0, ge=0, le=3600)
     weekly_goal: int = Field(2, ge=1, le=21)
+    grace_minutes: float = Field(10, ge=0, le=240)
+    limits: Limits = Field(default_factory=Limits)
 
     @field_validator("device")
     @classmethod

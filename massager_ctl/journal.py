@@ -45,6 +45,9 @@ ENDINGS: dict[str, Ended] = {
     "link_lost": "link_lost",
     "fault": "fault",
     "missed": "missed",
+    "refused": "missed",
+    "busy": "missed",
+    "unreachable": "link_lost",
 }
 """How a program's outcome counts in the journal; anything else is "other"."""
 
@@ -69,7 +72,23 @@ CREATE TABLE IF NOT EXISTS ratings (
 );
 CREATE INDEX IF NOT EXISTS ratings_at ON ratings (at);
 """
-VERSION = 1
+MIGRATIONS = {
+    2: """
+ALTER TABLE sessions ADD COLUMN planned_s REAL NOT NULL DEFAULT 0;
+CREATE TABLE runs (
+    schedule_id TEXT NOT NULL,
+    due_at TEXT NOT NULL,
+    taken_at TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    PRIMARY KEY (schedule_id, due_at)
+);
+CREATE TABLE marks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+""",
+}
+"""Version n's changes to version n-1. ``runs`` holds every scheduled start the daemon
+took (started, or journaled as missed): its key is what makes a run happen at most once,
+across restarts and clock changes. ``marks`` holds how far the daemon has looked."""
+VERSION = max(MIGRATIONS)
 
 LOCK_WAIT_S = 0.5
 """How long a write waits for another writer. Short: the CLI writes from the event loop
@@ -94,6 +113,7 @@ class Session(BaseModel):
     outcome: str | None
     pressure_s: float
     message: str
+    planned_s: float = 0.0
 
     @property
     def ended(self) -> Ended:
@@ -148,9 +168,7 @@ class Journal:
                         f"(version {version}); it is left as it is"
                     )
                 if version < VERSION:
-                    with db:
-                        db.executescript(SCHEMA)
-                        db.execute(f"PRAGMA user_version = {VERSION}")
+                    self._upgrade(db)
                 with db:  # one transaction: all of it is written, or none
                     yield db
         except sqlite3.DatabaseError as error:
@@ -158,14 +176,93 @@ class Journal:
         except OSError as error:
             raise JournalError(f"the journal {self.path} cannot be opened: {error}") from None
 
-    def begin(self, device: str, profile: str, source: str, *, now: datetime | None = None) -> int:
-        """Record a session that begins now; returns its id for `end`."""
+    @staticmethod
+    def _upgrade(db: sqlite3.Connection) -> None:
+        # One transaction that holds the write lock from the start: a crash mid-upgrade
+        # leaves the old version whole, and of two processes upgrading at once the
+        # second finds the work done.
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            steps = [SCHEMA] if version == 0 else []
+            steps += [MIGRATIONS[n] for n in sorted(MIGRATIONS) if max(version, 1) < n]
+            for statement in ";".join(steps).split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {VERSION}")
+
+    def begin(
+        self,
+        device: str,
+        profile: str,
+        source: str,
+        *,
+        planned_s: float = 0.0,
+        now: datetime | None = None,
+    ) -> int:
+        """Record a session that begins now; returns its id for `end`.
+
+        ``planned_s`` is the program's length: until the session ends, the safety
+        limits count it as running that long.
+        """
         with self._db() as db:
             cursor = db.execute(
-                "INSERT INTO sessions (started_at, device, profile, source) VALUES (?, ?, ?, ?)",
-                (_utc(now), device, profile, source),
+                "INSERT INTO sessions (started_at, device, profile, source, planned_s) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (_utc(now), device, profile, source, planned_s),
             )
             return int(cursor.lastrowid or 0)
+
+    def not_run(
+        self, device: str, profile: str, source: str, outcome: str, message: str, *, at: datetime
+    ) -> int:
+        """Record a session that was due at ``at`` and did not run (missed, refused)."""
+        with self._db() as db:
+            cursor = db.execute(
+                "INSERT INTO sessions (started_at, ended_at, device, profile, source, outcome, "
+                "message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (_utc(at), _utc(at), device, profile, source, outcome, message),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def take_run(
+        self, schedule_id: str, due_at: datetime, outcome: str, *, now: datetime | None = None
+    ) -> bool:
+        """Claim the run of ``schedule_id`` due at ``due_at``; False if it was taken before.
+
+        The claim is written before the program starts, so a run is started at most
+        once even if the daemon is killed while starting it.
+        """
+        with self._db() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO runs (schedule_id, due_at, taken_at, outcome) "
+                "VALUES (?, ?, ?, ?)",
+                (schedule_id, _utc(due_at), _utc(now), outcome),
+            )
+            return cursor.rowcount == 1
+
+    def taken_runs(self, since: datetime) -> set[tuple[str, datetime]]:
+        """The (schedule id, due time) of every run taken that was due at or after ``since``."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT schedule_id, due_at FROM runs WHERE due_at >= ?", (_utc(since),)
+            ).fetchall()
+        return {(row[0], datetime.fromisoformat(row[1])) for row in rows}
+
+    def mark(self, name: str) -> datetime | None:
+        """The moment last stored under ``name``, if any."""
+        with self._db() as db:
+            row = db.execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()
+        return None if row is None else datetime.fromisoformat(row[0])
+
+    def set_mark(self, name: str, moment: datetime) -> None:
+        """Store ``moment`` under ``name``."""
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO marks (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, _utc(moment)),
+            )
 
     def end(
         self,
@@ -205,11 +302,11 @@ class Journal:
         with self._db() as db:
             rows = db.execute(
                 "SELECT id, started_at, ended_at, device, profile, source, outcome, pressure_s, "
-                "message FROM sessions WHERE started_at >= ? ORDER BY started_at, id",
+                "message, planned_s FROM sessions WHERE started_at >= ? ORDER BY started_at, id",
                 (_utc(since) if since else "",),
             ).fetchall()
         keys = ("id", "started_at", "ended_at", "device", "profile", "source", "outcome",
-                "pressure_s", "message")  # fmt: skip
+                "pressure_s", "message", "planned_s")  # fmt: skip
         return [
             Session.model_validate(
                 dict(zip(keys, row, strict=True))
@@ -249,8 +346,8 @@ class Week(BaseModel):
 
 
 def counts(session: Session) -> bool:
-    """Whether a session counts toward the weekly goal: it put the legs under pressure."""
-    return session.pressure_s > 0
+    """Whether a session counts toward the weekly goal: it put legs under pressure (no demo)."""
+    return session.pressure_s > 0 and session.source != "demo"
 
 
 def weeks(
@@ -267,7 +364,7 @@ def weeks(
             Week(
                 starts=monday,
                 sessions=sum(1 for s in these if counts(s)),
-                minutes=round(sum(s.pressure_s for s in these) / 60, 1),
+                minutes=round(sum(s.pressure_s for s in these if counts(s)) / 60, 1),
                 goal=goal,
                 mean_rating=round(sum(scores) / len(scores), 1) if scores else None,
             )

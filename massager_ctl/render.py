@@ -242,6 +242,10 @@ class ProgramDisplay:
         return Panel(Group(line, chamber_table(self.info, status)), title=title, title_align="left")
 
 
+SOURCES = {"schedule": "scheduled", "demo": "demo"}
+"""How a session's source shows in the history (one from the command line shows none)."""
+
+
 def history_view(sessions: list[Session], ratings: list[Rating], weeks: list[Week]) -> Group:
     """Day by day: sessions and how the legs felt (a bar per rating), then the weeks."""
     days: dict[date, tuple[list[Session], list[Rating]]] = {}
@@ -258,7 +262,10 @@ def history_view(sessions: list[Session], ratings: list[Rating], weeks: list[Wee
             rating = felt[i] if i < len(felt) else None
             table.add_row(
                 day.strftime("%a %d %b") if i == 0 else "",
-                f"{session.started_at.astimezone():%H:%M} {session.profile}" if session else "",
+                f"{session.started_at.astimezone():%H:%M} {session.profile}"
+                + (f" [dim]{SOURCES[session.source]}[/]" if session.source in SOURCES else "")
+                if session
+                else "",
                 session.ended.replace("_", " ") if session else "",
                 f"{session.minutes:g}" if session else "",
                 f"{bar(rating.score, 10)} {rating.score}"

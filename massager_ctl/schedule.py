@@ -24,6 +24,7 @@ changes a start means the wall-clock time of that evening:
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import secrets
@@ -85,11 +86,20 @@ class Schedule(BaseModel):
     device: str | None = None
     tz: str = Field(default_factory=local_zone)
     enabled: bool = True
+    created: datetime | None = None
+    """When it was added; the daemon never takes a run due before (none: always there)."""
 
     @field_validator("days")
     @classmethod
     def _each_day_once(cls, days: list[Day]) -> list[Day]:
         return sorted(set(days), key=DAYS.index)
+
+    @field_validator("created")
+    @classmethod
+    def _aware(cls, moment: datetime | None) -> datetime | None:
+        if moment is not None and moment.tzinfo is None:
+            raise ValueError("created needs a time zone offset, as in 2026-11-21T20:00:00Z")
+        return moment
 
     @field_validator("tz")
     @classmethod
@@ -152,6 +162,10 @@ class Schedule(BaseModel):
     def runs_after(self, moment: datetime, *, count: int) -> list[datetime]:
         """The next ``count`` starts strictly after ``moment`` (aware)."""
         return [run for run, _ in zip(self._runs(moment), range(count), strict=False)]
+
+    def runs_between(self, start: datetime, end: datetime) -> list[datetime]:
+        """Every start after ``start`` and at or before ``end``, oldest first."""
+        return list(itertools.takewhile(lambda run: run <= end, self._runs(start)))
 
     def _runs(self, moment: datetime) -> Iterator[datetime]:
         zone = ZoneInfo(self.tz)
@@ -298,6 +312,8 @@ def _toml(schedule: Schedule) -> str:
         lines.append(f"device = {_quote(schedule.device)}")
     lines.append(f"tz = {_quote(schedule.tz)}")
     lines.append(f"enabled = {'true' if schedule.enabled else 'false'}")
+    if schedule.created is not None:
+        lines.append(f"created = {schedule.created.astimezone(UTC).isoformat(timespec='seconds')}")
     return "\n".join(lines) + "\n"
 
 

@@ -16,8 +16,10 @@ may run this way; a real device keeps real time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import selectors
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -85,3 +87,48 @@ def scaled_runner(speed: float | None) -> asyncio.Runner:
     """An `asyncio.Runner` on a `ScaledTimeLoop`, or on a plain loop at speed 1 or None."""
     factory = (lambda: ScaledTimeLoop(speed)) if speed and speed != 1.0 else None
     return asyncio.Runner(loop_factory=factory)
+
+
+class VirtualWallClock:
+    """A wall clock that runs on the event loop's clock and can be set, for tests.
+
+    Under looptime the loop's clock is virtual, so a year of evenings passes in
+    seconds; `set` steps the wall clock as NTP or a person would, and wakes
+    every wait like the kernel's ``TFD_TIMER_CANCEL_ON_SET`` does. It has the
+    shape of `massager_ctl.wallclock.WallClock`.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("the start must be aware")
+        self._start = start.astimezone(UTC)
+        self._loop_start: float | None = None
+        self._offset_s = 0.0
+        self._was_set: asyncio.Event | None = None
+
+    def _loop_seconds(self) -> float:
+        now = asyncio.get_running_loop().time()
+        if self._loop_start is None:
+            self._loop_start = now
+        return now - self._loop_start
+
+    def now(self) -> datetime:
+        """The current wall-clock time, in UTC."""
+        return self._start + timedelta(seconds=self._loop_seconds() + self._offset_s)
+
+    def set(self, moment: datetime) -> None:
+        """Set the clock to ``moment`` (forward or back) and wake every wait."""
+        self._offset_s += (moment - self.now()).total_seconds()
+        if self._was_set is not None:
+            self._was_set.set()
+        self._was_set = None
+
+    async def sleep_until(self, moment: datetime) -> None:
+        """Return at ``moment``, or as soon as the clock is set."""
+        if self._was_set is None:
+            self._was_set = asyncio.Event()
+        was_set = self._was_set
+        delay = (moment - self.now()).total_seconds()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(was_set.wait(), delay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from massager_ctl.errors import InputError
-from massager_ctl.journal import Journal, JournalError, weeks
+from massager_ctl.journal import SCHEMA, VERSION, Journal, JournalError, weeks
 from tests.massager_ctl.test_cli import ctl, json_lines
 
 MONDAY = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)  # noon UTC: the same day in any zone
@@ -107,15 +108,16 @@ def test_start_history_and_rate_on_the_command_line(user_dirs: dict[str, Path]) 
     assert session["ended"] == "completed"
     assert session["profile"] == "adhoc"
     assert session["device"] == "sim://"
+    assert session["source"] == "demo"  # --speed: a demo on the simulator
     assert session["pressure_s"] == pytest.approx(120, abs=2)
     [rating] = history["ratings"]
     assert (rating["score"], rating["note"]) == (4, "calmer")
     assert history["goal"] == 2
     assert len(history["weeks"]) == 4
-    assert history["weeks"][-1]["sessions"] == 1
+    assert history["weeks"][-1]["sessions"] == 0  # a demo squeezes no leg
     text = ctl("history", "--goal", "1").stdout
-    assert "adhoc" in text
-    assert "1/1 met" in text
+    assert "adhoc demo" in text
+    assert "0/1 below" in text
     assert (user_dirs["XDG_STATE_HOME"] / "massager-ctl" / "journal.sqlite3").exists()
 
 
@@ -129,3 +131,23 @@ def test_a_journal_that_cannot_be_written_does_not_stop_the_program(
     assert ran.returncode == 0
     assert "this session is not journaled" in ran.stderr
     assert path.read_bytes() == b"garbage " * 200
+
+
+def test_a_journal_of_the_first_version_is_upgraded_keeping_everything(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executescript(SCHEMA)
+        db.execute("PRAGMA user_version = 1")
+        db.execute("INSERT INTO sessions (started_at, ended_at, device, profile, source, outcome,"
+                   " pressure_s) VALUES ('2026-11-02T21:00:00+00:00', '2026-11-02T21:45:00+00:00',"
+                   " 'sim://', 'evening-45', 'cli', 'completed', 2700)")  # fmt: skip
+    journal = Journal(path)
+    [old] = journal.sessions()
+    assert (old.profile, old.minutes, old.planned_s) == ("evening-45", 45.0, 0.0)
+    assert journal.take_run("a1", MONDAY, "started")
+    assert not journal.take_run("a1", MONDAY, "started")  # at most once
+    assert journal.taken_runs(MONDAY) == {("a1", MONDAY)}
+    journal.set_mark("daemon.looked_until", MONDAY)
+    assert journal.mark("daemon.looked_until") == MONDAY
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 2

@@ -1,0 +1,314 @@
+"""The daemon: starts each schedule's program when it is due, once, and never late.
+
+It sleeps until the next start on a wall-clock timer (`wallclock`), and wakes
+early only when told the schedules changed (`Daemon.reload`: the schedules file
+was written, or SIGHUP) or when the wall clock was set. On every wake it reads
+the schedules again and decides from the clock and the journal alone:
+
+- **Once.** Before a program starts, its run (schedule id, due time) is written
+  to the journal's ``runs`` table, whose key refuses a second claim. A restart,
+  a clock set back, or a second daemon therefore never starts a run again.
+- **Never late.** A run found more than the grace window late (default 10
+  minutes, ``grace_minutes`` in config.toml), because the computer was asleep
+  or off, the daemon was not running, or the clock jumped forward, is not
+  started: it is journaled as missed, with why.
+- **Looking back.** The journal keeps how far the daemon has looked; after a
+  restart it looks back from there (at most `LOOKBACK`), so the runs it was
+  not there for are journaled as missed. Runs due before their schedule was
+  added (``created``) never count.
+- **One program per device.** A run due while its device is busy with another
+  schedule's program is journaled as missed ("busy") rather than queued.
+- **Within the limits.** A run the safety envelope refuses is journaled with
+  the limit that refused it.
+- **Ending.** Cancelling `Daemon.run` (SIGTERM) ends every running program the
+  way Ctrl-C ends `start`: at once, with the massager vented, journaled.
+
+Daylight-saving changes are the schedule's business (`schedule`): the daemon
+only compares aware times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .config import Settings
+from .envelope import WINDOW, LimitReached, check
+from .errors import MassagerError
+from .journal import Journal, JournalError
+from .profiles import Profile, find_profile
+from .schedule import Schedule, ScheduleBook
+from .session import JournaledProgram
+from .supervisor import ResumePolicy
+from .urls import DeviceAddress, parse_device_url
+from .wallclock import WallClock
+
+LOOKBACK = timedelta(days=31)
+"""How far back a restarted daemon journals the runs it missed."""
+
+MARK = "daemon.looked_until"
+
+RETRY_S = 30.0
+"""How soon a scheduled start tries again when the massager did not answer (within the
+grace window only)."""
+
+Event = Literal[
+    "watching", "next", "started", "ended", "missed", "refused", "busy", "unreachable", "error",
+    "stopping",
+]  # fmt: skip
+
+
+class DaemonEvent(BaseModel):
+    """One line of what the daemon did, for its log (text or JSON)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str = "daemon"
+    event: Event
+    message: str
+    schedule: str | None = None
+    profile: str | None = None
+    device: str | None = None
+    due: datetime | None = None
+
+
+class Daemon:
+    """Runs due schedules from ``book``, journaling to ``journal``, on ``clock``'s time."""
+
+    def __init__(
+        self,
+        *,
+        book: ScheduleBook,
+        journal: Journal,
+        clock: WallClock,
+        settings: Settings,
+        profiles_dir: Path,
+        on_event: Callable[[DaemonEvent], None] = lambda event: None,
+    ) -> None:
+        self.book = book
+        self.journal = journal
+        self.clock = clock
+        self.settings = settings
+        self.profiles_dir = profiles_dir
+        self.on_event = on_event
+        self.grace = timedelta(minutes=settings.grace_minutes)
+        self.policy = ResumePolicy(window_s=settings.resume_window_s)
+        self.programs: dict[str, tuple[Schedule, asyncio.Task[None]]] = {}
+        """What runs now: device URL to the schedule and its program's task."""
+        self._schedules: list[Schedule] = []
+        self._wake: asyncio.Event | None = None
+        self._announced: tuple[str, datetime] | None = None
+
+    def reload(self) -> None:
+        """Wake now and read the schedules again (they changed, or SIGHUP)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Run schedules until cancelled; then end every running program, vented."""
+        self._wake = asyncio.Event()
+        self._say("watching", f"watching {self.book.path}; grace {self.grace_text}")
+        try:
+            while True:
+                await self._sleep(self.tick())
+        finally:
+            await self._end_programs()
+
+    @property
+    def grace_text(self) -> str:
+        """The grace window in words."""
+        return f"{self.grace.total_seconds() / 60:g} min"
+
+    def tick(self) -> datetime | None:
+        """Take every run now due; returns when the next run is due (None: nothing ahead)."""
+        now = self.clock.now()
+        self._load()
+        try:
+            looked = self.journal.mark(MARK)
+            since = max(now - LOOKBACK, min(looked, now) if looked else now - self.grace)
+            taken = self.journal.taken_runs(since - timedelta(days=1))
+        except JournalError as error:
+            self._say("error", f"{error}; no run is started until the journal can be used")
+            return None
+        due = sorted(
+            (
+                (run, s)
+                for s in self._schedules
+                if s.enabled
+                for run in s.runs_between(since, now)
+                if (s.id, run) not in taken and (s.created is None or run > s.created)
+            ),
+            key=lambda pair: (pair[0], pair[1].id),
+        )
+        for run, schedule in due:
+            self._take(schedule, run, now)
+        with contextlib.suppress(JournalError):
+            self.journal.set_mark(MARK, now)
+        return self._next(now, taken)
+
+    def _load(self) -> None:
+        try:
+            self._schedules = self.book.load()
+        except MassagerError as error:
+            # Keep what was read last: a file half-edited by hand must not stop bedtime.
+            self._say("error", f"{error}; running the schedules read before")
+
+    def _next(self, now: datetime, taken: set[tuple[str, datetime]]) -> datetime | None:
+        upcoming = []
+        for s in self._schedules:
+            if s.enabled:
+                runs = (r for r in s.runs_after(now, count=8) if (s.id, r) not in taken)
+                first = next(runs, None)
+                if first is not None:
+                    upcoming.append((first, s))
+        if not upcoming:
+            return None
+        run, schedule = min(upcoming, key=lambda pair: (pair[0], pair[1].id))
+        if self._announced != (schedule.id, run):
+            self._announced = (schedule.id, run)
+            self._say("next", f"next: {schedule.profile} at {run:%a %d %b %H:%M %Z}",
+                      schedule, run)  # fmt: skip
+        return run
+
+    async def _sleep(self, until: datetime | None) -> None:
+        assert self._wake is not None
+        waits = [asyncio.ensure_future(self._wake.wait())]
+        if until is not None:
+            waits.append(asyncio.ensure_future(self.clock.sleep_until(until)))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        self._wake.clear()
+
+    def _device(self, schedule: Schedule) -> DeviceAddress:
+        return parse_device_url(schedule.device or self.settings.device or "sim://")
+
+    def _take(self, schedule: Schedule, run: datetime, now: datetime) -> None:
+        """Start the run, or journal why not; either way it is taken, once."""
+        address = self._device(schedule)
+        device = str(address)
+        late = now - run
+        profile: Profile | None = None
+        if late > self.grace:
+            outcome, why = (
+                "missed",
+                (
+                    f"not started: found {_minutes(late)} late, past the {self.grace_text} grace "
+                    "window (the computer asleep or off, the daemon not running, or the clock set "
+                    "forward)"
+                ),
+            )
+        elif device in self.programs:
+            other = self.programs[device][0]
+            outcome, why = (
+                "busy",
+                (f"not started: {device} was running schedule {other.id} ({other.profile})"),
+            )
+        else:
+            try:
+                profile = find_profile(schedule.profile, self.profiles_dir)
+                sessions = self.journal.sessions(now - 2 * WINDOW)
+                check(sessions, planned_s=profile.total_minutes * 60, now=now,
+                      limits=self.settings.limits)  # fmt: skip
+                outcome, why = "started", ""
+            except LimitReached as refusal:
+                outcome, why = "refused", f"not started: {refusal}"
+            except (MassagerError, JournalError) as error:
+                outcome, why = "refused", f"not started: {error}"
+        try:
+            if not self.journal.take_run(schedule.id, run, outcome, now=now):
+                return  # another daemon took it
+            if outcome != "started":
+                self.journal.not_run(device, schedule.profile, "schedule", outcome, why, at=run)
+        except JournalError as error:
+            self._say("error", f"{error}; the run of {schedule.id} at {run:%H:%M} is not "
+                      "started", schedule, run)  # fmt: skip
+            return
+        if outcome != "started":
+            self._say("missed" if outcome == "missed" else outcome, why, schedule, run)  # type: ignore[arg-type]
+            return
+        assert profile is not None
+        task = asyncio.create_task(self._program(schedule, run, address, profile))
+        self.programs[device] = (schedule, task)
+        task.add_done_callback(lambda _: self.programs.pop(device, None))
+
+    async def _program(
+        self, schedule: Schedule, run: datetime, address: DeviceAddress, profile: Profile
+    ) -> None:
+        """Run the program; a massager that does not answer is tried until the grace ends."""
+        while True:
+            late = self.clock.now() - run
+            self._say("started", f"starting {profile.name} on {address} ({_minutes(late)} late)",
+                      schedule, run)  # fmt: skip
+            program = JournaledProgram(
+                address,
+                profile,
+                journal=self.journal,
+                source="schedule",
+                policy=self.policy,
+                on_journal_error=lambda error: self._say("error", f"{error}; not journaled"),
+                now=self.clock.now,
+            )
+            try:
+                result = await program.run()
+            except asyncio.CancelledError:
+                ended = program.interrupted_result
+                why = ended.message if ended else "it had not begun"
+                self._say("ended", f"ended as the daemon stops: {why}", schedule, run)
+                raise
+            except MassagerError as error:
+                if program.began:
+                    self._say("error", str(error), schedule, run)
+                    return
+                retry_at = self.clock.now() + timedelta(seconds=RETRY_S)
+                if retry_at - run <= self.grace:
+                    self._say("unreachable", f"{error}; trying again in {RETRY_S:g} s",
+                              schedule, run)  # fmt: skip
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                with contextlib.suppress(JournalError):
+                    self.journal.not_run(str(address), profile.name, "schedule", "unreachable",
+                                         f"not started: {error}", at=run)  # fmt: skip
+                self._say("unreachable", f"not started: {error}", schedule, run)
+                return
+            self._say("ended", f"{result.outcome}: {result.message}", schedule, run)
+            return
+
+    async def _end_programs(self) -> None:
+        tasks = [task for _, task in self.programs.values()]
+        if tasks:
+            self._say("stopping", f"stopping {len(tasks)} program(s); the massagers vent")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _say(
+        self,
+        event: Event,
+        message: str,
+        schedule: Schedule | None = None,
+        due: datetime | None = None,
+    ) -> None:
+        self.on_event(
+            DaemonEvent(
+                event=event,
+                message=message,
+                schedule=schedule.id if schedule else None,
+                profile=schedule.profile if schedule else None,
+                device=str(self._device(schedule)) if schedule else None,
+                due=due,
+            )
+        )
+
+
+def _minutes(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    return f"{seconds:.0f} s" if abs(seconds) < 120 else f"{seconds / 60:.0f} min"

@@ -1,0 +1,155 @@
+"""The safety envelope: limits on how much compression a day that no start may exceed.
+
+Every start is checked against the journal before anything is sent to the
+massager: from the command line, from a schedule, and (later) from MQTT. The
+limits are in ``config.toml``::
+
+    [limits]
+    sessions_per_day = 3      # sessions in any 24 hours
+    minutes_per_day = 120     # minutes under pressure in any 24 hours
+    rest_minutes = 30         # from the end of one session to the start of the next
+
+"A day" is any 24 hours, not the calendar day, so a session at 23:30 and
+another at 00:15 are two sessions in one evening, as the legs feel them.
+A session counts if it put the legs under pressure; one still running (or whose
+controller was killed, so it never said how it ended) counts as running its
+whole planned length. Demo runs (``--speed``, simulator only) squeeze no leg
+and are neither counted nor checked.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> from .journal import Session
+>>> at = datetime(2026, 11, 2, 21, 0, tzinfo=UTC)
+>>> last = Session(id=1, started_at=at, ended_at=at + timedelta(minutes=45), device="sim://",
+...                profile="evening-45", source="cli", outcome="completed", pressure_s=2700,
+...                message="", planned_s=2700)
+>>> try:
+...     check([last], planned_s=1800, now=at + timedelta(minutes=50), limits=Limits())
+... except LimitReached as refusal:
+...     print(refusal.allowed_at)
+2026-11-02 22:15:00+00:00
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import MassagerError
+from .journal import Session
+
+WINDOW = timedelta(hours=24)
+
+
+class Limits(BaseModel):
+    """The limits in the config file's ``[limits]`` table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sessions_per_day: int = Field(3, ge=1, le=12)
+    minutes_per_day: float = Field(120, gt=0, le=720)
+    rest_minutes: float = Field(30, ge=0, le=720)
+
+
+class LimitReached(MassagerError):
+    """A start that would go beyond a limit; says which, and from when it is allowed."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, allowed_at: datetime | None) -> None:
+        super().__init__(message)
+        self.allowed_at = allowed_at
+        """When the start would be allowed, or None if this program never fits."""
+
+
+@dataclass(frozen=True)
+class _Use:
+    """One session as the limits see it."""
+
+    start: datetime
+    end: datetime
+    pressure_s: float
+
+
+def _uses(sessions: list[Session]) -> list[_Use]:
+    uses = []
+    for s in sessions:
+        if s.outcome is None:
+            # Still running, or its controller was killed: assume the whole program.
+            end = s.started_at + timedelta(seconds=s.planned_s)
+            uses.append(_Use(s.started_at, end, max(s.planned_s, s.pressure_s)))
+        elif s.pressure_s > 0 and s.ended_at is not None:
+            uses.append(_Use(s.started_at, s.ended_at, s.pressure_s))
+    return sorted(uses, key=lambda u: u.start)
+
+
+def counted(session: Session) -> bool:
+    """Whether a session counts toward the limits (demos squeeze no leg)."""
+    return session.source != "demo"
+
+
+def check(sessions: list[Session], *, planned_s: float, now: datetime, limits: Limits) -> None:
+    """Refuse a start of a ``planned_s`` program at ``now`` that would exceed ``limits``.
+
+    ``sessions`` are the journal's sessions of at least the last 24 hours.
+
+    Raises:
+        LimitReached: which limit, and when the start would be allowed.
+    """
+    uses = [u for u in _uses([s for s in sessions if counted(s)]) if u.end > now - WINDOW]
+    day = [u for u in uses if u.start > now - WINDOW]
+    running = [u for u in uses if u.start <= now < u.end]
+    if running:
+        allowed = max(u.end for u in running) + timedelta(minutes=limits.rest_minutes)
+        raise LimitReached(
+            f"a session is still running (since {_local(running[0].start, now)}); the next "
+            f"may start {limits.rest_minutes:g} min after it ends, at {_local(allowed, now)}",
+            allowed,
+        )
+    if uses:
+        last_end = max(u.end for u in uses)
+        allowed = last_end + timedelta(minutes=limits.rest_minutes)
+        if now < allowed:
+            raise LimitReached(
+                f"rest at least {limits.rest_minutes:g} min between sessions (the last ended "
+                f"at {_local(last_end, now)}); allowed from {_local(allowed, now)}",
+                allowed,
+            )
+    if len(day) >= limits.sessions_per_day:
+        allowed = day[len(day) - limits.sessions_per_day].start + WINDOW
+        raise LimitReached(
+            f"at most {limits.sessions_per_day} sessions in 24 hours, and {len(day)} began "
+            f"since {_local(now - WINDOW, now)}; allowed from {_local(allowed, now)}",
+            allowed,
+        )
+    wanted = limits.minutes_per_day * 60
+    if planned_s > wanted:
+        raise LimitReached(
+            f"this program is {planned_s / 60:g} min, longer than the limit of "
+            f"{limits.minutes_per_day:g} min under pressure in 24 hours; choose a shorter "
+            "one or raise minutes_per_day in [limits]",
+            None,
+        )
+    used = sum(u.pressure_s for u in day)
+    if used + planned_s > wanted:
+        freed = used
+        allowed = now
+        for use in day:  # oldest first: when enough has left the 24 hours
+            freed -= use.pressure_s
+            allowed = use.start + WINDOW
+            if freed + planned_s <= wanted:
+                break
+        raise LimitReached(
+            f"at most {limits.minutes_per_day:g} min under pressure in 24 hours: "
+            f"{used / 60:.0f} min used and this program is {planned_s / 60:g} min; "
+            f"allowed from {_local(allowed, now)}",
+            allowed,
+        )
+
+
+def _local(moment: datetime, now: datetime) -> str:
+    """A moment in this computer's local time, with the day if it is not that of ``now``."""
+    local = moment.astimezone()
+    same_day = local.date() == now.astimezone().date()
+    return f"{local:%H:%M}" if same_day else f"{local:%a %d %b %H:%M}"

@@ -1,0 +1,119 @@
+"""A program run as a journaled session: what `start` and the daemon both do.
+
+The session is written to the journal once a massager answered (a link that
+never opened put no pressure on a leg), and completed with how the program
+ended, also when it is cancelled (Ctrl-C, SIGTERM) or fails. The massager comes
+first: a journal that cannot be written is reported through ``on_journal_error``
+and the program goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from .journal import Journal, JournalError
+from .models import DeviceInfo
+from .profiles import Profile
+from .programs import ProgramResult, Progress
+from .supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
+from .urls import DeviceAddress
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JournaledProgram:
+    """Runs ``profile`` on ``address`` under a `ProgramSupervisor`, journaling the session."""
+
+    def __init__(
+        self,
+        address: DeviceAddress,
+        profile: Profile,
+        *,
+        journal: Journal,
+        source: str,
+        policy: ResumePolicy,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_link: Callable[[LinkNotice], None] | None = None,
+        on_journal_error: Callable[[JournalError], None] | None = None,
+        require: Callable[[DeviceInfo], None] | None = None,
+        now: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.address = address
+        self.profile = profile
+        self.journal = journal
+        self.source = source
+        self.session_id: int | None = None
+        """The journal's id for the session, once it began (None if the journal failed)."""
+        self.began = False
+        """Whether a massager answered, so that a session began."""
+        self._on_link = on_link
+        self._on_journal_error = on_journal_error
+        self._now = now
+        self.supervisor = ProgramSupervisor(
+            address,
+            profile,
+            policy=policy,
+            on_progress=on_progress,
+            on_link=self._link,
+            require=require,
+        )
+
+    @property
+    def interrupted_result(self) -> ProgramResult | None:
+        """How a cancelled program ended, if it had begun."""
+        return self.supervisor.interrupted_result
+
+    def _write(self, write: Callable[[], int | None]) -> int | None:
+        try:
+            return write()
+        except JournalError as error:
+            if self._on_journal_error is not None:
+                self._on_journal_error(error)
+            return None
+
+    def _link(self, notice: LinkNotice) -> None:
+        if notice.event == "connected" and not self.began:
+            self.began = True
+            self.session_id = self._write(
+                lambda: self.journal.begin(
+                    str(self.address),
+                    self.profile.name,
+                    self.source,
+                    planned_s=self.profile.total_minutes * 60,
+                    now=self._now(),
+                )
+            )
+        if self._on_link is not None:
+            self._on_link(notice)
+
+    def _record(self, result: ProgramResult | None) -> None:
+        session_id = self.session_id
+        if session_id is None:
+            return
+        outcome, pressure_s, message = (
+            ("interrupted", 0.0, "interrupted")
+            if result is None
+            else (str(result.outcome), result.pressure_s, result.message)
+        )
+        self._write(
+            lambda: self.journal.end(
+                session_id, outcome, pressure_s=pressure_s, message=message, now=self._now()
+            )
+        )
+
+    async def run(self) -> ProgramResult:
+        """Run the program to its end; the session is completed however it ends."""
+        try:
+            result = await self.supervisor.run()
+        except asyncio.CancelledError:
+            self._record(self.supervisor.interrupted_result)
+            raise
+        except BaseException:
+            self._record(None)
+            raise
+        self._record(result)
+        return result
