@@ -737,6 +737,14 @@ async def _daemon(as_json: bool) -> int:
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
         loop.add_signal_handler(signal.SIGHUP, runner.reload)
     watcher = asyncio.create_task(_watch(schedules_file(), runner.reload))
+
+    def watcher_ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            show(DaemonEvent(event="error", message=f"the schedules file is no longer watched "
+                             f"({task.exception()}); after a change run `systemctl --user "
+                             "reload massager-ctl` or send SIGHUP"))  # fmt: skip
+
+    watcher.add_done_callback(watcher_ended)
     try:
         await runner.run()
     except asyncio.CancelledError:
@@ -749,8 +757,8 @@ async def _daemon(as_json: bool) -> int:
 async def _watch(path: Path, changed: Callable[[], None]) -> None:
     """Call ``changed`` whenever ``path`` is written, replaced or removed (Linux inotify).
 
-    Without inotify the daemon still re-reads the file whenever it wakes, and
-    at least once a minute (`wallclock.FALLBACK_STEP_S`).
+    Without inotify (not Linux) the daemon re-reads the file whenever it wakes,
+    which is at least once a minute there (`wallclock.FALLBACK_STEP_S`).
     """
     try:
         from asyncinotify import Inotify, Mask

@@ -50,7 +50,7 @@ class Settings(BaseModel):
     device: str | None = None
     resume_window_s: float = Field(30.0, ge=0, le=3600)
     weekly_goal: int = Field(2, ge=1, le=21)
-    grace_minutes: float = Field(10, ge=0, le=240)
+    grace_minutes: float = Field(10, ge=1, le=240)
     limits: Limits = Field(default_factory=Limits)
 
     @field_validator("device")

@@ -32,16 +32,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
 from .config import Settings
-from .envelope import WINDOW, LimitReached, check
+from .envelope import WINDOW, check
 from .errors import MassagerError
-from .journal import Journal, JournalError
+from .journal import Journal, JournalError, Session
 from .profiles import Profile, find_profile
 from .schedule import Schedule, ScheduleBook
 from .session import JournaledProgram
@@ -78,6 +80,27 @@ class DaemonEvent(BaseModel):
     due: datetime | None = None
 
 
+@dataclass
+class _Program:
+    """A scheduled program the daemon runs now."""
+
+    schedule: Schedule
+    started: datetime
+    planned_s: float
+    task: asyncio.Task[None] | None = None
+    program: JournaledProgram | None = None
+
+    def as_session(self, device: str) -> Session | None:
+        """How the limits see it until the journal does (while it connects or retries)."""
+        if self.program is not None and self.program.began:
+            return None  # the journal holds its session now
+        return Session(
+            id=0, started_at=self.started, ended_at=None, device=device,
+            profile=self.schedule.profile, source="schedule", outcome=None, pressure_s=0.0,
+            message="", planned_s=self.planned_s,
+        )  # fmt: skip
+
+
 class Daemon:
     """Runs due schedules from ``book``, journaling to ``journal``, on ``clock``'s time."""
 
@@ -99,9 +122,10 @@ class Daemon:
         self.on_event = on_event
         self.grace = timedelta(minutes=settings.grace_minutes)
         self.policy = ResumePolicy(window_s=settings.resume_window_s)
-        self.programs: dict[str, tuple[Schedule, asyncio.Task[None]]] = {}
-        """What runs now: device URL to the schedule and its program's task."""
+        self.programs: dict[str, _Program] = {}
+        """What runs now, by device URL."""
         self._schedules: list[Schedule] = []
+        self._problems: list[str] = []
         self._wake: asyncio.Event | None = None
         self._announced: tuple[str, datetime] | None = None
 
@@ -126,50 +150,69 @@ class Daemon:
         return f"{self.grace.total_seconds() / 60:g} min"
 
     def tick(self) -> datetime | None:
-        """Take every run now due; returns when the next run is due (None: nothing ahead)."""
+        """Take every run now due; returns when to wake next (None: nothing ahead)."""
         now = self.clock.now()
         self._load()
+        retry = now + timedelta(seconds=RETRY_S)
         try:
             looked = self.journal.mark(MARK)
             since = max(now - LOOKBACK, min(looked, now) if looked else now - self.grace)
             taken = self.journal.taken_runs(since - timedelta(days=1))
         except JournalError as error:
+            # Without the journal a run could start twice: start none, and try again
+            # soon (a run that passes its grace meanwhile is journaled as missed then).
             self._say("error", f"{error}; no run is started until the journal can be used")
-            return None
+            return retry
         due = sorted(
             (
-                (run, s)
+                (run.astimezone(UTC), s)
                 for s in self._schedules
                 if s.enabled
                 for run in s.runs_between(since, now)
-                if (s.id, run) not in taken and (s.created is None or run > s.created)
+                if self._counts(s, run, taken)
             ),
             key=lambda pair: (pair[0], pair[1].id),
         )
-        for run, schedule in due:
-            self._take(schedule, run, now)
-        with contextlib.suppress(JournalError):
+        claimed = all([self._take(schedule, run, now) for run, schedule in due])
+        if not claimed:
+            return retry  # the mark stays, so those runs are looked at again
+        try:
             self.journal.set_mark(MARK, now)
+        except JournalError as error:
+            self._say("error", f"{error}; the journal will be tried again")
         return self._next(now, taken)
+
+    @staticmethod
+    def _counts(schedule: Schedule, run: datetime, taken: set[tuple[str, datetime]]) -> bool:
+        """Whether a run is the daemon's to take: not taken, and not before its schedule."""
+        utc = run.astimezone(UTC)
+        return (schedule.id, utc) not in taken and (
+            schedule.created is None or utc > schedule.created
+        )
 
     def _load(self) -> None:
         try:
-            self._schedules = self.book.load()
+            schedules, problems = self.book.load_each()
         except MassagerError as error:
             # Keep what was read last: a file half-edited by hand must not stop bedtime.
-            self._say("error", f"{error}; running the schedules read before")
+            problems = [f"{error}; running the schedules read before"]
+        else:
+            self._schedules = schedules
+        if problems != self._problems:  # said once, not on every wake
+            for problem in problems:
+                self._say("error", problem)
+        self._problems = problems
 
     def _next(self, now: datetime, taken: set[tuple[str, datetime]]) -> datetime | None:
         upcoming = []
         for s in self._schedules:
             if s.enabled:
-                runs = (r for r in s.runs_after(now, count=8) if (s.id, r) not in taken)
-                first = next(runs, None)
-                if first is not None:
-                    upcoming.append((first, s))
+                # Lazily: after the clock was set back, many runs ahead may be taken.
+                runs = (r for r in s.upcoming(now) if self._counts(s, r, taken))
+                upcoming.append((next(runs), s))
         if not upcoming:
             return None
-        run, schedule = min(upcoming, key=lambda pair: (pair[0], pair[1].id))
+        run, schedule = min(upcoming, key=lambda pair: (pair[0].astimezone(UTC), pair[1].id))
         if self._announced != (schedule.id, run):
             self._announced = (schedule.id, run)
             self._say("next", f"next: {schedule.profile} at {run:%a %d %b %H:%M %Z}",
@@ -182,73 +225,91 @@ class Daemon:
         if until is not None:
             waits.append(asyncio.ensure_future(self.clock.sleep_until(until)))
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for wait in waits:
                 wait.cancel()
         self._wake.clear()
+        failed = [w.exception() for w in done if not w.cancelled() and w.exception()]
+        if failed:
+            # A timer that cannot be set (no file descriptors left): say so, and do not
+            # spin; the next wake is at most RETRY_S late.
+            self._say("error", f"waiting for the next run failed: {failed[0]}")
+            await asyncio.sleep(RETRY_S)
 
     def _device(self, schedule: Schedule) -> DeviceAddress:
         return parse_device_url(schedule.device or self.settings.device or "sim://")
 
-    def _take(self, schedule: Schedule, run: datetime, now: datetime) -> None:
-        """Start the run, or journal why not; either way it is taken, once."""
+    def _limits(self, profile: Profile, now: datetime, device: str | None = None) -> None:
+        """Check the limits, counting the programs this daemon is starting (but ``device``'s).
+
+        Raises:
+            LimitReached: which limit, and when.
+            JournalError: the journal cannot be read.
+        """
+        sessions = self.journal.sessions(now - 2 * WINDOW)
+        starting = [p.as_session(d) for d, p in self.programs.items() if d != device]
+        check([*sessions, *(s for s in starting if s is not None)],
+              planned_s=profile.total_minutes * 60, now=now,
+              limits=self.settings.limits)  # fmt: skip
+
+    def _take(self, schedule: Schedule, run: datetime, now: datetime) -> bool:
+        """Start the run, or journal why not; either way it is taken, once.
+
+        Returns False if the journal could not record it (it is then not started).
+        """
         address = self._device(schedule)
         device = str(address)
         late = now - run
         profile: Profile | None = None
         if late > self.grace:
-            outcome, why = (
-                "missed",
-                (
-                    f"not started: found {_minutes(late)} late, past the {self.grace_text} grace "
-                    "window (the computer asleep or off, the daemon not running, or the clock set "
-                    "forward)"
-                ),
-            )
+            outcome, why = "missed", (
+                f"not started: found {_minutes(late)} late, past the {self.grace_text} grace "
+                "window (the computer asleep or off, the daemon not running, or the clock set "
+                "forward)"
+            )  # fmt: skip
         elif device in self.programs:
-            other = self.programs[device][0]
-            outcome, why = (
-                "busy",
-                (f"not started: {device} was running schedule {other.id} ({other.profile})"),
-            )
+            other = self.programs[device].schedule
+            outcome, why = "busy", (
+                f"not started: {device} was running schedule {other.id} ({other.profile})"
+            )  # fmt: skip
         else:
             try:
                 profile = find_profile(schedule.profile, self.profiles_dir)
-                sessions = self.journal.sessions(now - 2 * WINDOW)
-                check(sessions, planned_s=profile.total_minutes * 60, now=now,
-                      limits=self.settings.limits)  # fmt: skip
+                self._limits(profile, now)
                 outcome, why = "started", ""
-            except LimitReached as refusal:
-                outcome, why = "refused", f"not started: {refusal}"
             except (MassagerError, JournalError) as error:
                 outcome, why = "refused", f"not started: {error}"
         try:
             if not self.journal.take_run(schedule.id, run, outcome, now=now):
-                return  # another daemon took it
+                return True  # another daemon took it
             if outcome != "started":
                 self.journal.not_run(device, schedule.profile, "schedule", outcome, why, at=run)
         except JournalError as error:
-            self._say("error", f"{error}; the run of {schedule.id} at {run:%H:%M} is not "
-                      "started", schedule, run)  # fmt: skip
-            return
+            when = run.astimezone(ZoneInfo(schedule.tz))
+            self._say("error", f"{error}; the run of {schedule.id} at {when:%a %d %b %H:%M %Z} "
+                      "is not started yet", schedule, run)  # fmt: skip
+            return False
         if outcome != "started":
-            self._say("missed" if outcome == "missed" else outcome, why, schedule, run)  # type: ignore[arg-type]
-            return
+            self._say(outcome, why, schedule, run)  # type: ignore[arg-type]
+            return True
         assert profile is not None
-        task = asyncio.create_task(self._program(schedule, run, address, profile))
-        self.programs[device] = (schedule, task)
-        task.add_done_callback(lambda _: self.programs.pop(device, None))
+        entry = _Program(schedule, started=now, planned_s=profile.total_minutes * 60)
+        self.programs[device] = entry
+        entry.task = asyncio.create_task(self._program(entry, run, address, profile))
+        entry.task.add_done_callback(lambda _: self.programs.pop(device, None))
+        return True
 
     async def _program(
-        self, schedule: Schedule, run: datetime, address: DeviceAddress, profile: Profile
+        self, entry: _Program, run: datetime, address: DeviceAddress, profile: Profile
     ) -> None:
         """Run the program; a massager that does not answer is tried until the grace ends."""
+        schedule = entry.schedule
         while True:
             late = self.clock.now() - run
             self._say("started", f"starting {profile.name} on {address} ({_minutes(late)} late)",
                       schedule, run)  # fmt: skip
-            program = JournaledProgram(
+            program = entry.program = JournaledProgram(
                 address,
                 profile,
                 journal=self.journal,
@@ -268,22 +329,36 @@ class Daemon:
                 if program.began:
                     self._say("error", str(error), schedule, run)
                     return
-                retry_at = self.clock.now() + timedelta(seconds=RETRY_S)
-                if retry_at - run <= self.grace:
-                    self._say("unreachable", f"{error}; trying again in {RETRY_S:g} s",
-                              schedule, run)  # fmt: skip
-                    await asyncio.sleep(RETRY_S)
+                if await self._retry(entry, run, address, profile, error):
                     continue
-                with contextlib.suppress(JournalError):
-                    self.journal.not_run(str(address), profile.name, "schedule", "unreachable",
-                                         f"not started: {error}", at=run)  # fmt: skip
-                self._say("unreachable", f"not started: {error}", schedule, run)
+                return
+            except Exception as error:  # a bug or the system: said, journaled, not fatal
+                self._say("error", f"the program failed: {error!r}", schedule, run)
                 return
             self._say("ended", f"{result.outcome}: {result.message}", schedule, run)
             return
 
+    async def _retry(self, entry: _Program, run: datetime, address: DeviceAddress,
+                     profile: Profile, error: MassagerError) -> bool:  # fmt: skip
+        """After a massager did not answer: wait and say True, or journal why not and say False."""
+        schedule = entry.schedule
+        retry_at = self.clock.now() + timedelta(seconds=RETRY_S)
+        outcome, why = "unreachable", f"not started: {error}"
+        if retry_at - run <= self.grace:
+            self._say("unreachable", f"{error}; trying again in {RETRY_S:g} s", schedule, run)
+            await asyncio.sleep(RETRY_S)
+            try:  # a session may have begun meanwhile, from the command line say
+                self._limits(profile, self.clock.now(), device=str(address))
+                return True
+            except (MassagerError, JournalError) as refusal:
+                outcome, why = "refused", f"not started: {refusal}"
+        with contextlib.suppress(JournalError):
+            self.journal.not_run(str(address), profile.name, "schedule", outcome, why, at=run)
+        self._say(outcome, why, schedule, run)  # type: ignore[arg-type]
+        return False
+
     async def _end_programs(self) -> None:
-        tasks = [task for _, task in self.programs.values()]
+        tasks = [p.task for p in self.programs.values() if p.task is not None]
         if tasks:
             self._say("stopping", f"stopping {len(tasks)} program(s); the massagers vent")
         for task in tasks:

@@ -89,63 +89,91 @@ def counted(session: Session) -> bool:
     return session.source != "demo"
 
 
-def check(sessions: list[Session], *, planned_s: float, now: datetime, limits: Limits) -> None:
-    """Refuse a start of a ``planned_s`` program at ``now`` that would exceed ``limits``.
+def _in_window(use: _Use, at: datetime) -> float:
+    """Seconds under pressure of ``use`` within the 24 hours before ``at`` (at most)."""
+    overlap = (min(use.end, at) - max(use.start, at - WINDOW)).total_seconds()
+    return max(0.0, min(use.pressure_s, overlap))
 
-    ``sessions`` are the journal's sessions of at least the last 24 hours.
 
-    Raises:
-        LimitReached: which limit, and when the start would be allowed.
-    """
-    uses = [u for u in _uses([s for s in sessions if counted(s)]) if u.end > now - WINDOW]
-    day = [u for u in uses if u.start > now - WINDOW]
-    running = [u for u in uses if u.start <= now < u.end]
+def _refusal(uses: list[_Use], planned_s: float, at: datetime,
+             limits: Limits) -> tuple[str, datetime | None] | None:  # fmt: skip
+    """The first limit a start at ``at`` would break: why, and when that limit clears."""
+    running = [u for u in uses if u.start <= at < u.end]
+    rest = timedelta(minutes=limits.rest_minutes)
     if running:
-        allowed = max(u.end for u in running) + timedelta(minutes=limits.rest_minutes)
-        raise LimitReached(
-            f"a session is still running (since {_local(running[0].start, now)}); the next "
-            f"may start {limits.rest_minutes:g} min after it ends, at {_local(allowed, now)}",
+        allowed = max(u.end for u in running) + rest
+        return (
+            f"a session is still running (since {_local(running[0].start, at)}); the next "
+            f"may start {limits.rest_minutes:g} min after it ends",
             allowed,
         )
-    if uses:
-        last_end = max(u.end for u in uses)
-        allowed = last_end + timedelta(minutes=limits.rest_minutes)
-        if now < allowed:
-            raise LimitReached(
-                f"rest at least {limits.rest_minutes:g} min between sessions (the last ended "
-                f"at {_local(last_end, now)}); allowed from {_local(allowed, now)}",
-                allowed,
-            )
+    ended = [u.end for u in uses if u.end <= at]
+    if ended and at < max(ended) + rest:
+        return (
+            f"rest at least {limits.rest_minutes:g} min between sessions (the last ended "
+            f"at {_local(max(ended), at)})",
+            max(ended) + rest,
+        )
+    day = [u for u in uses if at - WINDOW < u.start <= at]
     if len(day) >= limits.sessions_per_day:
-        allowed = day[len(day) - limits.sessions_per_day].start + WINDOW
-        raise LimitReached(
+        return (
             f"at most {limits.sessions_per_day} sessions in 24 hours, and {len(day)} began "
-            f"since {_local(now - WINDOW, now)}; allowed from {_local(allowed, now)}",
-            allowed,
+            f"since {_local(at - WINDOW, at)}",
+            day[len(day) - limits.sessions_per_day].start + WINDOW,
         )
     wanted = limits.minutes_per_day * 60
     if planned_s > wanted:
-        raise LimitReached(
+        return (
             f"this program is {planned_s / 60:g} min, longer than the limit of "
             f"{limits.minutes_per_day:g} min under pressure in 24 hours; choose a shorter "
             "one or raise minutes_per_day in [limits]",
             None,
         )
-    used = sum(u.pressure_s for u in day)
-    if used + planned_s > wanted:
-        freed = used
-        allowed = now
-        for use in day:  # oldest first: when enough has left the 24 hours
-            freed -= use.pressure_s
-            allowed = use.start + WINDOW
-            if freed + planned_s <= wanted:
-                break
-        raise LimitReached(
+    used = sum(_in_window(u, at) for u in uses)
+    if used + planned_s > wanted + 1e-6:
+        # The first moment a session's pressure has all left the 24 hours and enough
+        # is free: a little later than the exact moment, never earlier.
+        allowed = next(
+            (
+                u.end + WINDOW
+                for u in sorted(uses, key=lambda u: u.end)
+                if u.end + WINDOW > at
+                and sum(_in_window(v, u.end + WINDOW) for v in uses) + planned_s <= wanted
+            ),
+            None,
+        )
+        return (
             f"at most {limits.minutes_per_day:g} min under pressure in 24 hours: "
-            f"{used / 60:.0f} min used and this program is {planned_s / 60:g} min; "
-            f"allowed from {_local(allowed, now)}",
+            f"{used / 60:.0f} min used and this program is {planned_s / 60:g} min",
             allowed,
         )
+    return None
+
+
+def check(sessions: list[Session], *, planned_s: float, now: datetime, limits: Limits) -> None:
+    """Refuse a start of a ``planned_s`` program at ``now`` that would exceed ``limits``.
+
+    ``sessions`` are the journal's sessions of at least the last two days (a
+    session begun before the last 24 hours may still be running). The moment a
+    refusal names is when every limit allows the start, not only the first one.
+
+    Raises:
+        LimitReached: which limit, and when the start would be allowed.
+    """
+    uses = _uses([s for s in sessions if counted(s)])
+    refusal = _refusal(uses, planned_s, now, limits)
+    if refusal is None:
+        return
+    why, allowed = refusal
+    for _ in range(4 * limits.sessions_per_day + 4):  # each step clears a limit or a session
+        if allowed is None:
+            break
+        later = _refusal(uses, planned_s, allowed, limits)
+        if later is None:
+            break
+        allowed = later[1] if later[1] is None or later[1] > allowed else None
+    when = f"allowed from {_local(allowed, now)}" if allowed else "not allowed with these limits"
+    raise LimitReached(f"{why}; {when}", allowed)
 
 
 def _local(moment: datetime, now: datetime) -> str:

@@ -33,7 +33,7 @@ import tomllib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -165,7 +165,15 @@ class Schedule(BaseModel):
 
     def runs_between(self, start: datetime, end: datetime) -> list[datetime]:
         """Every start after ``start`` and at or before ``end``, oldest first."""
-        return list(itertools.takewhile(lambda run: run <= end, self._runs(start)))
+        return list(itertools.takewhile(lambda run: run <= end, self.upcoming(start)))
+
+    def upcoming(self, moment: datetime) -> Iterator[datetime]:
+        """Every start after ``moment``, soonest first, without end (in the schedule's zone).
+
+        Compare them as UTC: Python never finds a time in a repeated hour (01:30
+        on the night clocks fall back) equal to a time in another zone.
+        """
+        return self._runs(moment)
 
     def _runs(self, moment: datetime) -> Iterator[datetime]:
         zone = ZoneInfo(self.tz)
@@ -219,19 +227,7 @@ class ScheduleBook:
             ScheduleError: the file is unreadable, not TOML, or breaks the schema; the
                 message names the file and the line.
         """
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
-        except OSError as problem:
-            raise ScheduleError(f"{self.path}: cannot read it: {problem.strerror}") from None
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as problem:
-            raise ScheduleError(
-                f"{self.path}: not valid TOML: {problem}; fix it or move it away "
-                "(it is never overwritten while damaged)"
-            ) from None
+        text, data = self._read()
         try:
             return _File.model_validate(data).schedule
         except ValidationError as problem:
@@ -243,6 +239,48 @@ class ScheduleBook:
                 f"{self.path}{where}: {describe_errors(problem, 'schedule')}; fix it or "
                 "move it away (it is never overwritten while damaged)"
             ) from None
+
+    def _read(self) -> tuple[str, dict[str, Any]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return "", {}
+        except UnicodeDecodeError:
+            raise ScheduleError(
+                f"{self.path}: not UTF-8 text; fix it or move it away (it is never "
+                "overwritten while damaged)"
+            ) from None
+        except OSError as problem:
+            raise ScheduleError(f"{self.path}: cannot read it: {problem.strerror}") from None
+        try:
+            return text, tomllib.loads(text)
+        except tomllib.TOMLDecodeError as problem:
+            raise ScheduleError(
+                f"{self.path}: not valid TOML: {problem}; fix it or move it away "
+                "(it is never overwritten while damaged)"
+            ) from None
+
+    def load_each(self) -> tuple[list[Schedule], list[str]]:
+        """The schedules that are valid, and a message for each table that is not.
+
+        For the daemon: a mistake in one schedule must not stop the others.
+
+        Raises:
+            ScheduleError: the file as a whole cannot be read (not TOML, not UTF-8).
+        """
+        text, data = self._read()
+        tables = data.get("schedule", [])
+        if not isinstance(tables, list) or set(data) - {"schedule"}:
+            self.load()  # raises, naming what is wrong with the file's shape
+        good, problems = [], []
+        for index, table in enumerate(tables):
+            try:
+                good.append(Schedule.model_validate(table))
+            except ValidationError as problem:
+                line = _line_of_table(text, index)
+                where = f" (the table at line {line})" if line else ""
+                problems.append(f"{self.path}{where}: {describe_errors(problem, 'schedule')}")
+        return good, problems
 
     def save(self, schedules: list[Schedule]) -> None:
         """Write every schedule: to a new file in the same folder, then renamed over the old."""

@@ -50,6 +50,7 @@ class JournaledProgram:
         """The journal's id for the session, once it began (None if the journal failed)."""
         self.began = False
         """Whether a massager answered, so that a session began."""
+        self._began_at: datetime | None = None
         self._on_link = on_link
         self._on_journal_error = on_journal_error
         self._now = now
@@ -78,6 +79,7 @@ class JournaledProgram:
     def _link(self, notice: LinkNotice) -> None:
         if notice.event == "connected" and not self.began:
             self.began = True
+            self._began_at = self._now()
             self.session_id = self._write(
                 lambda: self.journal.begin(
                     str(self.address),
@@ -94,11 +96,16 @@ class JournaledProgram:
         session_id = self.session_id
         if session_id is None:
             return
-        outcome, pressure_s, message = (
-            ("interrupted", 0.0, "interrupted")
-            if result is None
-            else (str(result.outcome), result.pressure_s, result.message)
-        )
+        if result is None:
+            # Ended by an error with no result: count the time since it began as under
+            # pressure, so the limits err on the safe side.
+            began = self._began_at or self._now()
+            elapsed = (self._now() - began).total_seconds()
+            outcome, pressure_s, message = "error", max(0.0, elapsed), "ended by an error"
+        else:
+            outcome, pressure_s, message = (
+                str(result.outcome), result.pressure_s, result.message
+            )  # fmt: skip
         self._write(
             lambda: self.journal.end(
                 session_id, outcome, pressure_s=pressure_s, message=message, now=self._now()

@@ -59,7 +59,14 @@ def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     libc = ctypes.CDLL(None, use_errno=True)
-    return libc if hasattr(libc, "timerfd_create") else None
+    if not hasattr(libc, "timerfd_create"):
+        return None
+    # time_t is a C long on 64-bit Linux and on 32-bit Linux built without 64-bit time.
+    libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.timerfd_settime.argtypes = [
+        ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec), ctypes.c_void_p,
+    ]  # fmt: skip
+    return libc
 
 
 class SystemClock:
@@ -67,6 +74,8 @@ class SystemClock:
 
     def __init__(self) -> None:
         self._libc = _libc()
+        self.timers_open = 0
+        """Timer file descriptors open now (one per wait in progress)."""
 
     @property
     def polls(self) -> bool:
@@ -85,12 +94,12 @@ class SystemClock:
             return
         await self._timerfd_wait(self._libc, moment.timestamp())
 
-    @staticmethod
-    async def _timerfd_wait(libc: ctypes.CDLL, timestamp: float) -> None:
+    async def _timerfd_wait(self, libc: ctypes.CDLL, timestamp: float) -> None:
         fd = libc.timerfd_create(_CLOCK_REALTIME, os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
             code = ctypes.get_errno()
             raise OSError(code, f"timerfd_create: {os.strerror(code)}")
+        self.timers_open += 1
         try:
             seconds = math.floor(timestamp)
             nanoseconds = min(int((timestamp - seconds) * 1e9), 999_999_999)
@@ -98,8 +107,6 @@ class SystemClock:
             flags = _TFD_TIMER_ABSTIME | _TFD_TIMER_CANCEL_ON_SET
             if libc.timerfd_settime(fd, flags, ctypes.byref(spec), None) < 0:
                 code = ctypes.get_errno()
-                if code == errno.ECANCELED:  # the clock was set just now: re-check
-                    return
                 raise OSError(code, f"timerfd_settime: {os.strerror(code)}")
             loop = asyncio.get_running_loop()
             ready: asyncio.Future[None] = loop.create_future()
@@ -115,3 +122,4 @@ class SystemClock:
                     raise
         finally:
             os.close(fd)
+            self.timers_open -= 1

@@ -8,6 +8,9 @@ so a year passes in seconds and a test can set the clock as NTP would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from time import tzset
@@ -17,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from massager_ctl.config import Settings, journal_file, schedules_file, user_profiles_dir
-from massager_ctl.daemon import Daemon, DaemonEvent
+from massager_ctl.daemon import RETRY_S, Daemon, DaemonEvent
 from massager_ctl.journal import Journal, Session
 from massager_ctl.schedule import Schedule, ScheduleBook
 from simulator.clock import VirtualWallClock
@@ -301,3 +304,171 @@ async def test_the_safety_limits_refuse_a_scheduled_run_and_say_until_when() -> 
     [_, journaled] = sessions()
     assert journaled.outcome == "refused"
     assert journaled.ended == "missed"
+
+
+async def test_a_journal_that_cannot_be_used_starts_nothing_until_it_can() -> None:
+    short_profile("check-1", 1)
+    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    path = journal_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"garbage " * 200)
+    clock = VirtualWallClock(EVENING)
+    running = Running(clock)
+    await until(clock, EVENING.replace(hour=22))
+    assert not running.said("started")
+    assert "no run is started until the journal can be used" in running.said("error")[-1].message
+    assert path.read_bytes() == b"garbage " * 200  # left as it is
+    path.unlink()  # the person moved it away
+    await until(clock, EVENING + timedelta(days=1, hours=1))
+    await running.stop()
+    ran = [s.started_at.astimezone(BERLIN) for s in sessions() if s.ended == "completed"]
+    assert [(t.day, t.hour, t.minute) for t in ran] == [(24, 21, 45)]
+
+
+async def test_a_run_is_taken_once_even_without_the_mark_and_by_two_daemons() -> None:
+    short_profile("check-1", 1)
+    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    clock = VirtualWallClock(EVENING)
+    one, two = Running(clock), Running(clock)  # two daemons on one journal
+    await until(clock, EVENING.replace(minute=50))
+    await one.stop()
+    await two.stop()
+    assert len(one.said("started")) + len(two.said("started")) == 1
+    # Killed between taking the run and noting how far it had looked: the runs table
+    # alone keeps the run from starting again.
+    with contextlib.closing(sqlite3.connect(journal_file())) as db, db:
+        db.execute("DELETE FROM marks")
+    three = Running(clock)
+    await asyncio.sleep(120)
+    await three.stop()
+    assert not three.said("started")
+    assert len(sessions()) == 1
+
+
+async def test_the_clock_set_back_past_many_taken_runs_still_finds_the_next() -> None:
+    short_profile("check-1", 1)
+    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    clock = VirtualWallClock(EVENING)
+    running = Running(clock)
+    await asyncio.sleep(60)
+    clock.set(EVENING + timedelta(days=10, hours=1))  # a bad clock, ten days ahead ...
+    await asyncio.sleep(1)
+    clock.set(EVENING + timedelta(minutes=2))  # ... put right by NTP
+    await until(clock, EVENING + timedelta(days=12))
+    await running.stop()
+    ran = sorted(s.started_at.astimezone(BERLIN).date() for s in sessions()
+                 if s.ended == "completed")  # fmt: skip
+    # The eleven evenings the clock jumped over were missed and are not redone.
+    assert ran == [date(2026, 12, 4)]
+    assert len([s for s in sessions() if s.ended == "missed"]) == 11
+
+
+async def test_limits_count_programs_still_connecting_on_other_devices() -> None:
+    short_profile("check-1", 1)
+    schedules(
+        {"id": "aa", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"},
+        {"id": "bb", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin", "device": "sim://b"},
+    )
+    clock = VirtualWallClock(EVENING)
+    running = Running(clock, limits={"sessions_per_day": 1})
+    await until(clock, EVENING.replace(hour=22))
+    await running.stop()
+    assert [s.device for s in sessions() if s.pressure_s > 0] == ["sim://"]
+    [refused] = running.said("refused")
+    assert refused.schedule == "bb"
+    assert "a session is still running" in refused.message
+
+
+async def test_a_retry_checks_the_limits_again() -> None:
+    short_profile("check-1", 1)
+    with socket.socket() as closed:  # a port nothing listens on: the massager is off
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin",
+               "device": f"socket://127.0.0.1:{port}"})  # fmt: skip
+    clock = VirtualWallClock(EVENING)
+    running = Running(clock)
+    await until(clock, EVENING.replace(minute=45, second=10))
+    assert running.said("unreachable")
+    # Meanwhile the person starts a session on another massager from the command line.
+    Journal(journal_file()).begin("sim://", "evening-45", "cli", planned_s=2700, now=clock.now())
+    await until(clock, EVENING.replace(hour=22))
+    await running.stop()
+    assert len(running.said("started")) == 1  # the first try only
+    assert "a session is still running" in running.said("refused")[-1].message
+    assert [s.outcome for s in sessions()] == ["refused", None]  # journaled at 21:45
+
+
+@pytest.mark.looptime(False)
+async def test_the_journal_locked_by_another_process_delays_the_run_within_grace() -> None:
+    short_profile("check-1", 1)
+    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    Journal(journal_file()).sessions()  # it exists
+    clock = VirtualWallClock(EVENING.replace(minute=44, second=59))
+    with contextlib.closing(sqlite3.connect(journal_file(), isolation_level=None)) as other:
+        other.execute("BEGIN EXCLUSIVE")  # e.g. a backup copying it
+        running = Running(clock)
+        await asyncio.sleep(2)
+        assert "locked" in running.said("error")[-1].message
+        assert not running.said("started")
+        other.execute("COMMIT")
+    clock.set(clock.now() + timedelta(seconds=RETRY_S))  # the retry is due
+    await asyncio.sleep(1)
+    await running.stop()
+    [ran] = running.said("started")
+    assert ran.schedule == "evening"
+    assert Journal(journal_file()).taken_runs(EVENING) == {
+        ("evening", EVENING.replace(minute=45).astimezone(UTC))
+    }
+
+
+async def test_a_bad_schedule_is_reported_and_the_others_run() -> None:
+    short_profile("check-1", 1)
+    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    with schedules_file().open("a", encoding="utf-8") as out:
+        out.write('\n[[schedule]]\nid = "typo"\nprofile = "check-1"\ndays = ["mon"]\n'
+                  'at = 21:50:00\ndevice = "bluetooth://nowhere"\n')  # fmt: skip
+    clock = VirtualWallClock(EVENING)
+    running = Running(clock)
+    await asyncio.sleep(60)
+    [problem] = running.said("error")
+    assert "(the table at line 11): device: 'bluetooth://nowhere'" in problem.message
+    assert "device" in problem.message
+    # Then the whole file is damaged by an editor: what was read before keeps running.
+    schedules_file().write_bytes(b"\xff\xfe[[schedule]]\n")
+    running.daemon.reload()
+    await until(clock, EVENING.replace(hour=22))
+    assert "not UTF-8 text" in running.said("error")[-1].message
+    assert not running.task.done()
+    await running.stop()
+    assert [s.ended for s in sessions()] == ["completed"]
+
+
+async def test_the_next_run_announced_is_one_it_will_take() -> None:
+    short_profile("check-1", 1)
+    # Added while the computer's clock ran two days ahead: its first run is after that.
+    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin",
+               "created": EVENING + timedelta(days=2)})  # fmt: skip
+    clock = VirtualWallClock(EVENING)
+    running = Running(clock)
+    await asyncio.sleep(60)
+    await running.stop()
+    assert running.said("next")[0].due == EVENING.replace(minute=45) + timedelta(days=2)
+
+
+class _NoTimers(VirtualWallClock):
+    """A clock whose timers cannot be set (the process is out of file descriptors)."""
+
+    async def sleep_until(self, moment: datetime) -> None:
+        raise OSError(24, "timerfd_create: Too many open files")
+
+
+async def test_a_timer_that_cannot_be_set_is_reported_without_spinning() -> None:
+    short_profile("check-1", 1)
+    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    clock = _NoTimers(EVENING)
+    running = Running(clock)
+    await asyncio.sleep(10 * RETRY_S)
+    await running.stop()
+    failures = [e for e in running.said("error") if "Too many open files" in e.message]
+    assert 8 <= len(failures) <= 11  # one a RETRY_S, not a spin

@@ -82,10 +82,26 @@ def test_minutes_per_day() -> None:
     sessions = [session(20, 60), session(6, 45)]
     error = refusal(sessions, 30, minutes_per_day=120)
     assert "at most 120 min under pressure in 24 hours: 105 min used" in str(error)
-    assert error.allowed_at == NOON + timedelta(hours=4)  # the 60 minutes of 16:00 leave
+    # When the session of 16:00-17:00 yesterday has left the 24 hours entirely.
+    assert error.allowed_at == NOON + timedelta(hours=5)
+    # A session across the window's edge counts with the part inside it.
+    straddling = [session(24 + 5 / 60, 120)]  # began 24 h 5 min ago: 115 min inside
+    error = refusal(straddling, 120, minutes_per_day=120)
+    assert "115 min used" in str(error)
+    assert error.allowed_at == NOON + timedelta(minutes=115)
     never = refusal([], 150, minutes_per_day=120)
     assert "this program is 150 min, longer than the limit of 120 min" in str(never)
     assert never.allowed_at is None
+
+
+def test_the_moment_named_is_when_every_limit_allows_it() -> None:
+    # Rest would allow 12:20, but the second session of the day then still blocks.
+    sessions = [session(22, 30), session(0.5, 20)]  # 14:00 yesterday, 11:30 today
+    error = refusal(sessions, 30, sessions_per_day=2, rest_minutes=30)
+    assert "rest at least 30 min" in str(error)
+    assert error.allowed_at == NOON - timedelta(hours=22) + timedelta(hours=24)
+    check(sessions, planned_s=1800, now=error.allowed_at,
+          limits=Limits(sessions_per_day=2, rest_minutes=30))  # fmt: skip
 
 
 def test_a_refused_start_on_the_command_line_names_the_limit(user_dirs: dict[str, Path]) -> None:
