@@ -294,13 +294,13 @@ def _journaled(use: Callable[[], T], purpose: str) -> T | None:
 
 
 def _journal_warning(error: Exception, purpose: str) -> None:
-    from .render import errors
+    from .render import errors, escape
 
     consequence = {
         "journal": "this session is not journaled",
         "limits": "the safety limits cannot be checked against past sessions",
     }[purpose]
-    errors().print(f"[yellow]warning:[/] {error}; {consequence}", soft_wrap=True)
+    errors().print(f"[yellow]warning:[/] {escape(str(error))}; {consequence}", soft_wrap=True)
 
 
 VENT_WAIT_S = 15.0
@@ -442,7 +442,7 @@ def devices(
     from rich.table import Table
 
     from .discovery import given, probe_all, radios, scan_all, serial_ports, unique
-    from .render import console, emit_json
+    from .render import console, emit_json, escape
 
     timeout_s = parse_duration(wait)
     scan_s = parse_duration(scan_for, bare="s")
@@ -480,7 +480,8 @@ def devices(
         table.add_row(entry.url, what, ident, answer)
     console().print(table)
     for entry in notes:
-        console().print(f"[yellow]{entry.url}[/] {entry.problem}", soft_wrap=True)
+        console().print(f"[yellow]{escape(entry.url)}[/] {escape(entry.problem or '')}",
+                        soft_wrap=True)  # fmt: skip
     if not probe and entries:
         console().print("[dim]Add --probe to see which of them are massagers.[/]")
     return 0
@@ -707,7 +708,7 @@ async def _daemon(as_json: bool) -> int:
     from .config import journal_file, load_settings, schedules_file, user_profiles_dir
     from .daemon import Daemon, DaemonEvent
     from .journal import Journal
-    from .render import emit_json, errors
+    from .render import emit_json, errors, escape
     from .schedule import ScheduleBook
     from .wallclock import SystemClock
 
@@ -718,8 +719,9 @@ async def _daemon(as_json: bool) -> int:
         style = {"error": "red", "missed": "yellow", "refused": "yellow", "busy": "yellow",
                  "unreachable": "yellow"}.get(event.event, "")  # fmt: skip
         when = datetime.now().astimezone()
-        line = f"{when:%Y-%m-%d %H:%M:%S} " + (f"[{style}]{event.message}[/]" if style
-                                                else event.message)  # fmt: skip
+        message = escape(event.message)
+        line = f"{when:%Y-%m-%d %H:%M:%S} " + (f"[{style}]{message}[/]" if style
+                                                else message)  # fmt: skip
         if event.schedule:
             line += f" [dim](schedule {event.schedule})[/]"
         errors().print(line, soft_wrap=True, highlight=False)
@@ -830,7 +832,8 @@ def rate(score: int, note: str, as_json: bool) -> int:
     if as_json:
         emit_json({"kind": "rating"} | rating.model_dump(mode="json"))
     else:
-        console().print(f"rated {rating.score}/10" + (f": {rating.note}" if rating.note else ""))
+        console().print(f"rated {rating.score}/10" + (f": {rating.note}" if rating.note else ""),
+                        markup=False)  # fmt: skip
     return 0
 
 
@@ -875,11 +878,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _report(error: MassagerError, as_json: bool) -> None:
-    from .render import emit_json, errors
+    from .render import emit_json, errors, escape
 
     if as_json:
         emit_json({"kind": "error", "error": type(error).__name__, "message": str(error)})
     first, *rest = str(error).splitlines() or [""]
-    errors().print(f"[red]error:[/] {first}", soft_wrap=True)
+    errors().print(f"[red]error:[/] {escape(first)}", soft_wrap=True)
     for line in rest:
-        errors().print(line, soft_wrap=True)
+        errors().print(line, soft_wrap=True, markup=False)

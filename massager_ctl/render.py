@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -181,7 +182,7 @@ class ProgramDisplay:
             emit_json(notice)
         elif notice.event != "connected":
             style = "green" if notice.event == "back" else "yellow"
-            self.out.print(f"[{style}]{notice.message}[/]")
+            self.out.print(f"[{style}]{escape(notice.message)}[/]")
 
     def progress(self, progress: Progress) -> None:
         """Show one progress report."""
@@ -222,7 +223,7 @@ class ProgramDisplay:
         )  # fmt: skip
         resumed = f", resumed {result.resumes}x after a lost link" if result.resumes else ""
         self.out.print(
-            f"[{style}]{self.profile.title}: {result.message}[/] "
+            f"[{style}]{escape(self.profile.title)}: {escape(result.message)}[/] "
             f"({result.steps_done}/{result.steps} steps, {clock(result.pressure_s)} under pressure"
             f"{resumed}{vented})"
         )
@@ -269,7 +270,7 @@ def history_view(sessions: list[Session], ratings: list[Rating], weeks: list[Wee
                 session.ended.replace("_", " ") if session else "",
                 f"{session.minutes:g}" if session else "",
                 f"{bar(rating.score, 10)} {rating.score}"
-                + (f" [dim]{rating.note}[/]" if rating.note else "")
+                + (f" [dim]{escape(rating.note)}[/]" if rating.note else "")
                 if rating
                 else "",
             )

@@ -8,6 +8,7 @@ file, and on SIGTERM ends the program with the massager vented and exits 0.
 from __future__ import annotations
 
 import asyncio
+import configparser
 import json
 import select
 import signal
@@ -112,3 +113,21 @@ def test_the_daemon_runs_a_due_schedule_hears_changes_and_vents_on_sigterm(
     [session] = journal.sessions()
     assert (session.source, session.ended, session.profile) == ("schedule", "stopped", "ten")
     assert session.pressure_s > 1
+
+
+def test_the_systemd_unit_runs_the_daemon_as_the_readme_installs_it() -> None:
+    root = Path(__file__).resolve().parents[2]
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    unit.read(root / "contrib" / "massager-ctl.service")
+    service = unit["Service"]
+    assert service["ExecStart"] == "@MASSAGER_CTL@ daemon"
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["KillSignal"] == "SIGTERM"
+    assert int(service["TimeoutStopSec"]) > 15  # venting is confirmed within 15 s
+    assert unit["Install"]["WantedBy"] == "default.target"
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert 'sed "s|@MASSAGER_CTL@|$PWD/.venv/bin/massager-ctl|" contrib/massager-ctl.service' in (
+        readme
+    )
+    assert "systemctl --user enable --now massager-ctl" in readme

@@ -123,6 +123,9 @@ def test_a_refused_start_on_the_command_line_names_the_limit(user_dirs: dict[str
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("[limits]\nrest_minutes = 90\n")
     assert "allowed from" in ctl("start", "wind-down-30").stderr
+    config.write_text("[limits]\nrest_minutes = 0\nminutes_per_day = 30\n")
+    too_long = ctl("start", "evening-45")
+    assert "raise minutes_per_day in [limits]; not allowed with these limits" in too_long.stderr
     config.write_text("[limits]\nrest_minutes = -1\n")
     bad = ctl("start", "wind-down-30")
     assert bad.returncode == 2
