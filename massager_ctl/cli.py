@@ -596,7 +596,8 @@ def schedule_add(
         upcoming = added.runs_after(datetime.now(UTC), count=1)[0].astimezone()
         console().print(
             f"added {added.id}: {added.profile} {added.describe()}; first run "
-            f"{upcoming:%a %d %b %H:%M} (`massager-ctl daemon` runs it)"
+            f"{upcoming:%a %d %b %H:%M} (`massager-ctl daemon` runs it)",
+            markup=False,
         )
     return 0
 
@@ -741,10 +742,11 @@ async def _daemon(as_json: bool) -> int:
     watcher = asyncio.create_task(_watch(schedules_file(), runner.reload))
 
     def watcher_ended(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            show(DaemonEvent(event="error", message=f"the schedules file is no longer watched "
-                             f"({task.exception()}); after a change run `systemctl --user "
-                             "reload massager-ctl` or send SIGHUP"))  # fmt: skip
+        if not task.cancelled():
+            why = task.exception() or "no inotify here"
+            show(DaemonEvent(event="error", message=f"the schedules file is not watched "
+                             f"({why}); after a change run `systemctl --user reload "
+                             "massager-ctl` or send SIGHUP"))  # fmt: skip
 
     watcher.add_done_callback(watcher_ended)
     try:

@@ -92,7 +92,7 @@ class _Program:
 
     def as_session(self, device: str) -> Session | None:
         """How the limits see it until the journal does (while it connects or retries)."""
-        if self.program is not None and self.program.began:
+        if self.program is not None and self.program.session_id is not None:
             return None  # the journal holds its session now
         return Session(
             id=0, started_at=self.started, ended_at=None, device=device,
@@ -126,6 +126,7 @@ class Daemon:
         """What runs now, by device URL."""
         self._schedules: list[Schedule] = []
         self._problems: list[str] = []
+        self._said: set[tuple[object, ...]] = set()
         self._wake: asyncio.Event | None = None
         self._announced: tuple[str, datetime] | None = None
 
@@ -208,8 +209,13 @@ class Daemon:
         for s in self._schedules:
             if s.enabled:
                 # Lazily: after the clock was set back, many runs ahead may be taken.
-                runs = (r for r in s.upcoming(now) if self._counts(s, r, taken))
-                upcoming.append((next(runs), s))
+                start = max(now, s.created) if s.created else now
+                try:
+                    runs = (r for r in s.upcoming(start) if self._counts(s, r, taken))
+                    upcoming.append((next(runs), s))
+                except (OverflowError, ValueError):  # created in the year 9999, say
+                    why = f"schedule {s.id} has no start after {start:%Y-%m-%d}"
+                    self._say_once(("no-next", s.id), "error", why, s)
         if not upcoming:
             return None
         run, schedule = min(upcoming, key=lambda pair: (pair[0].astimezone(UTC), pair[1].id))
@@ -256,39 +262,42 @@ class Daemon:
     def _take(self, schedule: Schedule, run: datetime, now: datetime) -> bool:
         """Start the run, or journal why not; either way it is taken, once.
 
-        Returns False if the journal could not record it (it is then not started).
+        Returns False if the journal could not be used (the run is then not taken,
+        and is looked at again on the next wake).
         """
         address = self._device(schedule)
         device = str(address)
         late = now - run
         profile: Profile | None = None
-        if late > self.grace:
-            outcome, why = "missed", (
-                f"not started: found {_minutes(late)} late, past the {self.grace_text} grace "
-                "window (the computer asleep or off, the daemon not running, or the clock set "
-                "forward)"
-            )  # fmt: skip
-        elif device in self.programs:
-            other = self.programs[device].schedule
-            outcome, why = "busy", (
-                f"not started: {device} was running schedule {other.id} ({other.profile})"
-            )  # fmt: skip
-        else:
-            try:
-                profile = find_profile(schedule.profile, self.profiles_dir)
-                self._limits(profile, now)
-                outcome, why = "started", ""
-            except (MassagerError, JournalError) as error:
-                outcome, why = "refused", f"not started: {error}"
         try:
-            if not self.journal.take_run(schedule.id, run, outcome, now=now):
+            if late > self.grace:
+                outcome, why = "missed", (
+                    f"not started: found {_minutes(late)} late, past the {self.grace_text} "
+                    "grace window (the computer asleep or off, the daemon not running, the "
+                    "clock set forward, or the journal unusable until then)"
+                )  # fmt: skip
+            elif device in self.programs:
+                other = self.programs[device].schedule
+                outcome, why = "busy", (
+                    f"not started: {device} was running schedule {other.id} ({other.profile})"
+                )  # fmt: skip
+            else:
+                try:
+                    profile = find_profile(schedule.profile, self.profiles_dir)
+                    self._limits(profile, now)
+                    outcome, why = "started", ""
+                except JournalError:
+                    raise  # not a refusal: the run is looked at again
+                except MassagerError as error:  # a limit, or a profile gone
+                    outcome, why = "refused", f"not started: {error}"
+            not_run = None if outcome == "started" else (device, schedule.profile, why)
+            if not self.journal.take_run(schedule.id, run, outcome, not_run=not_run, now=now):
                 return True  # another daemon took it
-            if outcome != "started":
-                self.journal.not_run(device, schedule.profile, "schedule", outcome, why, at=run)
         except JournalError as error:
             when = run.astimezone(ZoneInfo(schedule.tz))
-            self._say("error", f"{error}; the run of {schedule.id} at {when:%a %d %b %H:%M %Z} "
-                      "is not started yet", schedule, run)  # fmt: skip
+            self._say_once(("journal", schedule.id, run), "error",
+                           f"{error}; the run of {when:%a %d %b %H:%M %Z} is not started yet",
+                           schedule, run)  # fmt: skip
             return False
         if outcome != "started":
             self._say(outcome, why, schedule, run)  # type: ignore[arg-type]
@@ -333,6 +342,10 @@ class Daemon:
                     continue
                 return
             except Exception as error:  # a bug or the system: said, journaled, not fatal
+                if not program.began:
+                    with contextlib.suppress(JournalError):
+                        self.journal.not_run(str(address), profile.name, "schedule", "error",
+                                             f"not started: {error!r}", at=run)  # fmt: skip
                 self._say("error", f"the program failed: {error!r}", schedule, run)
                 return
             self._say("ended", f"{result.outcome}: {result.message}", schedule, run)
@@ -340,18 +353,24 @@ class Daemon:
 
     async def _retry(self, entry: _Program, run: datetime, address: DeviceAddress,
                      profile: Profile, error: MassagerError) -> bool:  # fmt: skip
-        """After a massager did not answer: wait and say True, or journal why not and say False."""
+        """After a massager did not answer: wait and say True, or journal why not and say False.
+
+        Before each try the limits are checked again (a session may have begun
+        meanwhile, from the command line say); all of it within the grace window.
+        """
         schedule = entry.schedule
-        retry_at = self.clock.now() + timedelta(seconds=RETRY_S)
         outcome, why = "unreachable", f"not started: {error}"
-        if retry_at - run <= self.grace:
-            self._say("unreachable", f"{error}; trying again in {RETRY_S:g} s", schedule, run)
+        while self.clock.now() + timedelta(seconds=RETRY_S) - run <= self.grace:
+            self._say("unreachable", f"{why}; trying again in {RETRY_S:g} s", schedule, run)
             await asyncio.sleep(RETRY_S)
-            try:  # a session may have begun meanwhile, from the command line say
+            try:
                 self._limits(profile, self.clock.now(), device=str(address))
                 return True
-            except (MassagerError, JournalError) as refusal:
+            except JournalError as problem:
+                why = f"not started: {problem}"
+            except MassagerError as refusal:
                 outcome, why = "refused", f"not started: {refusal}"
+                break
         with contextlib.suppress(JournalError):
             self.journal.not_run(str(address), profile.name, "schedule", outcome, why, at=run)
         self._say(outcome, why, schedule, run)  # type: ignore[arg-type]
@@ -364,6 +383,19 @@ class Daemon:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _say_once(
+        self,
+        key: tuple[object, ...],
+        event: Event,
+        message: str,
+        schedule: Schedule | None = None,
+        due: datetime | None = None,
+    ) -> None:
+        """`_say`, but only the first time for ``key`` (a failure repeated every wake)."""
+        if key not in self._said:
+            self._said.add(key)
+            self._say(event, message, schedule, due)
 
     def _say(
         self,

@@ -72,15 +72,23 @@ class _Use:
     pressure_s: float
 
 
-def _uses(sessions: list[Session]) -> list[_Use]:
+def _uses(sessions: list[Session], now: datetime) -> list[_Use]:
     uses = []
     for s in sessions:
         if s.outcome is None:
             # Still running, or its controller was killed: assume the whole program.
-            end = s.started_at + timedelta(seconds=s.planned_s)
-            uses.append(_Use(s.started_at, end, max(s.planned_s, s.pressure_s)))
+            use = _Use(s.started_at, s.started_at + timedelta(seconds=s.planned_s),
+                       max(s.planned_s, s.pressure_s))  # fmt: skip
         elif s.pressure_s > 0 and s.ended_at is not None:
-            uses.append(_Use(s.started_at, s.ended_at, s.pressure_s))
+            use = _Use(s.started_at, s.ended_at, s.pressure_s)
+        else:
+            continue
+        if use.start > now:
+            # Journaled while the clock ran ahead, and it has since been set back: the
+            # legs had it all the same, so it counts as if it had begun just now.
+            ahead = use.start - now
+            use = _Use(now, use.end - ahead, use.pressure_s)
+        uses.append(use)
     return sorted(uses, key=lambda u: u.start)
 
 
@@ -160,18 +168,22 @@ def check(sessions: list[Session], *, planned_s: float, now: datetime, limits: L
     Raises:
         LimitReached: which limit, and when the start would be allowed.
     """
-    uses = _uses([s for s in sessions if counted(s)])
+    uses = _uses([s for s in sessions if counted(s)], now)
     refusal = _refusal(uses, planned_s, now, limits)
     if refusal is None:
         return
     why, allowed = refusal
-    for _ in range(4 * limits.sessions_per_day + 4):  # each step clears a limit or a session
+    # Each step lets a limit clear or a session leave, so this ends; a moment not
+    # verified to pass every limit is never named.
+    for _ in range(4 * len(uses) + 8):
         if allowed is None:
             break
         later = _refusal(uses, planned_s, allowed, limits)
         if later is None:
             break
-        allowed = later[1] if later[1] is None or later[1] > allowed else None
+        allowed = later[1] if later[1] is not None and later[1] > allowed else None
+    else:
+        allowed = None
     when = f"allowed from {_local(allowed, now)}" if allowed else "not allowed with these limits"
     raise LimitReached(f"{why}; {when}", allowed)
 

@@ -226,12 +226,20 @@ class Journal:
             return int(cursor.lastrowid or 0)
 
     def take_run(
-        self, schedule_id: str, due_at: datetime, outcome: str, *, now: datetime | None = None
+        self,
+        schedule_id: str,
+        due_at: datetime,
+        outcome: str,
+        *,
+        not_run: tuple[str, str, str] | None = None,
+        now: datetime | None = None,
     ) -> bool:
         """Claim the run of ``schedule_id`` due at ``due_at``; False if it was taken before.
 
         The claim is written before the program starts, so a run is started at most
-        once even if the daemon is killed while starting it.
+        once even if the daemon is killed while starting it. For a run that does not
+        start, ``not_run`` (device, profile, why) is journaled as a session ending
+        with ``outcome``, in the same transaction as the claim.
         """
         with self._db() as db:
             cursor = db.execute(
@@ -239,7 +247,16 @@ class Journal:
                 "VALUES (?, ?, ?, ?)",
                 (schedule_id, _utc(due_at), _utc(now), outcome),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            if not_run is not None:
+                device, profile, message = not_run
+                db.execute(
+                    "INSERT INTO sessions (started_at, ended_at, device, profile, source, "
+                    "outcome, message) VALUES (?, ?, ?, ?, 'schedule', ?, ?)",
+                    (_utc(due_at), _utc(due_at), device, profile, outcome, message),
+                )
+            return True
 
     def taken_runs(self, since: datetime) -> set[tuple[str, datetime]]:
         """The (schedule id, due time) of every run taken that was due at or after ``since``."""

@@ -541,8 +541,9 @@ class Firmware:
         self._restart_pattern()
 
     def _wake_up(self) -> None:
-        """Sample again from now on (after a sleep, see `_asleep`)."""
-        self._next_sample = min(self._next_sample, self._t)
+        """After a sleep (see `_asleep`), sample again from now on; awake, change nothing."""
+        if self._next_sample == math.inf:
+            self._next_sample = self._t
 
     def _asleep(self, readings: list[float]) -> bool:
         """Whether nothing needs watching: no session, no controller, empty, no fault."""

@@ -130,3 +130,13 @@ def test_a_refused_start_on_the_command_line_names_the_limit(user_dirs: dict[str
     bad = ctl("start", "wind-down-30")
     assert bad.returncode == 2
     assert "limits.rest_minutes" in bad.stderr
+
+
+def test_sessions_journaled_while_the_clock_ran_ahead_still_count() -> None:
+    # Journaled at 12:06, 13:00 and 14:00 by a clock two hours fast, now set right.
+    ahead = [session(-h, 45) for h in (0.1, 1, 2)]
+    error = refusal(ahead, 45)
+    assert "a session is still running" in str(error)
+    assert error.allowed_at is not None
+    check(ahead, planned_s=45 * 60, now=error.allowed_at,
+          limits=Limits(sessions_per_day=4, minutes_per_day=180))  # fmt: skip
