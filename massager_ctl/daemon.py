@@ -23,8 +23,13 @@ the schedules again and decides from the clock and the journal alone:
 - **Ending.** Cancelling `Daemon.run` (SIGTERM) ends every running program the
   way Ctrl-C ends `start`: at once, with the massager vented, journaled.
 
+- **Mistakes are said, not fatal.** A bad schedule is reported and the others
+  run; while the journal cannot be used no run starts, and it is tried again
+  every `RETRY_S` (a run that passes its grace meanwhile is journaled as missed).
+
 Daylight-saving changes are the schedule's business (`schedule`): the daemon
-only compares aware times.
+compares runs in UTC, since Python never finds a time in a repeated hour equal
+to a time in another zone.
 """
 
 from __future__ import annotations
