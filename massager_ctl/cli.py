@@ -779,6 +779,58 @@ async def _watch(path: Path, changed: Callable[[], None]) -> None:
 
 
 @cli.command()
+@click.option("--broker", "broker_url", required=True, envvar="MASSAGER_CTL_BROKER",
+              metavar="URL", help="mqtt://[USER[:PASSWORD]@]HOST[:PORT] or mqtts://... "
+              "[env MASSAGER_CTL_BROKER; password also MASSAGER_CTL_MQTT_PASSWORD].")  # fmt: skip
+@click.option("--device", "devices", multiple=True, metavar="[NAME=]URL",
+              help="A massager to bridge (repeatable) [default: the configured one].")  # fmt: skip
+@click.option("--base", default="massager", show_default=True, help="The base topic.")
+@json_option
+def bridge(broker_url: str, devices: tuple[str, ...], base: str, as_json: bool) -> int:
+    """Put massagers on an MQTT broker: state, availability, and commands.
+
+    Topics: BASE/bridge/state, BASE/NAME (state, retained), BASE/NAME/availability,
+    BASE/NAME/set ({"action": "start", "profile": "evening-45"}, {"action": "stop"},
+    {"action": "vent"}), BASE/NAME/get and BASE/NAME/response. SIGTERM or Ctrl-C
+    ends running programs with the massagers vented.
+    """
+    from .broker import parse_broker_url
+    from .config import journal_file, load_settings, user_profiles_dir
+    from .journal import Journal
+
+    broker = parse_broker_url(broker_url)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", base):
+        raise InputError(f"--base {base!r} is not a topic of plain words")
+    from .bridge import Bridge, device_name
+
+    settings = load_settings()
+    given = list(devices) or [settings.device or "sim://"]
+    named = dict(device_name(text) for text in given)
+    if len(named) != len(given):
+        raise InputError("two devices have the same name; give them NAME=URL")
+
+    def log(line: str) -> None:
+        from .render import emit_json, errors
+
+        if as_json:
+            emit_json({"kind": "bridge", "message": line})
+        else:
+            errors().print(line, markup=False, highlight=False, soft_wrap=True)
+
+    running = Bridge(broker, named, settings=settings, journal=Journal(journal_file()),
+                     profiles_dir=user_profiles_dir(), base=base, log=log)  # fmt: skip
+
+    async def serve() -> int:
+        try:
+            await running.run()
+        except asyncio.CancelledError:
+            return 0
+        return 0
+
+    return run_async(serve)
+
+
+@cli.command()
 @click.option(
     "--weeks",
     type=click.IntRange(1, 520),

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+from tests.broker import Broker, run_broker
+
 settings.register_profile(
     "default",
     deadline=None,  # virtual-time tests do real work per example; wall time is bench's job
@@ -64,3 +66,10 @@ def _current_event_loop(_main_thread_loop: asyncio.AbstractEventLoop) -> None:
     that into a failure at the end of the session (pytest-asyncio issue #724).
     """
     asyncio.set_event_loop(_main_thread_loop)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One real Mosquitto for the whole session (see `tests.broker`)."""
+    with run_broker(tmp_path_factory.mktemp("mosquitto")) as running:
+        yield running

@@ -1,0 +1,359 @@
+"""The MQTT bridge: massagers on a broker, in the Zigbee2MQTT style of topics.
+
+Under a base topic (default ``massager``):
+
+- ``<base>/bridge/state``: ``{"state": "online"}``, retained; the broker
+  publishes ``offline`` (the bridge's last will) if the bridge vanishes.
+- ``<base>/<device>``: the device's state as retained JSON (`DeviceState`).
+- ``<base>/<device>/availability``: ``{"state": "online"|"offline"}``, retained.
+- ``<base>/<device>/set``: a JSON `Command`: start a profile, stop, or vent.
+  ``<base>/<device>/get`` publishes the state again.
+- ``<base>/<device>/response``: the answer to every command, ``{"ok": ...}``
+  with the command's ``id`` and, on failure, what was wrong; also sent to the
+  MQTT 5 response topic with its correlation data when the command has one.
+
+On the bus, safety first: a retained command is never run (it is cleared, and
+the answer says so), every payload is validated and a bad one is answered with
+what was wrong while the bridge goes on, a start is held to the safety limits
+and journaled (source ``mqtt``), and stop and vent end a running program at once
+with the massager vented. The bridge reconnects to the broker with exponential
+backoff and jitter; a program keeps running while the broker is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .broker import BrokerAddress
+from .config import Settings
+from .device import Massager
+from .envelope import WINDOW, check
+from .errors import InputError, MassagerError
+from .journal import Journal
+from .profiles import find_profile
+from .programs import Progress
+from .session import JournaledProgram
+from .supervisor import ResumePolicy
+from .tomlfiles import describe_errors
+from .urls import DeviceAddress, parse_device_url
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+FIRST_RETRY_S = 1.0
+MAX_RETRY_S = 60.0
+PRESSURE_EVERY_S = 1.0
+"""How often a state with only new pressures is published."""
+
+
+class Command(BaseModel):
+    """What may be sent to ``<base>/<device>/set``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["start", "stop", "vent"]
+    profile: str | None = Field(None, min_length=1)
+    """The profile to start (for ``start``)."""
+    id: str | None = Field(None, max_length=64)
+    """Echoed in the answer, so a sender can match it."""
+
+    @model_validator(mode="after")
+    def _profile_for_start(self) -> Command:
+        if (self.action == "start") != (self.profile is not None):
+            raise ValueError("start needs a profile, and only start takes one")
+        return self
+
+
+class DeviceState(BaseModel):
+    """The retained state of one massager."""
+
+    state: str
+    """idle, running, paused, fault, or offline."""
+    program: str | None = None
+    step: int | None = None
+    steps: int | None = None
+    ends_at: datetime | None = None
+    """When the program ends: a moment, not a countdown."""
+    mode: str | None = None
+    intensity: int | None = None
+    pressures_mmhg: list[float] = Field(default_factory=list)
+    battery_pct: int | None = None
+    faults: list[str] = Field(default_factory=list)
+
+
+def device_name(text: str) -> tuple[str, DeviceAddress]:
+    """``NAME=URL`` or a bare URL (named after it) into a topic-safe name and an address.
+
+    >>> device_name("bedroom=sim://")[0], device_name("serial:///dev/ttyUSB0")[0]
+    ('bedroom', 'ttyusb0')
+    """
+    name, _, url = text.partition("=") if "=" in text.split("://")[0] else ("", "", text)
+    address = parse_device_url(url)
+    if not name:
+        where = str(address).split("://", 1)[1].split("?", 1)[0]
+        tail = re.split(r"[/:]", where.strip("/"))
+        name = next((part for part in reversed(tail) if part), "sim")
+        name = re.sub(r"[^a-z0-9_-]", "-", name.lower()) or "sim"
+    if not NAME.match(name):
+        raise InputError(f"{name!r} is not a device name for topics: use a-z, 0-9, - and _")
+    return name, address
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before reconnect ``attempt`` (1, 2, ...): doubling to a minute, with jitter."""
+    ceiling = min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class DeviceAgent:
+    """One massager on the bus: watches it while idle, runs programs, answers commands."""
+
+    def __init__(self, name: str, address: DeviceAddress, bridge: Bridge) -> None:
+        self.name = name
+        self.address = address
+        self.bridge = bridge
+        self.state = DeviceState(state="offline")
+        self.available = False
+        self.massager: Massager | None = None
+        self.program: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
+        self._shown_at = float("-inf")
+
+    def begin(self) -> None:
+        """Start watching the device."""
+        self._watching = asyncio.create_task(self._watch())
+
+    async def end(self) -> None:
+        """Stop watching, and end a running program (the massager vents)."""
+        for task in (self.program, self._watching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _watch(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with Massager.connect(self.address) as massager:
+                    self.massager, attempt = massager, 0
+                    self._set_available(True)
+                    self._show(massager.status)
+                    async for status in massager.statuses():
+                        self._show(status)
+            except MassagerError as error:
+                self.bridge.log(f"{self.name}: {error}")
+            finally:
+                self.massager = None
+            self._set_available(False)
+            attempt += 1
+            await asyncio.sleep(backoff(min(attempt, 7)))
+
+    def _set_available(self, available: bool) -> None:
+        if available != self.available:
+            self.available = available
+            self.bridge.publish_availability(self)
+            if not available:
+                self.state = DeviceState(state="offline")
+                self.bridge.publish_state(self)
+
+    def _show(self, status: Any, progress: Progress | None = None) -> None:
+        state = DeviceState(
+            state=status.state, mode=status.mode, intensity=status.intensity,
+            pressures_mmhg=[round(p, 1) for p in status.pressures_mmhg],
+            battery_pct=status.battery_pct, faults=list(status.faults),
+        )  # fmt: skip
+        if progress is not None:
+            ends = datetime.now(UTC) + timedelta(seconds=progress.program_left_s)
+            state = state.model_copy(update={
+                "program": progress.profile, "step": progress.step, "steps": progress.steps,
+                "ends_at": ends.replace(microsecond=0),
+            })  # fmt: skip
+        # Pressures move with every report (4 a second): sent at most once a second,
+        # everything else at once.
+        now = asyncio.get_running_loop().time()
+        others_changed = state.model_copy(update={"pressures_mmhg": []}) != (
+            self.state.model_copy(update={"pressures_mmhg": []})
+        )
+        if others_changed or (state != self.state and now - self._shown_at >= PRESSURE_EVERY_S):
+            self.state, self._shown_at = state, now
+            self.bridge.publish_state(self)
+
+    async def command(self, command: Command) -> str:
+        """Carry out a command; returns what happened.
+
+        Raises:
+            MassagerError: refused (a limit, a profile, the device), with why.
+        """
+        if command.action in ("stop", "vent"):
+            if self.program is not None and not self.program.done():
+                self.program.cancel()  # the program ends at once, vented
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self.program
+                return f"{command.action}: the program ended, the massager vented"
+            if self.massager is None:
+                raise MassagerError(f"{self.name} is offline")
+            await (self.massager.stop() if command.action == "stop" else self.massager.vent())
+            return f"{command.action}: done"
+        assert command.profile is not None
+        if self.program is not None and not self.program.done():
+            raise MassagerError(f"{self.name} is already running a program; stop it first")
+        profile = find_profile(command.profile, self.bridge.profiles_dir)
+        journal = self.bridge.journal
+        now = datetime.now(UTC)
+        check(journal.sessions(now - 2 * WINDOW), planned_s=profile.total_minutes * 60,
+              now=now, limits=self.bridge.settings.limits)  # fmt: skip
+        if self._watching is not None:  # the program takes the link (one controller at a time)
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watching
+        program = JournaledProgram(
+            self.address, profile, journal=journal, source="mqtt",
+            policy=ResumePolicy(window_s=self.bridge.settings.resume_window_s),
+            on_progress=lambda p: self._show(p.status, p),
+            on_journal_error=lambda error: self.bridge.log(f"{self.name}: {error}"),
+        )  # fmt: skip
+        self.program = asyncio.create_task(self._run(program))
+        return f"started {profile.name}"
+
+    async def _run(self, program: JournaledProgram) -> None:
+        try:
+            result = await program.run()
+            self.bridge.log(f"{self.name}: {result.outcome}: {result.message}")
+        except MassagerError as error:
+            self.bridge.log(f"{self.name}: {error}")
+        finally:
+            self.begin()  # watch again, with the link back
+
+
+class Bridge:
+    """Connects ``devices`` (name to address) to the broker at ``broker``."""
+
+    def __init__(
+        self,
+        broker: BrokerAddress,
+        devices: dict[str, DeviceAddress],
+        *,
+        settings: Settings,
+        journal: Journal,
+        profiles_dir: Path,
+        base: str = "massager",
+        log: Callable[[str], None] = lambda line: None,
+    ) -> None:
+        self.broker = broker
+        self.base = base
+        self.settings = settings
+        self.journal = journal
+        self.profiles_dir = profiles_dir
+        self.log = log
+        self.agents = {name: DeviceAgent(name, address, self) for name, address in devices.items()}
+        self.client: aiomqtt.Client | None = None
+
+    async def run(self) -> None:
+        """Serve until cancelled; reconnect with backoff when the broker is lost."""
+        for agent in self.agents.values():
+            agent.begin()
+        attempt = 0
+        try:
+            while True:
+                try:
+                    await self._serve()
+                except aiomqtt.MqttError as error:
+                    self.client = None
+                    attempt += 1
+                    wait = backoff(min(attempt, 7))
+                    self.log(f"broker {self.broker}: {error}; again in {wait:.1f} s")
+                    await asyncio.sleep(wait)
+                else:
+                    attempt = 0
+        finally:
+            await asyncio.gather(*(agent.end() for agent in self.agents.values()))
+
+    async def _serve(self) -> None:
+        will = aiomqtt.Will(f"{self.base}/bridge/state", json.dumps({"state": "offline"}),
+                            qos=1, retain=True)  # fmt: skip
+        async with self.broker.client(identifier=f"massager-ctl-{random.getrandbits(32):08x}",
+                                      will=will) as client:  # fmt: skip
+            self.client = client
+            self.log(f"connected to {self.broker}")
+            await client.publish(f"{self.base}/bridge/state", json.dumps({"state": "online"}),
+                                 qos=1, retain=True)  # fmt: skip
+            for agent in self.agents.values():
+                self.publish_availability(agent)
+                self.publish_state(agent)
+            # Retain As Published: a command someone published retained arrives marked so.
+            options = SubscribeOptions(qos=1, retainAsPublished=True)
+            await client.subscribe(f"{self.base}/+/set", options=options)
+            await client.subscribe(f"{self.base}/+/get", options=options)
+            async for message in client.messages:
+                await self._handle(client, message)
+
+    def _send(self, topic: str, payload: BaseModel | dict[str, Any], *, retain: bool) -> None:
+        client = self.client
+        if client is None:
+            return  # said again on the next connection
+        body = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
+        task = asyncio.ensure_future(client.publish(topic, body, qos=1, retain=retain))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # lost with the link
+
+    def publish_state(self, agent: DeviceAgent) -> None:
+        """Publish a device's state, retained."""
+        self._send(f"{self.base}/{agent.name}", agent.state, retain=True)
+
+    def publish_availability(self, agent: DeviceAgent) -> None:
+        """Publish whether a device is reachable, retained."""
+        state = "online" if agent.available else "offline"
+        self._send(f"{self.base}/{agent.name}/availability", {"state": state}, retain=True)
+
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        parts = str(message.topic)[len(self.base) + 1 :].split("/")
+        agent = self.agents.get(parts[0])
+        if agent is None or len(parts) != 2:
+            return  # another bridge's device
+        reply: dict[str, Any] = {"ok": False}
+        if message.retain:
+            if message.payload:
+                # Never run: it would start the massager whenever anyone subscribes.
+                await client.publish(str(message.topic), b"", qos=1, retain=True)
+                reply["error"] = "a retained command is never run; it was cleared"
+                self.log(f"{agent.name}: {reply['error']}")
+                await self._reply(client, agent, message, reply)
+            return
+        if parts[1] == "get":
+            self.publish_state(agent)
+            return
+        try:
+            command = Command.model_validate_json(message.payload or b"")  # type: ignore[arg-type]
+            reply["id"], reply["action"] = command.id, command.action
+            reply["message"] = await agent.command(command)
+            reply["ok"] = True
+        except ValidationError as error:
+            reply["error"] = describe_errors(error, "command")
+        except MassagerError as error:
+            reply["error"] = str(error)
+        await self._reply(client, agent, message, reply)
+
+    async def _reply(self, client: aiomqtt.Client, agent: DeviceAgent,
+                     message: aiomqtt.Message, reply: dict[str, Any]) -> None:  # fmt: skip
+        body = json.dumps(reply)
+        await client.publish(f"{self.base}/{agent.name}/response", body, qos=1)
+        asked = message.properties
+        topic = getattr(asked, "ResponseTopic", None) if asked is not None else None
+        if topic:
+            properties = Properties(PacketTypes.PUBLISH)
+            correlation = getattr(asked, "CorrelationData", None)
+            if correlation is not None:
+                properties.CorrelationData = correlation
+            await client.publish(topic, body, qos=1, properties=properties)

@@ -1,0 +1,244 @@
+"""The MQTT bridge against a real Mosquitto, with mosquitto_pub and mosquitto_sub beside it.
+
+Real time, real broker (`tests.broker`), the simulator in the test's process.
+Each test names its own device, so retained topics of one test never reach
+another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiomqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from massager_ctl.bridge import Bridge
+from massager_ctl.broker import parse_broker_url
+from massager_ctl.config import Settings, journal_file, user_profiles_dir
+from massager_ctl.journal import Journal
+from massager_ctl.urls import parse_device_url
+from tests.broker import USERS, Broker
+from tests.massager_ctl.test_daemon import short_profile
+
+pytestmark = pytest.mark.looptime(False)
+
+
+def fresh_name() -> str:
+    return f"t{secrets.token_hex(3)}"
+
+
+async def mosquitto_pub(broker: Broker, topic: str, payload: str, *flags: str) -> None:
+    """Publish as the independent command-line client does."""
+    process = await asyncio.create_subprocess_exec(
+        "mosquitto_pub", "-p", str(broker.port), "-u", "admin", "-P", USERS["admin"],
+        "-q", "1", "-t", topic, "-m", payload, *flags,
+    )  # fmt: skip
+    assert await process.wait() == 0
+
+
+async def mosquitto_sub(broker: Broker, topic: str, count: int, within: float = 5) -> list[str]:
+    """The first ``count`` messages (retained ones first) on ``topic``, as ``topic payload``."""
+    process = await asyncio.create_subprocess_exec(
+        "mosquitto_sub", "-p", str(broker.port), "-u", "admin", "-P", USERS["admin"],
+        "-t", topic, "-v", "-C", str(count), "-W", str(int(within)),
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    return out.decode().splitlines()
+
+
+class Listener:
+    """Everything published under the device's topics, as seen by a separate client."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.seen: list[tuple[str, Any]] = []
+        self._new = asyncio.Event()
+
+    async def collect(self) -> None:
+        async for message in self.client.messages:
+            payload = message.payload.decode() if isinstance(message.payload, bytes) else ""
+            with contextlib.suppress(ValueError):
+                payload = json.loads(payload)
+            self.seen.append((str(message.topic), payload))
+            self._new.set()
+
+    async def wait(self, topic: str, check: Any = lambda p: True, within: float = 10) -> Any:
+        """The first payload on ``topic`` (from the start) for which ``check`` holds."""
+        async with asyncio.timeout(within):
+            index = 0
+            while True:
+                for seen_topic, payload in self.seen[index:]:
+                    if seen_topic == topic and check(payload):
+                        return payload
+                index = len(self.seen)
+                self._new.clear()
+                await self._new.wait()
+
+
+@contextlib.asynccontextmanager
+async def bridged(broker: Broker, name: str, url: str = "sim://") -> AsyncIterator[Listener]:
+    """A bridge for one device named ``name``, and a listener on its topics."""
+    async with aiomqtt.Client("127.0.0.1", broker.port, username="admin",
+                              password=USERS["admin"]) as client:  # fmt: skip
+        await client.subscribe(f"massager/{name}/#")
+        await client.subscribe(f"massager/{name}")
+        await client.subscribe("massager/bridge/state")
+        listener = Listener(client)
+        collecting = asyncio.create_task(listener.collect())
+        bridge = Bridge(parse_broker_url(broker.url("bridge")), {name: parse_device_url(url)},
+                        settings=Settings(), journal=Journal(journal_file()),
+                        profiles_dir=user_profiles_dir())  # fmt: skip
+        running = asyncio.create_task(bridge.run())
+        try:
+            await listener.wait(f"massager/{name}/availability", lambda p: p["state"] == "online")
+            yield listener
+        finally:
+            running.cancel()
+            collecting.cancel()
+            await asyncio.gather(running, collecting, return_exceptions=True)
+
+
+async def test_the_bridge_announces_itself_and_its_device_retained(broker: Broker) -> None:
+    name = fresh_name()
+    async with bridged(broker, name) as seen:
+        await seen.wait(f"massager/{name}", lambda p: p["state"] == "idle")
+        # A subscriber arriving later gets the retained state at once.
+        later = await mosquitto_sub(broker, f"massager/{name}/#", count=1)
+        assert later[0].startswith(f"massager/{name}/availability")
+        assert json.loads(later[0].split(" ", 1)[1]) == {"state": "online"}
+        [state] = await mosquitto_sub(broker, f"massager/{name}", count=1)
+        assert json.loads(state.split(" ", 1)[1])["state"] == "idle"
+        [bridge] = await mosquitto_sub(broker, "massager/bridge/state", count=1)
+        assert bridge.endswith('{"state": "online"}')
+
+
+async def test_a_profile_started_over_mqtt_runs_journaled_and_stops_vented(
+    broker: Broker,
+) -> None:
+    short_profile("short", 0.5)
+    name = fresh_name()
+    async with bridged(broker, name) as seen:
+        await mosquitto_pub(broker, f"massager/{name}/set",
+                            '{"action": "start", "profile": "short", "id": "s1"}')  # fmt: skip
+        answer = await seen.wait(f"massager/{name}/response", lambda p: p.get("id") == "s1")
+        assert answer == {"ok": True, "id": "s1", "action": "start", "message": "started short"}
+        running = await seen.wait(
+            f"massager/{name}",
+            lambda p: p["state"] == "running" and max(p["pressures_mmhg"]) > 20,
+        )
+        assert (running["program"], running["step"], running["steps"]) == ("short", 1, 1)
+        assert running["ends_at"].endswith("Z")
+        await mosquitto_pub(broker, f"massager/{name}/set", '{"action": "stop", "id": "s2"}')
+        stopped = await seen.wait(f"massager/{name}/response", lambda p: p.get("id") == "s2")
+        assert stopped["ok"] is True
+        assert "vented" in stopped["message"]
+        vented = lambda p: p["state"] == "idle" and max(p["pressures_mmhg"]) < 5  # noqa: E731
+        await seen.wait(f"massager/{name}", vented)
+    [session] = Journal(journal_file()).sessions()
+    assert (session.source, session.profile, session.ended) == ("mqtt", "short", "stopped")
+    assert session.pressure_s > 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        ("not json", "Invalid JSON"),
+        ('{"action": "jump"}', "action: Input should be 'start', 'stop' or 'vent'"),
+        ('{"action": "start"}', "start needs a profile"),
+        ('{"action": "stop", "volume": 11}', "volume: is not a field of a command"),
+        ('{"action": "start", "profile": "no-such"}', "no-such"),
+    ],
+)
+async def test_a_bad_command_is_answered_and_the_bridge_goes_on(
+    broker: Broker, payload: str, error: str
+) -> None:
+    name = fresh_name()
+    async with bridged(broker, name) as seen:
+        await mosquitto_pub(broker, f"massager/{name}/set", payload)
+        answer = await seen.wait(f"massager/{name}/response")
+        assert answer["ok"] is False
+        assert error in answer["error"]
+        before = len([t for t, _ in seen.seen if t == f"massager/{name}"])
+        await mosquitto_pub(broker, f"massager/{name}/get", "")
+        await seen.wait(f"massager/{name}", lambda p: len(
+            [t for t, _ in seen.seen if t == f"massager/{name}"]) > before)  # fmt: skip
+
+
+async def test_a_retained_command_is_cleared_and_never_run(broker: Broker) -> None:
+    short_profile("short", 0.5)
+    name = fresh_name()
+    # Left retained before the bridge came: it would start the massager on every restart.
+    await mosquitto_pub(broker, f"massager/{name}/set",
+                        '{"action": "start", "profile": "short"}', "-r")  # fmt: skip
+    async with bridged(broker, name) as seen:
+        answer = await seen.wait(f"massager/{name}/response")
+        assert answer == {"ok": False, "error": "a retained command is never run; it was cleared"}
+        # And published retained while the bridge listens (Retain As Published).
+        await mosquitto_pub(broker, f"massager/{name}/set", '{"action": "vent"}', "-r")
+        answers = lambda p: len([t for t, _ in seen.seen if t.endswith("/response")]) == 2  # noqa: E731
+        await seen.wait(f"massager/{name}/response", answers)
+        await asyncio.sleep(1)
+        assert all(p["state"] == "idle" for t, p in seen.seen if t == f"massager/{name}")
+    assert await mosquitto_sub(broker, f"massager/{name}/set", count=1, within=1) == []
+    assert Journal(journal_file()).sessions() == []
+
+
+async def test_an_mqtt5_request_is_answered_on_its_response_topic(broker: Broker) -> None:
+    name = fresh_name()
+    async with bridged(broker, name), aiomqtt.Client(
+        "127.0.0.1", broker.port, username="admin", password=USERS["admin"],
+        protocol=aiomqtt.ProtocolVersion.V5,
+    ) as phone:  # fmt: skip
+        await phone.subscribe(f"massager/{name}/replies")
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.ResponseTopic = f"massager/{name}/replies"
+        properties.CorrelationData = b"req-7"
+        await phone.publish(f"massager/{name}/set", '{"action": "jump"}', qos=1,
+                            properties=properties)  # fmt: skip
+        async with asyncio.timeout(5):
+            message = await anext(aiter(phone.messages))
+        assert json.loads(message.payload)["ok"] is False  # type: ignore[arg-type]
+        assert message.properties is not None
+        assert message.properties.CorrelationData == b"req-7"
+
+
+def test_the_broker_says_offline_for_a_bridge_that_vanished(broker: Broker) -> None:
+    name = fresh_name()
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "massager_ctl", "bridge", "--broker", broker.url("bridge"),
+         "--device", "x=sim://", "--base", f"massager/{name}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        # A base of its own: each bridge on a broker has its own bridge/state and will.
+        topic = f"massager/{name}/bridge/state"
+        online = subprocess.run(
+            ["mosquitto_sub", "-p", str(broker.port), "-u", "admin", "-P", USERS["admin"],
+             "-t", topic, "-C", "1", "-W", "20"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert json.loads(online.stdout) == {"state": "online"}
+        bridge.send_signal(signal.SIGKILL)
+        bridge.wait(5)
+        # The broker publishes the will when it notices (at once: the socket closed).
+        offline = subprocess.run(
+            ["mosquitto_sub", "-p", str(broker.port), "-u", "admin", "-P", USERS["admin"],
+             "-t", topic, "-C", "1", "-W", "10"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert json.loads(offline.stdout) == {"state": "offline"}
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+        bridge.communicate()
