@@ -27,6 +27,7 @@ import contextlib
 import json
 import random
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +43,7 @@ from .broker import BrokerAddress
 from .config import Settings
 from .device import Massager
 from .envelope import WINDOW, check
-from .errors import InputError, MassagerError
+from .errors import ConfigError, InputError, MassagerError
 from .journal import Journal
 from .profiles import find_profile
 from .programs import Progress
@@ -54,6 +55,12 @@ from .urls import DeviceAddress, parse_device_url
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
+MAX_AGE_S = 10.0
+"""A command sent longer ago than this is refused: the moment it was meant for has passed."""
+REMEMBERED_IDS = 1000
+"""How many command ids a device remembers, to run each once."""
+REFUSED_LOGIN = {4, 5, 134, 135}
+"""CONNACK codes for bad credentials or no permission (MQTT 3.1.1 and 5)."""
 PRESSURE_EVERY_S = 1.0
 """How often a state with only new pressures is published."""
 
@@ -66,8 +73,10 @@ class Command(BaseModel):
     action: Literal["start", "stop", "vent"]
     profile: str | None = Field(None, min_length=1)
     """The profile to start (for ``start``)."""
-    id: str | None = Field(None, max_length=64)
-    """Echoed in the answer, so a sender can match it."""
+    id: str | None = Field(None, min_length=1, max_length=64)
+    """Echoed in the answer; a command with an id runs once, however often delivered."""
+    at: datetime | None = None
+    """When it was sent; a command older than `MAX_AGE_S` (or as far ahead) is refused."""
 
     @model_validator(mode="after")
     def _profile_for_start(self) -> Command:
@@ -117,6 +126,10 @@ def backoff(attempt: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
+class BrokerRefused(ConfigError):
+    """The broker refused the bridge's user name, password or permission to connect."""
+
+
 class DeviceAgent:
     """One massager on the bus: watches it while idle, runs programs, answers commands."""
 
@@ -130,6 +143,19 @@ class DeviceAgent:
         self.program: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
         self._shown_at = float("-inf")
+        self._seen_ids: OrderedDict[str, str] = OrderedDict()
+        self._starting = asyncio.Lock()
+        self._halts = 0
+
+    def seen(self, command_id: str) -> str | None:
+        """What a command with this id did before, if it came already."""
+        return self._seen_ids.get(command_id)
+
+    def remember(self, command_id: str, outcome: str) -> None:
+        """Remember what the command with this id did (the last `REMEMBERED_IDS`)."""
+        self._seen_ids[command_id] = outcome
+        while len(self._seen_ids) > REMEMBERED_IDS:
+            self._seen_ids.popitem(last=False)
 
     def begin(self) -> None:
         """Start watching the device."""
@@ -198,19 +224,27 @@ class DeviceAgent:
             MassagerError: refused (a limit, a profile, the device), with why.
         """
         if command.action in ("stop", "vent"):
+            self._halts += 1  # calls off a start still on its way (see `_start`)
             if self.program is not None and not self.program.done():
                 self.program.cancel()  # the program ends at once, vented
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self.program
                 return f"{command.action}: the program ended, the massager vented"
             if self.massager is None:
+                if self._starting.locked():
+                    return f"{command.action}: the start on its way was called off"
                 raise MassagerError(f"{self.name} is offline")
             await (self.massager.stop() if command.action == "stop" else self.massager.vent())
             return f"{command.action}: done"
         assert command.profile is not None
+        async with self._starting:  # one start at a time; stop and vent never wait for it
+            return await self._start(command.profile)
+
+    async def _start(self, profile_name: str) -> str:
+        halts = self._halts
         if self.program is not None and not self.program.done():
             raise MassagerError(f"{self.name} is already running a program; stop it first")
-        profile = find_profile(command.profile, self.bridge.profiles_dir)
+        profile = find_profile(profile_name, self.bridge.profiles_dir)
         journal = self.bridge.journal
         now = datetime.now(UTC)
         check(journal.sessions(now - 2 * WINDOW), planned_s=profile.total_minutes * 60,
@@ -219,6 +253,9 @@ class DeviceAgent:
             self._watching.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watching
+        if self._halts != halts:  # a stop or vent came while the link was handed over
+            self.begin()
+            raise MassagerError(f"a stop or vent came first; {profile.name} was not started")
         program = JournaledProgram(
             self.address, profile, journal=journal, source="mqtt",
             policy=ResumePolicy(window_s=self.bridge.settings.resume_window_s),
@@ -260,6 +297,7 @@ class Bridge:
         self.log = log
         self.agents = {name: DeviceAgent(name, address, self) for name, address in devices.items()}
         self.client: aiomqtt.Client | None = None
+        self._commands: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         """Serve until cancelled; reconnect with backoff when the broker is lost."""
@@ -270,23 +308,38 @@ class Bridge:
             while True:
                 try:
                     await self._serve()
+                except aiomqtt.MqttCodeError as error:
+                    code = getattr(error.rc, "value", error.rc)
+                    if self.client is None and code in REFUSED_LOGIN:
+                        # Credentials do not mend themselves: say so and stop.
+                        raise BrokerRefused(
+                            f"the broker {self.broker} refused the bridge: {error}; check the "
+                            "user name and password (or the broker's ACL)"
+                        ) from None
+                    attempt = await self._lost(error, attempt)
                 except aiomqtt.MqttError as error:
-                    self.client = None
-                    attempt += 1
-                    wait = backoff(min(attempt, 7))
-                    self.log(f"broker {self.broker}: {error}; again in {wait:.1f} s")
-                    await asyncio.sleep(wait)
+                    attempt = await self._lost(error, attempt)
                 else:
                     attempt = 0
         finally:
+            self._commands.clear()
             await asyncio.gather(*(agent.end() for agent in self.agents.values()))
+
+    async def _lost(self, error: Exception, attempt: int) -> int:
+        """Wait before reconnecting (exponential, with jitter); returns the attempt count."""
+        self.client = None
+        attempt += 1
+        wait = backoff(min(attempt, 7))
+        self.log(f"broker {self.broker}: {error}; again in {wait:.1f} s")
+        await asyncio.sleep(wait)
+        return attempt
 
     async def _serve(self) -> None:
         will = aiomqtt.Will(f"{self.base}/bridge/state", json.dumps({"state": "offline"}),
                             qos=1, retain=True)  # fmt: skip
         async with self.broker.client(identifier=f"massager-ctl-{random.getrandbits(32):08x}",
                                       will=will) as client:  # fmt: skip
-            self.client = client
+            self.client = client  # (set only once the broker accepted the bridge)
             self.log(f"connected to {self.broker}")
             await client.publish(f"{self.base}/bridge/state", json.dumps({"state": "online"}),
                                  qos=1, retain=True)  # fmt: skip
@@ -298,7 +351,10 @@ class Bridge:
             await client.subscribe(f"{self.base}/+/set", options=options)
             await client.subscribe(f"{self.base}/+/get", options=options)
             async for message in client.messages:
-                await self._handle(client, message)
+                # Each command in its own task, so a stop or vent never waits behind a start.
+                task = asyncio.create_task(self._handle(client, message))
+                self._commands.add(task)
+                task.add_done_callback(self._commands.discard)
 
     def _send(self, topic: str, payload: BaseModel | dict[str, Any], *, retain: bool) -> None:
         client = self.client
@@ -337,13 +393,41 @@ class Bridge:
         try:
             command = Command.model_validate_json(message.payload or b"")  # type: ignore[arg-type]
             reply["id"], reply["action"] = command.id, command.action
-            reply["message"] = await agent.command(command)
-            reply["ok"] = True
+            before = agent.seen(command.id) if command.id else None
+            if before is not None:
+                # Delivered twice (QoS 1 may): run once, and answer as before.
+                reply.update(ok=True, message=before, duplicate=True)
+            else:
+                self._check_age(command)
+                if command.id:
+                    agent.remember(command.id, "in progress")
+                reply["message"] = await agent.command(command)
+                reply["ok"] = True
+                if command.id:
+                    agent.remember(command.id, reply["message"])
         except ValidationError as error:
             reply["error"] = describe_errors(error, "command")
         except MassagerError as error:
             reply["error"] = str(error)
         await self._reply(client, agent, message, reply)
+
+    @staticmethod
+    def _check_age(command: Command) -> None:
+        """Refuse a command sent too long ago (or stamped too far ahead).
+
+        Raises:
+            InputError: how old it is.
+        """
+        if command.at is None:
+            return
+        sent = command.at if command.at.tzinfo else command.at.replace(tzinfo=UTC)
+        age = (datetime.now(UTC) - sent).total_seconds()
+        if abs(age) > MAX_AGE_S:
+            when = "sent" if age > 0 else "stamped"
+            raise InputError(
+                f"the command was {when} {abs(age):.0f} s {'ago' if age > 0 else 'ahead'}; "
+                f"commands older than {MAX_AGE_S:g} s are refused (check the clocks)"
+            )
 
     async def _reply(self, client: aiomqtt.Client, agent: DeviceAgent,
                      message: aiomqtt.Message, reply: dict[str, Any]) -> None:  # fmt: skip

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiomqtt
@@ -73,10 +74,12 @@ class Listener:
             self.seen.append((str(message.topic), payload))
             self._new.set()
 
-    async def wait(self, topic: str, check: Any = lambda p: True, within: float = 10) -> Any:
-        """The first payload on ``topic`` (from the start) for which ``check`` holds."""
+    async def wait(
+        self, topic: str, check: Any = lambda p: True, within: float = 10, after: int = 0
+    ) -> Any:
+        """The first payload on ``topic`` (from message ``after`` on) for which ``check`` holds."""
         async with asyncio.timeout(within):
-            index = 0
+            index = after
             while True:
                 for seen_topic, payload in self.seen[index:]:
                     if seen_topic == topic and check(payload):
@@ -242,3 +245,96 @@ def test_the_broker_says_offline_for_a_bridge_that_vanished(broker: Broker) -> N
         if bridge.poll() is None:
             bridge.kill()
         bridge.communicate()
+
+
+@pytest.mark.parametrize(
+    ("credentials", "refusal"),
+    # (Mosquitto answers an MQTT 5 client "not authorized" for a wrong password too.)
+    [("", "Not authorized"), ("bridge:wrong@", "Not authorized")],
+)
+def test_a_refused_login_ends_the_bridge_with_a_clear_error(
+    broker: Broker, credentials: str, refusal: str
+) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-m", "massager_ctl", "bridge", "--broker",
+         f"mqtt://{credentials}127.0.0.1:{broker.port}", "--device", "x=sim://"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 2
+    assert f"the broker mqtt://{credentials.split(':')[0]}" in ran.stderr
+    assert refusal.lower() in ran.stderr.lower()
+    assert "wrong" not in ran.stderr  # the password is never shown
+
+
+async def test_a_user_allowed_one_device_cannot_command_another(broker: Broker) -> None:
+    short_profile("short", 0.5)
+    bridge = Bridge(
+        parse_broker_url(broker.url("bridge")),
+        {"bedroom": parse_device_url("sim://bedroom"), "kitchen": parse_device_url("sim://k")},
+        settings=Settings(), journal=Journal(journal_file()), profiles_dir=user_profiles_dir(),
+    )  # fmt: skip
+    running = asyncio.create_task(bridge.run())
+    try:
+        async with aiomqtt.Client("127.0.0.1", broker.port, username="phone",
+                                  password=USERS["phone"]) as phone:  # fmt: skip
+            await phone.subscribe("massager/+/response")
+            await asyncio.sleep(1)  # the bridge is up
+            await phone.publish("massager/kitchen/set", '{"action": "vent", "id": "k1"}', qos=1)
+            await phone.publish("massager/bedroom/set", '{"action": "vent", "id": "b1"}', qos=1)
+            async with asyncio.timeout(5):
+                message = await anext(aiter(phone.messages))
+            assert str(message.topic) == "massager/bedroom/response"
+            assert json.loads(message.payload)["id"] == "b1"  # type: ignore[arg-type]
+            with pytest.raises(TimeoutError):  # the broker dropped the kitchen command
+                async with asyncio.timeout(1):
+                    await anext(aiter(phone.messages))
+        assert "denied publish" in broker.log().lower()
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_command_with_an_id_runs_once(broker: Broker) -> None:
+    short_profile("short", 0.5)
+    name = fresh_name()
+    async with bridged(broker, name) as seen:
+        start = '{"action": "start", "profile": "short", "id": "once"}'
+        await mosquitto_pub(broker, f"massager/{name}/set", start)
+        await seen.wait(f"massager/{name}/response", lambda p: p.get("ok"))
+        await mosquitto_pub(broker, f"massager/{name}/set", start)  # delivered again
+        again = await seen.wait(f"massager/{name}/response", lambda p: p.get("duplicate"))
+        assert again["ok"] is True
+        assert again["message"] == "started short"
+        stopping = len(seen.seen)
+        await mosquitto_pub(broker, f"massager/{name}/set", '{"action": "stop"}')
+        await seen.wait(f"massager/{name}", lambda p: p["state"] == "idle", after=stopping)
+    assert len(Journal(journal_file()).sessions()) == 1
+
+
+async def test_an_old_command_is_refused_and_stop_is_never_kept_waiting(broker: Broker) -> None:
+    short_profile("short", 0.5)
+    name = fresh_name()
+    async with bridged(broker, name) as seen:
+        old = (datetime.now(UTC) - timedelta(seconds=30)).isoformat()
+        command = {"action": "start", "profile": "short", "at": old}
+        await mosquitto_pub(broker, f"massager/{name}/set", json.dumps(command))
+        answer = await seen.wait(f"massager/{name}/response")
+        assert "sent 30 s ago; commands older than 10 s are refused" in answer["error"]
+        fresh = datetime.now(UTC).isoformat()
+        command = {"action": "start", "profile": "short", "at": fresh, "id": "s"}
+        await mosquitto_pub(broker, f"massager/{name}/set", json.dumps(command))
+        await mosquitto_pub(broker, f"massager/{name}/set", '{"action": "vent", "id": "v"}')
+        vented = await seen.wait(f"massager/{name}/response", lambda p: p.get("id") == "v")
+        assert vented["ok"] is True
+        started = await seen.wait(f"massager/{name}/response", lambda p: p.get("id") == "s")
+        # Either the start came first and the vent ended it, or the vent came while the
+        # start was on its way and called it off: never a program running after a vent.
+        if started["ok"]:
+            [session] = Journal(journal_file()).sessions()
+            assert session.ended == "stopped"
+        else:
+            assert "a stop or vent came first" in started["error"]
+            assert Journal(journal_file()).sessions() == []
+        await asyncio.sleep(1)
+        states = [p["state"] for t, p in seen.seen if t == f"massager/{name}"]
+        assert states[-1] == "idle"
