@@ -193,14 +193,16 @@ def check_limits(planned_s: float) -> None:
     from datetime import UTC, datetime
 
     from .config import journal_file, load_settings
-    from .envelope import WINDOW, check
+    from .envelope import check_journal
     from .journal import Journal
 
-    now = datetime.now(UTC)
-    # Two windows back: a session that began before the last 24 hours may still be running.
-    sessions = _journaled(lambda: Journal(journal_file()).sessions(now - 2 * WINDOW), "limits")
-    if sessions is not None:
-        check(sessions, planned_s=planned_s, now=now, limits=load_settings().limits)
+    limits = load_settings().limits
+    _journaled(
+        lambda: check_journal(
+            Journal(journal_file()), planned_s=planned_s, now=datetime.now(UTC), limits=limits
+        ),
+        "limits",
+    )
 
 
 def _simulator_only(info: DeviceInfo) -> None:

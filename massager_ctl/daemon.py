@@ -46,7 +46,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict
 
 from .config import Settings
-from .envelope import WINDOW, check
+from .envelope import check_journal
 from .errors import MassagerError
 from .journal import Journal, JournalError, Session
 from .profiles import Profile, find_profile
@@ -258,11 +258,10 @@ class Daemon:
             LimitReached: which limit, and when.
             JournalError: the journal cannot be read.
         """
-        sessions = self.journal.sessions(now - 2 * WINDOW)
         starting = [p.as_session(d) for d, p in self.programs.items() if d != device]
-        check([*sessions, *(s for s in starting if s is not None)],
-              planned_s=profile.total_minutes * 60, now=now,
-              limits=self.settings.limits)  # fmt: skip
+        check_journal(self.journal, planned_s=profile.total_minutes * 60, now=now,
+                      limits=self.settings.limits,
+                      starting=[s for s in starting if s is not None])  # fmt: skip
 
     def _take(self, schedule: Schedule, run: datetime, now: datetime) -> bool:
         """Start the run, or journal why not; either way it is taken, once.

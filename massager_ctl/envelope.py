@@ -31,13 +31,14 @@ and are neither counted nor checked.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import MassagerError
-from .journal import Session
+from .journal import Journal, Session
 
 WINDOW = timedelta(hours=24)
 
@@ -186,6 +187,27 @@ def check(sessions: list[Session], *, planned_s: float, now: datetime, limits: L
         allowed = None
     when = f"allowed from {_local(allowed, now)}" if allowed else "not allowed with these limits"
     raise LimitReached(f"{why}; {when}", allowed)
+
+
+def check_journal(
+    journal: Journal,
+    *,
+    planned_s: float,
+    now: datetime,
+    limits: Limits,
+    starting: Iterable[Session] = (),
+) -> None:
+    """`check` against the journal's sessions, and ``starting`` ones it does not hold yet.
+
+    Reads two windows back: a session that began before the last 24 hours may
+    still be running.
+
+    Raises:
+        LimitReached: which limit, and when the start would be allowed.
+        JournalError: the journal cannot be read.
+    """
+    sessions = journal.sessions(now - 2 * WINDOW)
+    check([*sessions, *starting], planned_s=planned_s, now=now, limits=limits)
 
 
 def _local(moment: datetime, now: datetime) -> str:
