@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .broker import BrokerAddress
 from .config import Settings
 from .device import Massager
-from .envelope import WINDOW, check
+from .envelope import check_journal
 from .errors import ConfigError, InputError, MassagerError
 from .journal import Journal
 from .profiles import find_profile
@@ -122,8 +122,16 @@ def device_name(text: str) -> tuple[str, DeviceAddress]:
 
 def backoff(attempt: int) -> float:
     """Seconds before reconnect ``attempt`` (1, 2, ...): doubling to a minute, with jitter."""
-    ceiling = min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** (attempt - 1))
+    ceiling = min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** min(attempt - 1, 16))
     return random.uniform(ceiling / 2, ceiling)
+
+
+async def cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` and wait until it has ended (its own clean-up, a vent, done)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 class BrokerRefused(ConfigError):
@@ -164,10 +172,7 @@ class DeviceAgent:
     async def end(self) -> None:
         """Stop watching, and end a running program (the massager vents)."""
         for task in (self.program, self._watching):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancelled(task)
 
     async def _watch(self) -> None:
         attempt = 0
@@ -185,7 +190,7 @@ class DeviceAgent:
                 self.massager = None
             self._set_available(False)
             attempt += 1
-            await asyncio.sleep(backoff(min(attempt, 7)))
+            await asyncio.sleep(backoff(attempt))
 
     def _set_available(self, available: bool) -> None:
         if available != self.available:
@@ -226,9 +231,7 @@ class DeviceAgent:
         if command.action in ("stop", "vent"):
             self._halts += 1  # calls off a start still on its way (see `_start`)
             if self.program is not None and not self.program.done():
-                self.program.cancel()  # the program ends at once, vented
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self.program
+                await cancelled(self.program)  # the program ends at once, vented
                 return f"{command.action}: the program ended, the massager vented"
             if self.massager is None:
                 if self._starting.locked():
@@ -246,13 +249,9 @@ class DeviceAgent:
             raise MassagerError(f"{self.name} is already running a program; stop it first")
         profile = find_profile(profile_name, self.bridge.profiles_dir)
         journal = self.bridge.journal
-        now = datetime.now(UTC)
-        check(journal.sessions(now - 2 * WINDOW), planned_s=profile.total_minutes * 60,
-              now=now, limits=self.bridge.settings.limits)  # fmt: skip
-        if self._watching is not None:  # the program takes the link (one controller at a time)
-            self._watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watching
+        check_journal(journal, planned_s=profile.total_minutes * 60, now=datetime.now(UTC),
+                      limits=self.bridge.settings.limits)  # fmt: skip
+        await cancelled(self._watching)  # the program takes the link (one controller at a time)
         if self._halts != halts:  # a stop or vent came while the link was handed over
             self.begin()
             raise MassagerError(f"a stop or vent came first; {profile.name} was not started")
@@ -329,7 +328,7 @@ class Bridge:
         """Wait before reconnecting (exponential, with jitter); returns the attempt count."""
         self.client = None
         attempt += 1
-        wait = backoff(min(attempt, 7))
+        wait = backoff(attempt)
         self.log(f"broker {self.broker}: {error}; again in {wait:.1f} s")
         await asyncio.sleep(wait)
         return attempt

@@ -150,6 +150,17 @@ def _parse(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
+def _insert_not_run(db: sqlite3.Connection, device: str, profile: str, source: str,
+                    outcome: str, message: str, at: datetime) -> int:  # fmt: skip
+    """Insert a session that was due at ``at`` and did not run; returns its id."""
+    cursor = db.execute(
+        "INSERT INTO sessions (started_at, ended_at, device, profile, source, outcome, message) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (_utc(at), _utc(at), device, profile, source, outcome, message),
+    )
+    return int(cursor.lastrowid or 0)
+
+
 class Journal:
     """The journal file; each call opens it, does one transaction, and closes it."""
 
@@ -218,12 +229,7 @@ class Journal:
     ) -> int:
         """Record a session that was due at ``at`` and did not run (missed, refused)."""
         with self._db() as db:
-            cursor = db.execute(
-                "INSERT INTO sessions (started_at, ended_at, device, profile, source, outcome, "
-                "message) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (_utc(at), _utc(at), device, profile, source, outcome, message),
-            )
-            return int(cursor.lastrowid or 0)
+            return _insert_not_run(db, device, profile, source, outcome, message, at)
 
     def take_run(
         self,
@@ -251,11 +257,7 @@ class Journal:
                 return False
             if not_run is not None:
                 device, profile, message = not_run
-                db.execute(
-                    "INSERT INTO sessions (started_at, ended_at, device, profile, source, "
-                    "outcome, message) VALUES (?, ?, ?, ?, 'schedule', ?, ?)",
-                    (_utc(due_at), _utc(due_at), device, profile, outcome, message),
-                )
+                _insert_not_run(db, device, profile, "schedule", outcome, message, due_at)
             return True
 
     def taken_runs(self, since: datetime) -> set[tuple[str, datetime]]:
