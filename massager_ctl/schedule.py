@@ -161,7 +161,7 @@ class Schedule(BaseModel):
 
     def runs_after(self, moment: datetime, *, count: int) -> list[datetime]:
         """The next ``count`` starts strictly after ``moment`` (aware)."""
-        return [run for run, _ in zip(self._runs(moment), range(count), strict=False)]
+        return [run for run, _ in zip(self.upcoming(moment), range(count), strict=False)]
 
     def runs_between(self, start: datetime, end: datetime) -> list[datetime]:
         """Every start after ``start`` and at or before ``end``, oldest first."""
@@ -173,9 +173,6 @@ class Schedule(BaseModel):
         Compare them as UTC: Python never finds a time in a repeated hour (01:30
         on the night clocks fall back) equal to a time in another zone.
         """
-        return self._runs(moment)
-
-    def _runs(self, moment: datetime) -> Iterator[datetime]:
         zone = ZoneInfo(self.tz)
         day = moment.astimezone(zone).date() - timedelta(days=1)
         while True:
