@@ -57,6 +57,12 @@ def schedules(*entries: dict[str, Any]) -> list[Schedule]:
     return made
 
 
+def every_evening() -> None:
+    """The usual schedule: a one-minute program every evening at 21:45 in Berlin."""
+    short_profile("check-1", 1)
+    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+
+
 class Running:
     """A daemon running in a task, with everything it said."""
 
@@ -181,8 +187,7 @@ async def test_a_restart_mid_evening_never_starts_a_run_twice() -> None:
 
 
 async def test_a_run_due_while_the_daemon_was_down_starts_within_grace_else_is_missed() -> None:
-    short_profile("check-1", 1)
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    every_evening()
     clock = VirtualWallClock(EVENING)
     first = Running(clock)
     await until(clock, EVENING.replace(minute=30))
@@ -224,8 +229,7 @@ async def test_a_schedule_added_after_its_time_waits_for_the_next_day() -> None:
 
 
 async def test_the_wall_clock_set_forward_and_back() -> None:
-    short_profile("check-1", 1)
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    every_evening()
     clock = VirtualWallClock(EVENING)
     running = Running(clock)
     await asyncio.sleep(60)
@@ -287,8 +291,7 @@ def berlin_computer(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.mark.usefixtures("berlin_computer")
 async def test_the_safety_limits_refuse_a_scheduled_run_and_say_until_when() -> None:
-    short_profile("check-1", 1)
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    every_evening()
     journal = Journal(journal_file())
     # A session from the command line ended ten minutes before the schedule's start.
     began = journal.begin("sim://", "evening-45", "cli", planned_s=2700,
@@ -307,8 +310,7 @@ async def test_the_safety_limits_refuse_a_scheduled_run_and_say_until_when() -> 
 
 
 async def test_a_journal_that_cannot_be_used_starts_nothing_until_it_can() -> None:
-    short_profile("check-1", 1)
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    every_evening()
     path = journal_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"garbage " * 200)
@@ -326,8 +328,7 @@ async def test_a_journal_that_cannot_be_used_starts_nothing_until_it_can() -> No
 
 
 async def test_a_run_is_taken_once_even_without_the_mark_and_by_two_daemons() -> None:
-    short_profile("check-1", 1)
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    every_evening()
     clock = VirtualWallClock(EVENING)
     one, two = Running(clock), Running(clock)  # two daemons on one journal
     await until(clock, EVENING.replace(minute=50))
@@ -346,8 +347,7 @@ async def test_a_run_is_taken_once_even_without_the_mark_and_by_two_daemons() ->
 
 
 async def test_the_clock_set_back_past_many_taken_runs_still_finds_the_next() -> None:
-    short_profile("check-1", 1)
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    every_evening()
     clock = VirtualWallClock(EVENING)
     running = Running(clock)
     await asyncio.sleep(60)
@@ -401,8 +401,7 @@ async def test_a_retry_checks_the_limits_again() -> None:
 
 @pytest.mark.looptime(False)
 async def test_the_journal_locked_by_another_process_delays_the_run_within_grace() -> None:
-    short_profile("check-1", 1)
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    every_evening()
     Journal(journal_file()).sessions()  # it exists
     clock = VirtualWallClock(EVENING.replace(minute=44, second=59))
     with contextlib.closing(sqlite3.connect(journal_file(), isolation_level=None)) as other:
@@ -423,8 +422,7 @@ async def test_the_journal_locked_by_another_process_delays_the_run_within_grace
 
 
 async def test_a_bad_schedule_is_reported_and_the_others_run() -> None:
-    short_profile("check-1", 1)
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    every_evening()
     with schedules_file().open("a", encoding="utf-8") as out:
         out.write('\n[[schedule]]\nid = "typo"\nprofile = "check-1"\ndays = ["mon"]\n'
                   'at = 21:50:00\ndevice = "bluetooth://nowhere"\n')  # fmt: skip
@@ -464,8 +462,7 @@ class _NoTimers(VirtualWallClock):
 
 
 async def test_a_timer_that_cannot_be_set_is_reported_without_spinning() -> None:
-    short_profile("check-1", 1)
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    every_evening()
     clock = _NoTimers(EVENING)
     running = Running(clock)
     await asyncio.sleep(10 * RETRY_S)

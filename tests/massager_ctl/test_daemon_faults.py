@@ -26,6 +26,7 @@ from tests.massager_ctl.test_daemon import (
     DAILY,
     EVENING,
     Running,
+    every_evening,
     schedules,
     sessions,
     short_profile,
@@ -49,8 +50,7 @@ def fails_first(method: Callable[..., Any], error: str) -> Callable[..., Any]:
 async def test_a_failed_read_for_the_limits_delays_the_run_and_does_not_refuse_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    short_profile("check-1", 1)
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    every_evening()
     monkeypatch.setattr(Journal, "sessions", fails_first(Journal.sessions, "database is locked"))
     clock = VirtualWallClock(EVENING)
     running = Running(clock)
@@ -64,8 +64,7 @@ async def test_a_failed_read_for_the_limits_delays_the_run_and_does_not_refuse_i
 async def test_a_missed_run_and_its_record_are_written_together(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    short_profile("check-1", 1)
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    every_evening()
     Journal(journal_file()).set_mark(MARK, EVENING)  # the daemon was last up at 21:00
     monkeypatch.setattr(Journal, "take_run", fails_first(Journal.take_run, "disk I/O error"))
     clock = VirtualWallClock(EVENING.replace(hour=23))
@@ -80,8 +79,7 @@ async def test_a_missed_run_and_its_record_are_written_together(
 async def test_a_journal_that_cannot_be_written_is_reported_once_a_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    short_profile("check-1", 1)
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    every_evening()
 
     def read_only(self: Journal, *args: Any, **kwargs: Any) -> bool:
         raise JournalError("attempt to write a readonly database")
