@@ -6,11 +6,18 @@ Under a base topic (default ``massager``):
   publishes ``offline`` (the bridge's last will) if the bridge vanishes.
 - ``<base>/<device>``: the device's state as retained JSON (`DeviceState`).
 - ``<base>/<device>/availability``: ``{"state": "online"|"offline"}``, retained.
-- ``<base>/<device>/set``: a JSON `Command`: start a profile, stop, or vent.
-  ``<base>/<device>/get`` publishes the state again.
+- ``<base>/<device>/set``: a JSON `Command`: start a profile, choose one, mode,
+  intensity, pause, resume, stop, or vent. ``<base>/<device>/get`` publishes
+  the state again.
 - ``<base>/<device>/response``: the answer to every command, ``{"ok": ...}``
   with the command's ``id`` and, on failure, what was wrong; also sent to the
   MQTT 5 response topic with its correlation data when the command has one.
+- ``<base>/bridge/request/<op>`` (``devices``, ``profiles``, ``schedules``),
+  answered on ``<base>/bridge/response/<op>`` as ``{"ok", "data"|"error",
+  "transaction"}``, the request's ``transaction`` echoed (and on the MQTT 5
+  response topic, as for commands).
+- ``<discovery prefix>/.../config``: Home Assistant discovery (`hass`), retained,
+  sent again when Home Assistant says ``online`` on ``<prefix>/status``.
 
 On the bus, safety first: a retained command is never run (it is cleared, and
 the answer says so), every payload is validated and a bad one is answered with
@@ -39,14 +46,20 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from firmware_protocol import LinkStats
+
+from . import __version__
 from .broker import BrokerAddress
-from .config import Settings
+from .config import Settings, schedules_file
 from .device import Massager
 from .envelope import check_journal
 from .errors import ConfigError, InputError, MassagerError
+from .hass import discovery
 from .journal import Journal
-from .profiles import find_profile
+from .models import DeviceInfo, DeviceStatus
+from .profiles import available_profiles, find_profile, load_profile
 from .programs import Progress
+from .schedule import ScheduleBook
 from .session import JournaledProgram
 from .supervisor import ResumePolicy
 from .tomlfiles import describe_errors
@@ -65,23 +78,44 @@ PRESSURE_EVERY_S = 1.0
 """How often a state with only new pressures is published."""
 
 
+ACTIONS_WITH: dict[str, str] = {
+    "start": "profile", "program": "profile", "mode": "mode", "intensity": "intensity",
+}  # fmt: skip
+"""The actions that take a value, and its field (``start``'s is optional)."""
+
+
 class Command(BaseModel):
-    """What may be sent to ``<base>/<device>/set``."""
+    """What may be sent to ``<base>/<device>/set``.
+
+    ``start`` takes a ``profile`` (else the one chosen with ``program``),
+    ``program`` a ``profile`` (chosen for a later start; nothing runs), ``mode``
+    a ``mode`` and ``intensity`` an ``intensity``; ``pause``, ``resume``,
+    ``stop`` and ``vent`` take nothing.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    action: Literal["start", "stop", "vent"]
-    profile: str | None = Field(None, min_length=1)
-    """The profile to start (for ``start``)."""
+    action: Literal["start", "program", "mode", "intensity", "pause", "resume", "stop", "vent"]
+    profile: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=40)
+    """A profile by name (never a path: the bus must not name files to read)."""
+    mode: str | None = Field(None, min_length=1, max_length=32)
+    """The mode to switch to (for ``mode``): the running session's, or the preset."""
+    intensity: int | None = Field(None, ge=1, le=10)
+    """The intensity level (for ``intensity``)."""
     id: str | None = Field(None, min_length=1, max_length=64)
     """Echoed in the answer; a command with an id runs once, however often delivered."""
     at: datetime | None = None
     """When it was sent; a command older than `MAX_AGE_S` (or as far ahead) is refused."""
 
     @model_validator(mode="after")
-    def _profile_for_start(self) -> Command:
-        if (self.action == "start") != (self.profile is not None):
-            raise ValueError("start needs a profile, and only start takes one")
+    def _value_for_action(self) -> Command:
+        needed = ACTIONS_WITH.get(self.action)
+        for field in ACTIONS_WITH.values():
+            given = getattr(self, field) is not None
+            if field == needed and not given and self.action != "start":
+                raise ValueError(f"{self.action} needs {field}")
+            if field != needed and given:
+                raise ValueError(f"{self.action} takes no {field}")
         return self
 
 
@@ -91,6 +125,8 @@ class DeviceState(BaseModel):
     state: str
     """idle, running, paused, fault, or offline."""
     program: str | None = None
+    chosen_program: str | None = None
+    """The profile a ``start`` without one starts."""
     step: int | None = None
     steps: int | None = None
     ends_at: datetime | None = None
@@ -100,6 +136,21 @@ class DeviceState(BaseModel):
     pressures_mmhg: list[float] = Field(default_factory=list)
     battery_pct: int | None = None
     faults: list[str] = Field(default_factory=list)
+    fault: str | None = None
+    """The first fault, or None: one value for a sensor."""
+    link_quality: int | None = None
+    """Percent of frames since the link opened that arrived whole and needed no resend."""
+
+
+def link_quality(stats: LinkStats) -> int:
+    """The share of frames, in percent, that arrived whole and needed no resend.
+
+    >>> link_quality(LinkStats(frames=98, crc_errors=1, retransmits=1))
+    98
+    """
+    bad = stats.crc_errors + stats.malformed + stats.oversized + stats.retransmits + stats.timeouts
+    total = stats.frames + bad
+    return 100 if total == 0 else round(100 * stats.frames / total)
 
 
 def device_name(text: str) -> tuple[str, DeviceAddress]:
@@ -134,6 +185,19 @@ async def cancelled(task: asyncio.Task[None] | None) -> None:
             await task
 
 
+class Request(BaseModel):
+    """What may be sent to ``<base>/bridge/request/<op>`` (an empty payload too)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction: str | int | None = None
+    """Echoed in the response, to pair it with its request."""
+
+
+REQUESTS = ("devices", "profiles", "schedules")
+"""The ops of ``<base>/bridge/request/<op>``."""
+
+
 class BrokerRefused(ConfigError):
     """The broker refused the bridge's user name, password or permission to connect."""
 
@@ -149,6 +213,10 @@ class DeviceAgent:
         self.available = False
         self.massager: Massager | None = None
         self.program: asyncio.Task[None] | None = None
+        self.running: JournaledProgram | None = None
+        self.info: DeviceInfo | None = None
+        """What the massager announced when it last answered."""
+        self.chosen_program: str | None = None
         self._watching: asyncio.Task[None] | None = None
         self._shown_at = float("-inf")
         self._seen_ids: OrderedDict[str, str] = OrderedDict()
@@ -180,10 +248,13 @@ class DeviceAgent:
             try:
                 async with Massager.connect(self.address) as massager:
                     self.massager, attempt = massager, 0
+                    if self.info != massager.info:
+                        self.info = massager.info
+                        self.bridge.publish_discovery(self)
                     self._set_available(True)
-                    self._show(massager.status)
+                    self._show(massager.status, massager)
                     async for status in massager.statuses():
-                        self._show(status)
+                        self._show(status, massager)
             except MassagerError as error:
                 self.bridge.log(f"{self.name}: {error}")
             finally:
@@ -200,11 +271,16 @@ class DeviceAgent:
                 self.state = DeviceState(state="offline")
                 self.bridge.publish_state(self)
 
-    def _show(self, status: Any, progress: Progress | None = None) -> None:
+    def _show(
+        self, status: DeviceStatus, massager: Massager | None, progress: Progress | None = None
+    ) -> None:
         state = DeviceState(
             state=status.state, mode=status.mode, intensity=status.intensity,
             pressures_mmhg=[round(p, 1) for p in status.pressures_mmhg],
             battery_pct=status.battery_pct, faults=list(status.faults),
+            fault=status.faults[0] if status.faults else None,
+            link_quality=link_quality(massager.link_stats) if massager is not None else None,
+            chosen_program=self.chosen_program,
         )  # fmt: skip
         if progress is not None:
             ends = datetime.now(UTC) + timedelta(seconds=progress.program_left_s)
@@ -239,9 +315,49 @@ class DeviceAgent:
                 raise MassagerError(f"{self.name} is offline")
             await (self.massager.stop() if command.action == "stop" else self.massager.vent())
             return f"{command.action}: done"
-        assert command.profile is not None
-        async with self._starting:  # one start at a time; stop and vent never wait for it
-            return await self._start(command.profile)
+        if command.action == "program":
+            assert command.profile is not None
+            find_profile(command.profile, self.bridge.profiles_dir)  # it must exist
+            self.chosen_program = command.profile
+            self.state = self.state.model_copy(update={"chosen_program": command.profile})
+            self.bridge.publish_state(self)
+            return f"program {command.profile} chosen; start starts it"
+        if command.action == "start":
+            profile = command.profile or self.chosen_program
+            if profile is None:
+                raise InputError(
+                    "start needs a profile: name one, or choose one first with "
+                    '{"action": "program", "profile": NAME}'
+                )
+            async with self._starting:  # one start at a time; stop and vent never wait for it
+                return await self._start(profile)
+        return await self._adjust(command)
+
+    async def _adjust(self, command: Command) -> str:
+        """Mode, intensity, pause or resume: on the program's link if one runs."""
+        running = self.running
+        runner = running.supervisor.runner if running is not None else None
+        if runner is not None:
+            if not runner.massager.connected:
+                raise MassagerError(f"{self.name}'s link is down; the program is reconnecting")
+            massager = runner.massager
+        elif self.massager is not None:
+            massager = self.massager
+        else:
+            busy = running is not None or self._starting.locked()
+            raise MassagerError(f"{self.name} is {'connecting' if busy else 'offline'}; try again")
+        if command.action in ("mode", "intensity"):
+            if runner is not None:
+                await runner.adjust(mode=command.mode, intensity=command.intensity)
+            elif command.mode is not None:
+                await massager.set_mode(command.mode)
+            else:
+                assert command.intensity is not None
+                await massager.set_intensity(command.intensity)
+            value = command.mode if command.mode is not None else command.intensity
+            return f"{command.action} {value}"
+        await (massager.pause() if command.action == "pause" else massager.resume())
+        return f"{command.action}: done"
 
     async def _start(self, profile_name: str) -> str:
         halts = self._halts
@@ -258,9 +374,10 @@ class DeviceAgent:
         program = JournaledProgram(
             self.address, profile, journal=journal, source="mqtt",
             policy=ResumePolicy(window_s=self.bridge.settings.resume_window_s),
-            on_progress=lambda p: self._show(p.status, p),
+            on_progress=self._progress,
             on_journal_error=lambda error: self.bridge.log(f"{self.name}: {error}"),
         )  # fmt: skip
+        self.running = program
         self.program = asyncio.create_task(self._run(program))
         return f"started {profile.name}"
 
@@ -271,7 +388,12 @@ class DeviceAgent:
         except MassagerError as error:
             self.bridge.log(f"{self.name}: {error}")
         finally:
+            self.running = None
             self.begin()  # watch again, with the link back
+
+    def _progress(self, progress: Progress) -> None:
+        runner = self.running.supervisor.runner if self.running is not None else None
+        self._show(progress.status, runner.massager if runner is not None else None, progress)
 
 
 class Bridge:
@@ -286,10 +408,14 @@ class Bridge:
         journal: Journal,
         profiles_dir: Path,
         base: str = "massager",
+        discovery_prefix: str | None = "homeassistant",
+        schedules_path: Path | None = None,
         log: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.broker = broker
         self.base = base
+        self.discovery_prefix = discovery_prefix or None
+        self.schedules_path = schedules_path or schedules_file()
         self.settings = settings
         self.journal = journal
         self.profiles_dir = profiles_dir
@@ -349,17 +475,25 @@ class Bridge:
             options = SubscribeOptions(qos=1, retainAsPublished=True)
             await client.subscribe(f"{self.base}/+/set", options=options)
             await client.subscribe(f"{self.base}/+/get", options=options)
+            await client.subscribe(f"{self.base}/bridge/request/+", options=options)
+            if self.discovery_prefix:
+                for agent in self.agents.values():
+                    self.publish_discovery(agent)
+                await client.subscribe(f"{self.discovery_prefix}/status")
             async for message in client.messages:
                 # Each command in its own task, so a stop or vent never waits behind a start.
-                task = asyncio.create_task(self._handle(client, message))
+                task = asyncio.create_task(self._dispatch(client, message))
                 self._commands.add(task)
                 task.add_done_callback(self._commands.discard)
 
-    def _send(self, topic: str, payload: BaseModel | dict[str, Any], *, retain: bool) -> None:
+    def _send(self, topic: str, payload: BaseModel | dict[str, Any] | str, *, retain: bool) -> None:
         client = self.client
         if client is None:
             return  # said again on the next connection
-        body = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
+        if isinstance(payload, BaseModel):
+            body = payload.model_dump_json()
+        else:
+            body = payload if isinstance(payload, str) else json.dumps(payload)
         task = asyncio.ensure_future(client.publish(topic, body, qos=1, retain=retain))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # lost with the link
 
@@ -371,6 +505,78 @@ class Bridge:
         """Publish whether a device is reachable, retained."""
         state = "online" if agent.available else "offline"
         self._send(f"{self.base}/{agent.name}/availability", {"state": state}, retain=True)
+
+    def publish_discovery(self, agent: DeviceAgent) -> None:
+        """Publish a massager's Home Assistant discovery configs, retained."""
+        if self.discovery_prefix is None or agent.info is None:
+            return  # sent once the massager has answered
+        for topic, body in discovery(
+            prefix=self.discovery_prefix, base=self.base, name=agent.name, info=agent.info,
+            profiles=list(available_profiles(self.profiles_dir)), version=__version__,
+        ):  # fmt: skip
+            self._send(topic, body, retain=True)
+
+    async def _dispatch(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
+        if self.discovery_prefix and topic == f"{self.discovery_prefix}/status":
+            if message.payload == b"online":  # Home Assistant (re)started: tell it again
+                for agent in self.agents.values():
+                    self.publish_discovery(agent)
+        elif topic.startswith(f"{self.base}/bridge/request/"):
+            await self._request(client, message, topic.rsplit("/", 1)[1])
+        else:
+            await self._handle(client, message)
+
+    async def _request(self, client: aiomqtt.Client, message: aiomqtt.Message, op: str) -> None:
+        """Answer ``<base>/bridge/request/<op>`` on ``<base>/bridge/response/<op>``."""
+        where = f"{self.base}/bridge/response/{op}"
+        reply: dict[str, Any] = {"ok": False}
+        if message.retain:
+            if message.payload:  # answered again on every reconnect otherwise
+                await client.publish(str(message.topic), b"", qos=1, retain=True)
+                reply["error"] = "a retained request is not answered; it was cleared"
+                await self._answer(client, where, message, reply)
+            return
+        try:
+            request = Request.model_validate_json(message.payload or b"{}")  # type: ignore[arg-type]
+            reply["transaction"] = request.transaction
+            if op not in REQUESTS:
+                raise InputError(f"no request {op!r}; ask for {', '.join(REQUESTS)}")
+            reply["data"] = self._requested(op)
+            reply["ok"] = True
+        except ValidationError as error:
+            reply["error"] = describe_errors(error, "request")
+        except MassagerError as error:
+            reply["error"] = str(error)
+        await self._answer(client, where, message, reply)
+
+    def _requested(self, op: str) -> Any:
+        """The data a bridge request asks for.
+
+        Raises:
+            MassagerError: the schedules file cannot be read at all.
+        """
+        if op == "devices":
+            return [
+                {"name": agent.name, "address": str(agent.address), "available": agent.available,
+                 "state": agent.state.state, "model": agent.info.model if agent.info else None,
+                 "serial": agent.info.serial if agent.info else None}
+                for agent in self.agents.values()
+            ]  # fmt: skip
+        if op == "profiles":
+            found = []
+            for name, path in available_profiles(self.profiles_dir).items():
+                try:
+                    profile = load_profile(path)
+                except MassagerError as error:
+                    found.append({"name": name, "error": str(error)})
+                    continue
+                minutes, steps = profile.total_minutes, len(profile.steps)
+                found.append({"name": name, "title": profile.title, "minutes": minutes,
+                              "steps": steps})  # fmt: skip
+            return found
+        schedules, problems = ScheduleBook(self.schedules_path).load_each()
+        return {"schedules": [s.model_dump(mode="json") for s in schedules], "problems": problems}
 
     async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         parts = str(message.topic)[len(self.base) + 1 :].split("/")
@@ -430,8 +636,14 @@ class Bridge:
 
     async def _reply(self, client: aiomqtt.Client, agent: DeviceAgent,
                      message: aiomqtt.Message, reply: dict[str, Any]) -> None:  # fmt: skip
+        await self._answer(client, f"{self.base}/{agent.name}/response", message, reply)
+
+    @staticmethod
+    async def _answer(client: aiomqtt.Client, where: str, message: aiomqtt.Message,
+                      reply: dict[str, Any]) -> None:  # fmt: skip
+        """Publish ``reply`` on ``where``, and on the MQTT 5 response topic if one was named."""
         body = json.dumps(reply)
-        await client.publish(f"{self.base}/{agent.name}/response", body, qos=1)
+        await client.publish(where, body, qos=1)
         asked = message.properties
         topic = getattr(asked, "ResponseTopic", None) if asked is not None else None
         if topic:

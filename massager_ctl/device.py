@@ -369,13 +369,18 @@ class Massager:
         """Switch the running session (or the preset) to ``mode``."""
         number = self.info.modes.get(mode)
         if number is None:
-            raise DeviceRefused(f"this massager has no mode {mode!r}")
+            raise DeviceRefused(
+                f"this massager has no mode {mode!r}; it offers {', '.join(self.info.modes)}"
+            )
         await self._request(SetMode(number))
 
     async def set_intensity(self, level: int) -> None:
         """Change the intensity level."""
         if self.info.level(level) is None:
-            raise DeviceRefused(f"this massager has no intensity {level}")
+            raise DeviceRefused(
+                f"this massager has no intensity {level}; "
+                f"it offers {', '.join(str(lv.level) for lv in self.info.levels)}"
+            )
         await self._request(SetIntensity(level))
 
     async def load_cycle(self, cycle: Cycle) -> None:

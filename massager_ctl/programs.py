@@ -257,6 +257,29 @@ class ProgramRunner:
             self._count(asyncio.get_running_loop().time())  # it pressed until we noticed
             return await self._result(Outcome.LINK_LOST, f"{MESSAGES[Outcome.LINK_LOST]} ({error})")
 
+    async def adjust(self, *, mode: str | None = None, intensity: int | None = None) -> None:
+        """Change the running step's mode or intensity, as the remote's buttons do.
+
+        The change stands until the next step begins, and over a resume of this
+        step after a lost link.
+
+        Raises:
+            DeviceRefused, CommandRefused: the device lacks the mode or level, or
+                no session is on.
+        """
+        massager = self.massager
+        if mode is not None:
+            await massager.set_mode(mode)
+        if intensity is not None:
+            await massager.set_intensity(intensity)
+        step = self.profile.steps[min(self.step_index, len(self.profile.steps) - 1)]
+        if step.cycle is None and mode != "cycle":  # a cycle step keeps its own cycle
+            before_mode, before_level = self.chosen or (step.mode, step.intensity)
+            chosen_mode, chosen_level = mode or before_mode, intensity or before_level
+            assert chosen_mode is not None
+            assert chosen_level is not None
+            self.chosen = (chosen_mode, chosen_level)
+
     async def interrupted(self) -> ProgramResult:
         """Vent, wait (bounded) for the chambers to empty, and report the interruption."""
         # If the link is gone the vent cannot be sent; the device's watchdog vents.

@@ -94,18 +94,24 @@ class Listener:
 
 
 @contextlib.asynccontextmanager
-async def bridged(broker: Broker, name: str, url: str = "sim://") -> AsyncIterator[Listener]:
-    """A bridge for one device named ``name``, and a listener on its topics."""
+async def bridged(
+    broker: Broker,
+    name: str,
+    url: str = "sim://",
+    *,
+    topics: tuple[str, ...] = (),
+    **options: Any,
+) -> AsyncIterator[Listener]:
+    """A bridge for one device named ``name``, and a listener on its topics and ``topics``."""
     async with aiomqtt.Client("127.0.0.1", broker.port, username="admin",
                               password=USERS["admin"]) as client:  # fmt: skip
-        await client.subscribe(f"massager/{name}/#")
-        await client.subscribe(f"massager/{name}")
-        await client.subscribe("massager/bridge/state")
+        for topic in (f"massager/{name}/#", f"massager/{name}", "massager/bridge/state", *topics):
+            await client.subscribe(topic)
         listener = Listener(client)
         collecting = asyncio.create_task(listener.collect())
         bridge = Bridge(parse_broker_url(broker.url("bridge")), {name: parse_device_url(url)},
                         settings=Settings(), journal=Journal(journal_file()),
-                        profiles_dir=user_profiles_dir())  # fmt: skip
+                        profiles_dir=user_profiles_dir(), **options)  # fmt: skip
         running = asyncio.create_task(bridge.run())
         try:
             await listener.wait(f"massager/{name}/availability", lambda p: p["state"] == "online")
@@ -157,12 +163,51 @@ async def test_a_profile_started_over_mqtt_runs_journaled_and_stops_vented(
     assert session.pressure_s > 0
 
 
+async def test_mode_intensity_pause_and_resume_reach_the_massager_idle_and_in_a_program(
+    broker: Broker,
+) -> None:
+    short_profile("short", 0.5)
+    name = fresh_name()
+    set_topic, state = f"massager/{name}/set", f"massager/{name}"
+    async with bridged(broker, name) as seen:
+        # Idle: the preset changes, and the state says so.
+        await mosquitto_pub(broker, set_topic, '{"action": "intensity", "intensity": 3}')
+        await seen.wait(state, lambda p: p["intensity"] == 3 and p["state"] == "idle")
+        await mosquitto_pub(broker, set_topic, '{"action": "start", "profile": "short"}')
+        await seen.wait(state, lambda p: p["state"] == "running" and p["program"] == "short")
+        # In a program: on the program's own link, for the step it is in.
+        await mosquitto_pub(broker, set_topic, '{"action": "mode", "mode": "pulse", "id": "m"}')
+        answer = await seen.wait(f"{state}/response", lambda p: p.get("id") == "m")
+        assert answer["ok"] is True, answer
+        await seen.wait(state, lambda p: p["mode"] == "pulse" and p["state"] == "running")
+        await mosquitto_pub(broker, set_topic, '{"action": "pause"}')
+        paused = await seen.wait(state, lambda p: p["state"] == "paused")
+        assert paused["program"] == "short"
+        await mosquitto_pub(broker, set_topic, '{"action": "resume", "id": "r"}')
+        await seen.wait(state, lambda p: p["state"] == "running" and p["mode"] == "pulse")
+        assert (await seen.wait(f"{state}/response", lambda p: p.get("id") == "r"))["ok"]
+        await mosquitto_pub(broker, set_topic, '{"action": "vent"}')
+        await seen.wait(state, lambda p: p["state"] == "idle" and p["program"] is None)
+        # Pausing an idle massager is the device's to refuse, and the answer says why.
+        await mosquitto_pub(broker, set_topic, '{"action": "pause", "id": "p2"}')
+        refused = await seen.wait(f"{state}/response", lambda p: p.get("id") == "p2")
+        assert refused["ok"] is False
+        assert refused["error"]
+    [session] = Journal(journal_file()).sessions()
+    assert session.ended == "stopped"
+
+
 @pytest.mark.parametrize(
     ("payload", "error"),
     [
         ("not json", "Invalid JSON"),
-        ('{"action": "jump"}', "action: Input should be 'start', 'stop' or 'vent'"),
-        ('{"action": "start"}', "start needs a profile"),
+        ('{"action": "jump"}', "action: Input should be 'start', 'program', 'mode', 'intensity'"),
+        ('{"action": "start"}', "start needs a profile: name one, or choose one first"),
+        ('{"action": "start", "profile": "/etc/x.toml"}', "profile: String should match"),
+        ('{"action": "mode"}', "mode needs mode"),
+        ('{"action": "stop", "intensity": 2}', "stop takes no intensity"),
+        ('{"action": "intensity", "intensity": 11}', "intensity: Input should be less than"),
+        ('{"action": "mode", "mode": "tickle"}', "no mode 'tickle'; it offers"),
         ('{"action": "stop", "volume": 11}', "volume: is not a field of a command"),
         ('{"action": "start", "profile": "no-such"}', "no-such"),
     ],
