@@ -35,7 +35,7 @@ import json
 import random
 import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -76,6 +76,8 @@ REFUSED_LOGIN = {4, 5, 134, 135}
 """CONNACK codes for bad credentials or no permission (MQTT 3.1.1 and 5)."""
 PRESSURE_EVERY_S = 1.0
 """How often a state with only new pressures is published."""
+PRESSURE_STEP_MMHG = 1.0
+"""How far a chamber's pressure must move for a state with only new pressures."""
 
 
 ACTIONS_WITH: dict[str, str] = {
@@ -288,13 +290,19 @@ class DeviceAgent:
                 "program": progress.profile, "step": progress.step, "steps": progress.steps,
                 "ends_at": ends.replace(microsecond=0),
             })  # fmt: skip
-        # Pressures move with every report (4 a second): sent at most once a second,
+        # Pressures move with every report (4 a second): sent at most once a second, and
+        # only if a chamber moved by PRESSURE_STEP_MMHG (vented chambers read sensor noise);
         # everything else at once.
         now = asyncio.get_running_loop().time()
         others_changed = state.model_copy(update={"pressures_mmhg": []}) != (
             self.state.model_copy(update={"pressures_mmhg": []})
         )
-        if others_changed or (state != self.state and now - self._shown_at >= PRESSURE_EVERY_S):
+        before = self.state.pressures_mmhg
+        moved = len(before) != len(state.pressures_mmhg) or any(
+            abs(a - b) >= PRESSURE_STEP_MMHG
+            for a, b in zip(before, state.pressures_mmhg, strict=True)
+        )
+        if others_changed or (moved and now - self._shown_at >= PRESSURE_EVERY_S):
             self.state, self._shown_at = state, now
             self.bridge.publish_state(self)
 
@@ -381,6 +389,28 @@ class DeviceAgent:
         self.program = asyncio.create_task(self._run(program))
         return f"started {profile.name}"
 
+    @contextlib.asynccontextmanager
+    async def lent(self, program: JournaledProgram) -> AsyncIterator[None]:
+        """Lend the link to ``program``, run by someone else (the daemon's schedules).
+
+        While it runs, its state is published, mode, intensity, pause and resume
+        reach it, and a stop or vent cancels the task that runs it (which vents).
+
+        Raises:
+            MassagerError: a program started over MQTT is running.
+        """
+        async with self._starting:
+            if self.program is not None and not self.program.done():
+                raise MassagerError(f"{self.name} is running a program started over MQTT")
+            await cancelled(self._watching)
+            program.supervisor.on_progress = self._progress
+            self.running, self.program = program, asyncio.current_task()
+        try:
+            yield
+        finally:
+            self.running = self.program = None
+            self.begin()
+
     async def _run(self, program: JournaledProgram) -> None:
         try:
             result = await program.run()
@@ -422,6 +452,9 @@ class Bridge:
         self.log = log
         self.agents = {name: DeviceAgent(name, address, self) for name, address in devices.items()}
         self.client: aiomqtt.Client | None = None
+        """The connection, once it is listening for commands."""
+        self.accepted = False
+        """Whether the broker ever accepted the bridge's login."""
         self._commands: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -435,7 +468,7 @@ class Bridge:
                     await self._serve()
                 except aiomqtt.MqttCodeError as error:
                     code = getattr(error.rc, "value", error.rc)
-                    if self.client is None and code in REFUSED_LOGIN:
+                    if not self.accepted and code in REFUSED_LOGIN:
                         # Credentials do not mend themselves: say so and stop.
                         raise BrokerRefused(
                             f"the broker {self.broker} refused the bridge: {error}; check the "
@@ -464,27 +497,41 @@ class Bridge:
                             qos=1, retain=True)  # fmt: skip
         async with self.broker.client(identifier=f"massager-ctl-{random.getrandbits(32):08x}",
                                       will=will) as client:  # fmt: skip
-            self.client = client  # (set only once the broker accepted the bridge)
+            self.accepted = True
             self.log(f"connected to {self.broker}")
-            await client.publish(f"{self.base}/bridge/state", json.dumps({"state": "online"}),
-                                 qos=1, retain=True)  # fmt: skip
-            for agent in self.agents.values():
-                self.publish_availability(agent)
-                self.publish_state(agent)
             # Retain As Published: a command someone published retained arrives marked so.
             options = SubscribeOptions(qos=1, retainAsPublished=True)
             await client.subscribe(f"{self.base}/+/set", options=options)
             await client.subscribe(f"{self.base}/+/get", options=options)
             await client.subscribe(f"{self.base}/bridge/request/+", options=options)
             if self.discovery_prefix:
-                for agent in self.agents.values():
-                    self.publish_discovery(agent)
                 await client.subscribe(f"{self.discovery_prefix}/status")
-            async for message in client.messages:
-                # Each command in its own task, so a stop or vent never waits behind a start.
-                task = asyncio.create_task(self._dispatch(client, message))
-                self._commands.add(task)
-                task.add_done_callback(self._commands.discard)
+            # Online only once listening: a command sent on seeing it is heard.
+            self.client = client
+            await client.publish(f"{self.base}/bridge/state", json.dumps({"state": "online"}),
+                                 qos=1, retain=True)  # fmt: skip
+            for agent in self.agents.values():
+                self.publish_availability(agent)
+                self.publish_state(agent)
+                self.publish_discovery(agent)
+            try:
+                async for message in client.messages:
+                    # Each command in its own task, so a stop or vent never waits behind a start.
+                    task = asyncio.create_task(self._dispatch(client, message))
+                    self._commands.add(task)
+                    task.add_done_callback(self._commands.discard)
+            except asyncio.CancelledError:
+                await self._leave(client)
+                raise
+
+    async def _leave(self, client: aiomqtt.Client) -> None:
+        """Say offline before a clean disconnect, which does not send the last will."""
+        offline = json.dumps({"state": "offline"})
+        topics = [f"{self.base}/{agent.name}/availability" for agent in self.agents.values()]
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(2):
+                for topic in [*topics, f"{self.base}/bridge/state"]:
+                    await client.publish(topic, offline, qos=1, retain=True)
 
     def _send(self, topic: str, payload: BaseModel | dict[str, Any] | str, *, retain: bool) -> None:
         client = self.client
@@ -505,6 +552,16 @@ class Bridge:
         """Publish whether a device is reachable, retained."""
         state = "online" if agent.available else "offline"
         self._send(f"{self.base}/{agent.name}/availability", {"state": state}, retain=True)
+
+    def lent(self, address: DeviceAddress, program: JournaledProgram) -> Any:
+        """An async context that lends the link of a bridged massager at ``address``.
+
+        For a massager the bridge does not hold, a context that does nothing.
+        """
+        for agent in self.agents.values():
+            if str(agent.address) == str(address):
+                return agent.lent(program)
+        return contextlib.nullcontext()
 
     def publish_discovery(self, agent: DeviceAgent) -> None:
         """Publish a massager's Home Assistant discovery configs, retained."""

@@ -1,11 +1,14 @@
 """Where the MQTT broker is: ``mqtt://[user[:password]@]host[:port]`` or ``mqtts://`` (TLS).
 
-The password may instead come from ``MASSAGER_CTL_MQTT_PASSWORD``; it is never
-part of what is shown or logged (`BrokerAddress.__str__` leaves it out).
+The password may instead come from ``MASSAGER_CTL_MQTT_PASSWORD`` or the
+``[mqtt]`` table of config.toml (`MqttSettings`); it is never part of what is
+shown or logged (`BrokerAddress.__str__` and its repr leave it out). Over
+``mqtts://`` the broker's certificate is checked against the system's CAs, or
+against ``ca_file``; ``cert_file`` and ``key_file`` give a client certificate.
 
 >>> b = parse_broker_url("mqtt://bridge:secret@localhost")
->>> (b.host, b.port, b.username, b.password, str(b))
-('localhost', 1883, 'bridge', 'secret', 'mqtt://bridge@localhost:1883')
+>>> (b.host, b.port, b.username, str(b), b.password)
+('localhost', 1883, 'bridge', 'mqtt://bridge@localhost:1883', SecretStr('**********'))
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 from paho.mqtt.enums import MQTTProtocolVersion
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 FORMS = "mqtt://HOST:PORT, mqtts://HOST:PORT (TLS), or with USER:PASSWORD@ before HOST"
 
@@ -37,7 +41,13 @@ class BrokerAddress(BaseModel):
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    """The CA that signed the broker's certificate (else the system's CAs)."""
+    cert_file: Path | None = None
+    """A client certificate (PEM), for brokers that require one."""
+    key_file: Path | None = None
+    """Its private key, if not in ``cert_file``."""
 
     def __str__(self) -> str:
         user = f"{self.username}@" if self.username else ""
@@ -45,19 +55,113 @@ class BrokerAddress(BaseModel):
 
     def client(self, *, identifier: str, will: aiomqtt.Will | None = None) -> aiomqtt.Client:
         """An aiomqtt client for this broker (MQTT 5, TCP_NODELAY: see the bench)."""
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.host,
             self.port,
             username=self.username,
-            password=self.password,
+            password=self.password.get_secret_value() if self.password else None,
             identifier=identifier,
             protocol=MQTTProtocolVersion.MQTTv5,
             will=will,
-            tls_context=ssl.create_default_context() if self.tls else None,
+            tls_context=self.tls_context(),
             # Nagle's algorithm against delayed ACKs made a QoS 1 round trip ~88 ms.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             timeout=10,
         )
+        # A burst of 100 massagers' states is normal here, not worth a warning each time.
+        client.pending_calls_threshold = 1000
+        return client
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context for ``mqtts://`` (None for ``mqtt://``).
+
+        Raises:
+            ConfigError: a CA, certificate or key file cannot be read or used; names it.
+        """
+        if not self.tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(f"the MQTT ca_file {self.ca_file}: {_why(error)}") from None
+        if self.cert_file is not None:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as error:
+                files = " and ".join(str(f) for f in (self.cert_file, self.key_file) if f)
+                raise ConfigError(f"the MQTT client certificate {files}: {_why(error)}") from None
+        return context
+
+
+def _why(error: OSError | ssl.SSLError) -> str:
+    return error.strerror or str(error) if isinstance(error, OSError) else str(error)
+
+
+class MqttSettings(BaseModel):
+    """The ``[mqtt]`` table of config.toml: the bridge's broker and devices.
+
+    ::
+
+        [mqtt]
+        broker = "mqtts://bridge@broker.home:8883"
+        password = "..."                 # or MASSAGER_CTL_MQTT_PASSWORD
+        ca_file = "/etc/ssl/home-ca.pem" # else the system's CAs
+        cert_file = "bridge.pem"         # a client certificate, if the broker wants one
+        key_file = "bridge.key"
+        base = "massager"
+        discovery_prefix = "homeassistant"   # "" for no Home Assistant discovery
+        [mqtt.devices]
+        bedroom = "ble://AirLeg"
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    broker: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    base: str = Field("massager", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    discovery_prefix: str = Field("homeassistant", pattern=r"^([A-Za-z0-9_-]+)?$")
+    devices: dict[str, str] = Field(default_factory=dict)
+    """Names (topic words) and device URLs."""
+
+    @field_validator("broker")
+    @classmethod
+    def _valid_broker(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_broker_url(value)
+            except BrokerURLError as error:
+                raise ValueError(str(error)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _files_need_tls(self) -> MqttSettings:
+        files = self.ca_file or self.cert_file or self.key_file
+        if files and self.broker and not self.broker.startswith("mqtts://"):
+            raise ValueError("ca_file, cert_file and key_file need an mqtts:// broker")
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file needs cert_file")
+        return self
+
+    def address(self, url: str | None = None) -> BrokerAddress:
+        """The broker at ``url`` (else the configured one), with the configured secrets and files.
+
+        Raises:
+            ConfigError: no broker given or configured.
+            BrokerURLError: ``url`` is not a broker address.
+        """
+        text = url or self.broker
+        if text is None:
+            raise ConfigError("no MQTT broker: give --broker, or broker in [mqtt] of config.toml")
+        address = parse_broker_url(text)
+        files = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+        if address.tls:
+            address = address.model_copy(update={k: v for k, v in files.items() if v})
+        if address.password is None and self.password is not None:
+            address = address.model_copy(update={"password": self.password})
+        return address
 
 
 def parse_broker_url(text: str) -> BrokerAddress:
@@ -74,10 +178,11 @@ def parse_broker_url(text: str) -> BrokerAddress:
     except ValueError:
         raise BrokerURLError(f"{text!r} has a bad port; write {FORMS}") from None
     password = unquote(parts.password) if parts.password else None
+    password = password or os.environ.get("MASSAGER_CTL_MQTT_PASSWORD")
     return BrokerAddress(
         tls=parts.scheme == "mqtts",
         host=parts.hostname,
         port=port,
         username=unquote(parts.username) if parts.username else None,
-        password=password or os.environ.get("MASSAGER_CTL_MQTT_PASSWORD"),
+        password=SecretStr(password) if password else None,
     )

@@ -22,6 +22,8 @@ import click
 from .errors import InputError, MassagerError
 
 if TYPE_CHECKING:
+    from .bridge import Bridge
+    from .config import Settings
     from .models import DeviceInfo, DeviceStatus
     from .profiles import Profile
     from .supervisor import ResumePolicy
@@ -692,8 +694,12 @@ def schedule_next(count: int, as_json: bool) -> int:
 
 
 @cli.command()
+@click.option("--bridge", "with_bridge", is_flag=True,
+              help="Also run the MQTT bridge, as `bridge` with the [mqtt] settings.")  # fmt: skip
+@click.option("--broker", "broker_url", metavar="URL",
+              help="The bridge's broker (implies --bridge) [default: in [mqtt]].")  # fmt: skip
 @json_option
-def daemon(as_json: bool) -> int:
+def daemon(with_bridge: bool, broker_url: str | None, as_json: bool) -> int:
     """Run the bedtime schedules: each program when it is due, once, never late.
 
     Sleeps until the next start and wakes when the schedules change (the file
@@ -701,14 +707,24 @@ def daemon(as_json: bool) -> int:
     late (grace_minutes in config.toml, default 10) is journaled as missed.
     SIGTERM or Ctrl-C ends any running program with the massager vented. Meant
     to run as a systemd user service: see contrib/massager-ctl.service.
+
+    With --bridge it also runs the MQTT bridge: a scheduled program on a
+    bridged massager borrows the bridge's link, shows on the bus, and stops
+    with a stop or vent sent there.
     """
-    return run_async(lambda: _daemon(as_json))
+    from .config import load_settings
+
+    settings = load_settings()
+    host = None
+    if with_bridge or broker_url:
+        host = make_bridge(settings, broker_url, as_json=as_json)
+    return run_async(lambda: _daemon(settings, host, as_json))
 
 
-async def _daemon(as_json: bool) -> int:
+async def _daemon(settings: Settings, host: Bridge | None, as_json: bool) -> int:
     from datetime import datetime
 
-    from .config import journal_file, load_settings, schedules_file, user_profiles_dir
+    from .config import journal_file, schedules_file, user_profiles_dir
     from .daemon import Daemon, DaemonEvent
     from .journal import Journal
     from .render import emit_json, errors, escape
@@ -734,9 +750,10 @@ async def _daemon(as_json: bool) -> int:
         book=ScheduleBook(schedules_file()),
         journal=Journal(journal_file()),
         clock=clock,
-        settings=load_settings(),
+        settings=settings,
         profiles_dir=user_profiles_dir(),
         on_event=show,
+        host=host,
     )
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
@@ -751,12 +768,24 @@ async def _daemon(as_json: bool) -> int:
                              "massager-ctl` or send SIGHUP"))  # fmt: skip
 
     watcher.add_done_callback(watcher_ended)
+    bridging = asyncio.create_task(host.run()) if host is not None else None
+
+    def bridge_ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled():  # the schedules go on without it
+            show(DaemonEvent(event="error", message=f"the MQTT bridge stopped: "
+                             f"{task.exception()}; the schedules still run"))  # fmt: skip
+
+    if bridging is not None:
+        bridging.add_done_callback(bridge_ended)
     try:
         await runner.run()
     except asyncio.CancelledError:
         return 0  # SIGTERM or Ctrl-C: a clean stop, the programs ended and vented
     finally:
         watcher.cancel()
+        if bridging is not None:
+            bridging.cancel()
+            await asyncio.gather(bridging, return_exceptions=True)
     return 0
 
 
@@ -781,32 +810,80 @@ async def _watch(path: Path, changed: Callable[[], None]) -> None:
 
 
 @cli.command()
-@click.option("--broker", "broker_url", required=True, envvar="MASSAGER_CTL_BROKER",
-              metavar="URL", help="mqtt://[USER[:PASSWORD]@]HOST[:PORT] or mqtts://... "
-              "[env MASSAGER_CTL_BROKER; password also MASSAGER_CTL_MQTT_PASSWORD].")  # fmt: skip
+@click.option("--broker", "broker_url", envvar="MASSAGER_CTL_BROKER", metavar="URL",
+              help="mqtt://[USER[:PASSWORD]@]HOST[:PORT] or mqtts://... [default: broker in "
+              "[mqtt] of config.toml; env MASSAGER_CTL_BROKER; password also "
+              "MASSAGER_CTL_MQTT_PASSWORD].")  # fmt: skip
 @click.option("--device", "devices", multiple=True, metavar="[NAME=]URL",
-              help="A massager to bridge (repeatable) [default: the configured one].")  # fmt: skip
-@click.option("--base", default="massager", show_default=True, help="The base topic.")
+              help="A massager to bridge (repeatable) [default: [mqtt.devices] in config.toml, "
+              "else the configured device].")  # fmt: skip
+@click.option("--base", help="The base topic [default: base in [mqtt], else massager].")
+@click.option("--discovery-prefix", metavar="PREFIX", help="Home Assistant's discovery prefix; "
+              "'' for none [default: discovery_prefix in [mqtt], else homeassistant].")  # fmt: skip
 @json_option
-def bridge(broker_url: str, devices: tuple[str, ...], base: str, as_json: bool) -> int:
-    """Put massagers on an MQTT broker: state, availability, and commands.
+def bridge(
+    broker_url: str | None,
+    devices: tuple[str, ...],
+    base: str | None,
+    discovery_prefix: str | None,
+    as_json: bool,
+) -> int:
+    """Put massagers on an MQTT broker: state, commands, and Home Assistant discovery.
 
     Topics: BASE/bridge/state, BASE/NAME (state, retained), BASE/NAME/availability,
     BASE/NAME/set ({"action": "start", "profile": "evening-45"}, {"action": "stop"},
-    {"action": "vent"}), BASE/NAME/get and BASE/NAME/response. SIGTERM or Ctrl-C
-    ends running programs with the massagers vented.
+    {"action": "vent"}, mode, intensity, pause, resume), BASE/NAME/get,
+    BASE/NAME/response, and BASE/bridge/request/{devices,profiles,schedules}.
+    SIGTERM or Ctrl-C ends running programs with the massagers vented.
     """
-    from .broker import parse_broker_url
-    from .config import journal_file, load_settings, user_profiles_dir
-    from .journal import Journal
-
-    broker = parse_broker_url(broker_url)
-    if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", base):
-        raise InputError(f"--base {base!r} is not a topic of plain words")
-    from .bridge import Bridge, device_name
+    from .config import load_settings
 
     settings = load_settings()
-    given = list(devices) or [settings.device or "sim://"]
+    running = make_bridge(settings, broker_url, devices, base, discovery_prefix, as_json=as_json)
+
+    async def serve() -> int:
+        try:
+            await running.run()
+        except asyncio.CancelledError:
+            return 0
+        return 0
+
+    return run_async(serve)
+
+
+def make_bridge(
+    settings: Settings,
+    broker_url: str | None,
+    devices: tuple[str, ...] = (),
+    base: str | None = None,
+    discovery_prefix: str | None = None,
+    *,
+    as_json: bool,
+) -> Bridge:
+    """The bridge the options and the ``[mqtt]`` settings describe (options win).
+
+    Raises:
+        InputError, ConfigError: a bad option or setting, a TLS file that cannot be used.
+    """
+    from .bridge import Bridge, device_name
+    from .config import journal_file, user_profiles_dir
+    from .journal import Journal
+
+    mqtt = settings.mqtt
+    broker = mqtt.address(broker_url)
+    broker.tls_context()  # a bad CA or certificate file is said now, not on every retry
+    base = base if base is not None else mqtt.base
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", base):
+        raise InputError(f"--base {base!r} is not a topic of plain words")
+    prefix = discovery_prefix if discovery_prefix is not None else mqtt.discovery_prefix
+    if prefix and not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
+        raise InputError(f"--discovery-prefix {prefix!r} is not one plain word")
+    if devices:
+        given = list(devices)
+    elif mqtt.devices:
+        given = [f"{name}={url}" for name, url in mqtt.devices.items()]
+    else:
+        given = [settings.device or "sim://"]
     named = dict(device_name(text) for text in given)
     if len(named) != len(given):
         raise InputError("two devices have the same name; give them NAME=URL")
@@ -819,17 +896,9 @@ def bridge(broker_url: str, devices: tuple[str, ...], base: str, as_json: bool) 
         else:
             errors().print(line, markup=False, highlight=False, soft_wrap=True)
 
-    running = Bridge(broker, named, settings=settings, journal=Journal(journal_file()),
-                     profiles_dir=user_profiles_dir(), base=base, log=log)  # fmt: skip
-
-    async def serve() -> int:
-        try:
-            await running.run()
-        except asyncio.CancelledError:
-            return 0
-        return 0
-
-    return run_async(serve)
+    return Bridge(broker, named, settings=settings, journal=Journal(journal_file()),
+                  profiles_dir=user_profiles_dir(), base=base, discovery_prefix=prefix,
+                  log=log)  # fmt: skip
 
 
 @cli.command()

@@ -13,6 +13,9 @@ The config file is ``config.toml`` in the user's config folder (platformdirs:
     minutes_per_day = 120
     rest_minutes = 30
 
+    [mqtt]                             # the bridge (see `broker.MqttSettings`)
+    broker = "mqtt://bridge@localhost:1883"
+
 Command-line options win over environment variables (``MASSAGER_CTL_DEVICE``),
 which win over the file.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .broker import MqttSettings
 from .envelope import Limits
 from .errors import ConfigError, DeviceURLError
 from .tomlfiles import load_model
@@ -52,6 +56,7 @@ class Settings(BaseModel):
     weekly_goal: int = Field(2, ge=1, le=21)
     grace_minutes: float = Field(10, ge=1, le=240)
     limits: Limits = Field(default_factory=Limits)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
 
     @field_validator("device")
     @classmethod

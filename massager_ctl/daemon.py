@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
@@ -106,6 +106,14 @@ class _Program:
         )  # fmt: skip
 
 
+class LinkHost(Protocol):
+    """Something that holds massagers' links and lends them to a program (the bridge)."""
+
+    def lent(self, address: DeviceAddress, program: JournaledProgram) -> Any:
+        """An async context during which ``program`` has the link to ``address``."""
+        ...
+
+
 class Daemon:
     """Runs due schedules from ``book``, journaling to ``journal``, on ``clock``'s time."""
 
@@ -118,8 +126,12 @@ class Daemon:
         settings: Settings,
         profiles_dir: Path,
         on_event: Callable[[DaemonEvent], None] = lambda event: None,
+        host: LinkHost | None = None,
     ) -> None:
         self.book = book
+        self.host = host
+        """The bridge, when the daemon hosts one: it lends the links it holds."""
+        self._stopping = False
         self.journal = journal
         self.clock = clock
         self.settings = settings
@@ -331,12 +343,15 @@ class Daemon:
                 on_journal_error=lambda error: self._say("error", f"{error}; not journaled"),
                 now=self.clock.now,
             )
+            lent = self.host.lent(address, program) if self.host else contextlib.nullcontext()
             try:
-                result = await program.run()
+                async with lent:
+                    result = await program.run()
             except asyncio.CancelledError:
                 ended = program.interrupted_result
                 why = ended.message if ended else "it had not begun"
-                self._say("ended", f"ended as the daemon stops: {why}", schedule, run)
+                by = "as the daemon stops" if self._stopping else "by a stop or vent over MQTT"
+                self._say("ended", f"ended {by}: {why}", schedule, run)
                 raise
             except MassagerError as error:
                 if program.began:
@@ -381,6 +396,7 @@ class Daemon:
         return False
 
     async def _end_programs(self) -> None:
+        self._stopping = True
         tasks = [p.task for p in self.programs.values() if p.task is not None]
         if tasks:
             self._say("stopping", f"stopping {len(tasks)} program(s); the massagers vent")

@@ -15,7 +15,14 @@ def test_bench_prints_its_rows_as_json() -> None:
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     names = " ".join(row["name"] for row in rows)
-    for link in ("sim://", "serial:// on a pty", "socket:// on loopback", "ble:// on the virtual"):
+    for link in (
+        "sim://",
+        "serial:// on a pty",
+        "socket:// on loopback",
+        "ble:// on the virtual",
+        "over MQTT",
+        "100 devices",
+    ):
         assert link in names
     for row in rows:
         assert {"name", "value", "unit", "baseline", "ratio"} <= set(row)

@@ -124,8 +124,8 @@ async def test_no_discovery_when_it_is_turned_off(broker: Broker) -> None:
     async with bridged(broker, name, topics=("homeassistant/#",), discovery_prefix="") as seen:
         await seen.wait(f"massager/{name}", lambda p: p["state"] == "idle")
         await mosquitto_pub(broker, "homeassistant/status", "online")
-        await mosquitto_pub(broker, f"massager/{name}/get", "")
         mark = len(seen.seen)
+        await mosquitto_pub(broker, f"massager/{name}/get", "")
         await seen.wait(f"massager/{name}", after=mark)
         assert not [topic for topic, _ in seen.seen if f"/massager_{name}/" in topic]
 
