@@ -98,9 +98,14 @@ def wait_for_pressure(process: subprocess.Popen[str], mmhg: float) -> None:
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_mid_program_vents_the_device_and_says_so(signum: int, code: int) -> None:
     process = start_in_background("evening-45", "--speed", "20")
-    wait_for_pressure(process, 30)
-    process.send_signal(signum)
-    out, err = process.communicate(timeout=30)
+    try:
+        wait_for_pressure(process, 30)
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:  # a failure above must not leave it running
+            process.kill()
+            process.communicate()
     assert process.returncode == code, err
     final = json_lines(out)[-1]
     assert final["kind"] == "result"
