@@ -53,7 +53,7 @@ from .broker import BrokerAddress
 from .config import Settings, schedules_file
 from .device import Massager
 from .envelope import check_journal
-from .errors import ConfigError, InputError, MassagerError
+from .errors import CalledOff, ConfigError, InputError, MassagerError
 from .hass import discovery
 from .journal import Journal
 from .models import DeviceInfo, DeviceStatus
@@ -66,6 +66,8 @@ from .tomlfiles import describe_errors
 from .urls import DeviceAddress, parse_device_url
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+"""A profile as the bus may name it: a name, never a path."""
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
 MAX_AGE_S = 10.0
@@ -98,7 +100,7 @@ class Command(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["start", "program", "mode", "intensity", "pause", "resume", "stop", "vent"]
-    profile: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=40)
+    profile: str | None = Field(None, pattern=PROFILE_NAME.pattern, max_length=40)
     """A profile by name (never a path: the bus must not name files to read)."""
     mode: str | None = Field(None, min_length=1, max_length=32)
     """The mode to switch to (for ``mode``): the running session's, or the preset."""
@@ -179,12 +181,19 @@ def backoff(attempt: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-async def cancelled(task: asyncio.Task[None] | None) -> None:
-    """Cancel ``task`` and wait until it has ended (its own clean-up, a vent, done)."""
-    if task is not None:
+async def cancelled(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` and wait until it has ended (its own clean-up, a vent, done).
+
+    A task already being cancelled is not cancelled again (that would cut short
+    the vent of its clean-up). A cancel of the caller itself still propagates.
+    """
+    if task is None or task is asyncio.current_task():
+        return
+    if not task.cancelling():
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    await asyncio.wait({task})  # raises only if the caller is cancelled
+    if not task.cancelled():
+        task.exception()  # retrieved: its own code said what went wrong
 
 
 class Request(BaseModel):
@@ -224,6 +233,8 @@ class DeviceAgent:
         self._seen_ids: OrderedDict[str, str] = OrderedDict()
         self._starting = asyncio.Lock()
         self._halts = 0
+        self._ended = False
+        self._lending = False
 
     def seen(self, command_id: str) -> str | None:
         """What a command with this id did before, if it came already."""
@@ -235,14 +246,24 @@ class DeviceAgent:
         while len(self._seen_ids) > REMEMBERED_IDS:
             self._seen_ids.popitem(last=False)
 
+    def forget(self, command_id: str) -> None:
+        """Forget a command id (its command failed, so a retry should run)."""
+        self._seen_ids.pop(command_id, None)
+
     def begin(self) -> None:
-        """Start watching the device."""
-        self._watching = asyncio.create_task(self._watch())
+        """Start watching the device (not once the bridge has ended)."""
+        if not self._ended:
+            self._watching = asyncio.create_task(self._watch())
 
     async def end(self) -> None:
-        """Stop watching, and end a running program (the massager vents)."""
-        for task in (self.program, self._watching):
-            await cancelled(task)
+        """Stop watching, and end a program the bridge started (the massager vents).
+
+        A program lent the link (the daemon's) runs on, on its own link.
+        """
+        self._ended = True
+        if not self._lending:
+            await cancelled(self.program)
+        await cancelled(self._watching)
 
     async def _watch(self) -> None:
         attempt = 0
@@ -317,11 +338,15 @@ class DeviceAgent:
             if self.program is not None and not self.program.done():
                 await cancelled(self.program)  # the program ends at once, vented
                 return f"{command.action}: the program ended, the massager vented"
+            if self._starting.locked():
+                # The link is being handed over; whatever it still reaches is told too.
+                if self.massager is not None:
+                    with contextlib.suppress(MassagerError):
+                        await self._halt(self.massager, command.action)
+                return f"{command.action}: the start on its way was called off"
             if self.massager is None:
-                if self._starting.locked():
-                    return f"{command.action}: the start on its way was called off"
                 raise MassagerError(f"{self.name} is offline")
-            await (self.massager.stop() if command.action == "stop" else self.massager.vent())
+            await self._halt(self.massager, command.action)
             return f"{command.action}: done"
         if command.action == "program":
             assert command.profile is not None
@@ -337,9 +362,14 @@ class DeviceAgent:
                     "start needs a profile: name one, or choose one first with "
                     '{"action": "program", "profile": NAME}'
                 )
+            halts = self._halts  # before waiting: a stop meanwhile calls this start off
             async with self._starting:  # one start at a time; stop and vent never wait for it
-                return await self._start(profile)
+                return await self._start(profile, halts)
         return await self._adjust(command)
+
+    @staticmethod
+    async def _halt(massager: Massager, action: str) -> None:
+        await (massager.stop() if action == "stop" else massager.vent())
 
     async def _adjust(self, command: Command) -> str:
         """Mode, intensity, pause or resume: on the program's link if one runs."""
@@ -367,8 +397,9 @@ class DeviceAgent:
         await (massager.pause() if command.action == "pause" else massager.resume())
         return f"{command.action}: done"
 
-    async def _start(self, profile_name: str) -> str:
-        halts = self._halts
+    async def _start(self, profile_name: str, halts: int) -> str:
+        if self._halts != halts:
+            raise CalledOff("a stop or vent came first; the start was called off")
         if self.program is not None and not self.program.done():
             raise MassagerError(f"{self.name} is already running a program; stop it first")
         profile = find_profile(profile_name, self.bridge.profiles_dir)
@@ -387,7 +418,14 @@ class DeviceAgent:
         )  # fmt: skip
         self.running = program
         self.program = asyncio.create_task(self._run(program))
+        # Clean-up in a callback: a task cancelled before its first step never runs `finally`.
+        self.program.add_done_callback(self._program_ended)
         return f"started {profile.name}"
+
+    def _program_ended(self, task: asyncio.Task[None]) -> None:
+        if self.program is task:
+            self.running = self.program = None
+            self.begin()  # watch again, with the link back
 
     @contextlib.asynccontextmanager
     async def lent(self, program: JournaledProgram) -> AsyncIterator[None]:
@@ -399,16 +437,22 @@ class DeviceAgent:
         Raises:
             MassagerError: a program started over MQTT is running.
         """
+        halts = self._halts
         async with self._starting:
             if self.program is not None and not self.program.done():
                 raise MassagerError(f"{self.name} is running a program started over MQTT")
             await cancelled(self._watching)
+            if self._halts != halts:
+                self.begin()
+                raise CalledOff("a stop or vent came over MQTT as it was starting; not started")
             program.supervisor.on_progress = self._progress
             self.running, self.program = program, asyncio.current_task()
+            self._lending = True
         try:
             yield
         finally:
             self.running = self.program = None
+            self._lending = False
             self.begin()
 
     async def _run(self, program: JournaledProgram) -> None:
@@ -417,9 +461,6 @@ class DeviceAgent:
             self.bridge.log(f"{self.name}: {result.outcome}: {result.message}")
         except MassagerError as error:
             self.bridge.log(f"{self.name}: {error}")
-        finally:
-            self.running = None
-            self.begin()  # watch again, with the link back
 
     def _progress(self, progress: Progress) -> None:
         runner = self.running.supervisor.runner if self.running is not None else None
@@ -443,6 +484,7 @@ class Bridge:
         log: Callable[[str], None] = lambda line: None,
     ) -> None:
         self.broker = broker
+        self._tls = broker.tls_context()  # once: a bad file is said now, not on each retry
         self.base = base
         self.discovery_prefix = discovery_prefix or None
         self.schedules_path = schedules_path or schedules_file()
@@ -474,12 +516,16 @@ class Bridge:
                             f"the broker {self.broker} refused the bridge: {error}; check the "
                             "user name and password (or the broker's ACL)"
                         ) from None
-                    attempt = await self._lost(error, attempt)
+                    attempt = await self._lost(error, 0 if self.client else attempt)
                 except aiomqtt.MqttError as error:
-                    attempt = await self._lost(error, attempt)
+                    # A connection that was listening starts the backoff afresh.
+                    attempt = await self._lost(error, 0 if self.client else attempt)
                 else:
                     attempt = 0
         finally:
+            for task in self._commands:
+                task.cancel()  # a start still on its way must not outlive the bridge
+            await asyncio.gather(*self._commands, return_exceptions=True)
             self._commands.clear()
             await asyncio.gather(*(agent.end() for agent in self.agents.values()))
 
@@ -496,7 +542,7 @@ class Bridge:
         will = aiomqtt.Will(f"{self.base}/bridge/state", json.dumps({"state": "offline"}),
                             qos=1, retain=True)  # fmt: skip
         async with self.broker.client(identifier=f"massager-ctl-{random.getrandbits(32):08x}",
-                                      will=will) as client:  # fmt: skip
+                                      will=will, tls_context=self._tls) as client:  # fmt: skip
             self.accepted = True
             self.log(f"connected to {self.broker}")
             # Retain As Published: a command someone published retained arrives marked so.
@@ -569,7 +615,8 @@ class Bridge:
             return  # sent once the massager has answered
         for topic, body in discovery(
             prefix=self.discovery_prefix, base=self.base, name=agent.name, info=agent.info,
-            profiles=list(available_profiles(self.profiles_dir)), version=__version__,
+            profiles=[n for n in available_profiles(self.profiles_dir) if PROFILE_NAME.match(n)],
+            version=__version__,
         ):  # fmt: skip
             self._send(topic, body, retain=True)
 
@@ -582,7 +629,9 @@ class Bridge:
         elif topic.startswith(f"{self.base}/bridge/request/"):
             await self._request(client, message, topic.rsplit("/", 1)[1])
         else:
-            await self._handle(client, message)
+            # An answer lost with the link: the sender may ask again.
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._handle(client, message)
 
     async def _request(self, client: aiomqtt.Client, message: aiomqtt.Message, op: str) -> None:
         """Answer ``<base>/bridge/request/<op>`` on ``<base>/bridge/response/<op>``."""
@@ -605,7 +654,21 @@ class Bridge:
             reply["error"] = describe_errors(error, "request")
         except MassagerError as error:
             reply["error"] = str(error)
-        await self._answer(client, where, message, reply)
+        except OSError as error:  # an unreadable profile folder, say
+            reply["error"] = f"could not read what was asked for: {error}"
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._answer(client, where, message, reply)
+
+    def _may_answer_on(self, topic: str) -> bool:
+        """Whether a sender's response topic is none of the bridge's own topics."""
+        prefix = self.discovery_prefix
+        if prefix and (topic == prefix or topic.startswith(f"{prefix}/")):
+            return False
+        if not topic.startswith(f"{self.base}/"):
+            return True
+        parts = topic[len(self.base) + 1 :].split("/")
+        own = {"set", "get", "availability", "state"}
+        return len(parts) >= 2 and parts[-1] not in own and parts[:2] != ["bridge", "request"]
 
     def _requested(self, op: str) -> Any:
         """The data a bridge request asks for.
@@ -655,18 +718,25 @@ class Bridge:
         try:
             command = Command.model_validate_json(message.payload or b"")  # type: ignore[arg-type]
             reply["id"], reply["action"] = command.id, command.action
-            before = agent.seen(command.id) if command.id else None
+            # Stop and vent are never held back as repeats: twice does no harm.
+            once = command.id if command.action not in ("stop", "vent") else None
+            before = agent.seen(once) if once else None
             if before is not None:
                 # Delivered twice (QoS 1 may): run once, and answer as before.
                 reply.update(ok=True, message=before, duplicate=True)
             else:
                 self._check_age(command)
-                if command.id:
-                    agent.remember(command.id, "in progress")
-                reply["message"] = await agent.command(command)
+                if once:
+                    agent.remember(once, "in progress")
+                try:
+                    reply["message"] = await agent.command(command)
+                except MassagerError:
+                    if once:
+                        agent.forget(once)  # failed: a retry with the same id runs
+                    raise
                 reply["ok"] = True
-                if command.id:
-                    agent.remember(command.id, reply["message"])
+                if once:
+                    agent.remember(once, reply["message"])
         except ValidationError as error:
             reply["error"] = describe_errors(error, "command")
         except MassagerError as error:
@@ -695,14 +765,20 @@ class Bridge:
                      message: aiomqtt.Message, reply: dict[str, Any]) -> None:  # fmt: skip
         await self._answer(client, f"{self.base}/{agent.name}/response", message, reply)
 
-    @staticmethod
-    async def _answer(client: aiomqtt.Client, where: str, message: aiomqtt.Message,
+    async def _answer(self, client: aiomqtt.Client, where: str, message: aiomqtt.Message,
                       reply: dict[str, Any]) -> None:  # fmt: skip
-        """Publish ``reply`` on ``where``, and on the MQTT 5 response topic if one was named."""
+        """Publish ``reply`` on ``where``, and on the MQTT 5 response topic if one was named.
+
+        Never on a response topic where the bridge's own rights would let a sender
+        overwrite a state, an availability, a command or a discovery config.
+        """
         body = json.dumps(reply)
         await client.publish(where, body, qos=1)
         asked = message.properties
         topic = getattr(asked, "ResponseTopic", None) if asked is not None else None
+        if topic and not self._may_answer_on(topic):
+            self.log(f"not answering on {topic}: it is one of the bridge's own topics")
+            topic = None
         if topic:
             properties = Properties(PacketTypes.PUBLISH)
             correlation = getattr(asked, "CorrelationData", None)

@@ -14,6 +14,7 @@ against ``ca_file``; ``cert_file`` and ``key_file`` give a client certificate.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 from pathlib import Path
@@ -53,8 +54,18 @@ class BrokerAddress(BaseModel):
         user = f"{self.username}@" if self.username else ""
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
-    def client(self, *, identifier: str, will: aiomqtt.Will | None = None) -> aiomqtt.Client:
-        """An aiomqtt client for this broker (MQTT 5, TCP_NODELAY: see the bench)."""
+    def client(
+        self,
+        *,
+        identifier: str,
+        will: aiomqtt.Will | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> aiomqtt.Client:
+        """An aiomqtt client for this broker (MQTT 5, TCP_NODELAY: see the bench).
+
+        ``tls_context`` is used when given (built once, so a reconnect never
+        reads the key files again); else `tls_context` builds one.
+        """
         client = aiomqtt.Client(
             self.host,
             self.port,
@@ -63,7 +74,7 @@ class BrokerAddress(BaseModel):
             identifier=identifier,
             protocol=MQTTProtocolVersion.MQTTv5,
             will=will,
-            tls_context=self.tls_context(),
+            tls_context=tls_context or self.tls_context(),
             # Nagle's algorithm against delayed ACKs made a QoS 1 round trip ~88 ms.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             timeout=10,
@@ -86,11 +97,16 @@ class BrokerAddress(BaseModel):
             raise ConfigError(f"the MQTT ca_file {self.ca_file}: {_why(error)}") from None
         if self.cert_file is not None:
             try:
-                context.load_cert_chain(self.cert_file, self.key_file)
+                # A key that wants a password would make OpenSSL ask on the terminal.
+                context.load_cert_chain(self.cert_file, self.key_file, password=_no_password)
             except (OSError, ssl.SSLError) as error:
                 files = " and ".join(str(f) for f in (self.cert_file, self.key_file) if f)
                 raise ConfigError(f"the MQTT client certificate {files}: {_why(error)}") from None
         return context
+
+
+def _no_password() -> str:
+    raise ssl.SSLError("the key is encrypted; give the bridge a key without a passphrase")
 
 
 def _why(error: OSError | ssl.SSLError) -> str:
@@ -171,12 +187,13 @@ def parse_broker_url(text: str) -> BrokerAddress:
         BrokerURLError: not one of the accepted forms (the message lists them).
     """
     parts = urlsplit(text.strip())
+    shown = re.sub(r"(//[^/@:]*):[^/@]*@", r"\1:***@", text)  # never the password
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise BrokerURLError(f"{text!r} is not a broker address; write {FORMS}")
+        raise BrokerURLError(f"{shown!r} is not a broker address; write {FORMS}")
     try:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
     except ValueError:
-        raise BrokerURLError(f"{text!r} has a bad port; write {FORMS}") from None
+        raise BrokerURLError(f"{shown!r} has a bad port; write {FORMS}") from None
     password = unquote(parts.password) if parts.password else None
     password = password or os.environ.get("MASSAGER_CTL_MQTT_PASSWORD")
     return BrokerAddress(

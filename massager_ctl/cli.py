@@ -871,7 +871,6 @@ def make_bridge(
 
     mqtt = settings.mqtt
     broker = mqtt.address(broker_url)
-    broker.tls_context()  # a bad CA or certificate file is said now, not on every retry
     base = base if base is not None else mqtt.base
     if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", base):
         raise InputError(f"--base {base!r} is not a topic of plain words")

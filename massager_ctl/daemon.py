@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .config import Settings
 from .envelope import check_journal
-from .errors import MassagerError
+from .errors import CalledOff, MassagerError
 from .journal import Journal, JournalError, Session
 from .profiles import Profile, find_profile
 from .schedule import Schedule, ScheduleBook
@@ -353,6 +353,12 @@ class Daemon:
                 by = "as the daemon stops" if self._stopping else "by a stop or vent over MQTT"
                 self._say("ended", f"ended {by}: {why}", schedule, run)
                 raise
+            except CalledOff as error:  # a person said stop: not tried again
+                with contextlib.suppress(JournalError):
+                    self.journal.not_run(str(address), profile.name, "schedule", "stopped",
+                                         f"not started: {error}", at=run)  # fmt: skip
+                self._say("ended", str(error), schedule, run)
+                return
             except MassagerError as error:
                 if program.began:
                     self._say("error", str(error), schedule, run)

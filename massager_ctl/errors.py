@@ -37,6 +37,10 @@ class ConfigError(InputError):
     """The configuration file is unreadable or has a bad value."""
 
 
+class CalledOff(MassagerError):
+    """A stop or vent came while a start was on its way; the program was not started."""
+
+
 class DeviceRefused(MassagerError):
     """The device cannot, or will not, do what was asked."""
 

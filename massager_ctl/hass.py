@@ -69,7 +69,9 @@ def discovery(
     entities: dict[tuple[str, str], dict[str, Any]] = {
         ("select", "mode"): {
             "name": "Mode", "icon": "mdi:waves", "options": modes, "state_topic": state,
-            "value_template": "{{ value_json.mode }}", "command_topic": set_topic,
+            # A cycle step's mode is no option here: unknown rather than an error.
+            "value_template": "{{ value_json.mode if value_json.mode != 'cycle' else None }}",
+            "command_topic": set_topic,
             "command_template": '{"action": "mode", "mode": "{{ value }}"}',
         },
         ("number", "intensity"): {
@@ -133,11 +135,20 @@ def discovery(
     messages = []
     for (component, key), config in entities.items():
         unique = f"{node}_{key}"
-        body = {**config, **common, "unique_id": unique, "object_id": unique}
+        body = {
+            **config,
+            **common,
+            "unique_id": unique,
+            "object_id": unique,
+            "default_entity_id": f"{component}.{unique}",
+        }  # (object_id for older versions)
         messages.append((f"{prefix}/{component}/{node}/{key}/config", json.dumps(body)))
     return messages
 
 
 def _slug(text: str) -> str:
-    """Letters, digits and ``_`` only, as discovery topics and unique ids want."""
-    return "".join(c if c.isalnum() else "_" for c in text.lower())
+    """Letters, digits, ``-`` and ``_`` only, as discovery topics and unique ids want.
+
+    ``-`` and ``_`` stay apart, so devices ``a-b`` and ``a_b`` stay two.
+    """
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text.lower())
