@@ -55,9 +55,9 @@ from .device import Massager
 from .envelope import check_journal
 from .errors import CalledOff, ConfigError, InputError, MassagerError
 from .hass import discovery
-from .journal import Journal
+from .journal import Journal, Session
 from .models import DeviceInfo, DeviceStatus
-from .profiles import available_profiles, find_profile, load_profile
+from .profiles import Profile, available_profiles, find_profile, load_profile
 from .programs import Progress
 from .schedule import ScheduleBook
 from .session import JournaledProgram
@@ -235,6 +235,8 @@ class DeviceAgent:
         self._halts = 0
         self._ended = False
         self._lending = False
+        self._started_at = datetime.now(UTC)
+        self._reserved: Profile | None = None
 
     def seen(self, command_id: str) -> str | None:
         """What a command with this id did before, if it came already."""
@@ -404,12 +406,19 @@ class DeviceAgent:
             raise MassagerError(f"{self.name} is already running a program; stop it first")
         profile = find_profile(profile_name, self.bridge.profiles_dir)
         journal = self.bridge.journal
-        check_journal(journal, planned_s=profile.total_minutes * 60, now=datetime.now(UTC),
-                      limits=self.bridge.settings.limits)  # fmt: skip
-        await cancelled(self._watching)  # the program takes the link (one controller at a time)
-        if self._halts != halts:  # a stop or vent came while the link was handed over
-            self.begin()
-            raise MassagerError(f"a stop or vent came first; {profile.name} was not started")
+        now = datetime.now(UTC)
+        check_journal(journal, planned_s=profile.total_minutes * 60, now=now,
+                      limits=self.bridge.settings.limits,
+                      starting=self.bridge.starting_sessions())  # fmt: skip
+        # Counted by the limits from the check on: another start meanwhile sees it.
+        self._reserved, self._started_at = profile, now
+        try:
+            await cancelled(self._watching)  # the program takes the link (one at a time)
+            if self._halts != halts:  # a stop or vent came while the link was handed over
+                self.begin()
+                raise MassagerError(f"a stop or vent came first; {profile.name} was not started")
+        finally:
+            self._reserved = None
         program = JournaledProgram(
             self.address, profile, journal=journal, source="mqtt",
             policy=ResumePolicy(window_s=self.bridge.settings.resume_window_s),
@@ -421,6 +430,21 @@ class DeviceAgent:
         # Clean-up in a callback: a task cancelled before its first step never runs `finally`.
         self.program.add_done_callback(self._program_ended)
         return f"started {profile.name}"
+
+    def starting_session(self) -> Session | None:
+        """A program of the bridge's that the journal does not hold yet (it is connecting)."""
+        running = self.running
+        if running is not None and not self._lending and running.session_id is None:
+            profile = running.profile
+        elif self._reserved is not None:
+            profile = self._reserved
+        else:
+            return None
+        return Session(
+            id=0, started_at=self._started_at, ended_at=None, device=str(self.address),
+            profile=profile.name, source="mqtt", outcome=None, pressure_s=0.0,
+            message="", planned_s=profile.total_minutes * 60,
+        )  # fmt: skip
 
     def _program_ended(self, task: asyncio.Task[None]) -> None:
         if self.program is task:
@@ -598,6 +622,15 @@ class Bridge:
         """Publish whether a device is reachable, retained."""
         state = "online" if agent.available else "offline"
         self._send(f"{self.base}/{agent.name}/availability", {"state": state}, retain=True)
+
+    def starting_sessions(self) -> list[Session]:
+        """Programs started over MQTT that are still connecting, for the safety limits.
+
+        A session is journaled once its massager answers; until then the limits
+        count it from here, so two starts at once cannot both slip through.
+        """
+        found = (agent.starting_session() for agent in self.agents.values())
+        return [session for session in found if session is not None]
 
     def lent(self, address: DeviceAddress, program: JournaledProgram) -> Any:
         """An async context that lends the link of a bridged massager at ``address``.

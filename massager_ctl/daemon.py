@@ -113,6 +113,10 @@ class LinkHost(Protocol):
         """An async context during which ``program`` has the link to ``address``."""
         ...
 
+    def starting_sessions(self) -> list[Session]:
+        """Its programs that the journal does not hold yet."""
+        ...
+
 
 class Daemon:
     """Runs due schedules from ``book``, journaling to ``journal``, on ``clock``'s time."""
@@ -271,6 +275,8 @@ class Daemon:
             JournalError: the journal cannot be read.
         """
         starting = [p.as_session(d) for d, p in self.programs.items() if d != device]
+        if self.host is not None:
+            starting += self.host.starting_sessions()  # the bridge's, still connecting
         check_journal(self.journal, planned_s=profile.total_minutes * 60, now=now,
                       limits=self.settings.limits,
                       starting=[s for s in starting if s is not None])  # fmt: skip

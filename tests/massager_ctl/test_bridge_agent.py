@@ -15,6 +15,7 @@ import pytest
 from massager_ctl.bridge import Bridge, Command, cancelled
 from massager_ctl.broker import BrokerURLError, parse_broker_url
 from massager_ctl.config import Settings, journal_file, user_profiles_dir
+from massager_ctl.envelope import LimitReached
 from massager_ctl.errors import CalledOff, MassagerError
 from massager_ctl.journal import Journal
 from massager_ctl.profiles import find_profile
@@ -137,3 +138,27 @@ def test_a_response_topic_is_never_one_of_the_bridges_own(topic: str, allowed: b
     bridge = Bridge(parse_broker_url("mqtt://h"), {}, settings=Settings(),
                     journal=Journal(journal_file()), profiles_dir=user_profiles_dir())  # fmt: skip
     assert bridge._may_answer_on(topic) is allowed
+
+
+async def test_two_starts_at_once_on_two_massagers_are_held_to_the_limits_together() -> None:
+    short_profile("short", 1)
+    bridge = Bridge(parse_broker_url("mqtt://127.0.0.1:1"),
+                    {name: parse_device_url(f"sim://{name}") for name in ("left", "right")},
+                    settings=Settings(), journal=Journal(journal_file()),
+                    profiles_dir=user_profiles_dir())  # fmt: skip
+    for agent in bridge.agents.values():
+        agent.begin()
+    await asyncio.sleep(1)
+    start = Command(action="start", profile="short")
+    # Neither is journaled yet when the other is checked: the limits see both anyway.
+    answers = await asyncio.gather(
+        *(agent.command(start) for agent in bridge.agents.values()), return_exceptions=True
+    )
+    try:
+        assert sorted(map(type, answers), key=str) == sorted([str, LimitReached], key=str), answers
+        [refused] = [a for a in answers if isinstance(a, LimitReached)]
+        assert "a session is still running" in str(refused)
+        await asyncio.sleep(1)  # the one started connects and is journaled
+    finally:
+        await asyncio.gather(*(agent.end() for agent in bridge.agents.values()))
+    assert len(Journal(journal_file()).sessions()) == 1
