@@ -373,8 +373,9 @@ async def test_an_old_command_is_refused_and_stop_is_never_kept_waiting(broker: 
         # Either the start came first and the vent ended it, or the vent came while the
         # start was on its way and called it off: never a program running after a vent.
         if started["ok"]:
-            [session] = Journal(journal_file()).sessions()
-            assert session.ended == "stopped"
+            # The vent ended it, or came before its link opened (then nothing began).
+            ended = [s.ended for s in Journal(journal_file()).sessions()]
+            assert ended in (["stopped"], []), ended
         else:
             assert "a stop or vent came first" in started["error"]
             assert Journal(journal_file()).sessions() == []
