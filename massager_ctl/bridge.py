@@ -440,11 +440,9 @@ class DeviceAgent:
             profile = self._reserved
         else:
             return None
-        return Session(
-            id=0, started_at=self._started_at, ended_at=None, device=str(self.address),
-            profile=profile.name, source="mqtt", outcome=None, pressure_s=0.0,
-            message="", planned_s=profile.total_minutes * 60,
-        )  # fmt: skip
+        return Session.starting(device=str(self.address), profile=profile.name, source="mqtt",
+                                started_at=self._started_at,
+                                planned_s=profile.total_minutes * 60)  # fmt: skip
 
     def _program_ended(self, task: asyncio.Task[None]) -> None:
         if self.program is task:

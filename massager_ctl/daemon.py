@@ -99,11 +99,8 @@ class _Program:
         """How the limits see it until the journal does (while it connects or retries)."""
         if self.program is not None and self.program.session_id is not None:
             return None  # the journal holds its session now
-        return Session(
-            id=0, started_at=self.started, ended_at=None, device=device,
-            profile=self.schedule.profile, source="schedule", outcome=None, pressure_s=0.0,
-            message="", planned_s=self.planned_s,
-        )  # fmt: skip
+        return Session.starting(device=device, profile=self.schedule.profile, source="schedule",
+                                started_at=self.started, planned_s=self.planned_s)  # fmt: skip
 
 
 class LinkHost(Protocol):

@@ -115,6 +115,15 @@ class Session(BaseModel):
     message: str
     planned_s: float = 0.0
 
+    @classmethod
+    def starting(
+        cls, *, device: str, profile: str, source: str, started_at: datetime, planned_s: float
+    ) -> Session:
+        """A session the journal does not hold yet (it is connecting), as the limits see it."""
+        return cls(id=0, started_at=started_at, ended_at=None, device=device, profile=profile,
+                   source=source, outcome=None, pressure_s=0.0, message="",
+                   planned_s=planned_s)  # fmt: skip
+
     @property
     def ended(self) -> Ended:
         """How it ended, in the journal's few words."""
