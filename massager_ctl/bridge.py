@@ -581,7 +581,7 @@ class Bridge:
             for agent in self.agents.values():
                 self.publish_availability(agent)
                 self.publish_state(agent)
-                self.publish_discovery(agent)
+            self.publish_discovery(*self.agents.values())
             try:
                 async for message in client.messages:
                     # Each command in its own task, so a stop or vent never waits behind a start.
@@ -640,23 +640,31 @@ class Bridge:
                 return agent.lent(program)
         return contextlib.nullcontext()
 
-    def publish_discovery(self, agent: DeviceAgent) -> None:
-        """Publish a massager's Home Assistant discovery configs, retained."""
-        if self.discovery_prefix is None or agent.info is None:
-            return  # sent once the massager has answered
-        for topic, body in discovery(
-            prefix=self.discovery_prefix, base=self.base, name=agent.name, info=agent.info,
-            profiles=[n for n in available_profiles(self.profiles_dir) if PROFILE_NAME.match(n)],
-            version=__version__,
-        ):  # fmt: skip
-            self._send(topic, body, retain=True)
+    def publish_discovery(self, *agents: DeviceAgent) -> None:
+        """Publish massagers' Home Assistant discovery configs, retained.
+
+        The profiles folder is read once for them all, not once per massager.
+        """
+        if self.discovery_prefix is None:
+            return
+        # A massager that has not answered yet is told about once it does.
+        answered = [(agent.name, agent.info) for agent in agents if agent.info is not None]
+        if not answered:
+            return
+        found = available_profiles(self.profiles_dir)
+        profiles = [name for name in found if PROFILE_NAME.fullmatch(name)]
+        for name, info in answered:
+            for topic, body in discovery(
+                prefix=self.discovery_prefix, base=self.base, name=name, info=info,
+                profiles=profiles, version=__version__,
+            ):  # fmt: skip
+                self._send(topic, body, retain=True)
 
     async def _dispatch(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
         if self.discovery_prefix and topic == f"{self.discovery_prefix}/status":
             if message.payload == b"online":  # Home Assistant (re)started: tell it again
-                for agent in self.agents.values():
-                    self.publish_discovery(agent)
+                self.publish_discovery(*self.agents.values())
         elif topic.startswith(f"{self.base}/bridge/request/"):
             await self._request(client, message, topic.rsplit("/", 1)[1])
         else:

@@ -27,6 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from .errors import ConfigError, InputError
 
 FORMS = "mqtt://HOST:PORT, mqtts://HOST:PORT (TLS), or with USER:PASSWORD@ before HOST"
+BASE_TOPIC = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+"""A base topic: plain words, joined by ``/``."""
+DISCOVERY_PREFIX = re.compile(r"^([A-Za-z0-9_-]+)?$")
+"""Home Assistant's discovery prefix: one plain word, or empty for none."""
 
 
 class BrokerURLError(InputError):
@@ -137,8 +141,8 @@ class MqttSettings(BaseModel):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    base: str = Field("massager", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
-    discovery_prefix: str = Field("homeassistant", pattern=r"^([A-Za-z0-9_-]+)?$")
+    base: str = Field("massager", pattern=BASE_TOPIC.pattern)
+    discovery_prefix: str = Field("homeassistant", pattern=DISCOVERY_PREFIX.pattern)
     devices: dict[str, str] = Field(default_factory=dict)
     """Names (topic words) and device URLs."""
 

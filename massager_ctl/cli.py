@@ -866,16 +866,17 @@ def make_bridge(
         InputError, ConfigError: a bad option or setting, a TLS file that cannot be used.
     """
     from .bridge import Bridge, device_name
+    from .broker import BASE_TOPIC, DISCOVERY_PREFIX
     from .config import journal_file, user_profiles_dir
     from .journal import Journal
 
     mqtt = settings.mqtt
     broker = mqtt.address(broker_url)
     base = base if base is not None else mqtt.base
-    if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", base):
+    if not BASE_TOPIC.fullmatch(base):
         raise InputError(f"--base {base!r} is not a topic of plain words")
     prefix = discovery_prefix if discovery_prefix is not None else mqtt.discovery_prefix
-    if prefix and not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
+    if not DISCOVERY_PREFIX.fullmatch(prefix):
         raise InputError(f"--discovery-prefix {prefix!r} is not one plain word")
     if devices:
         given = list(devices)
