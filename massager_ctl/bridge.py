@@ -675,13 +675,9 @@ class Bridge:
     async def _request(self, client: aiomqtt.Client, message: aiomqtt.Message, op: str) -> None:
         """Answer ``<base>/bridge/request/<op>`` on ``<base>/bridge/response/<op>``."""
         where = f"{self.base}/bridge/response/{op}"
+        if await self._cleared(client, message, where, "request is not answered"):
+            return  # else answered again on every reconnect
         reply: dict[str, Any] = {"ok": False}
-        if message.retain:
-            if message.payload:  # answered again on every reconnect otherwise
-                await client.publish(str(message.topic), b"", qos=1, retain=True)
-                reply["error"] = "a retained request is not answered; it was cleared"
-                await self._answer(client, where, message, reply)
-            return
         try:
             request = Request.model_validate_json(message.payload or b"{}")  # type: ignore[arg-type]
             reply["transaction"] = request.transaction
@@ -742,18 +738,13 @@ class Bridge:
         agent = self.agents.get(parts[0])
         if agent is None or len(parts) != 2:
             return  # another bridge's device
-        reply: dict[str, Any] = {"ok": False}
-        if message.retain:
-            if message.payload:
-                # Never run: it would start the massager whenever anyone subscribes.
-                await client.publish(str(message.topic), b"", qos=1, retain=True)
-                reply["error"] = "a retained command is never run; it was cleared"
-                self.log(f"{agent.name}: {reply['error']}")
-                await self._reply(client, agent, message, reply)
-            return
+        where = f"{self.base}/{agent.name}/response"
+        if await self._cleared(client, message, where, "command is never run"):
+            return  # else it would start the massager whenever anyone subscribes
         if parts[1] == "get":
             self.publish_state(agent)
             return
+        reply: dict[str, Any] = {"ok": False}
         try:
             command = Command.model_validate_json(message.payload or b"")  # type: ignore[arg-type]
             reply["id"], reply["action"] = command.id, command.action
@@ -780,7 +771,7 @@ class Bridge:
             reply["error"] = describe_errors(error, "command")
         except MassagerError as error:
             reply["error"] = str(error)
-        await self._reply(client, agent, message, reply)
+        await self._answer(client, where, message, reply)
 
     @staticmethod
     def _check_age(command: Command) -> None:
@@ -800,9 +791,20 @@ class Bridge:
                 f"commands older than {MAX_AGE_S:g} s are refused (check the clocks)"
             )
 
-    async def _reply(self, client: aiomqtt.Client, agent: DeviceAgent,
-                     message: aiomqtt.Message, reply: dict[str, Any]) -> None:  # fmt: skip
-        await self._answer(client, f"{self.base}/{agent.name}/response", message, reply)
+    async def _cleared(self, client: aiomqtt.Client, message: aiomqtt.Message, where: str,
+                       what: str) -> bool:  # fmt: skip
+        """Whether ``message`` came retained: then it is not acted on, but cleared and answered.
+
+        An empty retained message is the clearing itself, coming back: not answered.
+        """
+        if not message.retain:
+            return False
+        if message.payload:
+            await client.publish(str(message.topic), b"", qos=1, retain=True)
+            error = f"a retained {what}; it was cleared"
+            self.log(f"{message.topic}: {error}")
+            await self._answer(client, where, message, {"ok": False, "error": error})
+        return True
 
     async def _answer(self, client: aiomqtt.Client, where: str, message: aiomqtt.Message,
                       reply: dict[str, Any]) -> None:  # fmt: skip

@@ -18,7 +18,13 @@ from massager_ctl.config import schedules_file
 from massager_ctl.hass import STATES
 from massager_ctl.schedule import Schedule, ScheduleBook
 from tests.broker import Broker
-from tests.massager_ctl.test_bridge import Listener, bridged, fresh_name, mosquitto_pub
+from tests.massager_ctl.test_bridge import (
+    Listener,
+    bridged,
+    fresh_name,
+    mosquitto_pub,
+    mosquitto_sub,
+)
 from tests.massager_ctl.test_daemon import short_profile
 
 pytestmark = pytest.mark.looptime(False)
@@ -170,3 +176,8 @@ async def test_bridge_requests_list_devices_profiles_and_schedules(broker: Broke
         # And it goes on answering.
         await mosquitto_pub(broker, "massager/bridge/request/devices", '{"transaction": "t4"}')
         await seen.wait(f"{response}/devices", lambda p: p.get("transaction") == "t4")
+        # A retained request would be answered on every reconnect: cleared instead.
+        await mosquitto_pub(broker, "massager/bridge/request/profiles", "{}", "-r")
+        cleared = await seen.wait(f"{response}/profiles", lambda p: not p["ok"])
+        assert cleared["error"] == "a retained request is not answered; it was cleared"
+    assert await mosquitto_sub(broker, "massager/bridge/request/profiles", 1, within=1) == []
