@@ -413,10 +413,7 @@ class DeviceAgent:
         # Counted by the limits from the check on: another start meanwhile sees it.
         self._reserved, self._started_at = profile, now
         try:
-            await cancelled(self._watching)  # the program takes the link (one at a time)
-            if self._halts != halts:  # a stop or vent came while the link was handed over
-                self.begin()
-                raise MassagerError(f"a stop or vent came first; {profile.name} was not started")
+            await self._take_link(halts, profile.name)
         finally:
             self._reserved = None
         program = JournaledProgram(
@@ -430,6 +427,17 @@ class DeviceAgent:
         # Clean-up in a callback: a task cancelled before its first step never runs `finally`.
         self.program.add_done_callback(self._program_ended)
         return f"started {profile.name}"
+
+    async def _take_link(self, halts: int, what: str) -> None:
+        """Close the watcher's link for a program (a massager serves one controller).
+
+        Raises:
+            CalledOff: a stop or vent came since ``halts`` was read; watching goes on.
+        """
+        await cancelled(self._watching)
+        if self._halts != halts:
+            self.begin()
+            raise CalledOff(f"a stop or vent came first; {what} was not started")
 
     def starting_session(self) -> Session | None:
         """A program of the bridge's that the journal does not hold yet (it is connecting)."""
@@ -463,10 +471,7 @@ class DeviceAgent:
         async with self._starting:
             if self.program is not None and not self.program.done():
                 raise MassagerError(f"{self.name} is running a program started over MQTT")
-            await cancelled(self._watching)
-            if self._halts != halts:
-                self.begin()
-                raise CalledOff("a stop or vent came over MQTT as it was starting; not started")
+            await self._take_link(halts, program.profile.name)
             program.supervisor.on_progress = self._progress
             self.running, self.program = program, asyncio.current_task()
             self._lending = True
