@@ -24,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from massager_ctl.bridge import Bridge
-from massager_ctl.broker import parse_broker_url
+from massager_ctl.broker import BrokerAddress, parse_broker_url
 from massager_ctl.config import Settings, journal_file, user_profiles_dir
 from massager_ctl.journal import Journal
 from massager_ctl.urls import parse_device_url
@@ -93,6 +93,41 @@ class Listener:
                 await self._new.wait()
 
 
+def a_bridge(broker: str | BrokerAddress, devices: dict[str, str], **options: Any) -> Bridge:
+    """A bridge to ``broker`` for ``devices`` (name to URL), with the test's journal."""
+    address = parse_broker_url(broker) if isinstance(broker, str) else broker
+    return Bridge(address, {name: parse_device_url(url) for name, url in devices.items()},
+                  settings=Settings(), journal=Journal(journal_file()),
+                  profiles_dir=user_profiles_dir(), **options)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def listening(broker: Broker, *topics: str) -> AsyncIterator[Listener]:
+    """A separate client (user admin) collecting everything on ``topics``."""
+    async with aiomqtt.Client("127.0.0.1", broker.port, username="admin",
+                              password=USERS["admin"]) as client:  # fmt: skip
+        for topic in topics:
+            await client.subscribe(topic)
+        listener = Listener(client)
+        collecting = asyncio.create_task(listener.collect())
+        try:
+            yield listener
+        finally:
+            collecting.cancel()
+            await asyncio.gather(collecting, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def running(bridge: Bridge) -> AsyncIterator[asyncio.Task[None]]:
+    """The bridge running in a task; cancelled (cleanly) at the end."""
+    task = asyncio.create_task(bridge.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 @contextlib.asynccontextmanager
 async def bridged(
     broker: Broker,
@@ -103,23 +138,11 @@ async def bridged(
     **options: Any,
 ) -> AsyncIterator[Listener]:
     """A bridge for one device named ``name``, and a listener on its topics and ``topics``."""
-    async with aiomqtt.Client("127.0.0.1", broker.port, username="admin",
-                              password=USERS["admin"]) as client:  # fmt: skip
-        for topic in (f"massager/{name}/#", f"massager/{name}", "massager/bridge/state", *topics):
-            await client.subscribe(topic)
-        listener = Listener(client)
-        collecting = asyncio.create_task(listener.collect())
-        bridge = Bridge(parse_broker_url(broker.url("bridge")), {name: parse_device_url(url)},
-                        settings=Settings(), journal=Journal(journal_file()),
-                        profiles_dir=user_profiles_dir(), **options)  # fmt: skip
-        running = asyncio.create_task(bridge.run())
-        try:
-            await listener.wait(f"massager/{name}/availability", lambda p: p["state"] == "online")
-            yield listener
-        finally:
-            running.cancel()
-            collecting.cancel()
-            await asyncio.gather(running, collecting, return_exceptions=True)
+    own = (f"massager/{name}/#", f"massager/{name}", "massager/bridge/state")
+    bridge = a_bridge(broker.url("bridge"), {name: url}, **options)
+    async with listening(broker, *own, *topics) as listener, running(bridge):
+        await listener.wait(f"massager/{name}/availability", lambda p: p["state"] == "online")
+        yield listener
 
 
 async def test_the_bridge_announces_itself_and_its_device_retained(broker: Broker) -> None:
@@ -311,11 +334,7 @@ def test_a_refused_login_ends_the_bridge_with_a_clear_error(
 
 async def test_a_user_allowed_one_device_cannot_command_another(broker: Broker) -> None:
     short_profile("short", 0.5)
-    bridge = Bridge(
-        parse_broker_url(broker.url("bridge")),
-        {"bedroom": parse_device_url("sim://bedroom"), "kitchen": parse_device_url("sim://k")},
-        settings=Settings(), journal=Journal(journal_file()), profiles_dir=user_profiles_dir(),
-    )  # fmt: skip
+    bridge = a_bridge(broker.url("bridge"), {"bedroom": "sim://bedroom", "kitchen": "sim://k"})
     running = asyncio.create_task(bridge.run())
     try:
         async with aiomqtt.Client("127.0.0.1", broker.port, username="phone",

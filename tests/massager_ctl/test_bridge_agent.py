@@ -12,25 +12,23 @@ import contextlib
 
 import pytest
 
-from massager_ctl.bridge import Bridge, Command, cancelled
+from massager_ctl.bridge import Command, cancelled
 from massager_ctl.broker import BrokerURLError, parse_broker_url
-from massager_ctl.config import Settings, journal_file, user_profiles_dir
+from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.envelope import LimitReached
 from massager_ctl.errors import CalledOff, MassagerError
 from massager_ctl.journal import Journal
 from massager_ctl.profiles import find_profile
 from massager_ctl.session import JournaledProgram
 from massager_ctl.supervisor import ResumePolicy
-from massager_ctl.urls import parse_device_url
+from tests.massager_ctl.test_bridge import a_bridge
 from tests.massager_ctl.test_daemon import short_profile
 
 
 @contextlib.asynccontextmanager
 async def agent_of(name: str = "bed"):
     """A bridge that never reaches a broker, and its one agent, watching ``sim://NAME``."""
-    bridge = Bridge(parse_broker_url("mqtt://127.0.0.1:1"), {name: parse_device_url(f"sim://{name}")},
-                    settings=Settings(), journal=Journal(journal_file()),
-                    profiles_dir=user_profiles_dir())  # fmt: skip
+    bridge = a_bridge("mqtt://127.0.0.1:1", {name: f"sim://{name}"})
     agent = bridge.agents[name]
     agent.begin()
     await asyncio.sleep(1)
@@ -135,17 +133,13 @@ def test_a_broker_address_error_never_shows_the_password() -> None:
     ],
 )
 def test_a_response_topic_is_never_one_of_the_bridges_own(topic: str, allowed: bool) -> None:
-    bridge = Bridge(parse_broker_url("mqtt://h"), {}, settings=Settings(),
-                    journal=Journal(journal_file()), profiles_dir=user_profiles_dir())  # fmt: skip
+    bridge = a_bridge("mqtt://h", {})
     assert bridge._may_answer_on(topic) is allowed
 
 
 async def test_two_starts_at_once_on_two_massagers_are_held_to_the_limits_together() -> None:
     short_profile("short", 1)
-    bridge = Bridge(parse_broker_url("mqtt://127.0.0.1:1"),
-                    {name: parse_device_url(f"sim://{name}") for name in ("left", "right")},
-                    settings=Settings(), journal=Journal(journal_file()),
-                    profiles_dir=user_profiles_dir())  # fmt: skip
+    bridge = a_bridge("mqtt://127.0.0.1:1", {name: f"sim://{name}" for name in ("left", "right")})
     for agent in bridge.agents.values():
         agent.begin()
     await asyncio.sleep(1)

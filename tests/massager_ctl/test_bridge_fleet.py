@@ -5,18 +5,13 @@ restart mid-program, and the daemon hosting the bridge. Real Mosquitto, real tim
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiomqtt
 import pytest
 
-from massager_ctl.bridge import Bridge
 from massager_ctl.broker import parse_broker_url
 from massager_ctl.cli import make_bridge
 from massager_ctl.config import (
@@ -31,48 +26,19 @@ from massager_ctl.daemon import Daemon, DaemonEvent
 from massager_ctl.errors import ConfigError
 from massager_ctl.journal import Journal
 from massager_ctl.schedule import ScheduleBook
-from massager_ctl.urls import parse_device_url
 from simulator.clock import VirtualWallClock
 from tests.broker import USERS, Broker, run_broker
-from tests.massager_ctl.test_bridge import Listener, fresh_name, mosquitto_pub, mosquitto_sub
+from tests.massager_ctl.test_bridge import (
+    a_bridge,
+    fresh_name,
+    listening,
+    mosquitto_pub,
+    mosquitto_sub,
+    running,
+)
 from tests.massager_ctl.test_daemon import DAILY, schedules, short_profile
 
 pytestmark = pytest.mark.looptime(False)
-
-
-@contextlib.asynccontextmanager
-async def listening(broker: Broker, *topics: str) -> AsyncIterator[Listener]:
-    """A separate client collecting everything on ``topics``."""
-    async with aiomqtt.Client("127.0.0.1", broker.port, username="admin",
-                              password=USERS["admin"]) as client:  # fmt: skip
-        for topic in topics:
-            await client.subscribe(topic)
-        listener = Listener(client)
-        collecting = asyncio.create_task(listener.collect())
-        try:
-            yield listener
-        finally:
-            collecting.cancel()
-            await asyncio.gather(collecting, return_exceptions=True)
-
-
-@contextlib.asynccontextmanager
-async def running(bridge: Bridge) -> AsyncIterator[asyncio.Task[None]]:
-    """The bridge running in a task; cancelled (cleanly) at the end."""
-    task = asyncio.create_task(bridge.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-def a_bridge(broker: Broker, devices: dict[str, str], **options: Any) -> Bridge:
-    """A bridge as user ``bridge`` for ``devices`` (name to URL)."""
-    return Bridge(parse_broker_url(broker.url("bridge")),
-                  {name: parse_device_url(url) for name, url in devices.items()},
-                  settings=Settings(), journal=Journal(journal_file()),
-                  profiles_dir=user_profiles_dir(), **options)  # fmt: skip
 
 
 def write_config(text: str) -> None:
@@ -111,9 +77,7 @@ async def test_tls_without_the_client_certificate_is_refused_and_retried(broker:
         update={"ca_file": broker.certificates.ca}
     )
     said: list[str] = []
-    bridge = Bridge(address, {name: parse_device_url(f"sim://{name}")}, settings=Settings(),
-                    journal=Journal(journal_file()), profiles_dir=user_profiles_dir(),
-                    log=said.append)  # fmt: skip
+    bridge = a_bridge(address, {name: f"sim://{name}"}, log=said.append)
     # The broker drops the link after the handshake; the bridge hears it as a connect
     # that timed out (10 s), and backs off rather than crash or spin.
     async with running(bridge) as task:
@@ -150,8 +114,8 @@ async def test_several_bridges_on_one_broker_each_keep_to_their_own_devices(
     ward_a, ward_b = f"massager/{fresh_name()}", f"massager/{fresh_name()}"
     # The same device name in both wards: the base keeps them apart.
     sim_a, sim_b = f"sim://{ward_a.split('/')[1]}", f"sim://{ward_b.split('/')[1]}"
-    first = a_bridge(broker, {"bed1": sim_a}, base=ward_a)
-    second = a_bridge(broker, {"bed1": sim_b}, base=ward_b)
+    first = a_bridge(broker.url("bridge"), {"bed1": sim_a}, base=ward_a)
+    second = a_bridge(broker.url("bridge"), {"bed1": sim_b}, base=ward_b)
     async with (
         listening(broker, f"{ward_a}/#", f"{ward_b}/#", "homeassistant/+/+/+/config") as seen,
         running(first),
@@ -191,7 +155,7 @@ async def test_a_broker_restart_mid_program_neither_stops_nor_restarts_it(
     name = fresh_name()
     with run_broker(tmp_path / "own-broker") as broker:
         said: list[str] = []
-        bridge = a_bridge(broker, {name: f"sim://{name}"}, log=said.append)
+        bridge = a_bridge(broker.url("bridge"), {name: f"sim://{name}"}, log=said.append)
         async with running(bridge):
             async with listening(broker, f"massager/{name}/#", f"massager/{name}") as seen:
                 await seen.wait(f"massager/{name}/availability", lambda p: p["state"] == "online")
@@ -224,7 +188,7 @@ async def test_the_daemon_hosts_the_bridge_a_scheduled_program_shows_and_stops_o
                "device": device})  # fmt: skip
     berlin = ZoneInfo("Europe/Berlin")
     clock = VirtualWallClock(datetime(2026, 11, 23, 21, 44, 58, tzinfo=berlin))
-    bridge = a_bridge(broker, {name: device})
+    bridge = a_bridge(broker.url("bridge"), {name: device})
     events: list[DaemonEvent] = []
     daemon = Daemon(book=ScheduleBook(schedules_file()), journal=Journal(journal_file()),
                     clock=clock, settings=Settings(), profiles_dir=user_profiles_dir(),
