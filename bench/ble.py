@@ -10,7 +10,6 @@ protocol, the Massager API and the simulated device's work for each command.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from bumble import gatt
 from bumble.core import UUID, AdvertisingData
@@ -22,9 +21,8 @@ from simulator import DeviceConfig
 from simulator import ble as virtual
 from simulator.host import DeviceHost
 
-from .rows import Row, p50, p99
+from .rows import Row, in_turn, p50, p99
 
-WARMUP = 200
 ECHO_BYTES = b"0123456789abcdef"
 ECHO_SERVICE = "0000ec00-0000-1000-8000-00805f9b34fb"
 ECHO_IN = "0000ec01-0000-1000-8000-00805f9b34fb"
@@ -85,22 +83,14 @@ async def side_by_side(count: int) -> tuple[list[float], list[float]]:
     await massager.start()
     echo = _Echo()
     await echo.open(radio)
-    stack: list[float] = []
-    bare: list[float] = []
     try:
         async with Massager.connect(f"ble://{massager.address}?hci=local:bench") as connected:
-            for i in range(WARMUP + count):
-                start = time.perf_counter()
-                await echo.round_trip()
-                bare.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                await connected.set_intensity(1 + i % 3)
-                stack.append(time.perf_counter() - start)
+            return await in_turn(count, lambda i: echo.round_trip(),
+                                 lambda i: connected.set_intensity(1 + i % 3))  # fmt: skip
     finally:
         await massager.stop()
         host.stop()
         virtual.unregister("bench")
-    return stack[WARMUP:], bare[WARMUP:]
 
 
 def measure(count: int) -> list[Row]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import tty
 
 from massager_ctl.device import Massager
@@ -19,9 +18,8 @@ from simulator import DeviceConfig
 from simulator.host import DeviceHost
 from simulator.serve import PtyEndpoint, TcpEndpoint
 
-from .rows import Row, p50, p99
+from .rows import Row, in_turn, p50, p99
 
-WARMUP = 200
 ECHO_BYTES = b"0123456789abcdef"
 
 
@@ -111,18 +109,14 @@ async def side_by_side(kind: str, count: int) -> tuple[list[float], list[float]]
         endpoint, echo = TcpEndpoint(host), _TcpEcho()
         url = await endpoint.open("127.0.0.1", 0)
     await echo.open()
-    stack: list[float] = []
-    bare: list[float] = []
+
+    async def bare(_: int) -> None:
+        echo.send()
+        await echo.arrived.get()
+
     try:
         async with Massager.connect(url) as massager:
-            for i in range(WARMUP + count):
-                start = time.perf_counter()
-                echo.send()
-                await echo.arrived.get()
-                bare.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                await massager.set_intensity(1 + i % 3)
-                stack.append(time.perf_counter() - start)
+            return await in_turn(count, bare, lambda i: massager.set_intensity(1 + i % 3))
     finally:
         await echo.close()
         if isinstance(endpoint, PtyEndpoint):
@@ -130,7 +124,6 @@ async def side_by_side(kind: str, count: int) -> tuple[list[float], list[float]]
         else:
             await endpoint.close()
         host.stop()
-    return stack[WARMUP:], bare[WARMUP:]
 
 
 def measure(count: int) -> list[Row]:

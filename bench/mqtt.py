@@ -49,9 +49,8 @@ from massager_ctl.journal import Journal
 from massager_ctl.urls import parse_device_url
 from tests.broker import USERS, Broker, run_broker
 
-from .rows import Row, p50, p99
+from .rows import WARMUP, Row, in_turn, p50, p99
 
-WARMUP = 200
 ONE = "bench"
 """The one device of the round-trip rows."""
 DEVICES = [f"d{k:03d}" for k in range(100)]
@@ -258,22 +257,20 @@ async def _round_trips(driver: _Driver, count: int) -> tuple[list[float], list[f
     # Only the state: the bridge's answer on /response would be one more message
     # to the driver that the echo has no counterpart of.
     await driver.client.subscribe(f"massager/{ONE}", qos=1)
-    stack: list[float] = []
-    bare: list[float] = []
-    level = 1
-    try:
-        for _ in range(WARMUP + count):
-            level = level % 3 + 1  # every command changes something, so a state follows
+
+    def asking(topic: str, answer: str) -> Callable[[int], Awaitable[object]]:
+        def ask(i: int) -> Awaitable[object]:
+            level = (i + 1) % 3 + 1  # every command changes something, so a state follows
             payload = json.dumps({"action": "intensity", "intensity": level})
-            start = time.perf_counter()
-            await driver.ask(f"bench/echo/{ONE}/in", payload, f"bench/echo/{ONE}/out={level}")
-            bare.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            await driver.ask(f"massager/{ONE}/set", payload, f"massager/{ONE}={level}")
-            stack.append(time.perf_counter() - start)
+            return driver.ask(topic, payload, f"{answer}={level}")
+
+        return ask
+
+    try:
+        return await in_turn(count, asking(f"bench/echo/{ONE}/in", f"bench/echo/{ONE}/out"),
+                             asking(f"massager/{ONE}/set", f"massager/{ONE}"))  # fmt: skip
     finally:
         await driver.client.unsubscribe(f"massager/{ONE}")
-    return stack[WARMUP:], bare[WARMUP:]
 
 
 Send = Callable[[str], Awaitable[object]]

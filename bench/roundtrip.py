@@ -8,9 +8,7 @@ import time
 from firmware_protocol import Ack, Frame, FrameDecoder, SetIntensity, decode_message
 from massager_ctl.device import Massager
 
-from .rows import Row, p50, p99
-
-WARMUP = 200
+from .rows import WARMUP, Row, p50, p99
 
 
 def bare(count: int) -> list[float]:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import statistics
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+
+WARMUP = 200
+"""Round trips made and thrown away before the samples are kept."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,28 @@ class Row:
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "ratio": round(self.ratio, 2)}
+
+
+async def in_turn(
+    count: int,
+    bare: Callable[[int], Awaitable[object]],
+    stack: Callable[[int], Awaitable[object]],
+) -> tuple[list[float], list[float]]:
+    """Seconds per round trip of ``stack`` and of ``bare``, ``count`` each after `WARMUP`.
+
+    Sampled in turn (round ``i`` of each, one after the other), so both see the
+    same machine: a busy moment lands on both, not on one.
+    """
+    stack_s: list[float] = []
+    bare_s: list[float] = []
+    for i in range(WARMUP + count):
+        start = time.perf_counter()
+        await bare(i)
+        bare_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await stack(i)
+        stack_s.append(time.perf_counter() - start)
+    return stack_s[WARMUP:], bare_s[WARMUP:]
 
 
 def p50(samples: list[float]) -> float:
