@@ -1,7 +1,8 @@
 """firmware_protocol: the massager's wire protocol, sans-IO.
 
 Bytes in, events out; messages in, bytes out. Nothing here does I/O, starts a
-task or reads a clock, and nothing outside the standard library is imported, so
+task or reads a clock, and nothing outside the standard library is imported
+(but `pairing`, the key agreement, which needs ``cryptography`` for X25519), so
 the same code serves the controller, the simulator, and a firmware author's
 test bench. SPEC.md next to this file is the normative description.
 
@@ -9,9 +10,10 @@ test bench. SPEC.md next to this file is the normative description.
 >>> seq = controller.send(Hello("docs"), now=0.0)
 >>> device.receive_data(controller.data_to_send(), now=0.0)
 >>> device.next_event()
-Received(message=Hello(client_name='docs'), seq=1)
+Received(message=Hello(client_name='docs', key_id=None), seq=1)
 """
 
+from .auth import AUTHENTICATED, Pairing, PairingTable, Signer
 from .connection import (
     Connection,
     Event,
@@ -60,6 +62,8 @@ from .messages import (
     Message,
     ModeInfo,
     Nak,
+    Pair,
+    Paired,
     Pause,
     Renew,
     ResetFault,
@@ -72,11 +76,13 @@ from .messages import (
     Start,
     Status,
     Stop,
+    Unpair,
     Vent,
     decode_message,
 )
 
 __all__ = [
+    "AUTHENTICATED",
     "PROTOCOL_VERSION",
     "URGENT",
     "Ack",
@@ -112,6 +118,10 @@ __all__ = [
     "Mode",
     "ModeInfo",
     "Nak",
+    "Pair",
+    "Paired",
+    "Pairing",
+    "PairingTable",
     "Pause",
     "PeerSilent",
     "Position",
@@ -130,12 +140,14 @@ __all__ = [
     "SetCycle",
     "SetIntensity",
     "SetMode",
+    "Signer",
     "Start",
     "StartSource",
     "Status",
     "StatusFlag",
     "Stop",
     "Timing",
+    "Unpair",
     "Vent",
     "decode_message",
 ]

@@ -36,9 +36,10 @@ forgets the controller (it must say HELLO again) and reports `LinkLost`.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from .auth import AUTHENTICATED, Pairing, PairingTable, Signer
 from .enums import PROTOCOL_VERSION, ErrorCode, MessageType, Role
 from .errors import LocalProtocolError, RemoteProtocolError
 from .framing import DeframerStats, Frame, FrameDecoder
@@ -53,6 +54,7 @@ from .messages import (
     KeepAlive,
     Message,
     Nak,
+    Paired,
     Status,
     UnknownMessageType,
     decode_message,
@@ -134,11 +136,11 @@ class Received:
 
 @dataclass(frozen=True, slots=True)
 class Replied:
-    """The reply (ACK, NAK or CAPABILITIES) to the request we sent with ``seq``."""
+    """The reply (ACK, NAK, CAPABILITIES or PAIRED) to the request we sent with ``seq``."""
 
     request: Message
     seq: int
-    reply: Ack | Nak | Capabilities
+    reply: Ack | Nak | Capabilities | Paired
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +186,8 @@ class LinkStats(DeframerStats):
     duplicates: int = 0
     stale: int = 0
     unmatched_replies: int = 0
+    not_authenticated: int = 0
+    replayed: int = 0
     lost: int = 0
     silences: int = 0
     watchdog_trips: int = 0
@@ -224,6 +228,12 @@ class Connection:
     state: LinkState = LinkState.NEW
     capabilities: Capabilities | None = None
     recent: deque[FrameRecord] = field(default_factory=lambda: deque(maxlen=RECENT_FRAMES))
+    pairings: PairingTable | None = None
+    """Device: the paired controllers; None for a device without pairing (no checks)."""
+    signer: Signer | None = None
+    """Controller: signs HELLO and the commands in `AUTHENTICATED`; None for an unpaired one."""
+    link_key_id: int | None = None
+    """The key the link was opened with (both roles); None while it is not authenticated."""
 
     def __post_init__(self) -> None:
         self._decoder = FrameDecoder(self.stats)
@@ -239,6 +249,7 @@ class Connection:
         # device
         self._accepted_seq: int | None = None
         self._replies: OrderedDict[int, bytes] = OrderedDict()
+        self._hello_counter: int | None = None
         if self.role == Role.DEVICE:
             self.state = LinkState.WAITING
 
@@ -372,6 +383,9 @@ class Connection:
             # a long quiet step must not walk the numbers round their 16 bits.
             self._tx_seq = (self._tx_seq + 1) % SEQ_MODULO
         frame = Frame(self._tx_seq, message.TYPE, message.encode_payload())
+        signer = self.signer
+        if signer is not None and (message.TYPE in AUTHENTICATED or isinstance(message, Hello)):
+            frame = frame.signed(signer.key, signer.next_counter())
         self.recent.append(FrameRecord(now, "tx", frame))
         wire = frame.encode()
         if isinstance(message, Hello):
@@ -411,6 +425,9 @@ class Connection:
             raise LocalProtocolError(f"{message.TYPE.name} before the device answered HELLO")
         if isinstance(message, Hello):
             self.state = LinkState.HELLO_SENT
+            self.link_key_id = None
+            if self.signer is not None:
+                message = replace(message, key_id=self.signer.key_id)
         if urgent:
             for seq, pending in self._pending.items():
                 self._events.append(RequestFailed(pending.message, seq, FailReason.PREEMPTED))
@@ -437,13 +454,14 @@ class Connection:
         if isinstance(decoded, ErrorCode):
             return
         self._track_peer_seq(frame.seq)
-        if isinstance(decoded, Ack | Nak | Capabilities):
+        if isinstance(decoded, Ack | Nak | Capabilities | Paired):
             pending = self._pending.pop(decoded.ref_seq, None)
             if pending is None:
                 self.stats.unmatched_replies += 1
                 return
             if isinstance(decoded, Capabilities) and isinstance(pending.message, Hello):
                 self._adopt(decoded, now)
+                self.link_key_id = pending.message.key_id
             self._events.append(Replied(pending.message, decoded.ref_seq, decoded))
         elif isinstance(decoded, Status | DeviceEvent):
             self._events.append(Received(decoded, frame.seq))
@@ -484,7 +502,7 @@ class Connection:
         if message.TYPE in COMMANDS:
             raise LocalProtocolError(f"a device does not send {message.TYPE.name}")
         seq, wire = self._emit(message, now)
-        if isinstance(message, Ack | Nak | Capabilities):
+        if isinstance(message, Ack | Nak | Capabilities | Paired):
             self._replies[message.ref_seq] = wire
             while len(self._replies) > REPLY_CACHE_SIZE:
                 self._replies.popitem(last=False)
@@ -505,13 +523,7 @@ class Connection:
             self._nak(frame.seq, decoded, now)
             return
         if isinstance(decoded, Hello):
-            self.state = LinkState.READY
-            self._last_rx = now
-            self._accepted_seq = frame.seq
-            self._replies.clear()
-            self._rx_seq = frame.seq
-            self._tx_seq = 0  # a new link: our numbering starts again at 1 (SPEC §4)
-            self._events.append(Received(decoded, frame.seq))
+            self._device_hello(frame, decoded, now)
             return
         if isinstance(decoded, KeepAlive):
             return  # proof of life only (counted above); its seq means nothing
@@ -522,6 +534,20 @@ class Connection:
             else:
                 self._nak(frame.seq, ErrorCode.NO_HELLO, now)
             return
+        pairing: Pairing | None = None
+        if (
+            frame.msg_type in AUTHENTICATED
+            and self.pairings is not None
+            and (self.pairings.enforced or self.link_key_id is not None)
+        ):
+            # Checked before the seq: a forged frame must not move the newest seq or
+            # fill the reply cache, or the real controller's next frame with that seq
+            # would be taken for a re-send.
+            pairing = self.pairings.get(self.link_key_id)
+            if pairing is None or not frame.verify(pairing.key):
+                self.stats.not_authenticated += 1
+                self._refuse(frame.seq, ErrorCode.NOT_AUTHENTICATED, now)
+                return
         assert self._accepted_seq is not None
         if not seq_newer(frame.seq, self._accepted_seq):
             if urgent:
@@ -529,19 +555,81 @@ class Connection:
             elif frame.seq in self._replies:
                 self.stats.duplicates += 1
                 self._write(self._replies[frame.seq])
+            elif frame.seq == self._accepted_seq:
+                # A re-send that arrived in the same read as its original: the original
+                # is being handled and its reply is on the way. A STALE_SEQUENCE now
+                # would reach the controller first and fail a command that ran.
+                self.stats.duplicates += 1
             else:
                 self.stats.stale += 1
                 self._nak(frame.seq, ErrorCode.STALE_SEQUENCE, now)
             return
+        if pairing is not None:
+            assert frame.auth is not None
+            assert self.pairings is not None
+            if frame.auth.counter <= pairing.counter:
+                self.stats.replayed += 1
+                self._refuse(frame.seq, ErrorCode.REPLAYED, now)
+                return
+            self.pairings.accept(pairing, frame.auth.counter)
         self._track_peer_seq(frame.seq)
         self._accepted_seq = frame.seq
         self._events.append(Received(decoded, frame.seq))
 
+    def _device_hello(self, frame: Frame, hello: Hello, now: float) -> None:
+        key_id: int | None = None
+        if frame.auth is not None and self.pairings is not None:
+            pairing = self.pairings.get(hello.key_id)
+            if pairing is None or not frame.verify(pairing.key):
+                self.stats.not_authenticated += 1
+                self._refuse(frame.seq, ErrorCode.NOT_AUTHENTICATED, now)
+                return
+            counter = frame.auth.counter
+            if (
+                counter == self._hello_counter
+                and self.state == LinkState.READY
+                and frame.seq == self._accepted_seq
+            ):
+                # The same HELLO again (its CAPABILITIES was lost, or is on its way when
+                # both copies came in one read): answer it again, or let the answer
+                # come. The counter check below would call it a replay.
+                self.stats.duplicates += 1
+                if frame.seq in self._replies:
+                    self._write(self._replies[frame.seq])
+                return
+            if counter <= pairing.counter:
+                self.stats.replayed += 1
+                self._refuse(frame.seq, ErrorCode.REPLAYED, now)
+                return
+            self.pairings.accept(pairing, counter)
+            key_id, self._hello_counter = pairing.key_id, counter
+        else:
+            self._hello_counter = None
+        self.state = LinkState.READY
+        self.link_key_id = key_id
+        self._last_rx = now
+        self._accepted_seq = frame.seq
+        self._replies.clear()
+        self._rx_seq = frame.seq
+        self._tx_seq = 0  # a new link: our numbering starts again at 1 (SPEC §4)
+        self._events.append(Received(hello, frame.seq))
+
+    def forget_key(self, key_id: int) -> None:
+        """Device: ``key_id`` was unpaired; a link opened with it is no longer authenticated."""
+        if self.link_key_id == key_id:
+            self.link_key_id = None
+
     def _nak(self, seq: int, error: ErrorCode, now: float) -> None:
         self._device_send(Nak(seq, error), now)
 
+    def _refuse(self, seq: int, error: ErrorCode, now: float) -> None:
+        """NAK a frame that failed authentication, leaving the reply cache as it was."""
+        self._emit(Nak(seq, error), now)
+
     def _forget_controller(self, reason: str) -> None:
         self.state = LinkState.WAITING
+        self.link_key_id = None
+        self._hello_counter = None
         self._accepted_seq = None
         self._replies.clear()
         self._last_rx = None

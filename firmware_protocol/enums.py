@@ -37,12 +37,15 @@ class MessageType(IntEnum):
     GET_STATUS = 0x0B
     RESET_FAULT = 0x0C
     RENEW = 0x0D
+    PAIR = 0x10
+    UNPAIR = 0x11
     # device -> controller
     ACK = 0x80
     CAPABILITIES = 0x81
     NAK = 0x82
     STATUS = 0x83
     EVENT = 0x84
+    PAIRED = 0x85
 
 
 class Mode(IntEnum):
@@ -82,6 +85,8 @@ class ErrorCode(IntEnum):
     NO_HELLO = 14
     STALE_SEQUENCE = 15
     FAULT_PERSISTS = 16
+    PAIRING_CLOSED = 17
+    PAIRING_FULL = 18
 
 
 class Fault(IntFlag):

@@ -42,6 +42,8 @@ from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 
 MAX_CHAMBERS = 16
 MAX_STRING = 32
+PUBLIC_KEY_SIZE = 32
+"""An X25519 public key, as PAIR and PAIRED carry it."""
 
 
 # --- checks used on construction -------------------------------------------------
@@ -60,6 +62,11 @@ def _u16(name: str, value: int) -> None:
 def _u32(name: str, value: int) -> None:
     if not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
         raise LocalProtocolError(f"{name}={value!r} is not an integer 0..2**32-1")
+
+
+def _key(name: str, value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) != PUBLIC_KEY_SIZE:
+        raise LocalProtocolError(f"{name} must be {PUBLIC_KEY_SIZE} bytes")
 
 
 def _text(name: str, value: str) -> None:
@@ -121,6 +128,13 @@ class _Reader:
     def u32(self) -> int:
         return self._take(_U32)[0]
 
+    def raw(self, size: int) -> bytes:
+        data = self.data[self.pos : self.pos + size]
+        if len(data) != size:
+            raise RemoteProtocolError("payload is too short")
+        self.pos += size
+        return data
+
     def text(self) -> str:
         length = self.u8()
         raw = self.data[self.pos : self.pos + length]
@@ -164,20 +178,92 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
-    """Controller to device: opens a session on the link; the device answers CAPABILITIES."""
+    """Controller to device: opens a session on the link; the device answers CAPABILITIES.
+
+    A paired controller names its key with ``key_id`` and signs the HELLO with it
+    (SPEC §12): the link is then authenticated. Without ``key_id`` the field is
+    left off the wire, as in the first revision.
+    """
 
     TYPE: ClassVar[MessageType] = MessageType.HELLO
     client_name: str = ""
+    key_id: int | None = None
 
     def __post_init__(self) -> None:
         _text("client_name", self.client_name)
+        if self.key_id is not None:
+            _u8("key_id", self.key_id)
 
     def encode_payload(self) -> bytes:  # noqa: D102
-        return _pack_text(self.client_name)
+        name = _pack_text(self.client_name)
+        return name if self.key_id is None else name + bytes([self.key_id])
 
     @classmethod
     def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
-        return cls(_Reader(data).text())
+        reader = _Reader(data)
+        name = reader.text()
+        return cls(name, reader.u8() if reader.pos < len(data) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Pair(Message):
+    """Controller to device: pair with this X25519 public key, while the pairing window is open.
+
+    The device answers PAIRED with its own public key and the key id it gave the
+    controller, or NAK PAIRING_CLOSED / PAIRING_FULL (SPEC §12.2).
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.PAIR
+    public_key: bytes
+    controller_name: str = ""
+
+    def __post_init__(self) -> None:
+        _key("public_key", self.public_key)
+        _text("controller_name", self.controller_name)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return self.public_key + _pack_text(self.controller_name)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        reader = _Reader(data)
+        key = reader.raw(PUBLIC_KEY_SIZE)
+        return cls(key, reader.text())
+
+
+@dataclass(frozen=True, slots=True)
+class Unpair(Message):
+    """Controller to device, authenticated: forget the key this link was opened with."""
+
+    TYPE: ClassVar[MessageType] = MessageType.UNPAIR
+
+
+@dataclass(frozen=True, slots=True)
+class Paired(Message):
+    """The device paired the controller that sent PAIR with ``ref_seq``.
+
+    ``key_id`` names the controller's key in every later HELLO; ``public_key`` is
+    the device's X25519 public key for this pairing.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.PAIRED
+    ref_seq: int
+    key_id: int
+    public_key: bytes
+
+    def __post_init__(self) -> None:
+        _u16("ref_seq", self.ref_seq)
+        _u8("key_id", self.key_id)
+        _key("public_key", self.public_key)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return struct.pack("<HB", self.ref_seq, self.key_id) + self.public_key
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        reader = _Reader(data)
+        ref, key_id = reader.u16(), reader.u8()
+        return cls(ref, key_id, reader.raw(PUBLIC_KEY_SIZE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -720,13 +806,13 @@ COMMANDS: dict[MessageType, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         Hello, Start, SetMode, SetIntensity, SetCycle, Pause, Resume, Stop, Vent,
-        KeepAlive, GetStatus, ResetFault, Renew,
+        KeepAlive, GetStatus, ResetFault, Renew, Pair, Unpair,
     )
 }  # fmt: skip
 """Messages a controller sends, by type."""
 
 REPLIES: dict[MessageType, type[Message]] = {
-    cls.TYPE: cls for cls in (Ack, Nak, Capabilities, Status)
+    cls.TYPE: cls for cls in (Ack, Nak, Capabilities, Status, Paired)
 }
 """Messages a device sends other than events, by type."""
 

@@ -97,6 +97,10 @@ VECTORS = [
     ),
     Vector("RENEW", C2D, 13, "Renew(mode=Mode.PULSE, intensity=3, lease_s=725)"),
     Vector("START, authenticated", C2D, 14, "Start(mode=Mode.PULSE, intensity=1, lease_s=60)", 7),
+    Vector("PAIR", C2D, 2, "Pair(public_key=bytes(range(0x20, 0x40)), controller_name='phone')"),
+    Vector("PAIRED", D2C, 2, "Paired(ref_seq=2, key_id=1, public_key=bytes(range(0x40, 0x60)))"),
+    Vector("HELLO, authenticated", C2D, 1, "Hello(client_name='phone', key_id=1)", 8),
+    Vector("UNPAIR, authenticated", C2D, 15, "Unpair()", 9),
 ]
 
 

@@ -105,6 +105,21 @@ def test_lost_request_is_resent_with_the_same_seq_and_answered_once(pair: Pair) 
     assert pair.controller.stats.retransmits == 2
 
 
+def test_a_resend_in_the_same_read_as_its_original_is_not_called_stale(pair: Pair) -> None:
+    seq = pair.request(fp.SetMode(1))
+    original = pair.controller.data_to_send()  # held up on a slow line ...
+    pair.now = 0.4
+    pair.controller.handle_timer(pair.now)
+    resent = pair.controller.data_to_send()  # ... so both copies arrive in one read
+    pair.device.receive_data(original + resent, pair.now)
+    assert pair.device.events() == [Received(fp.SetMode(1), seq)]  # runs once
+    pair.device.send(fp.Ack(seq), pair.now)
+    # The only answer is the ACK: no STALE_SEQUENCE overtakes it.
+    assert pair.to_controller() == [Replied(fp.SetMode(1), seq, fp.Ack(seq))]
+    assert pair.device.stats.duplicates == 1
+    assert pair.device.stats.stale == 0
+
+
 def test_request_fails_after_every_attempt(pair: Pair) -> None:
     seq = pair.request(fp.Pause())
     for step in range(1, 4):

@@ -28,7 +28,10 @@ def flags(enum: type) -> st.SearchStrategy[int]:
 
 
 MESSAGES: dict[type, st.SearchStrategy[fp.Message]] = {
-    fp.Hello: st.builds(fp.Hello, text),
+    fp.Hello: st.builds(fp.Hello, text, st.none() | u8),
+    fp.Pair: st.builds(fp.Pair, st.binary(min_size=32, max_size=32), text),
+    fp.Unpair: st.just(fp.Unpair()),
+    fp.Paired: st.builds(fp.Paired, u16, u8, st.binary(min_size=32, max_size=32)),
     fp.Start: st.builds(fp.Start, u8, u8, u16),
     fp.Renew: st.builds(fp.Renew, u8, u8, u16),
     fp.SetMode: st.builds(fp.SetMode, u8),
@@ -110,8 +113,10 @@ def test_every_message_has_a_strategy() -> None:
 def test_round_trip(cls: type, data: st.DataObject) -> None:
     message = data.draw(MESSAGES[cls])
     assert decode_message(message.TYPE, message.encode_payload()) == message
-    # Bytes appended by a later protocol revision are ignored.
-    assert decode_message(message.TYPE, message.encode_payload() + b"\x99\x00") == message
+    # Bytes appended by a later protocol revision are ignored. (A HELLO without its
+    # key id is the exception: the key id is the field appended there.)
+    if not (isinstance(message, fp.Hello) and message.key_id is None):
+        assert decode_message(message.TYPE, message.encode_payload() + b"\x99\x00") == message
 
 
 @given(st.integers(0, 255), st.binary(max_size=260))

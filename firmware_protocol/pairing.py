@@ -1,0 +1,60 @@
+"""Key agreement for pairing: X25519, then HKDF-SHA256 (SPEC §12.2).
+
+The one module of the protocol that needs a package outside the standard
+library: ``cryptography``, for X25519, which the standard library lacks. Both
+ends run it: each makes a fresh key pair for the pairing, the public keys cross
+in PAIR and PAIRED, and both derive the same 32-byte key from the shared secret,
+bound to both public keys and the key id.
+
+>>> controller, device = KeyPair.generate(), KeyPair.generate()
+>>> keys = dict(controller=controller.public, device=device.public, key_id=1)
+>>> a = controller.derive(device.public, **keys)
+>>> b = device.derive(controller.public, **keys)
+>>> a == b and len(a) == 32
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidKey
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .auth import KEY_SIZE
+from .errors import RemoteProtocolError
+
+SALT = b"massager pairing v1"
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """An X25519 key pair made for one pairing and thrown away after it."""
+
+    private: X25519PrivateKey
+    public: bytes
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        """A fresh key pair from the operating system's random source."""
+        private = X25519PrivateKey.generate()
+        public = private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return cls(private, public)
+
+    def derive(self, peer: bytes, *, controller: bytes, device: bytes, key_id: int) -> bytes:
+        """The shared key: HKDF-SHA256 of the X25519 secret, bound to both keys and the key id.
+
+        Raises:
+            RemoteProtocolError: ``peer`` is not a usable public key (a low-order
+                point gives an all-zero secret, which cryptography refuses).
+        """
+        try:
+            secret = self.private.exchange(X25519PublicKey.from_public_bytes(peer))
+        except (ValueError, InvalidKey) as error:
+            raise RemoteProtocolError(f"the peer's public key is not usable: {error}") from None
+        info = b"key" + controller + device + bytes([key_id])
+        return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=SALT, info=info).derive(secret)
