@@ -16,6 +16,7 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -24,8 +25,18 @@ from firmware_protocol import Button, Mode
 
 from .clock import scaled_runner
 from .config import DeviceConfig
+from .faults import (
+    CATALOGUE,
+    LINK_NOISE,
+    LINK_NOISE_DESCRIPTION,
+    NoisyHost,
+    ScheduledFault,
+    describe_faults,
+    parse_fault,
+)
 from .firmware import Snapshot
 from .host import DeviceHost
+from .memory import DeviceMemory
 from .serve import PtyEndpoint, TcpEndpoint
 
 if TYPE_CHECKING:
@@ -57,6 +68,35 @@ def _settings(pairs: tuple[str, ...]) -> DeviceConfig:
     except ValueError as error:
         raise click.BadParameter(f"the device has {error}", param_hint="--set") from None
 
+
+def _faults(
+    ctx: click.Context, param: click.Parameter, texts: tuple[str, ...]
+) -> list[ScheduledFault]:
+    try:
+        return [parse_fault(text) for text in texts]
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
+
+
+def _break(config: DeviceConfig, faults: list[ScheduledFault]) -> DeviceConfig:
+    """The config with the hardware faults added to the ones it already names."""
+    hardware = [str(f) for f in faults if f.name != LINK_NOISE]
+    if not hardware:
+        return config
+    named = ",".join(part for part in (config.faults, *hardware) if part)
+    return config.model_copy(update={"faults": named})
+
+
+fault_option = click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="NAME[@SECONDS]",
+    callback=_faults,
+    help="Break the device, from the start or that many device seconds after it is "
+    f"switched on (repeatable): {', '.join([*CATALOGUE, LINK_NOISE])}. "
+    "massager-sim faults says what each does.",
+)
 
 settings_option = click.option(
     "--set",
@@ -133,6 +173,7 @@ def cli(ctx: click.Context) -> None:
     help="Print the state every this many device seconds.",
 )
 @click.option("--json", "json_lines", is_flag=True, help="Print JSON lines instead of text.")
+@fault_option
 def run(
     speed: float,
     seconds: float | None,
@@ -140,9 +181,12 @@ def run(
     settings: tuple[str, ...],
     every: float,
     json_lines: bool,
+    faults: list[ScheduledFault],
 ) -> None:
     """Run one simulated massager and print its state until --for ends (or Ctrl-C)."""
-    config = _settings(settings)
+    if any(f.name == LINK_NOISE for f in faults):
+        raise click.BadParameter(f"{LINK_NOISE} needs a link: use serve", param_hint="--fault")
+    config = _break(_settings(settings), faults)
     schedule = [_press(p) for p in presses]
 
     async def main() -> None:
@@ -171,6 +215,25 @@ def run(
             runner.run(main())
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _host(config: DeviceConfig, memory: DeviceMemory, faults: list[ScheduledFault]) -> DeviceHost:
+    """The device to serve: one whose link damages bytes if ``link-noise`` is among ``faults``."""
+    noise = next((f for f in faults if f.name == LINK_NOISE), None)
+    if noise is None:
+        return DeviceHost(config, memory)
+    return NoisyHost(config, memory, start_s=noise.at_s, seed=config.seed)
+
+
+@cli.command(name="faults")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def list_faults(as_json: bool) -> None:
+    """List the faults --fault can break the device with."""
+    if as_json:
+        table = {kind.name: kind.description for kind in CATALOGUE.values()}
+        sys.stdout.write(json.dumps(table | {LINK_NOISE: LINK_NOISE_DESCRIPTION}) + "\n")
+        return
+    sys.stdout.write(describe_faults() + "\n")
 
 
 def _tcp_address(text: str) -> tuple[str, int]:
@@ -212,11 +275,32 @@ def _tcp_address(text: str) -> tuple[str, int]:
     help="Emulate the wire time of a serial line at this baud rate (8N1).",
 )
 @settings_option
+@fault_option
 @click.option(
     "--every",
     type=click.FloatRange(min=0),
     default=0.0,
     help="Print the device's state on stderr every this many device seconds (0: never).",
+)
+@click.option(
+    "--pairing-window",
+    "pairing_window",
+    type=click.IntRange(min=1, max=3600),
+    help="Open the pairing window at start for this many device seconds (as if its pairing "
+    "button were held); SIGUSR1 opens it again later.",
+)
+@click.option(
+    "--memory",
+    "memory_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Keep the paired controllers and their counters in this file (created owner-only), "
+    "so they survive a restart of the simulator.",
+)
+@click.option(
+    "--insecure-open",
+    is_flag=True,
+    help="FOR DEVELOPMENT ONLY: take start, mode and intensity from any controller until "
+    "the first one pairs. A real massager never does this.",
 )
 def serve(
     on_pty: bool,
@@ -226,7 +310,11 @@ def serve(
     speed: float,
     baud: int | None,
     settings: tuple[str, ...],
+    faults: list[ScheduledFault],
     every: float,
+    pairing_window: int | None,
+    memory_file: Path | None,
+    insecure_open: bool,
 ) -> None:
     """Serve a simulated massager to a controller in another process.
 
@@ -239,18 +327,36 @@ def serve(
         raise click.UsageError("give exactly one of --serial, --tcp HOST:PORT or --ble")
     if on_ble and baud is not None:
         raise click.UsageError("--baud is for serial lines; BLE has no baud rate")
-    config = _settings(settings)
+    config = _break(_settings(settings), faults)
+    if insecure_open:
+        config = config.model_copy(update={"pairing_required": False})
+    if pairing_window is not None:
+        config = config.model_copy(update={"pairing_window_s": pairing_window})
+    try:
+        memory = DeviceMemory(memory_file)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--memory") from None
     listen = _tcp_address(tcp) if tcp is not None else None
     radio_at = _tcp_address(radio) if on_ble else None
     logging.basicConfig(level=logging.INFO, format="massager-sim: %(message)s")
+    if not config.pairing_required:
+        logging.warning("serving OPEN for development: any controller may start it until one pairs")
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, done.set)
-        host = DeviceHost(config)
+        host = _host(config, memory, faults)
         host.start()
+
+        def open_pairing() -> None:
+            host.open_pairing()
+            logging.info("pairing window open for %d s", config.pairing_window_s)
+
+        loop.add_signal_handler(signal.SIGUSR1, open_pairing)
+        if pairing_window is not None:
+            open_pairing()
         pty: PtyEndpoint | None = None
         server: TcpEndpoint | None = None
         ble: BleService | None = None

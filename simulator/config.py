@@ -7,7 +7,14 @@ eight-chamber consumer massager; tests and ``sim://`` URLs change single fields
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from firmware_protocol import Leg, Position
 
@@ -33,6 +40,15 @@ class DeviceConfig(BaseModel):
     cycle: bool = Field(True, description="offers the programmable cycle")
     battery: bool = True
     remote: bool = True
+    pairing_required: bool = Field(
+        True,
+        description="refuse start, mode, intensity and cycles from a controller that has not "
+        "paired, as a real device does; false serves it open until the first pairing "
+        "(for development only)",
+    )
+    pairing_window_s: int = Field(
+        60, ge=1, le=3600, description="how long the pairing window stays open once opened"
+    )
 
     ceiling_mmhg: float = Field(130.0, description="no chamber may ever exceed this")
     max_target_mmhg: float = Field(120.0, description="highest target accepted in a cycle")
@@ -79,6 +95,20 @@ class DeviceConfig(BaseModel):
     pulse_release_s: float = 5.0
 
     seed: int | None = Field(None, description="seeds the sensor noise; None for a random seed")
+
+    faults: str = Field(
+        "",
+        description="hardware faults to inject: NAME[@SECONDS], comma-separated, e.g. "
+        "pump-dead@30 (device seconds; simulator.faults lists the names)",
+    )
+
+    @field_validator("faults")
+    @classmethod
+    def _known_faults(cls, text: str) -> str:
+        from .faults import parse_faults  # the catalogue imports the physics, which imports us
+
+        parse_faults(text, link=False)
+        return text
 
     @model_validator(mode="after")
     def _consistent(self) -> DeviceConfig:

@@ -29,6 +29,11 @@ Safety rules, all enforced here and nowhere above:
 - Stop and vent: accepted from anyone in every state, ahead of anything queued
   (the `Connection` delivers them first).
 - Session cap: pressure time in one session never exceeds ``session_cap_s``.
+- Pairing: a controller pairs only while the pairing window is open (a button
+  held on the remote; `open_pairing` here), one per opening. Once the device
+  requires pairing, or has paired anyone, the commands that start or change
+  pressure are taken only in authenticated frames (the `Connection` checks them
+  against `DeviceMemory`, which survives a restart).
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ from firmware_protocol import (
     Mode,
     ModeInfo,
     Nak,
+    Pair,
+    Paired,
     Pause,
     Received,
     Renew,
@@ -76,8 +83,11 @@ from firmware_protocol import (
     StatusFlag,
     Stop,
     Timing,
+    Unpair,
     Vent,
 )
+from firmware_protocol.errors import RemoteProtocolError
+from firmware_protocol.pairing import KeyPair
 from firmware_protocol.session import (
     END_REASON_OF_COMMAND,
     TRIGGER_RULES,
@@ -87,6 +97,8 @@ from firmware_protocol.session import (
 
 from . import patterns
 from .config import DeviceConfig
+from .diagnostics import Diagnostics
+from .memory import DeviceMemory
 from .physics import Plant
 
 EPSILON = 1e-9
@@ -139,11 +151,27 @@ class Snapshot:
 class Firmware:
     """One simulated massager's firmware and the plant it drives."""
 
-    def __init__(self, config: DeviceConfig | None = None, *, now: float = 0.0) -> None:
+    _diagnostics: Diagnostics | None = None
+
+    def __init__(
+        self,
+        config: DeviceConfig | None = None,
+        *,
+        now: float = 0.0,
+        memory: DeviceMemory | None = None,
+    ) -> None:
         self.config = config or DeviceConfig()
         cfg = self.config
         self.plant = Plant(cfg, random.Random(cfg.seed))
-        self.conn = Connection(Role.DEVICE, timing=Timing(watchdog_s=cfg.watchdog_ms / 1000))
+        self.memory = memory or DeviceMemory()
+        self.memory.pairings.required = cfg.pairing_required
+        self.conn = Connection(
+            Role.DEVICE,
+            timing=Timing(watchdog_s=cfg.watchdog_ms / 1000),
+            pairings=self.memory.pairings,
+        )
+        self.pairing_until: float | None = None
+        """While the device time is before this, a controller may pair."""
         positions = len(cfg.positions)
         self.ranks = tuple(i % positions for i in range(cfg.chamber_count))
         self.capabilities = self._capabilities()
@@ -204,6 +232,16 @@ class Firmware:
             self._apply_intensity(level)
         self._control()
         self._send_status()
+
+    def open_pairing(self, now: float) -> None:
+        """The pairing button was held at ``now``: one controller may pair within the window."""
+        self.advance(now)
+        self.pairing_until = self._t + self.config.pairing_window_s
+
+    @property
+    def pairing_open(self) -> bool:
+        """Whether a controller may pair now."""
+        return self.pairing_until is not None and self._t < self.pairing_until
 
     def link_down(self, now: float) -> None:
         """The transport lost the link at ``now`` (port closed, BLE disconnected)."""
@@ -332,6 +370,11 @@ class Firmware:
         if self.state != FAULT and max(readings) >= cfg.trip_mmhg:
             self._latch(Fault.OVERPRESSURE)
             return
+        # Broken parts the ceiling does not catch, judged from what the firmware senses.
+        found = self._diagnosis.observe(t, readings, self.state)
+        if found:
+            self._latch(found)
+            return
         if self.state == RUNNING and self._pattern is not None:
             phase, remaining = self._pattern.at(t - self._pattern_t0)
             targets = phase.targets
@@ -365,6 +408,7 @@ class Firmware:
             fast = fast or bleeding
         self._readings, self._sampled_at = readings, t
         plant.pump = any(plant.inlets)
+        self._diagnosis.record(t, readings)
         if plant.pump or fast:
             period = cfg.control_period_s
         elif self.session is not None:
@@ -399,6 +443,16 @@ class Firmware:
         if isinstance(message, GetStatus):
             self._send(Ack(seq))
             self._send(self.status())  # with or without a present controller
+            return
+        if isinstance(message, Pair):
+            self._pair(message, seq)
+            return
+        if isinstance(message, Unpair):
+            key_id = self.conn.link_key_id
+            if key_id is not None:
+                self.memory.pairings.remove(key_id)
+                self.conn.forget_key(key_id)
+            self._send(Ack(seq))
             return
         outcome = command_outcome(self.state, message.TYPE)
         if isinstance(outcome, ErrorCode):
@@ -478,6 +532,30 @@ class Firmware:
         elif isinstance(message, ResetFault) and self.state == FAULT:
             self._reset_fault()
 
+    def _pair(self, message: Pair, seq: int) -> None:
+        table = self.memory.pairings
+        if not self.pairing_open:
+            self._send(Nak(seq, ErrorCode.PAIRING_CLOSED))
+            return
+        key_id = table.free_id()
+        if key_id is None:
+            self._send(Nak(seq, ErrorCode.PAIRING_FULL))
+            return
+        ours = KeyPair.generate()
+        try:
+            key = ours.derive(
+                message.public_key,
+                controller=message.public_key,
+                device=ours.public,
+                key_id=key_id,
+            )
+        except RemoteProtocolError:
+            self._send(Nak(seq, ErrorCode.BAD_PAYLOAD))
+            return
+        table.add(message.controller_name, key)
+        self.pairing_until = None  # one controller per press of the button
+        self._send(Paired(seq, key_id, ours.public))
+
     # --- sessions -----------------------------------------------------------------
 
     def _begin(self, source: StartSource, mode: int, intensity: int, lease_s: int) -> None:
@@ -548,14 +626,16 @@ class Firmware:
     def _asleep(self, readings: list[float]) -> bool:
         """Whether nothing needs watching: no session, no controller, empty, no fault."""
         plant = self.plant
-        faults = plant.faults
+        # Sleeping is the simulator's shortcut, not the firmware's judgement: a real device
+        # keeps a slow watch. With hardware broken, or about to break, the simulation keeps
+        # sampling so that the firmware meets the fault when it would.
         return (
             self.state == IDLE
             and self.conn.state != LinkState.READY
             and not plant.pump_running
             and max(readings) <= 0.0
-            and not (faults.inlet_stuck_open or faults.exhaust_stuck_shut)
-            and faults.sensor_offset_mmhg == 0.0
+            and not plant.faults.active
+            and not plant.pending
         )
 
     def _control_after_change(self) -> None:
@@ -578,13 +658,27 @@ class Firmware:
         self._trigger(Trigger.FAULT)
         self.state = FAULT
         self.plant.dump = True  # also when already in FAULT, where the trigger has no row
+        self._diagnosis.forget()
 
     def _fault_cleared(self) -> bool:
         plant = self.plant
         # The pump's current is sensed: running while commanded off, its cause is still there.
         pump_runs_away = plant.pump_running and not plant.pump
-        vented = all(plant.read(i) < VENTED_MMHG for i in range(len(plant.pressures)))
-        return vented and not pump_runs_away
+        readings = [plant.read(i) for i in range(len(plant.pressures))]
+        vented = all(reading < VENTED_MMHG for reading in readings)
+        if not vented or pump_runs_away:
+            return False
+        # What else a fault's cause leaves to see: a stuck sensor, an empty battery, or a
+        # failed self-test of the pump and the valves (see `diagnostics`).
+        return self._diagnosis.cause_gone(self.faults, self._t, readings)
+
+    @property
+    def _diagnosis(self) -> Diagnostics:
+        """The fault detection (made on first use: it watches from the first sample)."""
+        diagnostics = self._diagnostics
+        if diagnostics is None:
+            diagnostics = self._diagnostics = Diagnostics(self.config, self.plant)
+        return diagnostics
 
     def _reset_fault(self) -> None:
         self.faults = Fault.NONE
@@ -686,6 +780,7 @@ class Firmware:
             features |= Feature.BATTERY
         if cfg.remote:
             features |= Feature.REMOTE
+        features |= Feature.PAIRING
         modes = [ModeInfo(Mode.WAVE, "wave"), ModeInfo(Mode.PULSE, "pulse")]
         if cfg.cycle:
             modes.append(ModeInfo(Mode.CYCLE, "cycle"))

@@ -28,13 +28,18 @@ from firmware_protocol import Button
 
 from .config import DeviceConfig
 from .firmware import Firmware
+from .memory import DeviceMemory
 
 
 class DeviceHost:
     """One simulated device living on the running event loop."""
 
-    def __init__(self, config: DeviceConfig | None = None) -> None:
+    def __init__(
+        self, config: DeviceConfig | None = None, memory: DeviceMemory | None = None
+    ) -> None:
         self.config = config or DeviceConfig()
+        self.memory = memory or DeviceMemory()
+        """Survives `stop` and `start`, as a device's flash survives a power cycle."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._firmware: Firmware | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -58,7 +63,7 @@ class DeviceHost:
         if self._firmware is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._firmware = Firmware(self.config, now=self._loop.time())
+        self._firmware = Firmware(self.config, now=self._loop.time(), memory=self.memory)
         self._wake()
 
     def stop(self) -> None:
@@ -92,6 +97,13 @@ class DeviceHost:
         if self._firmware is None or self._loop is None:
             return
         self._firmware.press(button, self._loop.time())
+        self._wake()
+
+    def open_pairing(self) -> None:
+        """Hold the remote's pairing button: one controller may pair within the window."""
+        if self._firmware is None or self._loop is None:
+            return
+        self._firmware.open_pairing(self._loop.time())
         self._wake()
 
     def sync(self) -> None:

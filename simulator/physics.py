@@ -17,26 +17,60 @@ That is what lets a 45-minute session run in a fraction of a second.
   of two uniform draws: triangular, and several times cheaper than Gaussian),
   never below zero.
 
-Faults that tests inject live here, below the firmware, where hardware would be.
+Faults that tests inject live here, below the firmware, where hardware would be
+(`InjectedFaults`; `simulator.faults` names the usual ones). A fault can be
+scheduled for a moment of the plant's own clock (`Plant.schedule`): `advance`
+stops at that moment, breaks the part, and goes on, so the physics stays exact
+around it.
 """
 
 from __future__ import annotations
 
+import copy
+import heapq
+import itertools
 import math
 import random
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 
 from .config import DeviceConfig
 
 
 @dataclass
 class InjectedFaults:
-    """Hardware faults a test can switch on; the firmware must cope with them."""
+    """Hardware faults a test can switch on; the firmware must cope with them.
+
+    Chambers are numbered as the firmware numbers them (leg by leg, foot first).
+    """
 
     pump_stuck_on: bool = False
+    """The motor runs whatever the firmware commands (a welded relay)."""
+    pump_dead: bool = False
+    """The motor turns (it draws current) but moves no air: a split diaphragm, a hose off."""
     inlet_stuck_open: set[int] = field(default_factory=set)
+    inlet_stuck_shut: set[int] = field(default_factory=set)
     exhaust_stuck_shut: set[int] = field(default_factory=set)
+    leak_multiplier: dict[int, float] = field(default_factory=dict)
+    """Chamber -> how many times faster than normal it leaks (a torn wrap, a loose hose)."""
     sensor_offset_mmhg: float = 0.0
+    """Added to every chamber's reading."""
+    sensor_stuck: dict[int, float] = field(default_factory=dict)
+    """Chamber -> the constant its sensor reads, whatever the pressure (no noise either)."""
+    sensor_drift_mmhg_per_s: dict[int, float] = field(default_factory=dict)
+    """Chamber -> how fast its sensor's offset grows."""
+    sensor_drifted_mmhg: dict[int, float] = field(default_factory=dict)
+    """Chamber -> how far its sensor has drifted so far (grown by `Plant.advance`)."""
+    battery_drain_multiplier: float = 1.0
+    """How many times faster than normal the battery drains (a failing cell)."""
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is broken at all."""
+        return any(getattr(self, f.name) != _HEALTHY[f.name] for f in fields(self))
+
+
+_HEALTHY = {f.name: getattr(InjectedFaults(), f.name) for f in fields(InjectedFaults)}
 
 
 class Plant:
@@ -54,6 +88,8 @@ class Plant:
         self.battery_pct = config.battery_pct
         self.charging = config.charging
         self.faults = InjectedFaults()
+        self.clock = 0.0
+        """Seconds this plant has lived (the device's uptime); `schedule` counts on it."""
         self.max_pressure_seen = 0.0
         self.relief_events = 0
         self.pump_seconds = 0.0
@@ -62,32 +98,69 @@ class Plant:
         self._exhaust = 1.0 / config.exhaust_tau_s
         # u1 + u2 - 1 has variance 1/6; scale it to the configured standard deviation.
         self._noise_scale = config.sensor_noise_mmhg * math.sqrt(6.0)
+        self._scheduled: list[tuple[float, int, Callable[[Plant], None]]] = []
+        self._order = itertools.count()
+        if config.faults:
+            from .faults import schedule_all  # the catalogue builds on this module
+
+            schedule_all(self, config.faults)
 
     @property
     def pump_running(self) -> bool:
-        """Whether the pump motor is turning (the firmware's wish, or a stuck relay)."""
+        """Whether the pump motor is turning (the firmware's wish, or a stuck relay).
+
+        This is what the firmware senses through the motor's current; a dead pump
+        (`InjectedFaults.pump_dead`) turns and draws current, but moves no air.
+        """
         return self.pump or self.faults.pump_stuck_on
+
+    @property
+    def pending(self) -> bool:
+        """Whether a scheduled fault has yet to strike."""
+        return bool(self._scheduled)
+
+    def schedule(self, at_s: float, change: Callable[[Plant], None]) -> None:
+        """Call ``change(plant)`` when the plant's clock reaches ``at_s`` (at once if it has)."""
+        if at_s <= self.clock:
+            change(self)
+            return
+        heapq.heappush(self._scheduled, (at_s, next(self._order), change))
 
     def open_inlets(self) -> list[bool]:
         """Inlets that are physically open (commanded, or stuck)."""
-        stuck = self.faults.inlet_stuck_open
-        return [on or i in stuck for i, on in enumerate(self.inlets)]
+        faults = self.faults
+        stuck, shut = faults.inlet_stuck_open, faults.inlet_stuck_shut
+        return [(on or i in stuck) and i not in shut for i, on in enumerate(self.inlets)]
 
     def advance(self, dt: float) -> None:
         """Let ``dt`` seconds pass with the valves and pump as they are."""
+        scheduled = self._scheduled
+        while scheduled and scheduled[0][0] <= self.clock + dt:
+            at, _, change = heapq.heappop(scheduled)
+            step = at - self.clock
+            if step > 0:
+                self._evolve(step)
+                dt -= step
+            change(self)
+        self._evolve(dt)
+
+    def _evolve(self, dt: float) -> None:
         if dt <= 0:
             return
         cfg = self.config
-        inlets = self.open_inlets() if self.faults.inlet_stuck_open else self.inlets
+        faults = self.faults
+        odd_inlets = faults.inlet_stuck_open or faults.inlet_stuck_shut
+        inlets = self.open_inlets() if odd_inlets else self.inlets
         pumping = self.pump_running
-        filling = sum(inlets) if pumping else 0
+        filling = sum(inlets) if pumping and not faults.pump_dead else 0
         fill = 1.0 / max(cfg.fill_tau_s * filling, cfg.inlet_tau_s) if filling else 0.0
         base = self._leak + (self._vent if self.dump else 0.0)
+        leaks = faults.leak_multiplier
         exhaust = self._exhaust
         stall = cfg.pump_stall_mmhg
         relief = cfg.ceiling_mmhg
         pressures, exhausts = self.pressures, self.exhausts
-        shut = self.faults.exhaust_stuck_shut
+        shut = faults.exhaust_stuck_shut
         exp = math.exp
         highest = self.max_pressure_seen
         for i, p in enumerate(pressures):
@@ -99,6 +172,8 @@ class Plant:
             else:
                 a = 0.0
                 b = base
+            if leaks and i in leaks:
+                b += self._leak * (leaks[i] - 1.0)
             if exhausts[i] and i not in shut:
                 b += exhaust
             target = a / b
@@ -114,7 +189,10 @@ class Plant:
         self.max_pressure_seen = highest
         if pumping:
             self.pump_seconds += dt
+        for i, rate in faults.sensor_drift_mmhg_per_s.items():
+            faults.sensor_drifted_mmhg[i] = faults.sensor_drifted_mmhg.get(i, 0.0) + rate * dt
         self._battery(dt, pumping)
+        self.clock += dt
 
     def _battery(self, dt: float, pumping: bool) -> None:
         if not self.config.battery:
@@ -124,12 +202,33 @@ class Plant:
             rate = cfg.charge_pct_per_h
         else:
             rate = -(cfg.drain_pumping_pct_per_h if pumping else cfg.drain_idle_pct_per_h)
+            rate *= self.faults.battery_drain_multiplier
         self.battery_pct = min(100.0, max(0.0, self.battery_pct + rate * dt / 3600.0))
 
     def read(self, chamber: int) -> float:
         """One sensor sample of ``chamber`` in mmHg."""
-        value = self.pressures[chamber] + self.faults.sensor_offset_mmhg
+        faults = self.faults
+        if faults.sensor_stuck and chamber in faults.sensor_stuck:
+            return faults.sensor_stuck[chamber]
+        value = self.pressures[chamber] + faults.sensor_offset_mmhg
+        if faults.sensor_drifted_mmhg:
+            value += faults.sensor_drifted_mmhg.get(chamber, 0.0)
         if self._noise_scale:
             draw = self.rng.random
             value += (draw() + draw() - 1.0) * self._noise_scale
         return value if value > 0.0 else 0.0
+
+    def twin(self) -> Plant:
+        """A copy to try things on (a self-test) without touching this plant.
+
+        The copy has the same pressures, valves and broken parts, its own noise
+        and no scheduled faults; nothing done to it reaches this plant.
+        """
+        twin = copy.copy(self)
+        twin.rng = random.Random(self.rng.random())
+        twin.pressures = list(self.pressures)
+        twin.inlets = list(self.inlets)
+        twin.exhausts = list(self.exhausts)
+        twin.faults = copy.deepcopy(self.faults)
+        twin._scheduled = []
+        return twin

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import firmware_protocol as fp
 from firmware_protocol import Connection, Received, Replied, Role
+from firmware_protocol.pairing import KeyPair
 from simulator import DeviceConfig, Firmware
 
 
 class Rig:
-    """Firmware plus a controller `Connection`, wired together in memory."""
+    """Firmware plus a controller `Connection`, wired together in memory.
 
-    def __init__(self, **config: Any) -> None:
+    The controller pairs at its first `connect`, as a user's does once, unless
+    ``paired=False``: then it stays a stranger to the device.
+    """
+
+    def __init__(self, *, paired: bool = True, **config: Any) -> None:
         config.setdefault("seed", 1)
         self.fw = Firmware(DeviceConfig(**config), now=0.0)
         self.ctl = Connection(Role.CONTROLLER)
+        self.paired = paired
         self.now = 0.0
         self.received: list[fp.Message] = []
         self.replies: dict[int, fp.Message] = {}
@@ -33,7 +40,31 @@ class Rig:
             elif isinstance(event, Received):
                 self.received.append(event.message)
 
+    def pair(self) -> fp.Signer:
+        """Open the device's pairing window, pair, and sign from now on (until `connect`)."""
+        self.fw.open_pairing(self.now)
+        self._hello()
+        ours = KeyPair.generate()
+        seq = self.ctl.send(fp.Pair(ours.public, "rig"), self.now)
+        self.exchange()
+        paired = self.replies[seq]
+        assert isinstance(paired, fp.Paired), paired
+        key = ours.derive(
+            paired.public_key,
+            controller=ours.public,
+            device=paired.public_key,
+            key_id=paired.key_id,
+        )
+        counters = itertools.count(1)
+        self.ctl.signer = fp.Signer(paired.key_id, key, lambda: next(counters))
+        return self.ctl.signer
+
     def connect(self) -> fp.Capabilities:
+        if self.paired and self.ctl.signer is None:
+            self.pair()
+        return self._hello()
+
+    def _hello(self) -> fp.Capabilities:
         seq = self.ctl.send(fp.Hello("rig"), self.now)
         self.exchange()
         caps = self.replies[seq]
@@ -41,10 +72,12 @@ class Rig:
         return caps
 
     def command(self, message: fp.Message) -> str:
-        """Send one command; ``"ack"`` or ``"nak ERROR_NAME"``."""
+        """Send one command; ``"ack"``, ``"paired"`` or ``"nak ERROR_NAME"``."""
         seq = self.ctl.send(message, self.now)
         self.exchange()
         reply = self.replies[seq]
+        if isinstance(reply, fp.Paired):
+            return "paired"
         return "ack" if isinstance(reply, fp.Ack) else f"nak {reply.error.name}"  # type: ignore[attr-defined]
 
     def run(self, seconds: float, *, keepalive: bool = True, step: float = 0.25) -> None:

@@ -1,0 +1,59 @@
+"""What a simulated massager remembers across a restart: its paired controllers.
+
+On hardware this is flash. Here it is a `PairingTable` that outlives the
+`Firmware` (a `DeviceHost` keeps it when the device is switched off and on), and,
+when given a file, a JSON file written with owner-only permissions after every
+change, so that a served simulator keeps its pairings and its counters when its
+process restarts. Keeping the counters is what makes a replay fail after a
+restart: a device that forgot the highest counter it accepted would accept an
+old recorded START again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from firmware_protocol import Pairing, PairingTable
+
+
+class DeviceMemory:
+    """The device's persistent memory: the pairing table, and the file it lives in, if any."""
+
+    def __init__(self, path: Path | None = None, *, required: bool = True) -> None:
+        self.path = path
+        self.pairings = PairingTable(required=required)
+        if path is not None and path.exists():
+            self._load(path)
+        self.pairings.on_change = self._save
+
+    def _load(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text())
+            for item in data["pairings"]:
+                pairing = Pairing(
+                    int(item["key_id"]),
+                    bytes.fromhex(item["key"]),
+                    str(item["name"]),
+                    int(item["counter"]),
+                )
+                self.pairings.pairings[pairing.key_id] = pairing
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a device memory file ({error})") from None
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        data = {
+            "pairings": [
+                {"key_id": p.key_id, "key": p.key.hex(), "name": p.name, "counter": p.counter}
+                for p in self.pairings
+            ]
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        # Owner-only from the first byte: the file holds every paired controller's key.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump(data, file)
+        os.replace(tmp, self.path)

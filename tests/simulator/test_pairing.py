@@ -1,0 +1,323 @@
+"""Pairing and authenticated control on the device (SPEC §12), byte for byte.
+
+A stranger (a controller that never paired, or one replaying recorded frames)
+must never get the pump to run. Each test ends by checking the pump's own
+running time, not just the replies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import firmware_protocol as fp
+from firmware_protocol import (
+    Connection,
+    ErrorCode,
+    Frame,
+    FrameDecoder,
+    Role,
+    SessionState,
+    cobs,
+    framing,
+)
+from firmware_protocol.auth import AUTHENTICATED, MAX_PAIRINGS
+from firmware_protocol.pairing import KeyPair
+from simulator import Firmware
+from simulator.memory import DeviceMemory
+from tests.simulator.rig import Rig
+
+START = fp.Start(fp.Mode.WAVE, 2, 600)
+GUARDED = [
+    START,
+    fp.Renew(fp.Mode.WAVE, 2, 600),
+    fp.SetMode(fp.Mode.PULSE),
+    fp.SetIntensity(3),
+    fp.SetCycle(fp.CycleOrder.SEQUENTIAL, 30, 50, 60, 40, (450,) * 8),
+    fp.Pause(),
+    fp.Resume(),
+    fp.ResetFault(),
+    fp.Unpair(),
+]
+
+
+def never_pumped(rig: Rig) -> bool:
+    return rig.plant.pump_seconds == 0 and rig.fw.state is SessionState.IDLE
+
+
+def test_every_guarded_command_is_in_the_authenticated_set() -> None:
+    assert {m.TYPE for m in GUARDED} == AUTHENTICATED
+
+
+def test_an_unpaired_controller_cannot_start_or_change_anything() -> None:
+    rig = Rig(paired=False)
+    rig.connect()
+    for message in GUARDED:
+        assert rig.command(message) == "nak NOT_AUTHENTICATED", message
+    rig.run(5)
+    assert never_pumped(rig)
+    assert rig.fw.conn.stats.not_authenticated == len(GUARDED)
+    # Looking and stopping need no key: the safe direction is open to anyone.
+    assert rig.command(fp.GetStatus()) == "ack"
+    assert rig.command(fp.Stop()) == "ack"
+    assert rig.command(fp.Vent()) == "ack"
+
+
+def test_a_paired_controller_starts_and_stop_and_vent_still_come_from_anyone() -> None:
+    rig = Rig()
+    rig.connect()
+    assert rig.fw.conn.link_key_id == rig.ctl.link_key_id == 1
+    assert rig.command(START) == "ack"
+    rig.run(3)
+    assert rig.fw.state is SessionState.RUNNING
+    stranger = Connection(Role.CONTROLLER)
+    seq = stranger.send(fp.Stop(), rig.now)  # no HELLO, no key
+    rig.fw.receive_data(stranger.data_to_send(), rig.now)
+    stranger.receive_data(rig.fw.data_to_send(), rig.now)
+    assert any(
+        isinstance(e, fp.Replied) and isinstance(e.reply, fp.Ack) and e.seq == seq
+        for e in stranger.events()
+    )
+    assert rig.fw.state is SessionState.IDLE
+
+
+def test_pairing_needs_the_window_and_takes_one_controller_per_press() -> None:
+    rig = Rig(paired=False, pairing_window_s=30)
+    rig.connect()
+    key = KeyPair.generate().public
+    assert rig.command(fp.Pair(key, "early")) == "nak PAIRING_CLOSED"
+    rig.fw.open_pairing(rig.now)
+    rig.run(31)
+    assert rig.command(fp.Pair(key, "late")) == "nak PAIRING_CLOSED"
+    rig.fw.open_pairing(rig.now)
+    assert rig.command(fp.Pair(key, "first")) == "paired"
+    assert rig.command(fp.Pair(key, "second")) == "nak PAIRING_CLOSED"
+    assert [p.name for p in rig.fw.memory.pairings] == ["first"]
+
+
+def test_a_full_table_refuses_a_ninth_controller() -> None:
+    rig = Rig(paired=False)
+    rig.connect()
+    for n in range(MAX_PAIRINGS):
+        rig.fw.open_pairing(rig.now)
+        assert rig.command(fp.Pair(KeyPair.generate().public, f"c{n}")) == "paired"
+    rig.fw.open_pairing(rig.now)
+    assert rig.command(fp.Pair(KeyPair.generate().public, "9")) == "nak PAIRING_FULL"
+
+
+def test_both_ends_derive_the_same_key() -> None:
+    rig = Rig()
+    signer = rig.pair()
+    [pairing] = rig.fw.memory.pairings
+    assert pairing.key == signer.key
+    assert pairing.key_id == signer.key_id
+
+
+def recorded_evening() -> tuple[Rig, bytes, bytes]:
+    """A paired controller's HELLO and START, as someone listening on the line recorded them.
+
+    The evening ends: the program stops and the controller leaves (the device's
+    watchdog forgets it).
+    """
+    rig = Rig()
+    rig.pair()
+    rig.ctl.data_to_send()
+    hello_seq = rig.ctl.send(fp.Hello("rig"), rig.now)
+    wire = rig.ctl.data_to_send()
+    rig.fw.receive_data(wire, rig.now)
+    rig.ctl.receive_data(rig.fw.data_to_send(), rig.now)
+    rig.ctl.events()
+    start_seq = rig.ctl.send(START, rig.now)
+    start_wire = rig.ctl.data_to_send()
+    rig.fw.receive_data(start_wire, rig.now)
+    rig.ctl.receive_data(rig.fw.data_to_send(), rig.now)
+    assert hello_seq + 1 == start_seq
+    assert rig.fw.state is SessionState.RUNNING
+    rig.command(fp.Stop())
+    rig.run(10, keepalive=False)
+    assert not rig.fw.snapshot().controller_present
+    rig.plant.pump_seconds = 0.0  # from here on the pump must not run again
+    return rig, wire, start_wire
+
+
+def replies_of(fw: Firmware) -> list[fp.Message]:
+    """What the device sent, decoded."""
+    return [
+        fp.decode_message(f.msg_type, f.payload) for f in FrameDecoder().feed(fw.data_to_send())
+    ]
+
+
+def replay(fw: Firmware, wire: bytes, now: float) -> list[fp.Message]:
+    fw.receive_data(wire, now)
+    return replies_of(fw)
+
+
+def test_a_replayed_hello_and_start_are_refused() -> None:
+    rig, hello, start = recorded_evening()
+    replies = replay(rig.fw, hello + start, rig.now)
+    naks = [m.error for m in replies if isinstance(m, fp.Nak)]
+    assert naks == [ErrorCode.REPLAYED, ErrorCode.NO_HELLO]
+    rig.run(5, keepalive=False)
+    assert never_pumped(rig)
+    assert rig.fw.conn.stats.replayed == 1
+
+
+def test_a_replay_is_refused_after_the_device_restarts_too() -> None:
+    rig, hello, start = recorded_evening()
+    memory = rig.fw.memory
+    restarted = Firmware(rig.fw.config, now=rig.now, memory=memory)  # power cycle, same flash
+    replies = replay(restarted, hello + start, rig.now)
+    assert ErrorCode.REPLAYED in [m.error for m in replies if isinstance(m, fp.Nak)]
+    restarted.advance(rig.now + 5)
+    assert restarted.plant.pump_seconds == 0
+    assert restarted.state is SessionState.IDLE
+
+
+def test_a_replayed_start_on_an_unauthenticated_link_is_refused() -> None:
+    rig, _, start = recorded_evening()
+    # The replayer says its own unsigned HELLO, then sends the recorded signed START.
+    stranger = Connection(Role.CONTROLLER)
+    stranger.send(fp.Hello("stranger"), rig.now)
+    replies = replay(rig.fw, stranger.data_to_send() + start, rig.now)
+    assert [m.error for m in replies if isinstance(m, fp.Nak)] == [ErrorCode.NOT_AUTHENTICATED]
+    assert never_pumped(rig)
+
+
+def test_the_device_memory_file_keeps_the_counters_and_is_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "memory.json"
+    rig = Rig(seed=1)
+    rig.fw.memory.path = path
+    rig.connect()
+    assert rig.command(START) == "ack"
+    assert path.stat().st_mode & 0o777 == 0o600
+    [saved] = DeviceMemory(path).pairings
+    [live] = rig.fw.memory.pairings
+    assert (saved.key, saved.counter) == (live.key, live.counter)
+    assert saved.counter > 0
+
+
+def test_a_bad_tag_changes_no_replay_state_and_the_good_frame_still_counts() -> None:
+    rig = Rig()
+    rig.connect()
+    signer = rig.ctl.signer
+    assert signer is not None
+    counter = signer.next_counter()
+    seq = 100
+    good = Frame(seq, START.TYPE, START.encode_payload()).signed(signer.key, counter)
+    assert good.auth is not None
+    forged = replace(good, auth=fp.Auth(counter, bytes(8)))
+    rig.ctl.data_to_send()
+    stats = rig.fw.conn.stats
+    rig.fw.receive_data(forged.encode(), rig.now)
+    assert stats.not_authenticated == 1
+    assert replies_of(rig.fw) == [fp.Nak(seq, ErrorCode.NOT_AUTHENTICATED)]
+    # Same seq, same counter, good tag: not a duplicate, not a replay; it runs.
+    rig.fw.receive_data(good.encode(), rig.now)
+    assert replies_of(rig.fw)[0] == fp.Ack(seq)
+    assert rig.fw.state is SessionState.RUNNING
+
+
+def test_once_paired_an_open_device_never_falls_back() -> None:
+    open_rig = Rig(paired=False, pairing_required=False)  # the development option
+    open_rig.connect()
+    assert open_rig.command(START) == "ack"  # open: anyone may, until someone pairs
+    open_rig.command(fp.Stop())
+    open_rig.pair()
+    stranger = Rig(paired=False)
+    stranger.fw = open_rig.fw
+    stranger.now = open_rig.now
+    stranger.connect()
+    assert stranger.command(START) == "nak NOT_AUTHENTICATED"
+    assert open_rig.fw.state is SessionState.IDLE
+
+
+def test_unpair_forgets_the_key_and_its_hello_is_refused() -> None:
+    rig = Rig()
+    rig.connect()
+    assert rig.command(fp.Unpair()) == "ack"
+    assert len(rig.fw.memory.pairings) == 0
+    assert rig.command(START) == "nak NOT_AUTHENTICATED"  # this link is no longer authenticated
+    seq = rig.ctl.send(fp.Hello("rig"), rig.now)
+    rig.exchange()
+    reply = rig.replies[seq]
+    assert isinstance(reply, fp.Nak)
+    assert reply.error == ErrorCode.NOT_AUTHENTICATED
+
+
+def test_a_signed_hello_and_its_resend_in_one_read_open_one_authenticated_link() -> None:
+    rig = Rig()
+    rig.pair()
+    seq = rig.ctl.send(fp.Hello("rig"), rig.now)
+    wire = rig.ctl.data_to_send()
+    rig.fw.receive_data(wire + wire, rig.now + 0.4)  # a frozen device reads both at once
+    rig.ctl.receive_data(rig.fw.data_to_send(), rig.now + 0.4)
+    replies = [e for e in rig.ctl.events() if isinstance(e, fp.Replied)]
+    assert [(e.seq, type(e.reply)) for e in replies] == [(seq, fp.Capabilities)]
+    assert rig.fw.conn.stats.replayed == 0
+    assert rig.fw.conn.link_key_id == 1
+
+
+def test_a_resent_signed_hello_gets_its_capabilities_again() -> None:
+    rig = Rig()
+    rig.pair()
+    seq = rig.ctl.send(fp.Hello("rig"), rig.now)
+    wire = rig.ctl.data_to_send()
+    rig.fw.receive_data(wire, rig.now)
+    rig.fw.data_to_send()  # the CAPABILITIES is lost on the way back
+    rig.fw.receive_data(wire, rig.now + 0.4)  # the controller re-sends it unchanged
+    rig.ctl.receive_data(rig.fw.data_to_send(), rig.now + 0.4)
+    replies = [e for e in rig.ctl.events() if isinstance(e, fp.Replied)]
+    assert [type(e.reply) for e in replies] == [fp.Capabilities]
+    assert replies[0].seq == seq
+    assert rig.fw.conn.link_key_id == 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    flips=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 7)), min_size=1, max_size=4),
+    message=st.sampled_from(GUARDED[:5]),
+)
+def test_a_tampered_frame_never_starts_the_pump(
+    flips: list[tuple[int, int]], message: fp.Message
+) -> None:
+    rig = Rig()
+    rig.connect()
+    signer = rig.ctl.signer
+    assert signer is not None
+    frame = Frame(200, message.TYPE, message.encode_payload()).signed(signer.key, 10**6)
+    raw = bytearray(frame.to_bytes())
+    original = bytes(raw)
+    for at, bit in flips:
+        raw[at % (len(raw) - 2)] ^= 1 << bit
+    if bytes(raw) == original:
+        return
+    body = bytes(raw[:-2])
+    tampered = body + framing.CRC.pack(framing.crc16(body))  # a forger fixes the CRC
+    rig.fw.receive_data(cobs.encode(tampered) + b"\x00", rig.now)
+    rig.run(3)
+    assert never_pumped(rig)
+
+
+@pytest.mark.parametrize("counter", [0, 1])
+def test_a_counter_at_or_below_the_last_is_a_replay(counter: int) -> None:
+    rig = Rig()
+    rig.connect()  # its signed HELLO used counter 1 (the HELLO before pairing was unsigned)
+    signer = rig.ctl.signer
+    assert signer is not None
+    frame = Frame(50, START.TYPE, START.encode_payload()).signed(signer.key, counter)
+    assert replay(rig.fw, frame.encode(), rig.now) == [fp.Nak(50, ErrorCode.REPLAYED)]
+    assert never_pumped(rig)
+
+
+def test_the_device_keeps_the_newest_counter_across_links() -> None:
+    rig = Rig()
+    rig.connect()
+    first = rig.fw.memory.pairings.get(1)
+    assert first is not None
+    before = first.counter
+    rig.connect()
+    assert first.counter > before
