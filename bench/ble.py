@@ -17,6 +17,7 @@ from bumble.device import Connection, Peer
 from bumble.hci import Address
 
 from massager_ctl.device import Massager
+from massager_ctl.keystore import KeyStore
 from simulator import DeviceConfig
 from simulator import ble as virtual
 from simulator.host import DeviceHost
@@ -84,7 +85,10 @@ async def side_by_side(count: int) -> tuple[list[float], list[float]]:
     echo = _Echo()
     await echo.open(radio)
     try:
-        async with Massager.connect(f"ble://{massager.address}?hci=local:bench") as connected:
+        host.open_pairing()  # paired, as a user's is: the commands are signed
+        url = f"ble://{massager.address}?hci=local:bench"
+        async with Massager.connect(url, keys=KeyStore(None)) as connected:
+            await connected.pair()
             return await in_turn(count, lambda i: echo.round_trip(),
                                  lambda i: connected.set_intensity(1 + i % 3))  # fmt: skip
     finally:

@@ -14,6 +14,7 @@ import os
 import tty
 
 from massager_ctl.device import Massager
+from massager_ctl.keystore import KeyStore
 from simulator import DeviceConfig
 from simulator.host import DeviceHost
 from simulator.serve import PtyEndpoint, TcpEndpoint
@@ -115,7 +116,9 @@ async def side_by_side(kind: str, count: int) -> tuple[list[float], list[float]]
         await echo.arrived.get()
 
     try:
-        async with Massager.connect(url) as massager:
+        host.open_pairing()  # paired, as a user's is: the commands are signed
+        async with Massager.connect(url, keys=KeyStore(None)) as massager:
+            await massager.pair()
             return await in_turn(count, bare, lambda i: massager.set_intensity(1 + i % 3))
     finally:
         await echo.close()

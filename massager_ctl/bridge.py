@@ -56,7 +56,7 @@ from .envelope import check_journal
 from .errors import CalledOff, ConfigError, InputError, MassagerError
 from .hass import discovery
 from .journal import Journal, Session
-from .models import DeviceInfo, DeviceStatus
+from .models import DeviceInfo, DeviceStatus, explain_fault
 from .profiles import Profile, available_profiles, find_profile, load_profile
 from .programs import Progress
 from .schedule import ScheduleBook
@@ -141,7 +141,7 @@ class DeviceState(BaseModel):
     battery_pct: int | None = None
     faults: list[str] = Field(default_factory=list)
     fault: str | None = None
-    """The first fault, or None: one value for a sensor."""
+    """The first fault in plain language (its name first, then what to do), or None."""
     link_quality: int | None = None
     """Percent of frames since the link opened that arrived whole and needed no resend."""
 
@@ -303,7 +303,7 @@ class DeviceAgent:
             state=status.state, mode=status.mode, intensity=status.intensity,
             pressures_mmhg=[round(p, 1) for p in status.pressures_mmhg],
             battery_pct=status.battery_pct, faults=list(status.faults),
-            fault=status.faults[0] if status.faults else None,
+            fault=explain_fault(status.faults[0]) if status.faults else None,
             link_quality=link_quality(massager.link_stats) if massager is not None else None,
             chosen_program=self.chosen_program,
         )  # fmt: skip

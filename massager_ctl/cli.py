@@ -24,6 +24,7 @@ from .errors import InputError, MassagerError
 if TYPE_CHECKING:
     from .bridge import Bridge
     from .config import Settings
+    from .device import Massager
     from .models import DeviceInfo, DeviceStatus
     from .profiles import Profile
     from .supervisor import ResumePolicy
@@ -383,12 +384,126 @@ def status(device: str | None, as_json: bool) -> int:
                         "info": massager.info,
                         "status": current,
                         "link": vars(massager.link_stats),
+                        "authenticated": massager.authenticated,
+                        "auth_problem": massager.auth_problem,
                     }
                 )
             else:
                 console().print(
-                    status_view(massager.info, current, str(address), massager.link_stats)
+                    status_view(
+                        massager.info,
+                        current,
+                        str(address),
+                        massager.link_stats,
+                        auth=_auth_line(massager),
+                    )
                 )
+        return 0
+
+    return run_async(go)
+
+
+def _auth_line(massager: Massager) -> str:
+    if massager.authenticated:
+        return "authenticated: this controller is paired (start, mode and intensity allowed)"
+    why = massager.auth_problem or "this controller is not paired with it"
+    return f"[yellow]not authenticated[/]: {why}; only status, stop and vent work"
+
+
+@cli.command()
+@click.argument("url", required=False)
+@click.option("--name", help="What the massager calls this controller (default: the host name).")
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0.1, max=1000),
+    help="Keep time with a simulator served with `massager-sim serve --speed`.",
+)
+@json_option
+def pair(url: str | None, name: str | None, speed: float | None, as_json: bool) -> int:
+    """Pair with the massager at URL while its pairing window is open.
+
+    Hold the massager's pairing button first (massager-sim: serve with
+    --pairing-window, or send it SIGUSR1). The shared key is kept in keys.json
+    in the config folder, readable by you only. The built-in simulator (sim://)
+    pairs by itself.
+    """
+    import socket
+
+    from .urls import SimAddress
+
+    address = resolve_device(url, quiet=as_json)
+
+    async def go() -> int:
+        from .device import Massager
+        from .render import console, emit_json
+
+        async with Massager.connect(address) as massager:
+            if isinstance(address, SimAddress):
+                paired = massager.paired_key  # it paired itself on connect
+            else:
+                paired = await massager.pair(name or f"massager-ctl@{socket.gethostname()}")
+            assert paired is not None
+            if as_json:
+                emit_json(
+                    {
+                        "kind": "paired",
+                        "device": paired.device,
+                        "key_id": paired.key_id,
+                        "model": paired.model,
+                        "serial": paired.serial,
+                        "authenticated": massager.authenticated,
+                    }
+                )
+            else:
+                console().print(
+                    f"paired with {paired.model} (serial {paired.serial}) at {paired.device} "
+                    f"as key {paired.key_id}; the link is "
+                    + ("authenticated" if massager.authenticated else "NOT authenticated")
+                )
+        return 0
+
+    return run_async(go, speed=speed)
+
+
+@cli.command()
+@click.argument("url", required=False)
+@click.option(
+    "--forget-only",
+    is_flag=True,
+    help="Only delete this controller's key, without telling the massager (it is gone, "
+    "or it was reset). The massager keeps its slot until it is reset.",
+)
+@json_option
+def unpair(url: str | None, forget_only: bool, as_json: bool) -> int:
+    """Have the massager at URL forget this controller, and delete the key here."""
+    from .keystore import KeyStore, device_name
+
+    address = resolve_device(url, quiet=as_json)
+    device = device_name(address)
+
+    async def go() -> int:
+        from .device import Massager
+        from .render import console, emit_json
+
+        if forget_only:
+            removed = KeyStore.default().remove(device)
+        else:
+            async with Massager.connect(address) as massager:
+                if not massager.authenticated:
+                    raise MassagerError(
+                        f"not paired with {device}"
+                        + (f" ({massager.auth_problem})" if massager.auth_problem else "")
+                        + "; nothing to unpair (--forget-only deletes a key the massager "
+                        "no longer knows)"
+                    )
+                await massager.unpair()
+                removed = True
+        if as_json:
+            emit_json({"kind": "unpaired", "device": device, "removed": removed})
+        else:
+            console().print(
+                f"unpaired from {device}" if removed else f"no key for {device} was kept"
+            )
         return 0
 
     return run_async(go)

@@ -11,6 +11,14 @@
 Leaving the ``async with`` block stops a session this controller started; leaving
 it through an exception (Ctrl-C included) vents it. If the link itself is gone
 there is nothing to send, and the device vents on its own within its watchdog.
+
+Authentication. A massager takes start, mode, intensity, cycles, pause, resume
+and fault resets only from a controller paired with it (SPEC §12). `connect`
+looks up this controller's key for the device in the `KeyStore` and opens the
+link signed with it; without a key, or with a key the device no longer knows,
+the link is opened unauthenticated (status, stop and vent still work) and
+`auth_problem` says why. `pair` pairs while the device's pairing window is open.
+The in-process simulator (``sim://``) opens its own window and pairs itself.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,6 +50,8 @@ from firmware_protocol import (
     Message,
     Mode,
     Nak,
+    Pair,
+    Paired,
     Pause,
     PeerSilent,
     Received,
@@ -57,8 +68,10 @@ from firmware_protocol import (
     Status,
     Stop,
     Timing,
+    Unpair,
     Vent,
 )
+from firmware_protocol.pairing import KeyPair
 
 from . import __version__
 from .errors import (
@@ -72,6 +85,7 @@ from .errors import (
     LinkLost,
     MassagerError,
 )
+from .keystore import KeyStore, PairedKey, device_name
 from .models import (
     DeviceInfo,
     DeviceStatus,
@@ -81,7 +95,8 @@ from .models import (
     update_from_event,
 )
 from .transports import Transport, TransportClosed, open_transport
-from .urls import DeviceAddress, parse_device_url
+from .transports.sim import simulated_device, simulated_keys
+from .urls import DeviceAddress, SimAddress, parse_device_url
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +110,23 @@ EXPLANATIONS: dict[ErrorCode, str] = {
     ErrorCode.FAULT_LATCHED: "a fault is latched; clear it first",
     ErrorCode.OVER_PRESSURE_LIMIT: "a pressure is above its limit",
     ErrorCode.NO_CYCLE: "no programmable cycle is loaded",
-    ErrorCode.NOT_AUTHENTICATED: "the command was not authenticated",
-    ErrorCode.REPLAYED: "the command was a replay",
+    ErrorCode.NOT_AUTHENTICATED: (
+        "this controller is not paired with it; hold its pairing button and run "
+        "massager-ctl pair with its URL"
+    ),
+    ErrorCode.REPLAYED: (
+        "the command's counter was not new (a replayed frame, or a key file restored "
+        "from an old copy); pair again"
+    ),
     ErrorCode.BATTERY_LOW: "its battery is too low; charge it",
     ErrorCode.UNSUPPORTED_VERSION: "it speaks another protocol version",
     ErrorCode.NO_HELLO: "the link has no session (the device forgot this controller)",
     ErrorCode.STALE_SEQUENCE: "the command arrived out of order",
     ErrorCode.FAULT_PERSISTS: "the fault's cause is still present",
+    ErrorCode.PAIRING_CLOSED: (
+        "its pairing window is not open; hold its pairing button, then pair within a minute"
+    ),
+    ErrorCode.PAIRING_FULL: "it already has as many controllers paired as it can hold",
 }
 
 VENTED_MMHG = 5.0
@@ -182,7 +207,7 @@ class Massager:
         self.client_name = client_name
         self._loop = asyncio.get_running_loop()
         self._conn = Connection(Role.CONTROLLER, timing=timing or Timing())
-        self._waiters: dict[int, asyncio.Future[Ack | Nak | Capabilities]] = {}
+        self._waiters: dict[int, asyncio.Future[Ack | Nak | Capabilities | Paired]] = {}
         self._subscriptions: weakref.WeakSet[Updates] = weakref.WeakSet()
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
@@ -193,6 +218,10 @@ class Massager:
         self._first_status = asyncio.Event()
         self._owns_session = False
         self._reader: asyncio.Task[None] | None = None
+        self._keys = KeyStore(None)
+        self._device = ""
+        self.auth_problem: str | None = None
+        """Why the link is not authenticated, when this controller has a key but it failed."""
 
     # --- lifetime -----------------------------------------------------------------
 
@@ -205,8 +234,12 @@ class Massager:
         timeout_s: float | None = None,
         timing: Timing | None = None,
         transport: Transport | None = None,
+        keys: KeyStore | None = None,
     ) -> AsyncIterator[Massager]:
         """Open the link to ``device``, say HELLO, and yield the connected `Massager`.
+
+        ``keys`` holds this controller's keys (the user's key file unless given;
+        for ``sim://``, keys in memory, since that device lives in this process).
 
         Raises:
             DeviceURLError: ``device`` is not a device address.
@@ -227,6 +260,13 @@ class Massager:
                 f"{link.description} did not open within {timeout_s:g} s ({address})"
             ) from None
         massager = cls(link, timing=timing)
+        massager._device = device_name(address)
+        if keys is not None:
+            massager._keys = keys
+        elif isinstance(address, SimAddress):
+            massager._keys = simulated_keys(address)
+        else:
+            massager._keys = KeyStore.default()
         massager._reader = asyncio.create_task(massager._read_loop(), name="massager-reader")
         try:
             await massager._handshake(max(0.0, deadline - loop.time()), timeout_s, address)
@@ -247,8 +287,15 @@ class Massager:
     async def _handshake(self, left_s: float, timeout_s: float, address: DeviceAddress) -> None:
         try:
             async with asyncio.timeout(left_s):
-                await self._request(Hello(self.client_name[:32]))
+                await self._hello()
                 await self._first_status.wait()
+                if not self.authenticated and isinstance(address, SimAddress):
+                    # The built-in simulator's remote is within reach: hold its
+                    # pairing button and pair, so the quick start works as written.
+                    simulated_device(address).open_pairing()
+                    with contextlib.suppress(CommandRefused):
+                        # Not the device named (a test rewired the link): stay a stranger.
+                        await self.pair()
         except (TimeoutError, CommandTimeout):
             raise ConnectTimedOut(
                 f"no answer from a massager at {address} within {timeout_s:g} s"
@@ -257,6 +304,75 @@ class Massager:
             raise ConnectFailed(f"the link to {address} failed: {error}") from None
         if self._failure is not None:
             raise ConnectFailed(f"the link to {address} failed: {self._failure}")
+
+    async def _hello(self) -> None:
+        """Say HELLO, signed if this controller has a key; unsigned if the device refuses it."""
+        self._conn.signer = self._keys.signer(self._device)
+        hello = Hello(self.client_name[:32])
+        if self._conn.signer is None:
+            await self._request(hello)
+            return
+        try:
+            await self._request(hello)
+        except CommandRefused as error:
+            if error.code not in ("not_authenticated", "replayed"):
+                raise
+            why = "it does not know it" if error.code == "not_authenticated" else "an old counter"
+            self.auth_problem = (
+                f"the massager did not accept this controller's key ({why}); "
+                "it may have been unpaired or reset: pair again"
+            )
+            log.warning("%s", self.auth_problem)
+            self._conn.signer = None
+            await self._request(hello)
+
+    @property
+    def paired_key(self) -> PairedKey | None:
+        """This controller's key for the massager, if it has one."""
+        return self._keys.get(self._device)
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether the link was opened with a key the device accepted."""
+        return self._conn.link_key_id is not None
+
+    async def pair(self, name: str | None = None) -> PairedKey:
+        """Pair with the massager (its pairing window must be open) and keep the key.
+
+        The link is opened again, authenticated, with the new key.
+
+        Raises:
+            CommandRefused: the window is closed (``pairing_closed``), or the device is full.
+        """
+        ours = KeyPair.generate()
+        reply = await self._request(Pair(ours.public, (name or self.client_name)[:32]))
+        assert isinstance(reply, Paired)
+        key = ours.derive(
+            reply.public_key, controller=ours.public, device=reply.public_key, key_id=reply.key_id
+        )
+        paired = PairedKey(
+            device=self._device,
+            key_id=reply.key_id,
+            key=key.hex(),  # type: ignore[arg-type]  # pydantic wraps it in a SecretStr
+            model=self.info.model,
+            serial=self.info.serial,
+            paired_at=datetime.now(UTC),
+        )
+        self._keys.put(paired)
+        self.auth_problem = None
+        await self._hello()
+        return paired
+
+    async def unpair(self) -> None:
+        """Have the massager forget this controller's key, and forget it here too.
+
+        Raises:
+            CommandRefused: the link is not authenticated (``not_authenticated``).
+        """
+        await self._request(Unpair())
+        self._keys.remove(self._device)
+        self._conn.signer = None
+        self._conn.link_key_id = None
 
     async def _leave(self, *, emergency: bool) -> None:
         """Leave the device safe: vent after an error, stop after a normal end."""
@@ -480,7 +596,7 @@ class Massager:
 
     # --- the engine ---------------------------------------------------------------
 
-    async def _request(self, message: Message) -> Ack | Capabilities:
+    async def _request(self, message: Message) -> Ack | Capabilities | Paired:
         if self._failure is not None:
             raise self._failure
         if message.TYPE in URGENT:
@@ -489,14 +605,14 @@ class Massager:
         async with self._lock:
             return await self._exchange(message)
 
-    async def _exchange(self, message: Message) -> Ack | Capabilities:
+    async def _exchange(self, message: Message) -> Ack | Capabilities | Paired:
         if self._failure is not None:
             raise self._failure
         try:
             seq = self._conn.send(message, self._loop.time())
         except LocalProtocolError as error:
             raise LinkLost(f"cannot send {message.TYPE.name}: {error}") from None
-        waiter: asyncio.Future[Ack | Nak | Capabilities] = self._loop.create_future()
+        waiter: asyncio.Future[Ack | Nak | Capabilities | Paired] = self._loop.create_future()
         self._waiters[seq] = waiter
         self._pump()
         try:

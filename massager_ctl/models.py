@@ -205,6 +205,41 @@ def fault_names(faults: Fault) -> tuple[str, ...]:
     )
 
 
+CLEAR_FAULT = "clear the fault with the remote's power button"
+"""How a person clears a latched fault (the device refuses until the cause is gone)."""
+
+FAULT_EXPLANATIONS: dict[str, str] = {
+    "overpressure": "a chamber reached the pressure limit; the massager vented. Check that "
+    "no hose is pinched and the wraps are not too tight",
+    "sensor": "a pressure sensor reads wrong (stuck, or showing pressure in an empty "
+    "chamber); the massager vented. Switch it off and on",
+    "pump": "the pump ran but no pressure rose, or the pump would not stop; the massager "
+    "vented. Check the hose and the pump",
+    "valve": "a valve is stuck: a chamber would not fill, or would not empty, as it was "
+    "told; the massager vented. Check the hoses and the wraps",
+    "leak": "a chamber loses air far faster than it should, so the pump could not hold the "
+    "pressure; the massager vented. Check the wraps and the hose connections for a leak",
+    "battery_empty": "the battery is empty; the massager vented. Connect the charger",
+    "overheat": "the massager overheated; it vented. Let it cool down",
+    "internal": "the massager's firmware found an internal error; it vented. Switch it off and on",
+}
+"""What each fault means to a person, and what to do, by the names of `fault_names`."""
+
+
+def explain_fault(name: str) -> str:
+    """One fault in plain language: ``"pump: the pump ran but ..., then clear the fault ..."``."""
+    what = FAULT_EXPLANATIONS.get(
+        name,
+        "a fault this version of massager-ctl does not know; the massager vented. Check it over",
+    )
+    return f"{name.replace('_', ' ')}: {what}, then {CLEAR_FAULT}."
+
+
+def explain_faults(names: tuple[str, ...] | list[str]) -> str:
+    """Every fault of ``names`` in plain language, one sentence each (empty: none)."""
+    return " ".join(explain_fault(name) for name in names)
+
+
 class SessionStartedUpdate(_Model):
     """A session started (by us, by another controller, or on the remote)."""
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .device import Cycle, Massager, Updates
 from .errors import CommandPreempted, CommandRefused, DeviceRefused, LinkError, MassagerError
-from .models import ButtonUpdate, DeviceStatus, DeviceUpdate, SessionEndedUpdate
+from .models import ButtonUpdate, DeviceStatus, DeviceUpdate, SessionEndedUpdate, explain_faults
 from .profiles import LEASE_MARGIN_S, Profile, Step, check_profile
 
 RAMP_UPDATE_S = 60.0
@@ -349,7 +349,9 @@ class ProgramRunner:
         self._tick = loop.time()
         seen_running = False  # reports queued before this step's START say nothing of it
         self._remote_pressed = False
-        while self.step_elapsed_s < step.seconds:
+        # Within a millisecond is done: a remainder of float residue would set a timer
+        # the clock cannot tell from now (a virtual clock never moves for it: a spin).
+        while step.seconds - self.step_elapsed_s > 1e-3:
             wait = min(step.seconds, next_ramp) - self.step_elapsed_s if self._running else None
             try:
                 async with asyncio.timeout(wait):
@@ -435,6 +437,9 @@ class ProgramRunner:
                 final = await massager.wait_vented(timeout_s=VENT_WAIT_S)
             except (TimeoutError, MassagerError):
                 final = massager.status
+        if message is None and outcome == Outcome.FAULT and final.faults:
+            # Say which fault and what to do about it: this is what the person reads.
+            message = f"the massager stopped on a fault. {explain_faults(final.faults)}"
         return ProgramResult(
             profile=self.profile.name,
             outcome=outcome,

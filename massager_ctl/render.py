@@ -23,7 +23,7 @@ from rich.text import Text
 from firmware_protocol import LinkStats
 
 from .journal import Rating, Session, Week
-from .models import DeviceInfo, DeviceStatus
+from .models import DeviceInfo, DeviceStatus, explain_faults
 from .profiles import Profile
 from .programs import ProgramResult, Progress
 from .supervisor import LinkNotice
@@ -92,9 +92,13 @@ def chamber_table(info: DeviceInfo, status: DeviceStatus) -> Table:
 
 
 def status_view(
-    info: DeviceInfo, status: DeviceStatus, address: str, link: LinkStats | None = None
+    info: DeviceInfo,
+    status: DeviceStatus,
+    address: str,
+    link: LinkStats | None = None,
+    auth: str | None = None,
 ) -> Group:
-    """The whole picture of a device for ``massager-ctl status``."""
+    """The whole picture of a device for ``massager-ctl status``; ``auth`` says how the link is."""
     head = Text.assemble(
         (f"{info.model}", "bold"),
         f"  firmware {info.firmware}  serial {info.serial}  at {address}",
@@ -108,6 +112,8 @@ def status_view(
     facts = Table.grid(padding=(0, 2))
     facts.add_row("state", state)
     facts.add_row("last session", status.last_end.replace("_", " "))
+    if status.faults:
+        facts.add_row("fault", f"[red]{escape(explain_faults(status.faults))}[/]")
     facts.add_row("power", battery)
     levels = ", ".join(f"{lv.level}: {lv.target_mmhg:g}" for lv in info.levels)
     facts.add_row("modes", ", ".join(info.modes))
@@ -115,6 +121,8 @@ def status_view(
     facts.add_row("session cap", f"{info.session_cap_s // 60} min")
     if link is not None:
         facts.add_row("link", link_line(link))
+    if auth is not None:
+        facts.add_row("control", auth)
     return Group(head, facts, chamber_table(info, status))
 
 

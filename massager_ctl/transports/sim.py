@@ -15,6 +15,7 @@ from simulator import DeviceConfig, Firmware
 from simulator.host import DeviceHost
 
 from ..errors import DeviceURLError
+from ..keystore import KeyStore
 from ..urls import SimAddress
 from .base import Transport, TransportClosed
 
@@ -99,3 +100,18 @@ class SimTransport(Transport):
 
     async def close(self) -> None:  # noqa: D102
         self.cut()
+
+
+_KEYS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, KeyStore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def simulated_keys(address: SimAddress) -> KeyStore:
+    """This controller's keys for the simulated devices of this loop, in memory.
+
+    The device lives and dies with this process, and so does what it paired; a
+    key in the user's key file would outlive the device that knew it.
+    """
+    stores = _KEYS.setdefault(asyncio.get_running_loop(), {})
+    return stores.setdefault(address.name, KeyStore(None))

@@ -51,6 +51,7 @@ from simulator import ble as virtual
 from simulator.config import DeviceConfig
 from simulator.host import DeviceHost
 from tests.massager_ctl.test_supervisor import TEN_MINUTES
+from tests.served import pair_in_process
 
 _names = itertools.count()
 
@@ -74,8 +75,13 @@ class Air:
 
 
 @contextlib.asynccontextmanager
-async def on_air(mtu: int = binding.PREFERRED_ATT_MTU) -> AsyncIterator[Air]:
-    """A massager advertising on a fresh radio (made inside the test: virtual time)."""
+async def on_air(
+    mtu: int = binding.PREFERRED_ATT_MTU, *, paired: bool = True
+) -> AsyncIterator[Air]:
+    """A massager advertising on a fresh radio (made inside the test: virtual time).
+
+    With ``paired`` this test's controller has paired with it (one connection).
+    """
     radio = virtual.VirtualRadio()
     name = f"test{next(_names)}"
     virtual.register(name, radio)
@@ -84,7 +90,11 @@ async def on_air(mtu: int = binding.PREFERRED_ATT_MTU) -> AsyncIterator[Air]:
     peripheral = virtual.BlePeripheral(host, radio, advertising_interval_ms=50, max_mtu=mtu)
     await peripheral.start()
     try:
-        yield Air(radio, f"local:{name}", host, peripheral)
+        air = Air(radio, f"local:{name}", host, peripheral)
+        if paired:
+            await pair_in_process(host, air.url)
+            await asyncio.sleep(0.1)  # the pairing connection is gone, advertising again
+        yield air
     finally:
         await peripheral.stop()
         host.stop()
@@ -118,7 +128,7 @@ async def test_a_scan_lists_massagers_by_service_with_name_address_and_rssi() ->
 
 @pytest.mark.parametrize("target", ["address", "prefix"])
 async def test_connect_by_address_or_by_name_prefix(target: str) -> None:
-    async with on_air() as air:
+    async with on_air(paired=False) as air:  # looking needs no pairing
         url = air.url if target == "address" else f"ble://airl?hci={air.hci}"
         async with Massager.connect(url) as massager:
             assert massager.info.model == "AirLeg Sim 8"
@@ -229,7 +239,7 @@ async def test_a_dropped_link_vents_the_device_and_the_program_resumes() -> None
         assert result.outcome is Outcome.COMPLETED
         assert result.resumes == 1
         assert [n.event for n in notices] == ["connected", "lost", "back"]
-        assert air.peripheral.connections == 2
+        assert air.peripheral.connections == 1 + 2  # the pairing, then the program's two
 
 
 async def test_out_of_range_past_the_window_ends_the_program() -> None:
@@ -359,7 +369,7 @@ async def test_a_failing_write_ends_the_link_and_closing_still_disconnects(
 
 
 async def test_a_name_two_massagers_share_is_refused() -> None:
-    async with on_air() as air:
+    async with on_air(paired=False) as air:
         host = DeviceHost(DeviceConfig(seed=2, serial="SIM-000002"))
         host.start()
         twin = virtual.BlePeripheral(host, air.radio, advertising_interval_ms=50)

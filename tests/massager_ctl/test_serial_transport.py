@@ -27,6 +27,7 @@ from massager_ctl.urls import SerialAddress, SocketAddress, parse_device_url
 from simulator import DeviceConfig
 from simulator.host import DeviceHost
 from simulator.serve import PtyEndpoint, TcpEndpoint
+from tests.served import pair_in_process
 
 pytestmark = pytest.mark.looptime(False)
 
@@ -48,7 +49,7 @@ async def pty() -> AsyncIterator[PtyEndpoint]:
     host = DeviceHost(DeviceConfig(seed=1))
     host.start()
     endpoint = PtyEndpoint(host)
-    endpoint.open()
+    await pair_in_process(host, endpoint.open())
     yield endpoint
     endpoint.close()
     host.stop()
@@ -59,7 +60,7 @@ async def tcp() -> AsyncIterator[TcpEndpoint]:
     host = DeviceHost(DeviceConfig(seed=1))
     host.start()
     endpoint = TcpEndpoint(host)
-    await endpoint.open("127.0.0.1", 0)
+    await pair_in_process(host, await endpoint.open("127.0.0.1", 0))
     yield endpoint
     await endpoint.close()
     host.stop()
@@ -164,7 +165,7 @@ async def test_a_dropped_tcp_connection_comes_back_and_the_program_resumes(
     assert result.resumes == 1
     assert result.pressure_s == pytest.approx(4, abs=1)
     assert [n.event for n in notices] == ["connected", "lost", "back"]
-    assert tcp.connections == 2
+    assert tcp.connections == 1 + 2  # the pairing, then the program's two
     assert tcp.host.firmware.state == SessionState.IDLE
 
 

@@ -1,0 +1,208 @@
+"""Pairing from the controller's side: the key file, the Massager API and the CLI.
+
+The device is the simulator served on a real TCP port in this process (the
+in-process tests) or by ``massager-sim serve`` in another process (the CLI
+tests); only the user's key file is this test's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from firmware_protocol import SessionState
+from massager_ctl.device import Massager
+from massager_ctl.errors import CommandRefused, ConfigError, MassagerError
+from massager_ctl.keystore import COUNTER_BLOCK, KeyStore, keys_file
+from simulator import DeviceConfig
+from simulator.host import DeviceHost
+from simulator.serve import TcpEndpoint
+from tests.massager_ctl.test_cli import ctl, json_lines
+from tests.served import serve
+
+
+@contextlib.asynccontextmanager
+async def a_device() -> AsyncIterator[TcpEndpoint]:
+    """A massager nobody has paired with yet, on a TCP port (made in the test: its clock)."""
+    host = DeviceHost(DeviceConfig(seed=1))
+    host.start()
+    endpoint = TcpEndpoint(host)
+    await endpoint.open("127.0.0.1", 0)
+    try:
+        yield endpoint
+    finally:
+        await endpoint.close()
+        host.stop()
+
+
+async def test_an_unpaired_controller_cannot_start_the_pump() -> None:
+    async with a_device() as device:
+        async with Massager.connect(device.url) as massager:
+            assert not massager.authenticated
+            assert massager.auth_problem is None  # no key: nothing went wrong, it is a stranger
+            with pytest.raises(
+                CommandRefused, match=r"not paired with it.*massager-ctl pair"
+            ) as error:
+                await massager.start("wave", 2, duration_s=60)
+            assert error.value.code == "not_authenticated"
+            await massager.stop()  # stopping is for anyone
+        device.host.sync()
+        assert device.host.firmware.plant.pump_seconds == 0
+        assert device.host.firmware.state is SessionState.IDLE
+
+
+async def test_pairing_needs_the_window_then_the_link_is_authenticated() -> None:
+    async with a_device() as device:
+        async with Massager.connect(device.url) as massager:
+            with pytest.raises(CommandRefused, match="pairing window is not open"):
+                await massager.pair()
+            device.host.open_pairing()
+            paired = await massager.pair("bedside")
+            assert massager.authenticated
+            await massager.start("wave", 2, duration_s=60)
+            await massager.wait_for(lambda s: s.peak_mmhg > 20, timeout_s=30)
+        assert paired.key_id == 1
+        assert [p.name for p in device.host.memory.pairings] == ["bedside"]
+        # A later connection finds the key in the file and is authenticated at once.
+        async with Massager.connect(device.url) as again:
+            assert again.authenticated
+            assert again.paired_key is not None
+            assert again.paired_key.key_id == 1
+
+
+async def test_a_key_the_device_forgot_falls_back_to_an_unauthenticated_link() -> None:
+    async with a_device() as device:
+        device.host.open_pairing()
+        async with Massager.connect(device.url) as massager:
+            await massager.pair()
+        device.host.memory.pairings.remove(1)  # the massager was reset
+        async with Massager.connect(device.url) as massager:
+            assert not massager.authenticated
+            assert massager.auth_problem is not None
+            assert "pair again" in massager.auth_problem
+            status = await massager.refresh()  # looking still works
+            assert status.state == "idle"
+
+
+async def test_unpair_forgets_the_key_on_both_sides() -> None:
+    async with a_device() as device:
+        device.host.open_pairing()
+        async with Massager.connect(device.url) as massager:
+            await massager.pair()
+            await massager.unpair()
+            assert not massager.authenticated
+            with pytest.raises(CommandRefused):
+                await massager.start("wave", 1, duration_s=30)
+        assert len(device.host.memory.pairings) == 0
+        assert KeyStore.default().names() == []
+
+
+async def test_the_key_file_is_owner_only_and_no_key_reaches_a_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with a_device() as device:
+        caplog.set_level(logging.DEBUG)
+        device.host.open_pairing()
+        async with Massager.connect(device.url) as massager:
+            paired = await massager.pair()
+            await massager.start("pulse", 1, duration_s=30)
+        path = keys_file()
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert path.parent.stat().st_mode & 0o077 == 0
+        secret = paired.key.get_secret_value()
+        assert secret not in repr(paired)
+        assert secret not in str(paired)
+        assert secret not in caplog.text
+        assert json.loads(path.read_text())["keys"][paired.device]["key"] == secret
+
+
+def test_a_loosened_key_file_is_made_owner_only_again(caplog: pytest.LogCaptureFixture) -> None:
+    store = KeyStore.default()
+    path = keys_file()
+    path.parent.mkdir(parents=True)
+    path.write_text('{"keys": {}}')
+    path.chmod(0o644)
+    assert store.names() == []
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert "made it owner-only" in caplog.text
+
+
+def test_a_broken_key_file_names_the_file_and_the_field() -> None:
+    path = keys_file()
+    path.parent.mkdir(parents=True)
+    path.write_text('{"keys": {"sim://": {"device": "sim://", "key_id": 0}}}')
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"keys\.json: keys\.sim://\.key_id is not valid"):
+        KeyStore.default().names()
+
+
+def test_counters_never_repeat_across_connections_and_processes() -> None:
+    from datetime import UTC, datetime
+
+    from massager_ctl.keystore import PairedKey
+
+    first = KeyStore.default()
+    first.put(
+        PairedKey(device="socket://h:1", key_id=1, key="00" * 32, paired_at=datetime.now(UTC))  # type: ignore[arg-type]
+    )
+    one = first.signer("socket://h:1")
+    assert one is not None
+    used = [one.next_counter() for _ in range(COUNTER_BLOCK + 3)]  # crosses into a second block
+    # Another connection, or another process reading the same file, starts above all of them.
+    other = KeyStore.default().signer("socket://h:1")
+    assert other is not None
+    later = other.next_counter()
+    assert later > max(used)
+    assert len(set(used)) == len(used)
+    assert used == sorted(used)
+    KeyStore.default().remove("socket://h:1")
+    for _ in range(COUNTER_BLOCK - 1):  # the block already reserved is used up first
+        other.next_counter()
+    with pytest.raises(MassagerError, match="no longer paired"):
+        other.next_counter()
+
+
+async def test_the_built_in_simulator_pairs_itself_and_writes_no_key_file() -> None:
+    async with Massager.connect("sim://self-paired") as massager:
+        assert massager.authenticated
+        await massager.start("wave", 1, duration_s=30)
+    assert not keys_file().exists()
+
+
+@pytest.mark.looptime(False)
+def test_the_cli_pairs_with_a_served_simulator_only_while_its_window_is_open() -> None:
+    with serve("--tcp", "127.0.0.1:0", paired=False) as served:
+        refused = ctl("start", "--mode", "wave", "--intensity", "2", "--duration", "30s",
+                      "--device", served.url)  # fmt: skip
+        assert refused.returncode != 0
+        said = " ".join((refused.stdout + refused.stderr).split())  # as wrapped to the terminal
+        assert "not paired with it" in said
+        assert "massager-ctl pair" in said
+        closed = ctl("pair", served.url)
+        assert closed.returncode != 0
+        assert "pairing window is not open" in closed.stderr
+        status = ctl("status", "--device", served.url)
+        assert "not authenticated" in status.stdout
+        served.process.send_signal(signal.SIGUSR1)  # the pairing button, held
+        time.sleep(0.5)
+        paired = ctl("pair", served.url, "--json")
+        assert paired.returncode == 0, paired.stderr
+        [report] = json_lines(paired.stdout)
+        assert report["kind"] == "paired"
+        assert report["authenticated"] is True
+        status = json_lines(ctl("status", "--device", served.url, "--json").stdout)[-1]
+        assert status["authenticated"] is True
+        assert (
+            "authenticated: this controller is paired"
+            in ctl("status", "--device", served.url).stdout
+        )
+        unpaired = ctl("unpair", served.url)
+        assert unpaired.returncode == 0, unpaired.stderr
+        assert "not authenticated" in ctl("status", "--device", served.url).stdout
+    assert served.stop() == 0
