@@ -411,6 +411,29 @@ def _auth_line(massager: Massager) -> str:
 
 
 @cli.command()
+@device_option
+@json_option
+def reset(device: str | None, as_json: bool) -> int:
+    """Clear a latched fault once its cause is mended (the massager checks, and may refuse)."""
+    address = resolve_device(device, quiet=as_json)
+
+    async def go() -> int:
+        from .device import Massager
+        from .render import console, emit_json
+
+        async with Massager.connect(address) as massager:
+            await massager.reset_fault()
+            status = await massager.refresh()
+        if as_json:
+            emit_json({"kind": "reset", "device": str(address), "status": status})
+        else:
+            console().print(f"reset: the fault is cleared; the massager is {status.state}")
+        return 0
+
+    return run_async(go)
+
+
+@cli.command()
 @click.argument("url", required=False)
 @click.option("--name", help="What the massager calls this controller (default: the host name).")
 @click.option(

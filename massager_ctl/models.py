@@ -205,7 +205,7 @@ def fault_names(faults: Fault) -> tuple[str, ...]:
     )
 
 
-CLEAR_FAULT = "clear the fault with the remote's power button"
+CLEAR_FAULT = "clear the fault with the remote's power button (or massager-ctl reset)"
 """How a person clears a latched fault (the device refuses until the cause is gone)."""
 
 FAULT_EXPLANATIONS: dict[str, str] = {

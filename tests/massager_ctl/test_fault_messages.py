@@ -22,7 +22,7 @@ from tests.massager_ctl.test_bridge import bridged, fresh_name
 from tests.massager_ctl.test_cli import ctl, json_lines
 
 PUMP_SAYS = "pump: the pump ran but no pressure rose"
-CLEAR = "then clear the fault with the remote's power button"
+CLEAR = "then clear the fault with the remote's power button (or massager-ctl reset)"
 
 
 def test_every_fault_bit_has_words_and_an_unknown_one_is_still_explained() -> None:

@@ -206,3 +206,18 @@ def test_the_cli_pairs_with_a_served_simulator_only_while_its_window_is_open() -
         assert unpaired.returncode == 0, unpaired.stderr
         assert "not authenticated" in ctl("status", "--device", served.url).stdout
     assert served.stop() == 0
+
+
+@pytest.mark.looptime(False)
+def test_reset_is_refused_while_the_cause_remains_and_says_so() -> None:
+    with serve("--tcp", "127.0.0.1:0", "--fault", "sensor-stuck@1") as served:
+        ended = ctl("start", "--mode", "wave", "--intensity", "1", "--duration", "30s",
+                    "--device", served.url)  # fmt: skip
+        said = " ".join((ended.stdout + ended.stderr).split())
+        assert "sensor" in said
+        assert "massager-ctl reset" in said
+        refused = ctl("reset", "--device", served.url)
+        assert refused.returncode != 0
+        assert "the fault's cause is still present" in " ".join(refused.stderr.split())
+        status = json_lines(ctl("status", "--device", served.url, "--json").stdout)[-1]
+        assert status["status"]["state"] == "fault"
