@@ -249,6 +249,8 @@ class Connection:
         # device
         self._accepted_seq: int | None = None
         self._replies: OrderedDict[int, bytes] = OrderedDict()
+        self._unanswered: set[int] = set()
+        """Accepted commands whose reply has not gone out yet (the firmware is on them)."""
         self._hello_counter: int | None = None
         if self.role == Role.DEVICE:
             self.state = LinkState.WAITING
@@ -504,6 +506,7 @@ class Connection:
         seq, wire = self._emit(message, now)
         if isinstance(message, Ack | Nak | Capabilities | Paired):
             self._replies[message.ref_seq] = wire
+            self._unanswered.discard(message.ref_seq)
             while len(self._replies) > REPLY_CACHE_SIZE:
                 self._replies.popitem(last=False)
         return seq
@@ -555,7 +558,7 @@ class Connection:
             elif frame.seq in self._replies:
                 self.stats.duplicates += 1
                 self._write(self._replies[frame.seq])
-            elif frame.seq == self._accepted_seq:
+            elif frame.seq in self._unanswered:
                 # A re-send that arrived in the same read as its original: the original
                 # is being handled and its reply is on the way. A STALE_SEQUENCE now
                 # would reach the controller first and fail a command that ran.
@@ -574,6 +577,7 @@ class Connection:
             self.pairings.accept(pairing, frame.auth.counter)
         self._track_peer_seq(frame.seq)
         self._accepted_seq = frame.seq
+        self._unanswered.add(frame.seq)
         self._events.append(Received(decoded, frame.seq))
 
     def _device_hello(self, frame: Frame, hello: Hello, now: float) -> None:
@@ -610,6 +614,7 @@ class Connection:
         self._last_rx = now
         self._accepted_seq = frame.seq
         self._replies.clear()
+        self._unanswered.clear()
         self._rx_seq = frame.seq
         self._tx_seq = 0  # a new link: our numbering starts again at 1 (SPEC §4)
         self._events.append(Received(hello, frame.seq))
@@ -632,6 +637,7 @@ class Connection:
         self._hello_counter = None
         self._accepted_seq = None
         self._replies.clear()
+        self._unanswered.clear()
         self._last_rx = None
         self._events.append(LinkLost(reason))
 

@@ -120,6 +120,21 @@ def test_a_resend_in_the_same_read_as_its_original_is_not_called_stale(pair: Pai
     assert pair.device.stats.stale == 0
 
 
+def test_a_late_resend_whose_reply_left_the_cache_is_still_answered(pair: Pair) -> None:
+    seq = pair.request(fp.SetMode(1))
+    assert pair.to_device() == [Received(fp.SetMode(1), seq)]
+    pair.device.send(fp.Ack(seq), pair.now)
+    pair.device.data_to_send()
+    for n in range(10):  # frames of another version push its ACK out of the cache
+        pair.device.receive_data(fp.Frame(100 + n, fp.MessageType.GET_STATUS, b"", 2).encode(), 0)
+    pair.device.data_to_send()
+    pair.device.receive_data(fp.Frame(seq, fp.MessageType.SET_MODE, b"\x01").encode(), 0)
+    [reply] = fp.FrameDecoder().feed(pair.device.data_to_send())
+    assert fp.decode_message(reply.msg_type, reply.payload) == fp.Nak(
+        seq, fp.ErrorCode.STALE_SEQUENCE
+    )
+
+
 def test_request_fails_after_every_attempt(pair: Pair) -> None:
     seq = pair.request(fp.Pause())
     for step in range(1, 4):
