@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .auth import KEY_SIZE
 from .errors import RemoteProtocolError
+from .messages import Paired
 
 SALT = b"massager pairing v1"
 
@@ -58,3 +59,12 @@ class KeyPair:
             raise RemoteProtocolError(f"the peer's public key is not usable: {error}") from None
         info = b"key" + controller + device + bytes([key_id])
         return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=SALT, info=info).derive(secret)
+
+    def controller_key(self, paired: Paired) -> bytes:
+        """The controller's side: the shared key, from the device's PAIRED answer to our PAIR."""
+        return self.derive(
+            paired.public_key,
+            controller=self.public,
+            device=paired.public_key,
+            key_id=paired.key_id,
+        )

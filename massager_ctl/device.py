@@ -347,9 +347,7 @@ class Massager:
         ours = KeyPair.generate()
         reply = await self._request(Pair(ours.public, (name or self.client_name)[:32]))
         assert isinstance(reply, Paired)
-        key = ours.derive(
-            reply.public_key, controller=ours.public, device=reply.public_key, key_id=reply.key_id
-        )
+        key = ours.controller_key(reply)
         paired = PairedKey(
             device=self._device,
             key_id=reply.key_id,

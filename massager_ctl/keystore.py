@@ -29,6 +29,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from firmware_protocol import Signer
+from firmware_protocol.auth import MAX_COUNTER
 
 from .config import config_dir
 from .errors import ConfigError, MassagerError
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 COUNTER_BLOCK = 256
 """Counters reserved at a time: one write of the file per 256 authenticated frames."""
-MAX_COUNTER = 0xFFFFFFFF
 
 
 def keys_file() -> Path:

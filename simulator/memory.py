@@ -21,9 +21,11 @@ from firmware_protocol import Pairing, PairingTable
 class DeviceMemory:
     """The device's persistent memory: the pairing table, and the file it lives in, if any."""
 
-    def __init__(self, path: Path | None = None, *, required: bool = True) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self.pairings = PairingTable(required=required)
+        # Whether pairing is required is the device's setting, not memory: the
+        # firmware sets it from its config each time it starts.
+        self.pairings = PairingTable()
         if path is not None and path.exists():
             self._load(path)
         self.pairings.on_change = self._save

@@ -49,12 +49,7 @@ class Rig:
         self.exchange()
         paired = self.replies[seq]
         assert isinstance(paired, fp.Paired), paired
-        key = ours.derive(
-            paired.public_key,
-            controller=ours.public,
-            device=paired.public_key,
-            key_id=paired.key_id,
-        )
+        key = ours.controller_key(paired)
         counters = itertools.count(1)
         self.ctl.signer = fp.Signer(paired.key_id, key, lambda: next(counters))
         return self.ctl.signer
