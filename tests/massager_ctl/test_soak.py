@@ -107,9 +107,14 @@ async def sampler(host: DeviceHost, watch: Watch, ceiling: float, cap: float) ->
 
 
 async def command(broker: Broker, payload: dict[str, str], *, user: str = "admin") -> None:
-    """Publish one command to the massager, as a phone or Home Assistant would."""
+    """Publish one command to the massager, as a phone or Home Assistant would.
+
+    The broker answers in real milliseconds, while the massager's timers move the
+    virtual clock on meanwhile: aiomqtt's default 10 s would run out in virtual
+    time before the broker's reply arrived, so this client waits an hour of it.
+    """
     async with aiomqtt.Client(
-        "127.0.0.1", broker.port, username=user, password=USERS[user]
+        "127.0.0.1", broker.port, username=user, password=USERS[user], timeout=HOUR
     ) as client:
         await client.publish("massager/soak/set", json.dumps(payload), qos=1)
 
