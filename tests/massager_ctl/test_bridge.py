@@ -102,10 +102,19 @@ def a_bridge(broker: str | BrokerAddress, devices: dict[str, str], **options: An
 
 
 @contextlib.asynccontextmanager
-async def listening(broker: Broker, *topics: str) -> AsyncIterator[Listener]:
-    """A separate client (user admin) collecting everything on ``topics``."""
-    async with aiomqtt.Client("127.0.0.1", broker.port, username="admin",
-                              password=USERS["admin"]) as client:  # fmt: skip
+async def listening(
+    broker: Broker, *topics: str, broker_timeout: float = 10
+) -> AsyncIterator[Listener]:
+    """A separate client (user admin) collecting everything on ``topics``.
+
+    ``broker_timeout`` bounds each broker operation (aiomqtt's default is 10 s). A test
+    whose virtual clock races ahead while the broker answers in real time, such
+    as the soak night, passes a longer one.
+    """
+    client = aiomqtt.Client(
+        "127.0.0.1", broker.port, username="admin", password=USERS["admin"], timeout=broker_timeout
+    )
+    async with client:
         for topic in topics:
             await client.subscribe(topic)
         listener = Listener(client)

@@ -148,7 +148,7 @@ async def test_a_night_on_a_bad_link_keeps_every_rule(broker: Broker) -> None:
     async def at(hours: float) -> None:
         await asyncio.sleep(max(0.0, began + hours * HOUR - loop.time()))
 
-    async with listening(broker, "massager/soak/#") as seen, running(bridge):
+    async with listening(broker, "massager/soak/#", broker_timeout=HOUR) as seen, running(bridge):
         await seen.wait("massager/soak/availability", lambda p: p["state"] == "online")
         tasks = [
             asyncio.create_task(sampler(host, watch, config.ceiling_mmhg, config.session_cap_s)),
