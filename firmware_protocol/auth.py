@@ -82,6 +82,8 @@ class PairingTable:
 
     required: bool = True
     pairings: dict[int, Pairing] = field(default_factory=dict)
+    ever_paired: bool = False
+    """Whether any controller ever paired: a development device never opens up again."""
     on_change: Callable[[], None] | None = field(default=None, repr=False)
 
     def __iter__(self) -> Iterator[Pairing]:
@@ -93,7 +95,7 @@ class PairingTable:
     @property
     def enforced(self) -> bool:
         """Whether commands in `AUTHENTICATED` need an authenticated frame."""
-        return self.required or bool(self.pairings)
+        return self.required or self.ever_paired or bool(self.pairings)
 
     def get(self, key_id: int | None) -> Pairing | None:
         """The pairing with ``key_id``, if there is one."""
@@ -111,6 +113,7 @@ class PairingTable:
         if key_id is None:
             raise LocalProtocolError(f"already {MAX_PAIRINGS} controllers paired")
         self.pairings[key_id] = Pairing(key_id, key, name)
+        self.ever_paired = True
         self._changed()
         return key_id
 

@@ -35,6 +35,7 @@ forgets the controller (it must say HELLO again) and reports `LinkLost`.
 
 from __future__ import annotations
 
+import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -234,6 +235,8 @@ class Connection:
     """Controller: signs HELLO and the commands in `AUTHENTICATED`; None for an unpaired one."""
     link_key_id: int | None = None
     """The key the link was opened with (both roles); None while it is not authenticated."""
+    link_nonce: bytes | None = None
+    """The device's nonce for this authenticated link; every tag after HELLO covers it."""
 
     def __post_init__(self) -> None:
         self._decoder = FrameDecoder(self.stats)
@@ -252,6 +255,8 @@ class Connection:
         self._unanswered: set[int] = set()
         """Accepted commands whose reply has not gone out yet (the firmware is on them)."""
         self._hello_counter: int | None = None
+        self._alive_counter = 0
+        self._uncached: set[int] = set()
         if self.role == Role.DEVICE:
             self.state = LinkState.WAITING
 
@@ -386,8 +391,15 @@ class Connection:
             self._tx_seq = (self._tx_seq + 1) % SEQ_MODULO
         frame = Frame(self._tx_seq, message.TYPE, message.encode_payload())
         signer = self.signer
-        if signer is not None and (message.TYPE in AUTHENTICATED or isinstance(message, Hello)):
-            frame = frame.signed(signer.key, signer.next_counter())
+        if signer is not None and (
+            message.TYPE in AUTHENTICATED
+            or isinstance(message, Hello)
+            or (self.role == Role.CONTROLLER and self.link_key_id is not None)
+        ):
+            # On an authenticated link everything is signed, keepalives too: only
+            # signed frames keep the device's watchdog fed (SPEC §12.3).
+            nonce = b"" if isinstance(message, Hello) else self.link_nonce or b""
+            frame = frame.signed(signer.key, signer.next_counter(), nonce)
         self.recent.append(FrameRecord(now, "tx", frame))
         wire = frame.encode()
         if isinstance(message, Hello):
@@ -427,7 +439,7 @@ class Connection:
             raise LocalProtocolError(f"{message.TYPE.name} before the device answered HELLO")
         if isinstance(message, Hello):
             self.state = LinkState.HELLO_SENT
-            self.link_key_id = None
+            self.link_key_id = self.link_nonce = None
             if self.signer is not None:
                 message = replace(message, key_id=self.signer.key_id)
         if urgent:
@@ -463,7 +475,11 @@ class Connection:
                 return
             if isinstance(decoded, Capabilities) and isinstance(pending.message, Hello):
                 self._adopt(decoded, now)
-                self.link_key_id = pending.message.key_id
+                # Authenticated only with the device's nonce to sign under: a device
+                # that answers a signed HELLO without one did not take the key.
+                if pending.message.key_id is not None and decoded.link_nonce is not None:
+                    self.link_key_id = pending.message.key_id
+                    self.link_nonce = decoded.link_nonce
             self._events.append(Replied(pending.message, decoded.ref_seq, decoded))
         elif isinstance(decoded, Status | DeviceEvent):
             self._events.append(Received(decoded, frame.seq))
@@ -505,6 +521,12 @@ class Connection:
             raise LocalProtocolError(f"a device does not send {message.TYPE.name}")
         seq, wire = self._emit(message, now)
         if isinstance(message, Ack | Nak | Capabilities | Paired):
+            if message.ref_seq in self._uncached:
+                # The answer to a frame that did not prove itself on an authenticated
+                # link: never kept, or the real controller's frame with that seq
+                # would get it as a re-send.
+                self._uncached.discard(message.ref_seq)
+                return seq
             self._replies[message.ref_seq] = wire
             self._unanswered.discard(message.ref_seq)
             while len(self._replies) > REPLY_CACHE_SIZE:
@@ -515,8 +537,11 @@ class Connection:
         if frame.msg_type in _DEVICE_TYPES:
             self.stats.rejected += 1  # a device's message sent to a device: nothing to answer
             return
-        if self.state == LinkState.READY:
-            self._last_rx = now  # every frame that passed its CRC is proof of life
+        verified = self._verified(frame)
+        if self.state == LinkState.READY and (self.link_key_id is None or self._fresh(frame)):
+            # Proof of life: every frame that passed its CRC; on an authenticated link
+            # only a fresh signed one, or a stranger could hold a session up.
+            self._last_rx = now
         if frame.version != PROTOCOL_VERSION:
             self.stats.version_errors += 1
             self._nak(frame.seq, ErrorCode.UNSUPPORTED_VERSION, now)
@@ -537,6 +562,13 @@ class Connection:
             else:
                 self._nak(frame.seq, ErrorCode.NO_HELLO, now)
             return
+        if self.link_key_id is not None and not verified and frame.msg_type not in AUTHENTICATED:
+            # Not from the link's controller: stop, vent and a look are for anyone,
+            # but they move no seq and leave no reply to be taken for another's.
+            self.stats.not_authenticated += 1
+            self._uncached.add(frame.seq)
+            self._events.append(Received(decoded, frame.seq))
+            return
         pairing: Pairing | None = None
         if (
             frame.msg_type in AUTHENTICATED
@@ -547,7 +579,7 @@ class Connection:
             # fill the reply cache, or the real controller's next frame with that seq
             # would be taken for a re-send.
             pairing = self.pairings.get(self.link_key_id)
-            if pairing is None or not frame.verify(pairing.key):
+            if pairing is None or not verified:
                 self.stats.not_authenticated += 1
                 self._refuse(frame.seq, ErrorCode.NOT_AUTHENTICATED, now)
                 return
@@ -582,6 +614,7 @@ class Connection:
 
     def _device_hello(self, frame: Frame, hello: Hello, now: float) -> None:
         key_id: int | None = None
+        counter = 0
         if frame.auth is not None and self.pairings is not None:
             pairing = self.pairings.get(hello.key_id)
             if pairing is None or not frame.verify(pairing.key):
@@ -609,8 +642,20 @@ class Connection:
             key_id, self._hello_counter = pairing.key_id, counter
         else:
             self._hello_counter = None
+        if (
+            self.state == LinkState.READY
+            and self.link_key_id is not None
+            and (key_id != self.link_key_id)
+        ):
+            # Someone else took the link of an authenticated controller: as if that
+            # controller went away, its session ends and vents (nothing is left running
+            # that its owner can no longer adjust).
+            self._events.append(LinkLost("another controller opened the link"))
         self.state = LinkState.READY
         self.link_key_id = key_id
+        self.link_nonce = secrets.token_bytes(8) if key_id is not None else None
+        self._alive_counter = counter if key_id is not None else 0
+        self._uncached.clear()
         self._last_rx = now
         self._accepted_seq = frame.seq
         self._replies.clear()
@@ -618,6 +663,22 @@ class Connection:
         self._rx_seq = frame.seq
         self._tx_seq = 0  # a new link: our numbering starts again at 1 (SPEC §4)
         self._events.append(Received(hello, frame.seq))
+
+    def _verified(self, frame: Frame) -> bool:
+        """Whether ``frame`` is signed under this authenticated link's key and nonce."""
+        if self.link_key_id is None or self.pairings is None:
+            return False
+        pairing = self.pairings.get(self.link_key_id)
+        return pairing is not None and frame.verify(pairing.key, self.link_nonce or b"")
+
+    def _fresh(self, frame: Frame) -> bool:
+        """A signed frame with a counter above any this link has seen: proof of life."""
+        if frame.auth is None or not self._verified(frame):
+            return False
+        if frame.auth.counter <= self._alive_counter:
+            return False
+        self._alive_counter = frame.auth.counter
+        return True
 
     def forget_key(self, key_id: int) -> None:
         """Device: ``key_id`` was unpaired; a link opened with it is no longer authenticated."""
@@ -633,7 +694,7 @@ class Connection:
 
     def _forget_controller(self, reason: str) -> None:
         self.state = LinkState.WAITING
-        self.link_key_id = None
+        self.link_key_id = self.link_nonce = None
         self._hello_counter = None
         self._accepted_seq = None
         self._replies.clear()

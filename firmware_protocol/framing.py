@@ -108,16 +108,20 @@ class Frame:
         head = HEADER.pack(self.version, FLAG_AUTH, self.seq, self.msg_type)
         return head + self.payload + struct.pack("<I", counter)
 
-    def signed(self, key: bytes, counter: int) -> Frame:
-        """Return this frame with an auth trailer for ``counter`` under ``key``."""
-        tag = compute_tag(key, self._signed_part(counter))
+    def signed(self, key: bytes, counter: int, nonce: bytes = b"") -> Frame:
+        """Return this frame with an auth trailer for ``counter`` under ``key``.
+
+        ``nonce`` is the link's nonce (SPEC §12.3): the tag covers it, so a frame
+        signed for one link is worth nothing on another. HELLO has none.
+        """
+        tag = compute_tag(key, nonce + self._signed_part(counter))
         return Frame(self.seq, self.msg_type, self.payload, self.version, Auth(counter, tag))
 
-    def verify(self, key: bytes) -> bool:
-        """Whether the auth trailer is present and its tag is right for ``key``."""
+    def verify(self, key: bytes, nonce: bytes = b"") -> bool:
+        """Whether the auth trailer is present and its tag is right for ``key`` and ``nonce``."""
         if self.auth is None:
             return False
-        expected = compute_tag(key, self._signed_part(self.auth.counter))
+        expected = compute_tag(key, nonce + self._signed_part(self.auth.counter))
         return hmac.compare_digest(expected, self.auth.tag)
 
     def to_bytes(self) -> bytes:

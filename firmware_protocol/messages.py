@@ -44,6 +44,8 @@ MAX_CHAMBERS = 16
 MAX_STRING = 32
 PUBLIC_KEY_SIZE = 32
 """An X25519 public key, as PAIR and PAIRED carry it."""
+NONCE_SIZE = 8
+"""The link nonce a device gives an authenticated link in CAPABILITIES."""
 
 
 # --- checks used on construction -------------------------------------------------
@@ -554,6 +556,8 @@ class Capabilities(Message):
     chambers: tuple[ChamberInfo, ...]
     modes: tuple[ModeInfo, ...]
     levels: tuple[LevelInfo, ...]
+    link_nonce: bytes | None = None
+    """Answering a signed HELLO: the link's nonce, which every later tag covers (§12.3)."""
 
     _NUMBERS: ClassVar[struct.Struct] = struct.Struct("<HHHHHHHH")
 
@@ -578,6 +582,8 @@ class Capabilities(Message):
             items = getattr(self, name)
             if not isinstance(items, tuple) or not 1 <= len(items) <= limit:
                 raise LocalProtocolError(f"{name} must be a tuple of 1..{limit}")
+        if self.link_nonce is not None and len(self.link_nonce) != NONCE_SIZE:
+            raise LocalProtocolError(f"link_nonce must be {NONCE_SIZE} bytes")
 
     def encode_payload(self) -> bytes:  # noqa: D102
         out = bytearray(struct.pack("<H", self.ref_seq))
@@ -603,6 +609,8 @@ class Capabilities(Message):
         out.append(len(self.levels))
         for level in self.levels:
             out += struct.pack("<BH", level.level, level.target_dmmhg)
+        if self.link_nonce is not None:
+            out += self.link_nonce
         return bytes(out)
 
     @classmethod
@@ -617,9 +625,10 @@ class Capabilities(Message):
             chambers.append(ChamberInfo(_code(Leg, leg), _code(Position, position)))
         modes = tuple(ModeInfo(r.u8(), r.text()) for _ in range(r.u8()))
         levels = tuple(LevelInfo(r.u8(), r.u16()) for _ in range(r.u8()))
+        nonce = r.raw(NONCE_SIZE) if len(data) - r.pos >= NONCE_SIZE else None
         return cls(
             ref, model, firmware, serial, Feature(features), *numbers,
-            chambers=tuple(chambers), modes=modes, levels=levels,
+            chambers=tuple(chambers), modes=modes, levels=levels, link_nonce=nonce,
         )  # fmt: skip
 
 

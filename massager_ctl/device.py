@@ -344,6 +344,10 @@ class Massager:
         Raises:
             CommandRefused: the window is closed (``pairing_closed``), or the device is full.
         """
+        if self.authenticated:
+            # Pairing again: the massager forgets the old key first, or it would stay
+            # valid there (an old copy of the key file) and hold a slot for ever.
+            await self.unpair()
         ours = KeyPair.generate()
         reply = await self._request(Pair(ours.public, (name or self.client_name)[:32]))
         assert isinstance(reply, Paired)
@@ -367,7 +371,12 @@ class Massager:
         Raises:
             CommandRefused: the link is not authenticated (``not_authenticated``).
         """
-        await self._request(Unpair())
+        try:
+            await self._request(Unpair())
+        except CommandRefused as error:
+            # A re-sent UNPAIR whose first copy worked finds the key already gone.
+            if error.code != "not_authenticated" or not self.authenticated:
+                raise
         self._keys.remove(self._device)
         self._conn.signer = None
         self._conn.link_key_id = None

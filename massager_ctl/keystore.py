@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -181,9 +182,10 @@ class KeyStore:
             },
             indent=2,
         )
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        # Created owner-only, never chmod-ed after: no moment where others may read it.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A fresh file of our own, owner-only from its first byte: a leftover .tmp
+        # (or a link planted there) would keep its own mode or point elsewhere.
+        fd, tmp = tempfile.mkstemp(prefix=".keys-", dir=self.path.parent)
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as file:
             file.write(text + "\n")
         # No fsync: it would hold the event loop for milliseconds on every reservation.

@@ -432,8 +432,11 @@ class ProgramRunner:
         final = massager.status  # the last known, if the link is gone
         if massager.connected and stop:
             try:
-                if final.active and outcome != Outcome.INTERRUPTED:
-                    await massager.stop()  # e.g. a refused step leaves the last one running
+                # e.g. a refused step leaves the last one running. Not after a lost
+                # link: the device ended the session itself (the status may not say so
+                # yet), and a STOP would forbid the resume that is to come (§6).
+                if final.active and outcome not in (Outcome.INTERRUPTED, Outcome.LINK_LOST):
+                    await massager.stop()
                 final = await massager.wait_vented(timeout_s=VENT_WAIT_S)
             except (TimeoutError, MassagerError):
                 final = massager.status

@@ -437,7 +437,7 @@ class Firmware:
 
     def _on_command(self, message: Message, seq: int) -> None:
         if isinstance(message, Hello):
-            self._send(replace(self.capabilities, ref_seq=seq))
+            self._send(replace(self.capabilities, ref_seq=seq, link_nonce=self.conn.link_nonce))
             self._send_status()
             return
         if isinstance(message, GetStatus):

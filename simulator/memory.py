@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from firmware_protocol import Pairing, PairingTable
@@ -32,7 +33,10 @@ class DeviceMemory:
 
     def _load(self, path: Path) -> None:
         try:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)  # it holds keys: owner-only, whoever loosened it
             data = json.loads(path.read_text())
+            self.pairings.ever_paired = bool(data.get("ever_paired", data["pairings"]))
             for item in data["pairings"]:
                 pairing = Pairing(
                     int(item["key_id"]),
@@ -48,14 +52,16 @@ class DeviceMemory:
         if self.path is None:
             return
         data = {
+            "ever_paired": self.pairings.ever_paired,
             "pairings": [
                 {"key_id": p.key_id, "key": p.key.hex(), "name": p.name, "counter": p.counter}
                 for p in self.pairings
-            ]
+            ],
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        # Owner-only from the first byte: the file holds every paired controller's key.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A fresh file, owner-only from its first byte: it holds every paired
+        # controller's key, and a leftover temporary file would keep its own mode.
+        fd, tmp = tempfile.mkstemp(prefix=".memory-", dir=self.path.parent)
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as file:
             json.dump(data, file)
         os.replace(tmp, self.path)

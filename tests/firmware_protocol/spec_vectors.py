@@ -16,6 +16,8 @@ import firmware_protocol as fp
 
 KEY = bytes(range(32))
 """The example key of the authenticated vector: bytes 00 01 02 ... 1f."""
+NONCE = bytes.fromhex("a0a1a2a3a4a5a6a7")
+"""The example link nonce, as a device's CAPABILITIES gives it."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class Vector:
     seq: int
     message: str
     counter: int | None = None
+    nonce: bytes = b""
 
     def build(self) -> fp.Message:
         return eval(self.message, vars(fp))
@@ -33,7 +36,7 @@ class Vector:
         msg = self.build()
         frame = fp.Frame(self.seq, msg.TYPE, msg.encode_payload())
         if self.counter is not None:
-            frame = frame.signed(KEY, self.counter)
+            frame = frame.signed(KEY, self.counter, self.nonce)
         return frame
 
 
@@ -96,11 +99,13 @@ VECTORS = [
         "SessionStarted(source=StartSource.REMOTE, mode=Mode.WAVE, intensity=1, lease_s=900)",
     ),
     Vector("RENEW", C2D, 13, "Renew(mode=Mode.PULSE, intensity=3, lease_s=725)"),
-    Vector("START, authenticated", C2D, 14, "Start(mode=Mode.PULSE, intensity=1, lease_s=60)", 7),
+    Vector(
+        "START, authenticated", C2D, 14, "Start(mode=Mode.PULSE, intensity=1, lease_s=60)", 7, NONCE
+    ),
     Vector("PAIR", C2D, 2, "Pair(public_key=bytes(range(0x20, 0x40)), controller_name='phone')"),
     Vector("PAIRED", D2C, 2, "Paired(ref_seq=2, key_id=1, public_key=bytes(range(0x40, 0x60)))"),
     Vector("HELLO, authenticated", C2D, 1, "Hello(client_name='phone', key_id=1)", 8),
-    Vector("UNPAIR, authenticated", C2D, 15, "Unpair()", 9),
+    Vector("UNPAIR, authenticated", C2D, 15, "Unpair()", 9, NONCE),
 ]
 
 
@@ -129,7 +134,8 @@ def render() -> str:
         out.append("```text")
         out.extend(wrap_message(vector.message))
         if vector.counter is not None:
-            out.append(f"auth:    counter {vector.counter}, key 00 01 02 ... 1f")
+            nonce = f", link nonce {spaced(vector.nonce)}" if vector.nonce else ", no link nonce"
+            out.append(f"auth:    counter {vector.counter}, key 00 01 02 ... 1f{nonce}")
         out.append(f"frame:   {spaced(frame.to_bytes())}")
         out.append(f"wire:    {spaced(frame.encode())}")
         out.append("```")

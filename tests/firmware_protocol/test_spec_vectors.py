@@ -42,13 +42,19 @@ def test_spec_has_every_vector_and_is_up_to_date() -> None:
     )
 
 
+def auth_of(vector: dict[str, str]) -> tuple[int, bytes]:
+    """The counter and link nonce an ``auth:`` line gives."""
+    counter = int(vector["auth"].split(",")[0].split()[1])
+    _, _, nonce = vector["auth"].partition("link nonce ")
+    return counter, bytes.fromhex(nonce)
+
+
 @pytest.mark.parametrize("vector", SPEC_VECTORS, ids=lambda v: v["message"].split("(")[0])
 def test_vector_encodes_to_the_documented_bytes(vector: dict[str, str]) -> None:
     message = eval(vector["message"], vars(fp))
     frame = Frame(int(vector["seq"]), message.TYPE, message.encode_payload())
     if "auth" in vector:
-        counter = int(vector["auth"].split(",")[0].split()[1])
-        frame = frame.signed(KEY, counter)
+        frame = frame.signed(KEY, *auth_of(vector))
     assert frame.to_bytes() == bytes.fromhex(vector["frame"])
     assert frame.encode() == bytes.fromhex(vector["wire"])
 
@@ -61,7 +67,9 @@ def test_documented_bytes_decode_to_the_vector(vector: dict[str, str]) -> None:
     assert message == eval(vector["message"], vars(fp))
     assert (frame.auth is not None) == ("auth" in vector)
     if frame.auth is not None:
-        assert frame.verify(KEY)
+        _, nonce = auth_of(vector)
+        assert frame.verify(KEY, nonce)
+        assert not nonce or not frame.verify(KEY)  # the tag covers the link's nonce
 
 
 def test_resynchronisation_example() -> None:

@@ -214,6 +214,27 @@ async def test_when_our_bytes_stop_reaching_it_the_device_vents_and_we_resume() 
     assert len(idle) <= 2
 
 
+async def test_a_watchdog_end_heard_over_a_live_link_is_resumed() -> None:
+    # Our frames stop reaching the device for 1.5 s while its own still reach us:
+    # its watchdog ends the session and says so. Our STOP in answer would reach it
+    # and forbid the resume; the program must go on as after any lost link.
+    supervisor, cable, _ = rig()
+    loop = asyncio.get_running_loop()
+
+    def deaf_for_a_while() -> None:
+        link = cable.latest
+        assert link is not None
+        link.deaf = True
+        loop.call_later(1.5, setattr, link, "deaf", False)
+
+    loop.call_later(200, deaf_for_a_while)
+    result = await supervisor.run()
+    assert result.outcome == Outcome.COMPLETED, result.message
+    assert result.resumes == 1
+    assert result.pressure_s == pytest.approx(600, abs=4)
+    assert device().firmware.conn.stats.watchdog_trips == 1
+
+
 async def test_a_noisy_link_still_runs_the_program_to_its_end() -> None:
     # About one frame in twenty is lost or spoilt each way. Now and then three
     # status reports in a row are, and the program resumes over a new link.

@@ -205,9 +205,11 @@ def test_a_bad_tag_changes_no_replay_state_and_the_good_frame_still_counts() -> 
     rig.connect()
     signer = rig.ctl.signer
     assert signer is not None
+    nonce = rig.ctl.link_nonce
+    assert nonce is not None
     counter = signer.next_counter()
     seq = 100
-    good = Frame(seq, START.TYPE, START.encode_payload()).signed(signer.key, counter)
+    good = Frame(seq, START.TYPE, START.encode_payload()).signed(signer.key, counter, nonce)
     assert good.auth is not None
     forged = replace(good, auth=fp.Auth(counter, bytes(8)))
     rig.ctl.data_to_send()
@@ -288,7 +290,9 @@ def test_a_tampered_frame_never_starts_the_pump(
     rig.connect()
     signer = rig.ctl.signer
     assert signer is not None
-    frame = Frame(200, message.TYPE, message.encode_payload()).signed(signer.key, 10**6)
+    nonce = rig.ctl.link_nonce
+    assert nonce is not None
+    frame = Frame(200, message.TYPE, message.encode_payload()).signed(signer.key, 10**6, nonce)
     raw = bytearray(frame.to_bytes())
     original = bytes(raw)
     for at, bit in flips:
@@ -308,7 +312,9 @@ def test_a_counter_at_or_below_the_last_is_a_replay(counter: int) -> None:
     rig.connect()  # its signed HELLO used counter 1 (the HELLO before pairing was unsigned)
     signer = rig.ctl.signer
     assert signer is not None
-    frame = Frame(50, START.TYPE, START.encode_payload()).signed(signer.key, counter)
+    nonce = rig.ctl.link_nonce
+    assert nonce is not None
+    frame = Frame(50, START.TYPE, START.encode_payload()).signed(signer.key, counter, nonce)
     assert replay(rig.fw, frame.encode(), rig.now) == [fp.Nak(50, ErrorCode.REPLAYED)]
     assert never_pumped(rig)
 
@@ -321,3 +327,80 @@ def test_the_device_keeps_the_newest_counter_across_links() -> None:
     before = first.counter
     rig.connect()
     assert first.counter > before
+
+
+def stranger_frame(message: fp.Message, seq: int) -> bytes:
+    """An unsigned frame with a chosen seq, as someone injecting into the line sends it."""
+    return Frame(seq, message.TYPE, message.encode_payload()).encode()
+
+
+def test_frames_signed_for_a_fake_device_are_worthless_on_the_real_one() -> None:
+    rig = Rig()
+    rig.pair()
+    # A fake massager (a copied advert) answers the signed HELLO with its own nonce.
+    fake = Connection(Role.DEVICE)
+    caps = rig.fw.capabilities
+    seq = rig.ctl.send(fp.Hello("rig"), rig.now)
+    hello = rig.ctl.data_to_send()
+    fake.receive_data(hello, rig.now)
+    fake.send(replace(caps, ref_seq=seq, link_nonce=b"fakenonc"), rig.now)
+    rig.ctl.receive_data(fake.data_to_send(), rig.now)
+    assert rig.ctl.link_key_id == 1  # the controller believes it
+    rig.ctl.send(START, rig.now)
+    start = rig.ctl.data_to_send()
+    # Played to the real massager later: the HELLO is fresh, the START is not for this link.
+    replies = replay(rig.fw, hello + start, rig.now + 60)
+    assert ErrorCode.NOT_AUTHENTICATED in [m.error for m in replies if isinstance(m, fp.Nak)]
+    rig.fw.advance(rig.now + 70)
+    assert never_pumped(rig)
+
+
+def test_an_injected_unsigned_frame_leaves_no_reply_for_the_real_one() -> None:
+    rig = Rig()
+    rig.connect()
+    assert rig.command(START) == "ack"
+    assert rig.command(fp.SetIntensity(3)) == "ack"
+    upcoming = rig.fw.conn._accepted_seq + 1  # type: ignore[operator]
+    rig.fw.receive_data(stranger_frame(fp.GetStatus(), upcoming), rig.now)
+    rig.fw.receive_data(stranger_frame(fp.Stop(), upcoming + 500), rig.now)  # far ahead
+    rig.fw.data_to_send()
+    assert rig.fw.state is SessionState.IDLE  # the stop is for anyone: it stopped
+    assert rig.command(START) == "ack"  # the real controller's seq still counts
+    assert rig.command(fp.SetIntensity(1)) == "ack"
+    assert rig.fw.intensity == 1  # really applied, not a reply cached for the stranger
+
+
+def test_a_strangers_hello_ends_the_authenticated_session_and_vents() -> None:
+    rig = Rig()
+    rig.connect()
+    assert rig.command(START) == "ack"
+    rig.run(5)
+    rig.fw.receive_data(b"\x00" + stranger_frame(fp.Hello("stranger"), 1), rig.now)
+    assert rig.fw.state is SessionState.IDLE
+    assert rig.fw.last_end is fp.EndReason.LINK_LOST
+    assert rig.fw.snapshot().dump
+
+
+def test_a_strangers_keepalives_do_not_hold_a_session_up() -> None:
+    rig = Rig()
+    rig.connect()
+    assert rig.command(START) == "ack"
+    rig.run(3)
+    for _ in range(12):  # the controller is gone; someone keeps talking on the line
+        rig.now += 0.25
+        rig.fw.receive_data(stranger_frame(fp.KeepAlive(), 1), rig.now)
+        rig.fw.advance(rig.now)
+    assert rig.fw.state is SessionState.IDLE
+    assert rig.fw.last_end is fp.EndReason.LINK_LOST
+
+
+def test_an_open_development_device_stays_closed_after_its_last_unpair() -> None:
+    rig = Rig(pairing_required=False)
+    rig.connect()
+    assert rig.command(fp.Unpair()) == "ack"
+    assert len(rig.fw.memory.pairings) == 0
+    stranger = Rig(paired=False)
+    stranger.fw = rig.fw
+    stranger.now = rig.now
+    stranger.connect()
+    assert stranger.command(START) == "nak NOT_AUTHENTICATED"
