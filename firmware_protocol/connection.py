@@ -25,8 +25,9 @@ queued before a stop may run after it.
 
 The device answers what the protocol alone can decide: NAK for an unknown type,
 a malformed payload, a wrong version, a command before HELLO, or a sequence
-number that is not newer than the last one accepted. A re-sent command whose
-seq it already answered gets the same answer again and does not run twice.
+number that is not newer than the last one accepted; such a NAK is not
+remembered. A re-sent command whose seq it already answered gets the same
+answer again and does not run twice.
 Within one `receive_data` call STOP and VENT are handled before anything else,
 and they are accepted from anyone, in any state, whatever their seq. Every
 valid frame is proof of life; when none arrives for ``watchdog_s`` the device
@@ -252,7 +253,7 @@ class Connection:
         # device
         self._accepted_seq: int | None = None
         self._replies: OrderedDict[int, bytes] = OrderedDict()
-        self._unanswered: set[int] = set()
+        self._unanswered: dict[int, Frame] = {}
         """Accepted commands whose reply has not gone out yet (the firmware is on them)."""
         self._hello_counter: int | None = None
         self._alive_counter = 0
@@ -519,6 +520,10 @@ class Connection:
     def _device_send(self, message: Message, now: float) -> int:
         if message.TYPE in COMMANDS:
             raise LocalProtocolError(f"a device does not send {message.TYPE.name}")
+        if isinstance(message, Capabilities):
+            # A new link: our numbering starts again at 1 (SPEC §4) with the answer
+            # to its HELLO, after any reply still owed to frames read before it.
+            self._tx_seq = 0
         seq, wire = self._emit(message, now)
         if isinstance(message, Ack | Nak | Capabilities | Paired):
             if message.ref_seq in self._uncached:
@@ -528,7 +533,7 @@ class Connection:
                 self._uncached.discard(message.ref_seq)
                 return seq
             self._replies[message.ref_seq] = wire
-            self._unanswered.discard(message.ref_seq)
+            self._unanswered.pop(message.ref_seq, None)
             while len(self._replies) > REPLY_CACHE_SIZE:
                 self._replies.popitem(last=False)
         return seq
@@ -544,11 +549,11 @@ class Connection:
             self._last_rx = now
         if frame.version != PROTOCOL_VERSION:
             self.stats.version_errors += 1
-            self._nak(frame.seq, ErrorCode.UNSUPPORTED_VERSION, now)
+            self._refuse(frame.seq, ErrorCode.UNSUPPORTED_VERSION, now)
             return
         decoded = self._decode(frame)
         if isinstance(decoded, ErrorCode):
-            self._nak(frame.seq, decoded, now)
+            self._refuse(frame.seq, decoded, now)
             return
         if isinstance(decoded, Hello):
             self._device_hello(frame, decoded, now)
@@ -560,7 +565,7 @@ class Connection:
             if urgent or frame.msg_type == MessageType.GET_STATUS:
                 self._events.append(Received(decoded, frame.seq))
             else:
-                self._nak(frame.seq, ErrorCode.NO_HELLO, now)
+                self._refuse(frame.seq, ErrorCode.NO_HELLO, now)
             return
         if self.link_key_id is not None and not verified and frame.msg_type not in AUTHENTICATED:
             # Not from the link's controller: stop, vent and a look are for anyone,
@@ -586,18 +591,22 @@ class Connection:
         assert self._accepted_seq is not None
         if not seq_newer(frame.seq, self._accepted_seq):
             if urgent:
+                # Run again whatever its seq, so its ACK is never wanted from the cache,
+                # where it would take the place of the reply owed to that seq's command.
+                self._uncached.add(frame.seq)
                 self._events.append(Received(decoded, frame.seq))
             elif frame.seq in self._replies:
                 self.stats.duplicates += 1
                 self._write(self._replies[frame.seq])
-            elif frame.seq in self._unanswered:
+            elif self._unanswered.get(frame.seq) == frame:
                 # A re-send that arrived in the same read as its original: the original
                 # is being handled and its reply is on the way. A STALE_SEQUENCE now
-                # would reach the controller first and fail a command that ran.
+                # would reach the controller first and fail a command that ran. Only
+                # the same bytes: another frame with that seq is no re-send (SPEC §4).
                 self.stats.duplicates += 1
             else:
                 self.stats.stale += 1
-                self._nak(frame.seq, ErrorCode.STALE_SEQUENCE, now)
+                self._refuse(frame.seq, ErrorCode.STALE_SEQUENCE, now)
             return
         if pairing is not None:
             assert frame.auth is not None
@@ -609,7 +618,7 @@ class Connection:
             self.pairings.accept(pairing, frame.auth.counter)
         self._track_peer_seq(frame.seq)
         self._accepted_seq = frame.seq
-        self._unanswered.add(frame.seq)
+        self._unanswered[frame.seq] = frame
         self._events.append(Received(decoded, frame.seq))
 
     def _device_hello(self, frame: Frame, hello: Hello, now: float) -> None:
@@ -661,7 +670,6 @@ class Connection:
         self._replies.clear()
         self._unanswered.clear()
         self._rx_seq = frame.seq
-        self._tx_seq = 0  # a new link: our numbering starts again at 1 (SPEC §4)
         self._events.append(Received(hello, frame.seq))
 
     def _verified(self, frame: Frame) -> bool:
@@ -685,11 +693,13 @@ class Connection:
         if self.link_key_id == key_id:
             self.link_key_id = None
 
-    def _nak(self, seq: int, error: ErrorCode, now: float) -> None:
-        self._device_send(Nak(seq, error), now)
-
     def _refuse(self, seq: int, error: ErrorCode, now: float) -> None:
-        """NAK a frame that failed authentication, leaving the reply cache as it was."""
+        """NAK a frame the link did not accept, leaving the reply cache as it was.
+
+        The cache is keyed by seq: a refused frame (a stranger's, a bad version,
+        an unreadable payload) that reused the seq of an accepted command would
+        otherwise replace that command's reply, and its re-send would get the NAK.
+        """
         self._emit(Nak(seq, error), now)
 
     def _forget_controller(self, reason: str) -> None:

@@ -120,19 +120,73 @@ def test_a_resend_in_the_same_read_as_its_original_is_not_called_stale(pair: Pai
     assert pair.device.stats.stale == 0
 
 
+def replies_to(pair: Pair, frame: fp.Frame) -> list[fp.Message]:
+    """What the device sends straight back when ``frame`` arrives on its own."""
+    pair.device.receive_data(frame.encode(), pair.now)
+    return [fp.decode_message(f.msg_type, f.payload) for f in fp.FrameDecoder().feed(
+        pair.device.data_to_send())]  # fmt: skip
+
+
 def test_a_late_resend_whose_reply_left_the_cache_is_still_answered(pair: Pair) -> None:
     seq = pair.request(fp.SetMode(1))
     assert pair.to_device() == [Received(fp.SetMode(1), seq)]
     pair.device.send(fp.Ack(seq), pair.now)
+    for _ in range(8):  # eight newer commands and their replies push its ACK out
+        later = pair.request(fp.SetIntensity(1))
+        assert pair.to_device() == [Received(fp.SetIntensity(1), later)]
+        pair.device.send(fp.Ack(later), pair.now)
     pair.device.data_to_send()
-    for n in range(10):  # frames of another version push its ACK out of the cache
-        pair.device.receive_data(fp.Frame(100 + n, fp.MessageType.GET_STATUS, b"", 2).encode(), 0)
+    resent = fp.Frame(seq, fp.MessageType.SET_MODE, b"\x01")
+    assert replies_to(pair, resent) == [fp.Nak(seq, fp.ErrorCode.STALE_SEQUENCE)]
+    assert pair.device.events() == []
+
+
+def test_capabilities_is_numbered_1_after_replies_owed_to_frames_read_before_the_hello(
+    pair: Pair,
+) -> None:
+    for _ in range(3):
+        later = pair.request(fp.SetIntensity(1))
+        pair.to_device()
+        pair.device.send(fp.Ack(later), pair.now)
     pair.device.data_to_send()
-    pair.device.receive_data(fp.Frame(seq, fp.MessageType.SET_MODE, b"\x01").encode(), 0)
-    [reply] = fp.FrameDecoder().feed(pair.device.data_to_send())
-    assert fp.decode_message(reply.msg_type, reply.payload) == fp.Nak(
-        seq, fp.ErrorCode.STALE_SEQUENCE
-    )
+    seq = pair.request(fp.SetMode(1))
+    command = pair.controller.data_to_send()
+    hello = fp.Frame(1, fp.MessageType.HELLO, fp.Hello("again").encode_payload()).encode()
+    pair.device.receive_data(command + hello, pair.now)  # the firmware answers in order
+    assert pair.device.events() == [Received(fp.SetMode(1), seq), Received(fp.Hello("again"), 1)]
+    pair.device.send(fp.Ack(seq), pair.now)
+    pair.device.send(replace(CAPS, ref_seq=1), pair.now)
+    pair.device.send(fp.SessionEnded(fp.EndReason.STOPPED, 3), pair.now)
+    ack, caps, after = fp.FrameDecoder().feed(pair.device.data_to_send())
+    assert ack.seq == 5  # the old link's numbering, which the old link expects
+    assert (caps.msg_type, caps.seq) == (fp.MessageType.CAPABILITIES, 1)  # SPEC §4
+    assert after.seq == 2
+
+
+def test_refused_frames_reusing_a_seq_leave_its_reply_in_place(pair: Pair) -> None:
+    # Frames the link refuses, and stops run whatever their seq, do not fill the
+    # reply cache: the newest command's reply stays for its re-send.
+    seq = pair.request(fp.SetMode(1))
+    assert pair.to_device() == [Received(fp.SetMode(1), seq)]
+    pair.device.send(fp.Ack(seq), pair.now)
+    pair.device.data_to_send()
+    for n in range(10):
+        wrong_version = fp.Frame(seq, fp.MessageType.GET_STATUS, b"", 2)
+        assert replies_to(pair, wrong_version) == [fp.Nak(seq, fp.ErrorCode.UNSUPPORTED_VERSION)]
+        malformed = fp.Frame(seq, fp.MessageType.SET_MODE, b"")
+        assert replies_to(pair, malformed) == [fp.Nak(seq, fp.ErrorCode.BAD_PAYLOAD)]
+        old = (seq - 2 - n) % 65536  # older than the HELLO, never answered
+        assert replies_to(pair, fp.Frame(old, fp.MessageType.SET_MODE, b"\x01")) == [
+            fp.Nak(old, fp.ErrorCode.STALE_SEQUENCE)
+        ]
+        pair.device.receive_data(fp.Frame(old, fp.MessageType.STOP, b"").encode(), pair.now)
+        assert pair.device.events() == [Received(fp.Stop(), old)]  # run, whatever its seq
+        pair.device.send(fp.Ack(old), pair.now)
+        pair.device.data_to_send()
+    resent = fp.Frame(seq, fp.MessageType.SET_MODE, b"\x01")
+    assert replies_to(pair, resent) == [fp.Ack(seq)]  # from the cache: not run again
+    assert pair.device.events() == []
+    assert pair.device.stats.duplicates == 1
 
 
 def test_request_fails_after_every_attempt(pair: Pair) -> None:
