@@ -1,0 +1,198 @@
+"""The fuzzing harness (tools/fuzz.py) without atheris: its targets run, and they can fail.
+
+Each target runs on its whole seed corpus here, so a change to the protocol or
+the firmware that breaks the harness (or a rule it checks) shows in CI, not on
+the next fuzzing run. The rules are shown to bite on code broken on purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, ClassVar
+
+import pytest
+
+import firmware_protocol as fp
+from firmware_protocol import EndReason, FrameDecoder, SessionEnded, Stop
+from simulator import Snapshot
+from simulator.firmware import Firmware
+from tools import fuzz
+from tools.invariants import CheckedFirmware, Sent
+
+
+@pytest.mark.parametrize("target", sorted(fuzz.TARGETS))
+def test_each_target_passes_its_seed_corpus(target: str) -> None:
+    seeds = fuzz.seed_inputs(target)
+    assert len(seeds) > 20
+    for seed in seeds.values():
+        fuzz.TARGETS[target](seed)
+
+
+def test_the_firmware_seeds_run_sessions_and_reach_every_state_and_ending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Seeds that never got a session going would leave the fuzzer far from the rules.
+    seen: set[str] = set()
+    sessions: list[int] = []
+    ended: set[EndReason] = set()
+    check = CheckedFirmware._check_state
+    drain = CheckedFirmware._drain
+
+    def spy(self: CheckedFirmware, snap: Snapshot) -> None:
+        check(self, snap)
+        seen.add(snap.state.name)
+        sessions[-1] = self.sessions
+
+    def drain_spy(self: CheckedFirmware) -> list[Sent]:
+        sent = drain(self)
+        ended.update(s.message.reason for s in sent if isinstance(s.message, SessionEnded))
+        return sent
+
+    monkeypatch.setattr(CheckedFirmware, "_check_state", spy)
+    monkeypatch.setattr(CheckedFirmware, "_drain", drain_spy)
+    for seed in fuzz.seed_inputs("firmware").values():
+        sessions.append(0)
+        fuzz.firmware_target(seed)
+    assert sum(1 for n in sessions if n) > len(sessions) // 2
+    assert seen == {"IDLE", "RUNNING", "PAUSED", "FAULT"}
+    # Every way a session ends, but the cap: none fits in the simulated budget (the
+    # simulator's tests reach it). A lease end and a pause timeout are timed paths.
+    assert {r.name for r in ended} == {r.name for r in EndReason} - {"NONE", "SESSION_CAP"}
+
+
+@pytest.mark.parametrize("preset", [0, 1])
+def test_every_wait_byte_spends_its_share_of_the_budget(
+    monkeypatch: pytest.MonkeyPatch, preset: int
+) -> None:
+    # A wait that the budget skipped would leave its byte values dead to the fuzzer.
+    waits: list[float] = []
+    advance = CheckedFirmware.advance
+
+    def spy(self: CheckedFirmware, dt: float, *, keepalive: bytes | None = None) -> None:
+        waits.append(dt)
+        advance(self, dt, keepalive=keepalive)
+
+    monkeypatch.setattr(CheckedFirmware, "advance", spy)
+    budget = fuzz.simulated_budget(preset)
+    for b in (1, 177, 200, 255):
+        waits.clear()
+        fuzz.firmware_target(fuzz.FirmwareOps(preset).advance(b).advance(255).build())
+        assert waits[0] == pytest.approx(budget * (b / 255) ** 3)
+        assert sum(waits) == pytest.approx(budget), "the rest of the budget, and no more"
+    ops = fuzz.FirmwareOps(preset).wait(6.0)
+    waits.clear()
+    fuzz.firmware_target(ops.build())
+    assert 6.0 <= waits[0] < 6.2
+
+
+def test_resend_feeds_the_last_read_again_in_its_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[bytes] = []
+    feed = CheckedFirmware.feed
+
+    def spy(self: CheckedFirmware, data: bytes) -> None:
+        reads.append(data)
+        feed(self, data)
+
+    monkeypatch.setattr(CheckedFirmware, "feed", spy)
+    ops = fuzz.FirmwareOps(1).frame(fp.Hello("fuzz"), seq=1, split=5)
+    fuzz.firmware_target(ops.frame(fp.GetStatus(), hold=True).resend().build())
+    hello, held = reads[0] + reads[1], reads[-1]
+    assert len(reads[0]) == 5
+    assert reads == [hello[:5], hello[5:], hello[:5], hello[5:], held], "held frames wait"
+    assert fp.GetStatus.TYPE in {f.msg_type for f in FrameDecoder().feed(held)}
+
+
+class _Exited:
+    """A stand-in for a fuzzing child process that has exited with ``code``."""
+
+    codes: ClassVar[list[int]] = []
+
+    def __init__(self, command: list[str], stdout: IO[str], stderr: object) -> None:
+        stdout.close()  # the log the child would have written
+        self.code = self.codes.pop(0)
+
+    def wait(self) -> int:
+        return self.code
+
+
+@pytest.mark.parametrize(("codes", "failed"), [([0, 0], False), ([0, -9], True),
+                                               ([-6, 0], True), ([1, 0], True)])  # fmt: skip
+def test_fuzzing_all_targets_fails_if_any_child_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, codes: list[int], failed: bool
+) -> None:
+    # A child killed by a signal (a negative code) is a failure, not a success.
+    monkeypatch.setattr(_Exited, "codes", list(codes))
+    monkeypatch.setattr(fuzz.subprocess, "Popen", _Exited)
+    code = fuzz._fuzz_all(argparse.Namespace(runs=1, libfuzzer=[]), tmp_path)
+    assert (code != 0) == failed
+    assert code >= 0
+
+
+def test_the_firmware_target_catches_a_firmware_that_ignores_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    apply = Firmware._apply
+
+    def ignoring_stop(self: Firmware, message: object) -> None:
+        if not isinstance(message, Stop):
+            apply(self, message)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Firmware, "_apply", ignoring_stop)
+    caught = 0
+    for seed in fuzz.seed_inputs("firmware").values():
+        try:
+            fuzz.firmware_target(seed)
+        except AssertionError:
+            caught += 1
+    assert caught > 50
+
+
+def test_the_decoder_target_catches_a_decoder_that_loses_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parse = FrameDecoder._parse
+
+    def forgetful(self: FrameDecoder, block: bytes) -> object:
+        frame = parse(self, block)
+        if frame is None:
+            self.stats.resyncs -= 1  # a drop that is not counted as a resync
+        return frame
+
+    monkeypatch.setattr(FrameDecoder, "_parse", forgetful)
+    seeds = list(fuzz.seed_inputs("decoder").values())
+
+    def run_all() -> None:
+        for seed in seeds:
+            fuzz.decoder_target(seed)
+
+    with pytest.raises(AssertionError, match="one resync per dropped block"):
+        run_all()
+
+
+def test_importing_the_harness_imports_neither_atheris_nor_the_code_under_test() -> None:
+    # atheris instruments only what is imported after it starts.
+    check = (
+        "import sys, tools.fuzz; "
+        "loaded = [m for m in ('atheris', 'firmware_protocol', 'simulator') if m in sys.modules]; "
+        "sys.exit(str(loaded) if loaded else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_command_line_writes_seeds_and_replays_inputs(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "tools.fuzz", "firmware"]
+    folder = tmp_path / "seeds"
+    written = subprocess.run([*run, "--write-seeds", str(folder)], capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    files = sorted(folder.iterdir())
+    assert len(files) == len(fuzz.seed_inputs("firmware"))
+    replayed = subprocess.run([*run, "--reproduce", *map(str, files[:3])], capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.count(": ok") == 3

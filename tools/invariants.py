@@ -1,0 +1,912 @@
+"""The rules the fuzzer and the property tests hold the protocol and the firmware to.
+
+Theory of operation
+-------------------
+Both the coverage-guided harness (`tools.fuzz`) and the Hypothesis properties
+under ``tests/`` drive the code under test through this module, so a rule is
+written once and a broken one fails the same way in both: an `AssertionError`
+that names the rule. Any other exception escaping the code under test is a
+finding too (the decoders promise `RemoteProtocolError` and nothing else; the
+firmware promises not to raise at all).
+
+`check_decoder` feeds a byte stream to a `FrameDecoder` in given pieces and
+compares what it found with a one-block-at-a-time reading of the same stream.
+
+`CheckedFirmware` wraps a `simulator.Firmware`. Every input goes through one
+of its methods (`feed`, `advance`, `press`, `link_down`, `inject`), and after
+each one it checks the safety rules of SPEC section 10 on the device's true
+state, the link rules of sections 4 and 7 on what the device sent back, and
+the state machine of section 8. It keeps a small model of the link (is a
+controller present, which seq is the newest accepted, which replies the device
+must still remember) to know what the reply to a lone frame must be. No
+deviation of the code under test is tolerated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from itertools import pairwise
+from typing import Any
+
+from firmware_protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    Auth,
+    Button,
+    ButtonPressed,
+    Capabilities,
+    EndReason,
+    ErrorCode,
+    Fault,
+    Frame,
+    FrameDecoder,
+    Hello,
+    Leg,
+    Message,
+    MessageType,
+    Mode,
+    Nak,
+    Position,
+    RemoteProtocolError,
+    Renew,
+    SessionEnded,
+    SessionStarted,
+    SessionState,
+    SetIntensity,
+    SetMode,
+    Start,
+    StartSource,
+    Status,
+    StatusFlag,
+    cobs,
+)
+from firmware_protocol.connection import LinkState, seq_newer
+from firmware_protocol.messages import COMMANDS, REPLIES, URGENT, decode_message
+from firmware_protocol.session import STATEFUL_COMMANDS, command_outcome
+from simulator import DeviceConfig, Firmware, Snapshot
+
+IDLE, RUNNING, PAUSED, FAULT = (
+    SessionState.IDLE,
+    SessionState.RUNNING,
+    SessionState.PAUSED,
+    SessionState.FAULT,
+)
+IN_SESSION = frozenset({RUNNING, PAUSED})
+
+DEVICE_TYPES = frozenset(REPLIES) | {MessageType.EVENT}
+"""Types a device sends; a device drops them silently when they come to it (SPEC 7.2)."""
+REPLY_TYPES = frozenset(
+    t for t, cls in REPLIES.items() if "ref_seq" in getattr(cls, "__dataclass_fields__", {})
+)
+"""Replies that quote the seq of the request they answer (ACK, NAK, CAPABILITIES, ...)."""
+NEED_HELLO = frozenset(STATEFUL_COMMANDS) - URGENT
+"""Commands refused with NO_HELLO while no controller is present (SPEC 7.2)."""
+LINK_ERRORS = frozenset(
+    {ErrorCode.UNKNOWN_MESSAGE, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.NO_HELLO,
+     ErrorCode.STALE_SEQUENCE}
+)  # fmt: skip
+"""Refusals that the link decides; a command the link accepted never gets one."""
+
+PAUSE_CLOCK = frozenset({MessageType.START, MessageType.PAUSE, MessageType.RESUME})
+"""Commands after which a paused session's pause clock may have started again."""
+
+ENDED_BY_TIME = frozenset(
+    {EndReason.COMPLETED, EndReason.SESSION_CAP, EndReason.LINK_LOST, EndReason.PAUSE_TIMEOUT,
+     EndReason.BATTERY, EndReason.FAULT}
+)  # fmt: skip
+ENDED_BY_COMMAND = frozenset({EndReason.STOPPED, EndReason.VENTED, EndReason.FAULT,
+                              EndReason.BATTERY})  # fmt: skip
+ENDED_BY_BUTTON = frozenset({EndReason.REMOTE, EndReason.FAULT, EndReason.BATTERY})
+ENDED_BY_LINK_DOWN = frozenset({EndReason.LINK_LOST})
+
+TOLERANCE_S = 1e-6
+"""Clock sums are float sums of many steps; the firmware itself allows 1e-9 per deadline."""
+
+
+# --- the decoder ------------------------------------------------------------------
+
+
+def pieces(length: int, cuts: Iterable[int]) -> list[tuple[int, int]]:
+    """The (start, end) pieces of a stream of ``length`` bytes cut at ``cuts`` (any order)."""
+    points = sorted({min(max(c, 0), length) for c in cuts} - {0, length})
+    return list(pairwise([0, *points, length])) or [(0, 0)]
+
+
+def reencodes_to(frame: Frame, block: bytes) -> bool:
+    """Whether ``frame`` encodes back to ``block`` (one COBS block, delimiter removed).
+
+    COBS has exactly one second spelling: a block whose last run is a full 0xFF
+    group may leave off the 0x01 that the encoder writes after it. The decoder
+    (like the spec's reference C) accepts both, so both count.
+    """
+    encoded = cobs.encode(frame.to_bytes())
+    return encoded in (block, block + b"\x01")
+
+
+# The limits of SPEC 3, written out here rather than imported from the framing
+# module: the decoder is checked against the spec, not against a copy of itself.
+MAX_BLOCK = 257  # SPEC 3.2 and 3.3 step 1: the longest encoded block a receiver buffers
+MIN_FRAME, MAX_FRAME = 7, 255  # SPEC 3.3 step 3 (3.1: 5 bytes of header, 2 of CRC)
+MAX_PAYLOAD = 236  # SPEC 3.1 and 3.3 step 6, with or without the auth trailer
+AUTH_TRAILER = 12  # SPEC 3.1 and 3.3 step 5: a u32 counter and an 8-byte tag
+
+
+def crc16_ccitt_false(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE as SPEC 3.1 defines it, bit by bit.
+
+    Polynomial 0x1021, initial value 0xFFFF, no reflection, no final XOR.
+
+    >>> hex(crc16_ccitt_false(b"123456789"))
+    '0x29b1'
+    """
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = (crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1
+        crc &= 0xFFFF
+    return crc
+
+
+def cobs_decode(block: bytes) -> bytes | None:
+    """The bytes one COBS block (delimiter removed) stands for, or None if it is no COBS.
+
+    From the definition: a code byte ``c`` (never 0) is followed by ``c - 1``
+    data bytes (never 0) and then, unless ``c`` is 0xFF or the block ends there,
+    by a zero in the decoded bytes.
+    """
+    out = bytearray()
+    i = 0
+    while i < len(block):
+        code = block[i]
+        data = block[i + 1 : i + code]
+        if code == 0 or len(data) < code - 1 or 0 in data:
+            return None
+        out += data
+        i += code
+        if code != 0xFF and i < len(block):
+            out.append(0)
+    return bytes(out)
+
+
+def _classify(block: bytes) -> Frame | str:
+    """What one whole block is, read on its own: a frame or the counter its drop goes to.
+
+    The steps of SPEC 3.3, in its order. Step 3 names no counter: a frame longer
+    than any frame may be is counted oversized, like the too-long blocks and
+    payloads of steps 1 and 6; one too short to be a frame is malformed.
+    """
+    if len(block) > MAX_BLOCK:
+        return "oversized"  # step 1
+    raw = cobs_decode(block)
+    if raw is None:
+        return "malformed"  # step 2
+    if len(raw) > MAX_FRAME:
+        return "oversized"  # step 3
+    if len(raw) < MIN_FRAME:
+        return "malformed"  # step 3
+    body = raw[:-2]
+    if crc16_ccitt_false(body) != int.from_bytes(raw[-2:], "little"):
+        return "crc_errors"  # step 4
+    version, flags, seq, msg_type = body[0], body[1], int.from_bytes(body[2:4], "little"), body[4]
+    rest = body[5:]  # the bytes after the type byte, up to the CRC
+    if flags & 0xFE:
+        return "malformed"  # step 5: flag bits 1-7 are reserved (SPEC 3.1)
+    auth = None
+    if flags & 0x01:
+        if len(rest) < AUTH_TRAILER:
+            return "malformed"  # step 5: AUTH with no room for its trailer
+        rest, trailer = rest[:-AUTH_TRAILER], rest[-AUTH_TRAILER:]
+        auth = Auth(int.from_bytes(trailer[:4], "little"), trailer[4:])
+    if len(rest) > MAX_PAYLOAD:
+        return "oversized"  # step 6
+    return Frame(seq, msg_type, rest, version, auth)
+
+
+def check_decoder(stream: bytes, cuts: Iterable[int] = ()) -> list[Frame]:
+    """Feed ``stream`` to a fresh `FrameDecoder` cut at ``cuts``; assert the deframing rules.
+
+    The rules (SPEC 3.3): feeding never raises; the frames found, in order, are
+    exactly those of the 0x00-delimited blocks that are frames on their own, each
+    re-encoding to its block; every other nonempty block is exactly one counted
+    drop (and one resync), whatever the chunking; a partial block that outgrows
+    the receive buffer is one drop as soon as it does.
+
+    Returns:
+        The frames found.
+    """
+    decoder = FrameDecoder()
+    found: list[Frame] = []
+    for start, end in pieces(len(stream), cuts):
+        found += decoder.feed(stream[start:end])
+
+    *whole, tail = stream.split(b"\x00")
+    blocks = [block for block in whole if block]
+    expected: list[Frame] = []
+    drops: Counter[str] = Counter()
+    for block in blocks:
+        outcome = _classify(block)
+        if isinstance(outcome, Frame):
+            assert reencodes_to(outcome, block), f"{outcome} does not re-encode to {block.hex()}"
+            expected.append(outcome)
+        else:
+            drops[outcome] += 1
+    if len(tail) > MAX_BLOCK:
+        drops["oversized"] += 1  # the decoder gives up on it without waiting for its 0x00
+    assert found == expected, f"found {found}, the blocks hold {expected}"
+
+    stats = decoder.stats
+    counted = {"crc_errors": stats.crc_errors, "malformed": stats.malformed,
+               "oversized": stats.oversized}  # fmt: skip
+    assert counted == {name: drops[name] for name in counted}, f"{counted} != {dict(drops)}"
+    assert stats.frames == len(found), f"{stats.frames} frames counted, {len(found)} found"
+    blocks_seen = len(blocks) + (len(tail) > MAX_BLOCK)
+    assert stats.frames + sum(counted.values()) == blocks_seen, "a block is neither frame nor drop"
+    assert stats.resyncs == sum(counted.values()), "one resync per dropped block"
+    assert stats.bytes == len(stream), f"{stats.bytes} bytes counted of {len(stream)}"
+    return found
+
+
+def check_message(msg_type: int, payload: bytes) -> Message | None:
+    """Decode ``payload`` as a message of ``msg_type``; assert that decoding is sound.
+
+    `decode_message` may raise `RemoteProtocolError` (returned here as None) and
+    nothing else. What it accepts is of the type asked for, its own encoding is a
+    prefix of the payload (a receiver ignores only bytes after the fields it knows,
+    SPEC 13), and that encoding decodes to the same message.
+    """
+    try:
+        message = decode_message(msg_type, payload)
+    except RemoteProtocolError:
+        return None
+    assert msg_type == message.TYPE, f"{message} decoded from type 0x{msg_type:02x}"
+    encoded = message.encode_payload()
+    assert payload.startswith(encoded), f"{message} encodes to {encoded.hex()}, not a prefix"
+    assert decode_message(msg_type, encoded) == message
+    return message
+
+
+# --- device configurations for fuzzing --------------------------------------------
+
+
+def _unpaired() -> dict[str, Any]:
+    # With pairing required, every unauthenticated START is refused and no session
+    # ever runs; the fuzzers exercise sessions, so they serve the device open.
+    return {"pairing_required": False} if "pairing_required" in DeviceConfig.model_fields else {}
+
+
+# Beyond the reference device, sample 5 times slower than SPEC 10.1 asks, so that a
+# fuzz input is cheap. The ceiling still holds (the relief valve), and overshoot
+# trips the fault more often, which the fuzzer wants to reach anyway.
+_SHORT = {"session_cap_s": 60, "max_lease_s": 60, "remote_session_s": 60, "control_period_s": 0.25}
+_PATIENT = {"watchdog_ms": 10000}  # fewer keepalives to send while a session runs
+PRESETS: tuple[dict[str, Any], ...] = (
+    {},  # the reference device
+    {**_SHORT, "pause_limit_s": 5, "watchdog_ms": 250, "status_interval_ms": 250},
+    {**_SHORT, **_PATIENT, "legs": (Leg.LEFT,), "positions": (Position.FOOT,),
+     "levels_mmhg": (50.0,), "cycle": False, "remote": False, "battery": False},
+    {**_SHORT, **_PATIENT, "battery_pct": 6.0, "min_start_battery_pct": 5.5,
+     "low_battery_pct": 5.0, "drain_pumping_pct_per_h": 600.0},
+    # A pump far stronger than its sampling: fills overshoot, and the trip latches.
+    {**_SHORT, **_PATIENT, "fill_tau_s": 0.1, "inlet_tau_s": 0.1, "supervise_period_s": 0.5,
+     "sensor_noise_mmhg": 2.0, "hysteresis_mmhg": 0.5},
+    {**_SHORT, "positions": tuple(Position), "charging": True, "battery_pct": 3.0,
+     "sensor_noise_mmhg": 0.0, "watchdog_ms": 5000, "status_interval_ms": 1000},
+)  # fmt: skip
+"""Devices worth fuzzing: the reference one and corners of the configuration space."""
+
+
+@cache
+def fuzz_config(preset: int, seed: int = 1) -> DeviceConfig:
+    """The device of ``PRESETS[preset % len(PRESETS)]``, seeded, with pairing off."""
+    return DeviceConfig(seed=seed, **PRESETS[preset % len(PRESETS)], **_unpaired())
+
+
+# --- the firmware -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One frame the device sent: the frame, its message, and whether it was new.
+
+    A frame that is not new is one sent before, sent again (a remembered reply).
+    """
+
+    frame: Frame
+    message: Message
+    new: bool = True
+
+    @property
+    def wire(self) -> bytes:
+        """The frame as the device encoded it (the device writes canonical COBS)."""
+        return self.frame.encode()
+
+
+def _ref_seq(reply: Message) -> int:
+    """The seq a reply quotes (every message of `REPLY_TYPES` has one)."""
+    return reply.ref_seq  # type: ignore[attr-defined, no-any-return]
+
+
+def _plain_hello(frame: Frame, message: Message | None) -> bool:
+    # An unsigned HELLO opens an unauthenticated link on a device that does not
+    # require pairing; a signed one depends on the keys the device holds
+    # (`CheckedFirmware._hello_refused`).
+    return isinstance(message, Hello) and frame.version == PROTOCOL_VERSION and frame.auth is None
+
+
+def _decoded(frame: Frame) -> Message | None:
+    if frame.version != PROTOCOL_VERSION or frame.msg_type not in COMMANDS:
+        return None
+    try:
+        return decode_message(frame.msg_type, frame.payload)
+    except RemoteProtocolError:
+        return None
+
+
+def _allowed_after(expected: SessionState) -> set[SessionState]:
+    # Right after any change the firmware samples: a fault may latch, or a low
+    # battery end the session that just began.
+    allowed = {expected, FAULT}
+    if expected in IN_SESSION:
+        allowed.add(IDLE)
+    return allowed
+
+
+class CheckedFirmware:
+    """A `Firmware` whose every input goes through here, with every rule checked after it.
+
+    Time moves only in `advance`; the other inputs happen at the current time.
+    """
+
+    def __init__(self, config: DeviceConfig) -> None:
+        self.config = config
+        self.fw = Firmware(config, now=0.0)
+        self.now = 0.0
+        self.watchdog_s = config.watchdog_ms / 1000
+        self._rx = FrameDecoder()  # the same bytes as the device's own decoder sees
+        self._tx = FrameDecoder()  # the controller's end of what the device sends
+        self._sent_replies: dict[int, set[bytes]] = {}
+        # The ref_seqs of the replies sent since the link opened, oldest first, to know
+        # which the device must still remember (the last 8, SPEC 4); None while the
+        # model cannot tell. A re-sent reply keeps its old frame seq: ``_tx_next`` (the
+        # seq of the device's next new frame) tells it from a new one.
+        self._reply_log: list[int] | None = None
+        self._uncached_here: set[int] = set()
+        """Seqs of this read whose replies the device sends and forgets (SPEC 4)."""
+        self._tx_next: int | None = None
+        # The model of the link: a present controller, its newest accepted seq and
+        # the time of its last frame. ``_certain`` is False after something the model
+        # cannot follow (a signed HELLO the device may accept); it then takes presence
+        # from the device and checks no seq rule until the next plain HELLO.
+        self._present = False
+        self._accepted: int | None = None
+        self._last_rx = 0.0
+        self._certain = True
+        self._key_ids = self._paired_ids()
+        """Key ids the device holds (before or after the current read)."""
+        self._may_start = False
+        """Whether the link may have let a START of the last read through (SPEC 4, 7.4)."""
+        self._refused: set[int] = set()  # seqs the link refused since it opened
+        self._paused_at: float | None = None
+        self.sessions = 0
+        """Sessions started so far (a measure of how deep an input went)."""
+        self._check_state(self.fw.snapshot())
+
+    # --- inputs ---------------------------------------------------------------------
+
+    def advance(self, dt: float, *, keepalive: bytes | None = None) -> None:
+        """Let ``dt`` seconds pass with nothing arriving, or only ``keepalive``.
+
+        ``keepalive`` (the bytes of a KEEPALIVE frame) arrives whenever 0.9 of the
+        watchdog has passed, as from a live controller; no reply may come to it.
+        """
+        assert dt >= 0, "time runs forward"
+        before = self.fw.snapshot()
+        end = self.now + dt
+        if keepalive is None:
+            self.now = end
+            self.fw.advance(end)
+        else:
+            while self.now < end:
+                self.now = min(self.now + 0.9 * self.watchdog_s, end)
+                self.fw.advance(self.now)
+                self._link_expiry()
+                self.fw.receive_data(keepalive, self.now)
+                _, may = self._follow_link(self._rx.feed(keepalive))
+                assert not +may, "a KEEPALIVE is never answered"
+        self._link_expiry()
+        after = self.fw.snapshot()
+        sent = self._drain()
+        self._check_events(sent, before.state, after.state, ENDED_BY_TIME, may_start=False)
+        assert not any(s.frame.msg_type in REPLY_TYPES for s in sent), "a reply to nothing"
+        if before.state in IN_SESSION and after.state in IN_SESSION:
+            # Nothing but a command or a button can pause or resume a session.
+            assert after.state == before.state, f"{before.state.name} -> {after.state.name}"
+            ran = after.elapsed_s - before.elapsed_s
+            spent = before.lease_left_s - after.lease_left_s
+            if before.state == RUNNING:
+                assert abs(ran - dt) <= TOLERANCE_S, f"ran {ran} s of {dt} s"
+                assert abs(spent - dt) <= TOLERANCE_S, f"spent {spent} s of lease in {dt} s"
+            else:
+                assert ran == 0, "paused time does not count toward the cap"
+                assert spent == 0, "paused time does not spend the lease"
+        self._check_state(after)
+
+    def feed(self, data: bytes) -> None:
+        """Bytes arrive from the link in one read."""
+        self._settle()
+        fw = self.fw
+        before = fw.snapshot()
+        present_before, accepted_before, certain_before = (
+            self._present, self._accepted, self._certain)  # fmt: skip
+        log_before = None if self._reply_log is None else list(self._reply_log)
+        frames = self._rx.feed(data)
+        keys_before = self._paired_ids()
+        decoded_before = fw.conn.stats.frames
+        fw.receive_data(data, self.now)
+        assert fw.conn.stats.frames - decoded_before == len(frames), "decoders disagree"
+        # A pairing made or dropped within the read: a HELLO under either key may be good.
+        self._key_ids = keys_before | self._paired_ids()
+        if any(self._hello_opens(f, _decoded(f)) for f in frames):
+            # The device numbers its frames from 1 again, and its replies to the frames
+            # of this read reach its new reply cache in an order the model does not
+            # follow; a lone plain HELLO starts the log afresh below. (A HELLO it must
+            # refuse changes neither.)
+            self._tx_next = None
+            self._reply_log = None
+        after = fw.snapshot()
+        must, may = self._follow_link(frames)
+        sent = self._drain()
+        self._uncached_here = set()
+        replies = Counter(_ref_seq(s.message) for s in sent if s.frame.msg_type in REPLY_TYPES)
+        # At most one reply to every command frame, and one to every request (SPEC 4).
+        assert not replies - may, f"replies to {dict(replies)}, at most {dict(may)}"
+        assert not must - replies, f"replies to {dict(replies)}, at least {dict(must)}"
+
+        messages = [_decoded(f) for f in frames]
+        # Only a START the link let through may begin a session: with STOP and VENT
+        # taken first, one older than a stop of its read is refused (SPEC 4, 7.4).
+        self._check_events(sent, before.state, after.state, ENDED_BY_COMMAND,
+                           may_start=self._may_start, source=StartSource.LINK)  # fmt: skip
+        halts = [m for m in messages if m is not None and m.TYPE in URGENT]
+        if halts:
+            # SPEC 7.4: stop and vent go first, and only a fresh START brings pressure back.
+            if not self._may_start:
+                assert after.state in (IDLE, FAULT), f"{after.state.name} after a stop"
+            resets = any(m is not None and m.TYPE == MessageType.RESET_FAULT for m in messages)
+            assert after.state == FAULT or before.state != FAULT or resets, "a fault unlatched"
+        if len(frames) == 1:
+            self._check_lone_frame(frames[0], messages[0], sent, before, after,
+                                   present_before, accepted_before, certain_before,
+                                   log_before)  # fmt: skip
+            if _plain_hello(frames[0], messages[0]):
+                self._reply_log = [frames[0].seq]
+        if not self._present:
+            self._reply_log = None
+        if any(m is not None and m.TYPE in PAUSE_CLOCK for m in messages):
+            self._paused_at = None  # a pause may have begun afresh: its clock starts now
+        self._check_state(after)
+
+    def press(self, button: Button) -> None:
+        """A button on the handheld remote is pressed."""
+        self._settle()
+        before = self.fw.snapshot()
+        self.fw.press(button, self.now)
+        after = self.fw.snapshot()
+        sent = self._drain()
+        if not self.config.remote:
+            assert not sent, "a device without a remote sends nothing for a button"
+            assert after == before, "a device without a remote has no buttons"
+            return
+        first = sent[0].message if sent else None
+        assert isinstance(first, ButtonPressed), "BUTTON goes first"
+        assert first.button == button, f"BUTTON {first.button!r} for {button!r}"
+        self._check_events(sent, before.state, after.state, ENDED_BY_BUTTON,
+                           may_start=button == Button.POWER, source=StartSource.REMOTE)  # fmt: skip
+        state = before.state
+        if button == Button.POWER:
+            expected = {IDLE: RUNNING, RUNNING: IDLE, PAUSED: IDLE, FAULT: IDLE}[state]
+            allowed = _allowed_after(expected) | {state if state in (IDLE, FAULT) else IDLE}
+        elif button == Button.PAUSE:
+            allowed = _allowed_after({RUNNING: PAUSED, PAUSED: RUNNING}.get(state, state))
+        else:
+            allowed = _allowed_after(state)
+            assert 1 <= after.intensity <= len(self.config.levels_mmhg), "a level not offered"
+            if button == Button.MODE:
+                assert after.mode != Mode.CYCLE, "MODE steps through the fixed modes only"
+        assert after.state in allowed, f"{button.name} in {state.name} led to {after.state.name}"
+        if button in (Button.PAUSE, Button.POWER):
+            self._paused_at = None  # a pause may have begun afresh: its clock starts now
+        self._check_state(after)
+
+    def link_down(self) -> None:
+        """The transport reports the link down (port closed, BLE disconnected)."""
+        self._settle()
+        before = self.fw.snapshot()
+        link_session = bool(self.fw.status().flags & StatusFlag.LINK_SESSION)
+        self.fw.link_down(self.now)
+        after = self.fw.snapshot()
+        sent = self._drain()
+        self._present, self._accepted, self._certain = False, None, True
+        self._reply_log = None
+        self._check_events(sent, before.state, after.state, ENDED_BY_LINK_DOWN, may_start=False)
+        if link_session:
+            assert after.state not in IN_SESSION, "a link session outlived its link"
+            assert after.dump, "a session ended by link loss vents (SPEC 10.3)"
+        self._check_state(after)
+
+    def inject(self, *, pump_stuck_on: bool | None = None, sensor_offset_mmhg: float | None = None,
+               inlet_stuck_open: Iterable[int] | None = None,
+               exhaust_stuck_shut: Iterable[int] | None = None) -> None:  # fmt: skip
+        """Break (or mend) the hardware under the firmware; None leaves a fault as it is."""
+        faults = self.fw.plant.faults
+        if pump_stuck_on is not None:
+            faults.pump_stuck_on = pump_stuck_on
+        if sensor_offset_mmhg is not None:
+            faults.sensor_offset_mmhg = sensor_offset_mmhg
+        chambers = self.config.chamber_count
+        if inlet_stuck_open is not None:
+            faults.inlet_stuck_open = {i % chambers for i in inlet_stuck_open}
+        if exhaust_stuck_shut is not None:
+            faults.exhaust_stuck_shut = {i % chambers for i in exhaust_stuck_shut}
+        self._check_state(self.fw.snapshot())
+
+    # --- the link model -------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Run what is due at the current time, so an input meets a device at rest."""
+        before = self.fw.state
+        self.fw.advance(self.now)
+        self._link_expiry()
+        sent = self._drain()
+        self._check_events(sent, before, self.fw.state, ENDED_BY_TIME, may_start=False)
+
+    def _link_expiry(self) -> None:
+        if self._present and self.now >= self._last_rx + self.watchdog_s:
+            self._present, self._accepted, self._certain = False, None, True
+            self._reply_log = None
+        present = self._device_sees_controller()
+        if self._certain:
+            assert present == self._present, f"controller present: {present}, model {self._present}"
+        else:
+            self._present = present
+
+    def _device_sees_controller(self) -> bool:
+        return self.fw.conn.state == LinkState.READY
+
+    def _paired_ids(self) -> set[int]:
+        """The key ids of the controllers the device holds a pairing for (SPEC 12.2)."""
+        return set(self.fw.memory.pairings.pairings)
+
+    def _hello_refused(self, frame: Frame, message: Message | None) -> bool:
+        """Whether ``frame`` is a signed HELLO under a key the device does not hold.
+
+        SPEC 12.3: the device answers it NAK NOT_AUTHENTICATED and changes nothing
+        (not the present controller, not the newest seq). No fuzzed device is paired,
+        so every signed HELLO is one of these, and the model stays certain.
+        """
+        return (
+            isinstance(message, Hello)
+            and frame.auth is not None
+            and self.fw.conn.pairings is not None
+            and message.key_id not in self._key_ids
+        )
+
+    def _hello_opens(self, frame: Frame, message: Message | None) -> bool:
+        """Whether ``frame`` is a HELLO the device may take (it opens a new link)."""
+        return isinstance(message, Hello) and not self._hello_refused(frame, message)
+
+    def _follow_link(self, frames: Sequence[Frame]) -> tuple[Counter[int], Counter[int]]:
+        """Move the link model through ``frames``; how many replies each seq must and may get.
+
+        Every command frame but a KEEPALIVE gets exactly one reply (SPEC 4), with two
+        exceptions: a re-send that arrives in the same read as its original gets
+        none of its own (the original's reply answers both), and while the model is
+        uncertain it cannot tell a re-send from a command.
+
+        It also sets ``_may_start``: whether a START of ``frames`` may pass the link,
+        taken in the device's order (STOP and VENT first, SPEC 7.4), so that one
+        not newer than a stop's seq does not.
+        """
+        must: Counter[int] = Counter()
+        may: Counter[int] = Counter()
+        accepted_here: dict[int, Frame] = {}
+        uncached = self._uncached_here
+        self._may_start = False
+        # Within one read the device takes STOP and VENT first (SPEC 7.4).
+        for frame in sorted(frames, key=lambda f: f.msg_type not in URGENT):
+            if frame.msg_type in DEVICE_TYPES:
+                continue  # dropped silently, and no proof of life
+            if self._present:
+                self._last_rx = self.now
+            message = _decoded(frame)
+            if frame.version == PROTOCOL_VERSION and frame.msg_type == MessageType.KEEPALIVE:
+                continue  # proof of life only, never answered
+            seq = frame.seq
+            may[seq] += 1
+            if isinstance(message, Hello):
+                must[seq] += 1
+                if _plain_hello(frame, message):
+                    self._present, self._accepted, self._certain = True, seq, True
+                    self._last_rx = self.now
+                    accepted_here.clear()
+                    # The device empties its reply cache now, but answers the frames
+                    # read with the HELLO only after it: those replies stay cached.
+                    self._refused = {f.seq for f in frames}
+                elif self._hello_refused(frame, message):
+                    # Refused and forgotten (SPEC 12.3): the link stays as it was.
+                    self._refused.add(seq)
+                    uncached.add(seq)
+                else:
+                    self._certain = False  # a key the device holds: beyond the model
+            elif message is None or frame.msg_type in URGENT or not self._present:
+                must[seq] += 1  # refused by the link, or taken whatever the seq
+                if isinstance(message, Start) and not self._certain:
+                    self._may_start = True  # whether the device sees a controller is unknown
+                if message is None:
+                    self._refused.add(seq)
+                    uncached.add(seq)  # a refusal is sent and forgotten
+                elif self._accepted is not None and not seq_newer(seq, self._accepted):
+                    uncached.add(seq)  # a stop run again: its ACK is not remembered
+            elif not self._certain or self._accepted is None:
+                # A re-send or not: the model cannot tell.
+                self._may_start |= isinstance(message, Start)
+            elif seq_newer(seq, self._accepted):
+                must[seq] += 1
+                self._may_start |= isinstance(message, Start)
+            elif seq != self._accepted:
+                must[seq] += 1  # its reply again, or STALE_SEQUENCE (not remembered)
+                uncached.add(seq)
+            elif accepted_here.get(seq) == frame and seq not in self._refused:
+                may[seq] -= 1  # its original's reply is on its way
+            else:
+                # The newest accepted seq again: its reply again (from a read before) or
+                # STALE_SEQUENCE (not the bytes of the frame accepted in this read, or
+                # that frame's reply left the cache), which is not remembered.
+                uncached.add(seq)
+            # A newer seq becomes the newest accepted, a STOP's or VENT's too (SPEC 4).
+            if (
+                message is not None
+                and not isinstance(message, Hello)
+                and self._present
+                and self._certain
+                and self._accepted is not None
+                and seq_newer(seq, self._accepted)
+            ):
+                self._accepted = seq
+                accepted_here[seq] = frame
+        present = self._device_sees_controller()
+        if self._certain:
+            assert present == self._present, f"controller present: {present}, model {self._present}"
+        else:
+            self._present = present
+            if not present:
+                self._accepted, self._certain = None, True
+        if uncached & accepted_here.keys():
+            # A seq whose reply is remembered and another's not: which is which is
+            # beyond the model, so it stops checking what the cache holds.
+            self._reply_log = None
+        return must, may
+
+    # --- what the device sent -------------------------------------------------------
+
+    def _drain(self) -> list[Sent]:
+        """Take what the device sent since the last call; assert that it is all well formed."""
+        data = self.fw.data_to_send()
+        assert not data or data.endswith(b"\x00"), "the device sent part of a frame"
+        stats = self._tx.stats
+        drops = stats.resyncs
+        sent = []
+        for frame in self._tx.feed(data):
+            assert frame.version == PROTOCOL_VERSION, f"the device sent version {frame.version}"
+            assert frame.msg_type in DEVICE_TYPES, f"the device sent type 0x{frame.msg_type:02x}"
+            # Decoding is fuzzed on its own (check_message); here it need only succeed.
+            try:
+                message = decode_message(frame.msg_type, frame.payload)
+            except RemoteProtocolError as error:
+                raise AssertionError(f"the device sent an unreadable {frame}: {error}") from None
+            new = self._tx_next is None or frame.seq == self._tx_next
+            sent.append(Sent(frame, message, new))
+            if new:
+                self._tx_next = (frame.seq + 1) & 0xFFFF
+            if frame.msg_type in REPLY_TYPES:
+                ref = _ref_seq(message)
+                self._sent_replies.setdefault(ref, set()).add(frame.encode())
+                if new and self._reply_log is not None and ref not in self._uncached_here:
+                    self._reply_log.append(ref)
+        assert stats.resyncs == drops, "the device sent a block that is not a frame"
+        return sent
+
+    def _check_events(self, sent: list[Sent], before: SessionState, after: SessionState,
+                      may_end: frozenset[EndReason], *, may_start: bool,
+                      source: StartSource | None = None) -> None:  # fmt: skip
+        """Session events tell the truth: one start per session, one end per start."""
+        on = before in IN_SESSION
+        for item in sent:
+            message = item.message
+            if isinstance(message, SessionStarted):
+                # SPEC 10.4: no self-resume; only a START or the POWER button begins one.
+                assert may_start, "a session began with no START the link took, nor POWER"
+                assert not on, "SESSION_STARTED during a session"
+                assert message.source == source, f"{message} here"
+                on = True
+                self.sessions += 1
+            elif isinstance(message, SessionEnded):
+                assert on, "SESSION_ENDED without a session"
+                assert message.reason in may_end, f"a session ended {message.reason!r} here"
+                assert message.pressure_s <= self.config.session_cap_s, f"{message} past the cap"
+                on = False
+        assert on == (after in IN_SESSION), f"events say {on}, state {after.name}"
+
+    def _check_lone_frame(self, frame: Frame, message: Message | None, sent: list[Sent],
+                          before: Snapshot, after: Snapshot, present: bool,
+                          accepted: int | None, certain: bool,
+                          log: list[int] | None) -> None:  # fmt: skip
+        """The answer to a read that held exactly one frame (SPEC 4, 7.2 and 8)."""
+        seq, kind = frame.seq, frame.msg_type
+        first = sent[0].message if sent else None
+
+        def only_nak(error: ErrorCode) -> None:
+            assert [s.message for s in sent] == [Nak(seq, error)], f"{sent} is not NAK {error!r}"
+            assert after == before, f"NAK {error.name} changed the device"
+
+        def ack_and_status() -> None:
+            assert first == Ack(seq), f"{message} answered {first}"
+            assert len(sent) == 2, f"{message} answered {sent}"
+            assert isinstance(sent[1].message, Status), "ACK, then STATUS"
+
+        if kind in DEVICE_TYPES:
+            assert not sent, "a device's message sent to the device was answered"
+            assert after == before, "a device's message sent to the device did something"
+        elif frame.version != PROTOCOL_VERSION:
+            only_nak(ErrorCode.UNSUPPORTED_VERSION)
+        elif kind not in COMMANDS:
+            only_nak(ErrorCode.UNKNOWN_MESSAGE)
+        elif message is None:
+            only_nak(ErrorCode.BAD_PAYLOAD)
+        elif kind == MessageType.KEEPALIVE:
+            assert not sent, "KEEPALIVE is never answered"
+            assert after == before, "KEEPALIVE is proof of life only"
+        elif isinstance(message, Hello):
+            if self._hello_refused(frame, message):
+                only_nak(ErrorCode.NOT_AUTHENTICATED)
+            elif _plain_hello(frame, message):
+                assert isinstance(first, Capabilities), f"HELLO answered {first}"
+                assert first.ref_seq == seq, f"CAPABILITIES for {first.ref_seq}, not {seq}"
+                assert sent[0].frame.seq == 1, "a device answering a HELLO starts again at 1"
+                assert len(sent) == 2, f"HELLO answered {sent}"
+                assert isinstance(sent[1].message, Status), "CAPABILITIES, then one STATUS"
+                assert after.state == before.state, "HELLO never changes the session"
+        elif kind in URGENT:
+            assert first == Ack(seq), f"{message} answered {first}"
+            if before.state == FAULT:
+                assert after.state == FAULT, "STOP and VENT leave a latched fault latched"
+            else:
+                # A sample right after it may latch a fault; nothing else may follow.
+                assert after.state in (IDLE, FAULT), f"{after.state.name} after {message}"
+                if before.state not in IN_SESSION:
+                    flags = self.fw.status().flags
+                    assert flags & StatusFlag.STOP_SINCE_END, "a stop with no session is remembered"
+            if kind == MessageType.VENT:
+                assert after.dump, "VENT opens the dump valve"
+        elif not present:
+            if kind == MessageType.GET_STATUS:
+                ack_and_status()
+            elif kind in NEED_HELLO:
+                only_nak(ErrorCode.NO_HELLO)
+        elif certain and accepted is not None and not seq_newer(seq, accepted):
+            # SPEC 4: a re-sent command never runs twice; its reply is sent again.
+            assert after == before, f"a stale {message} changed the device"
+            remembered = log is not None and len(set(log)) == len(log) and seq in log[-8:]
+            assert len(sent) == 1, f"a stale {message} got {sent}"
+            again = sent[0]
+            assert again.message == Nak(seq, ErrorCode.STALE_SEQUENCE) or (
+                again.wire in self._sent_replies.get(seq, set())
+            ), f"a stale {message} got {again.message}, not a reply sent before"
+            if remembered:
+                # One reply per seq since the link opened, and this one among the
+                # last 8: the device remembers it and must send it again.
+                assert not again.new, f"the reply to {seq} was forgotten: {again.message}"
+        elif not certain:
+            pass  # stale or not, the model cannot tell: only the rules of every read apply
+        elif kind == MessageType.GET_STATUS:
+            ack_and_status()
+            assert after == before, "GET_STATUS changed the device"
+        elif kind in STATEFUL_COMMANDS:
+            self._check_command(message, sent, before, after)
+
+    def _check_command(self, message: Message, sent: list[Sent], before: Snapshot,
+                       after: Snapshot) -> None:  # fmt: skip
+        """A command the link accepted: the state table and the value checks (SPEC 8)."""
+        reply = sent[0].message if sent else None
+        outcome = command_outcome(before.state, message.TYPE)
+        if isinstance(reply, Nak):
+            assert reply.error not in LINK_ERRORS, f"{message} accepted, then {reply.error!r}"
+            if isinstance(outcome, ErrorCode):
+                assert reply.error == outcome, f"{message} in {before.state.name}: {reply.error!r}"
+            assert len(sent) == 1, f"refused {message}, and sent {sent}"
+            assert after == before, f"refused {message} changed the device"
+            return
+        assert isinstance(reply, Ack), f"{message} answered {reply}"
+        assert not isinstance(outcome, ErrorCode), f"{message} in {before.state.name} was taken"
+        assert after.state in _allowed_after(outcome), f"{message}: {after.state.name}"
+        if after.state not in IN_SESSION:
+            return
+        if isinstance(message, Start | Renew | SetMode):
+            assert after.mode == message.mode, f"{message} left mode {after.mode}"
+        if isinstance(message, Start | Renew) and message.mode != Mode.CYCLE:
+            assert after.intensity == message.intensity, f"{message}: {after.intensity}"
+        if isinstance(message, SetIntensity):
+            assert after.intensity == message.level, f"{message}: {after.intensity}"
+        if isinstance(message, Start | Renew):
+            assert after.lease_left_s == message.lease_s, f"{message}: {after.lease_left_s} s"
+            assert after.elapsed_s == before.elapsed_s, "a START renews the lease, not the cap"
+
+    # --- the device's state -----------------------------------------------------------
+
+    def _check_state(self, snap: Snapshot) -> None:
+        """Rules on the true state that hold at every moment (SPEC 8 and 10)."""
+        cfg = self.config
+        plant = self.fw.plant
+        ceiling = cfg.ceiling_mmhg
+        # SPEC 10.1: no chamber ever exceeds the ceiling, whatever the firmware does.
+        assert max(snap.pressures_mmhg) <= ceiling, f"{snap.pressures_mmhg} above {ceiling}"
+        assert plant.max_pressure_seen <= ceiling, f"{plant.max_pressure_seen} above {ceiling}"
+        # SPEC 10.6: the session cap; 10.2: the lease.
+        assert snap.elapsed_s <= cfg.session_cap_s + TOLERANCE_S, f"{snap.elapsed_s} s > cap"
+        assert 0.0 <= snap.lease_left_s <= max(cfg.max_lease_s, cfg.remote_session_s)
+        state = snap.state
+        if state in IN_SESSION:
+            if self._paused_at is None and state == PAUSED:
+                self._paused_at = self.now
+            if state == RUNNING:
+                self._paused_at = None
+                assert snap.lease_left_s > 0.0, "running on a spent lease"
+            else:
+                # SPEC 8.4: a pause ends at the pause limit.
+                assert self._paused_at is not None, "paused since when?"
+                paused = self.now - self._paused_at
+                assert paused < cfg.pause_limit_s + TOLERANCE_S, f"paused {paused} s: too long"
+                assert not any(plant.inlets), "PAUSE releases every chamber"
+                assert not plant.pump, "the pump runs in PAUSED"
+        else:
+            self._paused_at = None
+            assert snap.elapsed_s == 0.0, f"elapsed time without a session in {state.name}"
+            assert snap.lease_left_s == 0.0, f"a lease without a session in {state.name}"
+            # SPEC 10.9: valves fail open in IDLE and FAULT.
+            assert all(plant.exhausts), f"an exhaust shut in {state.name}"
+            assert not any(plant.inlets), f"an inlet open in {state.name}"
+            assert not plant.pump, f"the pump on in {state.name}"
+        if state == FAULT:
+            # SPEC 10.8: a latched fault keeps its bits and the dump valve open.
+            assert snap.faults != Fault.NONE, "FAULT without a fault"
+            assert snap.dump, "FAULT with the dump valve shut"
+        if state in IN_SESSION and not snap.controller_present:
+            # SPEC 10.3: a session a controller started ends with its link. (STATUS is
+            # dear to build, and the device sends one to a present controller anyway.)
+            status = self.fw.status()
+            assert not status.flags & StatusFlag.LINK_SESSION, "a link session, no controller"
+            assert status.session_elapsed_s <= cfg.session_cap_s, "STATUS: elapsed past the cap"
+        asleep = not math.isfinite(self.fw.next_deadline())
+        assert state == IDLE or not asleep, f"asleep in {state.name}"
+
+
+def command_frame(seq: int, message_or_type: Message | int, payload: bytes = b"", *,
+                  version: int = PROTOCOL_VERSION, key: bytes | None = None,
+                  counter: int = 1, nonce: bytes = b"") -> Frame:  # fmt: skip
+    """A frame from a controller: a message, or a raw type and payload (cut to fit).
+
+    With ``key`` the frame carries an auth trailer signed with it, for ``counter``.
+    After a signed HELLO every tag also covers the link's 8-byte ``nonce`` from
+    CAPABILITIES (SPEC 12.3); the HELLO itself is signed without one.
+    """
+    if isinstance(message_or_type, Message):
+        msg_type, payload = message_or_type.TYPE, message_or_type.encode_payload()
+    else:
+        msg_type = message_or_type
+    frame = Frame(seq & 0xFFFF, msg_type & 0xFF, payload[:MAX_PAYLOAD], version & 0xFF)
+    return frame.signed(key, counter & 0xFFFFFFFF, nonce) if key is not None else frame
