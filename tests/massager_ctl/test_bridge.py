@@ -14,7 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -118,23 +118,24 @@ async def listening(
         for topic in topics:
             await client.subscribe(topic)
         listener = Listener(client)
-        collecting = asyncio.create_task(listener.collect())
-        try:
+        async with in_background(listener.collect()):
             yield listener
-        finally:
-            collecting.cancel()
-            await asyncio.gather(collecting, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
-async def running(bridge: Bridge) -> AsyncIterator[asyncio.Task[None]]:
-    """The bridge running in a task; cancelled (cleanly) at the end."""
-    task = asyncio.create_task(bridge.run())
+async def in_background(work: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
+    """``work`` running in a task; cancelled (cleanly) at the end."""
+    task = asyncio.create_task(work)
     try:
         yield task
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def running(bridge: Bridge) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
+    """The bridge running in a task; cancelled (cleanly) at the end."""
+    return in_background(bridge.run())
 
 
 @contextlib.asynccontextmanager

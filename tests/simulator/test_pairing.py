@@ -200,17 +200,27 @@ def test_the_device_memory_file_keeps_the_counters_and_is_owner_only(tmp_path: P
     assert saved.counter > 0
 
 
-def test_a_bad_tag_changes_no_replay_state_and_the_good_frame_still_counts() -> None:
-    rig = Rig()
-    rig.connect()
+def signed_on_link(rig: Rig, message: fp.Message, seq: int, counter: int | None = None) -> Frame:
+    """``message`` signed as the rig's controller would on its authenticated link.
+
+    ``counter`` defaults to the controller's next one.
+    """
     signer = rig.ctl.signer
     assert signer is not None
     nonce = rig.ctl.link_nonce
     assert nonce is not None
-    counter = signer.next_counter()
+    if counter is None:
+        counter = signer.next_counter()
+    return Frame(seq, message.TYPE, message.encode_payload()).signed(signer.key, counter, nonce)
+
+
+def test_a_bad_tag_changes_no_replay_state_and_the_good_frame_still_counts() -> None:
+    rig = Rig()
+    rig.connect()
     seq = 100
-    good = Frame(seq, START.TYPE, START.encode_payload()).signed(signer.key, counter, nonce)
+    good = signed_on_link(rig, START, seq)
     assert good.auth is not None
+    counter = good.auth.counter
     forged = replace(good, auth=fp.Auth(counter, bytes(8)))
     rig.ctl.data_to_send()
     stats = rig.fw.conn.stats
@@ -288,12 +298,7 @@ def test_a_tampered_frame_never_starts_the_pump(
 ) -> None:
     rig = Rig()
     rig.connect()
-    signer = rig.ctl.signer
-    assert signer is not None
-    nonce = rig.ctl.link_nonce
-    assert nonce is not None
-    frame = Frame(200, message.TYPE, message.encode_payload()).signed(signer.key, 10**6, nonce)
-    raw = bytearray(frame.to_bytes())
+    raw = bytearray(signed_on_link(rig, message, 200, 10**6).to_bytes())
     original = bytes(raw)
     for at, bit in flips:
         raw[at % (len(raw) - 2)] ^= 1 << bit
@@ -310,11 +315,7 @@ def test_a_tampered_frame_never_starts_the_pump(
 def test_a_counter_at_or_below_the_last_is_a_replay(counter: int) -> None:
     rig = Rig()
     rig.connect()  # its signed HELLO used counter 1 (the HELLO before pairing was unsigned)
-    signer = rig.ctl.signer
-    assert signer is not None
-    nonce = rig.ctl.link_nonce
-    assert nonce is not None
-    frame = Frame(50, START.TYPE, START.encode_payload()).signed(signer.key, counter, nonce)
+    frame = signed_on_link(rig, START, 50, counter)
     assert replay(rig.fw, frame.encode(), rig.now) == [fp.Nak(50, ErrorCode.REPLAYED)]
     assert never_pumped(rig)
 
