@@ -543,7 +543,9 @@ class Connection:
             self.stats.rejected += 1  # a device's message sent to a device: nothing to answer
             return
         verified = self._verified(frame)
-        if self.state == LinkState.READY and (self.link_key_id is None or self._fresh(frame)):
+        if self.state == LinkState.READY and (
+            self.link_key_id is None or (verified and self._fresh(frame))
+        ):
             # Proof of life: every frame that passed its CRC; on an authenticated link
             # only a fresh signed one, or a stranger could hold a session up.
             self._last_rx = now
@@ -680,9 +682,8 @@ class Connection:
         return pairing is not None and frame.verify(pairing.key, self.link_nonce or b"")
 
     def _fresh(self, frame: Frame) -> bool:
-        """A signed frame with a counter above any this link has seen: proof of life."""
-        if frame.auth is None or not self._verified(frame):
-            return False
+        """Whether verified ``frame`` has a counter above any this link has seen: proof of life."""
+        assert frame.auth is not None
         if frame.auth.counter <= self._alive_counter:
             return False
         self._alive_counter = frame.auth.counter
