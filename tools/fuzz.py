@@ -19,14 +19,17 @@ how it is cut into reads. `tools.invariants.check_decoder` holds the stream's
 decoding to its rules, and every frame found (and the input itself, read as a
 type and a payload) goes through `check_message`.
 
-``firmware``: byte 0 picks a device (`tools.invariants.PRESETS`); the rest is
-a program of operations for a fresh `CheckedFirmware`, each an opcode byte and
-its operands (see `FirmwareOps`): a command frame (type, seq, version, payload
-and signing chosen by the input; the harness adds the CRC and COBS, so the
-fuzzer need not find them), raw bytes, time passing, a button, a link drop, a
-hardware fault, a re-sent read. Frames may be held and sent together in one
-read. Simulated time per input is capped so that one input stays cheap; a wait
-is a share of that budget, so every byte value of a wait means a wait.
+``firmware``: byte 0 picks a device: its low 7 bits one of
+`tools.invariants.PRESETS`, its high bit whether the device is paired (it holds
+`tools.invariants.FUZZ_KEY` and enforces SPEC 12). The rest is a program of
+operations for a fresh `CheckedFirmware`, each an opcode byte and its operands
+(see `FirmwareOps`): a command frame (type, seq, version, payload and signing
+chosen by the input; the harness adds the CRC and COBS, and signs as a
+controller would, so the fuzzer need not find them), raw bytes, time passing, a
+button, a link drop, a hardware fault, a re-sent read. Frames may be held and
+sent together in one read. Simulated time per input is capped so that one input
+stays cheap; a wait is a share of that budget, so every byte value of a wait
+means a wait.
 
 A broken rule raises `AssertionError`, any other exception is a finding too,
 and either crashes the fuzzer, which saves the input (``crash-*``) under the
@@ -72,15 +75,12 @@ def simulated_budget(preset: int) -> float:
     """The simulated seconds a firmware input on device ``preset`` (byte 0) may spend."""
     from tools.invariants import PRESETS
 
-    return MAX_SIMULATED_S if preset % len(PRESETS) else REFERENCE_SIMULATED_S
+    reference = (preset & ~FirmwareOps.PAIRED) % len(PRESETS) == 0
+    return REFERENCE_SIMULATED_S if reference else MAX_SIMULATED_S
 
 
 MAX_LEN = {"decoder": 2048, "firmware": 256}
 """libFuzzer's ``-max_len`` per target: several frames of any size, or about 50 operations."""
-
-AUTH_KEY = bytes(range(32))
-"""The key signed frames use; the device has no pairing, so it knows none."""
-
 
 # --- the decoder target -----------------------------------------------------------
 
@@ -160,11 +160,20 @@ class FirmwareOps:
     button. DROP: the link goes down. FAULT: a byte naming a hardware fault to
     switch. RESEND: the last read again, byte for byte and in the same pieces (a
     split read is split again); frames held since stay held.
+
+    A SIGNED frame is signed with `tools.invariants.FUZZ_KEY`, a HELLO without a
+    nonce and any other frame under the nonce of the last CAPABILITIES the device
+    sent, each with a counter one above the last (SPEC 12.3), as the paired
+    controller does. On a paired device (``PAIRED`` in byte 0) the KEEPALIVEs of
+    ``ALIVE`` are signed too: only a fresh signed frame feeds the watchdog of an
+    authenticated link.
     """
 
     FRAME, RAW, ADVANCE, PRESS, DROP, FAULT, RESEND = 0, 2, 3, 4, 5, 6, 7
     SEQ, HOLD, VERSION, SIGNED, SPLIT = 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 7
     ALIVE = 1 << 3
+    PAIRED = 1 << 7
+    """In byte 0: the device holds the fuzzing key."""
 
     def __init__(self, preset: int = 0) -> None:
         self.out = bytearray([preset])
@@ -273,12 +282,13 @@ def _inject(rig: object, which: int) -> None:
 def firmware_target(data: bytes) -> None:
     """One firmware input: run its program on a fresh device, asserting every rule."""
     from firmware_protocol import Button, MessageType
-    from tools.invariants import CheckedFirmware, command_frame, fuzz_config
+    from tools.invariants import FUZZ_KEY, CheckedFirmware, command_frame, fuzz_config
 
     if not data:
         return
     ops = FirmwareOps
-    rig = CheckedFirmware(fuzz_config(data[0]))
+    paired = bool(data[0] & ops.PAIRED)
+    rig = CheckedFirmware(fuzz_config(data[0] & ~ops.PAIRED), paired=paired)
     reader = _Reader(data, 1)
     held = bytearray()
     last_read: tuple[bytes, ...] = ()  # its pieces, as fed
@@ -288,6 +298,13 @@ def firmware_target(data: bytes) -> None:
     def feed(read: tuple[bytes, ...]) -> None:
         for piece in read:
             rig.feed(piece)
+
+    def signed_keepalive() -> bytes:
+        nonlocal counter
+        counter += 1
+        frame = command_frame(seq, MessageType.KEEPALIVE, key=FUZZ_KEY, counter=counter,
+                              nonce=rig.link_nonce or b"")  # fmt: skip
+        return frame.encode()
 
     def deliver(extra: bytes, split: int | None = None) -> None:
         nonlocal last_read
@@ -312,9 +329,10 @@ def firmware_target(data: bytes) -> None:
             msg_type, length = reader.u8(), reader.u8()
             payload = reader.take(length)
             counter += 1
-            key = AUTH_KEY if op & ops.SIGNED else None
+            key = FUZZ_KEY if op & ops.SIGNED else None
+            nonce = b"" if msg_type == MessageType.HELLO else rig.link_nonce or b""
             frame = command_frame(seq, msg_type, payload, version=version, key=key,
-                                  counter=counter)  # fmt: skip
+                                  counter=counter, nonce=nonce)  # fmt: skip
             wire = frame.encode()
             if op & ops.HOLD:
                 held.extend(wire)
@@ -326,8 +344,12 @@ def firmware_target(data: bytes) -> None:
             dt = min(scale * (reader.u8() / 255) ** 3, budget)
             budget -= dt
             # A live controller sends KEEPALIVE (with its last seq) in the silences.
-            alive = command_frame(seq, MessageType.KEEPALIVE).encode() if op & ops.ALIVE else None
-            rig.advance(dt, keepalive=alive)
+            if not op & ops.ALIVE:
+                rig.advance(dt)
+            elif paired:
+                rig.advance(dt, keepalive=signed_keepalive)
+            else:
+                rig.advance(dt, keepalive=command_frame(seq, MessageType.KEEPALIVE).encode())
         elif kind == ops.PRESS:
             rig.press(Button(reader.u8() % len(Button) + 1))
         elif kind == ops.DROP:
@@ -446,12 +468,54 @@ def _firmware_seeds() -> Iterator[bytes]:
             .frame((0x0E, b"")).frame((0x80, b"\x01\x00")).frame(fp.Start(1, 1, 9), signed=True)
             .raw(b"garbage\x00").advance(255).build()
         )  # fmt: skip
+        yield from _paired_seeds(preset | FirmwareOps.PAIRED)
+
+
+def _paired_seeds(device: int) -> Iterator[bytes]:
+    """Programs for a paired device: an authenticated link, and strangers on it."""
+    import firmware_protocol as fp
+    from tools.invariants import FUZZ_KEY, FUZZ_KEY_ID, command_frame
+
+    hello = fp.Hello("fuzz", FUZZ_KEY_ID)
+    # Signed with the key but not under the link's nonce, and a counter far ahead:
+    # a forgery, which must leave the key's counter where it was.
+    forged = command_frame(9, fp.Start(fp.Mode.PULSE, 3, 60), key=FUZZ_KEY, counter=1 << 30)
+    yield (  # the paired controller runs a session, a stranger's commands are refused
+        FirmwareOps(device).frame(hello, seq=1, signed=True)
+        .frame(fp.Start(fp.Mode.WAVE, 1, 60), signed=True).raw(forged.encode())
+        .wait(1, alive=True)
+        .frame(fp.SetIntensity(3)).frame(fp.SetIntensity(2), signed=True).resend()
+        .frame(fp.Pause(), signed=True).frame(fp.Resume()).wait(0.5, alive=True)
+        .frame(fp.Resume(), signed=True).frame(fp.Renew(fp.Mode.PULSE, 1, 30), signed=True)
+        .wait(0.8, alive=True).frame(fp.GetStatus()).frame(fp.Stop()).resend()
+        .frame(fp.Start(fp.Mode.PULSE, 2, 60)).frame(fp.Start(fp.Mode.PULSE, 2, 60), signed=True)
+        .frame(fp.Vent(), signed=True).wait(3).build()
+    )  # fmt: skip
+    yield (  # a HELLO replayed after a drop is refused; a plain HELLO takes the link: the
+        # session ends, and nothing unsigned starts
+        FirmwareOps(device).frame(hello, seq=1, signed=True).drop().resend()
+        .frame(hello, signed=True).frame(fp.Start(fp.Mode.WAVE, 2, 60), signed=True).wait(0.5)
+        .frame(fp.Hello("stranger")).frame(fp.Start(fp.Mode.WAVE, 2, 60))
+        .frame(fp.Hello("stranger", 2), signed=True).frame(fp.KeepAlive()).wait(0.5, alive=True)
+        .frame(hello, signed=True).frame(fp.Start(fp.Mode.PULSE, 1, 20), signed=True)
+        .wait(2, alive=True).build()
+    )  # fmt: skip
+    yield (  # silence ends it; a fault latches until a signed RESET_FAULT; then unpaired
+        FirmwareOps(device).frame(hello, seq=1, signed=True)
+        .frame(fp.Start(fp.Mode.WAVE, 3, 60), signed=True).wait(0.5).frame(fp.KeepAlive())
+        .wait(12).frame(hello, signed=True).frame(fp.Start(fp.Mode.WAVE, 3, 60), signed=True)
+        .fault(1 | 4).wait(1, alive=True).fault(1).frame(fp.ResetFault())
+        .frame(fp.ResetFault(), signed=True).drop().frame(hello, signed=True, seq=40)
+        .frame(fp.Unpair(), signed=True).frame(fp.Start(fp.Mode.WAVE, 1, 60), signed=True)
+        .build()
+    )  # fmt: skip
 
 
 def _decoder_seeds() -> Iterator[bytes]:
     """The wire bytes of every message, one by one and together, amid garbage."""
     import firmware_protocol as fp
     from firmware_protocol import Frame
+    from tools.invariants import FUZZ_KEY
 
     status = fp.Status(123456, fp.SessionState.RUNNING, 1, 2, fp.StatusFlag.PUMP_ON, 845, 55,
                        87, fp.Fault.NONE, fp.EndReason.NONE, 5, 10, (812, 0, 805, 3))  # fmt: skip
@@ -471,7 +535,7 @@ def _decoder_seeds() -> Iterator[bytes]:
         yield bytes([0, msg_type]) + payload
     yield bytes([0x11]) + b"garbage\x00" + b"".join(wires[:12])
     yield bytes([0x7F]) + b"\x01" * 300 + b"\x00" + b"".join(wires[12:])
-    signed = Frame(14, 0x02, b"\x02\x01\x3c\x00").signed(AUTH_KEY, 7)
+    signed = Frame(14, 0x02, b"\x02\x01\x3c\x00").signed(FUZZ_KEY, 7)
     yield bytes([0x23]) + signed.encode()
     yield bytes([0x80, 0x81, 253]) + _longest_body()
 

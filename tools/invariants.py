@@ -20,19 +20,30 @@ the state machine of section 8. It keeps a small model of the link (is a
 controller present, which seq is the newest accepted, which replies the device
 must still remember) to know what the reply to a lone frame must be. No
 deviation of the code under test is tolerated.
+
+A device may be fuzzed paired (``CheckedFirmware(config, paired=True)``): it
+then holds `FUZZ_KEY` and enforces section 12. The model does not follow an
+authenticated link's numbering (it checks the rules of every read there, not
+the seq rules), but on every read it checks what authentication is for: no
+session begins, and nothing that `AUTHENTICATED` guards changes, without a
+frame in that read that carries a good tag under a held key and the link's
+nonce and a counter above any that key used; a key's counter never goes back,
+and moves only to the counter of such a frame; on a link that is not
+authenticated every guarded command is refused NOT_AUTHENTICATED.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
 from typing import Any
 
 from firmware_protocol import (
+    AUTHENTICATED,
     PROTOCOL_VERSION,
     Ack,
     Auth,
@@ -68,6 +79,7 @@ from firmware_protocol.connection import LinkState, seq_newer
 from firmware_protocol.messages import COMMANDS, REPLIES, URGENT, decode_message
 from firmware_protocol.session import STATEFUL_COMMANDS, command_outcome
 from simulator import DeviceConfig, Firmware, Snapshot
+from simulator.memory import DeviceMemory
 
 IDLE, RUNNING, PAUSED, FAULT = (
     SessionState.IDLE,
@@ -102,6 +114,8 @@ ENDED_BY_COMMAND = frozenset({EndReason.STOPPED, EndReason.VENTED, EndReason.FAU
                               EndReason.BATTERY})  # fmt: skip
 ENDED_BY_BUTTON = frozenset({EndReason.REMOTE, EndReason.FAULT, EndReason.BATTERY})
 ENDED_BY_LINK_DOWN = frozenset({EndReason.LINK_LOST})
+ENDED_BY_TAKEOVER = ENDED_BY_COMMAND | ENDED_BY_LINK_DOWN
+"""A read whose HELLO replaces an authenticated link ends its session as a lost link (SPEC 12.3)."""
 
 TOLERANCE_S = 1e-6
 """Clock sums are float sums of many steps; the firmware itself allows 1e-9 per deadline."""
@@ -306,6 +320,21 @@ def fuzz_config(preset: int, seed: int = 1) -> DeviceConfig:
     return DeviceConfig(seed=seed, **PRESETS[preset % len(PRESETS)], **_unpaired())
 
 
+FUZZ_KEY = bytes(range(32))
+"""The key a paired fuzzed device holds (key id `FUZZ_KEY_ID`); its controller signs with it."""
+FUZZ_KEY_ID = 1
+
+
+def _memory(paired: bool) -> DeviceMemory:
+    # A device that holds a key enforces SPEC 12 whatever its config says, as a
+    # device does once anyone has paired with it.
+    memory = DeviceMemory()
+    if paired:
+        key_id = memory.pairings.add("fuzz", FUZZ_KEY)
+        assert key_id == FUZZ_KEY_ID
+    return memory
+
+
 # --- the firmware -----------------------------------------------------------------
 
 
@@ -347,6 +376,18 @@ def _decoded(frame: Frame) -> Message | None:
         return None
 
 
+def _signed_by(frame: Frame, key: bytes, counter: int, nonces: set[bytes]) -> bool:
+    """Whether ``frame`` has a good tag under ``key`` and a counter above ``counter``.
+
+    A HELLO is signed without a nonce, every later frame under one of ``nonces``
+    (the link's, before and after the read: a HELLO in it sets a new one).
+    """
+    if frame.auth is None or frame.auth.counter <= counter:
+        return False
+    under = {b""} if frame.msg_type == MessageType.HELLO else nonces
+    return any(frame.verify(key, nonce) for nonce in under)
+
+
 def _allowed_after(expected: SessionState) -> set[SessionState]:
     # Right after any change the firmware samples: a fault may latch, or a low
     # battery end the session that just began.
@@ -360,11 +401,21 @@ class CheckedFirmware:
     """A `Firmware` whose every input goes through here, with every rule checked after it.
 
     Time moves only in `advance`; the other inputs happen at the current time.
+    With ``paired`` the device holds `FUZZ_KEY` and takes guarded commands only
+    in frames signed with it (see the module docstring).
     """
 
-    def __init__(self, config: DeviceConfig) -> None:
+    def __init__(self, config: DeviceConfig, *, paired: bool = False) -> None:
         self.config = config
-        self.fw = Firmware(config, now=0.0)
+        self.fw = Firmware(config, now=0.0, memory=_memory(paired))
+        self.enforced = paired or config.pairing_required
+        """Whether the device must take guarded commands only in signed frames (SPEC 12):
+        from what it was set up as, not from what it says of itself."""
+        self.link_nonce: bytes | None = None
+        """The nonce of the last CAPABILITIES the device sent: what a controller signs under."""
+        self._counters = self._key_counters()
+        self._taken_over = False
+        """Whether the last read held a HELLO that replaced an authenticated link."""
         self.now = 0.0
         self.watchdog_s = config.watchdog_ms / 1000
         self._rx = FrameDecoder()  # the same bytes as the device's own decoder sees
@@ -398,11 +449,14 @@ class CheckedFirmware:
 
     # --- inputs ---------------------------------------------------------------------
 
-    def advance(self, dt: float, *, keepalive: bytes | None = None) -> None:
+    def advance(self, dt: float, *,
+                keepalive: bytes | Callable[[], bytes] | None = None) -> None:  # fmt: skip
         """Let ``dt`` seconds pass with nothing arriving, or only ``keepalive``.
 
-        ``keepalive`` (the bytes of a KEEPALIVE frame) arrives whenever 0.9 of the
-        watchdog has passed, as from a live controller; no reply may come to it.
+        ``keepalive`` (the bytes of a KEEPALIVE frame, or a function that makes a
+        fresh one: on an authenticated link each must be signed anew) arrives
+        whenever 0.9 of the watchdog has passed, as from a live controller; no
+        reply may come to it.
         """
         assert dt >= 0, "time runs forward"
         before = self.fw.snapshot()
@@ -415,8 +469,9 @@ class CheckedFirmware:
                 self.now = min(self.now + 0.9 * self.watchdog_s, end)
                 self.fw.advance(self.now)
                 self._link_expiry()
-                self.fw.receive_data(keepalive, self.now)
-                _, may = self._follow_link(self._rx.feed(keepalive))
+                wire = keepalive() if callable(keepalive) else keepalive
+                self.fw.receive_data(wire, self.now)
+                _, may = self._follow_link(self._rx.feed(wire))
                 assert not +may, "a KEEPALIVE is never answered"
         self._link_expiry()
         after = self.fw.snapshot()
@@ -446,6 +501,7 @@ class CheckedFirmware:
         log_before = None if self._reply_log is None else list(self._reply_log)
         frames = self._rx.feed(data)
         keys_before = self._paired_ids()
+        held, link_key, nonce_before = self._counters, fw.conn.link_key_id, fw.conn.link_nonce
         decoded_before = fw.conn.stats.frames
         fw.receive_data(data, self.now)
         assert fw.conn.stats.frames - decoded_before == len(frames), "decoders disagree"
@@ -468,9 +524,19 @@ class CheckedFirmware:
         assert not must - replies, f"replies to {dict(replies)}, at least {dict(must)}"
 
         messages = [_decoded(f) for f in frames]
+        nonces = {n for n in (nonce_before, fw.conn.link_nonce) if n is not None}
+        authentic = [f for f in frames if any(_signed_by(f, *k, nonces) for k in held.values())]
+        if self.enforced:
+            self._check_guarded(authentic, held, nonces, before, after)
+            # SPEC 12: a START must also carry a good tag and a fresh counter.
+            self._may_start &= any(isinstance(_decoded(f), Start) for f in authentic)
         # Only a START the link let through may begin a session: with STOP and VENT
         # taken first, one older than a stop of its read is refused (SPEC 4, 7.4).
-        self._check_events(sent, before.state, after.state, ENDED_BY_COMMAND,
+        # A HELLO that takes an authenticated link ends its session (SPEC 12.3).
+        takeover = link_key is not None and any(self._hello_opens(f, _decoded(f)) for f in frames)
+        self._taken_over = takeover
+        self._check_events(sent, before.state, after.state,
+                           ENDED_BY_TAKEOVER if takeover else ENDED_BY_COMMAND,
                            may_start=self._may_start, source=StartSource.LINK)  # fmt: skip
         halts = [m for m in messages if m is not None and m.TYPE in URGENT]
         if halts:
@@ -490,6 +556,30 @@ class CheckedFirmware:
         if any(m is not None and m.TYPE in PAUSE_CLOCK for m in messages):
             self._paused_at = None  # a pause may have begun afresh: its clock starts now
         self._check_state(after)
+
+    def _check_guarded(self, authentic: list[Frame], held: dict[int, tuple[bytes, int]],
+                       nonces: set[bytes], before: Snapshot, after: Snapshot) -> None:  # fmt: skip
+        """SPEC 12 on a device that enforces it: what ``authentic`` frames may have done."""
+        now = self._key_counters()
+        for key_id, (key, counter) in now.items():
+            if key_id not in held:
+                continue  # paired in this read (no fuzzed device opens its window)
+            was = held[key_id][1]
+            assert counter >= was, f"key {key_id}'s counter went back from {was} to {counter}"
+            if counter != was:
+                signed = {f.auth.counter for f in authentic if _signed_by(f, key, was, nonces)}
+                assert counter in signed, f"key {key_id}'s counter moved to {counter} unsigned"
+        self._counters = now
+        if any(f.msg_type in AUTHENTICATED for f in authentic):
+            return
+        # No guarded command was signed: stop, vent, a fault or a takeover may end a
+        # session; nothing may start, resume, pause, change it, unlatch or unpair.
+        assert now.keys() == held.keys(), "a key forgotten with no signed UNPAIR"
+        allowed = {before.state, IDLE, FAULT} if before.state != FAULT else {FAULT}
+        assert after.state in allowed, f"{before.state.name} -> {after.state.name} unsigned"
+        if after.state == before.state and after.state in IN_SESSION:
+            was = (before.mode, before.intensity, before.lease_left_s)
+            assert (after.mode, after.intensity, after.lease_left_s) == was, "changed unsigned"
 
     def press(self, button: Button) -> None:
         """A button on the handheld remote is pressed."""
@@ -566,14 +656,18 @@ class CheckedFirmware:
         self._check_events(sent, before, self.fw.state, ENDED_BY_TIME, may_start=False)
 
     def _link_expiry(self) -> None:
-        if self._present and self.now >= self._last_rx + self.watchdog_s:
-            self._present, self._accepted, self._certain = False, None, True
-            self._reply_log = None
         present = self._device_sees_controller()
-        if self._certain:
-            assert present == self._present, f"controller present: {present}, model {self._present}"
-        else:
+        if not self._certain:
+            # Which frames fed an authenticated link's watchdog is beyond the model
+            # (only fresh signed ones do): the device says when it expired.
             self._present = present
+            if not present:
+                self._accepted, self._certain, self._reply_log = None, True, None
+            return
+        if self._present and self.now >= self._last_rx + self.watchdog_s:
+            self._present, self._accepted = False, None
+            self._reply_log = None
+        assert present == self._present, f"controller present: {present}, model {self._present}"
 
     def _device_sees_controller(self) -> bool:
         return self.fw.conn.state == LinkState.READY
@@ -582,12 +676,16 @@ class CheckedFirmware:
         """The key ids of the controllers the device holds a pairing for (SPEC 12.2)."""
         return set(self.fw.memory.pairings.pairings)
 
+    def _key_counters(self) -> dict[int, tuple[bytes, int]]:
+        """Each held key by id, with the highest counter the device accepted under it."""
+        return {p.key_id: (p.key, p.counter) for p in self.fw.memory.pairings}
+
     def _hello_refused(self, frame: Frame, message: Message | None) -> bool:
         """Whether ``frame`` is a signed HELLO under a key the device does not hold.
 
         SPEC 12.3: the device answers it NAK NOT_AUTHENTICATED and changes nothing
-        (not the present controller, not the newest seq). No fuzzed device is paired,
-        so every signed HELLO is one of these, and the model stays certain.
+        (not the present controller, not the newest seq), and the model stays
+        certain. A HELLO under a key the device holds may open an authenticated link.
         """
         return (
             isinstance(message, Hello)
@@ -643,6 +741,16 @@ class CheckedFirmware:
                     uncached.add(seq)
                 else:
                     self._certain = False  # a key the device holds: beyond the model
+            elif (
+                self.enforced and self._certain and self._present
+                and message is not None and frame.msg_type in AUTHENTICATED
+            ):  # fmt: skip
+                # A link the model follows is not authenticated: the device refuses a
+                # guarded command before it looks at the seq, which does not move.
+                must[seq] += 1
+                self._refused.add(seq)
+                uncached.add(seq)
+                continue
             elif message is None or frame.msg_type in URGENT or not self._present:
                 must[seq] += 1  # refused by the link, or taken whatever the seq
                 if isinstance(message, Start) and not self._certain:
@@ -713,6 +821,8 @@ class CheckedFirmware:
             sent.append(Sent(frame, message, new))
             if new:
                 self._tx_next = (frame.seq + 1) & 0xFFFF
+            if isinstance(message, Capabilities) and new:
+                self.link_nonce = message.link_nonce
             if frame.msg_type in REPLY_TYPES:
                 ref = _ref_seq(message)
                 self._sent_replies.setdefault(ref, set()).add(frame.encode())
@@ -775,12 +885,21 @@ class CheckedFirmware:
             if self._hello_refused(frame, message):
                 only_nak(ErrorCode.NOT_AUTHENTICATED)
             elif _plain_hello(frame, message):
+                ended = self._taken_over and isinstance(first, SessionEnded)
+                if ended:
+                    # The session of the authenticated link it took ends first, with
+                    # its STATUS (the end itself is checked with the events).
+                    statuses = [s.message for s in sent[1:2] if isinstance(s.message, Status)]
+                    assert statuses, "SESSION_ENDED, then STATUS"
+                    sent = sent[2:]
+                    first = sent[0].message if sent else None
                 assert isinstance(first, Capabilities), f"HELLO answered {first}"
                 assert first.ref_seq == seq, f"CAPABILITIES for {first.ref_seq}, not {seq}"
                 assert sent[0].frame.seq == 1, "a device answering a HELLO starts again at 1"
                 assert len(sent) == 2, f"HELLO answered {sent}"
                 assert isinstance(sent[1].message, Status), "CAPABILITIES, then one STATUS"
-                assert after.state == before.state, "HELLO never changes the session"
+                if not ended:
+                    assert after.state == before.state, "HELLO never changes the session"
         elif kind in URGENT:
             assert first == Ack(seq), f"{message} answered {first}"
             if before.state == FAULT:
@@ -798,6 +917,8 @@ class CheckedFirmware:
                 ack_and_status()
             elif kind in NEED_HELLO:
                 only_nak(ErrorCode.NO_HELLO)
+        elif certain and self.enforced and kind in AUTHENTICATED:
+            only_nak(ErrorCode.NOT_AUTHENTICATED)  # the link is not authenticated
         elif certain and accepted is not None and not seq_newer(seq, accepted):
             # SPEC 4: a re-sent command never runs twice; its reply is sent again.
             assert after == before, f"a stale {message} changed the device"
@@ -893,6 +1014,8 @@ class CheckedFirmware:
             assert status.session_elapsed_s <= cfg.session_cap_s, "STATUS: elapsed past the cap"
         asleep = not math.isfinite(self.fw.next_deadline())
         assert state == IDLE or not asleep, f"asleep in {state.name}"
+        # SPEC 12: only a signed frame moves a key's counter (checked in `feed`).
+        assert self._key_counters() == self._counters, "a key's counter moved with no read"
 
 
 def command_frame(seq: int, message_or_type: Message | int, payload: bytes = b"", *,

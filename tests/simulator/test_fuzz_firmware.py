@@ -1,11 +1,13 @@
 """The firmware under arbitrary input: frames valid and not, bytes, time, buttons, faults.
 
 A Hypothesis state machine drives one simulated device (a preset of
-`tools.invariants.PRESETS`, served without pairing so that sessions run) through
+`tools.invariants.PRESETS`, served without pairing so that sessions run, or
+paired with the controller, which then signs everything it sends) through
 `CheckedFirmware`, which asserts after every step: no chamber above the ceiling,
 no session past its cap or lease, at most one reply to every command frame and
 one to every request, the reply SPEC sections 4, 7 and 8 call for, STOP and VENT
-ending the session, no pressure that no START or POWER asked for. `tools.fuzz`
+ending the session, no pressure that no START or POWER asked for, and on a
+paired device nothing guarded done without a good tag and a fresh counter. `tools.fuzz`
 runs the same rules coverage-guided for a million inputs; here a few thousand
 steps run in CI.
 """
@@ -18,9 +20,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 import firmware_protocol as fp
-from tools.invariants import PRESETS, CheckedFirmware, command_frame, fuzz_config
-
-KEY = bytes(range(32))
+from tools.invariants import (
+    FUZZ_KEY,
+    FUZZ_KEY_ID,
+    PRESETS,
+    CheckedFirmware,
+    command_frame,
+    fuzz_config,
+)
 
 modes = st.sampled_from([fp.Mode.WAVE, fp.Mode.PULSE, fp.Mode.CYCLE, fp.Mode.NONE, 3, 0x7F])
 levels = st.integers(0, 4)
@@ -52,6 +59,7 @@ commands = st.one_of(
             fp.GetStatus(),
             fp.ResetFault(),
             fp.Hello("hypothesis"),
+            fp.Hello("hypothesis", FUZZ_KEY_ID),
         ]
     ),
 )
@@ -72,9 +80,11 @@ class FirmwareMachine(RuleBasedStateMachine):
         self.counter = 0
         self.last_read = b""
 
-    @initialize(preset=st.integers(0, len(PRESETS) - 1), seed=st.integers(0, 3))
-    def boot(self, preset: int, seed: int) -> None:
-        self.rig = CheckedFirmware(fuzz_config(preset, seed))
+    @initialize(preset=st.integers(0, len(PRESETS) - 1), seed=st.integers(0, 3),
+                paired=st.booleans())  # fmt: skip
+    def boot(self, preset: int, seed: int, paired: bool) -> None:
+        self.paired = paired
+        self.rig = CheckedFirmware(fuzz_config(preset, seed), paired=paired)
 
     def _wire(self, message: fp.Message | tuple[int, bytes], seq: object, version: int,
               signed: bool) -> bytes:  # fmt: skip
@@ -84,8 +94,12 @@ class FirmwareMachine(RuleBasedStateMachine):
             self.seq = seq
         self.counter += 1
         what, payload = message if isinstance(message, tuple) else (message, b"")
+        # A HELLO is signed without a nonce; every later frame under the link's.
+        hello = getattr(what, "TYPE", what) == fp.MessageType.HELLO
+        nonce = b"" if hello else self.rig.link_nonce or b""
         frame = command_frame(self.seq, what, payload, version=version,
-                              key=KEY if signed else None, counter=self.counter)  # fmt: skip
+                              key=FUZZ_KEY if signed else None, counter=self.counter,
+                              nonce=nonce)  # fmt: skip
         return frame.encode()
 
     def _read(self, data: bytes) -> None:
@@ -94,11 +108,13 @@ class FirmwareMachine(RuleBasedStateMachine):
 
     @rule()
     def hello(self) -> None:
-        self._read(self._wire(fp.Hello("hypothesis"), "next", 1, signed=False))
+        # The controller: a paired one names its key and signs everything.
+        hello = fp.Hello("hypothesis", FUZZ_KEY_ID if self.paired else None)
+        self._read(self._wire(hello, "next", 1, signed=self.paired))
 
     @rule(message=commands, seq=seqs)
     def command(self, message: fp.Message, seq: object) -> None:
-        self._read(self._wire(message, seq, 1, signed=False))
+        self._read(self._wire(message, seq, 1, signed=self.paired))
 
     @rule(message=st.one_of(commands, raw_commands), seq=seqs,
           version=st.sampled_from([1, 1, 0, 2, 0xFF]), signed=st.booleans())  # fmt: skip
@@ -113,7 +129,7 @@ class FirmwareMachine(RuleBasedStateMachine):
                             cut: int) -> None:  # fmt: skip
         # STOP and VENT in the batch go first (SPEC 7.4); junk is glued to a frame
         # or stands alone, and the read may arrive in two pieces.
-        data = b"".join(self._wire(m, s, 1, signed=False) for m, s in batch) + junk
+        data = b"".join(self._wire(m, s, 1, signed=self.paired) for m, s in batch) + junk
         self.last_read = data
         self.rig.feed(data[:cut])
         self.rig.feed(data[cut:])
@@ -129,8 +145,12 @@ class FirmwareMachine(RuleBasedStateMachine):
 
     @rule(dt=waits, alive=st.booleans())
     def wait(self, dt: float, alive: bool) -> None:
-        keepalive = self._wire(fp.KeepAlive(), "same", 1, signed=False) if alive else None
-        self.rig.advance(dt, keepalive=keepalive)
+        if not alive:
+            self.rig.advance(dt)
+        elif self.paired:  # each signed anew: only a fresh counter is proof of life
+            self.rig.advance(dt, keepalive=lambda: self._wire(fp.KeepAlive(), "same", 1, True))
+        else:
+            self.rig.advance(dt, keepalive=self._wire(fp.KeepAlive(), "same", 1, signed=False))
 
     @rule(button=st.sampled_from(fp.Button))
     def press(self, button: fp.Button) -> None:

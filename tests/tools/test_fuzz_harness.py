@@ -16,11 +16,12 @@ from typing import IO, ClassVar
 import pytest
 
 import firmware_protocol as fp
-from firmware_protocol import EndReason, FrameDecoder, SessionEnded, Stop
+from firmware_protocol import EndReason, ErrorCode, Frame, FrameDecoder, Nak, SessionEnded, Stop
+from firmware_protocol.connection import Connection
 from simulator import Snapshot
 from simulator.firmware import Firmware
 from tools import fuzz
-from tools.invariants import CheckedFirmware, Sent
+from tools.invariants import FUZZ_KEY_ID, CheckedFirmware, Sent
 
 
 @pytest.mark.parametrize("target", sorted(fuzz.TARGETS))
@@ -148,6 +149,80 @@ def test_the_firmware_target_catches_a_firmware_that_ignores_stop(
         except AssertionError:
             caught += 1
     assert caught > 50
+
+
+def _paired_seeds() -> list[bytes]:
+    return [s for s in fuzz.seed_inputs("firmware").values() if s[0] & fuzz.FirmwareOps.PAIRED]
+
+
+def test_the_paired_seeds_run_sessions_on_an_authenticated_link(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without them the fuzzer would have to find the key id, and the signing, alone.
+    authenticated_running = 0
+    refused: list[Nak] = []
+    ended: set[EndReason] = set()
+    drain = CheckedFirmware._drain
+
+    def spy(self: CheckedFirmware) -> list[Sent]:
+        nonlocal authenticated_running
+        sent = drain(self)
+        if self.fw.conn.link_key_id == FUZZ_KEY_ID and self.fw.state == fp.SessionState.RUNNING:
+            authenticated_running += 1
+        refused.extend(s.message for s in sent if isinstance(s.message, Nak))
+        ended.update(s.message.reason for s in sent if isinstance(s.message, SessionEnded))
+        return sent
+
+    monkeypatch.setattr(CheckedFirmware, "_drain", spy)
+    seeds = _paired_seeds()
+    assert len(seeds) == 3 * 6, "three programs on each preset, paired"
+    for seed in seeds:
+        fuzz.firmware_target(seed)
+    assert authenticated_running > 100
+    errors = {nak.error for nak in refused}
+    assert {ErrorCode.NOT_AUTHENTICATED, ErrorCode.REPLAYED} <= errors
+    assert {EndReason.LINK_LOST, EndReason.STOPPED, EndReason.VENTED} <= ended
+
+
+def test_the_firmware_target_catches_a_paired_device_that_takes_unsigned_commands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A device that forgot it is paired: an unsigned START from anyone runs.
+    monkeypatch.setattr(fp.PairingTable, "enforced", property(lambda self: False))
+    caught = []
+    for seed in _paired_seeds():
+        try:
+            fuzz.firmware_target(seed)
+        except AssertionError as error:
+            caught.append(str(error))
+    # One program per preset sends an unsigned START on a link opened without a key.
+    assert len(caught) >= 6, caught
+    assert all("unsigned" in text or "NOT_AUTHENTICATED" in text for text in caught), caught
+
+
+def test_the_firmware_target_catches_a_forged_frame_that_moves_a_counter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A device that records a frame's counter before it checks the tag: a forgery
+    # with a counter far ahead would lock the real controller out (SPEC 12.3).
+    receive = Connection._device_receive
+
+    def counts_first(self: Connection, frame: Frame, now: float) -> None:
+        pairing = self.pairings.get(self.link_key_id) if self.pairings is not None else None
+        auth = frame.auth
+        if pairing and auth and auth.counter > pairing.counter and not self._verified(frame):
+            self.pairings.accept(pairing, auth.counter)  # type: ignore[union-attr]
+        receive(self, frame, now)
+
+    monkeypatch.setattr(Connection, "_device_receive", counts_first)
+    failures = []
+    for seed in _paired_seeds():
+        try:
+            fuzz.firmware_target(seed)
+        except AssertionError as error:
+            failures.append(str(error))
+    assert failures, "no paired seed noticed"
+    assert all("counter moved" in text for text in failures), failures
 
 
 def test_the_decoder_target_catches_a_decoder_that_loses_count(
