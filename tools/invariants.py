@@ -102,6 +102,8 @@ LINK_ERRORS = frozenset(
      ErrorCode.STALE_SEQUENCE}
 )  # fmt: skip
 """Refusals that the link decides; a command the link accepted never gets one."""
+AUTH_ERRORS = frozenset({ErrorCode.NOT_AUTHENTICATED, ErrorCode.REPLAYED})
+"""Refusals of a frame's authentication (SPEC 12.3)."""
 
 PAUSE_CLOCK = frozenset({MessageType.START, MessageType.PAUSE, MessageType.RESUME})
 """Commands after which a paused session's pause clock may have started again."""
@@ -376,6 +378,28 @@ def _decoded(frame: Frame) -> Message | None:
         return None
 
 
+def _link_nonces(frames: Sequence[Frame], before: bytes | None,
+                 after: bytes | None) -> list[set[bytes]]:  # fmt: skip
+    """The link nonces each frame of a read may be signed under, as the device takes them.
+
+    In the device's order (STOP and VENT first, SPEC 7.4): before the read's first
+    HELLO, the link's nonce before the read; after its last, the nonce after the
+    read; between two, either. No nonce where the link was not authenticated.
+    """
+    order = sorted(range(len(frames)), key=lambda i: frames[i].msg_type not in URGENT)
+    hellos = [pos for pos, i in enumerate(order) if frames[i].msg_type == MessageType.HELLO]
+    nonces: list[set[bytes]] = [set() for _ in frames]
+    for pos, i in enumerate(order):
+        if not hellos or pos < hellos[0]:
+            allowed = {before}
+        elif pos > hellos[-1]:
+            allowed = {after}
+        else:
+            allowed = {before, after}
+        nonces[i] = {n for n in allowed if n is not None}
+    return nonces
+
+
 def _signed_by(frame: Frame, key: bytes, counter: int, nonces: set[bytes]) -> bool:
     """Whether ``frame`` has a good tag under ``key`` and a counter above ``counter``.
 
@@ -416,6 +440,13 @@ class CheckedFirmware:
         self._counters = self._key_counters()
         self._taken_over = False
         """Whether the last read held a HELLO that replaced an authenticated link."""
+        self._lone_signers: set[int] = set()
+        """The held keys that sign the last read's frame, if it held one (with a fresh counter)."""
+        self._lone_tx_known = False
+        self._nonce_before: bytes | None = None
+        self._signed_rx: float | None = None
+        """When the last frame signed under a held key with a fresh counter arrived: an
+        authenticated link's watchdog is fed by nothing else (SPEC 12.3)."""
         self.now = 0.0
         self.watchdog_s = config.watchdog_ms / 1000
         self._rx = FrameDecoder()  # the same bytes as the device's own decoder sees
@@ -470,8 +501,13 @@ class CheckedFirmware:
                 self.fw.advance(self.now)
                 self._link_expiry()
                 wire = keepalive() if callable(keepalive) else keepalive
+                nonce = self.fw.conn.link_nonce
                 self.fw.receive_data(wire, self.now)
-                _, may = self._follow_link(self._rx.feed(wire))
+                frames = self._rx.feed(wire)
+                if any(_signed_by(f, key, counter, {nonce} if nonce else set())
+                       for f in frames for key, counter in self._counters.values()):  # fmt: skip
+                    self._signed_rx = self.now
+                _, may = self._follow_link(frames)
                 assert not +may, "a KEEPALIVE is never answered"
         self._link_expiry()
         after = self.fw.snapshot()
@@ -502,6 +538,7 @@ class CheckedFirmware:
         frames = self._rx.feed(data)
         keys_before = self._paired_ids()
         held, link_key, nonce_before = self._counters, fw.conn.link_key_id, fw.conn.link_nonce
+        tx_known = self._tx_next is not None
         decoded_before = fw.conn.stats.frames
         fw.receive_data(data, self.now)
         assert fw.conn.stats.frames - decoded_before == len(frames), "decoders disagree"
@@ -524,17 +561,35 @@ class CheckedFirmware:
         assert not must - replies, f"replies to {dict(replies)}, at least {dict(must)}"
 
         messages = [_decoded(f) for f in frames]
-        nonces = {n for n in (nonce_before, fw.conn.link_nonce) if n is not None}
-        authentic = [f for f in frames if any(_signed_by(f, *k, nonces) for k in held.values())]
+        # Which held keys sign each frame, with a counter above the key's last.
+        signers = [
+            {key_id for key_id, (key, counter) in held.items() if _signed_by(f, key, counter, ns)}
+            for f, ns in zip(frames, _link_nonces(frames, nonce_before, fw.conn.link_nonce),
+                             strict=True)
+        ]  # fmt: skip
+        authentic = [f for f, ids in zip(frames, signers, strict=True) if ids]
+        if authentic:
+            self._signed_rx = self.now
         if self.enforced:
-            self._check_guarded(authentic, held, nonces, before, after)
+            signed = {
+                key_id: {f.auth.counter for f, ids in zip(frames, signers, strict=True)
+                         if key_id in ids and f.auth is not None}
+                for key_id in held
+            }  # fmt: skip
+            self._check_guarded(authentic, held, signed, before, after)
             # SPEC 12: a START must also carry a good tag and a fresh counter.
             self._may_start &= any(isinstance(_decoded(f), Start) for f in authentic)
         # Only a START the link let through may begin a session: with STOP and VENT
         # taken first, one older than a stop of its read is refused (SPEC 4, 7.4).
-        # A HELLO that takes an authenticated link ends its session (SPEC 12.3).
-        takeover = link_key is not None and any(self._hello_opens(f, _decoded(f)) for f in frames)
+        # A HELLO that takes an authenticated link ends its session (SPEC 12.3): a
+        # plain one, or one signed anew under another key.
+        takeover = link_key is not None and any(
+            _plain_hello(f, m) or (isinstance(m, Hello) and bool(ids - {link_key}))
+            for f, m, ids in zip(frames, messages, signers, strict=True)
+        )
         self._taken_over = takeover
+        self._lone_signers = signers[0] if len(frames) == 1 else set()
+        self._lone_tx_known, self._nonce_before = tx_known, nonce_before
         self._check_events(sent, before.state, after.state,
                            ENDED_BY_TAKEOVER if takeover else ENDED_BY_COMMAND,
                            may_start=self._may_start, source=StartSource.LINK)  # fmt: skip
@@ -558,28 +613,42 @@ class CheckedFirmware:
         self._check_state(after)
 
     def _check_guarded(self, authentic: list[Frame], held: dict[int, tuple[bytes, int]],
-                       nonces: set[bytes], before: Snapshot, after: Snapshot) -> None:  # fmt: skip
-        """SPEC 12 on a device that enforces it: what ``authentic`` frames may have done."""
+                       signed: dict[int, set[int]], before: Snapshot,
+                       after: Snapshot) -> None:  # fmt: skip
+        """SPEC 12 on a device that enforces it: what ``authentic`` frames may have done.
+
+        ``signed`` holds, for each key held before the read, the counters of the
+        read's frames signed under it (good tag, the link's nonce, a fresh counter).
+        """
         now = self._key_counters()
-        for key_id, (key, counter) in now.items():
+        for key_id, (_, counter) in now.items():
             if key_id not in held:
                 continue  # paired in this read (no fuzzed device opens its window)
             was = held[key_id][1]
             assert counter >= was, f"key {key_id}'s counter went back from {was} to {counter}"
             if counter != was:
-                signed = {f.auth.counter for f in authentic if _signed_by(f, key, was, nonces)}
-                assert counter in signed, f"key {key_id}'s counter moved to {counter} unsigned"
+                moved = f"key {key_id}'s counter moved to {counter} unsigned"
+                assert counter in signed[key_id], moved
         self._counters = now
-        if any(f.msg_type in AUTHENTICATED for f in authentic):
-            return
-        # No guarded command was signed: stop, vent, a fault or a takeover may end a
-        # session; nothing may start, resume, pause, change it, unlatch or unpair.
-        assert now.keys() == held.keys(), "a key forgotten with no signed UNPAIR"
-        allowed = {before.state, IDLE, FAULT} if before.state != FAULT else {FAULT}
-        assert after.state in allowed, f"{before.state.name} -> {after.state.name} unsigned"
-        if after.state == before.state and after.state in IN_SESSION:
-            was = (before.mode, before.intensity, before.lease_left_s)
-            assert (after.mode, after.intensity, after.lease_left_s) == was, "changed unsigned"
+        # Each guarded change needs a signed command that makes it: stop, vent, a
+        # fault or a takeover may end a session without one (SPEC 12, 7.4).
+        kinds = {f.msg_type for f in authentic}
+        T = MessageType
+        if T.UNPAIR not in kinds:
+            assert now.keys() == held.keys(), "a key forgotten with no signed UNPAIR"
+        was, state = before.state, after.state
+        if was == FAULT and state != FAULT:
+            assert T.RESET_FAULT in kinds, f"a fault unlatched to {state.name} unsigned"
+        if state in IN_SESSION and was != state:
+            needs = {RUNNING: {T.START, T.RENEW, T.RESUME}, PAUSED: {T.PAUSE}}[state]
+            assert kinds & needs, f"{was.name} -> {state.name} with no signed command for it"
+        if state in IN_SESSION and was in IN_SESSION:
+            if after.mode != before.mode:
+                assert kinds & {T.START, T.RENEW, T.SET_MODE}, "mode changed unsigned"
+            if after.intensity != before.intensity:
+                assert kinds & {T.START, T.RENEW, T.SET_INTENSITY}, "intensity changed unsigned"
+            if after.lease_left_s != before.lease_left_s:
+                assert kinds & {T.START, T.RENEW}, "lease changed unsigned"
 
     def press(self, button: Button) -> None:
         """A button on the handheld remote is pressed."""
@@ -658,12 +727,17 @@ class CheckedFirmware:
     def _link_expiry(self) -> None:
         present = self._device_sees_controller()
         if not self._certain:
-            # Which frames fed an authenticated link's watchdog is beyond the model
-            # (only fresh signed ones do): the device says when it expired.
+            # The model does not follow an authenticated link: the device says when it
+            # expired. Only a fresh signed frame feeds its watchdog (SPEC 12.3), and
+            # every frame the device may count as one passes `_signed_by`.
+            if present and self.fw.conn.link_key_id is not None:
+                alive = self._signed_rx is not None and self.now < self._signed_rx + self.watchdog_s
+                assert alive, "an authenticated link outlived its last fresh signed frame"
             self._present = present
             if not present:
                 self._accepted, self._certain, self._reply_log = None, True, None
             return
+        assert self.fw.conn.link_key_id is None, "an authenticated link the model took as open"
         if self._present and self.now >= self._last_rx + self.watchdog_s:
             self._present, self._accepted = False, None
             self._reply_log = None
@@ -821,7 +895,9 @@ class CheckedFirmware:
             sent.append(Sent(frame, message, new))
             if new:
                 self._tx_next = (frame.seq + 1) & 0xFFFF
-            if isinstance(message, Capabilities) and new:
+            if isinstance(message, Capabilities):
+                # New or sent again, it is the present link's: the device forgets its
+                # replies at every HELLO.
                 self.link_nonce = message.link_nonce
             if frame.msg_type in REPLY_TYPES:
                 ref = _ref_seq(message)
@@ -859,6 +935,11 @@ class CheckedFirmware:
         """The answer to a read that held exactly one frame (SPEC 4, 7.2 and 8)."""
         seq, kind = frame.seq, frame.msg_type
         first = sent[0].message if sent else None
+        # Signed under a held key with a fresh counter, and answered with a new reply
+        # that is no refusal of the link or of the tag: a command the link took.
+        refused = isinstance(first, Nak) and first.error in LINK_ERRORS | AUTH_ERRORS
+        taken_signed = bool(self._lone_signers) and self._lone_tx_known and bool(sent) and (
+            sent[0].new and not refused)  # fmt: skip
 
         def only_nak(error: ErrorCode) -> None:
             assert [s.message for s in sent] == [Nak(seq, error)], f"{sent} is not NAK {error!r}"
@@ -884,7 +965,18 @@ class CheckedFirmware:
         elif isinstance(message, Hello):
             if self._hello_refused(frame, message):
                 only_nak(ErrorCode.NOT_AUTHENTICATED)
-            elif _plain_hello(frame, message):
+            elif frame.auth is not None and message.key_id not in self._lone_signers:
+                # Under a held key, but a replay or a bad tag: refused, or a duplicate
+                # of the HELLO that opened this link answered again; nothing changes.
+                assert after == before, "a signed HELLO without a fresh counter changed the device"
+                assert self.fw.conn.link_nonce == self._nonce_before, "a stale HELLO opened a link"
+                for item in sent:
+                    again = item.message
+                    refused = isinstance(again, Nak) and again.error in AUTH_ERRORS
+                    resent = isinstance(again, Capabilities) and again.link_nonce == (
+                        self._nonce_before) and again.ref_seq == seq  # fmt: skip
+                    assert refused or resent, f"a stale signed HELLO answered {again}"
+            else:
                 ended = self._taken_over and isinstance(first, SessionEnded)
                 if ended:
                     # The session of the authenticated link it took ends first, with
@@ -900,6 +992,14 @@ class CheckedFirmware:
                 assert isinstance(sent[1].message, Status), "CAPABILITIES, then one STATUS"
                 if not ended:
                     assert after.state == before.state, "HELLO never changes the session"
+                nonce = first.link_nonce
+                if frame.auth is None:
+                    assert nonce is None, "a link opened without a key has a nonce"
+                else:  # SPEC 12.3: a fresh nonce, the one the device now checks tags under
+                    assert nonce is not None, "an authenticated link without a nonce"
+                    assert len(nonce) == 8, f"a nonce of {len(nonce)} bytes"
+                    assert nonce == self.fw.conn.link_nonce, "CAPABILITIES gave another nonce"
+                    assert nonce != self._nonce_before, "the nonce of the link before"
         elif kind in URGENT:
             assert first == Ack(seq), f"{message} answered {first}"
             if before.state == FAULT:
@@ -932,6 +1032,10 @@ class CheckedFirmware:
                 # One reply per seq since the link opened, and this one among the
                 # last 8: the device remembers it and must send it again.
                 assert not again.new, f"the reply to {seq} was forgotten: {again.message}"
+        elif not certain and kind in STATEFUL_COMMANDS and taken_signed:
+            # The authenticated link's controller: a command its link took, held to
+            # the state table as on an open link.
+            self._check_command(message, sent, before, after)
         elif not certain:
             pass  # stale or not, the model cannot tell: only the rules of every read apply
         elif kind == MessageType.GET_STATUS:

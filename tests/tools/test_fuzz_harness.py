@@ -16,12 +16,28 @@ from typing import IO, ClassVar
 import pytest
 
 import firmware_protocol as fp
-from firmware_protocol import EndReason, ErrorCode, Frame, FrameDecoder, Nak, SessionEnded, Stop
-from firmware_protocol.connection import Connection
+from firmware_protocol import (
+    EndReason,
+    ErrorCode,
+    Frame,
+    FrameDecoder,
+    Nak,
+    SessionEnded,
+    Stop,
+    connection,
+)
+from firmware_protocol.connection import Connection, LinkState
 from simulator import Snapshot
 from simulator.firmware import Firmware
 from tools import fuzz
-from tools.invariants import FUZZ_KEY_ID, CheckedFirmware, Sent
+from tools.invariants import (
+    FUZZ_KEY,
+    FUZZ_KEY_ID,
+    CheckedFirmware,
+    Sent,
+    command_frame,
+    fuzz_config,
+)
 
 
 @pytest.mark.parametrize("target", sorted(fuzz.TARGETS))
@@ -197,7 +213,8 @@ def test_the_firmware_target_catches_a_paired_device_that_takes_unsigned_command
             caught.append(str(error))
     # One program per preset sends an unsigned START on a link opened without a key.
     assert len(caught) >= 6, caught
-    assert all("unsigned" in text or "NOT_AUTHENTICATED" in text for text in caught), caught
+    reasons = ("with no signed command", "NOT_AUTHENTICATED")
+    assert all(any(reason in text for reason in reasons) for text in caught), caught
 
 
 def test_the_firmware_target_catches_a_forged_frame_that_moves_a_counter(
@@ -223,6 +240,66 @@ def test_the_firmware_target_catches_a_forged_frame_that_moves_a_counter(
             failures.append(str(error))
     assert failures, "no paired seed noticed"
     assert all("counter moved" in text for text in failures), failures
+
+
+class _PairedController:
+    """Signs as the paired controller does: a HELLO without a nonce, the rest under the link's."""
+
+    def __init__(self, rig: CheckedFirmware) -> None:
+        self.rig, self.seq, self.counter = rig, 0, 0
+
+    def wire(self, message: fp.Message, *, signed: bool = True) -> bytes:
+        self.seq += 1
+        self.counter += 1
+        nonce = b"" if isinstance(message, fp.Hello) else self.rig.link_nonce or b""
+        key = FUZZ_KEY if signed else None
+        return command_frame(self.seq, message, key=key, counter=self.counter, nonce=nonce).encode()
+
+
+def _running_paired() -> tuple[CheckedFirmware, _PairedController]:
+    rig = CheckedFirmware(fuzz_config(2), paired=True)  # one chamber, a 10 s watchdog
+    ctl = _PairedController(rig)
+    rig.feed(ctl.wire(fp.Hello("t", FUZZ_KEY_ID)))
+    rig.feed(ctl.wire(fp.Start(fp.Mode.WAVE, 1, 60)))
+    assert rig.fw.conn.link_key_id == FUZZ_KEY_ID
+    assert rig.fw.state == fp.SessionState.RUNNING
+    return rig, ctl
+
+
+def test_one_signed_command_lets_no_unsigned_one_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    rig, ctl = _running_paired()
+    rig.feed(ctl.wire(fp.SetIntensity(1)) + ctl.wire(fp.Pause(), signed=False))
+    assert rig.fw.state == fp.SessionState.RUNNING, "the stranger's PAUSE was refused"
+    # A device that takes PAUSE from anyone, in a read that also holds a signed command.
+    monkeypatch.setattr(connection, "AUTHENTICATED", fp.AUTHENTICATED - {fp.MessageType.PAUSE})
+    rig, ctl = _running_paired()
+    with pytest.raises(AssertionError, match="RUNNING -> PAUSED with no signed command"):
+        rig.feed(ctl.wire(fp.SetIntensity(1)) + ctl.wire(fp.Pause(), signed=False))
+
+
+def test_an_authenticated_link_lives_on_fresh_signed_frames_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def unsigned_keepalive_then_silence() -> None:
+        rig, ctl = _running_paired()
+        rig.advance(5)
+        rig.feed(ctl.wire(fp.KeepAlive(), signed=False))
+        for _ in range(8):
+            rig.advance(1)
+        assert rig.fw.conn.state == LinkState.WAITING, "gone 10 s after its last signed frame"
+
+    unsigned_keepalive_then_silence()
+    # A device whose authenticated link any frame keeps up, as before SPEC 12.3's rule.
+    receive = Connection._device_receive
+
+    def lax(self: Connection, frame: Frame, now: float) -> None:
+        receive(self, frame, now)
+        if self.state == LinkState.READY and self.link_key_id is not None:
+            self._last_rx = now
+
+    monkeypatch.setattr(Connection, "_device_receive", lax)
+    with pytest.raises(AssertionError, match="outlived its last fresh signed frame"):
+        unsigned_keepalive_then_silence()
 
 
 def test_the_decoder_target_catches_a_decoder_that_loses_count(
