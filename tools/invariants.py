@@ -24,12 +24,14 @@ deviation of the code under test is tolerated.
 A device may be fuzzed paired (``CheckedFirmware(config, paired=True)``): it
 then holds `FUZZ_KEY` and enforces section 12. The model does not follow an
 authenticated link's numbering (it checks the rules of every read there, not
-the seq rules), but on every read it checks what authentication is for: no
+the seq rules), but on every read it checks what authentication is for. No
 session begins, and nothing that `AUTHENTICATED` guards changes, without a
-frame in that read that carries a good tag under a held key and the link's
-nonce and a counter above any that key used; a key's counter never goes back,
-and moves only to the counter of such a frame; on a link that is not
-authenticated every guarded command is refused NOT_AUTHENTICATED.
+command for that change in the same read that carries a good tag under a held
+key, the link's nonce and a counter above any that key used. A key's counter
+never goes back, and moves only to the counter of such a frame. On a link that
+is not authenticated every guarded command is refused NOT_AUTHENTICATED. An
+authenticated link dies a watchdog after its last fresh signed frame; each one
+gets a new nonce; a signed HELLO with a stale counter changes nothing.
 """
 
 from __future__ import annotations
@@ -404,7 +406,7 @@ def _signed_by(frame: Frame, key: bytes, counter: int, nonces: set[bytes]) -> bo
     """Whether ``frame`` has a good tag under ``key`` and a counter above ``counter``.
 
     A HELLO is signed without a nonce, every later frame under one of ``nonces``
-    (the link's, before and after the read: a HELLO in it sets a new one).
+    (the link's when the device took it: see `_link_nonces`).
     """
     if frame.auth is None or frame.auth.counter <= counter:
         return False
@@ -972,10 +974,10 @@ class CheckedFirmware:
                 assert self.fw.conn.link_nonce == self._nonce_before, "a stale HELLO opened a link"
                 for item in sent:
                     again = item.message
-                    refused = isinstance(again, Nak) and again.error in AUTH_ERRORS
+                    nak = isinstance(again, Nak) and again.error in AUTH_ERRORS
                     resent = isinstance(again, Capabilities) and again.link_nonce == (
                         self._nonce_before) and again.ref_seq == seq  # fmt: skip
-                    assert refused or resent, f"a stale signed HELLO answered {again}"
+                    assert nak or resent, f"a stale signed HELLO answered {again}"
             else:
                 ended = self._taken_over and isinstance(first, SessionEnded)
                 if ended:
