@@ -303,7 +303,7 @@ def firmware_target(data: bytes) -> None:
         nonlocal counter
         counter += 1
         frame = command_frame(seq, MessageType.KEEPALIVE, key=FUZZ_KEY, counter=counter,
-                              nonce=rig.link_nonce or b"")  # fmt: skip
+                              nonce=rig.signing_nonce(MessageType.KEEPALIVE))  # fmt: skip
         return frame.encode()
 
     def deliver(extra: bytes, split: int | None = None) -> None:
@@ -330,9 +330,8 @@ def firmware_target(data: bytes) -> None:
             payload = reader.take(length)
             counter += 1
             key = FUZZ_KEY if op & ops.SIGNED else None
-            nonce = b"" if msg_type == MessageType.HELLO else rig.link_nonce or b""
             frame = command_frame(seq, msg_type, payload, version=version, key=key,
-                                  counter=counter, nonce=nonce)  # fmt: skip
+                                  counter=counter, nonce=rig.signing_nonce(msg_type))  # fmt: skip
             wire = frame.encode()
             if op & ops.HOLD:
                 held.extend(wire)

@@ -614,6 +614,14 @@ class CheckedFirmware:
             self._paused_at = None  # a pause may have begun afresh: its clock starts now
         self._check_state(after)
 
+    def signing_nonce(self, msg_type: int) -> bytes:
+        """The nonce a controller signs a frame of ``msg_type`` under (SPEC 12.3).
+
+        A HELLO is signed without one; every later frame under the nonce of the
+        last CAPABILITIES, or none while the device has sent none.
+        """
+        return b"" if msg_type == MessageType.HELLO else self.link_nonce or b""
+
     def _check_guarded(self, authentic: list[Frame], held: dict[int, tuple[bytes, int]],
                        signed: dict[int, set[int]], before: Snapshot,
                        after: Snapshot) -> None:  # fmt: skip

@@ -94,9 +94,7 @@ class FirmwareMachine(RuleBasedStateMachine):
             self.seq = seq
         self.counter += 1
         what, payload = message if isinstance(message, tuple) else (message, b"")
-        # A HELLO is signed without a nonce; every later frame under the link's.
-        hello = getattr(what, "TYPE", what) == fp.MessageType.HELLO
-        nonce = b"" if hello else self.rig.link_nonce or b""
+        nonce = self.rig.signing_nonce(getattr(what, "TYPE", what))
         frame = command_frame(self.seq, what, payload, version=version,
                               key=FUZZ_KEY if signed else None, counter=self.counter,
                               nonce=nonce)  # fmt: skip
