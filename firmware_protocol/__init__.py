@@ -48,6 +48,7 @@ from .enums import (
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .framing import Auth, Frame, FrameDecoder
 from .messages import (
+    PREEMPTIBLE,
     URGENT,
     Ack,
     ButtonPressed,
@@ -83,6 +84,7 @@ from .messages import (
 
 __all__ = [
     "AUTHENTICATED",
+    "PREEMPTIBLE",
     "PROTOCOL_VERSION",
     "URGENT",
     "Ack",

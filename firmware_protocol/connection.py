@@ -29,7 +29,9 @@ number that is not newer than the last one accepted; such a NAK is not
 remembered. A re-sent command whose seq it already answered gets the same
 answer again and does not run twice.
 Within one `receive_data` call STOP and VENT are handled before anything else,
-and they are accepted from anyone, in any state, whatever their seq. Every
+and they are accepted from anyone, in any state, whatever their seq; a command of
+the session table read with one of them is refused PREEMPTED, whoever signed it,
+so that nothing that arrived with a stop runs after it. Every
 valid frame is proof of life; when none arrives for ``watchdog_s`` the device
 forgets the controller (it must say HELLO again) and reports `LinkLost`.
 """
@@ -47,6 +49,7 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .framing import DeframerStats, Frame, FrameDecoder
 from .messages import (
     COMMANDS,
+    PREEMPTIBLE,
     REPLIES,
     URGENT,
     Ack,
@@ -190,6 +193,7 @@ class LinkStats(DeframerStats):
     unmatched_replies: int = 0
     not_authenticated: int = 0
     replayed: int = 0
+    preempted: int = 0
     lost: int = 0
     silences: int = 0
     watchdog_trips: int = 0
@@ -268,13 +272,15 @@ class Connection:
         frames = self._decoder.feed(data)
         if not frames:
             return
+        halted = False
         if self.role == Role.DEVICE and len(frames) > 1:
             # Stop and vent jump the queue: a stable sort keeps the rest in order.
             frames.sort(key=lambda f: f.msg_type not in URGENT)
+            halted = any(f.msg_type in URGENT and f.version == PROTOCOL_VERSION for f in frames)
         for frame in frames:
             self.recent.append(FrameRecord(now, "rx", frame))
             if self.role == Role.DEVICE:
-                self._device_receive(frame, now)
+                self._device_receive(frame, now, halted=halted)
             else:
                 self._controller_receive(frame, now)
 
@@ -538,7 +544,7 @@ class Connection:
                 self._replies.popitem(last=False)
         return seq
 
-    def _device_receive(self, frame: Frame, now: float) -> None:
+    def _device_receive(self, frame: Frame, now: float, *, halted: bool = False) -> None:
         if frame.msg_type in _DEVICE_TYPES:
             self.stats.rejected += 1  # a device's message sent to a device: nothing to answer
             return
@@ -620,6 +626,13 @@ class Connection:
             self.pairings.accept(pairing, frame.auth.counter)
         self._track_peer_seq(frame.seq)
         self._accepted_seq = frame.seq
+        if halted and frame.msg_type in PREEMPTIBLE:
+            # A stop or vent came with it and went first (SPEC 7.4): it must not run
+            # after them, whoever signed which. Taken, so that its seq and counter are
+            # used up, and refused, so that neither it nor a re-send of it ever runs.
+            self.stats.preempted += 1
+            self._device_send(Nak(frame.seq, ErrorCode.PREEMPTED), now)
+            return
         self._unanswered[frame.seq] = frame
         self._events.append(Received(decoded, frame.seq))
 

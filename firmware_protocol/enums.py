@@ -87,6 +87,8 @@ class ErrorCode(IntEnum):
     FAULT_PERSISTS = 16
     PAIRING_CLOSED = 17
     PAIRING_FULL = 18
+    PREEMPTED = 19
+    """A STOP or VENT read with it came first (SPEC 7.4); it never runs."""
 
 
 class Fault(IntFlag):

@@ -833,6 +833,23 @@ EVENTS: dict[EventKind, type[DeviceEvent]] = {
 URGENT: frozenset[MessageType] = frozenset({MessageType.STOP, MessageType.VENT})
 """Commands that go ahead of anything queued, from anyone, in any state."""
 
+PREEMPTIBLE: frozenset[MessageType] = frozenset(
+    {
+        MessageType.START,
+        MessageType.RENEW,
+        MessageType.SET_MODE,
+        MessageType.SET_INTENSITY,
+        MessageType.SET_CYCLE,
+        MessageType.PAUSE,
+        MessageType.RESUME,
+        MessageType.RESET_FAULT,
+    }
+)
+"""Commands refused PREEMPTED when a STOP or VENT arrives in the same read (SPEC 7.4).
+
+Every command of the session table but stop and vent themselves: whatever a stop
+overtakes, it must not run after it, whoever signed which."""
+
 
 def decode_message(msg_type: int, payload: bytes) -> Message:
     """Build the message of type ``msg_type`` from its payload.

@@ -127,6 +127,7 @@ EXPLANATIONS: dict[ErrorCode, str] = {
         "its pairing window is not open; hold its pairing button, then pair within a minute"
     ),
     ErrorCode.PAIRING_FULL: "it already has as many controllers paired as it can hold",
+    ErrorCode.PREEMPTED: "a stop or vent arrived with it and went first",
 }
 
 VENTED_MMHG = 5.0
@@ -629,6 +630,9 @@ class Massager:
         if isinstance(reply, Nak):
             name = message.TYPE.name.lower().replace("_", " ")
             error = reply.error
+            if error == ErrorCode.PREEMPTED:
+                # Someone's stop or vent reached the massager with it: as when ours does.
+                raise CommandPreempted(f"{name} was overtaken by a stop or vent and did not run")
             if isinstance(error, ErrorCode):
                 raise CommandRefused(name, error.name.lower(), EXPLANATIONS[error])
             raise CommandRefused(name, f"error-{error}", f"it gave error code {error}")

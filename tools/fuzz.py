@@ -508,6 +508,15 @@ def _paired_seeds(device: int) -> Iterator[bytes]:
         .frame(fp.Unpair(), signed=True).frame(fp.Start(fp.Mode.WAVE, 1, 60), signed=True)
         .build()
     )  # fmt: skip
+    yield (  # a stranger's STOP in the read of a signed START wins (SPEC 7.4), and so
+        # does one with an old seq over a signed RESUME; the START's re-send stays refused
+        FirmwareOps(device).frame(hello, seq=1, signed=True)
+        .frame(fp.Start(fp.Mode.WAVE, 2, 60), signed=True, hold=True).frame(fp.Stop(), seq=0)
+        .resend().wait(0.5, alive=True).frame(fp.Start(fp.Mode.WAVE, 1, 60), signed=True)
+        .wait(1, alive=True).frame(fp.Pause(), signed=True).frame(fp.Resume(), signed=True,
+                                                                  hold=True)
+        .frame(fp.Vent(), seq=3).wait(3, alive=True).build()
+    )  # fmt: skip
 
 
 def _decoder_seeds() -> Iterator[bytes]:

@@ -78,7 +78,7 @@ from firmware_protocol import (
     cobs,
 )
 from firmware_protocol.connection import LinkState, seq_newer
-from firmware_protocol.messages import COMMANDS, REPLIES, URGENT, decode_message
+from firmware_protocol.messages import COMMANDS, PREEMPTIBLE, REPLIES, URGENT, decode_message
 from firmware_protocol.session import STATEFUL_COMMANDS, command_outcome
 from simulator import DeviceConfig, Firmware, Snapshot
 from simulator.memory import DeviceMemory
@@ -597,11 +597,19 @@ class CheckedFirmware:
                            may_start=self._may_start, source=StartSource.LINK)  # fmt: skip
         halts = [m for m in messages if m is not None and m.TYPE in URGENT]
         if halts:
-            # SPEC 7.4: stop and vent go first, and only a fresh START brings pressure back.
-            if not self._may_start:
-                assert after.state in (IDLE, FAULT), f"{after.state.name} after a stop"
-            resets = any(m is not None and m.TYPE == MessageType.RESET_FAULT for m in messages)
-            assert after.state == FAULT or before.state != FAULT or resets, "a fault unlatched"
+            # SPEC 7.4: a stop or vent wins over everything read with it, whoever
+            # signed which: nothing of the session table runs, so no session is on
+            # after the read, no fault unlatches, and no setting changes.
+            assert after.state in (IDLE, FAULT), f"{after.state.name} after a stop"
+            assert after.state == FAULT or before.state != FAULT, "a fault unlatched"
+            assert (after.mode, after.intensity) == (before.mode, before.intensity), (
+                "a setting changed in a read with a stop"
+            )
+            others = {f.seq for f in frames if f.msg_type not in PREEMPTIBLE}
+            for item in sent:
+                ran = isinstance(item.message, Ack) and item.new
+                if ran and item.message.ref_seq not in others:
+                    raise AssertionError(f"{item.message}: a command read with a stop ran")
         if len(frames) == 1:
             self._check_lone_frame(frames[0], messages[0], sent, before, after,
                                    present_before, accepted_before, certain_before,
@@ -797,8 +805,14 @@ class CheckedFirmware:
         must: Counter[int] = Counter()
         may: Counter[int] = Counter()
         accepted_here: dict[int, Frame] = {}
+        preempted_here: set[int] = set()
         uncached = self._uncached_here
         self._may_start = False
+        # A read with a STOP or VENT refuses every command of the session table that
+        # the link takes with it (PREEMPTED, remembered as its reply; SPEC 7.4).
+        halted = len(frames) > 1 and any(
+            f.msg_type in URGENT and f.version == PROTOCOL_VERSION for f in frames
+        )
         # Within one read the device takes STOP and VENT first (SPEC 7.4).
         for frame in sorted(frames, key=lambda f: f.msg_type not in URGENT):
             if frame.msg_type in DEVICE_TYPES:
@@ -849,6 +863,10 @@ class CheckedFirmware:
                 self._may_start |= isinstance(message, Start)
             elif seq_newer(seq, self._accepted):
                 must[seq] += 1
+                if halted and frame.msg_type in PREEMPTIBLE:
+                    # Refused at once and remembered: a re-send in this same read
+                    # already finds its reply, unlike an accepted command's.
+                    preempted_here.add(seq)
                 self._may_start |= isinstance(message, Start)
             elif seq != self._accepted:
                 must[seq] += 1  # its reply again, or STALE_SEQUENCE (not remembered)
@@ -870,7 +888,8 @@ class CheckedFirmware:
                 and seq_newer(seq, self._accepted)
             ):
                 self._accepted = seq
-                accepted_here[seq] = frame
+                if seq not in preempted_here:
+                    accepted_here[seq] = frame
         present = self._device_sees_controller()
         if self._certain:
             assert present == self._present, f"controller present: {present}, model {self._present}"
@@ -878,7 +897,9 @@ class CheckedFirmware:
             self._present = present
             if not present:
                 self._accepted, self._certain = None, True
-        if uncached & accepted_here.keys():
+        if halted:
+            self._may_start = False
+        if uncached & (accepted_here.keys() | preempted_here):
             # A seq whose reply is remembered and another's not: which is which is
             # beyond the model, so it stops checking what the cache holds.
             self._reply_log = None

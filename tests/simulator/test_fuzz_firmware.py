@@ -120,14 +120,20 @@ class FirmwareMachine(RuleBasedStateMachine):
                   signed: bool) -> None:  # fmt: skip
         self._read(self._wire(message, seq, version, signed))
 
-    @rule(batch=st.lists(st.tuples(st.one_of(commands, raw_commands), seqs), min_size=2,
-                         max_size=5),
+    @rule(batch=st.lists(st.tuples(st.one_of(commands, raw_commands), seqs, st.booleans()),
+                         min_size=2, max_size=5),
           junk=st.binary(max_size=12), cut=st.integers(0, 200))  # fmt: skip
-    def several_in_one_read(self, batch: list[tuple[fp.Message, object]], junk: bytes,
+    def several_in_one_read(self, batch: list[tuple[fp.Message, object, bool]], junk: bytes,
                             cut: int) -> None:  # fmt: skip
-        # STOP and VENT in the batch go first (SPEC 7.4); junk is glued to a frame
-        # or stands alone, and the read may arrive in two pieces.
-        data = b"".join(self._wire(m, s, 1, signed=self.paired) for m, s in batch) + junk
+        # STOP and VENT in the batch go first and win over the rest, a stranger's
+        # unsigned stop over the controller's signed start too (SPEC 7.4); junk is
+        # glued to a frame or stands alone, and the read may arrive in two pieces.
+        data = (
+            b"".join(
+                self._wire(m, s, 1, signed=self.paired and not stranger) for m, s, stranger in batch
+            )
+            + junk
+        )
         self.last_read = data
         self.rig.feed(data[:cut])
         self.rig.feed(data[cut:])

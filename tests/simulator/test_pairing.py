@@ -405,3 +405,57 @@ def test_an_open_development_device_stays_closed_after_its_last_unpair() -> None
     stranger.now = rig.now
     stranger.connect()
     assert stranger.command(START) == "nak NOT_AUTHENTICATED"
+
+
+# --- stop and vent win over everything read with them (SPEC 7.4) --------------------
+
+
+@pytest.mark.parametrize("halt", [fp.Stop(), fp.Vent()])
+@pytest.mark.parametrize("order", ["start first", "halt first"])
+def test_a_strangers_stop_in_the_same_read_wins_over_a_signed_start(
+    halt: fp.Message, order: str
+) -> None:
+    """Found by a random driver: the unsigned STOP moved no seq, so the START then ran."""
+    rig = Rig()
+    rig.connect()
+    seq = rig.fw.conn._accepted_seq + 1  # type: ignore[operator]
+    start = signed_on_link(rig, START, seq).encode()
+    stop = stranger_frame(halt, 0)  # a stranger's: unsigned, with an old seq
+    rig.fw.receive_data(start + stop if order == "start first" else stop + start, rig.now)
+    replies = replies_of(rig.fw)
+    assert fp.Nak(seq, ErrorCode.PREEMPTED) in replies
+    assert rig.fw.state is SessionState.IDLE
+    # The START's seq and counter are used up: a re-send gets the same refusal.
+    rig.now += 0.1
+    rig.fw.receive_data(start, rig.now)
+    assert replies_of(rig.fw) == [fp.Nak(seq, ErrorCode.PREEMPTED)]
+    rig.run(30)
+    assert never_pumped(rig)
+
+
+def test_a_stop_with_an_old_seq_wins_over_a_start_on_an_open_link() -> None:
+    rig = Rig(paired=False, pairing_required=False)
+    rig.connect()
+    seq = rig.fw.conn._accepted_seq + 1  # type: ignore[operator]
+    start = stranger_frame(START, seq)
+    rig.fw.receive_data(start + stranger_frame(fp.Stop(), 0), rig.now)
+    assert fp.Nak(seq, ErrorCode.PREEMPTED) in replies_of(rig.fw)
+    rig.run(30)
+    assert never_pumped(rig)
+
+
+@pytest.mark.parametrize("command", [m for m in GUARDED if m.TYPE in fp.PREEMPTIBLE])
+def test_nothing_of_the_session_table_runs_after_a_stop_read_with_it(
+    command: fp.Message,
+) -> None:
+    rig = Rig()
+    rig.connect()
+    assert rig.command(START) == "ack"
+    rig.run(5)
+    seq = rig.fw.conn._accepted_seq + 1  # type: ignore[operator]
+    rig.fw.receive_data(
+        signed_on_link(rig, command, seq).encode() + stranger_frame(fp.Stop(), 7), rig.now
+    )
+    assert fp.Nak(seq, ErrorCode.PREEMPTED) in replies_of(rig.fw)
+    assert rig.fw.state is SessionState.IDLE
+    assert rig.fw.last_end is fp.EndReason.STOPPED

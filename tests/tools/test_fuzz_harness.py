@@ -197,12 +197,12 @@ def test_the_paired_seeds_run_sessions_on_an_authenticated_link(
 
     monkeypatch.setattr(CheckedFirmware, "_drain", spy)
     seeds = _paired_seeds()
-    assert len(seeds) == 3 * 6, "three programs on each preset, paired"
+    assert len(seeds) == 4 * 6, "four programs on each preset, paired"
     for seed in seeds:
         fuzz.firmware_target(seed)
     assert authenticated_running > 100
     errors = {nak.error for nak in refused}
-    assert {ErrorCode.NOT_AUTHENTICATED, ErrorCode.REPLAYED} <= errors
+    assert {ErrorCode.NOT_AUTHENTICATED, ErrorCode.REPLAYED, ErrorCode.PREEMPTED} <= errors
     assert {EndReason.LINK_LOST, EndReason.STOPPED, EndReason.VENTED} <= ended
 
 
@@ -225,12 +225,12 @@ def test_the_firmware_target_catches_a_forged_frame_that_moves_a_counter(
     # with a counter far ahead would lock the real controller out (SPEC 12.3).
     receive = Connection._device_receive
 
-    def counts_first(self: Connection, frame: Frame, now: float) -> None:
+    def counts_first(self: Connection, frame: Frame, now: float, **kwargs: bool) -> None:
         pairing = self.pairings.get(self.link_key_id) if self.pairings is not None else None
         auth = frame.auth
         if pairing and auth and auth.counter > pairing.counter and not self._verified(frame):
             self.pairings.accept(pairing, auth.counter)  # type: ignore[union-attr]
-        receive(self, frame, now)
+        receive(self, frame, now, **kwargs)
 
     monkeypatch.setattr(Connection, "_device_receive", counts_first)
     failures = _failures(_paired_seeds())
@@ -288,8 +288,8 @@ def test_an_authenticated_link_lives_on_fresh_signed_frames_only(
     # A device whose authenticated link any frame keeps up, as before SPEC 12.3's rule.
     receive = Connection._device_receive
 
-    def lax(self: Connection, frame: Frame, now: float) -> None:
-        receive(self, frame, now)
+    def lax(self: Connection, frame: Frame, now: float, **kwargs: bool) -> None:
+        receive(self, frame, now, **kwargs)
         if self.state == LinkState.READY and self.link_key_id is not None:
             self._last_rx = now
 
@@ -344,3 +344,26 @@ def test_the_command_line_writes_seeds_and_replays_inputs(tmp_path: Path) -> Non
                               text=True, timeout=120)  # fmt: skip
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout.count(": ok") == 3
+
+
+def test_a_stop_read_with_a_signed_start_wins_and_a_device_that_lets_it_run_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def start_with_a_strangers_stop() -> CheckedFirmware:
+        rig = CheckedFirmware(fuzz_config(2), paired=True)
+        ctl = _PairedController(rig)
+        rig.feed(ctl.wire(fp.Hello("t", FUZZ_KEY_ID)))
+        stop = command_frame(0, fp.Stop()).encode()  # a stranger's, with an old seq
+        rig.feed(ctl.wire(fp.Start(fp.Mode.WAVE, 1, 60)) + stop)
+        return rig
+
+    assert start_with_a_strangers_stop().fw.state == fp.SessionState.IDLE
+    # The device before SPEC 7.4 said so: the stop first, then the START ran.
+    receive = Connection._device_receive
+
+    def unhalted(self: Connection, frame: Frame, now: float, **kwargs: bool) -> None:
+        receive(self, frame, now)
+
+    monkeypatch.setattr(Connection, "_device_receive", unhalted)
+    with pytest.raises(AssertionError, match=r"after a stop|no START the link took"):
+        start_with_a_strangers_stop()
