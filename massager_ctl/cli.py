@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .errors import InputError, MassagerError
+from .errors import ConfigError, InputError, MassagerError
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -160,6 +160,8 @@ def start(
 
     chosen = _choose_profile(profile, mode, intensity, duration)
     address = resolve_device(device, quiet=as_json)
+    if not isinstance(address, SimAddress):  # sim:// keeps its keys in memory
+        _key_for_start(address)
     window = (
         load_settings().resume_window_s
         if resume_window is None
@@ -185,6 +187,27 @@ def start(
     if source == "cli":
         check_limits(chosen.total_minutes * 60)
     return run_async(lambda: _start(address, chosen, as_json, policy, require, source), speed=speed)
+
+
+def _key_for_start(address: DeviceAddress) -> None:
+    """Refuse a start whose key cannot be used, before anything is sent or journaled.
+
+    Not a start unsigned instead: a massager this controller paired with takes
+    a start only signed with that key, and one that would take it unsigned
+    would leave the session open to anyone on the line.
+
+    Raises:
+        ConfigError: the key file, or the key in it, cannot be used; says what to do.
+    """
+    from .keystore import KeyStore, device_name
+
+    try:
+        KeyStore.default().check(device_name(address))
+    except ConfigError as error:
+        raise ConfigError(
+            f"{error}. Without the key this controller cannot sign a start, which a "
+            "paired massager takes only signed; nothing was started"
+        ) from None
 
 
 def check_limits(planned_s: float) -> None:
@@ -311,8 +334,13 @@ def _journal_warning(error: Exception, purpose: str) -> None:
 VENT_WAIT_S = 15.0
 
 
-async def stop_or_vent(address: DeviceAddress, action: str) -> DeviceStatus:
+async def stop_or_vent(
+    address: DeviceAddress, action: str, warnings: list[str] | None = None
+) -> DeviceStatus:
     """Send STOP or VENT and wait (bounded) until the chambers are empty.
+
+    Neither needs a key (SPEC §7.4): with a key file that cannot be used the
+    link opens unauthenticated, and the problem is added to ``warnings``.
 
     Raises:
         DeviceFault: the massager reports a fault and still holds pressure.
@@ -323,6 +351,8 @@ async def stop_or_vent(address: DeviceAddress, action: str) -> DeviceStatus:
 
     async with Massager.connect(address) as massager:
         await (massager.stop() if action == "stop" else massager.vent())
+        if massager.key_problem is not None and warnings is not None:
+            warnings.append(str(massager.key_problem))
         try:
             return await massager.wait_vented(timeout_s=VENT_WAIT_S)
         except TimeoutError:
@@ -336,15 +366,73 @@ async def stop_or_vent(address: DeviceAddress, action: str) -> DeviceStatus:
 
 
 def _one_shot(device: str | None, as_json: bool, action: str) -> int:
+    """Stop or vent whatever the key file, config file or journal hold; then say what is wrong.
+
+    The exit status says whether the stop or vent reached the massager; a damaged
+    file beside it is a warning, after the result.
+    """
     from .render import console, emit_json
 
-    address = resolve_device(device, quiet=as_json)
-    status = run_async(lambda: stop_or_vent(address, action))
+    warnings: list[str] = []
+    address = _device_to_stop(device, as_json, action, warnings)
+    try:
+        status = run_async(lambda: stop_or_vent(address, action, warnings))
+    except BaseException:
+        _warn(warnings)
+        raise
     if as_json:
-        emit_json({"kind": action, "device": str(address), "status": status})
+        emit_json({"kind": action, "device": str(address), "status": status, "warnings": warnings})
     else:
         console().print(f"{action}: done; chambers at {status.peak_mmhg:.0f} mmHg or less")
+    _warn(warnings)
     return 0
+
+
+def _device_to_stop(
+    option: str | None, quiet: bool, action: str, warnings: list[str]
+) -> DeviceAddress:
+    """As `resolve_device`, but a damaged config file that still names a device warns.
+
+    Raises:
+        ConfigError: the config file is damaged and names no usable device.
+    """
+    from .config import config_file
+    from .urls import parse_device_url
+
+    try:
+        return resolve_device(option, quiet=quiet)
+    except (ConfigError, UnicodeDecodeError) as error:  # the loader lets bytes through
+        problem = str(error) if isinstance(error, ConfigError) else f"{config_file()}: not text"
+    named = _device_in(config_file())
+    if named is None:
+        raise ConfigError(
+            f"{problem}; it names no device to {action}, so nothing was sent: give --device URL"
+        )
+    warnings.append(f"{problem}; the device it names ({named}) was used")
+    return parse_device_url(named)
+
+
+def _device_in(path: Path) -> str | None:
+    """The ``device`` a config file names, if it can be read at all, whatever else is wrong."""
+    import tomllib
+
+    from .urls import parse_device_url
+
+    try:
+        text = tomllib.loads(path.read_bytes().decode()).get("device")
+        if isinstance(text, str):
+            parse_device_url(text)
+            return text
+    except (OSError, ValueError):  # TOMLDecodeError, UnicodeDecodeError, DeviceURLError
+        pass
+    return None
+
+
+def _warn(warnings: list[str]) -> None:
+    from .render import errors, escape
+
+    for warning in warnings:
+        errors().print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
 
 
 @cli.command()
@@ -512,6 +600,11 @@ def unpair(url: str | None, forget_only: bool, as_json: bool) -> int:
             removed = KeyStore.default().remove(device)
         else:
             async with Massager.connect(address) as massager:
+                if massager.key_problem is not None:
+                    raise ConfigError(
+                        f"{massager.key_problem}. Without the key the massager cannot be "
+                        "told to forget it, so nothing was unpaired"
+                    )
                 if not massager.authenticated:
                     raise MassagerError(
                         f"not paired with {device}"

@@ -19,6 +19,17 @@ link signed with it; without a key, or with a key the device no longer knows,
 the link is opened unauthenticated (status, stop and vent still work) and
 `auth_problem` says why. `pair` pairs while the device's pairing window is open.
 The in-process simulator (``sim://``) opens its own window and pairs itself.
+
+A key that cannot be used (a damaged key file, a key that is not one, spent
+counters) never keeps the link from opening, since stop, vent and status need
+no key (SPEC §7.4, §10.5): the link opens unauthenticated, `key_problem` holds
+the `ConfigError` that names the file and what to do, and every command that
+needs a signature raises it before anything is sent. If the key fails on an
+open link (counters are reserved in the file as they are used), the link goes
+on unsigned, a session this controller started is vented at once (a VENT needs
+no key; unsigned keepalives would not keep it alive anyway, and the device's
+watchdog would vent it within a second), and every `updates` iterator raises
+the error, so a program ends saying why.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from firmware_protocol import (
+    AUTHENTICATED,
     URGENT,
     Ack,
     Capabilities,
@@ -78,6 +90,7 @@ from .errors import (
     CommandPreempted,
     CommandRefused,
     CommandTimeout,
+    ConfigError,
     ConnectFailed,
     ConnectTimedOut,
     DeviceRefused,
@@ -85,7 +98,7 @@ from .errors import (
     LinkLost,
     MassagerError,
 )
-from .keystore import KeyStore, PairedKey, device_name
+from .keystore import Counters, KeyStore, PairedKey, device_name
 from .models import (
     DeviceInfo,
     DeviceStatus,
@@ -220,9 +233,12 @@ class Massager:
         self._owns_session = False
         self._reader: asyncio.Task[None] | None = None
         self._keys = KeyStore(None)
+        self._counters: Counters | None = None
         self._device = ""
         self.auth_problem: str | None = None
         """Why the link is not authenticated, when this controller has a key but it failed."""
+        self.key_problem: ConfigError | None = None
+        """Why this controller's key for the device cannot be used (the key file), if so."""
 
     # --- lifetime -----------------------------------------------------------------
 
@@ -308,7 +324,7 @@ class Massager:
 
     async def _hello(self) -> None:
         """Say HELLO, signed if this controller has a key; unsigned if the device refuses it."""
-        self._conn.signer = self._keys.signer(self._device)
+        self._use_key()
         hello = Hello(self.client_name[:32])
         if self._conn.signer is None:
             await self._request(hello)
@@ -324,8 +340,24 @@ class Massager:
                 "it may have been unpaired or reset: pair again"
             )
             log.warning("%s", self.auth_problem)
-            self._conn.signer = None
+            self._conn.signer = self._counters = None
             await self._request(hello)
+
+    def _use_key(self) -> None:
+        """Sign with this controller's key for the device; with none if it cannot be used."""
+        self._conn.signer = self._counters = None
+        try:
+            signer = self._keys.signer(self._device)
+        except ConfigError as error:
+            # Stop, vent and status need no key: open as a stranger, and refuse what
+            # needs the key with this error (`_exchange`), not the device's NAK.
+            self.key_problem = error
+            self.auth_problem = str(error)
+            return
+        self.key_problem = None
+        if signer is not None and isinstance(signer.next_counter, Counters):
+            self._counters = signer.next_counter
+        self._conn.signer = signer
 
     @property
     def paired_key(self) -> PairedKey | None:
@@ -342,9 +374,15 @@ class Massager:
 
         The link is opened again, authenticated, with the new key.
 
+        A key that cannot be used (see `key_problem`) is replaced, but the device
+        keeps its slot, since only that key could have signed the UNPAIR.
+
         Raises:
             CommandRefused: the window is closed (``pairing_closed``), or the device is full.
+            ConfigError: the key file cannot take a new key; nothing was sent.
         """
+        # Before the device gives away a slot for a key that could not be kept.
+        self._keys.writable()
         if self.authenticated:
             # Pairing again: the massager forgets the old key first, or it would stay
             # valid there (an old copy of the key file) and hold a slot for ever.
@@ -379,7 +417,7 @@ class Massager:
             if error.code != "not_authenticated" or not self.authenticated:
                 raise
         self._keys.remove(self._device)
-        self._conn.signer = None
+        self._conn.signer = self._counters = None
         self._conn.link_key_id = None
 
     async def _leave(self, *, emergency: bool) -> None:
@@ -485,7 +523,7 @@ class Massager:
         self._owns_session = True
         try:
             await self._request(kind(number, level, lease))
-        except CommandRefused:
+        except (CommandRefused, ConfigError):  # refused: by the device, or unsigned here
             self._owns_session = owned
             raise
 
@@ -616,6 +654,13 @@ class Massager:
     async def _exchange(self, message: Message) -> Ack | Capabilities | Paired:
         if self._failure is not None:
             raise self._failure
+        lost = self._sign_ahead(vent=message.TYPE not in URGENT)
+        if self.key_problem is not None and message.TYPE in AUTHENTICATED:
+            name = message.TYPE.name.lower().replace("_", " ")
+            raise lost or ConfigError(
+                f"{self.key_problem}. Without the key this controller cannot sign {name}, "
+                "which a paired massager takes only signed; nothing was sent"
+            )
         try:
             seq = self._conn.send(message, self._loop.time())
         except LocalProtocolError as error:
@@ -655,8 +700,48 @@ class Massager:
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
         if self._failure is None:
+            self._sign_ahead(vent=True)  # a keepalive may be due
             self._conn.handle_timer(self._loop.time())
             self._pump()
+
+    def _sign_ahead(self, *, vent: bool) -> ConfigError | None:
+        """Reserve what the next signed frame needs before the connection signs it.
+
+        The connection must never meet a failing key file half-way through a
+        frame (in the keepalive timer, say). If no counters can be had, the key
+        is given up: see `_key_lost`, whose error is returned.
+        """
+        if self._counters is None:
+            return None
+        try:
+            self._counters.ready()
+        except ConfigError as error:
+            return self._key_lost(error, vent=vent)
+        return None
+
+    def _key_lost(self, error: ConfigError, *, vent: bool) -> ConfigError:
+        """Go on unsigned, vent a session of ours if ``vent``, and tell every subscriber."""
+        self._conn.signer = self._counters = None
+        self._conn.link_key_id = None
+        self.key_problem = error
+        self.auth_problem = str(error)
+        if vent and self._owns_session:
+            # Unsigned keepalives keep nothing alive: end our session now, not at the
+            # device's watchdog. Not awaited (this may be the timer); the ACK finds
+            # no waiter, and leaving the `connect` block vents again, awaited.
+            with contextlib.suppress(LocalProtocolError):
+                self._conn.send(Vent(), self._loop.time())
+            self._pump()
+            lost = ConfigError(
+                f"{error}. Without the key this controller cannot keep a session going, "
+                "so it sent the massager a VENT (which needs no key)"
+            )
+        else:
+            lost = ConfigError(f"{error}. The link is no longer authenticated")
+        log.info("%s", lost)  # the front door that reads the updates says it
+        for subscription in list(self._subscriptions):
+            subscription._fail(lost)
+        return lost
 
     def _pump(self) -> None:
         """Dispatch the connection's events, flush its bytes, and re-arm its timer."""

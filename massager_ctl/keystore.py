@@ -12,6 +12,12 @@ so two processes never get the same block) and uses them from memory; a crash
 only skips the rest of a block. Each connection starts a new block, so a
 connection never reuses a counter an earlier one, in any process, may have sent.
 
+A damaged file (not JSON, a directory, a key that is not a key, counters spent,
+unreadable) raises `ConfigError` naming the file, what is wrong and what to do,
+from every method; `check` says so without reserving anything. Stop and vent
+need no key: `Massager.connect` opens an unauthenticated link when the key
+cannot be used (see its docstring).
+
 Keys never reach a log, a repr or an error message: the key is a `SecretStr`.
 """
 
@@ -22,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime
@@ -30,16 +37,17 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from firmware_protocol import Signer
-from firmware_protocol.auth import MAX_COUNTER
+from firmware_protocol.auth import KEY_SIZE, MAX_COUNTER
 
 from .config import config_dir
-from .errors import ConfigError, MassagerError
+from .errors import ConfigError
 from .urls import BleAddress, DeviceAddress, SerialAddress
 
 log = logging.getLogger(__name__)
 
 COUNTER_BLOCK = 256
 """Counters reserved at a time: one write of the file per 256 authenticated frames."""
+NOT_A_KEY = f"is not a key (not {KEY_SIZE} bytes in hex)"
 
 
 def keys_file() -> Path:
@@ -70,8 +78,15 @@ class PairedKey(BaseModel):
     next_counter: int = Field(1, ge=1, description="no counter at or above this was ever used")
 
     def key_bytes(self) -> bytes:
-        """The key itself."""
-        return bytes.fromhex(self.key.get_secret_value())
+        """The key itself.
+
+        Raises:
+            ValueError: the stored key is not 32 bytes in hex (the file was damaged).
+        """
+        key = bytes.fromhex(self.key.get_secret_value())
+        if len(key) != KEY_SIZE:
+            raise ValueError(f"{len(key)} bytes, not {KEY_SIZE}")
+        return key
 
 
 class _KeyFile(BaseModel):
@@ -93,8 +108,39 @@ class KeyStore:
         return cls(keys_file())
 
     def get(self, device: str) -> PairedKey | None:
-        """The key for ``device``, if this controller is paired with it."""
+        """The key for ``device``, if this controller is paired with it.
+
+        Raises:
+            ConfigError: the file cannot be read or is not a key file.
+        """
         return self._read().keys.get(device)
+
+    def check(self, device: str) -> PairedKey | None:
+        """The key for ``device`` if it can sign, None if there is none; reserves nothing.
+
+        Raises:
+            ConfigError: the file cannot be read, or the key in it cannot be used
+                (not a key, or its counters are spent); the message names the file.
+        """
+        paired = self.get(device)
+        if paired is None:
+            return None
+        try:
+            paired.key_bytes()
+        except ValueError:
+            raise self._bad_entry(device, NOT_A_KEY) from None
+        if paired.next_counter + COUNTER_BLOCK > MAX_COUNTER:
+            raise self._bad_entry(device, "has spent its counters")
+        return paired
+
+    def writable(self) -> None:
+        """Make sure a new key can be kept, before a massager is asked to pair.
+
+        Raises:
+            ConfigError: the file (or its folder) cannot be read or written.
+        """
+        with self._changing():
+            pass
 
     def names(self) -> list[str]:
         """The devices this controller is paired with."""
@@ -111,27 +157,51 @@ class KeyStore:
             return data.keys.pop(device, None) is not None
 
     def signer(self, device: str) -> Signer | None:
-        """What signs frames for ``device`` on one connection, or None if not paired."""
-        paired = self.get(device)
-        if paired is None:
-            return None
-        return Signer(paired.key_id, paired.key_bytes(), _Counters(self, device))
+        """What signs frames for ``device`` on one connection, or None if not paired.
 
-    def reserve(self, device: str, count: int) -> int:
-        """Reserve ``count`` counters for ``device``; return the first.
+        Its counters come from a `Counters`, whose first block is reserved now.
 
         Raises:
-            MassagerError: the device is no longer paired, or its counters are spent.
+            ConfigError: as for `check`, or the first block cannot be reserved.
+        """
+        paired = self.check(device)
+        if paired is None:
+            return None
+        key = paired.key_bytes()
+        counters = Counters(self, device, key)
+        counters.ready()
+        return Signer(paired.key_id, key, counters)
+
+    def reserve(self, device: str, count: int, key: bytes | None = None) -> int:
+        """Reserve ``count`` counters for ``device`` (for ``key``, if given); return the first.
+
+        Raises:
+            ConfigError: the file cannot be read or written, the device is no longer
+                paired, its key in the file is no longer ``key``, or its counters are spent.
         """
         with self._changing() as data:
             paired = data.keys.get(device)
             if paired is None:
-                raise MassagerError(f"this controller is no longer paired with {device}")
+                raise self._bad_entry(
+                    device, "is gone: this controller is no longer paired with it"
+                )
+            try:
+                ours = key is None or paired.key_bytes() == key
+            except ValueError:
+                raise self._bad_entry(device, NOT_A_KEY) from None
+            if not ours:
+                raise self._bad_entry(device, "was replaced (paired again from another program?)")
             first = paired.next_counter
             if first + count > MAX_COUNTER:
-                raise MassagerError(f"the counters of the key for {device} are spent; pair again")
+                raise self._bad_entry(device, "has spent its counters")
             paired.next_counter = first + count
             return first
+
+    def _bad_entry(self, device: str, problem: str) -> ConfigError:
+        return ConfigError(
+            f"{self.path or 'the keys in memory'}: the key for {device} {problem}; "
+            f"pair again (massager-ctl pair {device})"
+        )
 
     # --- the file -----------------------------------------------------------------
 
@@ -139,19 +209,35 @@ class KeyStore:
         if self.path is None:
             return self._memory
         try:
-            text = self.path.read_text()
+            if not stat.S_ISREG(self.path.stat().st_mode):
+                # A directory fails to read; a FIFO would block the read, and a stop, for ever.
+                raise ConfigError(f"{self.path}: is not a file; move it away and pair again")
+            text = self.path.read_bytes().decode()
         except FileNotFoundError:
             return _KeyFile()
         except OSError as error:
-            raise ConfigError(f"{self.path}: cannot read the keys: {error.strerror}") from None
+            raise ConfigError(
+                f"{self.path}: cannot read the keys ({error.strerror or error}); "
+                "make it readable by you, or move it away and pair again"
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"{self.path}: is not text, so not a key file; move it away and pair again"
+            ) from None
         self._owner_only(self.path)
         try:
-            return _KeyFile.model_validate(json.loads(text))
-        except (ValueError, ValidationError) as error:
-            first = error.errors()[0] if isinstance(error, ValidationError) else None
-            where = ".".join(map(str, first["loc"])) if first else "the file"
+            data = json.loads(text)
+        except (ValueError, RecursionError) as error:  # nested too deep: RecursionError
             raise ConfigError(
-                f"{self.path}: {where} is not valid ({first['msg'] if first else error}); "
+                f"{self.path}: the file is not valid ({error}); move the file away and pair again"
+            ) from None
+        try:
+            return _KeyFile.model_validate(data)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(map(str, first["loc"])) or "the file"
+            raise ConfigError(
+                f"{self.path}: {where} is not valid ({first['msg']}); "
                 "move the file away and pair again"
             ) from None
 
@@ -160,16 +246,29 @@ class KeyStore:
         if self.path is None:
             yield self._memory
             return
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise self._unwritable(error, lock_path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             data = self._read()
             yield data
-            self._write(data)
+            try:
+                self._write(data)
+            except OSError as error:
+                raise self._unwritable(error, self.path) from None
         finally:
             os.close(fd)  # closing releases the lock
+
+    @staticmethod
+    def _unwritable(error: OSError, path: Path) -> ConfigError:
+        return ConfigError(
+            f"{path}: cannot write the keys ({error.strerror or error}); make it and its "
+            "folder writable by you, or move it away"
+        )
 
     def _write(self, data: _KeyFile) -> None:
         assert self.path is not None
@@ -198,21 +297,45 @@ class KeyStore:
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
             log.warning("%s could be read by others (mode %o); made it owner-only", path, mode)
-            path.chmod(0o600)
+            try:
+                path.chmod(0o600)
+            except OSError as error:  # someone else's file: its key may be known to others
+                raise ConfigError(
+                    f"{path}: could be read by others (mode {mode:o}) and cannot be made "
+                    f"owner-only ({error.strerror or error}); move it away and pair again"
+                ) from None
 
 
-class _Counters:
-    """Counters for one connection, taken from blocks reserved in the key store."""
+class Counters:
+    """Counters for one connection, taken from blocks reserved in the key store.
 
-    def __init__(self, store: KeyStore, device: str) -> None:
+    `ready` reserves the next block when this one is used up, so that a caller can
+    meet a failing key file where it can handle it, before a frame is being signed.
+    """
+
+    def __init__(self, store: KeyStore, device: str, key: bytes) -> None:
         self.store = store
         self.device = device
+        self._key = key
         self._next = self._end = 0
 
-    def __call__(self) -> int:
+    def ready(self) -> None:
+        """Have a counter in hand, reserving a new block if this one is used up.
+
+        Raises:
+            ConfigError: no block can be reserved (see `KeyStore.reserve`).
+        """
         if self._next >= self._end:
-            self._next = self.store.reserve(self.device, COUNTER_BLOCK)
+            self._next = self.store.reserve(self.device, COUNTER_BLOCK, self._key)
             self._end = self._next + COUNTER_BLOCK
+
+    def __call__(self) -> int:
+        """The next counter; never one returned before for this key.
+
+        Raises:
+            ConfigError: as for `ready`.
+        """
+        self.ready()
         value = self._next
         self._next += 1
         return value
