@@ -339,8 +339,10 @@ async def stop_or_vent(
 ) -> DeviceStatus:
     """Send STOP or VENT and wait (bounded) until the chambers are empty.
 
-    Neither needs a key (SPEC §7.4): with a key file that cannot be used the
-    link opens unauthenticated, and the problem is added to ``warnings``.
+    Neither needs a key (SPEC §7.4), so the key file is not even opened until they
+    have gone out: a file that is damaged, or locked by a program that hangs, can
+    neither stop nor delay them. Then the file is checked, and what is wrong with
+    it is added to ``warnings``.
 
     Raises:
         DeviceFault: the massager reports a fault and still holds pressure.
@@ -348,11 +350,18 @@ async def stop_or_vent(
     """
     from .device import Massager
     from .errors import DeviceFault
+    from .keystore import KeyStore, device_name
+    from .urls import SimAddress
 
-    async with Massager.connect(address) as massager:
+    # sim:// keeps its keys in memory, in this process: nothing local to fail.
+    keys = None if isinstance(address, SimAddress) else KeyStore(None)
+    async with Massager.connect(address, keys=keys) as massager:
         await (massager.stop() if action == "stop" else massager.vent())
-        if massager.key_problem is not None and warnings is not None:
-            warnings.append(str(massager.key_problem))
+        if keys is not None and warnings is not None:
+            try:
+                KeyStore.default().check(device_name(address))
+            except ConfigError as error:
+                warnings.append(str(error))
         try:
             return await massager.wait_vented(timeout_s=VENT_WAIT_S)
         except TimeoutError:

@@ -24,7 +24,6 @@ Keys never reach a log, a repr or an error message: the key is a `SecretStr`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import filelock
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from firmware_protocol import Signer
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 COUNTER_BLOCK = 256
 """Counters reserved at a time: one write of the file per 256 authenticated frames."""
+LOCK_WAIT_S = 5.0
+"""How long a change to the key file waits for another program to let go of it."""
 NOT_A_KEY = f"is not a key (not {KEY_SIZE} bytes in hex)"
 
 
@@ -249,11 +251,21 @@ class KeyStore:
         lock_path = self.path.with_name(self.path.name + ".lock")
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise self._unwritable(error, lock_path) from None
+        # Bounded: a program stopped while it held the lock must not hold back a stop
+        # or vent, which then goes out unsigned and says why (see `Massager`).
+        lock = filelock.FileLock(lock_path, timeout=LOCK_WAIT_S, mode=0o600)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise ConfigError(
+                f"{lock_path}: another program has held it for {LOCK_WAIT_S:g} s; end it "
+                "(or, if none runs, delete the lock file)"
+            ) from None
         except OSError as error:
             raise self._unwritable(error, lock_path) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             data = self._read()
             yield data
             try:
@@ -261,7 +273,7 @@ class KeyStore:
             except OSError as error:
                 raise self._unwritable(error, self.path) from None
         finally:
-            os.close(fd)  # closing releases the lock
+            lock.release()
 
     @staticmethod
     def _unwritable(error: OSError, path: Path) -> ConfigError:

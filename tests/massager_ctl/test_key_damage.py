@@ -292,3 +292,23 @@ def test_the_cli_ends_a_program_whose_key_file_breaks_vented_and_says_why() -> N
         looked = json_lines(ctl("status", "--device", served.url, "--json").stdout)[-1]
         assert looked["status"]["last_end"] == "vented"
         assert str(keys_file()) in looked["auth_problem"]
+
+
+@pytest.mark.looptime(False)
+async def test_a_key_file_locked_by_a_hung_program_neither_stops_nor_delays_a_vent() -> None:
+    import filelock
+
+    async with a_paired_device() as device:
+        lock = filelock.FileLock(keys_file().with_name("keys.json.lock"))
+        with lock:  # held, as by a program stopped with SIGSTOP mid-reservation
+            device.host.press(Button.POWER)
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            result = await massager_ctl("vent", "--device", device.url)
+            took = loop.time() - began
+        assert result.returncode == 0, result.stderr
+        assert "vent: done" in result.stdout
+        device.host.sync()
+        assert device.host.firmware.last_end is EndReason.VENTED
+        # Reading the key to check it takes no lock: only a change to the file does.
+        assert took < 5.0, f"the vent waited {took:.1f} s for a lock"
