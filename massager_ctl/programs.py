@@ -22,6 +22,20 @@ over a stop on the remote, a stop or vent from another controller or
 `massager-ctl stop`, the session cap, a fault, or a session someone started on
 the remote. `supervisor` decides when to try, and does not try for a program
 that was paused when the link went.
+
+A profile's limits (``max_intensity``, ``max_pressure_mmhg``) bind every change
+while it runs, whoever asks. `ProgramRunner.adjust` (the MQTT bridge, a
+schedule's program on the bridge's link) refuses a mode or intensity beyond
+them before sending anything, and names the limit (`BeyondLimits`); and every
+START and RENEW is checked again before it is sent. A change made on the remote
+(seen as a BUTTON event, then a STATUS showing it) is the person's own hand: the
+massager did it, and it stands for the step they are in. It is carried into a
+resume only if it is within the limits; beyond them the resumed step runs at its
+own mode and intensity. It falls back rather than clamp to the limit: a clamped
+level is a setting nobody chose, it may be above the step's own, and the report
+of the change came in frames the massager does not sign yet. A later step always
+runs its own setting.
+
 """
 
 from __future__ import annotations
@@ -34,7 +48,14 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from .device import Cycle, Massager, Updates
-from .errors import CommandPreempted, CommandRefused, DeviceRefused, LinkError, MassagerError
+from .errors import (
+    BeyondLimits,
+    CommandPreempted,
+    CommandRefused,
+    DeviceRefused,
+    LinkError,
+    MassagerError,
+)
 from .models import ButtonUpdate, DeviceStatus, DeviceUpdate, SessionEndedUpdate, explain_faults
 from .profiles import LEASE_MARGIN_S, Profile, Step, check_profile
 
@@ -261,18 +282,43 @@ class ProgramRunner:
         """Change the running step's mode or intensity, as the remote's buttons do.
 
         The change stands until the next step begins, and over a resume of this
-        step after a lost link.
+        step after a lost link. It is held to the profile's limits first: the
+        intensity asked for, or for a new mode the intensity it will run at.
 
         Raises:
+            BeyondLimits: the change would go beyond the profile's limits (the
+                message names the limit); nothing was sent.
             DeviceRefused, CommandRefused: the device lacks the mode or level, or
                 no session is on.
         """
         massager = self.massager
+        step = self.profile.steps[min(self.step_index, len(self.profile.steps) - 1)]
+        limits = self.profile.limits
+        level = intensity
+        preset = False  # the level is the massager's own preset, to be set again
+        if mode == "cycle" and step.cycle is None and limits.binds_cycles(massager.info):
+            raise BeyondLimits(
+                "mode cycle would run the cycle the massager holds, which this step did not "
+                "load; its pressures cannot be held to this program's max_pressure_mmhg "
+                f"{limits.max_pressure_mmhg:g}"
+            )
+        if mode is not None and mode != "cycle" and level is None:
+            if step.cycle is None:
+                level = (self.chosen or (step.mode, step.intensity))[1]
+            else:
+                # Out of a cycle the massager runs the mode at its preset level, which
+                # this program never set: check it, and send it again before the mode,
+                # so that the level checked is the level that runs.
+                level, preset = massager.status.intensity, True
+        if level is not None and (why := limits.refusal(level, massager.info)) is not None:
+            raise BeyondLimits(why)
+        if preset:
+            assert level is not None
+            await massager.set_intensity(level)
         if mode is not None:
             await massager.set_mode(mode)
         if intensity is not None:
             await massager.set_intensity(intensity)
-        step = self.profile.steps[min(self.step_index, len(self.profile.steps) - 1)]
         if step.cycle is None and mode != "cycle":  # a cycle step keeps its own cycle
             before_mode, before_level = self.chosen or (step.mode, step.intensity)
             chosen_mode, chosen_level = mode or before_mode, intensity or before_level
@@ -302,8 +348,14 @@ class ProgramRunner:
         lease = step.seconds - self.step_elapsed_s + LEASE_MARGIN_S
         mode, level = ("cycle", None) if step.cycle is not None else (step.mode, step.intensity)
         if first and self.chosen is not None:
-            mode, level = self.chosen  # resuming a step the person adjusted on the remote
+            if self.profile.limits.refusal(self.chosen[1], massager.info) is None:
+                mode, level = self.chosen  # resuming a step the person adjusted on the remote
+            else:
+                self.chosen = None  # beyond the limits: the step's own setting, not a clamp
         assert mode is not None
+        why = None if level is None else self.profile.limits.refusal(level, massager.info)
+        if why is not None:
+            raise BeyondLimits(why)  # the profile's own steps were checked; never sent
         fresh = first and not keep
         try:
             if step.cycle is not None:
@@ -375,6 +427,7 @@ class ProgramRunner:
                     self._remote_pressed
                     and step.cycle is None
                     and update.active
+                    and update.mode in massager.info.modes  # one it announced: no garble
                     and update.mode != "cycle"  # needs a cycle loaded; keep the step's
                 ):
                     self.chosen = (update.mode, update.intensity)
