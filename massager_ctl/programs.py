@@ -36,12 +36,20 @@ level is a setting nobody chose, it may be above the step's own, and the report
 of the change came in frames the massager does not sign yet. A later step always
 runs its own setting.
 
+The runner sends no STOP or VENT within a step, so an end it hears of (a
+SESSION_ENDED event, or a STATUS showing no session) is someone else's doing, or
+a garbled or forged frame. It asks for a fresh status (GET_STATUS) before it
+believes one. If the fresh status shows our session still on, the program goes
+on as if nothing had been heard, its pressure time still counted; if it shows
+none, the program ends for the reason the fresh status gives. If the request
+fails, the link is lost, and the program takes the lost-link path above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -58,6 +66,8 @@ from .errors import (
 )
 from .models import ButtonUpdate, DeviceStatus, DeviceUpdate, SessionEndedUpdate, explain_faults
 from .profiles import LEASE_MARGIN_S, Profile, Step, check_profile
+
+log = logging.getLogger(__name__)
 
 RAMP_UPDATE_S = 60.0
 """How often a ramping step sends its next pressures."""
@@ -341,10 +351,10 @@ class ProgramRunner:
         Returns an outcome if the session is gone.
         """
         massager = self.massager
-        if not first:
-            ended = self._end_among(updates.pending())
-            if ended is not None:
-                return ended
+        if not first and self._end_among(updates.pending()) is not None:
+            fresh = await self._fresh_after_end()
+            if not _ours_on(fresh):
+                return _DEVICE_REASONS.get(fresh.last_end, Outcome.STOPPED)
         lease = step.seconds - self.step_elapsed_s + LEASE_MARGIN_S
         mode, level = ("cycle", None) if step.cycle is not None else (step.mode, step.intensity)
         if first and self.chosen is not None:
@@ -381,6 +391,22 @@ class ProgramRunner:
                 return _DEVICE_REASONS.get(item.last_end, Outcome.STOPPED)
         return None
 
+    async def _fresh_after_end(self) -> DeviceStatus:
+        """A fresh status, asked for because a frame said that the session ended.
+
+        Raises:
+            LinkError: none came: the link is lost (the lost-link path decides).
+        """
+        fresh = await self.massager.refresh()
+        if _ours_on(fresh):
+            # Not signed yet, so a garbled or forged frame can say so: say nothing ended.
+            log.warning(
+                "a frame said the session ended, but a fresh status shows it %s; the "
+                "program goes on",
+                fresh.state,
+            )
+        return fresh
+
     def _count(self, now: float) -> None:
         """Add the time since the last count to the step's and the program's pressure time."""
         if self._running:
@@ -411,18 +437,22 @@ class ProgramRunner:
             except TimeoutError:
                 update = None
             self._count(loop.time())
+            # An end reported by its event, or by a status (its event lost on the way).
+            if isinstance(update, SessionEndedUpdate) or (
+                isinstance(update, DeviceStatus) and seen_running and not update.active
+            ):
+                fresh = await self._fresh_after_end()
+                if not _ours_on(fresh):
+                    return self._ended(fresh.last_end, step, self.step_elapsed_s)
+                self._count(loop.time())  # it pressed while we asked
+                update = fresh
             elapsed = self.step_elapsed_s
-            if isinstance(update, SessionEndedUpdate):
-                return self._ended(update.reason, step, elapsed)
             if isinstance(update, ButtonUpdate) and update.button in ("mode", "plus", "minus"):
                 self._remote_pressed = True
             if isinstance(update, DeviceStatus):
                 self._running = update.state == "running"
                 self.paused = update.state == "paused"
                 seen_running = seen_running or self._running
-                if seen_running and not update.active:
-                    # The session ended and its SESSION_ENDED event was lost on the way.
-                    return self._ended(update.last_end, step, elapsed)
                 if (
                     self._remote_pressed
                     and step.cycle is None
@@ -506,6 +536,11 @@ class ProgramRunner:
             final_status=final,
             resumes=self.resumes,
         )
+
+
+def _ours_on(status: DeviceStatus) -> bool:
+    """Whether ``status`` shows a session on that a controller started (ours, in a program)."""
+    return status.active and status.link_session
 
 
 async def run_program(

@@ -1,19 +1,38 @@
-"""A profile's limits hold against every front door.
+"""A profile's limits hold against every front door, and forged frames end nothing.
 
-The checks are the simulated massager's own: its intensity, and the highest
-pressure its chambers ever reached. Virtual time.
+Frames from the massager are not signed yet, so someone who can put bytes on
+the line can forge a press on the remote, a STATUS and a SESSION_ENDED. Here
+they are injected toward the controller below the transport (`FaultyTransport`
+over the in-process simulator), encoded with firmware_protocol as a forger
+would, with a good CRC. The checks are the simulated massager's own: its
+intensity, and the highest pressure its chambers ever reached. Virtual time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
+import looptime
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from firmware_protocol import (
     Button,
+    ButtonPressed,
+    EndReason,
+    Fault,
+    FaultRaised,
+    Frame,
+    Message,
     Mode,
+    SessionEnded,
+    SessionStarted,
     SessionState,
+    StartSource,
+    Status,
+    StatusFlag,
 )
 from massager_ctl.device import Massager
 from massager_ctl.errors import BeyondLimits
@@ -41,11 +60,37 @@ def gentle(*steps: dict[str, object], **limits: object) -> Profile:
     })  # fmt: skip
 
 
+def forged(*messages: Message) -> bytes:
+    """Frames as someone injecting into the line sends them: unsigned, any seq, a good CRC."""
+    return b"".join(
+        Frame(40_000 + i, m.TYPE, m.encode_payload()).encode() for i, m in enumerate(messages)
+    )
+
+
 def firmware_now(address: SimAddress = ADDRESS) -> Firmware:
     """The device's firmware, brought up to the loop's present."""
     host = simulated_device(address)
     host.sync()
     return host.firmware
+
+
+def status_like_now(**changes: object) -> Status:
+    """The massager's true STATUS at this moment, with ``changes`` forged into it."""
+    return dataclasses.replace(firmware_now().status(), **changes)  # type: ignore[arg-type]
+
+
+def idle_status(reason: EndReason) -> Status:
+    """A forged STATUS saying the session ended for ``reason`` and the chambers are empty."""
+    chambers = len(firmware_now().plant.pressures)
+    return status_like_now(
+        state=SessionState.IDLE, flags=StatusFlag.NONE, seconds_left=0, session_elapsed_s=0,
+        last_end=reason, inlet_mask=0, exhaust_mask=0, pressures_dmmhg=(0,) * chambers,
+    )  # fmt: skip
+
+
+def plus_to_3() -> list[Message]:
+    """A forged press of PLUS on the remote, and a STATUS saying the massager went to 3."""
+    return [ButtonPressed(Button.PLUS), status_like_now(intensity=3)]
 
 
 class Watch:
@@ -80,6 +125,64 @@ class Watch:
 def rig(profile: Profile) -> tuple[ProgramSupervisor, Cable]:
     cable = Cable(lambda: SimTransport(ADDRESS), seed=7)
     return ProgramSupervisor(ADDRESS, profile, open_link=cable.transport), cable
+
+
+def inject(cable: Cable, *messages: Message) -> None:
+    """Deliver forged frames to the controller, as if the massager had sent them."""
+    assert cable.latest is not None
+    cable.latest.inject(forged(*messages))
+
+
+END_REPORTS = {
+    "session_ended link_lost": lambda: [SessionEnded(EndReason.LINK_LOST, 60)],
+    "session_ended remote": lambda: [SessionEnded(EndReason.REMOTE, 60)],
+    "status idle, then session_ended": lambda: [
+        idle_status(EndReason.STOPPED), SessionEnded(EndReason.STOPPED, 60)
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("end", END_REPORTS)
+async def test_forged_remote_frames_and_end_change_nothing(end: str) -> None:
+    # The finding: a forged PLUS, a STATUS saying intensity 3 and a SESSION_ENDED made
+    # the controller start again at 3 (about 110 mmHg) on a profile held to 1, and the
+    # result said "completed".
+    supervisor, cable = rig(gentle())
+    loop = asyncio.get_running_loop()
+    watch = Watch()
+    loop.call_later(60, lambda: inject(cable, *plus_to_3(), *END_REPORTS[end]()))
+    result = await supervisor.run()
+    watch.stop()
+    assert result.outcome == Outcome.COMPLETED, result.message
+    assert result.resumes == 0  # nothing ended, so nothing was started again
+    assert result.pressure_s == pytest.approx(600, abs=2)  # all of it, not up to the forgery
+    assert {level for _, level in watch.levels} == {1}
+    assert watch.highest_mmhg() < WITHIN_LEVEL_1_MMHG
+    assert firmware_now().conn.stats.watchdog_trips == 0
+    assert cable.made == 1
+
+
+async def test_forged_frames_then_a_real_outage_resume_at_the_steps_own_intensity() -> None:
+    # The link really goes as the forged end arrives: the fresh status cannot be had,
+    # so the lost-link path decides, and the forged choice of 3 is not carried over.
+    supervisor, cable = rig(gentle())
+    loop = asyncio.get_running_loop()
+    watch = Watch()
+
+    def forge_then_cut() -> None:
+        inject(cable, *plus_to_3(), SessionEnded(EndReason.LINK_LOST, 60))
+        cable.unplug()
+
+    loop.call_later(60, forge_then_cut)
+    loop.call_later(63, cable.plug)
+    result = await supervisor.run()
+    watch.stop()
+    assert result.outcome == Outcome.COMPLETED, result.message
+    assert result.resumes == 1
+    assert result.pressure_s == pytest.approx(600, abs=3)
+    assert watch.at(64) == 1
+    assert {level for _, level in watch.levels} == {1}
+    assert watch.highest_mmhg() < WITHIN_LEVEL_1_MMHG
 
 
 async def test_a_remote_change_beyond_the_limits_stands_for_its_step_only() -> None:
@@ -118,6 +221,16 @@ async def test_a_remote_change_within_the_limits_is_still_resumed() -> None:
     watch.stop()
     assert (result.outcome, result.resumes) == (Outcome.COMPLETED, 1)
     assert watch.at(110) == 2
+
+
+async def test_a_real_end_is_believed_once_a_fresh_status_shows_it() -> None:
+    supervisor, _ = rig(gentle())
+    loop = asyncio.get_running_loop()
+    loop.call_later(90, lambda: simulated_device(ADDRESS).press(Button.POWER))
+    result = await supervisor.run()
+    assert result.outcome == Outcome.STOPPED_ON_REMOTE
+    assert result.pressure_s == pytest.approx(90, abs=1)
+    assert firmware_now().state == SessionState.IDLE
 
 
 async def test_changes_beyond_the_limits_are_refused_with_the_limit_named() -> None:
@@ -168,3 +281,130 @@ async def test_leaving_a_cycle_step_runs_at_a_level_within_the_limits() -> None:
         assert (fw.mode, fw.intensity) == (Mode.WAVE, 1)
         assert (await task).outcome == Outcome.COMPLETED
     assert firmware_now().plant.max_pressure_seen < WITHIN_LEVEL_1_MMHG
+
+
+# --- the property: no sequence of forged frames raises the pressure beyond the limits --
+
+PROPERTY_ADDRESS = SimAddress(name="forged", options={"seed": "3"})
+# Weighted toward what a forger who wants pressure sends, and with it first (where
+# hypothesis starts and shrinks to): running reports, a higher level, the remote's PLUS,
+# and a lost link (after which the controller starts again).
+STATES = st.sampled_from([SessionState.RUNNING, *SessionState, SessionState.RUNNING])
+LEVELS = st.sampled_from([3, 2, 1, 0, 3, 4])
+REASONS = st.sampled_from(
+    [EndReason.LINK_LOST, *(r for r in EndReason if r != EndReason.NONE), EndReason.LINK_LOST]
+)
+BUTTONS = st.sampled_from([Button.PLUS, *Button])
+
+Forged = Message | dict[str, object]
+"""A forged frame: a message, or the fields forged into a STATUS like the massager's own."""
+
+
+@st.composite
+def forged_frames(draw: st.DrawFn) -> Forged:
+    """One frame a forger sends toward the controller."""
+    kind = draw(st.sampled_from(["button", "status", "ended", "started", "fault"]))
+    if kind == "status":
+        return {
+            "state": draw(STATES), "intensity": draw(LEVELS),
+            "mode": draw(st.sampled_from([1, 2, 0x80, 7])),
+            "flags": StatusFlag(draw(st.integers(0, 0x7F)) | StatusFlag.LINK_SESSION),
+            "last_end": draw(REASONS),
+        }  # fmt: skip
+    if kind == "button":
+        return ButtonPressed(draw(BUTTONS))
+    if kind == "ended":
+        return SessionEnded(draw(REASONS), draw(st.integers(0, 600)))
+    if kind == "started":
+        return SessionStarted(draw(st.sampled_from(list(StartSource))), 1, draw(LEVELS), 60)
+    return FaultRaised(Fault.OVERPRESSURE)
+
+
+@st.composite
+def attacks(draw: st.DrawFn) -> list[Forged]:
+    """A forged change on the remote (a press, then a STATUS showing it), then a forged end."""
+    press = ButtonPressed(draw(st.sampled_from([Button.PLUS, Button.MODE, Button.MINUS])))
+    change: dict[str, object] = {
+        "state": draw(STATES), "intensity": draw(LEVELS),
+        "mode": draw(st.sampled_from([1, 2, 0x80, 7])),
+        "flags": StatusFlag.LINK_SESSION | StatusFlag.CONTROLLER_PRESENT,
+    }  # fmt: skip
+    frames: list[Forged] = [press, change]
+    reason = draw(REASONS)
+    how = draw(st.sampled_from(["event", "status", "both"]))
+    if how in ("status", "both"):
+        frames.append({"state": SessionState.IDLE, "flags": StatusFlag.NONE, "last_end": reason})
+    if how in ("event", "both"):
+        frames.append(SessionEnded(reason, draw(st.integers(0, 600))))
+    return frames
+
+
+CUT = "cut"
+"""The link really drops, for two seconds."""
+Plan = list[tuple[float, str | list[Forged]]]
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> Plan:
+    """An attack at some moment (the link perhaps dropping just then), and other frames or cuts."""
+    at = draw(st.floats(1, 110))
+    plan: Plan = [(at, draw(attacks()))]
+    if draw(st.booleans()):
+        plan.append((at, CUT))
+    others = st.just(CUT) | st.lists(forged_frames(), min_size=1, max_size=4)
+    plan += draw(st.lists(st.tuples(st.floats(1, 130), others), max_size=6))
+    return plan
+
+
+async def forged_program(plan: Plan) -> list[int]:
+    """Run a short profile held to 1 while ``plan`` happens; the levels the massager ran at."""
+    profile = gentle(
+        {"mode": "wave", "intensity": 1, "minutes": 1},
+        {"mode": "pulse", "intensity": 1, "minutes": 1},
+    )
+    cable = Cable(lambda: SimTransport(PROPERTY_ADDRESS), seed=11)
+    supervisor = ProgramSupervisor(PROPERTY_ADDRESS, profile, open_link=cable.transport)
+    loop = asyncio.get_running_loop()
+    watch = Watch(PROPERTY_ADDRESS)
+
+    def act(what: str | list[Forged]) -> None:
+        if isinstance(what, str):
+            cable.unplug()
+            loop.call_later(2, cable.plug)
+            return
+        true = firmware_now(PROPERTY_ADDRESS).status()
+        messages = [
+            dataclasses.replace(true, **frame) if isinstance(frame, dict) else frame  # type: ignore[arg-type]
+            for frame in what
+        ]
+        if cable.latest is not None:
+            cable.latest.inject(forged(*messages))
+
+    for at, what in plan:
+        loop.call_later(at, act, what)
+    await supervisor.run()
+    await asyncio.sleep(5)
+    watch.stop()
+    await asyncio.gather(watch.task, return_exceptions=True)
+    assert watch.highest_mmhg() < WITHIN_LEVEL_1_MMHG
+    return [level for _, level in watch.levels]
+
+
+THE_FINDING: Plan = [
+    (30.0, [ButtonPressed(Button.PLUS), {"state": SessionState.RUNNING, "intensity": 3},
+            SessionEnded(EndReason.LINK_LOST, 30)]),
+]  # fmt: skip
+"""The issue's attack: a PLUS, a STATUS saying 3, and a SESSION_ENDED saying the link was lost."""
+
+
+@settings(max_examples=40)
+@given(plans())
+@example(THE_FINDING)
+@example([*THE_FINDING, (30.0, CUT)])
+def test_no_forged_frames_raise_the_massager_beyond_the_profile_limit(plan: Plan) -> None:
+    loop = looptime.new_event_loop(noop_cycles=1)  # each example on its own virtual clock
+    try:
+        levels = loop.run_until_complete(forged_program(plan))
+    finally:
+        loop.close()
+    assert set(levels) <= {1}
