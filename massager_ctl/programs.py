@@ -42,7 +42,11 @@ a garbled or forged frame. It asks for a fresh status (GET_STATUS) before it
 believes one. If the fresh status shows our session still on, the program goes
 on as if nothing had been heard, its pressure time still counted; if it shows
 none, the program ends for the reason the fresh status gives. If the request
-fails, the link is lost, and the program takes the lost-link path above.
+fails, the link is lost, and the program takes the lost-link path above. Once
+it believes an end (but a lost link's, after which it may resume), the runner
+sends STOP even to a massager that reports no session: that report may be
+forged as well, and a program that says it has ended must have ended the
+session.
 """
 
 from __future__ import annotations
@@ -517,8 +521,11 @@ class ProgramRunner:
             try:
                 # e.g. a refused step leaves the last one running. Not after a lost
                 # link: the device ended the session itself (the status may not say so
-                # yet), and a STOP would forbid the resume that is to come (§6).
-                if final.active and outcome not in (Outcome.INTERRUPTED, Outcome.LINK_LOST):
+                # yet), and a STOP would forbid the resume that is to come (§6). Also
+                # when the status says no session is on: it may be forged (they are not
+                # signed yet), and a program that says it ended must have ended it.
+                ended = outcome == Outcome.COMPLETED and not final.active  # stopped in _run
+                if not ended and outcome not in (Outcome.INTERRUPTED, Outcome.LINK_LOST):
                     await massager.stop()
                 final = await massager.wait_vented(timeout_s=VENT_WAIT_S)
             except (TimeoutError, MassagerError):

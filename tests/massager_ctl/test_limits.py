@@ -39,7 +39,7 @@ from massager_ctl.errors import BeyondLimits
 from massager_ctl.profiles import Profile
 from massager_ctl.programs import Outcome, ProgramRunner
 from massager_ctl.supervisor import ProgramSupervisor
-from massager_ctl.transports.faults import Cable
+from massager_ctl.transports.faults import Cable, LinkFaults
 from massager_ctl.transports.sim import SimTransport, simulated_device
 from massager_ctl.urls import SimAddress
 from simulator import Firmware
@@ -231,6 +231,23 @@ async def test_a_real_end_is_believed_once_a_fresh_status_shows_it() -> None:
     assert result.outcome == Outcome.STOPPED_ON_REMOTE
     assert result.pressure_s == pytest.approx(90, abs=1)
     assert firmware_now().state == SessionState.IDLE
+
+
+async def test_a_program_that_believes_a_forged_end_has_ended_the_session() -> None:
+    # A forger who answers the request for a fresh status ahead of the massager (its
+    # frames slowed on the line) can still end a program early, until the massager signs
+    # its frames. Then the program ends the session too: what it says is what happens.
+    cable = Cable(lambda: SimTransport(ADDRESS), rx=LinkFaults(delay_s=0.05), seed=7)
+    async with Massager.connect(ADDRESS, transport=cable.transport()) as massager:
+        loop = asyncio.get_running_loop()
+        loop.call_later(60, lambda: inject(cable, SessionEnded(EndReason.REMOTE, 60)))
+        for tick in range(1, 100):  # whatever status the controller looks at is forged
+            loop.call_later(60 + tick / 100, lambda: inject(cable, idle_status(EndReason.REMOTE)))
+        result = await ProgramRunner(massager, gentle()).run()
+        fw = firmware_now()
+        assert (fw.state, fw.last_end) == (SessionState.IDLE, EndReason.STOPPED)
+    assert result.outcome == Outcome.STOPPED_ON_REMOTE
+    assert result.pressure_s == pytest.approx(60, abs=1)
 
 
 async def test_changes_beyond_the_limits_are_refused_with_the_limit_named() -> None:
