@@ -56,6 +56,10 @@ class ProfileRefused(DeviceRefused):
         super().__init__(f"profile {profile!r} cannot run on this device: " + "; ".join(reasons))
 
 
+class BeyondLimits(DeviceRefused):
+    """A change would take a running program beyond its profile's limits; nothing was sent."""
+
+
 class CommandRefused(DeviceRefused):
     """The device answered a command with NAK."""
 

@@ -169,10 +169,40 @@ class Step(_Schema):
 
 
 class Limits(_Schema):
-    """Bounds the profile itself sets; a device whose levels exceed them is refused."""
+    """Bounds the profile itself sets; a device whose levels exceed them is refused.
+
+    They bind the profile's own steps, and every change asked for while it runs
+    (see `massager_ctl.programs`).
+    """
 
     max_pressure_mmhg: float = Field(MAX_PRESSURE_MMHG, gt=0, le=MAX_PRESSURE_MMHG)
     max_intensity: int | None = Field(None, ge=1)
+
+    def refusal(self, intensity: int, info: DeviceInfo) -> str | None:
+        """Why running at ``intensity`` on the device ``info`` describes breaks these limits.
+
+        Returns the limit it breaks, in words (``intensity 3 is above this program's
+        max_intensity 1``), or None when it breaks none. A level the device lacks is
+        the device's to refuse, not a limit's.
+        """
+        cap = self.max_intensity
+        if cap is not None and intensity > cap:
+            return f"intensity {intensity} is above this program's max_intensity {cap}"
+        level = info.level(intensity)
+        if level is not None and level.target_mmhg > self.max_pressure_mmhg:
+            return (
+                f"intensity {intensity} aims at {level.target_mmhg:g} mmHg, above this "
+                f"program's max_pressure_mmhg {self.max_pressure_mmhg:g}"
+            )
+        return None
+
+    def binds_cycles(self, info: DeviceInfo) -> bool:
+        """Whether ``max_pressure_mmhg`` is below the highest pressure the device accepts.
+
+        Then a cycle the controller did not load itself (its pressures unknown here)
+        may break it.
+        """
+        return self.max_pressure_mmhg < info.max_target_mmhg
 
 
 class Profile(_Schema):

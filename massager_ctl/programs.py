@@ -22,21 +22,56 @@ over a stop on the remote, a stop or vent from another controller or
 `massager-ctl stop`, the session cap, a fault, or a session someone started on
 the remote. `supervisor` decides when to try, and does not try for a program
 that was paused when the link went.
+
+A profile's limits (``max_intensity``, ``max_pressure_mmhg``) bind every change
+while it runs, whoever asks. `ProgramRunner.adjust` (the MQTT bridge, a
+schedule's program on the bridge's link) refuses a mode or intensity beyond
+them before sending anything, and names the limit (`BeyondLimits`); and every
+START and RENEW is checked again before it is sent. A change made on the remote
+(seen as a BUTTON event, then a STATUS showing it) is the person's own hand: the
+massager did it, and it stands for the step they are in. It is carried into a
+resume only if it is within the limits; beyond them the resumed step runs at its
+own mode and intensity. It falls back rather than clamp to the limit: a clamped
+level is a setting nobody chose, it may be above the step's own, and the report
+of the change came in frames the massager does not sign yet. A later step always
+runs its own setting.
+
+The runner sends no STOP or VENT within a step, so an end it hears of (a
+SESSION_ENDED event, or a STATUS showing no session) is someone else's doing, or
+a garbled or forged frame. It asks for a fresh status (GET_STATUS) before it
+believes one. If the fresh status shows our session still on, the program goes
+on as if nothing had been heard, its pressure time still counted; if it shows
+none, the program ends for the reason the fresh status gives. If the request
+fails, the link is lost, and the program takes the lost-link path above. Once
+it believes an end (but a lost link's, after which it may resume), the runner
+sends STOP even to a massager that reports no session: that report may be
+forged as well, and a program that says it has ended must have ended the
+session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
 from .device import Cycle, Massager, Updates
-from .errors import CommandPreempted, CommandRefused, DeviceRefused, LinkError, MassagerError
+from .errors import (
+    BeyondLimits,
+    CommandPreempted,
+    CommandRefused,
+    DeviceRefused,
+    LinkError,
+    MassagerError,
+)
 from .models import ButtonUpdate, DeviceStatus, DeviceUpdate, SessionEndedUpdate, explain_faults
 from .profiles import LEASE_MARGIN_S, Profile, Step, check_profile
+
+log = logging.getLogger(__name__)
 
 RAMP_UPDATE_S = 60.0
 """How often a ramping step sends its next pressures."""
@@ -261,18 +296,43 @@ class ProgramRunner:
         """Change the running step's mode or intensity, as the remote's buttons do.
 
         The change stands until the next step begins, and over a resume of this
-        step after a lost link.
+        step after a lost link. It is held to the profile's limits first: the
+        intensity asked for, or for a new mode the intensity it will run at.
 
         Raises:
+            BeyondLimits: the change would go beyond the profile's limits (the
+                message names the limit); nothing was sent.
             DeviceRefused, CommandRefused: the device lacks the mode or level, or
                 no session is on.
         """
         massager = self.massager
+        step = self.profile.steps[min(self.step_index, len(self.profile.steps) - 1)]
+        limits = self.profile.limits
+        level = intensity
+        preset = False  # the level is the massager's own preset, to be set again
+        if mode == "cycle" and step.cycle is None and limits.binds_cycles(massager.info):
+            raise BeyondLimits(
+                "mode cycle would run the cycle the massager holds, which this step did not "
+                "load; its pressures cannot be held to this program's max_pressure_mmhg "
+                f"{limits.max_pressure_mmhg:g}"
+            )
+        if mode is not None and mode != "cycle" and level is None:
+            if step.cycle is None:
+                level = (self.chosen or (step.mode, step.intensity))[1]
+            else:
+                # Out of a cycle the massager runs the mode at its preset level, which
+                # this program never set: check it, and send it again before the mode,
+                # so that the level checked is the level that runs.
+                level, preset = massager.status.intensity, True
+        if level is not None and (why := limits.refusal(level, massager.info)) is not None:
+            raise BeyondLimits(why)
+        if preset:
+            assert level is not None
+            await massager.set_intensity(level)
         if mode is not None:
             await massager.set_mode(mode)
         if intensity is not None:
             await massager.set_intensity(intensity)
-        step = self.profile.steps[min(self.step_index, len(self.profile.steps) - 1)]
         if step.cycle is None and mode != "cycle":  # a cycle step keeps its own cycle
             before_mode, before_level = self.chosen or (step.mode, step.intensity)
             chosen_mode, chosen_level = mode or before_mode, intensity or before_level
@@ -295,15 +355,21 @@ class ProgramRunner:
         Returns an outcome if the session is gone.
         """
         massager = self.massager
-        if not first:
-            ended = self._end_among(updates.pending())
-            if ended is not None:
-                return ended
+        if not first and self._end_among(updates.pending()) is not None:
+            fresh = await self._fresh_after_end()
+            if not _ours_on(fresh):
+                return _DEVICE_REASONS.get(fresh.last_end, Outcome.STOPPED)
         lease = step.seconds - self.step_elapsed_s + LEASE_MARGIN_S
         mode, level = ("cycle", None) if step.cycle is not None else (step.mode, step.intensity)
         if first and self.chosen is not None:
-            mode, level = self.chosen  # resuming a step the person adjusted on the remote
+            if self.profile.limits.refusal(self.chosen[1], massager.info) is None:
+                mode, level = self.chosen  # resuming a step the person adjusted on the remote
+            else:
+                self.chosen = None  # beyond the limits: the step's own setting, not a clamp
         assert mode is not None
+        why = None if level is None else self.profile.limits.refusal(level, massager.info)
+        if why is not None:
+            raise BeyondLimits(why)  # the profile's own steps were checked; never sent
         fresh = first and not keep
         try:
             if step.cycle is not None:
@@ -328,6 +394,22 @@ class ProgramRunner:
             if isinstance(item, DeviceStatus) and not item.active:
                 return _DEVICE_REASONS.get(item.last_end, Outcome.STOPPED)
         return None
+
+    async def _fresh_after_end(self) -> DeviceStatus:
+        """A fresh status, asked for because a frame said that the session ended.
+
+        Raises:
+            LinkError: none came: the link is lost (the lost-link path decides).
+        """
+        fresh = await self.massager.refresh()
+        if _ours_on(fresh):
+            # Not signed yet, so a garbled or forged frame can say so: say nothing ended.
+            log.warning(
+                "a frame said the session ended, but a fresh status shows it %s; the "
+                "program goes on",
+                fresh.state,
+            )
+        return fresh
 
     def _count(self, now: float) -> None:
         """Add the time since the last count to the step's and the program's pressure time."""
@@ -359,22 +441,27 @@ class ProgramRunner:
             except TimeoutError:
                 update = None
             self._count(loop.time())
+            # An end reported by its event, or by a status (its event lost on the way).
+            if isinstance(update, SessionEndedUpdate) or (
+                isinstance(update, DeviceStatus) and seen_running and not update.active
+            ):
+                fresh = await self._fresh_after_end()
+                if not _ours_on(fresh):
+                    return self._ended(fresh.last_end, step, self.step_elapsed_s)
+                self._count(loop.time())  # it pressed while we asked
+                update = fresh
             elapsed = self.step_elapsed_s
-            if isinstance(update, SessionEndedUpdate):
-                return self._ended(update.reason, step, elapsed)
             if isinstance(update, ButtonUpdate) and update.button in ("mode", "plus", "minus"):
                 self._remote_pressed = True
             if isinstance(update, DeviceStatus):
                 self._running = update.state == "running"
                 self.paused = update.state == "paused"
                 seen_running = seen_running or self._running
-                if seen_running and not update.active:
-                    # The session ended and its SESSION_ENDED event was lost on the way.
-                    return self._ended(update.last_end, step, elapsed)
                 if (
                     self._remote_pressed
                     and step.cycle is None
                     and update.active
+                    and update.mode in massager.info.modes  # one it announced: no garble
                     and update.mode != "cycle"  # needs a cycle loaded; keep the step's
                 ):
                     self.chosen = (update.mode, update.intensity)
@@ -434,8 +521,11 @@ class ProgramRunner:
             try:
                 # e.g. a refused step leaves the last one running. Not after a lost
                 # link: the device ended the session itself (the status may not say so
-                # yet), and a STOP would forbid the resume that is to come (§6).
-                if final.active and outcome not in (Outcome.INTERRUPTED, Outcome.LINK_LOST):
+                # yet), and a STOP would forbid the resume that is to come (§6). Also
+                # when the status says no session is on: it may be forged (they are not
+                # signed yet), and a program that says it ended must have ended it.
+                ended = outcome == Outcome.COMPLETED and not final.active  # stopped in _run
+                if not ended and outcome not in (Outcome.INTERRUPTED, Outcome.LINK_LOST):
                     await massager.stop()
                 final = await massager.wait_vented(timeout_s=VENT_WAIT_S)
             except (TimeoutError, MassagerError):
@@ -453,6 +543,11 @@ class ProgramRunner:
             final_status=final,
             resumes=self.resumes,
         )
+
+
+def _ours_on(status: DeviceStatus) -> bool:
+    """Whether ``status`` shows a session on that a controller started (ours, in a program)."""
+    return status.active and status.link_session
 
 
 async def run_program(
