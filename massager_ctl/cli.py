@@ -351,6 +351,7 @@ async def stop_or_vent(
     from .device import Massager
     from .errors import DeviceFault
     from .keystore import KeyStore, device_name
+    from .models import explain_faults
     from .urls import SimAddress
 
     # sim:// keeps its keys in memory, in this process: nothing local to fail.
@@ -363,9 +364,18 @@ async def stop_or_vent(
             except ConfigError as error:
                 warnings.append(str(error))
         try:
-            return await massager.wait_vented(timeout_s=VENT_WAIT_S)
+            status = await massager.wait_vented(timeout_s=VENT_WAIT_S)
         except TimeoutError:
             status = massager.status
+        else:
+            if not status.faults:
+                return status
+            # Empty, through the dump valve a fault opened: a chamber that would not
+            # let its air out, say (SPEC 10.11). The legs are free; the massager is not well.
+            raise DeviceFault(
+                f"{action} was taken and the chambers are empty, but the massager reports "
+                f"a fault. {explain_faults(status.faults)}"
+            )
     held = f"chambers still read up to {status.peak_mmhg:.0f} mmHg after {VENT_WAIT_S:g} s"
     if status.faults:
         raise DeviceFault(

@@ -94,6 +94,7 @@ class Outcome(StrEnum):
     LEASE_ENDED = "lease_ended"
     REFUSED = "refused"
     TAKEN_OVER = "taken_over"
+    NOT_VENTED = "not_vented"
 
 
 _DEVICE_REASONS: dict[str, Outcome] = {
@@ -123,6 +124,7 @@ MESSAGES: dict[Outcome, str] = {
     Outcome.REFUSED: "the massager refused a command",
     Outcome.TAKEN_OVER: "someone started a session on the remote while the link was down; "
     "it was left running",
+    Outcome.NOT_VENTED: "the session ended, but the chambers were not seen to empty",
 }
 
 EXIT_CODES: dict[Outcome, int] = {
@@ -135,8 +137,25 @@ EXIT_CODES: dict[Outcome, int] = {
     Outcome.REFUSED: 3,
     Outcome.LINK_LOST: 4,
     Outcome.FAULT: 5,
+    Outcome.NOT_VENTED: 5,
 }
 """Exit status of ``massager-ctl start`` per outcome; any other outcome exits 1."""
+
+_SETTLED = frozenset(
+    {
+        Outcome.COMPLETED,
+        Outcome.STOPPED,
+        Outcome.VENTED,
+        Outcome.STOPPED_ON_REMOTE,
+        Outcome.SESSION_CAP,
+        Outcome.BATTERY,
+        Outcome.PAUSE_TIMEOUT,
+        Outcome.LEASE_ENDED,
+        Outcome.REFUSED,
+    }
+)
+"""Endings that claim the session is over and the legs free: said only once the massager
+has shown its chambers empty, with no fault (SPEC 10.11)."""
 
 
 class _Report(BaseModel):
@@ -517,6 +536,7 @@ class ProgramRunner:
     ) -> ProgramResult:
         massager = self.massager
         final = massager.status  # the last known, if the link is gone
+        vented = False  # seen empty, with no session on, over a live link
         if massager.connected and stop:
             try:
                 # e.g. a refused step leaves the last one running. Not after a lost
@@ -528,11 +548,34 @@ class ProgramRunner:
                 if not ended and outcome not in (Outcome.INTERRUPTED, Outcome.LINK_LOST):
                     await massager.stop()
                 final = await massager.wait_vented(timeout_s=VENT_WAIT_S)
+                vented = True
             except (TimeoutError, MassagerError):
                 final = massager.status
         if message is None and outcome == Outcome.FAULT and final.faults:
             # Say which fault and what to do about it: this is what the person reads.
             message = f"the massager stopped on a fault. {explain_faults(final.faults)}"
+        elif outcome == Outcome.INTERRUPTED and not vented:
+            message = (
+                "interrupted; the vent was not confirmed "
+                f"({_unconfirmed(massager, final)}). The massager vents by itself within a "
+                "second of losing its controller; if the wraps stay tight, press the "
+                "power button on its remote or take them off"
+            )
+        elif outcome in _SETTLED and stop and final.faults:
+            # The massager latched a fault as the session ended: a chamber that did not
+            # empty, say. It has vented through its dump valve; the end was not clean.
+            message = (
+                f"{message or MESSAGES[outcome]}, but then the massager found a fault and "
+                f"vented. {explain_faults(final.faults)}"
+            )
+            outcome = Outcome.FAULT
+        elif outcome in _SETTLED and stop and not vented:
+            message = (
+                f"{message or MESSAGES[outcome]}, but the chambers were not seen to empty "
+                f"({_unconfirmed(massager, final)}). Run massager-ctl vent; if the wraps stay "
+                "tight, take them off and have the massager checked"
+            )
+            outcome = Outcome.NOT_VENTED
         return ProgramResult(
             profile=self.profile.name,
             outcome=outcome,
@@ -543,6 +586,15 @@ class ProgramRunner:
             final_status=final,
             resumes=self.resumes,
         )
+
+
+def _unconfirmed(massager: Massager, status: DeviceStatus) -> str:
+    """Why the chambers were not seen to empty, for the person to read."""
+    if not massager.connected:
+        return "the link to the massager is down"
+    if status.active:
+        return f"it still reports a session {status.state}"
+    return f"chambers still read up to {status.peak_mmhg:.0f} mmHg after {VENT_WAIT_S:g} s"
 
 
 def _ours_on(status: DeviceStatus) -> bool:

@@ -20,11 +20,11 @@ The rules, with the thresholds of this module's constants:
 - SENSOR, stuck: a chamber reads the very same non-zero value `STUCK_SAMPLES`
   times in a row. A live sensor's noise never repeats a value; a sensor stuck
   at zero is found by the fill rule below instead (as a valve or the pump).
-- SENSOR, offset: during a session, a chamber whose exhaust has been open, with
+- SENSOR, offset: in a session or out of one, a chamber whose exhaust has been open, with
   the pump off, for `ZERO_AFTER_S` still reads above `ZERO_MAX_MMHG` although its
   exhaust was seen to work (it fell below half within `EXHAUST_CHECK_S`). No air
   can be left; the sensor is wrong (a drift, an offset).
-- VALVE, exhaust stuck shut: during a session, `EXHAUST_CHECK_S` after a
+- VALVE, exhaust stuck shut: in a session or out of one, `EXHAUST_CHECK_S` after a
   chamber's exhaust opened at more than `ZERO_MAX_MMHG`, with the pump off all
   that time, it still reads more than half of that and has not risen.
 - VALVE, inlet stuck open: a chamber being emptied (inlet shut, exhaust open)
@@ -49,10 +49,14 @@ The rules, with the thresholds of this module's constants:
   (the noise of each stretch of holding's two end readings).
 - BATTERY_EMPTY: on battery (not charging), the level reaches 0 %.
 
-Between sessions only a stuck sensor, a runaway pump and the battery are watched:
-with no session the exhausts stay open and the dump valve shut (after a STOP),
-and a chamber that will not empty then is reported by the controller (``massager-ctl
-stop`` says the chambers still hold pressure) rather than latched.
+Between sessions the exhausts stay open, and a chamber must empty (SPEC 10.11):
+the exhaust rule and the offset rule above watch it as in a session, and, as a
+last word whatever the cause, a chamber that still reads above `ZERO_MAX_MMHG`
+`VENTED_WITHIN_S` after it was told to empty, with no air moving since, latches
+VALVE (SENSOR if its exhaust was seen to work, or the dump valve is open: no air
+can be left then). The fault opens the dump valve, which empties a chamber
+whatever its exhaust does. A stuck sensor, a runaway pump and the battery are
+watched too.
 
 Why the waits: one broken part alone harms no one for a few seconds (a pump
 that will not stop pushes air nowhere while every inlet is shut, and an inlet
@@ -114,6 +118,9 @@ ZERO_MAX_MMHG = 10.0
 """The most an emptied chamber may read (it holds below 1 mmHg after `ZERO_AFTER_S`)."""
 ZERO_AFTER_S = 4.0
 """Seconds of emptying, pump off, after which a chamber reads the sensor's zero (plus noise)."""
+VENTED_WITHIN_S = 6.0
+"""With no session, how long a chamber told to empty may read above `ZERO_MAX_MMHG`, with
+no air moving, before a fault latches (SPEC 10.11 allows 10 s; a healthy one needs 3)."""
 DUMPED_S = 2.0
 """After this long with the dump valve open every chamber is empty (time constant 0.2 s)."""
 RUNAWAY_S = 5.0
@@ -394,8 +401,20 @@ class Diagnostics:
         if air:
             chamber.pumped = True
             chamber.quiet_t = t
-        if not in_session or dump:
-            return found
+        if (
+            not in_session
+            and t - chamber.quiet_t >= VENTED_WITHIN_S - 1e-9
+            and reading > ZERO_MAX_MMHG
+        ):
+            # No session, told to empty, no air moving, and still not vented: whatever
+            # the cause, a leg is left squeezed (SPEC 10.11). With the dump valve open no
+            # air can be left, so the sensor is wrong; else the exhaust, unless it was
+            # seen to work (the rule below names the sensor then).
+            found |= _SENSOR if dump or chamber.proof == _Proof.WORKS else _VALVE
+        if dump:
+            return found  # the dump valve empties it whatever its exhaust does
+        # In a session and out of it: a chamber that does not empty when told to is a
+        # leg left squeezed (SPEC 10.11), whether a session ended a moment ago or not.
         if chamber.proof == _Proof.PENDING and t - chamber.vent_t >= EXHAUST_CHECK_S - 1e-9:
             start = chamber.vent_p
             if chamber.pumped or reading > start + STEADY_MMHG:

@@ -27,8 +27,12 @@ Safety rules, all enforced here and nowhere above:
 - No self-resume: after any ending, only a fresh START (or the remote's power
   button, pressed by the person wearing it) starts pressure again.
 - Stop and vent: accepted from anyone in every state, ahead of anything queued
-  (the `Connection` delivers them first).
+  (the `Connection` delivers them first, and refuses whatever of the session
+  table came in the same read).
 - Session cap: pressure time in one session never exceeds ``session_cap_s``.
+- No pressure outside a session: the chambers are watched in every state (see
+  `diagnostics`); one that does not empty after a session latches a fault,
+  which opens the dump valve.
 - Pairing: a controller pairs only while the pairing window is open (a button
   held on the remote; `open_pairing` here), one per opening. Once the device
   requires pairing, or has paired anyone, the commands that start or change

@@ -467,6 +467,12 @@ def _firmware_seeds() -> Iterator[bytes]:
             .frame((0x0E, b"")).frame((0x80, b"\x01\x00")).frame(fp.Start(1, 1, 9), signed=True)
             .raw(b"garbage\x00").advance(255).build()
         )  # fmt: skip
+        yield (  # an exhaust sticks shut just before the end: vented or latched (SPEC 10.11)
+            FirmwareOps(preset).frame(fp.Hello("fuzz"), seq=1)
+            .frame(fp.Start(fp.Mode.PULSE, 2, 60)).wait(3, alive=True).fault(3 | 4)
+            .wait(0.5, alive=True).frame(fp.Stop()).wait(4, alive=True).wait(8, alive=True)
+            .build()
+        )  # fmt: skip
         yield from _paired_seeds(preset | FirmwareOps.PAIRED)
 
 

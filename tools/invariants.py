@@ -121,6 +121,11 @@ ENDED_BY_LINK_DOWN = frozenset({EndReason.LINK_LOST})
 ENDED_BY_TAKEOVER = ENDED_BY_COMMAND | ENDED_BY_LINK_DOWN
 """A read whose HELLO replaces an authenticated link ends its session as a lost link (SPEC 12.3)."""
 
+VENTED_MMHG = 10.0
+VENTED_WITHIN_S = 10.0
+"""SPEC 10.11: outside a session every chamber is below `VENTED_MMHG` this long after it was
+told to empty, or a fault is latched."""
+
 TOLERANCE_S = 1e-6
 """Clock sums are float sums of many steps; the firmware itself allows 1e-9 per deadline."""
 
@@ -476,6 +481,8 @@ class CheckedFirmware:
         """Whether the link may have let a START of the last read through (SPEC 4, 7.4)."""
         self._refused: set[int] = set()  # seqs the link refused since it opened
         self._paused_at: float | None = None
+        self._idle_since: float | None = None
+        """Since when the device has been seen idle (no session, no fault), unbroken."""
         self.sessions = 0
         """Sessions started so far (a measure of how deep an input went)."""
         self._check_state(self.fw.snapshot())
@@ -730,6 +737,8 @@ class CheckedFirmware:
             faults.inlet_stuck_open = {i % chambers for i in inlet_stuck_open}
         if exhaust_stuck_shut is not None:
             faults.exhaust_stuck_shut = {i % chambers for i in exhaust_stuck_shut}
+        # A part that breaks now gets its own time to be vented or latched (SPEC 10.11).
+        self._idle_since = None
         self._check_state(self.fw.snapshot())
 
     # --- the link model -------------------------------------------------------------
@@ -1137,6 +1146,18 @@ class CheckedFirmware:
             assert all(plant.exhausts), f"an exhaust shut in {state.name}"
             assert not any(plant.inlets), f"an inlet open in {state.name}"
             assert not plant.pump, f"the pump on in {state.name}"
+        if state != IDLE:
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = self.now
+        elif self.now - self._idle_since >= VENTED_WITHIN_S:
+            # SPEC 10.11: no pressure outside a session. Within its bound after a session
+            # ends every chamber is vented, or a fault has latched (and the dump is open).
+            limit = VENTED_MMHG + 3 * cfg.sensor_noise_mmhg
+            assert max(snap.pressures_mmhg) <= limit, (
+                f"{max(snap.pressures_mmhg):.1f} mmHg left {self.now - self._idle_since:.1f} s "
+                "into IDLE, no fault latched"
+            )
         if state == FAULT:
             # SPEC 10.8: a latched fault keeps its bits and the dump valve open.
             assert snap.faults != Fault.NONE, "FAULT without a fault"

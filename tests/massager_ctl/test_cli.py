@@ -200,25 +200,41 @@ def test_the_safety_note_shows_on_the_first_start_only() -> None:
     assert "blood clot" in json.loads(ctl("safety", "--json").stdout)["note"]
 
 
-async def test_stop_and_vent_report_a_massager_that_will_not_vent() -> None:
+async def test_stop_and_vent_report_a_massager_that_will_not_vent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import asyncio
 
-    from firmware_protocol import Button
+    from firmware_protocol import Button, Fault
     from massager_ctl.cli import stop_or_vent
     from massager_ctl.errors import DeviceFault, MassagerError
     from massager_ctl.transports.sim import simulated_device
     from massager_ctl.urls import parse_device_url
+    from simulator.diagnostics import Diagnostics
 
     stuck = parse_device_url("sim://stuck")
     host = simulated_device(stuck)
     host.press(Button.POWER)
     await asyncio.sleep(14)  # the wave's hold: every chamber is full
     host.firmware.plant.faults.exhaust_stuck_shut = set(range(8))  # STOP cannot let air out
-    with pytest.raises(MassagerError, match=r"stop was taken, but chambers still read up to \d+"):
+    # The massager latches a fault and empties them through its dump valve (SPEC 10.11).
+    with pytest.raises(DeviceFault, match="the chambers are empty, but the massager reports"):
         await stop_or_vent(stuck, "stop")
+    assert "valve" in host.firmware.status().faults.name.lower()  # type: ignore[union-attr]
+    # An older firmware, which does not watch its chambers between sessions, leaves
+    # them full: said so, with what to do.
+    old = parse_device_url("sim://old")
+    old_host = simulated_device(old)
+    old_host.press(Button.POWER)
+    await asyncio.sleep(14)
+    old_host.firmware.plant.faults.exhaust_stuck_shut = set(range(8))
+    with monkeypatch.context() as patch:
+        patch.setattr(Diagnostics, "observe", lambda *args: Fault.NONE)
+        with pytest.raises(MassagerError, match=r"stop was taken, but chambers still read up to"):
+            await stop_or_vent(old, "stop")
     faults = host.firmware.plant.faults
-    faults.pump_stuck_on, faults.inlet_stuck_open = True, {0}  # now it trips, and keeps filling
+    faults.pump_stuck_on, faults.inlet_stuck_open = True, {0}  # latched, and still it fills
     await asyncio.sleep(20)
-    with pytest.raises(DeviceFault, match="the massager reports overpressure"):
+    with pytest.raises(DeviceFault, match="the massager reports valve; chambers still read up to"):
         await stop_or_vent(stuck, "vent")
     assert (await stop_or_vent(parse_device_url("sim://fine"), "vent")).peak_mmhg < 5

@@ -375,3 +375,25 @@ async def test_a_flapping_link_ends_the_program_after_the_most_resumes() -> None
     assert "after 2 resumes" in result.message
     fw = firmware_now()
     assert fw.state == SessionState.IDLE
+
+
+async def test_ctrl_c_when_the_massager_cannot_hear_says_the_vent_was_not_confirmed() -> None:
+    # Found by a probe: "interrupted; the massager was vented" beside "could not end
+    # the session cleanly". A vent that was not confirmed is not called done.
+    supervisor, cable, _ = rig()
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(100)
+    assert cable.latest is not None
+    cable.latest.deaf = True  # nothing reaches the massager: the vent is lost
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    result = supervisor.interrupted_result
+    assert result is not None
+    assert result.outcome == Outcome.INTERRUPTED
+    assert "the vent was not confirmed" in result.message
+    assert "was vented" not in result.message
+    assert "press the power button" in result.message
+    # And what the message promises: the massager vents by itself.
+    await asyncio.sleep(2)
+    assert device().firmware.last_end == EndReason.LINK_LOST
