@@ -94,10 +94,11 @@ class Command(BaseModel):
     ``start`` takes a ``profile`` (else the one chosen with ``program``),
     ``program`` a ``profile`` (chosen for a later start; nothing runs), ``mode``
     a ``mode`` and ``intensity`` an ``intensity``; ``pause``, ``resume``,
-    ``stop`` and ``vent`` take nothing.
+    ``stop`` and ``vent`` take nothing. Types are strict: ``"intensity": true``
+    or ``"3"`` is refused, never run as 1 or 3.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     action: Literal["start", "program", "mode", "intensity", "pause", "resume", "stop", "vent"]
     profile: str | None = Field(None, pattern=PROFILE_NAME.pattern, max_length=40)

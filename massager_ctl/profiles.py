@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
 from .errors import ProfileError, ProfileNotFound, ProfileRefused
 from .models import DeviceInfo
@@ -36,7 +36,10 @@ device before the controller moves on; a step must fit the device with it."""
 
 
 class _Schema(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Strict: `intensity = true` or `minutes = "10"` is an error naming the field, never
+    # 1 or 10. Tuples are read from TOML lists, so those fields say `strict=False` and
+    # keep their items strict themselves.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class CycleSpec(_Schema):
@@ -51,7 +54,9 @@ class CycleSpec(_Schema):
     pressure_mmhg: float | None = Field(None, gt=0, le=MAX_PRESSURE_MMHG)
     foot_mmhg: float | None = Field(None, gt=0, le=MAX_PRESSURE_MMHG)
     step_down_mmhg: float = Field(0.0, ge=0, le=30)
-    pressures_mmhg: tuple[float, ...] | None = Field(None, min_length=1, max_length=8)
+    pressures_mmhg: tuple[StrictFloat, ...] | None = Field(
+        None, min_length=1, max_length=8, strict=False
+    )
     inflate_s: float = Field(gt=0, le=600)
     hold_s: float = Field(ge=0, le=600)
     release_s: float = Field(ge=0, le=600)
@@ -182,8 +187,8 @@ class Profile(_Schema):
     title: str = Field(min_length=1)
     description: str = Field(min_length=1)
     why: str = Field(min_length=1, description="the evidence or technique it follows")
-    sources: tuple[str, ...] = ()
-    steps: tuple[Step, ...] = Field(min_length=1, max_length=50)
+    sources: tuple[str, ...] = Field((), strict=False)
+    steps: tuple[Step, ...] = Field(min_length=1, max_length=50, strict=False)
     limits: Limits = Limits()
 
     @field_validator("title", "description", "why", mode="before")

@@ -33,10 +33,19 @@ import tomllib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import InputError
 from .tomlfiles import describe_errors
@@ -70,23 +79,47 @@ def _zone_ok(name: str) -> bool:
     return True
 
 
+def _clock_time(value: object) -> object:
+    """A TOML local time as it is, and ``"21:45"`` as that time; nothing else.
+
+    Pydantic would read the number 21 as 00:00:21, and the daemon would start a
+    program at midnight: a start time is never a number.
+    """
+    if isinstance(value, time):
+        return value
+    if isinstance(value, str):
+        match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
+        if match:
+            return time(int(match.group(1)), int(match.group(2)))
+    shown = f"the number {value}" if isinstance(value, int | float) else repr(value)
+    raise ValueError(f'must be a time of day, as 21:45:00 or "21:45", not {shown}')
+
+
+ClockTime = Annotated[time, BeforeValidator(_clock_time), Strict()]
+"""A local time of day: a TOML time (``21:45:00``) or an ``"HH:MM"`` string."""
+
+
 class Schedule(BaseModel):
-    """One bedtime schedule."""
+    """One bedtime schedule.
+
+    Numbers, times and flags are strict: ``at = 21`` or ``enabled = 1`` is an
+    error naming the field, never read as 00:00:21 or true.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(pattern=r"^[a-z0-9]{2,12}$")
     profile: str = Field(min_length=1)
     days: list[Day] = Field(min_length=1)
-    at: time | None = None
+    at: ClockTime | None = None
     """The start, local wall-clock time; or give `before` and `lead_s`."""
-    before: time | None = None
+    before: ClockTime | None = None
     """When symptoms usually begin; the program starts `lead_s` earlier."""
-    lead_s: float | None = Field(None, gt=0, le=12 * 3600)
+    lead_s: float | None = Field(None, gt=0, le=12 * 3600, strict=True)
     device: str | None = None
     tz: str = Field(default_factory=local_zone)
-    enabled: bool = True
-    created: datetime | None = None
+    enabled: bool = Field(True, strict=True)
+    created: datetime | None = Field(None, strict=True)
     """When it was added; the daemon never takes a run due before (none: always there)."""
 
     @field_validator("days")

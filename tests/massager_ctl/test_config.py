@@ -38,3 +38,27 @@ def test_the_safety_note_shows_once() -> None:
     assert first_run_note() == SAFETY_NOTE
     assert "blood clot" in SAFETY_NOTE
     assert first_run_note() is None
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("weekly_goal = true", "weekly_goal: Input should be a valid integer"),
+        ('weekly_goal = "3"', "weekly_goal: Input should be a valid integer"),
+        ("weekly_goal = 2.0", "weekly_goal: Input should be a valid integer"),
+        ('resume_window_s = "30"', "resume_window_s: Input should be a valid number"),
+        ("resume_window_s = true", "resume_window_s: Input should be a valid number"),
+        ("grace_minutes = false", "grace_minutes: Input should be a valid number"),
+        ("[limits]\nsessions_per_day = true", "limits.sessions_per_day: Input should be a valid"),
+        ('[limits]\nminutes_per_day = "90"', "limits.minutes_per_day: Input should be a valid"),
+        ('[limits]\nrest_minutes = "30"', "limits.rest_minutes: Input should be a valid number"),
+    ],
+)
+def test_a_number_of_another_type_is_refused_naming_the_field(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value).startswith(f"{path}: {field}")

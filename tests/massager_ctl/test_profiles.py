@@ -191,3 +191,49 @@ def short_profile(minutes: float) -> Profile:
         "name": "one", "title": "t", "description": "d", "why": "w",
         "steps": [{"mode": "wave", "intensity": 1, "minutes": minutes}] * 2,
     })  # fmt: skip
+
+
+CYCLE = """
+[[steps]]
+minutes = 5
+[steps.cycle]
+pressures_mmhg = [45, 38, 31, 24]
+inflate_s = 2
+hold_s = 1
+release_s = 1
+rest_s = 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (GOOD.replace("intensity = 2", "intensity = true"), "steps[0].intensity: Input should"),
+        (GOOD.replace("intensity = 2", 'intensity = "2"'), "steps[0].intensity: Input should"),
+        (GOOD.replace("intensity = 2", "intensity = 2.0"), "steps[0].intensity: Input should"),
+        (GOOD.replace("minutes = 10", 'minutes = "10"'), "steps[0].minutes: Input should"),
+        (GOOD.replace("minutes = 10", "minutes = true"), "steps[0].minutes: Input should"),
+        (GOOD + "\n[limits]\nmax_intensity = true\n", "limits.max_intensity: Input should"),
+        (GOOD + "\n[limits]\nmax_pressure_mmhg = '80'\n", "limits.max_pressure_mmhg: Input"),
+        (GOOD + CYCLE.replace("inflate_s = 2", 'inflate_s = "2"'), "steps[1].cycle.inflate_s:"),
+        (GOOD + CYCLE.replace("38, 31", "true, 31"), "steps[1].cycle.pressures_mmhg[1]: Input"),
+        (GOOD + CYCLE.replace("minutes = 5", "minutes = 5\nramp_from = true"),
+         "steps[1].ramp_from: Input should"),
+    ],
+    ids=["intensity-true", "intensity-str", "intensity-float", "minutes-str", "minutes-true",
+         "max-intensity-true", "max-pressure-str", "inflate-str", "pressure-true", "ramp-true"],
+)  # fmt: skip
+def test_a_number_of_another_type_in_a_profile_is_refused(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert str(caught.value).startswith(f"{path}: {field}")
+
+
+def test_whole_numbers_and_lists_still_read_as_they_did(tmp_path: Path) -> None:
+    profile = load_profile(write(tmp_path, 'sources = ["a", "b"]\n' + GOOD + CYCLE))
+    assert profile.steps[0].minutes == 10.0
+    assert profile.steps[1].cycle is not None
+    assert profile.steps[1].cycle.pressures_mmhg == (45.0, 38.0, 31.0, 24.0)

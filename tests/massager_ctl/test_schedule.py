@@ -164,3 +164,56 @@ def test_schedule_commands(user_dirs: dict[str, Path]) -> None:
     assert missing.returncode == 2
     assert "there is no schedule 'zz'" in missing.stderr
     assert (user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "schedules.toml").exists()
+
+
+# --- inputs mean what they say ------------------------------------------------------
+
+A_TABLE = """\
+[[schedule]]
+id = "n1"
+profile = "evening-45"
+days = ["mon"]
+{when}
+tz = "Europe/Berlin"
+"""
+
+
+@pytest.mark.parametrize(
+    ("when", "field"),
+    [
+        ("at = 21", "at: must be a time of day"),
+        ("at = 21.75", "at: must be a time of day"),
+        ('at = "21"', "at: must be a time of day"),
+        ('at = "9pm"', "at: must be a time of day"),
+        ("at = true", "at: must be a time of day"),
+        ("before = 2230\nlead_s = 3600", "before: must be a time of day"),
+        ('before = 22:30:00\nlead_s = "3600"', "lead_s: Input should be a valid"),
+        ("before = 22:30:00\nlead_s = true", "lead_s: Input should be a valid"),
+        ("at = 21:45:00\nenabled = 1", "enabled: Input should be a valid boolean"),
+        ('at = 21:45:00\nenabled = "yes"', "enabled: Input should be a valid"),
+        ('at = 21:45:00\ncreated = "2026-11-21T20:00:00Z"', "created: Input should"),
+    ],
+)
+def test_a_number_time_or_flag_of_another_type_is_refused_naming_file_and_field(
+    user_dirs: dict[str, Path], when: str, field: str
+) -> None:
+    path = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "schedules.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(A_TABLE.format(when=when), encoding="utf-8")
+    listed = ctl("schedule", "list")
+    assert listed.returncode == 2, listed.stdout
+    assert f"{path} (the table at line 1): schedule[0].{field}" in listed.stderr
+    assert "Traceback" not in listed.stderr
+    # The daemon reads each table on its own: this one is reported, never run.
+    good, problems = ScheduleBook(path).load_each()
+    assert good == []
+    [problem] = problems
+    assert problem.startswith(f"{path} (the table at line 1): {field}")
+
+
+@pytest.mark.parametrize("when", ["at = 21:45:00", 'at = "21:45"'])
+def test_a_start_time_is_a_toml_time_or_an_hh_mm_string(tmp_path: Path, when: str) -> None:
+    path = tmp_path / "schedules.toml"
+    path.write_text(A_TABLE.format(when=when), encoding="utf-8")
+    [schedule] = ScheduleBook(path).load()
+    assert schedule.at == time(21, 45)
