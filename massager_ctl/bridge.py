@@ -176,6 +176,13 @@ def device_name(text: str) -> tuple[str, DeviceAddress]:
     return name, address
 
 
+def unexpected(error: Exception, log: Callable[[str], None], topic: object) -> str:
+    """Log an error no code path expected, in one line, and say it for the sender's answer."""
+    said = f"an unexpected error ({type(error).__name__}: {error}); please report it"
+    log(f"{topic}: {said}")
+    return said
+
+
 def backoff(attempt: int) -> float:
     """Seconds before reconnect ``attempt`` (1, 2, ...): doubling to a minute, with jitter."""
     ceiling = min(MAX_RETRY_S, FIRST_RETRY_S * 2 ** min(attempt - 1, 16))
@@ -697,6 +704,8 @@ class Bridge:
             reply["error"] = str(error)
         except OSError as error:  # an unreadable profile folder, say
             reply["error"] = f"could not read what was asked for: {error}"
+        except Exception as error:  # a bug: the sender still gets an answer, the bridge goes on
+            reply["error"] = unexpected(error, self.log, message.topic)
         with contextlib.suppress(aiomqtt.MqttError):
             await self._answer(client, where, message, reply)
 
@@ -766,7 +775,7 @@ class Bridge:
                     agent.remember(once, "in progress")
                 try:
                     reply["message"] = await agent.command(command)
-                except MassagerError:
+                except BaseException:
                     if once:
                         agent.forget(once)  # failed: a retry with the same id runs
                     raise
@@ -777,6 +786,8 @@ class Bridge:
             reply["error"] = describe_errors(error, "command")
         except MassagerError as error:
             reply["error"] = str(error)
+        except Exception as error:  # a bug: the sender still gets an answer, the bridge goes on
+            reply["error"] = unexpected(error, self.log, message.topic)
         await self._answer(client, where, message, reply)
 
     @staticmethod

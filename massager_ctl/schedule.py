@@ -57,7 +57,7 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Comment, Item, Table
 
 from .errors import InputError
-from .tomlfiles import describe_errors
+from .tomlfiles import describe_errors, not_utf8, parse_toml
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -287,15 +287,15 @@ class ScheduleBook:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return "", {}
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as problem:
             raise ScheduleError(
-                f"{self.path}: not UTF-8 text; fix it or move it away (it is never "
+                f"{self.path}: {not_utf8(problem)}; fix it or move it away (it is never "
                 "overwritten while damaged)"
             ) from None
         except OSError as problem:
             raise ScheduleError(f"{self.path}: cannot read it: {problem.strerror}") from None
         try:
-            return text, tomllib.loads(text)
+            return text, parse_toml(text)
         except tomllib.TOMLDecodeError as problem:
             raise ScheduleError(
                 f"{self.path}: not valid TOML: {problem}; fix it or move it away "

@@ -8,8 +8,12 @@ to echo, and device names the bridge's own topics would collide with.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from massager_ctl.config import journal_file, user_profiles_dir
+from massager_ctl.journal import Journal
 from tests.broker import Broker
 from tests.massager_ctl.test_bridge import bridged, fresh_name, mosquitto_pub
 
@@ -43,3 +47,33 @@ async def test_a_value_of_another_type_is_refused_not_converted(
         await mosquitto_pub(broker, f"massager/{name}/get", "")
         state = await seen.wait(f"massager/{name}", after=after)
         assert (state["state"], state["intensity"]) == ("idle", idle["intensity"])
+
+
+async def test_a_profile_that_cannot_be_read_is_answered_on_every_request(
+    broker: Broker,
+) -> None:
+    folder = user_profiles_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "latin.toml").write_bytes('title = "Caf\xe9"\n'.encode("latin-1"))
+    (folder / "deep.toml").write_text("title = " + "[" * 5000 + "]" * 5000 + "\n")
+    latin = f"{folder / 'latin.toml'}: not UTF-8 text (byte 0xe9 on line 1); save it as UTF-8"
+    deep = f"{folder / 'deep.toml'}: not valid TOML: nested too deeply"
+    name = fresh_name()
+    response = "massager/bridge/response"
+    async with bridged(broker, name, topics=(f"{response}/#",)) as seen:
+        await mosquitto_pub(broker, "massager/bridge/request/profiles", '{"transaction": "p1"}')
+        listed = await seen.wait(f"{response}/profiles", lambda p: p.get("transaction") == "p1")
+        assert listed["ok"] is True
+        by_name = {entry["name"]: entry for entry in listed["data"]}
+        assert by_name["latin"] == {"name": "latin", "error": latin}
+        assert by_name["deep"] == {"name": "deep", "error": deep}
+        assert "evening-45" in by_name
+        for profile, error in (("latin", latin), ("deep", deep)):
+            start = json.dumps({"action": "start", "profile": profile, "id": f"s-{profile}"})
+            for attempt in range(2):  # a retry with the same id is run again, not "in progress"
+                after = len(seen.seen)
+                await mosquitto_pub(broker, f"massager/{name}/set", start)
+                answer = await seen.wait(f"massager/{name}/response", after=after)
+                assert answer == {"ok": False, "id": f"s-{profile}", "action": "start",
+                                  "error": error}, attempt  # fmt: skip
+        assert Journal(journal_file()).sessions() == []

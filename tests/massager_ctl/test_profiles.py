@@ -237,3 +237,19 @@ def test_whole_numbers_and_lists_still_read_as_they_did(tmp_path: Path) -> None:
     assert profile.steps[0].minutes == 10.0
     assert profile.steps[1].cycle is not None
     assert profile.steps[1].cycle.pressures_mmhg == (45.0, 38.0, 31.0, 24.0)
+
+
+NOT_UTF8 = GOOD.replace("Mine", "Caf\xe9").encode("latin-1")
+DEEP = "title = " + "[" * 5000 + "]" * 5000 + "\n"
+
+
+def test_a_file_that_is_not_utf8_or_nests_too_deep_is_a_profile_error(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(NOT_UTF8)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(latin)
+    assert str(caught.value) == f"{latin}: not UTF-8 text (byte 0xe9 on line 2); save it as UTF-8"
+    deep = write(tmp_path, DEEP, "deep.toml")
+    with pytest.raises(ProfileError) as caught:
+        load_profile(deep)
+    assert str(caught.value) == f"{deep}: not valid TOML: nested too deeply"

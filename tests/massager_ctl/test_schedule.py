@@ -290,3 +290,20 @@ def test_changing_schedules_keeps_what_a_person_wrote(user_dirs: dict[str, Path]
     assert "# an hour, as in the trial" not in text  # went with its schedule
     listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]
     assert [(s["id"], s["enabled"]) for s in listed] == [("wk", False), (new_id, True)]
+
+
+def test_a_schedules_file_nested_too_deep_is_one_line_and_never_overwritten(
+    user_dirs: dict[str, Path],
+) -> None:
+    path = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "schedules.toml"
+    path.parent.mkdir(parents=True)
+    deep = "schedule = " + "[" * 5000 + "]" * 5000 + "\n"
+    path.write_text(deep, encoding="utf-8")
+    for args in (["list"], ["add", "evening-45", "--days", "mon", "--at", "21:00"]):
+        ran = ctl("schedule", *args)
+        assert ran.returncode == 2
+        assert ran.stderr.startswith(f"error: {path}: not valid TOML: nested too deeply; fix it")
+        assert len(ran.stderr.strip().splitlines()) == 1
+    assert path.read_text(encoding="utf-8") == deep
+    with pytest.raises(ScheduleError, match="nested too deeply"):
+        ScheduleBook(path).load_each()
