@@ -834,6 +834,10 @@ class Bridge:
         await client.publish(where, body, qos=1)
         asked = message.properties
         topic = getattr(asked, "ResponseTopic", None) if asked is not None else None
+        if topic and ("+" in topic or "#" in topic):
+            # A topic filter, not a topic: nothing can be published there (paho raises).
+            self.log(f"not answering on {topic}: a response topic may not hold + or #")
+            topic = None
         if topic and not self._may_answer_on(topic):
             self.log(f"not answering on {topic}: it is one of the bridge's own topics")
             topic = None

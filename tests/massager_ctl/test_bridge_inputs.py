@@ -8,13 +8,19 @@ to echo, and device names the bridge's own topics would collide with.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import logging
 
+import aiomqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.journal import Journal
-from tests.broker import Broker
+from tests.broker import USERS, Broker
 from tests.massager_ctl.test_bridge import bridged, fresh_name, mosquitto_pub
 
 pytestmark = pytest.mark.looptime(False)
@@ -77,3 +83,40 @@ async def test_a_profile_that_cannot_be_read_is_answered_on_every_request(
                 assert answer == {"ok": False, "id": f"s-{profile}", "action": "start",
                                   "error": error}, attempt  # fmt: skip
         assert Journal(journal_file()).sessions() == []
+
+
+async def test_a_wildcard_response_topic_is_refused_and_the_command_still_answered(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = fresh_name()
+    logged: list[str] = []
+    response = "massager/bridge/response/devices"
+    async with bridged(broker, name, topics=(response,), log=logged.append) as seen, \
+            aiomqtt.Client("127.0.0.1", broker.port, username="admin", password=USERS["admin"],
+                           protocol=aiomqtt.ProtocolVersion.V5) as phone:  # fmt: skip
+        for number, topic in enumerate(["replies/+/phone", "replies/#", "+"]):
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.ResponseTopic = topic
+            properties.CorrelationData = b"c"
+            command = json.dumps({"action": "stop", "id": f"w{number}"})
+            await phone.publish(f"massager/{name}/set", command, qos=1, properties=properties)
+            answer = await seen.wait(f"massager/{name}/response",
+                                     lambda p, n=number: p.get("id") == f"w{n}")  # fmt: skip
+            assert answer["ok"] is True
+            request = json.dumps({"transaction": f"r{number}"})
+            await phone.publish("massager/bridge/request/devices", request, qos=1,
+                                properties=properties)  # fmt: skip
+            await seen.wait(response, lambda p, n=number: p.get("transaction") == f"r{n}")
+            refused = f"not answering on {topic}: a response topic may not hold + or #"
+            assert logged.count(refused) == 2, logged
+        # The bridge goes on: a command with a good response topic is answered on it.
+        await phone.subscribe(f"massager/{name}/replies")
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.ResponseTopic = f"massager/{name}/replies"
+        await phone.publish(f"massager/{name}/set", '{"action": "stop"}', qos=1,
+                            properties=properties)  # fmt: skip
+        async with asyncio.timeout(5):
+            reply = await anext(aiter(phone.messages))
+        assert json.loads(reply.payload)["ok"] is True  # type: ignore[arg-type]
+    gc.collect()  # a task that died with an exception says so when it is collected
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
