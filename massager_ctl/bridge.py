@@ -161,18 +161,34 @@ def link_quality(stats: LinkStats) -> int:
 def device_name(text: str) -> tuple[str, DeviceAddress]:
     """``NAME=URL`` or a bare URL (named after it) into a topic-safe name and an address.
 
+    ``bridge`` is refused: ``<base>/bridge/...`` are the bridge's own topics.
+
     >>> device_name("bedroom=sim://")[0], device_name("serial:///dev/ttyUSB0")[0]
     ('bedroom', 'ttyusb0')
+
+    Raises:
+        InputError: the name (given, or as the URL would give it) cannot be a topic word.
     """
     name, _, url = text.partition("=") if "=" in text.split("://")[0] else ("", "", text)
     address = parse_device_url(url)
     if not name:
         where = str(address).split("://", 1)[1].split("?", 1)[0]
         tail = re.split(r"[/:]", where.strip("/"))
-        name = next((part for part in reversed(tail) if part), "sim")
-        name = re.sub(r"[^a-z0-9_-]", "-", name.lower()) or "sim"
+        given = next((part for part in reversed(tail) if part), "sim")
+        name = re.sub(r"[^a-z0-9_-]", "-", given.lower()) or "sim"
+        if not NAME.match(name):
+            # Say what the URL holds ('+'), not what cleaning it made of it ('-').
+            raise InputError(
+                f"{url!r} would be named {given!r} on the bus, which is not a device name for "
+                f"topics (a-z, 0-9, - and _, from a letter or digit); name it, as NAME={url}"
+            )
     if not NAME.match(name):
         raise InputError(f"{name!r} is not a device name for topics: use a-z, 0-9, - and _")
+    if name == "bridge":
+        raise InputError(
+            "a device may not be named 'bridge': BASE/bridge/ are the bridge's own topics "
+            "(its state, requests and answers); give it another name, as NAME=URL"
+        )
     return name, address
 
 

@@ -12,6 +12,7 @@ import asyncio
 import gc
 import json
 import logging
+from pathlib import Path
 
 import aiomqtt
 import pytest
@@ -22,6 +23,7 @@ from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.journal import Journal
 from tests.broker import USERS, Broker
 from tests.massager_ctl.test_bridge import bridged, fresh_name, mosquitto_pub
+from tests.massager_ctl.test_cli import ctl
 
 pytestmark = pytest.mark.looptime(False)
 
@@ -120,3 +122,32 @@ async def test_a_wildcard_response_topic_is_refused_and_the_command_still_answer
         assert json.loads(reply.payload)["ok"] is True  # type: ignore[arg-type]
     gc.collect()  # a task that died with an exception says so when it is collected
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    ("device", "said"),
+    [
+        ("sim://+", "'sim://+' would be named '+' on the bus, which is not a device name"),
+        ("sim://%23", "'sim://%23' would be named '#' on the bus, which is not a device name"),
+        ("+=sim://", "'+' is not a device name"),
+        ("bridge=sim://", "a device may not be named 'bridge'"),
+        ("sim://bridge", "a device may not be named 'bridge'"),
+        ("serial:///dev/BRIDGE", "a device may not be named 'bridge'"),
+    ],
+)
+def test_a_device_name_the_topics_cannot_carry_is_refused_naming_it(device: str, said: str) -> None:
+    ran = ctl("bridge", "--broker", "mqtt://127.0.0.1:1", "--device", device)
+    assert ran.returncode == 2
+    assert ran.stderr.startswith(f"error: {said}"), ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1
+
+
+def test_a_device_named_bridge_in_the_config_file_is_refused(user_dirs: dict[str, Path]) -> None:
+    config = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('[mqtt]\nbroker = "mqtt://127.0.0.1:1"\n[mqtt.devices]\nbridge = "sim://"\n')
+    ran = ctl("bridge")
+    assert ran.returncode == 2
+    assert "a device may not be named 'bridge': BASE/bridge/ are the bridge's own topics" in (
+        ran.stderr
+    )
