@@ -38,13 +38,13 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from firmware_protocol import LinkStats
 
@@ -220,13 +220,36 @@ async def cancelled(task: asyncio.Task[Any] | None) -> None:
         task.exception()  # retrieved: its own code said what went wrong
 
 
+MAX_TRANSACTION = 64
+"""The longest transaction string echoed; a longer one is refused, not sent back."""
+
+
+def _transaction(value: object) -> object:
+    """A transaction short enough to echo: a string of `MAX_TRANSACTION` or a 64-bit number.
+
+    Raises:
+        ValueError: what is wrong with it (one message, not one per type of the union).
+    """
+    if value is None:
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_TRANSACTION:
+            raise ValueError(f"at most {MAX_TRANSACTION} characters, not {len(value):,}")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("a whole number of at most 64 bits")
+        return value
+    raise ValueError(f"a string or a whole number, not {json.dumps(value)[:20]}")
+
+
 class Request(BaseModel):
     """What may be sent to ``<base>/bridge/request/<op>`` (an empty payload too)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    transaction: str | int | None = None
-    """Echoed in the response, to pair it with its request."""
+    transaction: Annotated[str | int | None, BeforeValidator(_transaction)] = None
+    """Echoed in the response, to pair it with its request (bounded: see `_transaction`)."""
 
 
 REQUESTS = ("devices", "profiles", "schedules")

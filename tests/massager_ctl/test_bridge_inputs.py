@@ -151,3 +151,35 @@ def test_a_device_named_bridge_in_the_config_file_is_refused(user_dirs: dict[str
     assert "a device may not be named 'bridge': BASE/bridge/ are the bridge's own topics" in (
         ran.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("transaction", "error"),
+    [
+        ("x" * 1_000_000, "transaction: at most 64 characters, not 1,000,000"),
+        (2**70, "transaction: a whole number of at most 64 bits"),
+        (True, "transaction: a string or a whole number, not true"),
+        (1.5, "transaction: a string or a whole number, not 1.5"),
+    ],
+    ids=["1MB", "huge-int", "true", "float"],
+)
+async def test_a_transaction_too_long_to_echo_is_refused(
+    broker: Broker, transaction: object, error: str
+) -> None:
+    name = fresh_name()
+    response = "massager/bridge/response/devices"
+    async with (
+        bridged(broker, name, topics=(response,)) as seen,
+        aiomqtt.Client(
+            "127.0.0.1", broker.port, username="admin", password=USERS["admin"]
+        ) as phone,
+    ):
+        await phone.publish("massager/bridge/request/devices",
+                            json.dumps({"transaction": transaction}), qos=1)  # fmt: skip
+        answer = await seen.wait(response)
+        assert answer == {"ok": False, "error": error}
+        # Bounds, not a ban: the longest allowed is echoed, and the bridge goes on.
+        await phone.publish("massager/bridge/request/devices",
+                            json.dumps({"transaction": "t" * 64}), qos=1)  # fmt: skip
+        echoed = await seen.wait(response, lambda p: p.get("ok"))
+        assert echoed["transaction"] == "t" * 64
