@@ -18,6 +18,7 @@ profiles shipped with massager-ctl; a path to a ``.toml`` file works too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Literal, Self
@@ -282,14 +283,39 @@ def check_profile(profile: Profile, info: DeviceInfo) -> None:
 # --- files ------------------------------------------------------------------------
 
 
-def load_profile(path: Path) -> Profile:
-    """Read and validate one profile file; its name defaults to the file's stem.
+def load_profile(path: Path, known: Mapping[str, Path] | None = None) -> Profile:
+    """Read and validate one profile file; its name is the file's stem.
+
+    A ``name`` in the file may only repeat the stem: otherwise ``start mine``
+    would run, journal and show a program under another name, perhaps that of
+    another profile. ``known`` are the profiles found by name (`available_profiles`;
+    by default those beside this file and the shipped ones): a file that is not
+    the one a name finds may not take that name.
 
     Raises:
         ProfileError: the file cannot be read, is not TOML, or breaks the schema;
-            the message names the file and every field at fault.
+            the message names the file and every field at fault. Or it calls itself
+            by another profile's name; the message names both files.
     """
-    return load_model(path, Profile, ProfileError, what="profile", defaults={"name": path.stem})
+    profile = load_model(path, Profile, ProfileError, what="profile", defaults={"name": path.stem})
+    known = available_profiles(path.parent) if known is None else known
+    other = known.get(profile.name)
+    if other is not None and other.resolve() != path.resolve():
+        if profile.name != path.stem:
+            raise ProfileError(
+                f"{path}: name: {profile.name!r} is the name of another profile, {other}; a "
+                "profile is named by its file: remove the name line, or rename the file"
+            )
+        raise ProfileError(
+            f"{path}: its name {profile.name!r} (the file's) is the name of another profile, "
+            f"{other}; rename the file"
+        )
+    if profile.name != path.stem:
+        raise ProfileError(
+            f"{path}: name: {profile.name!r} is not the file's name {path.stem!r}; a profile "
+            "is named by its file: remove the name line, or rename the file"
+        )
+    return profile
 
 
 def builtin_profiles_dir() -> Path:
@@ -328,14 +354,14 @@ def find_profile(name_or_path: str, user_dir: Path | None = None) -> Profile:
         ProfileError: the file is malformed.
     """
     candidate = Path(name_or_path).expanduser()
+    known = available_profiles(user_dir)
     if name_or_path.endswith(".toml") or "/" in name_or_path:
         if not candidate.is_file():
             raise ProfileNotFound(f"{candidate}: no such profile file")
-        return load_profile(candidate)
-    known = available_profiles(user_dir)
+        return load_profile(candidate, known)
     path = known.get(name_or_path)
     if path is None:
         raise ProfileNotFound(
             f"no profile named {name_or_path!r}; known: {', '.join(known) or 'none'}"
         )
-    return load_profile(path)
+    return load_profile(path, known)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from massager_ctl.profiles import (
     load_profile,
 )
 from simulator import DeviceConfig, Firmware
+from tests.massager_ctl.test_cli import ctl
 
 SHIPPED = sorted(p.stem for p in builtin_profiles_dir().glob("*.toml"))
 
@@ -253,3 +255,51 @@ def test_a_file_that_is_not_utf8_or_nests_too_deep_is_a_profile_error(tmp_path: 
     with pytest.raises(ProfileError) as caught:
         load_profile(deep)
     assert str(caught.value) == f"{deep}: not valid TOML: nested too deeply"
+
+
+def test_a_profile_cannot_call_itself_by_another_profiles_name(tmp_path: Path) -> None:
+    user = tmp_path / "profiles"
+    user.mkdir()
+    shipped = builtin_profiles_dir() / "evening-45.toml"
+    mine = write(user, 'name = "evening-45"\n' + GOOD, "mine.toml")
+    clash = (f"{mine}: name: 'evening-45' is the name of another profile, {shipped}; a "
+             "profile is named by its file: remove the name line, or rename the file")  # fmt: skip
+    for found in ("mine", str(mine)):
+        with pytest.raises(ProfileError) as caught:
+            find_profile(found, user)
+        assert str(caught.value) == clash
+    with pytest.raises(ProfileError, match="^" + re.escape(clash)):
+        load_profile(mine)
+    # Between two of your own, too.
+    quick = write(user, GOOD, "quick.toml")
+    other = write(user, 'name = "quick"\n' + GOOD, "other.toml")
+    with pytest.raises(ProfileError, match=re.escape(f"another profile, {quick};")):
+        find_profile("other", user)
+    other.unlink()
+    # A file elsewhere named like a known profile, run by its path, is another profile too.
+    elsewhere = write(tmp_path, GOOD, "evening-45.toml")
+    with pytest.raises(ProfileError) as caught:
+        find_profile(str(elsewhere), user)
+    assert str(caught.value) == (
+        f"{elsewhere}: its name 'evening-45' (the file's) is the name of another profile, "
+        f"{shipped}; rename the file"
+    )
+    # A name that is the file's own is no clash, and a profile of yours may hide a shipped one.
+    assert find_profile("quick", user).name == "quick"
+    write(user, 'name = "evening-45"\n' + GOOD.replace("Mine", "My evening"), "evening-45.toml")
+    assert find_profile("evening-45", user).title == "My evening"
+    # Any other name is not the file's, and would be found by neither.
+    write(user, 'name = "later"\n' + GOOD, "soon.toml")
+    with pytest.raises(ProfileError, match=r"soon.toml: name: 'later' is not the file's name"):
+        find_profile("soon", user)
+
+
+def test_start_names_both_files_of_a_clash(user_dirs: dict[str, Path]) -> None:
+    user = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "profiles"
+    user.mkdir(parents=True)
+    mine = write(user, 'name = "evening-45"\n' + GOOD, "mine.toml")
+    ran = ctl("start", "mine", "--speed", "100")
+    assert ran.returncode == 2
+    shipped = builtin_profiles_dir() / "evening-45.toml"
+    assert ran.stderr.startswith(f"error: {mine}: name: 'evening-45' is the name of another "
+                                 f"profile, {shipped};")  # fmt: skip
