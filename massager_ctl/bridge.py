@@ -870,7 +870,6 @@ class Bridge:
         overwrite a state, an availability, a command or a discovery config.
         """
         body = json.dumps(reply)
-        await client.publish(where, body, qos=1)
         asked = message.properties
         topic = getattr(asked, "ResponseTopic", None) if asked is not None else None
         if topic and ("+" in topic or "#" in topic):
@@ -880,6 +879,8 @@ class Bridge:
         if topic and not self._may_answer_on(topic):
             self.log(f"not answering on {topic}: it is one of the bridge's own topics")
             topic = None
+        # Logged first: whoever sees this answer can see why a response topic got none.
+        await client.publish(where, body, qos=1)
         if topic:
             properties = Properties(PacketTypes.PUBLISH)
             correlation = getattr(asked, "CorrelationData", None)
