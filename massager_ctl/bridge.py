@@ -38,13 +38,13 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from firmware_protocol import LinkStats
 
@@ -94,10 +94,11 @@ class Command(BaseModel):
     ``start`` takes a ``profile`` (else the one chosen with ``program``),
     ``program`` a ``profile`` (chosen for a later start; nothing runs), ``mode``
     a ``mode`` and ``intensity`` an ``intensity``; ``pause``, ``resume``,
-    ``stop`` and ``vent`` take nothing.
+    ``stop`` and ``vent`` take nothing. Types are strict: ``"intensity": true``
+    or ``"3"`` is refused, never run as 1 or 3.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     action: Literal["start", "program", "mode", "intensity", "pause", "resume", "stop", "vent"]
     profile: str | None = Field(None, pattern=PROFILE_NAME.pattern, max_length=40)
@@ -160,19 +161,42 @@ def link_quality(stats: LinkStats) -> int:
 def device_name(text: str) -> tuple[str, DeviceAddress]:
     """``NAME=URL`` or a bare URL (named after it) into a topic-safe name and an address.
 
+    ``bridge`` is refused: ``<base>/bridge/...`` are the bridge's own topics.
+
     >>> device_name("bedroom=sim://")[0], device_name("serial:///dev/ttyUSB0")[0]
     ('bedroom', 'ttyusb0')
+
+    Raises:
+        InputError: the name (given, or as the URL would give it) cannot be a topic word.
     """
     name, _, url = text.partition("=") if "=" in text.split("://")[0] else ("", "", text)
     address = parse_device_url(url)
     if not name:
         where = str(address).split("://", 1)[1].split("?", 1)[0]
         tail = re.split(r"[/:]", where.strip("/"))
-        name = next((part for part in reversed(tail) if part), "sim")
-        name = re.sub(r"[^a-z0-9_-]", "-", name.lower()) or "sim"
+        given = next((part for part in reversed(tail) if part), "sim")
+        name = re.sub(r"[^a-z0-9_-]", "-", given.lower()) or "sim"
+        if not NAME.match(name):
+            # Say what the URL holds ('+'), not what cleaning it made of it ('-').
+            raise InputError(
+                f"{url!r} would be named {given!r} on the bus, which is not a device name for "
+                f"topics (a-z, 0-9, - and _, from a letter or digit); name it, as NAME={url}"
+            )
     if not NAME.match(name):
         raise InputError(f"{name!r} is not a device name for topics: use a-z, 0-9, - and _")
+    if name == "bridge":
+        raise InputError(
+            "a device may not be named 'bridge': BASE/bridge/ are the bridge's own topics "
+            "(its state, requests and answers); give it another name, as NAME=URL"
+        )
     return name, address
+
+
+def unexpected(error: Exception, log: Callable[[str], None], topic: object) -> str:
+    """Log an error no code path expected, in one line, and say it for the sender's answer."""
+    said = f"an unexpected error ({type(error).__name__}: {error}); please report it"
+    log(f"{topic}: {said}")
+    return said
 
 
 def backoff(attempt: int) -> float:
@@ -196,13 +220,36 @@ async def cancelled(task: asyncio.Task[Any] | None) -> None:
         task.exception()  # retrieved: its own code said what went wrong
 
 
+MAX_TRANSACTION = 64
+"""The longest transaction string echoed; a longer one is refused, not sent back."""
+
+
+def _transaction(value: object) -> object:
+    """A transaction short enough to echo: a string of `MAX_TRANSACTION` or a 64-bit number.
+
+    Raises:
+        ValueError: what is wrong with it (one message, not one per type of the union).
+    """
+    if value is None:
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_TRANSACTION:
+            raise ValueError(f"at most {MAX_TRANSACTION} characters, not {len(value):,}")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("a whole number of at most 64 bits")
+        return value
+    raise ValueError(f"a string or a whole number, not {json.dumps(value)[:20]}")
+
+
 class Request(BaseModel):
     """What may be sent to ``<base>/bridge/request/<op>`` (an empty payload too)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    transaction: str | int | None = None
-    """Echoed in the response, to pair it with its request."""
+    transaction: Annotated[str | int | None, BeforeValidator(_transaction)] = None
+    """Echoed in the response, to pair it with its request (bounded: see `_transaction`)."""
 
 
 REQUESTS = ("devices", "profiles", "schedules")
@@ -696,6 +743,8 @@ class Bridge:
             reply["error"] = str(error)
         except OSError as error:  # an unreadable profile folder, say
             reply["error"] = f"could not read what was asked for: {error}"
+        except Exception as error:  # a bug: the sender still gets an answer, the bridge goes on
+            reply["error"] = unexpected(error, self.log, message.topic)
         with contextlib.suppress(aiomqtt.MqttError):
             await self._answer(client, where, message, reply)
 
@@ -765,7 +814,7 @@ class Bridge:
                     agent.remember(once, "in progress")
                 try:
                     reply["message"] = await agent.command(command)
-                except MassagerError:
+                except BaseException:
                     if once:
                         agent.forget(once)  # failed: a retry with the same id runs
                     raise
@@ -776,6 +825,8 @@ class Bridge:
             reply["error"] = describe_errors(error, "command")
         except MassagerError as error:
             reply["error"] = str(error)
+        except Exception as error:  # a bug: the sender still gets an answer, the bridge goes on
+            reply["error"] = unexpected(error, self.log, message.topic)
         await self._answer(client, where, message, reply)
 
     @staticmethod
@@ -819,12 +870,17 @@ class Bridge:
         overwrite a state, an availability, a command or a discovery config.
         """
         body = json.dumps(reply)
-        await client.publish(where, body, qos=1)
         asked = message.properties
         topic = getattr(asked, "ResponseTopic", None) if asked is not None else None
+        if topic and ("+" in topic or "#" in topic):
+            # A topic filter, not a topic: nothing can be published there (paho raises).
+            self.log(f"not answering on {topic}: a response topic may not hold + or #")
+            topic = None
         if topic and not self._may_answer_on(topic):
             self.log(f"not answering on {topic}: it is one of the bridge's own topics")
             topic = None
+        # Logged first: whoever sees this answer can see why a response topic got none.
+        await client.publish(where, body, qos=1)
         if topic:
             properties = Properties(PacketTypes.PUBLISH)
             correlation = getattr(asked, "CorrelationData", None)

@@ -745,28 +745,42 @@ def devices(
 @json_option
 @click.pass_context
 def profiles(ctx: click.Context, as_json: bool) -> int | None:
-    """List the bedtime programs (yours first, then the shipped ones)."""
+    """List the bedtime programs (yours first, then the shipped ones).
+
+    A profile file that cannot be read is named with what is wrong (on stderr,
+    or as an ``error`` entry with --json), and the others are listed.
+    """
     if ctx.invoked_subcommand is not None:
         return None
     from rich.table import Table
 
     from .config import user_profiles_dir
+    from .errors import ProfileError
     from .profiles import available_profiles, load_profile
-    from .render import console, emit_json
+    from .render import console, emit_json, errors, escape
 
-    rows = [(load_profile(path), path) for path in available_profiles(user_profiles_dir()).values()]
+    rows: list[tuple[Profile, Path]] = []
+    broken: list[tuple[str, Path, ProfileError]] = []
+    for name, path in available_profiles(user_profiles_dir()).items():
+        try:
+            rows.append((load_profile(path), path))
+        except ProfileError as error:
+            broken.append((name, path, error))
     if as_json:
         emit_json([
             {"name": p.name, "title": p.title, "minutes": p.total_minutes,
              "needs_cycle": p.needs_cycle, "path": str(path)}
             for p, path in rows
-        ])  # fmt: skip
+        ] + [{"name": name, "path": str(path), "error": str(error)}
+             for name, path, error in broken])  # fmt: skip
         return 0
     table = Table("name", "min", "title", "needs", box=None)
     for profile, _ in rows:
         needs = "programmable cycle" if profile.needs_cycle else ""
         table.add_row(profile.name, f"{profile.total_minutes:g}", profile.title, needs)
     console().print(table)
+    for _, _, error in broken:
+        errors().print(f"[yellow]warning:[/] {escape(str(error))}", soft_wrap=True)
     return 0
 
 

@@ -47,14 +47,18 @@ with `massager-ctl safety`."""
 
 
 class Settings(BaseModel):
-    """The contents of the config file."""
+    """The contents of the config file.
+
+    Numbers are strict: ``weekly_goal = true`` or ``resume_window_s = "30"`` is an
+    error naming the field, never read as 1 or 30.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     device: str | None = None
-    resume_window_s: float = Field(30.0, ge=0, le=3600)
-    weekly_goal: int = Field(2, ge=1, le=21)
-    grace_minutes: float = Field(10, ge=1, le=240)
+    resume_window_s: float = Field(30.0, ge=0, le=3600, strict=True)
+    weekly_goal: int = Field(2, ge=1, le=21, strict=True)
+    grace_minutes: float = Field(10, ge=1, le=240, strict=True)
     limits: Limits = Field(default_factory=Limits)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
 

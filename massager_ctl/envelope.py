@@ -44,9 +44,9 @@ WINDOW = timedelta(hours=24)
 
 
 class Limits(BaseModel):
-    """The limits in the config file's ``[limits]`` table."""
+    """The limits in the config file's ``[limits]`` table (strict numbers: never ``"3"``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     sessions_per_day: int = Field(3, ge=1, le=12)
     minutes_per_day: float = Field(120, gt=0, le=720)

@@ -177,7 +177,12 @@ class Journal:
         self.path = path
 
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
+    def _db(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction on the journal; a ``write`` first checks the whole file.
+
+        SQLite writes happily into the whole pages of a partly damaged file; a
+        write would then add to a journal that no longer holds what it says.
+        """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(sqlite3.connect(self.path, timeout=LOCK_WAIT_S)) as db:
@@ -190,19 +195,37 @@ class Journal:
                 if version < VERSION:
                     self._upgrade(db)
                 with db:  # one transaction: all of it is written, or none
+                    if write:
+                        # The write lock first, so no one changes the file between the
+                        # check and the write.
+                        db.execute("BEGIN IMMEDIATE")
+                        self._check_whole(db)
                     yield db
         except sqlite3.DatabaseError as error:
             raise JournalError(f"the journal {self.path} cannot be used: {error}") from None
         except OSError as error:
             raise JournalError(f"the journal {self.path} cannot be opened: {error}") from None
 
-    @staticmethod
-    def _upgrade(db: sqlite3.Connection) -> None:
+    def _check_whole(self, db: sqlite3.Connection) -> None:
+        """Refuse to write to a damaged file (`PRAGMA quick_check`, a few ms for years of use).
+
+        Raises:
+            JournalError: what SQLite found first; the file is left as it is.
+        """
+        found = [row[0] for row in db.execute("PRAGMA quick_check(1)")]
+        if found != ["ok"]:
+            raise JournalError(
+                f"the journal {self.path} is damaged ({found[0] if found else 'unreadable'}); "
+                "it is left as it is: move it away, and a new one is started"
+            )
+
+    def _upgrade(self, db: sqlite3.Connection) -> None:
         # One transaction that holds the write lock from the start: a crash mid-upgrade
         # leaves the old version whole, and of two processes upgrading at once the
         # second finds the work done.
         with db:
             db.execute("BEGIN IMMEDIATE")
+            self._check_whole(db)
             version = db.execute("PRAGMA user_version").fetchone()[0]
             steps = [SCHEMA] if version == 0 else []
             steps += [MIGRATIONS[n] for n in sorted(MIGRATIONS) if max(version, 1) < n]
@@ -225,7 +248,7 @@ class Journal:
         ``planned_s`` is the program's length: until the session ends, the safety
         limits count it as running that long.
         """
-        with self._db() as db:
+        with self._db(write=True) as db:
             cursor = db.execute(
                 "INSERT INTO sessions (started_at, device, profile, source, planned_s) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -237,7 +260,7 @@ class Journal:
         self, device: str, profile: str, source: str, outcome: str, message: str, *, at: datetime
     ) -> int:
         """Record a session that was due at ``at`` and did not run (missed, refused)."""
-        with self._db() as db:
+        with self._db(write=True) as db:
             return _insert_not_run(db, device, profile, source, outcome, message, at)
 
     def take_run(
@@ -256,7 +279,7 @@ class Journal:
         start, ``not_run`` (device, profile, why) is journaled as a session ending
         with ``outcome``, in the same transaction as the claim.
         """
-        with self._db() as db:
+        with self._db(write=True) as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO runs (schedule_id, due_at, taken_at, outcome) "
                 "VALUES (?, ?, ?, ?)",
@@ -285,7 +308,7 @@ class Journal:
 
     def set_mark(self, name: str, moment: datetime) -> None:
         """Store ``moment`` under ``name``."""
-        with self._db() as db:
+        with self._db(write=True) as db:
             db.execute(
                 "INSERT INTO marks (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -302,7 +325,7 @@ class Journal:
         now: datetime | None = None,
     ) -> None:
         """Complete the session with how it ended and its time under pressure."""
-        with self._db() as db:
+        with self._db(write=True) as db:
             db.execute(
                 "UPDATE sessions SET ended_at = ?, outcome = ?, pressure_s = ?, message = ? "
                 "WHERE id = ?",
@@ -318,7 +341,7 @@ class Journal:
         if not 0 <= score <= 10:
             raise InputError(f"a rating is 0 (calm) to 10 (the worst), not {score}")
         at = _utc(now)
-        with self._db() as db:
+        with self._db(write=True) as db:
             cursor = db.execute(
                 "INSERT INTO ratings (at, score, note) VALUES (?, ?, ?)", (at, score, note)
             )

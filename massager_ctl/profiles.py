@@ -18,11 +18,12 @@ profiles shipped with massager-ctl; a path to a ``.toml`` file works too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
 from .errors import ProfileError, ProfileNotFound, ProfileRefused
 from .models import DeviceInfo
@@ -36,7 +37,10 @@ device before the controller moves on; a step must fit the device with it."""
 
 
 class _Schema(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Strict: `intensity = true` or `minutes = "10"` is an error naming the field, never
+    # 1 or 10. Tuples are read from TOML lists, so those fields say `strict=False` and
+    # keep their items strict themselves.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class CycleSpec(_Schema):
@@ -51,7 +55,9 @@ class CycleSpec(_Schema):
     pressure_mmhg: float | None = Field(None, gt=0, le=MAX_PRESSURE_MMHG)
     foot_mmhg: float | None = Field(None, gt=0, le=MAX_PRESSURE_MMHG)
     step_down_mmhg: float = Field(0.0, ge=0, le=30)
-    pressures_mmhg: tuple[float, ...] | None = Field(None, min_length=1, max_length=8)
+    pressures_mmhg: tuple[StrictFloat, ...] | None = Field(
+        None, min_length=1, max_length=8, strict=False
+    )
     inflate_s: float = Field(gt=0, le=600)
     hold_s: float = Field(ge=0, le=600)
     release_s: float = Field(ge=0, le=600)
@@ -212,8 +218,8 @@ class Profile(_Schema):
     title: str = Field(min_length=1)
     description: str = Field(min_length=1)
     why: str = Field(min_length=1, description="the evidence or technique it follows")
-    sources: tuple[str, ...] = ()
-    steps: tuple[Step, ...] = Field(min_length=1, max_length=50)
+    sources: tuple[str, ...] = Field((), strict=False)
+    steps: tuple[Step, ...] = Field(min_length=1, max_length=50, strict=False)
     limits: Limits = Limits()
 
     @field_validator("title", "description", "why", mode="before")
@@ -307,14 +313,39 @@ def check_profile(profile: Profile, info: DeviceInfo) -> None:
 # --- files ------------------------------------------------------------------------
 
 
-def load_profile(path: Path) -> Profile:
-    """Read and validate one profile file; its name defaults to the file's stem.
+def load_profile(path: Path, known: Mapping[str, Path] | None = None) -> Profile:
+    """Read and validate one profile file; its name is the file's stem.
+
+    A ``name`` in the file may only repeat the stem: otherwise ``start mine``
+    would run, journal and show a program under another name, perhaps that of
+    another profile. ``known`` are the profiles found by name (`available_profiles`;
+    by default those beside this file and the shipped ones): a file that is not
+    the one a name finds may not take that name.
 
     Raises:
         ProfileError: the file cannot be read, is not TOML, or breaks the schema;
-            the message names the file and every field at fault.
+            the message names the file and every field at fault. Or it calls itself
+            by another profile's name; the message names both files.
     """
-    return load_model(path, Profile, ProfileError, what="profile", defaults={"name": path.stem})
+    profile = load_model(path, Profile, ProfileError, what="profile", defaults={"name": path.stem})
+    known = available_profiles(path.parent) if known is None else known
+    other = known.get(profile.name)
+    if other is not None and other.resolve() != path.resolve():
+        if profile.name != path.stem:
+            raise ProfileError(
+                f"{path}: name: {profile.name!r} is the name of another profile, {other}; a "
+                "profile is named by its file: remove the name line, or rename the file"
+            )
+        raise ProfileError(
+            f"{path}: its name {profile.name!r} (the file's) is the name of another profile, "
+            f"{other}; rename the file"
+        )
+    if profile.name != path.stem:
+        raise ProfileError(
+            f"{path}: name: {profile.name!r} is not the file's name {path.stem!r}; a profile "
+            "is named by its file: remove the name line, or rename the file"
+        )
+    return profile
 
 
 def builtin_profiles_dir() -> Path:
@@ -353,14 +384,14 @@ def find_profile(name_or_path: str, user_dir: Path | None = None) -> Profile:
         ProfileError: the file is malformed.
     """
     candidate = Path(name_or_path).expanduser()
+    known = available_profiles(user_dir)
     if name_or_path.endswith(".toml") or "/" in name_or_path:
         if not candidate.is_file():
             raise ProfileNotFound(f"{candidate}: no such profile file")
-        return load_profile(candidate)
-    known = available_profiles(user_dir)
+        return load_profile(candidate, known)
     path = known.get(name_or_path)
     if path is None:
         raise ProfileNotFound(
             f"no profile named {name_or_path!r}; known: {', '.join(known) or 'none'}"
         )
-    return load_profile(path)
+    return load_profile(path, known)

@@ -2,9 +2,13 @@
 
 Schedules live in ``schedules.toml`` in the user's config folder, one
 ``[[schedule]]`` table each, written atomically (a new file renamed over the
-old) so a crash mid-write leaves the old file whole. A file damaged by hand is
-reported with its path and line and is never overwritten: fix it, or move it
-away, and the next change writes a fresh one.
+old) so a crash mid-write leaves the old file whole. Each change (read, change,
+write) holds a lock (``.schedules.toml.lock`` beside it), so changes made at
+once are all kept, and is written with tomlkit, so what a person wrote in the
+file (comments, order, layout) stays: only the values that changed, and the
+tables added or removed, differ. A file damaged by hand is reported with its
+path and line and is never overwritten: fix it, or move it away, and the next
+change writes a fresh one.
 
 A schedule starts at a wall-clock time in its own time zone (``--tz``, else
 this computer's), either given (``--at 21:45``) or counted back from when
@@ -24,25 +28,42 @@ changes a start means the wall-clock time of that evening:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
 import secrets
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableSequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import tomlkit
+from filelock import FileLock, Timeout
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import AoT, Comment, Item, Table
 
 from .errors import InputError
-from .tomlfiles import describe_errors
+from .tomlfiles import describe_errors, not_utf8, parse_toml
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+LOCK_WAIT_S = 10.0
+"""How long a change waits for another one to finish before it gives up and says so."""
+HEADER = "massager-ctl schedules; edit with `massager-ctl schedule`, or by hand."
 
 
 class ScheduleError(InputError):
@@ -70,23 +91,47 @@ def _zone_ok(name: str) -> bool:
     return True
 
 
+def _clock_time(value: object) -> object:
+    """A TOML local time as it is, and ``"21:45"`` as that time; nothing else.
+
+    Pydantic would read the number 21 as 00:00:21, and the daemon would start a
+    program at midnight: a start time is never a number.
+    """
+    if isinstance(value, time):
+        return value
+    if isinstance(value, str):
+        match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
+        if match:
+            return time(int(match.group(1)), int(match.group(2)))
+    shown = f"the number {value}" if isinstance(value, int | float) else repr(value)
+    raise ValueError(f'must be a time of day, as 21:45:00 or "21:45", not {shown}')
+
+
+ClockTime = Annotated[time, BeforeValidator(_clock_time), Strict()]
+"""A local time of day: a TOML time (``21:45:00``) or an ``"HH:MM"`` string."""
+
+
 class Schedule(BaseModel):
-    """One bedtime schedule."""
+    """One bedtime schedule.
+
+    Numbers, times and flags are strict: ``at = 21`` or ``enabled = 1`` is an
+    error naming the field, never read as 00:00:21 or true.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(pattern=r"^[a-z0-9]{2,12}$")
     profile: str = Field(min_length=1)
     days: list[Day] = Field(min_length=1)
-    at: time | None = None
+    at: ClockTime | None = None
     """The start, local wall-clock time; or give `before` and `lead_s`."""
-    before: time | None = None
+    before: ClockTime | None = None
     """When symptoms usually begin; the program starts `lead_s` earlier."""
-    lead_s: float | None = Field(None, gt=0, le=12 * 3600)
+    lead_s: float | None = Field(None, gt=0, le=12 * 3600, strict=True)
     device: str | None = None
     tz: str = Field(default_factory=local_zone)
-    enabled: bool = True
-    created: datetime | None = None
+    enabled: bool = Field(True, strict=True)
+    created: datetime | None = Field(None, strict=True)
     """When it was added; the daemon never takes a run due before (none: always there)."""
 
     @field_validator("days")
@@ -242,15 +287,15 @@ class ScheduleBook:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return "", {}
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as problem:
             raise ScheduleError(
-                f"{self.path}: not UTF-8 text; fix it or move it away (it is never "
+                f"{self.path}: {not_utf8(problem)}; fix it or move it away (it is never "
                 "overwritten while damaged)"
             ) from None
         except OSError as problem:
             raise ScheduleError(f"{self.path}: cannot read it: {problem.strerror}") from None
         try:
-            return text, tomllib.loads(text)
+            return text, parse_toml(text)
         except tomllib.TOMLDecodeError as problem:
             raise ScheduleError(
                 f"{self.path}: not valid TOML: {problem}; fix it or move it away "
@@ -279,12 +324,102 @@ class ScheduleBook:
                 problems.append(f"{self.path}{where}: {describe_errors(problem, 'schedule')}")
         return good, problems
 
+    @property
+    def lock_path(self) -> Path:
+        """The lock file that one change at a time holds (beside the schedules file)."""
+        return self.path.with_name(f".{self.path.name}.lock")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock for a change: two changes at once would each write without the other.
+
+        Raises:
+            ScheduleError: another change holds it for `LOCK_WAIT_S`, or it cannot be made.
+        """
+        lock = FileLock(self.lock_path, timeout=LOCK_WAIT_S)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except Timeout:
+            raise ScheduleError(
+                f"{self.path}: another massager-ctl has been changing it for {LOCK_WAIT_S:g} s "
+                f"(its lock is {self.lock_path}); nothing was changed, try again"
+            ) from None
+        except OSError as problem:
+            raise ScheduleError(
+                f"{self.path}: cannot lock it for a change ({self.lock_path}): "
+                f"{problem.strerror or problem}"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
     def save(self, schedules: list[Schedule]) -> None:
-        """Write every schedule: to a new file in the same folder, then renamed over the old."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = "# massager-ctl schedules; edit with `massager-ctl schedule`, or by hand.\n"
+        """Write exactly ``schedules``, keeping what a person wrote around them.
+
+        A table whose schedule is unchanged is left as it is, comments and all; a
+        changed one gets only its changed values; a table whose schedule is not in
+        ``schedules`` goes; a new schedule is a table at the end.
+
+        Raises:
+            ScheduleError: the file is damaged (it is never overwritten then), or
+                cannot be locked or written.
+        """
+        with self._locked():
+            self._write(self.load(), schedules)
+
+    def _write(self, before: list[Schedule], schedules: list[Schedule]) -> None:
+        """Change the file from ``before`` (as `load` read it, under the lock) to ``schedules``."""
+        document = self._document()
+        tables = document.get("schedule")
+        if tables is None:
+            tables = tomlkit.aot()
+            document.append("schedule", tables)
+        if not isinstance(tables, AoT) or len(tables) != len(before):
+            raise ScheduleError(
+                f"{self.path}: its schedules are not written as [[schedule]] tables, which "
+                "massager-ctl can change keeping the rest; nothing was changed"
+            )
+        wanted = {schedule.id: schedule for schedule in schedules}
+        # `before` is what `load` read from these very tables, in their order.
+        for index in reversed(range(len(tables))):
+            old = before[index]
+            if old.id not in wanted:
+                _drop_comments_above(tables, index)
+                del tables[index]
+            elif wanted[old.id] != old:
+                _update(tables[index], old, wanted[old.id])
+        known = {schedule.id for schedule in before}
         for schedule in schedules:
-            text += "\n[[schedule]]\n" + _toml(schedule)
+            if schedule.id not in known:
+                table = tomlkit.table()
+                for key, value in _fields(schedule).items():
+                    table.add(key, value)
+                if len(tables) and not tables[-1].as_string().endswith("\n\n"):
+                    tables[-1].add(tomlkit.nl())  # a blank line between tables, as a person would
+                tables.append(table)
+        self._replace(tomlkit.dumps(document))
+
+    def _document(self) -> tomlkit.TOMLDocument:
+        """The file as tomlkit reads it (comments and layout kept); a new one if none."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            document = tomlkit.document()
+            document.add(tomlkit.comment(HEADER))
+            document.add(tomlkit.nl())
+            return document
+        try:
+            return tomlkit.parse(text)
+        except (TOMLKitError, RecursionError) as problem:
+            # Read whole by tomllib a moment ago: say so rather than lose what is there.
+            raise ScheduleError(
+                f"{self.path}: cannot be rewritten as it is ({problem}); nothing was changed"
+            ) from None
+
+    def _replace(self, text: str) -> None:
+        """Write ``text`` to a new file in the same folder, then rename it over the old."""
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".schedules-")
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as out:
@@ -298,26 +433,29 @@ class ScheduleBook:
 
     def add(self, schedule: Schedule) -> Schedule:
         """Add ``schedule`` (its id made unique) and write the file."""
-        schedules = self.load()
-        taken = {s.id for s in schedules}
-        while schedule.id in taken:
-            schedule = schedule.model_copy(update={"id": new_id()})
-        self.save([*schedules, schedule])
+        with self._locked():
+            schedules = self.load()
+            taken = {s.id for s in schedules}
+            while schedule.id in taken:
+                schedule = schedule.model_copy(update={"id": new_id()})
+            self._write(schedules, [*schedules, schedule])
         return schedule
 
     def remove(self, schedule_id: str) -> Schedule:
         """Remove the schedule ``schedule_id`` and write the file."""
-        schedules = self.load()
-        found = self._find(schedules, schedule_id)
-        self.save([s for s in schedules if s.id != found.id])
+        with self._locked():
+            schedules = self.load()
+            found = self._find(schedules, schedule_id)
+            self._write(schedules, [s for s in schedules if s.id != found.id])
         return found
 
     def set_enabled(self, schedule_id: str, enabled: bool) -> Schedule:
         """Enable or disable the schedule ``schedule_id`` and write the file."""
-        schedules = self.load()
-        found = self._find(schedules, schedule_id)
-        changed = found.model_copy(update={"enabled": enabled})
-        self.save([changed if s.id == found.id else s for s in schedules])
+        with self._locked():
+            schedules = self.load()
+            found = self._find(schedules, schedule_id)
+            changed = found.model_copy(update={"enabled": enabled})
+            self._write(schedules, [changed if s.id == found.id else s for s in schedules])
         return changed
 
     def _find(self, schedules: list[Schedule], schedule_id: str) -> Schedule:
@@ -333,28 +471,55 @@ def new_id() -> str:
     return secrets.token_hex(2)
 
 
-def _toml(schedule: Schedule) -> str:
-    """The TOML body of one schedule table (only strings, times, numbers, lists, bools)."""
-    lines = [f'id = "{schedule.id}"', f"profile = {_quote(schedule.profile)}"]
-    lines.append("days = [" + ", ".join(f'"{d}"' for d in schedule.days) + "]")
-    if schedule.at is not None:
-        lines.append(f"at = {schedule.at:%H:%M:%S}")
-    if schedule.before is not None:
-        lines.append(f"before = {schedule.before:%H:%M:%S}")
-    if schedule.lead_s is not None:
-        lines.append(f"lead_s = {schedule.lead_s:g}")
-    if schedule.device is not None:
-        lines.append(f"device = {_quote(schedule.device)}")
-    lines.append(f"tz = {_quote(schedule.tz)}")
-    lines.append(f"enabled = {'true' if schedule.enabled else 'false'}")
-    if schedule.created is not None:
-        lines.append(f"created = {schedule.created.astimezone(UTC).isoformat(timespec='seconds')}")
-    return "\n".join(lines) + "\n"
+def _fields(schedule: Schedule) -> dict[str, Any]:
+    """The values of one schedule table, as TOML types (a time is a TOML time)."""
+    lead = schedule.lead_s
+    values: dict[str, Any] = {
+        "id": schedule.id,
+        "profile": schedule.profile,
+        "days": list(schedule.days),
+        "at": schedule.at,
+        "before": schedule.before,
+        "lead_s": int(lead) if lead is not None and lead.is_integer() else lead,
+        "device": schedule.device,
+        "tz": schedule.tz,
+        "enabled": schedule.enabled,
+        "created": schedule.created.astimezone(UTC) if schedule.created else None,
+    }
+    return {key: value for key, value in values.items() if value is not None}
 
 
-def _quote(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+def _update(table: Table, old: Schedule, new: Schedule) -> None:
+    """Change in ``table`` (which reads as ``old``) only the values in which ``new`` differs.
+
+    A value replaced keeps its line's comment; one the table left to its default
+    (say, no ``enabled``) is added only when it changes.
+    """
+    before, after = _fields(old), _fields(new)
+    for key in before.keys() | after.keys():
+        if before.get(key) == after.get(key):
+            continue
+        if key not in after:
+            table.remove(key)
+        elif key in table:
+            table[key] = after[key]
+        else:
+            table.add(key, after[key])
+
+
+def _drop_comments_above(tables: AoT, index: int) -> None:
+    """Remove the comment lines just above table ``index`` (no blank line between): its own.
+
+    tomlkit keeps them at the end of the table before, where they would come to
+    describe the next one. The comments above the first table belong to the
+    document's head, and are left alone.
+    """
+    if index == 0:
+        return
+    body: MutableSequence[tuple[Any, Item]] = tables[index - 1].value.body
+    # Trailing items with no key come after every keyed one: removing them moves no index.
+    while body and body[-1][0] is None and isinstance(body[-1][1], Comment):
+        body.pop()
 
 
 def next_runs(

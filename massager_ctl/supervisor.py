@@ -38,6 +38,11 @@ from .programs import Outcome, ProgramResult, ProgramRunner, Progress
 from .transports import Transport, open_transport
 from .urls import DeviceAddress, parse_device_url
 
+MIN_ATTEMPT_S = 1e-3
+"""A window with less than this left is closed. No link opens that fast, and a remainder
+of rounding (1e-14 s) would not move the event loop's clock: asyncio runs a timer that
+near at once, and the loop would try again and again without end."""
+
 
 class ResumePolicy(BaseModel):
     """How a program rides out a lost link."""
@@ -158,7 +163,7 @@ class ProgramSupervisor:
         delay = policy.first_retry_s
         tries = 0
         try:
-            while (left := deadline - loop.time()) > 0:
+            while (left := deadline - loop.time()) >= MIN_ATTEMPT_S:
                 self.attempts += 1
                 tries += 1
                 with contextlib.suppress(ConnectFailed):

@@ -34,14 +34,37 @@ def load_model(
         text = path.read_text(encoding="utf-8")
     except OSError as problem:
         raise error(f"{path}: cannot read it: {problem.strerror or problem}") from None
+    except UnicodeDecodeError as problem:
+        raise error(f"{path}: {not_utf8(problem)}; save it as UTF-8") from None
     try:
-        data = tomllib.loads(text)
+        data = parse_toml(text)
     except tomllib.TOMLDecodeError as problem:
         raise error(f"{path}: not valid TOML: {problem}") from None
     try:
         return model.model_validate({**(defaults or {}), **data})
     except ValidationError as problem:
         raise error(f"{path}: {describe_errors(problem, what)}") from None
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads``, with nesting too deep for it as a decode error too.
+
+    tomllib parses arrays and inline tables by recursion: a file of 5,000 ``[``
+    would end in a RecursionError, a traceback rather than a message.
+
+    Raises:
+        tomllib.TOMLDecodeError: not TOML, or nested too deeply.
+    """
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("nested too deeply") from None
+
+
+def not_utf8(problem: UnicodeDecodeError) -> str:
+    """``not UTF-8 text (byte 0xe9 on line 2)``: where a file stops being UTF-8."""
+    line = problem.object[: problem.start].count(b"\n") + 1
+    return f"not UTF-8 text (byte 0x{problem.object[problem.start]:02x} on line {line})"
 
 
 def describe_errors(error: ValidationError, what: str) -> str:

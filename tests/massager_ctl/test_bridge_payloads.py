@@ -213,7 +213,7 @@ def test_any_request_payload_raises_only_a_validation_error(payload: bytes) -> N
         json.dumps({"transaction": parsed.transaction})  # echoed in the answer
 
 
-@given(st.none() | st.text(max_size=40) | st.integers(-(2**63), 2**63))
+@given(st.none() | st.text(max_size=64) | st.integers(-(2**63), 2**63 - 1))
 def test_a_request_transaction_round_trips(transaction: str | int | None) -> None:
     assert parse_request(json.dumps({"transaction": transaction}).encode()) == Request(
         transaction=transaction

@@ -238,3 +238,31 @@ async def test_stop_and_vent_report_a_massager_that_will_not_vent(
     with pytest.raises(DeviceFault, match="the massager reports valve; chambers still read up to"):
         await stop_or_vent(stuck, "vent")
     assert (await stop_or_vent(parse_device_url("sim://fine"), "vent")).peak_mmhg < 5
+
+
+def test_profiles_lists_the_others_when_one_of_yours_cannot_be_read(
+    user_dirs: dict[str, Path],
+) -> None:
+    folder = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "profiles"
+    folder.mkdir(parents=True)
+    (folder / "latin.toml").write_bytes('title = "Caf\xe9"\n'.encode("latin-1"))
+    (folder / "deep.toml").write_text("title = " + "[" * 5000 + "]" * 5000 + "\n")
+    mine = 'title = "Mine"\ndescription = "d"\nwhy = "w"\n[[steps]]\nminutes = 5\nmode = "wave"\n'
+    (folder / "mine.toml").write_text(mine + "intensity = 1\n")
+    latin = f"{folder / 'latin.toml'}: not UTF-8 text (byte 0xe9 on line 1); save it as UTF-8"
+    deep = f"{folder / 'deep.toml'}: not valid TOML: nested too deeply"
+    listed = ctl("profiles", "--json")
+    assert listed.returncode == 0, listed.stderr
+    entries = {entry["name"]: entry for entry in json.loads(listed.stdout)}
+    assert entries["latin"] == {"name": "latin", "path": str(folder / "latin.toml"),
+                                "error": latin}  # fmt: skip
+    assert entries["deep"]["error"] == deep
+    assert entries["mine"]["title"] == "Mine"
+    assert "evening-45" in entries
+    shown = ctl("profiles")
+    assert shown.returncode == 0, shown.stderr
+    assert "evening-45" in shown.stdout
+    assert "Mine" in shown.stdout
+    assert shown.stderr.splitlines() == [f"warning: {deep}", f"warning: {latin}"]
+    one = ctl("profiles", "show", "latin")
+    assert (one.returncode, one.stderr) == (2, f"error: {latin}\n")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from massager_ctl.config import SAFETY_NOTE, config_file, first_run_note, load_settings
 from massager_ctl.errors import ConfigError
+from tests.massager_ctl.test_cli import ctl
 
 
 def test_missing_config_means_defaults() -> None:
@@ -38,3 +40,49 @@ def test_the_safety_note_shows_once() -> None:
     assert first_run_note() == SAFETY_NOTE
     assert "blood clot" in SAFETY_NOTE
     assert first_run_note() is None
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("weekly_goal = true", "weekly_goal: Input should be a valid integer"),
+        ('weekly_goal = "3"', "weekly_goal: Input should be a valid integer"),
+        ("weekly_goal = 2.0", "weekly_goal: Input should be a valid integer"),
+        ('resume_window_s = "30"', "resume_window_s: Input should be a valid number"),
+        ("resume_window_s = true", "resume_window_s: Input should be a valid number"),
+        ("grace_minutes = false", "grace_minutes: Input should be a valid number"),
+        ("[limits]\nsessions_per_day = true", "limits.sessions_per_day: Input should be a valid"),
+        ('[limits]\nminutes_per_day = "90"', "limits.minutes_per_day: Input should be a valid"),
+        ('[limits]\nrest_minutes = "30"', "limits.rest_minutes: Input should be a valid number"),
+    ],
+)
+def test_a_number_of_another_type_is_refused_naming_the_field(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value).startswith(f"{path}: {field}")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('device = "sim://caf\xe9"\n'.encode("latin-1"), "not UTF-8 text (byte 0xe9 on line 1)"),
+        (("x = " + "[" * 5000 + "]" * 5000 + "\n").encode(), "not valid TOML: nested too deeply"),
+    ],
+    ids=["latin-1", "nested"],
+)
+def test_a_config_file_that_cannot_be_read_is_one_line_and_exit_2(
+    user_dirs: dict[str, Path], content: bytes, problem: str
+) -> None:
+    path = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "config.toml"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(f'{path}: {problem}')}"):
+        load_settings(path)
+    ran = ctl("status")
+    assert ran.returncode == 2
+    assert ran.stderr.startswith(f"error: {path}: {problem}")
+    assert len(ran.stderr.strip().splitlines()) == 1

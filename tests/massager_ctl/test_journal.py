@@ -151,3 +151,46 @@ def test_a_journal_of_the_first_version_is_upgraded_keeping_everything(tmp_path:
     assert journal.mark("daemon.looked_until") == MONDAY
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 2
+
+
+def partly_damaged(path: Path) -> bytes:
+    """A journal of many sessions, one page of which (holding sessions, no table's root) is garbage.
+
+    SQLite opens it and writes to the tables whose pages are whole: only a check
+    of the whole file finds the damage.
+    """
+    journal = Journal(path)
+    for day in range(200):
+        at = MONDAY + timedelta(days=day)
+        sid = journal.begin("sim://", "evening-45", "cli", planned_s=2700, now=at)
+        journal.end(sid, "completed", pressure_s=2700, message="ran to the end " * 10, now=at)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        roots = {row[0] for row in db.execute("SELECT rootpage FROM sqlite_master")}
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+    victim = next(page for page in range(pages, 1, -1) if page not in roots)
+    data = bytearray(path.read_bytes())
+    start = (victim - 1) * page_size
+    data[start : start + page_size] = bytes([0x5A]) * page_size
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def test_rate_on_a_partly_damaged_journal_says_so_and_leaves_it_as_it_is(
+    user_dirs: dict[str, Path],
+) -> None:
+    path = user_dirs["XDG_STATE_HOME"] / "massager-ctl" / "journal.sqlite3"
+    path.parent.mkdir(parents=True)
+    before = partly_damaged(path)
+    rated = ctl("rate", "3")
+    assert rated.returncode == 1, rated.stdout
+    assert "rated" not in rated.stdout
+    assert f"the journal {path} is damaged" in rated.stderr
+    assert "it is left as it is" in rated.stderr
+    assert "Traceback" not in rated.stderr
+    assert path.read_bytes() == before
+    # A program still runs, unjournaled, and the journal is still left alone.
+    ran = ctl("start", "--mode", "wave", "--intensity", "1", "--duration", "1m", "--speed", "100")
+    assert ran.returncode == 0, ran.stderr
+    assert "this session is not journaled" in ran.stderr
+    assert path.read_bytes() == before

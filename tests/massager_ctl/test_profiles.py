@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from massager_ctl.profiles import (
     load_profile,
 )
 from simulator import DeviceConfig, Firmware
+from tests.massager_ctl.test_cli import ctl
 
 SHIPPED = sorted(p.stem for p in builtin_profiles_dir().glob("*.toml"))
 
@@ -191,3 +193,113 @@ def short_profile(minutes: float) -> Profile:
         "name": "one", "title": "t", "description": "d", "why": "w",
         "steps": [{"mode": "wave", "intensity": 1, "minutes": minutes}] * 2,
     })  # fmt: skip
+
+
+CYCLE = """
+[[steps]]
+minutes = 5
+[steps.cycle]
+pressures_mmhg = [45, 38, 31, 24]
+inflate_s = 2
+hold_s = 1
+release_s = 1
+rest_s = 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (GOOD.replace("intensity = 2", "intensity = true"), "steps[0].intensity: Input should"),
+        (GOOD.replace("intensity = 2", 'intensity = "2"'), "steps[0].intensity: Input should"),
+        (GOOD.replace("intensity = 2", "intensity = 2.0"), "steps[0].intensity: Input should"),
+        (GOOD.replace("minutes = 10", 'minutes = "10"'), "steps[0].minutes: Input should"),
+        (GOOD.replace("minutes = 10", "minutes = true"), "steps[0].minutes: Input should"),
+        (GOOD + "\n[limits]\nmax_intensity = true\n", "limits.max_intensity: Input should"),
+        (GOOD + "\n[limits]\nmax_pressure_mmhg = '80'\n", "limits.max_pressure_mmhg: Input"),
+        (GOOD + CYCLE.replace("inflate_s = 2", 'inflate_s = "2"'), "steps[1].cycle.inflate_s:"),
+        (GOOD + CYCLE.replace("38, 31", "true, 31"), "steps[1].cycle.pressures_mmhg[1]: Input"),
+        (GOOD + CYCLE.replace("minutes = 5", "minutes = 5\nramp_from = true"),
+         "steps[1].ramp_from: Input should"),
+    ],
+    ids=["intensity-true", "intensity-str", "intensity-float", "minutes-str", "minutes-true",
+         "max-intensity-true", "max-pressure-str", "inflate-str", "pressure-true", "ramp-true"],
+)  # fmt: skip
+def test_a_number_of_another_type_in_a_profile_is_refused(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert str(caught.value).startswith(f"{path}: {field}")
+
+
+def test_whole_numbers_and_lists_still_read_as_they_did(tmp_path: Path) -> None:
+    profile = load_profile(write(tmp_path, 'sources = ["a", "b"]\n' + GOOD + CYCLE))
+    assert profile.steps[0].minutes == 10.0
+    assert profile.steps[1].cycle is not None
+    assert profile.steps[1].cycle.pressures_mmhg == (45.0, 38.0, 31.0, 24.0)
+
+
+NOT_UTF8 = GOOD.replace("Mine", "Caf\xe9").encode("latin-1")
+DEEP = "title = " + "[" * 5000 + "]" * 5000 + "\n"
+
+
+def test_a_file_that_is_not_utf8_or_nests_too_deep_is_a_profile_error(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(NOT_UTF8)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(latin)
+    assert str(caught.value) == f"{latin}: not UTF-8 text (byte 0xe9 on line 2); save it as UTF-8"
+    deep = write(tmp_path, DEEP, "deep.toml")
+    with pytest.raises(ProfileError) as caught:
+        load_profile(deep)
+    assert str(caught.value) == f"{deep}: not valid TOML: nested too deeply"
+
+
+def test_a_profile_cannot_call_itself_by_another_profiles_name(tmp_path: Path) -> None:
+    user = tmp_path / "profiles"
+    user.mkdir()
+    shipped = builtin_profiles_dir() / "evening-45.toml"
+    mine = write(user, 'name = "evening-45"\n' + GOOD, "mine.toml")
+    clash = (f"{mine}: name: 'evening-45' is the name of another profile, {shipped}; a "
+             "profile is named by its file: remove the name line, or rename the file")  # fmt: skip
+    for found in ("mine", str(mine)):
+        with pytest.raises(ProfileError) as caught:
+            find_profile(found, user)
+        assert str(caught.value) == clash
+    with pytest.raises(ProfileError, match="^" + re.escape(clash)):
+        load_profile(mine)
+    # Between two of your own, too.
+    quick = write(user, GOOD, "quick.toml")
+    other = write(user, 'name = "quick"\n' + GOOD, "other.toml")
+    with pytest.raises(ProfileError, match=re.escape(f"another profile, {quick};")):
+        find_profile("other", user)
+    other.unlink()
+    # A file elsewhere named like a known profile, run by its path, is another profile too.
+    elsewhere = write(tmp_path, GOOD, "evening-45.toml")
+    with pytest.raises(ProfileError) as caught:
+        find_profile(str(elsewhere), user)
+    assert str(caught.value) == (
+        f"{elsewhere}: its name 'evening-45' (the file's) is the name of another profile, "
+        f"{shipped}; rename the file"
+    )
+    # A name that is the file's own is no clash, and a profile of yours may hide a shipped one.
+    assert find_profile("quick", user).name == "quick"
+    write(user, 'name = "evening-45"\n' + GOOD.replace("Mine", "My evening"), "evening-45.toml")
+    assert find_profile("evening-45", user).title == "My evening"
+    # Any other name is not the file's, and would be found by neither.
+    write(user, 'name = "later"\n' + GOOD, "soon.toml")
+    with pytest.raises(ProfileError, match=r"soon.toml: name: 'later' is not the file's name"):
+        find_profile("soon", user)
+
+
+def test_start_names_both_files_of_a_clash(user_dirs: dict[str, Path]) -> None:
+    user = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "profiles"
+    user.mkdir(parents=True)
+    mine = write(user, 'name = "evening-45"\n' + GOOD, "mine.toml")
+    ran = ctl("start", "mine", "--speed", "100")
+    assert ran.returncode == 2
+    shipped = builtin_profiles_dir() / "evening-45.toml"
+    assert ran.stderr.startswith(f"error: {mine}: name: 'evening-45' is the name of another "
+                                 f"profile, {shipped};")  # fmt: skip

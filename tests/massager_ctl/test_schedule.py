@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,7 +20,7 @@ from massager_ctl.schedule import (
     next_runs,
     parse_days,
 )
-from tests.massager_ctl.test_cli import ctl, json_lines
+from tests.massager_ctl.test_cli import CLI, ctl, json_lines
 
 BERLIN, NEW_YORK = "Europe/Berlin", "America/New_York"
 
@@ -115,7 +116,8 @@ def test_the_file_is_written_whole_and_a_damaged_one_is_never_overwritten(tmp_pa
     assert book.load()[0].enabled is False
     book.remove(b.id)
     assert [s.id for s in book.load()] == [a.id]
-    assert [p.name for p in book.path.parent.iterdir()] == ["schedules.toml"]  # no temp left
+    left = sorted(p.name for p in book.path.parent.iterdir())
+    assert left == [".schedules.toml.lock", "schedules.toml"]  # no temporary file left
     with pytest.raises(ScheduleError, match="there is no schedule 'zz'"):
         book.remove("zz")
 
@@ -164,3 +166,144 @@ def test_schedule_commands(user_dirs: dict[str, Path]) -> None:
     assert missing.returncode == 2
     assert "there is no schedule 'zz'" in missing.stderr
     assert (user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "schedules.toml").exists()
+
+
+# --- inputs mean what they say ------------------------------------------------------
+
+A_TABLE = """\
+[[schedule]]
+id = "n1"
+profile = "evening-45"
+days = ["mon"]
+{when}
+tz = "Europe/Berlin"
+"""
+
+
+@pytest.mark.parametrize(
+    ("when", "field"),
+    [
+        ("at = 21", "at: must be a time of day"),
+        ("at = 21.75", "at: must be a time of day"),
+        ('at = "21"', "at: must be a time of day"),
+        ('at = "9pm"', "at: must be a time of day"),
+        ("at = true", "at: must be a time of day"),
+        ("before = 2230\nlead_s = 3600", "before: must be a time of day"),
+        ('before = 22:30:00\nlead_s = "3600"', "lead_s: Input should be a valid"),
+        ("before = 22:30:00\nlead_s = true", "lead_s: Input should be a valid"),
+        ("at = 21:45:00\nenabled = 1", "enabled: Input should be a valid boolean"),
+        ('at = 21:45:00\nenabled = "yes"', "enabled: Input should be a valid"),
+        ('at = 21:45:00\ncreated = "2026-11-21T20:00:00Z"', "created: Input should"),
+    ],
+)
+def test_a_number_time_or_flag_of_another_type_is_refused_naming_file_and_field(
+    user_dirs: dict[str, Path], when: str, field: str
+) -> None:
+    path = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "schedules.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(A_TABLE.format(when=when), encoding="utf-8")
+    listed = ctl("schedule", "list")
+    assert listed.returncode == 2, listed.stdout
+    assert f"{path} (the table at line 1): schedule[0].{field}" in listed.stderr
+    assert "Traceback" not in listed.stderr
+    # The daemon reads each table on its own: this one is reported, never run.
+    good, problems = ScheduleBook(path).load_each()
+    assert good == []
+    [problem] = problems
+    assert problem.startswith(f"{path} (the table at line 1): {field}")
+
+
+@pytest.mark.parametrize("when", ["at = 21:45:00", 'at = "21:45"'])
+def test_a_start_time_is_a_toml_time_or_an_hh_mm_string(tmp_path: Path, when: str) -> None:
+    path = tmp_path / "schedules.toml"
+    path.write_text(A_TABLE.format(when=when), encoding="utf-8")
+    [schedule] = ScheduleBook(path).load()
+    assert schedule.at == time(21, 45)
+
+
+# --- nothing lost -------------------------------------------------------------------
+
+
+def test_twelve_adds_at_once_keep_all_twelve(user_dirs: dict[str, Path]) -> None:
+    def add(minute: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*CLI, "schedule", "add", "evening-45", "--days", "mon", "--at", f"21:{minute:02}",
+             "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    adding = [add(minute) for minute in range(12)]
+    said = []
+    for process in adding:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        said.append(json_lines(out)[-1]["id"])
+    kept = json_lines(ctl("schedule", "list", "--json").stdout)[-1]
+    assert sorted(s["id"] for s in kept) == sorted(said)
+    assert sorted(s["at"] for s in kept) == [f"21:{minute:02}:00" for minute in range(12)]
+
+
+HAND_WRITTEN = """\
+# My evenings. The physio said: never on Fridays.
+
+# Weekdays, after the news.
+[[schedule]]
+id = "wk"
+profile = "evening-45"
+days = ["mon", "tue"]  # not wed: choir
+at = 21:45:00
+tz = "Europe/Berlin"
+enabled = true  # keep on
+
+# Sundays, longer.
+[[schedule]]
+id = "su"
+profile = "trial-compression-60"
+days = ["sun"]
+before = 22:30:00
+lead_s = 3600  # an hour, as in the trial
+tz = "Europe/Berlin"
+"""
+
+
+def test_changing_schedules_keeps_what_a_person_wrote(user_dirs: dict[str, Path]) -> None:
+    path = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "schedules.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(HAND_WRITTEN, encoding="utf-8")
+    added = ctl("schedule", "add", "wind-down-30", "--days", "sat", "--at", "20:00", "--json")
+    assert added.returncode == 0, added.stderr
+    new_id = json_lines(added.stdout)[-1]["id"]
+    assert ctl("schedule", "disable", "wk").returncode == 0
+    text = path.read_text(encoding="utf-8")
+    # Every comment stays where it was; only the changed value and the new table differ.
+    for line in HAND_WRITTEN.splitlines():
+        if line != "enabled = true  # keep on":
+            assert line in text.splitlines(), line
+    assert "enabled = false  # keep on" in text.splitlines()
+    assert f'id = "{new_id}"' in text
+    assert ctl("schedule", "remove", "su").returncode == 0
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# My evenings. The physio said: never on Fridays.\n")
+    assert "# Weekdays, after the news." in text
+    assert 'days = ["mon", "tue"]  # not wed: choir' in text
+    assert 'id = "su"' not in text
+    assert "# an hour, as in the trial" not in text  # went with its schedule
+    listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]
+    assert [(s["id"], s["enabled"]) for s in listed] == [("wk", False), (new_id, True)]
+
+
+def test_a_schedules_file_nested_too_deep_is_one_line_and_never_overwritten(
+    user_dirs: dict[str, Path],
+) -> None:
+    path = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "schedules.toml"
+    path.parent.mkdir(parents=True)
+    deep = "schedule = " + "[" * 5000 + "]" * 5000 + "\n"
+    path.write_text(deep, encoding="utf-8")
+    for args in (["list"], ["add", "evening-45", "--days", "mon", "--at", "21:00"]):
+        ran = ctl("schedule", *args)
+        assert ran.returncode == 2
+        assert ran.stderr.startswith(f"error: {path}: not valid TOML: nested too deeply; fix it")
+        assert len(ran.stderr.strip().splitlines()) == 1
+    assert path.read_text(encoding="utf-8") == deep
+    with pytest.raises(ScheduleError, match="nested too deeply"):
+        ScheduleBook(path).load_each()

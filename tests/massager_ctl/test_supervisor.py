@@ -15,6 +15,7 @@ from massager_ctl.device import Massager
 from massager_ctl.profiles import Profile
 from massager_ctl.programs import Outcome
 from massager_ctl.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
+from massager_ctl.transports import Transport
 from massager_ctl.transports.faults import Cable, LinkFaults
 from massager_ctl.transports.sim import SimTransport, simulated_device
 from massager_ctl.urls import SimAddress
@@ -397,3 +398,27 @@ async def test_ctrl_c_when_the_massager_cannot_hear_says_the_vent_was_not_confir
     # And what the message promises: the massager vents by itself.
     await asyncio.sleep(2)
     assert device().firmware.last_end == EndReason.LINK_LOST
+
+
+async def test_a_window_with_a_rounding_error_left_closes_rather_than_spin() -> None:
+    # These numbers leave 2.8e-14 s of the window after the last wait: too little for
+    # the loop's clock to move, so the reconnect loop tried again and again, at once.
+    supervisor, cable, notices = rig(
+        policy=ResumePolicy(window_s=0.3, first_retry_s=0.7, max_retry_s=0.7)
+    )
+    asyncio.get_running_loop().call_later(167.4, cable.unplug)
+    opened = 0
+    open_link = supervisor.open_link
+
+    def counted() -> Transport:
+        nonlocal opened
+        opened += 1
+        assert opened < 100, "the reconnect loop spins"
+        return open_link()
+
+    supervisor.open_link = counted
+    result = await supervisor.run()
+    assert result.outcome == Outcome.LINK_LOST
+    assert "did not come back within 0.3 s" in result.message
+    assert notices[-1].event == "gave_up"
+    assert opened <= 3
