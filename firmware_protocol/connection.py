@@ -54,6 +54,7 @@ from .messages import (
     URGENT,
     Ack,
     Capabilities,
+    Challenge,
     DeviceEvent,
     Hello,
     KeepAlive,
@@ -67,6 +68,8 @@ from .messages import (
 
 SEQ_MODULO = 0x10000
 REPLY_CACHE_SIZE = 8
+CHALLENGES_KEPT = 16
+"""Device: how many of its last challenges a KEEPALIVE may name (SPEC §7.3)."""
 RECENT_FRAMES = 32
 _DEVICE_TYPES = frozenset(REPLIES) | {MessageType.EVENT}
 
@@ -194,6 +197,7 @@ class LinkStats(DeframerStats):
     not_authenticated: int = 0
     replayed: int = 0
     preempted: int = 0
+    unsigned_dropped: int = 0
     lost: int = 0
     silences: int = 0
     watchdog_trips: int = 0
@@ -242,6 +246,12 @@ class Connection:
     """The key the link was opened with (both roles); None while it is not authenticated."""
     link_nonce: bytes | None = None
     """The device's nonce for this authenticated link; every tag after HELLO covers it."""
+    device_signs: bool = True
+    """Whether the device signs its frames on an authenticated link (SPEC §12.3).
+
+    Device: it does. Controller: it expects so, and drops every frame from the
+    device on such a link that is not signed (an older device, paired knowing
+    it does not sign, is the one reason to set it False)."""
 
     def __post_init__(self) -> None:
         self._decoder = FrameDecoder(self.stats)
@@ -256,10 +266,27 @@ class Connection:
         self._silent = False
         # device
         self._accepted_seq: int | None = None
-        self._replies: OrderedDict[int, bytes] = OrderedDict()
+        self._replies: OrderedDict[int, Frame] = OrderedDict()
         self._unanswered: dict[int, Frame] = {}
         """Accepted commands whose reply has not gone out yet (the firmware is on them)."""
         self._hello_counter: int | None = None
+        """Both roles: the counter of the signed HELLO that opened this link."""
+        self._tx_counter = 0
+        """Device: the counter of its last signed frame on this link."""
+        self._tx_link: tuple[bytes, bytes] | None = None
+        """Device: the key and context its frames are signed under (SPEC 12.3), or None.
+
+        Switched with the CAPABILITIES that opens a link, not with the HELLO: what the
+        device still says of the link before (a reply owed to it, the end of its
+        session) is signed for that link, whose controller may still be listening."""
+        self._next_tx_link: tuple[bytes, bytes] | None = None
+        self._challenges: OrderedDict[int, float] = OrderedDict()
+        """Device: its last challenges, and when each was sent."""
+        self._reply_signed: dict[int, deque[bool]] = {}
+        """Device: for each seq, whether the replies still owed to it are to be signed."""
+        # controller
+        self._device_counter = 0
+        self._challenge: int | None = None
         self._alive_counter = 0
         self._uncached: set[int] = set()
         if self.role == Role.DEVICE:
@@ -355,7 +382,7 @@ class Connection:
             and self._next_keepalive is not None
             and now >= self._next_keepalive
         ):
-            self.send(KeepAlive(), now)
+            self.send(KeepAlive(self._challenge), now)
         silent_at = self._silent_at()
         if silent_at is not None and now >= silent_at:
             assert self._last_rx is not None
@@ -391,31 +418,56 @@ class Connection:
         self.stats.frames_sent += 1
         self.stats.bytes_sent += len(wire)
 
-    def _emit(self, message: Message, now: float) -> tuple[int, bytes]:
+    def _emit(self, message: Message, now: float, *, sign: bool = False) -> tuple[int, bytes]:
+        """Number, sign as the role does, encode and queue ``message``.
+
+        ``sign``: the device signs this frame under the link's key (SPEC §12.3).
+        """
         if not isinstance(message, KeepAlive):
             # A KEEPALIVE repeats the last seq (SPEC section 4): it is no request, and
             # a long quiet step must not walk the numbers round their 16 bits.
             self._tx_seq = (self._tx_seq + 1) % SEQ_MODULO
         frame = Frame(self._tx_seq, message.TYPE, message.encode_payload())
+        return self._tx_seq, self._put(frame, now, sign=sign)
+
+    def _put(self, frame: Frame, now: float, *, sign: bool = False) -> bytes:
+        """Sign ``frame`` as the role does, then encode and queue it; its wire bytes."""
         signer = self.signer
-        if signer is not None and (
-            message.TYPE in AUTHENTICATED
-            or isinstance(message, Hello)
-            or (self.role == Role.CONTROLLER and self.link_key_id is not None)
+        if self.role == Role.DEVICE:
+            if sign:
+                frame = self._device_signed(frame)
+        elif signer is not None and (
+            frame.msg_type in AUTHENTICATED
+            or frame.msg_type == MessageType.HELLO
+            or self.link_key_id is not None
         ):
             # On an authenticated link everything is signed, keepalives too: only
             # signed frames keep the device's watchdog fed (SPEC §12.3).
-            nonce = b"" if isinstance(message, Hello) else self.link_nonce or b""
-            frame = frame.signed(signer.key, signer.next_counter(), nonce)
+            hello = frame.msg_type == MessageType.HELLO
+            nonce = b"" if hello else self.link_nonce or b""
+            counter = signer.next_counter()
+            if hello:
+                self._hello_counter = counter
+            frame = frame.signed(signer.key, counter, nonce)
         self.recent.append(FrameRecord(now, "tx", frame))
         wire = frame.encode()
-        if isinstance(message, Hello):
+        if frame.msg_type == MessageType.HELLO:
             # A 0x00 first ends whatever noise the device's buffer holds from before
             # (a port just opened, a cable just plugged in), so the HELLO is not
             # glued to it and lost (SPEC §3.2).
             wire = b"\x00" + wire
         self._write(wire)
-        return self._tx_seq, wire
+        return wire
+
+    def _device_context(self, nonce: bytes | None = None) -> bytes:
+        """What a device's tag covers before the frame: the HELLO's counter and the nonce.
+
+        The counter binds every frame of the link to the HELLO that opened it (a
+        controller never uses a counter twice), so that frames, CAPABILITIES among
+        them, recorded on another link are worth nothing on this one (SPEC §12.3).
+        """
+        counter = self._hello_counter or 0
+        return counter.to_bytes(4, "little") + (nonce or self.link_nonce or b"")
 
     def _track_peer_seq(self, seq: int) -> None:
         if self._rx_seq is not None:
@@ -446,7 +498,8 @@ class Connection:
             raise LocalProtocolError(f"{message.TYPE.name} before the device answered HELLO")
         if isinstance(message, Hello):
             self.state = LinkState.HELLO_SENT
-            self.link_key_id = self.link_nonce = None
+            self.link_key_id = self.link_nonce = self._hello_counter = self._challenge = None
+            self._device_counter = 0
             if self.signer is not None:
                 message = replace(message, key_id=self.signer.key_id)
         if urgent:
@@ -456,8 +509,9 @@ class Connection:
         seq, wire = self._emit(message, now)
         if not isinstance(message, KeepAlive):
             self._pending[seq] = _Pending(message, wire, 1, now + self.timing.request_timeout_s)
-        if self.state == LinkState.READY:
-            # Any frame proves we are alive; the keepalive only fills silence.
+        elif self.state == LinkState.READY:
+            # Only a KEEPALIVE is proof of life (SPEC §7.3): it goes out on its own
+            # rhythm, whatever else is sent meanwhile.
             self._next_keepalive = now + self.timing.keepalive_s
         return seq
 
@@ -465,13 +519,23 @@ class Connection:
         if frame.version != PROTOCOL_VERSION:
             self.stats.version_errors += 1
             return
-        # Any frame that passed its CRC proves the device alive, even one we cannot read.
+        if self.link_key_id is not None and self.device_signs and not self._from_device(frame):
+            # On an authenticated link the device signs everything it sends: this is
+            # someone else's word (SPEC §12.3). Not believed, not even as a sign of life.
+            self.stats.unsigned_dropped += 1
+            return
+        decoded = None if frame.msg_type in COMMANDS else self._decode(frame)
+        if isinstance(decoded, Capabilities) and not self._capabilities_for_us(frame, decoded):
+            # The answer to our signed HELLO must be signed for this HELLO: one that
+            # is not comes from an older device or from someone else on the line.
+            self.stats.unsigned_dropped += 1
+            return
+        # Any frame that passed its checks proves the device alive, even one we cannot read.
         self._last_rx = now
         self._silent = False
-        if frame.msg_type in COMMANDS:
-            self.stats.rejected += 1
+        if decoded is None:
+            self.stats.rejected += 1  # a command, echoed or sent by someone else
             return
-        decoded = self._decode(frame)
         if isinstance(decoded, ErrorCode):
             return
         self._track_peer_seq(frame.seq)
@@ -487,9 +551,45 @@ class Connection:
                 if pending.message.key_id is not None and decoded.link_nonce is not None:
                     self.link_key_id = pending.message.key_id
                     self.link_nonce = decoded.link_nonce
+                    self._device_counter = frame.auth.counter if frame.auth else 0
+            if isinstance(decoded, Ack) and pending.message.TYPE == MessageType.UNPAIR:
+                # The device forgot the key with its ACK: the link goes on unsigned (§12.4).
+                self.link_key_id = self.link_nonce = None
             self._events.append(Replied(pending.message, decoded.ref_seq, decoded))
+        elif isinstance(decoded, Challenge):
+            if self.state == LinkState.READY:
+                # Answered at once (SPEC §7.3), so that the device's watchdog runs from a
+                # moment as recent as the link allows. The link's business, not the caller's.
+                self._challenge = decoded.challenge
+                self._next_keepalive = now
         elif isinstance(decoded, Status | DeviceEvent):
             self._events.append(Received(decoded, frame.seq))
+
+    def _capabilities_for_us(self, frame: Frame, capabilities: Capabilities) -> bool:
+        """Whether ``capabilities`` may answer our HELLO: signed for it, if it was signed."""
+        pending = self._pending.get(capabilities.ref_seq)
+        if pending is None or not isinstance(pending.message, Hello):
+            return True  # it answers nothing of ours: counted as unmatched
+        if pending.message.key_id is None or not self.device_signs:
+            return True
+        return self._from_device(frame, capabilities.link_nonce or b"")
+
+    def _from_device(self, frame: Frame, nonce: bytes | None = None) -> bool:
+        """Controller: whether ``frame`` is signed by the device for this link, and fresh.
+
+        ``nonce``: the link's nonce as a CAPABILITIES announces it, before the link
+        has one. A good frame's counter becomes the newest seen on the link.
+        """
+        signer = self.signer
+        auth = frame.auth
+        if signer is None or auth is None:
+            return False
+        if not frame.verify(signer.key, self._device_context(nonce)):
+            return False
+        if nonce is None and auth.counter <= self._device_counter:
+            return False  # a frame of this link played again
+        self._device_counter = auth.counter
+        return True
 
     def _adopt(self, capabilities: Capabilities, now: float) -> None:
         self.capabilities = capabilities
@@ -523,14 +623,31 @@ class Connection:
 
     # --- device -------------------------------------------------------------------
 
-    def _device_send(self, message: Message, now: float) -> int:
+    def _device_send(self, message: Message, now: float, *, sign: bool | None = None) -> int:
         if message.TYPE in COMMANDS:
             raise LocalProtocolError(f"a device does not send {message.TYPE.name}")
         if isinstance(message, Capabilities):
             # A new link: our numbering starts again at 1 (SPEC §4) with the answer
             # to its HELLO, after any reply still owed to frames read before it.
             self._tx_seq = 0
-        seq, wire = self._emit(message, now)
+        reply = isinstance(message, Ack | Nak | Capabilities | Paired)
+        if sign is None:
+            owed = self._reply_signed.get(message.ref_seq) if reply else None  # type: ignore[attr-defined]
+            if owed:
+                sign = owed.popleft()
+                if not owed:
+                    del self._reply_signed[message.ref_seq]  # type: ignore[attr-defined]
+            else:
+                sign = True  # the device's own word: its status and events
+        if isinstance(message, Capabilities):
+            self._tx_link, self._tx_counter = self._next_tx_link, 0
+        seq, _ = self._emit(message, now, sign=sign and self._signing())
+        if isinstance(message, Challenge):
+            # A KEEPALIVE that names it proves the controller was there after now (§7.3).
+            self._challenges[message.challenge] = now
+            self._challenges.move_to_end(message.challenge)
+            while len(self._challenges) > CHALLENGES_KEPT:
+                self._challenges.popitem(last=False)
         if isinstance(message, Ack | Nak | Capabilities | Paired):
             if message.ref_seq in self._uncached:
                 # The answer to a frame that did not prove itself on an authenticated
@@ -538,7 +655,7 @@ class Connection:
                 # would get it as a re-send.
                 self._uncached.discard(message.ref_seq)
                 return seq
-            self._replies[message.ref_seq] = wire
+            self._replies[message.ref_seq] = Frame(seq, message.TYPE, message.encode_payload())
             self._unanswered.pop(message.ref_seq, None)
             while len(self._replies) > REPLY_CACHE_SIZE:
                 self._replies.popitem(last=False)
@@ -549,38 +666,33 @@ class Connection:
             self.stats.rejected += 1  # a device's message sent to a device: nothing to answer
             return
         verified = self._verified(frame)
-        if self.state == LinkState.READY and (
-            self.link_key_id is None or (verified and self._fresh(frame))
-        ):
-            # Proof of life: every frame that passed its CRC; on an authenticated link
-            # only a fresh signed one, or a stranger could hold a session up.
-            self._last_rx = now
         if frame.version != PROTOCOL_VERSION:
             self.stats.version_errors += 1
-            self._refuse(frame.seq, ErrorCode.UNSUPPORTED_VERSION, now)
+            self._refuse(frame.seq, ErrorCode.UNSUPPORTED_VERSION, now, verified)
             return
         decoded = self._decode(frame)
         if isinstance(decoded, ErrorCode):
-            self._refuse(frame.seq, decoded, now)
+            self._refuse(frame.seq, decoded, now, verified)
             return
         if isinstance(decoded, Hello):
             self._device_hello(frame, decoded, now)
             return
         if isinstance(decoded, KeepAlive):
-            return  # proof of life only (counted above); its seq means nothing
+            self._proof_of_life(frame, decoded, verified)
+            return  # its seq means nothing
         urgent = frame.msg_type in URGENT
         if self.state != LinkState.READY:
             if urgent or frame.msg_type == MessageType.GET_STATUS:
-                self._events.append(Received(decoded, frame.seq))
+                self._received(decoded, frame.seq, verified)
             else:
-                self._refuse(frame.seq, ErrorCode.NO_HELLO, now)
+                self._refuse(frame.seq, ErrorCode.NO_HELLO, now, verified)
             return
         if self.link_key_id is not None and not verified and frame.msg_type not in AUTHENTICATED:
             # Not from the link's controller: stop, vent and a look are for anyone,
             # but they move no seq and leave no reply to be taken for another's.
             self.stats.not_authenticated += 1
             self._uncached.add(frame.seq)
-            self._events.append(Received(decoded, frame.seq))
+            self._received(decoded, frame.seq, verified)
             return
         pairing: Pairing | None = None
         if (
@@ -594,7 +706,7 @@ class Connection:
             pairing = self.pairings.get(self.link_key_id)
             if pairing is None or not verified:
                 self.stats.not_authenticated += 1
-                self._refuse(frame.seq, ErrorCode.NOT_AUTHENTICATED, now)
+                self._refuse(frame.seq, ErrorCode.NOT_AUTHENTICATED, now, verified)
                 return
         assert self._accepted_seq is not None
         if not seq_newer(frame.seq, self._accepted_seq):
@@ -602,10 +714,10 @@ class Connection:
                 # Run again whatever its seq, so its ACK is never wanted from the cache,
                 # where it would take the place of the reply owed to that seq's command.
                 self._uncached.add(frame.seq)
-                self._events.append(Received(decoded, frame.seq))
+                self._received(decoded, frame.seq, verified)
             elif frame.seq in self._replies:
                 self.stats.duplicates += 1
-                self._write(self._replies[frame.seq])
+                self._send_again(frame.seq, now)
             elif self._unanswered.get(frame.seq) == frame:
                 # A re-send that arrived in the same read as its original: the original
                 # is being handled and its reply is on the way. A STALE_SEQUENCE now
@@ -614,14 +726,14 @@ class Connection:
                 self.stats.duplicates += 1
             else:
                 self.stats.stale += 1
-                self._refuse(frame.seq, ErrorCode.STALE_SEQUENCE, now)
+                self._refuse(frame.seq, ErrorCode.STALE_SEQUENCE, now, verified)
             return
         if pairing is not None:
             assert frame.auth is not None
             assert self.pairings is not None
             if frame.auth.counter <= pairing.counter:
                 self.stats.replayed += 1
-                self._refuse(frame.seq, ErrorCode.REPLAYED, now)
+                self._refuse(frame.seq, ErrorCode.REPLAYED, now, verified)
                 return
             self.pairings.accept(pairing, frame.auth.counter)
         self._track_peer_seq(frame.seq)
@@ -631,10 +743,50 @@ class Connection:
             # after them, whoever signed which. Taken, so that its seq and counter are
             # used up, and refused, so that neither it nor a re-send of it ever runs.
             self.stats.preempted += 1
-            self._device_send(Nak(frame.seq, ErrorCode.PREEMPTED), now)
+            self._device_send(Nak(frame.seq, ErrorCode.PREEMPTED), now, sign=verified)
             return
         self._unanswered[frame.seq] = frame
-        self._events.append(Received(decoded, frame.seq))
+        self._received(decoded, frame.seq, verified)
+
+    def _received(self, message: Message, seq: int, verified: bool) -> None:
+        """Hand ``message`` to the firmware, noting whether the reply it owes is signed.
+
+        Only a reply to a frame signed under the link's key is signed: a stranger's
+        STOP gets its ACK unsigned, so that the controller can never take it for the
+        reply to its own frame with that seq (SPEC §12.3).
+        """
+        self._reply_signed.setdefault(seq, deque()).append(verified)
+        self._events.append(Received(message, seq))
+
+    def _proof_of_life(self, frame: Frame, keepalive: KeepAlive, verified: bool) -> None:
+        """Feed the watchdog from a KEEPALIVE that answers a recent challenge (SPEC §7.3).
+
+        The watchdog then runs from when the challenge was sent, not from when its
+        answer arrived: a relay that holds keepalives back gains nothing by it, and
+        no session outlives the controller by more than the watchdog.
+        """
+        if self.state != LinkState.READY or self._last_rx is None:
+            return
+        if self.link_key_id is not None and not (verified and self._fresh(frame)):
+            return  # on an authenticated link only the controller's own, fresh, counts
+        issued = None if keepalive.challenge is None else self._challenges.get(keepalive.challenge)
+        if issued is not None and issued > self._last_rx:
+            self._last_rx = issued
+
+    def _send_again(self, seq: int, now: float) -> None:
+        """Send the remembered reply to ``seq`` again: same seq, same words, a new tag."""
+        self._put(self._replies[seq], now, sign=self._signing())
+
+    def _signing(self) -> bool:
+        """Device: whether the frames it sends now are signed (for an authenticated link)."""
+        return self.device_signs and self._tx_link is not None
+
+    def _device_signed(self, frame: Frame) -> Frame:
+        """``frame`` signed by the device for its link, with its next counter."""
+        assert self._tx_link is not None
+        key, context = self._tx_link
+        self._tx_counter += 1
+        return frame.signed(key, self._tx_counter, context)
 
     def _device_hello(self, frame: Frame, hello: Hello, now: float) -> None:
         key_id: int | None = None
@@ -643,7 +795,7 @@ class Connection:
             pairing = self.pairings.get(hello.key_id)
             if pairing is None or not frame.verify(pairing.key):
                 self.stats.not_authenticated += 1
-                self._refuse(frame.seq, ErrorCode.NOT_AUTHENTICATED, now)
+                self._refuse(frame.seq, ErrorCode.NOT_AUTHENTICATED, now, False)
                 return
             counter = frame.auth.counter
             if (
@@ -656,11 +808,11 @@ class Connection:
                 # come. The counter check below would call it a replay.
                 self.stats.duplicates += 1
                 if frame.seq in self._replies:
-                    self._write(self._replies[frame.seq])
+                    self._send_again(frame.seq, now)
                 return
             if counter <= pairing.counter:
                 self.stats.replayed += 1
-                self._refuse(frame.seq, ErrorCode.REPLAYED, now)
+                self._refuse(frame.seq, ErrorCode.REPLAYED, now, False)
                 return
             self.pairings.accept(pairing, counter)
             key_id, self._hello_counter = pairing.key_id, counter
@@ -678,14 +830,21 @@ class Connection:
         self.state = LinkState.READY
         self.link_key_id = key_id
         self.link_nonce = secrets.token_bytes(8) if key_id is not None else None
+        self._next_tx_link = None
+        if key_id is not None and self.pairings is not None:
+            pairing = self.pairings.get(key_id)
+            assert pairing is not None
+            self._next_tx_link = (pairing.key, self._device_context())
         self._alive_counter = counter if key_id is not None else 0
         self._uncached.clear()
+        self._reply_signed.clear()
         self._last_rx = now
         self._accepted_seq = frame.seq
         self._replies.clear()
         self._unanswered.clear()
         self._rx_seq = frame.seq
-        self._events.append(Received(hello, frame.seq))
+        # Its CAPABILITIES is signed for the new link when the link is authenticated.
+        self._received(hello, frame.seq, key_id is not None)
 
     def _verified(self, frame: Frame) -> bool:
         """Whether ``frame`` is signed under this authenticated link's key and nonce."""
@@ -706,15 +865,17 @@ class Connection:
         """Device: ``key_id`` was unpaired; a link opened with it is no longer authenticated."""
         if self.link_key_id == key_id:
             self.link_key_id = None
+            self._tx_link = self._next_tx_link = None
 
-    def _refuse(self, seq: int, error: ErrorCode, now: float) -> None:
+    def _refuse(self, seq: int, error: ErrorCode, now: float, verified: bool) -> None:
         """NAK a frame the link did not accept, leaving the reply cache as it was.
 
         The cache is keyed by seq: a refused frame (a stranger's, a bad version,
         an unreadable payload) that reused the seq of an accepted command would
         otherwise replace that command's reply, and its re-send would get the NAK.
+        The NAK is signed only if the frame was signed under the link's key.
         """
-        self._emit(Nak(seq, error), now)
+        self._emit(Nak(seq, error), now, sign=verified and self._signing())
 
     def _forget_controller(self, reason: str) -> None:
         self.state = LinkState.WAITING
@@ -723,6 +884,7 @@ class Connection:
         self._accepted_seq = None
         self._replies.clear()
         self._unanswered.clear()
+        self._reply_signed.clear()
         self._last_rx = None
         self._events.append(LinkLost(reason))
 

@@ -127,6 +127,7 @@ class EventKind(IntEnum):
     FAULT = 2
     SESSION_ENDED = 3
     SESSION_STARTED = 4
+    CHALLENGE = 5
 
 
 class Button(IntEnum):
@@ -154,6 +155,8 @@ class Feature(IntFlag):
     BATTERY = 1 << 1
     REMOTE = 1 << 2
     PAIRING = 1 << 3
+    SIGNED_LINK = 1 << 4
+    """On an authenticated link it signs every frame of its own (SPEC §12.3)."""
 
 
 class CycleOrder(IntEnum):

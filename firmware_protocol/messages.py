@@ -430,9 +430,28 @@ class Vent(Message):
 
 @dataclass(frozen=True, slots=True)
 class KeepAlive(Message):
-    """Proof of life from the controller; never answered."""
+    """Proof of life from the controller; never answered.
+
+    ``challenge`` echoes the newest `Challenge` the controller has received: only
+    a KEEPALIVE that answers a challenge proves that the controller is there now
+    (SPEC §7.3), so that a relay that holds keepalives back cannot keep a session
+    alive. Without it (as in the first revision) a KEEPALIVE proves nothing.
+    """
 
     TYPE: ClassVar[MessageType] = MessageType.KEEPALIVE
+    challenge: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.challenge is not None:
+            _u32("challenge", self.challenge)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return b"" if self.challenge is None else _U32.pack(self.challenge)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        # Fewer than 4 bytes: no challenge (an older controller), not an error.
+        return cls(_Reader(data).u32() if len(data) >= 4 else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -742,6 +761,29 @@ class ButtonPressed(DeviceEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Challenge(DeviceEvent):
+    """A challenge for the controller's next KEEPALIVE to answer (SPEC §7.3).
+
+    Sent every quarter of the watchdog while a controller is present; the value is
+    the device's uptime in ms when sent. A KEEPALIVE that names it proves that the
+    controller was there after that moment, whenever the KEEPALIVE arrives.
+    """
+
+    KIND: ClassVar[EventKind] = EventKind.CHALLENGE
+    challenge: int
+
+    def __post_init__(self) -> None:
+        _u32("challenge", self.challenge)
+
+    def encode_payload(self) -> bytes:  # noqa: D102
+        return bytes([self.KIND]) + _U32.pack(self.challenge)
+
+    @classmethod
+    def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
+        return cls(_Reader(data[1:]).u32())
+
+
+@dataclass(frozen=True, slots=True)
 class FaultRaised(DeviceEvent):
     """Faults were latched; the device has vented and refuses START until reset."""
 
@@ -826,7 +868,7 @@ REPLIES: dict[MessageType, type[Message]] = {
 """Messages a device sends other than events, by type."""
 
 EVENTS: dict[EventKind, type[DeviceEvent]] = {
-    cls.KIND: cls for cls in (ButtonPressed, FaultRaised, SessionEnded, SessionStarted)
+    cls.KIND: cls for cls in (ButtonPressed, Challenge, FaultRaised, SessionEnded, SessionStarted)
 }
 """EVENT message kinds, by kind."""
 

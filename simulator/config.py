@@ -57,6 +57,9 @@ class DeviceConfig(BaseModel):
     )
     session_cap_s: int = Field(5400, ge=60, le=65535)
     max_lease_s: int = Field(5400, ge=1, le=65535)
+    signs: bool = Field(
+        True, description="signs its own frames on an authenticated link; false: an older firmware"
+    )
     watchdog_ms: int = Field(1000, ge=100, le=10000)
     status_interval_ms: int = Field(500, ge=50, le=10000)
     pause_limit_s: int = Field(600, ge=1, le=65535)

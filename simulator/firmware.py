@@ -51,6 +51,7 @@ from firmware_protocol import (
     Button,
     ButtonPressed,
     Capabilities,
+    Challenge,
     ChamberInfo,
     Connection,
     EndReason,
@@ -173,6 +174,7 @@ class Firmware:
             Role.DEVICE,
             timing=Timing(watchdog_s=cfg.watchdog_ms / 1000),
             pairings=self.memory.pairings,
+            device_signs=cfg.signs,
         )
         self.pairing_until: float | None = None
         """While the device time is before this, a controller may pair."""
@@ -199,6 +201,7 @@ class Firmware:
         self._phase_end = math.inf
         self._next_sample = now
         self._next_status = now
+        self._next_challenge = now
         self._readings: list[float] = []
         self._sampled_at = now
 
@@ -277,7 +280,7 @@ class Firmware:
         """When `advance` must next be called even if nothing arrives."""
         due = min(self._next_sample, self._phase_end)
         if self.conn.state == LinkState.READY:
-            due = min(due, self._next_status)
+            due = min(due, self._next_status, self._next_challenge)
         timer = self.conn.get_timer()
         if timer is not None:
             due = min(due, timer)
@@ -361,6 +364,8 @@ class Firmware:
             self._control()
         if self.conn.state == LinkState.READY and t >= self._next_status:
             self._send_status()
+        if self.conn.state == LinkState.READY and t >= self._next_challenge:
+            self._send_challenge()
 
     # --- the control loop ---------------------------------------------------------
 
@@ -443,6 +448,7 @@ class Firmware:
         if isinstance(message, Hello):
             self._send(replace(self.capabilities, ref_seq=seq, link_nonce=self.conn.link_nonce))
             self._send_status()
+            self._send_challenge()
             return
         if isinstance(message, GetStatus):
             self._send(Ack(seq))
@@ -452,11 +458,12 @@ class Firmware:
             self._pair(message, seq)
             return
         if isinstance(message, Unpair):
+            # The ACK first: the last frame signed under the key (SPEC 12.4).
+            self._send(Ack(seq))
             key_id = self.conn.link_key_id
             if key_id is not None:
                 self.memory.pairings.remove(key_id)
                 self.conn.forget_key(key_id)
-            self._send(Ack(seq))
             return
         outcome = command_outcome(self.state, message.TYPE)
         if isinstance(outcome, ErrorCode):
@@ -735,6 +742,12 @@ class Firmware:
             return
         self._send(self.status())
 
+    def _send_challenge(self) -> None:
+        # Every quarter of the watchdog: a live controller may miss two in a row on a
+        # noisy line and still answer one in time (SPEC 7.3).
+        self._next_challenge = self._t + self.config.watchdog_ms / 4000
+        self._send(Challenge(int((self._t - self._boot) * 1000) & 0xFFFFFFFF))
+
     def status(self) -> Status:
         """The STATUS message for this moment (pressures as the sensors read them)."""
         plant = self.plant
@@ -785,6 +798,8 @@ class Firmware:
         if cfg.remote:
             features |= Feature.REMOTE
         features |= Feature.PAIRING
+        if self.conn.device_signs:
+            features |= Feature.SIGNED_LINK
         modes = [ModeInfo(Mode.WAVE, "wave"), ModeInfo(Mode.PULSE, "pulse")]
         if cfg.cycle:
             modes.append(ModeInfo(Mode.CYCLE, "cycle"))

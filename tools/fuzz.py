@@ -281,7 +281,7 @@ def _inject(rig: object, which: int) -> None:
 
 def firmware_target(data: bytes) -> None:
     """One firmware input: run its program on a fresh device, asserting every rule."""
-    from firmware_protocol import Button, MessageType
+    from firmware_protocol import Button, KeepAlive, MessageType
     from tools.invariants import FUZZ_KEY, CheckedFirmware, command_frame, fuzz_config
 
     if not data:
@@ -299,12 +299,15 @@ def firmware_target(data: bytes) -> None:
         for piece in read:
             rig.feed(piece)
 
-    def signed_keepalive() -> bytes:
+    def signed_keepalive(challenge: int | None) -> bytes:
         nonlocal counter
         counter += 1
-        frame = command_frame(seq, MessageType.KEEPALIVE, key=FUZZ_KEY, counter=counter,
+        frame = command_frame(seq, KeepAlive(challenge), key=FUZZ_KEY, counter=counter,
                               nonce=rig.signing_nonce(MessageType.KEEPALIVE))  # fmt: skip
         return frame.encode()
+
+    def keepalive(challenge: int | None) -> bytes:
+        return command_frame(seq, KeepAlive(challenge)).encode()
 
     def deliver(extra: bytes, split: int | None = None) -> None:
         nonlocal last_read
@@ -348,7 +351,7 @@ def firmware_target(data: bytes) -> None:
             elif paired:
                 rig.advance(dt, keepalive=signed_keepalive)
             else:
-                rig.advance(dt, keepalive=command_frame(seq, MessageType.KEEPALIVE).encode())
+                rig.advance(dt, keepalive=keepalive)
         elif kind == ops.PRESS:
             rig.press(Button(reader.u8() % len(Button) + 1))
         elif kind == ops.DROP:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from itertools import pairwise
 from typing import Any
@@ -52,12 +52,14 @@ from firmware_protocol import (
     Button,
     ButtonPressed,
     Capabilities,
+    Challenge,
     EndReason,
     ErrorCode,
     Fault,
     Frame,
     FrameDecoder,
     Hello,
+    KeepAlive,
     Leg,
     Message,
     MessageType,
@@ -125,6 +127,11 @@ VENTED_MMHG = 10.0
 VENTED_WITHIN_S = 10.0
 """SPEC 10.11: outside a session every chamber is below `VENTED_MMHG` this long after it was
 told to empty, or a fault is latched."""
+
+CHALLENGE_TICK_S = 0.001
+"""The device's uptime, its challenge, is in whole ms: the model knows when it was sent to this."""
+CHALLENGES_KEPT = 16
+"""How many challenges the device holds (as `firmware_protocol.connection`)."""
 
 TOLERANCE_S = 1e-6
 """Clock sums are float sums of many steps; the firmware itself allows 1e-9 per deadline."""
@@ -360,8 +367,11 @@ class Sent:
 
     @property
     def wire(self) -> bytes:
-        """The frame as the device encoded it (the device writes canonical COBS)."""
-        return self.frame.encode()
+        """The frame as the device encoded it, without its tag.
+
+        The device writes canonical COBS; a reply sent again is signed anew (SPEC 12.3).
+        """
+        return replace(self.frame, auth=None).encode()
 
 
 def _ref_seq(reply: Message) -> int:
@@ -452,6 +462,15 @@ class CheckedFirmware:
         self._lone_tx_known = False
         self._nonce_before: bytes | None = None
         self._signed_rx: float | None = None
+        self._challenges: dict[int, float] = {}
+        self._device_link: tuple[bytes, bytes] | None = None
+        """The key and context the device must sign its own frames under, on a link opened
+        with a held key (from the HELLO's counter and the CAPABILITIES' nonce)."""
+        self._device_counter = 0
+        self._hellos: dict[int, Frame] = {}
+        self._unpairs: set[int] = set()
+        """The signed HELLO frames of the current read, by seq: what a CAPABILITIES answers."""
+        """The device's last challenges (its uptime in ms), oldest first, and when each was sent."""
         """When the last frame signed under a held key with a fresh counter arrived: an
         authenticated link's watchdog is fed by nothing else (SPEC 12.3)."""
         self.now = 0.0
@@ -490,37 +509,38 @@ class CheckedFirmware:
     # --- inputs ---------------------------------------------------------------------
 
     def advance(self, dt: float, *,
-                keepalive: bytes | Callable[[], bytes] | None = None) -> None:  # fmt: skip
-        """Let ``dt`` seconds pass with nothing arriving, or only ``keepalive``.
+                keepalive: Callable[[int | None], bytes] | None = None) -> None:  # fmt: skip
+        """Let ``dt`` seconds pass with nothing arriving, or only keepalives.
 
-        ``keepalive`` (the bytes of a KEEPALIVE frame, or a function that makes a
-        fresh one: on an authenticated link each must be signed anew) arrives
-        whenever 0.9 of the watchdog has passed, as from a live controller; no
-        reply may come to it.
+        ``keepalive`` makes the bytes of a KEEPALIVE that answers a challenge (the
+        newest challenge the device sent, or None before any): on an authenticated
+        link each must be signed anew. One arrives whenever 0.45 of the watchdog has
+        passed, as from a live controller (with a challenge every quarter watchdog,
+        that keeps the link; SPEC 7.3); no reply may come to it.
         """
         assert dt >= 0, "time runs forward"
         before = self.fw.snapshot()
         end = self.now + dt
+        sent: list[Sent] = []
         if keepalive is None:
             self.now = end
             self.fw.advance(end)
         else:
             while self.now < end:
-                self.now = min(self.now + 0.9 * self.watchdog_s, end)
+                self.now = min(self.now + 0.45 * self.watchdog_s, end)
                 self.fw.advance(self.now)
+                sent += self._drain()  # the challenges sent meanwhile, to be answered
                 self._link_expiry()
-                wire = keepalive() if callable(keepalive) else keepalive
+                wire = keepalive(self.challenge)
                 nonce = self.fw.conn.link_nonce
                 self.fw.receive_data(wire, self.now)
                 frames = self._rx.feed(wire)
-                if any(_signed_by(f, key, counter, {nonce} if nonce else set())
-                       for f in frames for key, counter in self._counters.values()):  # fmt: skip
-                    self._signed_rx = self.now
+                self._note_signed_keepalives(frames, {nonce} if nonce else set())
                 _, may = self._follow_link(frames)
                 assert not +may, "a KEEPALIVE is never answered"
         self._link_expiry()
         after = self.fw.snapshot()
-        sent = self._drain()
+        sent += self._drain()
         self._check_events(sent, before.state, after.state, ENDED_BY_TIME, may_start=False)
         assert not any(s.frame.msg_type in REPLY_TYPES for s in sent), "a reply to nothing"
         if before.state in IN_SESSION and after.state in IN_SESSION:
@@ -549,6 +569,12 @@ class CheckedFirmware:
         held, link_key, nonce_before = self._counters, fw.conn.link_key_id, fw.conn.link_nonce
         tx_known = self._tx_next is not None
         decoded_before = fw.conn.stats.frames
+        self._hellos = {
+            f.seq: f for f in frames if f.msg_type == MessageType.HELLO and f.auth is not None
+        }
+        self._unpairs = {
+            f.seq for f in frames if f.msg_type == MessageType.UNPAIR and f.auth is not None
+        }
         fw.receive_data(data, self.now)
         assert fw.conn.stats.frames - decoded_before == len(frames), "decoders disagree"
         # A pairing made or dropped within the read: a HELLO under either key may be good.
@@ -577,8 +603,9 @@ class CheckedFirmware:
                              strict=True)
         ]  # fmt: skip
         authentic = [f for f, ids in zip(frames, signers, strict=True) if ids]
-        if authentic:
-            self._signed_rx = self.now
+        if any(f.msg_type == MessageType.HELLO for f in authentic):
+            self._signed_rx = self.now  # a link opened: its watchdog starts now
+        self._note_signed_keepalives(authentic, None)
         if self.enforced:
             signed = {
                 key_id: {f.auth.counter for f, ids in zip(frames, signers, strict=True)
@@ -628,6 +655,60 @@ class CheckedFirmware:
         if any(m is not None and m.TYPE in PAUSE_CLOCK for m in messages):
             self._paused_at = None  # a pause may have begun afresh: its clock starts now
         self._check_state(after)
+
+    @property
+    def challenge(self) -> int | None:
+        """The newest challenge the device sent (its uptime then): what a keepalive answers."""
+        return next(reversed(self._challenges), None)
+
+    def _issued(self, frame: Frame) -> float | None:
+        """When the challenge a KEEPALIVE ``frame`` answers was sent, if it is one still held.
+
+        To the millisecond below: the device sends its uptime in whole milliseconds.
+        """
+        if frame.version != PROTOCOL_VERSION or frame.msg_type != MessageType.KEEPALIVE:
+            return None
+        message = _decoded(frame)
+        assert message is None or isinstance(message, KeepAlive)
+        if message is None or message.challenge is None:
+            return None
+        return self._challenges.get(message.challenge)
+
+    def _note_signed_keepalives(self, frames: Iterable[Frame], nonces: set[bytes] | None) -> None:
+        """An authenticated link lives from the challenges its signed keepalives answer.
+
+        ``nonces``: check each frame's tag under these; None: they are known good.
+        """
+        for frame in frames:
+            issued = self._issued(frame)
+            if issued is None:
+                continue
+            if nonces is not None and not any(
+                _signed_by(frame, key, counter, nonces) for key, counter in self._counters.values()
+            ):
+                continue
+            if self._signed_rx is None or issued > self._signed_rx:
+                self._signed_rx = issued
+
+    def _signed_link(self, capabilities: Capabilities) -> tuple[bytes, bytes] | None:
+        """The key and context of a link that ``capabilities`` opens with a nonce, if any."""
+        nonce = capabilities.link_nonce
+        hello = self._hellos.get(capabilities.ref_seq)
+        if nonce is None or hello is None or hello.auth is None:
+            return None if nonce is None else self._device_link  # sent again: the same link
+        message = _decoded(hello)
+        assert isinstance(message, Hello)
+        key = self._held_key(message.key_id)
+        if key is None:
+            return None
+        self._device_counter = 0
+        return key, hello.auth.counter.to_bytes(4, "little") + nonce
+
+    def _held_key(self, key_id: int | None) -> bytes | None:
+        for held_id, (key, _) in self._counters.items():
+            if held_id == key_id:
+                return key
+        return None
 
     def signing_nonce(self, msg_type: int) -> bytes:
         """The nonce a controller signs a frame of ``msg_type`` under (SPEC 12.3).
@@ -758,14 +839,23 @@ class CheckedFirmware:
             # expired. Only a fresh signed frame feeds its watchdog (SPEC 12.3), and
             # every frame the device may count as one passes `_signed_by`.
             if present and self.fw.conn.link_key_id is not None:
-                alive = self._signed_rx is not None and self.now < self._signed_rx + self.watchdog_s
+                alive = self._signed_rx is not None and (
+                    self.now < self._signed_rx + self.watchdog_s + CHALLENGE_TICK_S
+                )
                 assert alive, "an authenticated link outlived its last fresh signed frame"
             self._present = present
             if not present:
                 self._accepted, self._certain, self._reply_log = None, True, None
             return
         assert self.fw.conn.link_key_id is None, "an authenticated link the model took as open"
-        if self._present and self.now >= self._last_rx + self.watchdog_s:
+        expiry = self._last_rx + self.watchdog_s
+        if (
+            self._present
+            and self.now >= expiry
+            and not (present and self.now < expiry + CHALLENGE_TICK_S)
+        ):
+            # SPEC 7.3: gone a watchdog after the newest challenge answered (the device
+            # knows its moment to the tick; the model, from the uptime, to the ms below).
             self._present, self._accepted = False, None
             self._reply_log = None
         assert present == self._present, f"controller present: {present}, model {self._present}"
@@ -826,11 +916,14 @@ class CheckedFirmware:
         for frame in sorted(frames, key=lambda f: f.msg_type not in URGENT):
             if frame.msg_type in DEVICE_TYPES:
                 continue  # dropped silently, and no proof of life
-            if self._present:
-                self._last_rx = self.now
             message = _decoded(frame)
             if frame.version == PROTOCOL_VERSION and frame.msg_type == MessageType.KEEPALIVE:
-                continue  # proof of life only, never answered
+                # Proof of life only if it answers a challenge still held (SPEC 7.3);
+                # the watchdog then runs from when that challenge was sent.
+                issued = self._issued(frame)
+                if self._present and self._certain and issued is not None:
+                    self._last_rx = max(self._last_rx, issued)
+                continue  # never answered
             seq = frame.seq
             may[seq] += 1
             if isinstance(message, Hello):
@@ -932,16 +1025,38 @@ class CheckedFirmware:
             except RemoteProtocolError as error:
                 raise AssertionError(f"the device sent an unreadable {frame}: {error}") from None
             new = self._tx_next is None or frame.seq == self._tx_next
-            sent.append(Sent(frame, message, new))
+            if not isinstance(message, Challenge):
+                # A challenge is the link's own business (SPEC 7.3): noted below, and
+                # kept out of the answers the rules of each command judge.
+                sent.append(Sent(frame, message, new))
             if new:
                 self._tx_next = (frame.seq + 1) & 0xFFFF
             if isinstance(message, Capabilities):
                 # New or sent again, it is the present link's: the device forgets its
                 # replies at every HELLO.
                 self.link_nonce = message.link_nonce
+                self._device_link = self._signed_link(message)
+            elif self._device_link is not None and frame.msg_type not in REPLY_TYPES:
+                # SPEC 12.3: on an authenticated link the device signs what it says of
+                # itself, for that link, with a counter of its own that only goes up.
+                # (A reply to a stranger's frame goes unsigned: those are not checked.)
+                key, context = self._device_link
+                assert frame.verify(key, context), f"the device's {message} is not signed"
+                assert frame.auth is not None
+                assert frame.auth.counter > self._device_counter, "a device counter went back"
+            if frame.auth is not None:
+                self._device_counter = max(self._device_counter, frame.auth.counter)
+            if isinstance(message, Ack) and message.ref_seq in self._unpairs and frame.auth:
+                self._device_link = None  # the key is forgotten after its ACK (SPEC 12.4)
+            if isinstance(message, Challenge):
+                challenges = self._challenges
+                challenges.pop(message.challenge, None)
+                challenges[message.challenge] = message.challenge / 1000
+                while len(challenges) > CHALLENGES_KEPT:
+                    del challenges[next(iter(challenges))]
             if frame.msg_type in REPLY_TYPES:
                 ref = _ref_seq(message)
-                self._sent_replies.setdefault(ref, set()).add(frame.encode())
+                self._sent_replies.setdefault(ref, set()).add(Sent(frame, message).wire)
                 if new and self._reply_log is not None and ref not in self._uncached_here:
                     self._reply_log.append(ref)
         assert stats.resyncs == drops, "the device sent a block that is not a frame"
@@ -1189,3 +1304,8 @@ def command_frame(seq: int, message_or_type: Message | int, payload: bytes = b""
         msg_type = message_or_type
     frame = Frame(seq & 0xFFFF, msg_type & 0xFF, payload[:MAX_PAYLOAD], version & 0xFF)
     return frame.signed(key, counter & 0xFFFFFFFF, nonce) if key is not None else frame
+
+
+def plain_keepalive(seq: int = 1) -> Callable[[int | None], bytes]:
+    """What a controller on an open link sends: an unsigned KEEPALIVE answering the challenge."""
+    return lambda challenge: command_frame(seq, KeepAlive(challenge)).encode()

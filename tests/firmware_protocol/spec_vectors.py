@@ -18,6 +18,8 @@ KEY = bytes(range(32))
 """The example key of the authenticated vector: bytes 00 01 02 ... 1f."""
 NONCE = bytes.fromhex("a0a1a2a3a4a5a6a7")
 """The example link nonce, as a device's CAPABILITIES gives it."""
+DEVICE_CONTEXT = (8).to_bytes(4, "little") + NONCE
+"""What a device's tag covers first on the example link: the HELLO's counter (8), the nonce."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,12 @@ VECTORS = [
     Vector("PAIRED", D2C, 2, "Paired(ref_seq=2, key_id=1, public_key=bytes(range(0x40, 0x60)))"),
     Vector("HELLO, authenticated", C2D, 1, "Hello(client_name='phone', key_id=1)", 8),
     Vector("UNPAIR, authenticated", C2D, 15, "Unpair()", 9, NONCE),
-]
+    Vector("EVENT: challenge", D2C, 9, "Challenge(challenge=123456)"),
+    Vector("KEEPALIVE answering it, authenticated", C2D, 15, "KeepAlive(challenge=123456)", 10,
+           NONCE),
+    Vector("ACK, signed by the device", D2C, 10, "Ack(ref_seq=14)", 3, DEVICE_CONTEXT),
+    Vector("NAK: preempted by a stop", D2C, 11, "Nak(ref_seq=16, error=ErrorCode.PREEMPTED)"),
+]  # fmt: skip
 
 
 def spaced(data: bytes) -> str:
@@ -133,7 +140,10 @@ def render() -> str:
         out.append("")
         out.append("```text")
         out.extend(wrap_message(vector.message))
-        if vector.counter is not None:
+        if vector.counter is not None and vector.direction == D2C:
+            nonce = f", device context {spaced(vector.nonce)} (the HELLO's counter, the nonce)"
+            out.append(f"auth:    counter {vector.counter}, key 00 01 02 ... 1f{nonce}")
+        elif vector.counter is not None:
             nonce = f", link nonce {spaced(vector.nonce)}" if vector.nonce else ", no link nonce"
             out.append(f"auth:    counter {vector.counter}, key 00 01 02 ... 1f{nonce}")
         out.append(f"frame:   {spaced(frame.to_bytes())}")

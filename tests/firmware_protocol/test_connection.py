@@ -244,6 +244,9 @@ def test_keepalives_do_not_use_up_sequence_numbers(pair: Pair) -> None:
     decoder, seqs = fp.FrameDecoder(), set()
     for _ in range(40_000):
         pair.now += 0.25
+        # The device's challenge every quarter of the watchdog, for the keepalive to answer.
+        pair.device.send(fp.Challenge(round(pair.now * 1000) & 0xFFFFFFFF), pair.now)
+        pair.to_controller()
         pair.controller.handle_timer(pair.now)
         wire = pair.controller.data_to_send()
         seqs.update(f.seq for f in decoder.feed(wire))
@@ -330,27 +333,52 @@ def test_device_answers_protocol_errors_itself() -> None:
     assert device.stats.rejected == 3
 
 
-def test_keepalive_fills_silence_and_any_frame_defers_it(pair: Pair) -> None:
+def challenge_at(pair: Pair) -> int:
+    """The device sends a challenge (its uptime) and the controller reads it."""
+    uptime = round(pair.now * 1000)
+    pair.device.send(fp.Challenge(uptime), pair.now)
+    assert pair.to_controller() == []  # the link's business: no event for the caller
+    return uptime
+
+
+def keepalives(wire: bytes) -> list[fp.KeepAlive]:
+    return [
+        fp.KeepAlive.decode_payload(f.payload)
+        for f in fp.FrameDecoder().feed(wire)
+        if f.msg_type == fp.MessageType.KEEPALIVE
+    ]
+
+
+def test_keepalives_keep_their_rhythm_and_answer_each_status_at_once(pair: Pair) -> None:
     assert pair.controller.get_timer() == pytest.approx(0.25)
     pair.now = 0.2
     pair.request(fp.GetStatus())
     pair.controller.data_to_send()
-    pair.controller.events()
-    pair.now = 0.45
-    # Only the request's own retry is due at 0.6 (0.2 + 0.4); the keepalive waits until then too.
-    assert pair.controller.get_timer() == pytest.approx(0.45)
+    # Only a KEEPALIVE is proof of life (SPEC 7.3): other frames do not put it off.
+    assert pair.controller.get_timer() == pytest.approx(0.25)
+    pair.now = 0.25
     pair.controller.handle_timer(pair.now)
-    frames = fp.FrameDecoder().feed(pair.controller.data_to_send())
-    assert [f.msg_type for f in frames] == [fp.MessageType.KEEPALIVE]
+    assert keepalives(pair.controller.data_to_send()) == [fp.KeepAlive(None)]  # no challenge yet
+    pair.now = 0.3
+    uptime = challenge_at(pair)
+    assert pair.controller.get_timer() == pytest.approx(0.3)  # answered at once
+    pair.controller.handle_timer(pair.now)
+    assert keepalives(pair.controller.data_to_send()) == [fp.KeepAlive(uptime)]
+    assert pair.controller.get_timer() == pytest.approx(0.55)
 
 
 def test_device_watchdog_forgets_a_silent_controller(pair: Pair) -> None:
-    assert pair.device.get_timer() == pytest.approx(1.0)
+    assert pair.device.get_timer() == pytest.approx(1.0)  # from the HELLO
     pair.now = 0.9
-    pair.controller.handle_timer(pair.now)  # keepalive
+    pair.controller.handle_timer(pair.now)  # a keepalive with no challenge proves nothing
     pair.to_device()
-    assert pair.device.get_timer() == pytest.approx(1.9)
-    pair.now = 1.9
+    assert pair.device.get_timer() == pytest.approx(1.0)
+    pair.now = 0.95
+    challenge_at(pair)
+    pair.controller.handle_timer(pair.now)
+    pair.to_device()
+    assert pair.device.get_timer() == pytest.approx(1.95)
+    pair.now = 1.95
     pair.device.handle_timer(pair.now)
     assert pair.device.events() == [fp.LinkLost("no frame from the controller for 1 s")]
     assert pair.device.state == LinkState.WAITING
@@ -358,6 +386,44 @@ def test_device_watchdog_forgets_a_silent_controller(pair: Pair) -> None:
     seq = pair.request(fp.SetMode(1))
     pair.to_device()
     assert naks(pair.device) == [fp.Nak(seq, ErrorCode.NO_HELLO)]
+
+
+def test_a_keepalive_held_back_feeds_the_watchdog_only_from_its_challenge(pair: Pair) -> None:
+    """A relay that holds keepalives back and lets them out one by one gains nothing."""
+    held: list[bytes] = []
+    for tick in range(1, 9):  # the controller lives for 2 s; a relay keeps its keepalives
+        pair.now = tick * 0.25
+        if tick % 2 == 0:
+            challenge_at(pair)
+        pair.controller.handle_timer(pair.now)
+        held.append(pair.controller.data_to_send())
+    gone = pair.now  # the controller is gone
+    release = [gone + 0.8 * (i + 1) for i in range(len(held))]  # one every 0.8 s
+    lost_at = None
+    while lost_at is None and pair.now < gone + 10:
+        pair.now = round(pair.now + 0.01, 6)
+        while release and release[0] <= pair.now:
+            release.pop(0)
+            pair.device.receive_data(held.pop(0), pair.now)
+        due = pair.device.get_timer()
+        if due is not None and due <= pair.now:
+            pair.device.handle_timer(due)
+        if pair.device.state == LinkState.WAITING:
+            lost_at = pair.now
+    # Gone within the watchdog of the last challenge the controller answered, which
+    # it saw before it left: no later than a watchdog after it left.
+    assert lost_at is not None
+    assert lost_at <= gone + 1.0 + 0.01
+    assert pair.device.stats.watchdog_trips == 1
+
+
+def test_a_keepalive_naming_a_challenge_never_sent_proves_nothing(pair: Pair) -> None:
+    pair.now = 0.5
+    uptime = challenge_at(pair)
+    forged = fp.Frame(1, fp.MessageType.KEEPALIVE, fp.KeepAlive(uptime + 400).encode_payload())
+    pair.now = 0.9
+    pair.device.receive_data(forged.encode(), pair.now)
+    assert pair.device.get_timer() == pytest.approx(1.0)  # still from the HELLO
 
 
 def test_the_device_numbers_frames_from_1_on_each_new_link(pair: Pair) -> None:

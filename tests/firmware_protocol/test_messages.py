@@ -49,7 +49,7 @@ MESSAGES: dict[type, st.SearchStrategy[fp.Message]] = {
     fp.Resume: st.just(fp.Resume()),
     fp.Stop: st.just(fp.Stop()),
     fp.Vent: st.just(fp.Vent()),
-    fp.KeepAlive: st.just(fp.KeepAlive()),
+    fp.KeepAlive: st.builds(fp.KeepAlive, st.none() | st.integers(0, 0xFFFFFFFF)),
     fp.GetStatus: st.just(fp.GetStatus()),
     fp.ResetFault: st.just(fp.ResetFault()),
     fp.Ack: st.builds(fp.Ack, u16),
@@ -93,6 +93,7 @@ MESSAGES: dict[type, st.SearchStrategy[fp.Message]] = {
         pressures_dmmhg=st.lists(u16, max_size=16).map(tuple),
     ),
     fp.ButtonPressed: st.builds(fp.ButtonPressed, st.sampled_from(fp.Button)),
+    fp.Challenge: st.builds(fp.Challenge, st.integers(0, 0xFFFFFFFF)),
     fp.FaultRaised: st.builds(fp.FaultRaised, flags(fp.Fault)),
     fp.SessionEnded: st.builds(
         fp.SessionEnded,

@@ -45,8 +45,9 @@ def test_spec_has_every_vector_and_is_up_to_date() -> None:
 def auth_of(vector: dict[str, str]) -> tuple[int, bytes]:
     """The counter and link nonce an ``auth:`` line gives."""
     counter = int(vector["auth"].split(",")[0].split()[1])
-    _, _, nonce = vector["auth"].partition("link nonce ")
-    return counter, bytes.fromhex(nonce)
+    text = vector["auth"]
+    _, _, nonce = text.partition("device context " if "device context" in text else "link nonce ")
+    return counter, bytes.fromhex(nonce.partition(" (")[0])
 
 
 @pytest.mark.parametrize("vector", SPEC_VECTORS, ids=lambda v: v["message"].split("(")[0])

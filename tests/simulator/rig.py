@@ -87,6 +87,11 @@ class Rig:
             else:
                 self.ctl.data_to_send()  # a controller that has gone quiet sends nothing
             self.exchange()
+            if keepalive:
+                # A live controller answers each STATUS (a challenge) at once (SPEC 7.3).
+                self.ctl.handle_timer(self.now)
+                self.ctl.events()
+                self.exchange()
 
     def events_of(self, kind: type) -> list[Any]:
         return [m for m in self.received if isinstance(m, kind)]

@@ -27,6 +27,7 @@ from tools.invariants import (
     CheckedFirmware,
     command_frame,
     fuzz_config,
+    plain_keepalive,
 )
 
 modes = st.sampled_from([fp.Mode.WAVE, fp.Mode.PULSE, fp.Mode.CYCLE, fp.Mode.NONE, 3, 0x7F])
@@ -152,9 +153,21 @@ class FirmwareMachine(RuleBasedStateMachine):
         if not alive:
             self.rig.advance(dt)
         elif self.paired:  # each signed anew: only a fresh counter is proof of life
-            self.rig.advance(dt, keepalive=lambda: self._wire(fp.KeepAlive(), "same", 1, True))
+            self.rig.advance(dt, keepalive=lambda at: self._wire(fp.KeepAlive(at), "same", 1, True))
         else:
-            self.rig.advance(dt, keepalive=self._wire(fp.KeepAlive(), "same", 1, signed=False))
+            self.rig.advance(
+                dt,
+                keepalive=lambda challenge: self._wire(fp.KeepAlive(challenge), "same", 1, False),
+            )
+
+    @rule(age=st.integers(0, 20), pause=waits)
+    def late_keepalive(self, age: int, pause: float) -> None:
+        # A relay that held a keepalive back: it answers an old challenge (SPEC 7.3),
+        # and must keep nothing alive beyond the watchdog after that challenge.
+        held = list(self.rig._challenges)
+        challenge = held[max(0, len(held) - 1 - age)] if held else age
+        self.rig.advance(pause)
+        self._read(self._wire(fp.KeepAlive(challenge), "same", 1, signed=self.paired))
 
     @rule(button=st.sampled_from(fp.Button))
     def press(self, button: fp.Button) -> None:
@@ -193,7 +206,7 @@ def test_a_session_renewed_and_kept_alive_ends_at_its_cap(preset: int) -> None:
     cap = rig.config.session_cap_s
     assert cap == 60, "the presets past the first have short caps"
     rig.feed(command_frame(1, fp.Hello("t")).encode())
-    keepalive = command_frame(1, fp.KeepAlive()).encode()
+    keepalive = plain_keepalive()
     for seq in range(2, 6):
         rig.feed(command_frame(seq, fp.Start(fp.Mode.WAVE, 1, 50)).encode())
         if rig.fw.state != fp.SessionState.RUNNING:
@@ -241,7 +254,7 @@ def test_no_chamber_stays_squeezed_after_any_ending(
     bound, or a fault has latched.
     """
     rig = CheckedFirmware(fuzz_config(preset, seed))
-    keepalive = command_frame(1, fp.KeepAlive()).encode()
+    keepalive = plain_keepalive()
     rig.feed(command_frame(1, fp.Hello("t")).encode())
     lease = round(broken_after + end_after) + 1 if ending == "lease" else 600
     rig.feed(command_frame(2, fp.Start(mode, level, min(lease, rig.config.max_lease_s))).encode())

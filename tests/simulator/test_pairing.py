@@ -345,7 +345,14 @@ def test_frames_signed_for_a_fake_device_are_worthless_on_the_real_one() -> None
     hello = rig.ctl.data_to_send()
     fake.receive_data(hello, rig.now)
     fake.send(replace(caps, ref_seq=seq, link_nonce=b"fakenonc"), rig.now)
-    rig.ctl.receive_data(fake.data_to_send(), rig.now)
+    answer = fake.data_to_send()
+    rig.ctl.receive_data(answer, rig.now)
+    # It cannot sign for the key: the controller does not believe it (SPEC 12.3) ...
+    assert rig.ctl.link_key_id is None
+    assert rig.ctl.stats.unsigned_dropped == 1
+    # ... unless told the massager is one that does not sign (older firmware).
+    rig.ctl.device_signs = False
+    rig.ctl.receive_data(answer, rig.now)
     assert rig.ctl.link_key_id == 1  # the controller believes it
     rig.ctl.send(START, rig.now)
     start = rig.ctl.data_to_send()
@@ -459,3 +466,69 @@ def test_nothing_of_the_session_table_runs_after_a_stop_read_with_it(
     assert fp.Nak(seq, ErrorCode.PREEMPTED) in replies_of(rig.fw)
     assert rig.fw.state is SessionState.IDLE
     assert rig.fw.last_end is fp.EndReason.STOPPED
+
+
+# --- the massager's word: signed on an authenticated link (SPEC 12.3) ---------------
+
+
+def device_frames(rig: Rig) -> list[fp.Message]:
+    return [m for m in (rig.received) if isinstance(m, fp.Status | fp.DeviceEvent)]
+
+
+forgeries = st.one_of(
+    st.builds(
+        lambda intensity, end: [
+            fp.Status(9, SessionState.RUNNING, 1, intensity, fp.StatusFlag.LINK_SESSION, 99, 9,
+                      100, fp.Fault.NONE, fp.EndReason.NONE, 0, 0, (1100,) * 8),
+            fp.SessionEnded(end, 5),
+            fp.ButtonPressed(fp.Button.PLUS),
+        ],
+        st.integers(1, 3),
+        st.sampled_from([r for r in fp.EndReason if r != fp.EndReason.NONE]),
+    ),
+    st.lists(st.builds(fp.Ack, st.integers(0, 0xFFFF)), max_size=3),
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    forged=forgeries,
+    seq=st.integers(0, 0xFFFF),
+    how=st.sampled_from(["unsigned", "wrong key", "replayed", "other link"]),
+)
+def test_the_controller_believes_no_device_frame_it_cannot_authenticate(
+    forged: list[fp.Message], seq: int, how: str
+) -> None:
+    """Bytes injected toward the controller never become an event it acts on.
+
+    Found by a probe: a forged remote PLUS, a STATUS saying intensity 3 and a
+    SESSION_ENDED "link lost" made massager-ctl resume above a profile's limit.
+    """
+    rig = Rig()
+    rig.connect()
+    assert rig.command(START) == "ack"
+    rig.run(2)
+    honest = list(rig.received)
+    key = rig.ctl.signer.key  # type: ignore[union-attr]
+    context = rig.ctl._device_context()
+    recorded = rig.fw.data_to_send()
+    for i, message in enumerate(forged):
+        frame = Frame((seq + i) & 0xFFFF, message.TYPE, message.encode_payload())
+        if how == "wrong key":
+            frame = frame.signed(bytes(32), 10**6 + i, context)
+        elif how == "other link":
+            frame = frame.signed(key, 10**6 + i, bytes(4) + context[4:])
+        rig.ctl.receive_data(frame.encode(), rig.now)
+    if how == "replayed":  # the massager's own frames, played again
+        rig.fw.advance(rig.now + 0.5)
+        recorded = rig.fw.data_to_send()
+        rig.ctl.receive_data(recorded, rig.now)
+        assert rig.ctl.events(), "the massager's own frames, the first time"
+        rig.ctl.receive_data(recorded, rig.now)
+        assert rig.ctl.events() == [], "a replay was believed"
+    else:
+        assert rig.ctl.events() == []
+        assert rig.ctl.stats.unsigned_dropped >= len(forged)
+    assert rig.received == honest
+    rig.run(3)
+    assert rig.fw.state is SessionState.RUNNING  # and the massager itself saw nothing

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, ClassVar
 
@@ -38,6 +38,7 @@ from tools.invariants import (
     Sent,
     command_frame,
     fuzz_config,
+    plain_keepalive,
 )
 
 
@@ -89,7 +90,9 @@ def test_every_wait_byte_spends_its_share_of_the_budget(
     waits: list[float] = []
     advance = CheckedFirmware.advance
 
-    def spy(self: CheckedFirmware, dt: float, *, keepalive: bytes | None = None) -> None:
+    def spy(
+        self: CheckedFirmware, dt: float, *, keepalive: Callable[[int | None], bytes] | None = None
+    ) -> None:
         waits.append(dt)
         advance(self, dt, keepalive=keepalive)
 
@@ -279,7 +282,7 @@ def test_an_authenticated_link_lives_on_fresh_signed_frames_only(
     def unsigned_keepalive_then_silence() -> None:
         rig, ctl = _running_paired()
         rig.advance(5)
-        rig.feed(ctl.wire(fp.KeepAlive(), signed=False))
+        rig.feed(ctl.wire(fp.KeepAlive(rig.challenge), signed=False))
         for _ in range(8):
             rig.advance(1)
         assert rig.fw.conn.state == LinkState.WAITING, "gone 10 s after its last signed frame"
@@ -367,3 +370,43 @@ def test_a_stop_read_with_a_signed_start_wins_and_a_device_that_lets_it_run_is_c
     monkeypatch.setattr(Connection, "_device_receive", unhalted)
     with pytest.raises(AssertionError, match=r"after a stop|no START the link took"):
         start_with_a_strangers_stop()
+
+
+def test_a_held_back_keepalive_keeps_nothing_alive_and_a_device_that_counts_it_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def relayed() -> CheckedFirmware:
+        rig = CheckedFirmware(fuzz_config(0))  # the reference device: a 1 s watchdog
+        rig.feed(command_frame(1, fp.Hello("t")).encode())
+        rig.feed(command_frame(2, fp.Start(fp.Mode.WAVE, 1, 60)).encode())
+        rig.advance(3, keepalive=plain_keepalive())
+        old = rig.challenge  # the controller goes; a relay lets out what it held
+        for _ in range(6):
+            rig.advance(0.8)
+            rig.feed(command_frame(2, fp.KeepAlive(old)).encode())
+        return rig
+
+    rig = relayed()
+    assert rig.fw.state == fp.SessionState.IDLE
+    assert rig.fw.last_end == EndReason.LINK_LOST
+    # A device that takes a keepalive's arrival for proof of life, as before SPEC 7.3.
+    receive = Connection._device_receive
+
+    def at_arrival(self: Connection, frame: Frame, now: float, **kwargs: bool) -> None:
+        receive(self, frame, now, **kwargs)
+        if self.state == LinkState.READY and frame.msg_type == fp.MessageType.KEEPALIVE:
+            self._last_rx = now
+
+    monkeypatch.setattr(Connection, "_device_receive", at_arrival)
+    with pytest.raises(AssertionError, match="controller present: True, model False"):
+        relayed()
+
+
+def test_the_firmware_target_catches_a_paired_device_that_does_not_sign_its_word(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An older firmware: it checks the controller's tags but signs nothing of its own.
+    monkeypatch.setattr(Connection, "_signing", lambda self: False)
+    caught = _failures(_paired_seeds())
+    assert caught, "no paired seed noticed"
+    assert all("is not signed" in text for text in caught), caught
