@@ -548,8 +548,20 @@ def reset(device: str | None, as_json: bool) -> int:
     type=click.FloatRange(min=0.1, max=1000),
     help="Keep time with a simulator served with `massager-sim serve --speed`.",
 )
+@click.option(
+    "--accept-unsigned-device",
+    is_flag=True,
+    help="Pair with an older massager that does not sign what it sends (see Pairing in the "
+    "README): anyone who can reach its line could then show a false state.",
+)
 @json_option
-def pair(url: str | None, name: str | None, speed: float | None, as_json: bool) -> int:
+def pair(
+    url: str | None,
+    name: str | None,
+    speed: float | None,
+    accept_unsigned_device: bool,
+    as_json: bool,
+) -> int:
     """Pair with the massager at URL while its pairing window is open.
 
     Hold the massager's pairing button first (massager-sim: serve with
@@ -571,7 +583,10 @@ def pair(url: str | None, name: str | None, speed: float | None, as_json: bool) 
             if isinstance(address, SimAddress):
                 paired = massager.paired_key  # it paired itself on connect
             else:
-                paired = await massager.pair(name or f"massager-ctl@{socket.gethostname()}")
+                paired = await massager.pair(
+                    name or f"massager-ctl@{socket.gethostname()}",
+                    accept_unsigned=accept_unsigned_device,
+                )
             assert paired is not None
             if as_json:
                 emit_json(

@@ -312,7 +312,7 @@ class Massager:
                     simulated_device(address).open_pairing()
                     with contextlib.suppress(CommandRefused):
                         # Not the device named (a test rewired the link): stay a stranger.
-                        await self.pair()
+                        await self.pair(accept_unsigned=True)
         except (TimeoutError, CommandTimeout):
             raise ConnectTimedOut(
                 f"no answer from a massager at {address} within {timeout_s:g} s"
@@ -321,6 +321,11 @@ class Massager:
             raise ConnectFailed(f"the link to {address} failed: {error}") from None
         if self._failure is not None:
             raise ConnectFailed(f"the link to {address} failed: {self._failure}")
+        if self.authenticated and not self._conn.device_signs:
+            log.warning(
+                "this massager does not sign what it sends (paired knowing so): what it "
+                "reports could be forged by anyone on its line"
+            )
 
     async def _hello(self) -> None:
         """Say HELLO, signed if this controller has a key; unsigned if the device refuses it."""
@@ -331,6 +336,14 @@ class Massager:
             return
         try:
             await self._request(hello)
+        except CommandTimeout:
+            if self._conn.stats.unsigned_dropped:
+                raise ConnectFailed(
+                    "the massager answered, but not signed with this controller's key, so "
+                    "nothing it says can be believed: someone else is on the line, or its "
+                    "firmware was replaced by an older one; pair again to find out"
+                ) from None
+            raise
         except CommandRefused as error:
             if error.code not in ("not_authenticated", "replayed"):
                 raise
@@ -358,6 +371,9 @@ class Massager:
         if signer is not None and isinstance(signer.next_counter, Counters):
             self._counters = signer.next_counter
         self._conn.signer = signer
+        paired = self._keys.get(self._device) if signer is not None else None
+        # A massager paired as one that signs must sign: its word is not taken unsigned.
+        self._conn.device_signs = paired is None or paired.device_signs
 
     @property
     def paired_key(self) -> PairedKey | None:
@@ -369,10 +385,15 @@ class Massager:
         """Whether the link was opened with a key the device accepted."""
         return self._conn.link_key_id is not None
 
-    async def pair(self, name: str | None = None) -> PairedKey:
+    async def pair(self, name: str | None = None, *, accept_unsigned: bool = False) -> PairedKey:
         """Pair with the massager (its pairing window must be open) and keep the key.
 
         The link is opened again, authenticated, with the new key.
+
+        A massager that does not sign what it sends (an older firmware, SPEC §12.3)
+        is refused before anything is sent, unless ``accept_unsigned``: then anyone
+        who can put bytes on its line can make it look as they like, and the key
+        file says so, so that every later link warns.
 
         A key that cannot be used (see `key_problem`) is replaced, but the device
         keeps its slot, since only that key could have signed the UNPAIR.
@@ -380,7 +401,14 @@ class Massager:
         Raises:
             CommandRefused: the window is closed (``pairing_closed``), or the device is full.
             ConfigError: the key file cannot take a new key; nothing was sent.
+            DeviceRefused: the massager does not sign, and that was not accepted.
         """
+        if not self.info.signs and not accept_unsigned:
+            raise DeviceRefused(
+                "this massager does not sign what it sends (an older firmware): anyone who "
+                "can put bytes on its line could show a false state or end a program. Pair "
+                "with --accept-unsigned-device only if you accept that"
+            )
         # Before the device gives away a slot for a key that could not be kept.
         self._keys.writable()
         if self.authenticated:
@@ -398,6 +426,7 @@ class Massager:
             model=self.info.model,
             serial=self.info.serial,
             paired_at=datetime.now(UTC),
+            device_signs=self.info.signs,
         )
         self._keys.put(paired)
         self.auth_problem = None

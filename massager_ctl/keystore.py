@@ -78,6 +78,11 @@ class PairedKey(BaseModel):
     serial: str = ""
     paired_at: datetime
     next_counter: int = Field(1, ge=1, description="no counter at or above this was ever used")
+    device_signs: bool = Field(
+        True,
+        description="the massager signs its frames on an authenticated link (SPEC §12.3); "
+        "False only for an older one its owner chose to pair anyway, knowing it does not",
+    )
 
     def key_bytes(self) -> bytes:
         """The key itself.

@@ -73,6 +73,8 @@ class DeviceInfo(_Model):
     supports_cycle: bool
     has_battery: bool
     has_remote: bool
+    signs: bool = True
+    """It signs its own frames on an authenticated link (SPEC §12.3); older ones do not."""
 
     @classmethod
     def from_capabilities(cls, caps: Capabilities) -> DeviceInfo:
@@ -107,6 +109,7 @@ class DeviceInfo(_Model):
             status_interval_s=caps.status_interval_ms / 1000,
             pause_limit_s=caps.pause_limit_s,
             supports_cycle=bool(caps.features & Feature.CYCLE),
+            signs=bool(caps.features & Feature.SIGNED_LINK),
             has_battery=bool(caps.features & Feature.BATTERY),
             has_remote=bool(caps.features & Feature.REMOTE),
         )

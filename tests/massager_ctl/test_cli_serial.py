@@ -78,9 +78,11 @@ def test_a_program_runs_on_a_served_simulator(endpoint: list[str]) -> None:
 
 
 def test_both_sides_can_run_faster_together() -> None:
-    with serve("--serial", "--speed", "20") as served:
+    # 10x: the keepalive's margin (half a second of device time, SPEC 7.3) is 50 ms of real
+    # time, which two processes on a loaded machine keep; at 20x it was not always kept.
+    with serve("--serial", "--speed", "10") as served:
         started = time.monotonic()
-        result = ctl("start", *ADHOC, "--duration", "1m", "--speed", "20", "--device", served.url)
+        result = ctl("start", *ADHOC, "--duration", "1m", "--speed", "10", "--device", served.url)
         took = time.monotonic() - started
         assert result.returncode == 0, result.stderr
         assert "ran to the end" in result.stdout

@@ -184,7 +184,7 @@ async def test_a_flat_battery_ends_the_program() -> None:
 
 
 async def test_the_end_is_noticed_even_when_its_event_is_lost() -> None:
-    from firmware_protocol import FrameDecoder, MessageType
+    from firmware_protocol import EventKind, FrameDecoder, MessageType
 
     async with Massager.connect("sim://?seed=1") as m:
         assert isinstance(m.transport, SimTransport)
@@ -192,8 +192,13 @@ async def test_the_end_is_noticed_even_when_its_event_is_lost() -> None:
         decoder = FrameDecoder()
 
         def lose_events(data: bytes) -> None:
-            # Below the transport, where a noisy wire would be: drop every EVENT frame.
-            kept = [f for f in decoder.feed(data) if f.msg_type != MessageType.EVENT]
+            # Below the transport, where a noisy wire would be: drop every EVENT frame
+            # but the challenges (without answers to them the link itself would go).
+            kept = [
+                f
+                for f in decoder.feed(data)
+                if f.msg_type != MessageType.EVENT or f.payload[:1] == bytes([EventKind.CHALLENGE])
+            ]
             if kept:
                 transport._incoming.put_nowait(b"".join(f.encode() for f in kept))
 
