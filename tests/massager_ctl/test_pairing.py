@@ -18,19 +18,19 @@ import pytest
 
 from firmware_protocol import SessionState
 from massager_ctl.device import Massager
-from massager_ctl.errors import CommandRefused, ConfigError, MassagerError
+from massager_ctl.errors import CommandRefused, ConfigError, DeviceRefused, MassagerError
 from massager_ctl.keystore import COUNTER_BLOCK, KeyStore, keys_file
 from simulator import DeviceConfig
 from simulator.host import DeviceHost
 from simulator.serve import TcpEndpoint
 from tests.massager_ctl.test_cli import ctl, json_lines
-from tests.served import serve
+from tests.served import pair_in_process, serve
 
 
 @contextlib.asynccontextmanager
-async def a_device() -> AsyncIterator[TcpEndpoint]:
+async def a_device(**config: object) -> AsyncIterator[TcpEndpoint]:
     """A massager nobody has paired with yet, on a TCP port (made in the test: its clock)."""
-    host = DeviceHost(DeviceConfig(seed=1))
+    host = DeviceHost(DeviceConfig(seed=1, **config))  # type: ignore[arg-type]
     host.start()
     endpoint = TcpEndpoint(host)
     await endpoint.open("127.0.0.1", 0)
@@ -221,3 +221,46 @@ def test_reset_is_refused_while_the_cause_remains_and_says_so() -> None:
         assert "the fault's cause is still present" in " ".join(refused.stderr.split())
         status = json_lines(ctl("status", "--device", served.url, "--json").stdout)[-1]
         assert status["status"]["state"] == "fault"
+
+
+async def test_a_massager_that_does_not_sign_is_paired_only_if_accepted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with a_device(signs=False) as device:  # an older firmware
+        device.host.open_pairing()
+        async with Massager.connect(device.url) as massager:
+            assert not massager.info.signs
+            with pytest.raises(DeviceRefused, match="does not sign what it sends"):
+                await massager.pair("test")
+            assert massager.paired_key is None  # nothing kept, nothing sent
+            assert device.host.firmware.memory.pairings.pairings == {}
+            paired = await massager.pair("test", accept_unsigned=True)
+            assert not paired.device_signs
+            assert massager.authenticated
+        with caplog.at_level(logging.WARNING):
+            async with Massager.connect(device.url) as massager:
+                assert massager.authenticated
+                await massager.start("wave", 1, duration_s=60)  # it works, and says so
+        assert "does not sign what it sends" in caplog.text
+
+
+async def test_a_key_paired_as_signing_takes_no_unsigned_answer() -> None:
+    # The massager's firmware replaced by an older one (or a fake in its place): the
+    # key says it signs, so its unsigned answers are not believed, and the link fails.
+    async with a_device() as device:
+        await pair_in_process(device.host, device.url)
+        device.host.firmware.conn.device_signs = False
+        with pytest.raises(MassagerError, match="not signed with this controller's key"):
+            async with Massager.connect(device.url, timeout_s=3):
+                pass
+
+
+def test_pair_names_the_risk_of_a_massager_that_does_not_sign_and_takes_it_if_told() -> None:
+    with serve("--serial", "--set", "signs=false", "--pairing-window", "120", paired=False) as served:
+        refused = ctl("pair", served.url)
+        assert refused.returncode == 3, refused.stderr
+        assert "does not sign what it sends" in refused.stderr
+        assert "--accept-unsigned-device" in refused.stderr
+        taken = ctl("pair", served.url, "--accept-unsigned-device", "--json")
+        assert taken.returncode == 0, taken.stderr
+        assert json_lines(taken.stdout)[-1]["authenticated"] is True
