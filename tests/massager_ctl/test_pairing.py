@@ -256,7 +256,8 @@ async def test_a_key_paired_as_signing_takes_no_unsigned_answer() -> None:
 
 
 def test_pair_names_the_risk_of_a_massager_that_does_not_sign_and_takes_it_if_told() -> None:
-    with serve("--serial", "--set", "signs=false", "--pairing-window", "120", paired=False) as served:
+    older = ("--serial", "--set", "signs=false", "--pairing-window", "120")
+    with serve(*older, paired=False) as served:
         refused = ctl("pair", served.url)
         assert refused.returncode == 3, refused.stderr
         assert "does not sign what it sends" in refused.stderr
