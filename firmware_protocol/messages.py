@@ -764,23 +764,27 @@ class ButtonPressed(DeviceEvent):
 class Challenge(DeviceEvent):
     """A challenge for the controller's next KEEPALIVE to answer (SPEC §7.3).
 
-    Sent every quarter of the watchdog while a controller is present; the value is
-    the device's uptime in ms when sent. A KEEPALIVE that names it proves that the
-    controller was there after that moment, whenever the KEEPALIVE arrives.
+    Sent every quarter of the watchdog while a controller is present. ``challenge``
+    is drawn at random, so that nobody can know it before the device sends it; a
+    KEEPALIVE that names it proves that the controller was there after that moment,
+    whenever the KEEPALIVE arrives. ``uptime_ms`` says when it was sent.
     """
 
     KIND: ClassVar[EventKind] = EventKind.CHALLENGE
     challenge: int
+    uptime_ms: int = 0
 
     def __post_init__(self) -> None:
         _u32("challenge", self.challenge)
+        _u32("uptime_ms", self.uptime_ms)
 
     def encode_payload(self) -> bytes:  # noqa: D102
-        return bytes([self.KIND]) + _U32.pack(self.challenge)
+        return bytes([self.KIND]) + _U32.pack(self.challenge) + _U32.pack(self.uptime_ms)
 
     @classmethod
     def decode_payload(cls, data: bytes) -> Self:  # noqa: D102
-        return cls(_Reader(data[1:]).u32())
+        reader = _Reader(data[1:])
+        return cls(reader.u32(), reader.u32())
 
 
 @dataclass(frozen=True, slots=True)

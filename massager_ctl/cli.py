@@ -91,12 +91,34 @@ def resolve_device(option: str | None, *, quiet: bool = False) -> DeviceAddress:
 def run_async(make: Callable[[], Awaitable[T]], *, speed: float | None = None) -> T:
     """Run a coroutine to completion; SIGTERM cancels it like Ctrl-C does.
 
+    The first Ctrl-C cancels it, and its own exit paths stop or vent the massager;
+    further presses, as a person in a panic makes them, only say that it is ending
+    safely: they never cut that short (asyncio's own runner would raise
+    KeyboardInterrupt wherever the code happened to be, a traceback and no vent).
+
     With ``speed`` the event loop's clock runs that many times faster (simulator only).
     """
     from simulator.clock import scaled_runner
 
+    presses = 0
+    loop: asyncio.AbstractEventLoop | None = None
+    task: asyncio.Task[T] | None = None
+
+    def on_sigint(signum: int, frame: object) -> None:
+        # A plain signal handler, not the loop's: it stays in place after the loop has
+        # closed, so that a press in the last milliseconds is never a traceback either.
+        nonlocal presses
+        presses += 1
+        if loop is None or loop.is_closed() or task is None:
+            return
+        if presses == 1:
+            loop.call_soon_threadsafe(task.cancel)
+        elif presses == 2:
+            sys.stderr.write("ending safely (the massager is being vented); one moment\n")
+
     async def main() -> T:
-        task = asyncio.current_task()
+        nonlocal loop, task
+        task = asyncio.current_task()  # type: ignore[assignment]
         assert task is not None
         loop = asyncio.get_running_loop()
         # Not possible off the main thread or on platforms without signals; fine then.
@@ -104,8 +126,23 @@ def run_async(make: Callable[[], Awaitable[T]], *, speed: float | None = None) -
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
         return await make()
 
-    with scaled_runner(speed) as runner:
-        return runner.run(main())
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: asyncio's own handling then
+        previous = None
+    try:
+        with scaled_runner(speed) as runner:
+            return runner.run(main())
+    except asyncio.CancelledError:
+        if presses:
+            raise KeyboardInterrupt from None  # exit 130, as Ctrl-C
+        raise
+    finally:
+        if previous is not None:
+            # After a press the process only ends: more presses are ignored, also while
+            # the interpreter shuts down (when a Python handler would no longer run and
+            # the press would kill it, with no ending said).
+            signal.signal(signal.SIGINT, signal.SIG_IGN if presses else previous)
 
 
 # --- the commands -------------------------------------------------------------------
@@ -394,8 +431,19 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
 
     warnings: list[str] = []
     address = _device_to_stop(device, as_json, action, warnings)
+    from .errors import LinkError
+
     try:
         status = run_async(lambda: stop_or_vent(address, action, warnings))
+    except LinkError as error:
+        _warn(warnings)
+        # A massager has one link: most often a program of ours holds it (until the
+        # one holder of issue 20 takes commands from every terminal).
+        raise type(error)(
+            f"{error}. Nothing was sent. If massager-ctl runs a program on it in another "
+            "terminal, press Ctrl-C there (it vents the massager); or press the power "
+            "button on the massager's remote, which stops it at once"
+        ) from None
     except BaseException:
         _warn(warnings)
         raise
@@ -431,19 +479,43 @@ def _device_to_stop(
     return parse_device_url(named)
 
 
-def _device_in(path: Path) -> str | None:
-    """The ``device`` a config file names, if it can be read at all, whatever else is wrong."""
-    import tomllib
+_DEVICE_LINE = re.compile(r"""^\s*device\s*=\s*(["'])([^"'\n]*)\1\s*(?:#.*)?$""")
 
+
+def _device_in(path: Path) -> str | None:
+    """The ``device`` a config file names, if it can be read at all, whatever else is wrong.
+
+    A stop or vent must not be held back by the rest of the file: bytes that are not
+    UTF-8, TOML nested too deep or broken elsewhere, so when the file does not parse
+    its top-level ``device = "..."`` line is read on its own. Nothing but a regular
+    file is opened (a FIFO would block the read for ever).
+    """
+    from .tomlfiles import parse_toml
     from .urls import parse_device_url
 
     try:
-        text = tomllib.loads(path.read_bytes().decode()).get("device")
-        if isinstance(text, str):
-            parse_device_url(text)
-            return text
-    except (OSError, ValueError):  # TOMLDecodeError, UnicodeDecodeError, DeviceURLError
-        pass
+        if not path.is_file():
+            return None
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    candidates: list[object] = []
+    try:
+        candidates.append(parse_toml(text).get("device"))
+    except ValueError:  # TOMLDecodeError
+        for line in text.splitlines():
+            if line.lstrip().startswith("["):
+                break  # past the top level: a device there belongs to a table
+            match = _DEVICE_LINE.match(line)
+            if match:
+                candidates.append(match.group(2))
+    for candidate in candidates:
+        if isinstance(candidate, str):
+            try:
+                parse_device_url(candidate)
+            except ValueError:
+                continue
+            return candidate
     return None
 
 

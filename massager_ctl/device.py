@@ -348,9 +348,11 @@ class Massager:
             if error.code not in ("not_authenticated", "replayed"):
                 raise
             why = "it does not know it" if error.code == "not_authenticated" else "an old counter"
+            # A refusal of a HELLO cannot be signed: it may be the massager's, or forged.
             self.auth_problem = (
-                f"the massager did not accept this controller's key ({why}); "
-                "it may have been unpaired or reset: pair again"
+                f"the massager did not accept this controller's key ({why}), or someone on "
+                "the line said so (a refusal cannot be signed); it may have been unpaired "
+                "or reset: pair again"
             )
             log.warning("%s", self.auth_problem)
             self._conn.signer = self._counters = None
@@ -431,6 +433,14 @@ class Massager:
         self._keys.put(paired)
         self.auth_problem = None
         await self._hello()
+        if not self.authenticated:
+            # The new key's HELLO was refused, or someone on the line said it was: a
+            # refusal cannot be signed. Never "paired" over a link that is not.
+            raise LinkLost(
+                f"the massager gave key {paired.key_id}, but the link could not be opened "
+                f"with it ({self.auth_problem}); someone may be on the line between: pair "
+                "again close to the massager, on a link you trust"
+            )
         return paired
 
     async def unpair(self) -> None:

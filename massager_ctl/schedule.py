@@ -100,7 +100,8 @@ def _clock_time(value: object) -> object:
     if isinstance(value, time):
         return value
     if isinstance(value, str):
-        match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
+        # ASCII digits only: "２１:４５" is not what a person types into a file by intent.
+        match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip(), re.ASCII)
         if match:
             return time(int(match.group(1)), int(match.group(2)))
     shown = f"the number {value}" if isinstance(value, int | float) else repr(value)
@@ -565,7 +566,7 @@ def parse_clock(text: str, option: str) -> time:
     Raises:
         ScheduleError: not HH:MM.
     """
-    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip(), re.ASCII)
     if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
         raise ScheduleError(f"{option} {text!r} is not a time of day; write it as 21:45")
     return time(int(match.group(1)), int(match.group(2)))

@@ -31,6 +31,9 @@ def load_model(
             message starts with the path and names every field at fault.
     """
     try:
+        if path.exists() and not path.is_file():
+            # A FIFO would block the read for ever; a directory or device is no file.
+            raise error(f"{path}: not a regular file; move it away")
         text = path.read_text(encoding="utf-8")
     except OSError as problem:
         raise error(f"{path}: cannot read it: {problem.strerror or problem}") from None

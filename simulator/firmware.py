@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 from dataclasses import dataclass, replace
 
 from firmware_protocol import (
@@ -746,7 +747,10 @@ class Firmware:
         # Every quarter of the watchdog: a live controller may miss two in a row on a
         # noisy line and still answer one in time (SPEC 7.3).
         self._next_challenge = self._t + self.config.watchdog_ms / 4000
-        self._send(Challenge(int((self._t - self._boot) * 1000) & 0xFFFFFFFF))
+        # Drawn at random: a relay that could foresee it could gather the controller's
+        # answers in advance and hand them over after the controller has gone.
+        uptime = int((self._t - self._boot) * 1000) & 0xFFFFFFFF
+        self._send(Challenge(secrets.randbits(32), uptime))
 
     def status(self) -> Status:
         """The STATUS message for this moment (pressures as the sensors read them)."""

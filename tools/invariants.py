@@ -1051,7 +1051,7 @@ class CheckedFirmware:
             if isinstance(message, Challenge):
                 challenges = self._challenges
                 challenges.pop(message.challenge, None)
-                challenges[message.challenge] = message.challenge / 1000
+                challenges[message.challenge] = message.uptime_ms / 1000
                 while len(challenges) > CHALLENGES_KEPT:
                     del challenges[next(iter(challenges))]
             if frame.msg_type in REPLY_TYPES:

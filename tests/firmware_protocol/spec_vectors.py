@@ -108,9 +108,9 @@ VECTORS = [
     Vector("PAIRED", D2C, 2, "Paired(ref_seq=2, key_id=1, public_key=bytes(range(0x40, 0x60)))"),
     Vector("HELLO, authenticated", C2D, 1, "Hello(client_name='phone', key_id=1)", 8),
     Vector("UNPAIR, authenticated", C2D, 15, "Unpair()", 9, NONCE),
-    Vector("EVENT: challenge", D2C, 9, "Challenge(challenge=123456)"),
-    Vector("KEEPALIVE answering it, authenticated", C2D, 15, "KeepAlive(challenge=123456)", 10,
-           NONCE),
+    Vector("EVENT: challenge", D2C, 9, "Challenge(challenge=0x5eed1e55, uptime_ms=123456)"),
+    Vector("KEEPALIVE answering it, authenticated", C2D, 15, "KeepAlive(challenge=0x5eed1e55)",
+           10, NONCE),
     Vector("ACK, signed by the device", D2C, 10, "Ack(ref_seq=14)", 3, DEVICE_CONTEXT),
     Vector("NAK: preempted by a stop", D2C, 11, "Nak(ref_seq=16, error=ErrorCode.PREEMPTED)"),
 ]  # fmt: skip

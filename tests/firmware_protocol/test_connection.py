@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
@@ -245,7 +246,7 @@ def test_keepalives_do_not_use_up_sequence_numbers(pair: Pair) -> None:
     for _ in range(40_000):
         pair.now += 0.25
         # The device's challenge every quarter of the watchdog, for the keepalive to answer.
-        pair.device.send(fp.Challenge(round(pair.now * 1000) & 0xFFFFFFFF), pair.now)
+        pair.device.send(fp.Challenge(random.getrandbits(32)), pair.now)
         pair.to_controller()
         pair.controller.handle_timer(pair.now)
         wire = pair.controller.data_to_send()
@@ -335,10 +336,10 @@ def test_device_answers_protocol_errors_itself() -> None:
 
 def challenge_at(pair: Pair) -> int:
     """The device sends a challenge (its uptime) and the controller reads it."""
-    uptime = round(pair.now * 1000)
-    pair.device.send(fp.Challenge(uptime), pair.now)
+    challenge = random.getrandbits(32)
+    pair.device.send(fp.Challenge(challenge, round(pair.now * 1000)), pair.now)
     assert pair.to_controller() == []  # the link's business: no event for the caller
-    return uptime
+    return challenge
 
 
 def keepalives(wire: bytes) -> list[fp.KeepAlive]:
@@ -419,8 +420,9 @@ def test_a_keepalive_held_back_feeds_the_watchdog_only_from_its_challenge(pair: 
 
 def test_a_keepalive_naming_a_challenge_never_sent_proves_nothing(pair: Pair) -> None:
     pair.now = 0.5
-    uptime = challenge_at(pair)
-    forged = fp.Frame(1, fp.MessageType.KEEPALIVE, fp.KeepAlive(uptime + 400).encode_payload())
+    challenge = challenge_at(pair)
+    named = fp.KeepAlive((challenge + 400) & 0xFFFFFFFF)
+    forged = fp.Frame(1, fp.MessageType.KEEPALIVE, named.encode_payload())
     pair.now = 0.9
     pair.device.receive_data(forged.encode(), pair.now)
     assert pair.device.get_timer() == pytest.approx(1.0)  # still from the HELLO

@@ -93,7 +93,7 @@ MESSAGES: dict[type, st.SearchStrategy[fp.Message]] = {
         pressures_dmmhg=st.lists(u16, max_size=16).map(tuple),
     ),
     fp.ButtonPressed: st.builds(fp.ButtonPressed, st.sampled_from(fp.Button)),
-    fp.Challenge: st.builds(fp.Challenge, st.integers(0, 0xFFFFFFFF)),
+    fp.Challenge: st.builds(fp.Challenge, st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFFFFFFFF)),
     fp.FaultRaised: st.builds(fp.FaultRaised, flags(fp.Fault)),
     fp.SessionEnded: st.builds(
         fp.SessionEnded,

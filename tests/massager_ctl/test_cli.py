@@ -116,6 +116,30 @@ def test_a_signal_mid_program_vents_the_device_and_says_so(signum: int, code: in
     assert max(status["pressures_mmhg"]) < 5
 
 
+@pytest.mark.parametrize("gap_s", [0.001, 0.03])
+def test_ctrl_c_pressed_in_a_panic_still_vents_and_ends_with_the_result(gap_s: float) -> None:
+    # Found by an attack: a second Ctrl-C 1 ms after the first raised KeyboardInterrupt
+    # wherever the code was: a traceback, and no ending line.
+    process = start_in_background("evening-45", "--speed", "20")
+    try:
+        wait_for_pressure(process, 30)
+        for _ in range(3):
+            process.send_signal(signal.SIGINT)
+            time.sleep(gap_s)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, (process.returncode, err)
+    assert "Traceback" not in err
+    final = json_lines(out)[-1]
+    assert final["kind"] == "result"
+    assert final["outcome"] == "interrupted"
+    assert final["final_status"]["last_end"] == "vented"
+    assert max(final["final_status"]["pressures_mmhg"]) < 5
+
+
 def test_a_bad_device_address_lists_the_accepted_forms() -> None:
     result = ctl("status", "--device", "usb0")
     assert result.returncode == 2

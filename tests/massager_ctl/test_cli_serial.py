@@ -158,3 +158,17 @@ def test_devices_probes_the_urls_it_is_given() -> None:
         listed = ctl("devices")
         assert listed.returncode == 0
         assert "sim://" in listed.stdout
+
+
+def test_stop_from_another_terminal_says_how_to_stop_the_program_that_holds_the_port() -> None:
+    # Found by an attack: the panicking user's second terminal got "in use" and exit 4,
+    # and nothing about what to do instead.
+    with serve("--serial") as served:
+        program = ("start", *ADHOC, "--duration", "1m", "--device", served.url, "--json")
+        with controller(*program) as running:
+            until_progress(running, above_mmhg=10)
+            result = ctl("stop", "--device", served.url)
+    assert result.returncode == 4, result.stderr
+    assert "press Ctrl-C there (it vents the massager)" in result.stderr
+    assert "power button on the massager's remote" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -312,3 +312,35 @@ async def test_a_key_file_locked_by_a_hung_program_neither_stops_nor_delays_a_ve
         assert device.host.firmware.last_end is EndReason.VENTED
         # Reading the key to check it takes no lock: only a change to the file does.
         assert took < 5.0, f"the vent waited {took:.1f} s for a lock"
+
+
+@pytest.mark.looptime(False)
+@pytest.mark.parametrize("damage_kind", ["nested too deep", "not utf-8 elsewhere", "fifo"])
+async def test_stop_and_vent_find_the_device_in_a_config_file_broken_any_way(
+    damage_kind: str,
+) -> None:
+    # Found by an attack: 2,000 nested brackets beside a good device line gave a
+    # RecursionError and no vent; a byte that is not UTF-8 on another line, "names no
+    # device"; a FIFO in its place, a stop that hung for ever.
+    async with a_paired_device() as device:
+        config = config_file()
+        config.parent.mkdir(parents=True, exist_ok=True)
+        if damage_kind == "nested too deep":
+            config.write_text(f'device = "{device.url}"\nx = {"[" * 2000}{"]" * 2000}\n')
+        elif damage_kind == "not utf-8 elsewhere":
+            config.write_bytes(f'device = "{device.url}"\n# caf\xe9\n'.encode("latin-1"))
+        else:
+            os.mkfifo(config, 0o600)
+        device.host.press(Button.POWER)
+        result = await massager_ctl("vent")
+        if damage_kind == "fifo":  # it names nothing that can be read: says so at once
+            assert result.returncode == 2, result.stderr
+            assert "nothing was sent: give --device URL" in result.stderr
+            given = await massager_ctl("vent", "--device", device.url)
+            assert given.returncode == 0, given.stderr
+        else:
+            assert result.returncode == 0, result.stderr
+            assert "vent: done" in result.stdout
+            assert f"the device it names ({device.url}) was used" in result.stderr
+        device.host.sync()
+        assert device.host.firmware.last_end is EndReason.VENTED

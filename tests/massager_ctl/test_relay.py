@@ -19,8 +19,17 @@ from collections.abc import AsyncIterator, Coroutine
 
 import pytest
 
-from firmware_protocol import EndReason, FrameDecoder, MessageType, SessionState
+from firmware_protocol import (
+    EndReason,
+    ErrorCode,
+    Frame,
+    FrameDecoder,
+    MessageType,
+    Nak,
+    SessionState,
+)
 from massager_ctl.device import Massager
+from massager_ctl.errors import CommandRefused, LinkLost
 from simulator import DeviceConfig
 from simulator.host import DeviceHost
 from simulator.serve import TcpEndpoint
@@ -28,8 +37,9 @@ from tests.served import pair_in_process
 
 
 class HoldingRelay:
-    """Passes bytes both ways until told to hold; then it lets out one held frame
-    toward the massager every ``every_s`` seconds and drops every STOP and VENT."""
+    """Passes bytes both ways until told to hold; then it cuts the controller off, and
+    lets out one held frame toward the massager every ``every_s`` seconds, dropping
+    every STOP and VENT."""
 
     def __init__(self, target_port: int, every_s: float = 0.8) -> None:
         self.target_port = target_port
@@ -84,7 +94,8 @@ class HoldingRelay:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(4096):
-                writer.write(data)
+                if not self.holding:  # holding, the controller hears nothing more: it is gone
+                    writer.write(data)
 
     async def _drip(self, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -142,3 +153,49 @@ async def test_a_relay_that_holds_keepalives_back_keeps_no_session_alive() -> No
         watchdog = host.firmware.config.watchdog_ms / 1000
         # Within the watchdog of the controller going, and a little for this machine.
         assert ended_at - gone <= watchdog + 0.3, f"ended {ended_at - gone:.2f} s after"
+
+
+class NakForgingRelay(HoldingRelay):
+    """Passes everything, but answers each signed HELLO at once with a forged, unsigned
+    NAK NOT_AUTHENTICATED, ahead of the massager's own answer."""
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        device_reader, device_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, device_writer]
+        self._spawn(self._pipe(device_reader, writer))
+        decoder = FrameDecoder()
+        while data := await reader.read(4096):
+            for frame in decoder.feed(data):
+                if frame.msg_type == MessageType.HELLO and frame.auth is not None:
+                    nak = Nak(frame.seq, ErrorCode.NOT_AUTHENTICATED)
+                    writer.write(Frame(1, nak.TYPE, nak.encode_payload()).encode())
+            device_writer.write(data)
+        device_writer.close()
+
+
+@pytest.mark.looptime(False)
+async def test_pairing_through_a_line_that_forges_refusals_is_never_called_done() -> None:
+    # Found by an attack: one forged NAK to the signed HELLO made pair print "paired
+    # ... the link is NOT authenticated" and exit 0.
+    host = DeviceHost(DeviceConfig(seed=1))
+    host.start()
+    endpoint = TcpEndpoint(host)
+    await endpoint.open("127.0.0.1", 0)
+    relay = NakForgingRelay(int(endpoint.url.rsplit(":", 1)[1]))
+    url = await relay.start()
+    try:
+        host.open_pairing()
+        async with Massager.connect(url) as massager:
+            with pytest.raises(LinkLost, match="someone may be on the line"):
+                await massager.pair("test")
+            assert not massager.authenticated
+            assert massager.auth_problem is not None
+            assert "or someone on the line said so" in massager.auth_problem
+            with pytest.raises(CommandRefused, match="not paired"):
+                await massager.start("wave", 1, duration_s=60)  # and nothing starts
+        host.sync()
+        assert host.firmware.state is SessionState.IDLE
+    finally:
+        await relay.stop()
+        await endpoint.close()
+        host.stop()

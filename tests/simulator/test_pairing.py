@@ -532,3 +532,39 @@ def test_the_controller_believes_no_device_frame_it_cannot_authenticate(
     assert rig.received == honest
     rig.run(3)
     assert rig.fw.state is SessionState.RUNNING  # and the massager itself saw nothing
+
+
+def test_answers_gathered_in_advance_keep_no_session_alive_on_a_link_that_is_not_signed() -> None:
+    """Found by an attack: on a link to a massager that does not sign, a relay fed the
+    controller forged challenges with the values the massager would send next (its
+    uptime, 250 ms apart), gathered the signed answers, and let each out just after the
+    massager sent that challenge: the session ran 100 s after the controller had gone.
+    Challenges are now drawn at random, so no one can answer one before it is sent."""
+    rig = Rig(signs=False)
+    rig.ctl.device_signs = False  # paired knowing it does not sign
+    rig.connect()
+    assert rig.command(START) == "ack"
+    rig.run(5)
+    challenges = [m for m in rig.received if isinstance(m, fp.Challenge)]
+    assert challenges == []  # the link's own business: not handed on
+    gathered: dict[int, bytes] = {}
+    last = rig.fw.conn._challenges  # what the massager sent lately
+    newest, _ = next(reversed(last.items()))
+    uptime = round(rig.now * 1000)
+    for k in range(1, 400):  # every guess a relay could make: counting on, or uptimes
+        for guess in ((newest + k) & 0xFFFFFFFF, (uptime + 250 * k) & 0xFFFFFFFF):
+            forged = Frame(0, fp.MessageType.EVENT, fp.Challenge(guess).encode_payload())
+            rig.ctl.receive_data(forged.encode(), rig.now)
+            rig.ctl.handle_timer(rig.now)
+            gathered[guess] = rig.ctl.data_to_send()
+    gone = rig.now  # the controller goes; the relay lets out the answers that fit
+    while rig.fw.state is SessionState.RUNNING and rig.now < gone + 30:
+        rig.now += 0.01
+        rig.fw.advance(rig.now)
+        for frame in FrameDecoder().feed(rig.fw.data_to_send()):
+            message = fp.decode_message(frame.msg_type, frame.payload)
+            if isinstance(message, fp.Challenge) and message.challenge in gathered:
+                rig.fw.receive_data(gathered[message.challenge], rig.now)
+    assert rig.fw.state is SessionState.IDLE
+    assert rig.fw.last_end is fp.EndReason.LINK_LOST
+    assert rig.now - gone <= 1.0 + 0.02
