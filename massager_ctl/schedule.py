@@ -100,7 +100,8 @@ def _clock_time(value: object) -> object:
     if isinstance(value, time):
         return value
     if isinstance(value, str):
-        # ASCII digits only: "２１:４５" is not what a person types into a file by intent.
+        # ASCII digits only: full-width or other scripts' digits are not refused in the
+        # file and taken on the command line, or the other way round.
         match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip(), re.ASCII)
         if match:
             return time(int(match.group(1)), int(match.group(2)))
