@@ -630,13 +630,13 @@ class Connection:
             # A new link: our numbering starts again at 1 (SPEC §4) with the answer
             # to its HELLO, after any reply still owed to frames read before it.
             self._tx_seq = 0
-        reply = isinstance(message, Ack | Nak | Capabilities | Paired)
+        ref: int | None = getattr(message, "ref_seq", None)
         if sign is None:
-            owed = self._reply_signed.get(message.ref_seq) if reply else None  # type: ignore[attr-defined]
+            owed = self._reply_signed.get(ref) if ref is not None else None
             if owed:
                 sign = owed.popleft()
                 if not owed:
-                    del self._reply_signed[message.ref_seq]  # type: ignore[attr-defined]
+                    del self._reply_signed[ref]  # type: ignore[arg-type]
             else:
                 sign = True  # the device's own word: its status and events
         if isinstance(message, Capabilities):
@@ -836,8 +836,9 @@ class Connection:
             assert pairing is not None
             self._next_tx_link = (pairing.key, self._device_context())
         self._alive_counter = counter if key_id is not None else 0
+        # Not the replies owed to frames read before this HELLO (`_reply_signed`): they
+        # still go out, for the link before, signed as those frames deserve.
         self._uncached.clear()
-        self._reply_signed.clear()
         self._last_rx = now
         self._accepted_seq = frame.seq
         self._replies.clear()
