@@ -124,7 +124,14 @@ def run_async(make: Callable[[], Awaitable[T]], *, speed: float | None = None) -
         # Not possible off the main thread or on platforms without signals; fine then.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        return await make()
+        try:
+            return await make()
+        finally:
+            # Before the loop closes: asyncio closes its wake-up pipe before it removes
+            # its signal handlers, and a press in between was an "Exception ignored"
+            # traceback about the wake-up fd.
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGTERM)
 
     try:
         previous = signal.signal(signal.SIGINT, on_sigint)
