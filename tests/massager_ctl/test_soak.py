@@ -17,7 +17,7 @@ to the rules that matter to the person wearing it:
 - memory stays flat: the live Python objects at the end of the night are
   within a few percent of those after its first hour.
 
-The figures are in the README; ``pytest tests/massager_ctl/test_soak.py -s``
+The figures are in docs/testing.md; ``pytest tests/massager_ctl/test_soak.py -s``
 prints them.
 """
 
