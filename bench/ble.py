@@ -35,8 +35,10 @@ class _Echo:
 
     async def open(self, radio: virtual.VirtualRadio) -> None:
         _, self.peripheral = radio.new_device("echo", "C3:00:00:00:00:03")
-        self.out = gatt.Characteristic(ECHO_OUT, gatt.Characteristic.Properties.NOTIFY, 0, b"")
-        echo_in = gatt.Characteristic(
+        self.out = gatt.Characteristic(
+            ECHO_OUT, gatt.Characteristic.Properties.NOTIFY, gatt.Characteristic.Permissions(0), b""
+        )
+        echo_in: gatt.Characteristic[bytes] = gatt.Characteristic(
             ECHO_IN,
             gatt.Characteristic.Properties.WRITE_WITHOUT_RESPONSE,
             gatt.Characteristic.Permissions.WRITEABLE,

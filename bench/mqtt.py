@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from paho.mqtt.enums import MQTTProtocolVersion
 
 from massager_ctl.bridge import Bridge
 from massager_ctl.broker import parse_broker_url
@@ -115,7 +114,7 @@ def _driver_client(broker: Broker) -> aiomqtt.Client:
         username="admin",
         password=USERS["admin"],
         identifier="bench-driver",
-        protocol=MQTTProtocolVersion.MQTTv5,
+        protocol=aiomqtt.ProtocolVersion.V5,
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         max_inflight_messages=IN_FLIGHT,
         timeout=ANSWER_WITHIN_S,

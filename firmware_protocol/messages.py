@@ -80,7 +80,7 @@ _ENUM_VALUES: dict[type, frozenset[int]] = {}
 E = TypeVar("E", bound=IntEnum)
 
 
-def _values(enum: type) -> frozenset[int]:
+def _values(enum: type[IntEnum]) -> frozenset[int]:
     values = _ENUM_VALUES.get(enum)
     if values is None:
         values = _ENUM_VALUES[enum] = frozenset(member.value for member in enum)
@@ -637,7 +637,9 @@ class Capabilities(Message):
         r = _Reader(data)
         ref = r.u16()
         model, firmware, serial = r.text(), r.text(), r.text()
-        features, *numbers = (r.u16() for _ in range(8))
+        features, ceiling, max_target, cap, lease, watchdog, interval, pause = (
+            r.u16() for _ in range(8)
+        )
         chambers = []
         for _ in range(r.u8()):
             leg, position = r.u8(), r.u8()
@@ -646,7 +648,8 @@ class Capabilities(Message):
         levels = tuple(LevelInfo(r.u8(), r.u16()) for _ in range(r.u8()))
         nonce = r.raw(NONCE_SIZE) if len(data) - r.pos >= NONCE_SIZE else None
         return cls(
-            ref, model, firmware, serial, Feature(features), *numbers,
+            ref, model, firmware, serial, Feature(features), ceiling, max_target, cap,
+            lease, watchdog, interval, pause,
             chambers=tuple(chambers), modes=modes, levels=levels, link_nonce=nonce,
         )  # fmt: skip
 

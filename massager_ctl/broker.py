@@ -21,7 +21,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
-from paho.mqtt.enums import MQTTProtocolVersion
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from .errors import ConfigError, InputError
@@ -76,7 +75,7 @@ class BrokerAddress(BaseModel):
             username=self.username,
             password=self.password.get_secret_value() if self.password else None,
             identifier=identifier,
-            protocol=MQTTProtocolVersion.MQTTv5,
+            protocol=aiomqtt.ProtocolVersion.V5,
             will=will,
             tls_context=tls_context or self.tls_context(),
             # Nagle's algorithm against delayed ACKs made a QoS 1 round trip ~88 ms.

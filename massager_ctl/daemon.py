@@ -245,7 +245,7 @@ class Daemon:
 
     async def _sleep(self, until: datetime | None) -> None:
         assert self._wake is not None
-        waits = [asyncio.ensure_future(self._wake.wait())]
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
         if until is not None:
             waits.append(asyncio.ensure_future(self.clock.sleep_until(until)))
         try:

@@ -110,7 +110,12 @@ class SystemClock:
                 raise OSError(code, f"timerfd_settime: {os.strerror(code)}")
             loop = asyncio.get_running_loop()
             ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+
+            def fire() -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            loop.add_reader(fd, fire)
             try:
                 await ready
             finally:

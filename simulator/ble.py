@@ -246,9 +246,12 @@ class BlePeripheral:
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
         self._tx = gatt.Characteristic(
-            binding.TX_UUID, gatt.Characteristic.Properties.NOTIFY, 0, b""
+            binding.TX_UUID,
+            gatt.Characteristic.Properties.NOTIFY,
+            gatt.Characteristic.Permissions(0),
+            b"",
         )
-        self._battery = gatt.Characteristic(
+        self._battery: gatt.Characteristic[bytes] = gatt.Characteristic(
             binding.BATTERY_LEVEL_UUID,
             gatt.Characteristic.Properties.READ | gatt.Characteristic.Properties.NOTIFY,
             gatt.Characteristic.Permissions.READABLE,
@@ -259,7 +262,7 @@ class BlePeripheral:
     def _services(self) -> list[gatt.Service]:
         config = self.host.config
         props, readable = gatt.Characteristic.Properties, gatt.Characteristic.Permissions.READABLE
-        rx = gatt.Characteristic(
+        rx: gatt.Characteristic[bytes] = gatt.Characteristic(
             binding.RX_UUID,
             props.WRITE_WITHOUT_RESPONSE | props.WRITE,
             gatt.Characteristic.Permissions.WRITEABLE,

@@ -641,8 +641,8 @@ class CheckedFirmware:
             )
             others = {f.seq for f in frames if f.msg_type not in PREEMPTIBLE}
             for item in sent:
-                ran = isinstance(item.message, Ack) and item.new
-                if ran and item.message.ref_seq not in others:
+                if (isinstance(item.message, Ack) and item.new
+                        and item.message.ref_seq not in others):  # fmt: skip
                     raise AssertionError(f"{item.message}: a command read with a stop ran")
         if len(frames) == 1:
             self._check_lone_frame(frames[0], messages[0], sent, before, after,
@@ -1179,14 +1179,14 @@ class CheckedFirmware:
             assert after == before, f"a stale {message} changed the device"
             remembered = log is not None and len(set(log)) == len(log) and seq in log[-8:]
             assert len(sent) == 1, f"a stale {message} got {sent}"
-            again = sent[0]
-            assert again.message == Nak(seq, ErrorCode.STALE_SEQUENCE) or (
-                again.wire in self._sent_replies.get(seq, set())
-            ), f"a stale {message} got {again.message}, not a reply sent before"
+            repeated = sent[0]
+            assert repeated.message == Nak(seq, ErrorCode.STALE_SEQUENCE) or (
+                repeated.wire in self._sent_replies.get(seq, set())
+            ), f"a stale {message} got {repeated.message}, not a reply sent before"
             if remembered:
                 # One reply per seq since the link opened, and this one among the
                 # last 8: the device remembers it and must send it again.
-                assert not again.new, f"the reply to {seq} was forgotten: {again.message}"
+                assert not repeated.new, f"the reply to {seq} was forgotten: {repeated.message}"
         elif not certain and kind in STATEFUL_COMMANDS and taken_signed:
             # The authenticated link's controller: a command its link took, held to
             # the state table as on an open link.
@@ -1298,6 +1298,7 @@ def command_frame(seq: int, message_or_type: Message | int, payload: bytes = b""
     After a signed HELLO every tag also covers the link's 8-byte ``nonce`` from
     CAPABILITIES (SPEC 12.3); the HELLO itself is signed without one.
     """
+    msg_type: int
     if isinstance(message_or_type, Message):
         msg_type, payload = message_or_type.TYPE, message_or_type.encode_payload()
     else:

@@ -65,6 +65,7 @@ class SerialTransport(Transport):
     async def open(self) -> None:  # noqa: D102
         loop = asyncio.get_running_loop()
         self._pipe = pipe = _Pipe()
+        transport: asyncio.Transport
         try:
             if isinstance(self.address, SerialAddress):
                 port = self._open_port()
