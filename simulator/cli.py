@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from firmware_protocol import Button, Mode
+from firmware_protocol import Button, Fault, Mode
 
 from .clock import scaled_runner
 from .config import DeviceConfig
@@ -107,6 +107,20 @@ settings_option = click.option(
 )
 
 
+def fault_names(faults: Fault) -> str:
+    """The latched faults in words, as a person reads them: ``valve, battery empty``.
+
+    A bit this simulator has no name for (one a later protocol adds) is named by
+    its number rather than dropped.
+    """
+    words = []
+    for bit in range(int(faults).bit_length()):
+        if int(faults) >> bit & 1:
+            name = Fault(1 << bit).name
+            words.append(name.lower().replace("_", " ") if name else f"fault bit {bit}")
+    return ", ".join(words)
+
+
 def describe(snapshot: Snapshot, config: DeviceConfig) -> str:
     """One line for a person: state, mode, lease, pressures per leg, pump, battery."""
     per_leg = len(config.positions)
@@ -121,7 +135,7 @@ def describe(snapshot: Snapshot, config: DeviceConfig) -> str:
         snapshot.elapsed_s or snapshot.lease_left_s
     ) else ""  # fmt: skip
     pump = "pump on" if snapshot.pump else "pump off"
-    faults = f"  FAULT {snapshot.faults!r}" if snapshot.faults else ""
+    faults = f"  FAULT {fault_names(snapshot.faults)}" if snapshot.faults else ""
     return (
         f"{snapshot.uptime_s:8.1f} s  {state:<7} {session:<24} {legs} mmHg  {pump}"
         f"  battery {snapshot.battery_pct:.0f}%{faults}"
