@@ -172,3 +172,20 @@ def test_stop_from_another_terminal_says_how_to_stop_the_program_that_holds_the_
     assert "press Ctrl-C there (it vents the massager)" in result.stderr
     assert "power button on the massager's remote" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_vent_on_a_served_massager_another_program_holds_says_it_is_in_use() -> None:
+    # The served massager takes one controller; a vent from a second terminal was told
+    # "the link failed ... closed by the other end", as if something were broken.
+    with serve("--tcp", "127.0.0.1:0") as served:
+        program = ("start", *ADHOC, "--duration", "1m", "--device", served.url, "--json")
+        with controller(*program) as running:
+            until_progress(running, above_mmhg=10)
+            result = ctl("vent", "--device", served.url)
+            assert running.poll() is None  # the program goes on, undisturbed
+    assert result.returncode == 4, result.stderr
+    assert "is in use by another program" in result.stderr
+    assert "closed by the other end" not in result.stderr
+    assert "press Ctrl-C there (it vents the massager)" in result.stderr
+    assert "Traceback" not in result.stderr
+

@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from simulator.serve import BITS_PER_BYTE, Wire
+from simulator import DeviceConfig
+from simulator.host import DeviceHost
+from simulator.serve import BITS_PER_BYTE, TcpEndpoint, Wire
 from tests.served import serve
 
 
@@ -91,3 +93,27 @@ def test_a_port_already_taken_is_a_plain_error() -> None:
         )
     assert result.returncode == 1
     assert f"cannot listen on {taken}" in result.stderr
+
+
+@pytest.mark.looptime(False)
+async def test_a_second_controller_is_told_the_port_is_in_use_as_a_serial_bridge_does() -> None:
+    host = DeviceHost(DeviceConfig(seed=1))
+    host.start()
+    endpoint = TcpEndpoint(host)
+    await endpoint.open("127.0.0.1", 0)
+    port = int(endpoint.url.rsplit(":", 1)[1])
+    try:
+        _, first = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.1)
+        reader, second = await asyncio.open_connection("127.0.0.1", port)
+        second.write(b"\x00bytes a controller sends at once\x00")
+        said = await asyncio.wait_for(reader.read(), 5)  # up to the end of the stream
+        assert said == b"Port already in use\r\n"
+        assert endpoint.refused == 1
+        assert endpoint.connections == 1  # the first keeps the line
+        second.close()
+        first.close()
+    finally:
+        await endpoint.close()
+        host.stop()
+
