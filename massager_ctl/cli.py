@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import signal
 import sys
@@ -224,7 +225,8 @@ def start(
     note = first_run_note()
     if note:
         errors().print(note, style="yellow")
-    require = _simulator_only if speed is not None and not isinstance(address, SimAddress) else None
+    # sim:// runs in this process, on this clock: always at the speed asked.
+    require = None if isinstance(address, SimAddress) else (lambda info: check_speed(info, speed))
     # A run at --speed can only be the simulator's: it squeezes no leg, so the limits
     # neither refuse it nor count it.
     source = "cli" if speed is None else "demo"
@@ -275,13 +277,36 @@ def check_limits(planned_s: float) -> None:
     )
 
 
-def _simulator_only(info: DeviceInfo) -> None:
-    """Refuse --speed on a real device: its firmware keeps real time, and ours would not."""
-    if not info.is_simulator:
+def check_speed(info: DeviceInfo, speed: float | None, *, doing: str = "start") -> None:
+    """Refuse to run at another pace than the device's, before anything is sent.
+
+    A real massager keeps real time, so --speed is refused on it. A served
+    simulator says its speed (`DeviceInfo.simulator_speed`) and must be met at
+    exactly that speed: a controller on another clock sends its keepalives late
+    or in bursts on the device's, and the device vents and the link is lost
+    again and again. ``doing`` names what was refused ("start", "pairing").
+
+    Raises:
+        InputError: the speeds differ; says both, and the option that matches.
+    """
+    nothing = "nothing was started" if doing == "start" else "nothing was paired"
+    if speed is not None and not info.is_simulator:
         raise InputError(
             f"--speed works only with the simulator, and {info.model} (firmware "
-            f"{info.firmware}) is a real massager; nothing was started"
+            f"{info.firmware}) is a real massager; {nothing}"
         )
+    served = info.simulator_speed
+    asked = 1.0 if speed is None else speed
+    if served is None or math.isclose(served, asked, rel_tol=1e-5):
+        return
+    runs = "real time" if served == 1 else f"{served:g}x real time"
+    at = "real time" if asked == 1 else f"{asked:g}x"
+    fix = "give no --speed" if served == 1 else f"give --speed {served:g}"
+    raise InputError(
+        f"this simulator runs at {runs}, and this {doing} at {at}: the two clocks would "
+        f"not agree (a session's proofs of life would come late, and it would vent); "
+        f"{fix}; {nothing}"
+    )
 
 
 def _choose_profile(
@@ -748,6 +773,7 @@ def pair(
             if isinstance(address, SimAddress):
                 paired = massager.paired_key  # it paired itself on connect
             else:
+                check_speed(massager.info, speed, doing="pairing")
                 paired = await massager.pair(
                     name or f"massager-ctl@{socket.gethostname()}",
                     accept_unsigned=accept_unsigned_device,

@@ -378,3 +378,32 @@ def test_profiles_lists_the_others_when_one_of_yours_cannot_be_read(
     assert shown.stderr.splitlines() == [f"warning: {deep}", f"warning: {latin}"]
     one = ctl("profiles", "show", "latin")
     assert (one.returncode, one.stderr) == (2, f"error: {latin}\n")
+
+
+async def test_the_speed_a_served_simulator_announces_must_be_met() -> None:
+    from massager_ctl.cli import check_speed
+    from massager_ctl.device import Massager
+    from massager_ctl.errors import InputError
+
+    async with Massager.connect("sim://") as massager:
+        info = massager.info
+    at = {
+        firmware: info.model_copy(update={"firmware": firmware})
+        for firmware in ("sim-0.1.0", "sim-0.1.0+2.5x", "sim-0.1.0+1000x", "2.4.1", "2.4.1+20x")
+    }
+    assert [i.simulator_speed for i in at.values()] == [1.0, 2.5, 1000.0, None, None]
+    check_speed(at["sim-0.1.0"], None)
+    check_speed(at["sim-0.1.0"], 1)
+    check_speed(at["sim-0.1.0+2.5x"], 2.5)
+    check_speed(at["2.4.1"], None)  # a real massager keeps real time, as we do
+    check_speed(at["2.4.1+20x"], None)  # its version is its own business
+    with pytest.raises(InputError, match=r"runs at 2.5x real time, and this start at 3x.*"
+                       r"give --speed 2.5; nothing was started"):  # fmt: skip
+        check_speed(at["sim-0.1.0+2.5x"], 3)
+    with pytest.raises(InputError, match=r"runs at 1000x real time, and this pairing at real "
+                       r"time.*give --speed 1000; nothing was paired"):  # fmt: skip
+        check_speed(at["sim-0.1.0+1000x"], None, doing="pairing")
+    with pytest.raises(InputError, match=r"runs at real time, and this start at 0.5x.*give no"):
+        check_speed(at["sim-0.1.0"], 0.5)
+    with pytest.raises(InputError, match=r"2.4.1\) is a real massager; nothing was started"):
+        check_speed(at["2.4.1"], 20)

@@ -14,6 +14,7 @@ import pytest
 from simulator import DeviceConfig
 from simulator.host import DeviceHost
 from simulator.serve import BITS_PER_BYTE, TcpEndpoint, Wire
+from tests.massager_ctl.test_cli import ctl, json_lines
 from tests.served import serve
 
 
@@ -117,3 +118,39 @@ async def test_a_second_controller_is_told_the_port_is_in_use_as_a_serial_bridge
         await endpoint.close()
         host.stop()
 
+
+def test_a_served_simulator_announces_its_speed_in_its_firmware_version() -> None:
+    with serve("--tcp", "127.0.0.1:0", "--speed", "20", paired=False) as served:
+        status = ctl("status", "--device", served.url, "--json")
+        assert status.returncode == 0, status.stderr
+        assert json_lines(status.stdout)[-1]["info"]["firmware"] == "sim-0.1.0+20x"
+    with serve("--tcp", "127.0.0.1:0", paired=False) as served:
+        status = ctl("status", "--device", served.url, "--json")
+        assert json_lines(status.stdout)[-1]["info"]["firmware"] == "sim-0.1.0"
+
+
+def test_a_firmware_version_too_long_to_carry_the_speed_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "simulator", "serve", "--tcp", "127.0.0.1:0", "--speed", "20",
+         "--set", "firmware=sim-" + "9" * 28],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "too long to announce --speed 20" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("speed", "said"),
+    [
+        ("1", "pairing window open for 60 s\n"),
+        ("120", "pairing window open for 60 s of device time (0.5 s of real time at 120x)"),
+    ],
+)
+def test_the_pairing_window_says_how_long_it_is_open_in_real_time(speed: str, said: str) -> None:
+    with serve("--tcp", "127.0.0.1:0", "--speed", speed, "--pairing-window", "60",
+               paired=False) as served:  # fmt: skip
+        assert served.stop() == 0
+        log = served.stderr()
+    assert said in log
