@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 import signal
 import sys
@@ -224,7 +225,8 @@ def start(
     note = first_run_note()
     if note:
         errors().print(note, style="yellow")
-    require = _simulator_only if speed is not None and not isinstance(address, SimAddress) else None
+    # sim:// runs in this process, on this clock: always at the speed asked.
+    require = None if isinstance(address, SimAddress) else (lambda info: check_speed(info, speed))
     # A run at --speed can only be the simulator's: it squeezes no leg, so the limits
     # neither refuse it nor count it.
     source = "cli" if speed is None else "demo"
@@ -275,13 +277,36 @@ def check_limits(planned_s: float) -> None:
     )
 
 
-def _simulator_only(info: DeviceInfo) -> None:
-    """Refuse --speed on a real device: its firmware keeps real time, and ours would not."""
-    if not info.is_simulator:
+def check_speed(info: DeviceInfo, speed: float | None, *, doing: str = "start") -> None:
+    """Refuse to run at another pace than the device's, before anything is sent.
+
+    A real massager keeps real time, so --speed is refused on it. A served
+    simulator says its speed (`DeviceInfo.simulator_speed`) and must be met at
+    exactly that speed: a controller on another clock sends its keepalives late
+    or in bursts on the device's, and the device vents and the link is lost
+    again and again. ``doing`` names what was refused ("start", "pairing").
+
+    Raises:
+        InputError: the speeds differ; says both, and the option that matches.
+    """
+    nothing = "nothing was started" if doing == "start" else "nothing was paired"
+    if speed is not None and not info.is_simulator:
         raise InputError(
             f"--speed works only with the simulator, and {info.model} (firmware "
-            f"{info.firmware}) is a real massager; nothing was started"
+            f"{info.firmware}) is a real massager; {nothing}"
         )
+    served = info.simulator_speed
+    asked = 1.0 if speed is None else speed
+    if served is None or math.isclose(served, asked, rel_tol=1e-5):
+        return
+    runs = "real time" if served == 1 else f"{served:g}x real time"
+    at = "real time" if asked == 1 else f"{asked:g}x"
+    fix = "give no --speed" if served == 1 else f"give --speed {served:g}"
+    raise InputError(
+        f"this simulator runs at {runs}, and this {doing} at {at}: the two clocks would "
+        f"not agree (a session's proofs of life would come late, and it would vent); "
+        f"{fix}; {nothing}"
+    )
 
 
 def _choose_profile(
@@ -438,10 +463,19 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
 
     warnings: list[str] = []
     address = _device_to_stop(device, as_json, action, warnings)
-    from .errors import LinkError
+    from .errors import DeviceInUse, LinkError
 
     try:
         status = run_async(lambda: stop_or_vent(address, action, warnings))
+    except DeviceInUse as error:
+        _warn(warnings)
+        raise DeviceInUse(
+            f"{error}. Nothing was sent. Stop the program that holds it: if massager-ctl "
+            "runs a program on it in another terminal, press Ctrl-C there (it vents the "
+            "massager); the daemon: `systemctl --user stop massager-ctl`; a bridge: Ctrl-C "
+            "or SIGTERM. Or press the power button on the massager's remote, which stops "
+            "it at once"
+        ) from None
     except LinkError as error:
         _warn(warnings)
         # A massager has one link: most often a program of ours holds it (until the
@@ -454,12 +488,46 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
     except BaseException:
         _warn(warnings)
         raise
+    fresh = fresh_simulator(address)
     if as_json:
-        emit_json({"kind": action, "device": str(address), "status": status, "warnings": warnings})
+        emit_json({"kind": action, "device": str(address), "status": status,
+                   "fresh_simulator": fresh, "warnings": warnings})  # fmt: skip
+    elif fresh:
+        console().print(
+            f"{action}: sent to a new built-in simulator, started for this command; nothing "
+            f"was running on it. {FRESH_SIMULATOR}",
+            markup=False,
+            soft_wrap=True,
+        )
     else:
-        console().print(f"{action}: done; chambers at {status.peak_mmhg:.0f} mmHg or less")
+        console().print(stopped_message(action, status), markup=False)
     _warn(warnings)
     return 0
+
+
+def stopped_message(action: str, status: DeviceStatus) -> str:
+    """What a stop or vent that emptied the chambers says (it waits until they are)."""
+    return f"{action}: done; the chambers are empty ({status.peak_mmhg:.0f} mmHg at most)"
+
+
+FRESH_SIMULATOR = (
+    "A `massager-ctl start` in another terminal runs a simulator of its own, which "
+    "this command cannot reach: to stop it, press Ctrl-C in its terminal."
+)
+"""Said by every one-shot command on ``sim://`` (see `fresh_simulator`)."""
+
+
+def fresh_simulator(address: DeviceAddress) -> bool:
+    """Whether a one-shot command on ``address`` acts on a new simulator of its own.
+
+    The built-in simulator lives in the process that uses it: a `stop`, `vent`,
+    `status` or `reset` on ``sim://`` starts one for itself, and never reaches
+    the simulator a `start` runs in another terminal. Their output says so,
+    rather than "done" as if that program had been stopped.
+    """
+    from .urls import SimAddress
+
+    return isinstance(address, SimAddress)
 
 
 def _device_to_stop(
@@ -558,8 +626,9 @@ def status(device: str | None, as_json: bool) -> int:
 
     async def go() -> int:
         from .device import Massager
-        from .render import console, emit_json, status_view
+        from .render import console, emit_json, escape, status_view
 
+        fresh = fresh_simulator(address)
         async with Massager.connect(address) as massager:
             current = await massager.refresh()
             if as_json:
@@ -572,6 +641,7 @@ def status(device: str | None, as_json: bool) -> int:
                         "link": vars(massager.link_stats),
                         "authenticated": massager.authenticated,
                         "auth_problem": massager.auth_problem,
+                        "fresh_simulator": fresh,
                     }
                 )
             else:
@@ -584,6 +654,12 @@ def status(device: str | None, as_json: bool) -> int:
                         auth=_auth_line(massager),
                     )
                 )
+                if fresh:
+                    console().print(
+                        "[yellow]This is a new built-in simulator, started for this command.[/] "
+                        + escape(FRESH_SIMULATOR),
+                        soft_wrap=True,
+                    )
         return 0
 
     return run_async(go)
@@ -601,22 +677,57 @@ def _auth_line(massager: Massager) -> str:
 @json_option
 def reset(device: str | None, as_json: bool) -> int:
     """Clear a latched fault once its cause is mended (the massager checks, and may refuse)."""
+    from .render import console, emit_json
+
     address = resolve_device(device, quiet=as_json)
+    cleared, status = run_async(lambda: clear_fault(address))
+    fresh = fresh_simulator(address)
+    if as_json:
+        emit_json({"kind": "reset", "device": str(address), "cleared": list(cleared),
+                   "status": status, "fresh_simulator": fresh})  # fmt: skip
+    else:
+        said = reset_message(cleared, status)
+        if fresh:
+            said += f" (a new built-in simulator, started for this command). {FRESH_SIMULATOR}"
+        console().print(said, markup=False, soft_wrap=True)
+    return 0
 
-    async def go() -> int:
-        from .device import Massager
-        from .render import console, emit_json
 
-        async with Massager.connect(address) as massager:
-            await massager.reset_fault()
-            status = await massager.refresh()
-        if as_json:
-            emit_json({"kind": "reset", "device": str(address), "status": status})
-        else:
-            console().print(f"reset: the fault is cleared; the massager is {status.state}")
-        return 0
+async def clear_fault(address: DeviceAddress) -> tuple[tuple[str, ...], DeviceStatus]:
+    """Clear the massager's latched faults: the faults cleared, and its status after.
 
-    return run_async(go)
+    With no fault latched nothing is sent, and none are cleared.
+
+    Raises:
+        CommandRefused: the massager refuses (the cause of the fault is still there).
+        DeviceFault: it took the reset but still reports a fault.
+    """
+    from .device import Massager
+    from .errors import DeviceFault
+    from .models import explain_faults
+
+    async with Massager.connect(address) as massager:
+        latched = (await massager.refresh()).faults
+        if not latched:
+            return (), massager.status
+        await massager.reset_fault()
+        status = await massager.refresh()
+    if status.faults:
+        raise DeviceFault(
+            "the massager took the reset but still reports a fault. "
+            + explain_faults(status.faults)
+        )
+    return latched, status
+
+
+def reset_message(cleared: tuple[str, ...], status: DeviceStatus) -> str:
+    """What `reset` says: which faults it cleared, or that there was none."""
+    if not cleared:
+        return f"reset: there was no fault to clear; the massager is {status.state}"
+    names = [name.replace("_", " ") for name in cleared]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    faults = "fault is" if len(names) == 1 else "faults are"
+    return f"reset: the {listed} {faults} cleared; the massager is {status.state}"
 
 
 @cli.command()
@@ -662,6 +773,7 @@ def pair(
             if isinstance(address, SimAddress):
                 paired = massager.paired_key  # it paired itself on connect
             else:
+                check_speed(massager.info, speed, doing="pairing")
                 paired = await massager.pair(
                     name or f"massager-ctl@{socket.gethostname()}",
                     accept_unsigned=accept_unsigned_device,
@@ -767,7 +879,8 @@ def unpair(url: str | None, forget_only: bool, as_json: bool) -> int:
     "hci",
     multiple=True,
     metavar="SPEC",
-    help="Also scan this Bumble radio, e.g. tcp-client:127.0.0.1:7001 (repeatable).",
+    help="Also scan this Bumble radio, e.g. tcp-client:127.0.0.1:7001 (repeatable); "
+    "the system's Bluetooth is then listed only if it can scan.",
 )
 @json_option
 def devices(

@@ -42,8 +42,10 @@ if you have or may have a blood clot (deep vein thrombosis), if you have had one
 or have heart failure, severe peripheral artery disease, an infection, an open
 wound or fresh skin graft on the legs, a recent fracture, severe neuropathy
 (you may not feel too much pressure), or if you are pregnant. Stop at once if
-you feel pain, numbness or tingling. This note is shown once; read it again
-with `massager-ctl safety`."""
+you feel pain, numbness or tingling."""
+
+FIRST_RUN_TAIL = "This note is shown once; read it again with `massager-ctl safety`."
+"""Said after the note only when it comes unasked, before the first start."""
 
 
 class Settings(BaseModel):
@@ -117,7 +119,7 @@ def load_settings(path: Path | None = None) -> Settings:
 
 
 def first_run_note() -> str | None:
-    """The safety note if it has never been shown for this user, else None.
+    """The safety note, saying it shows once, if never shown for this user; else None.
 
     Showing it is recorded at once; a read-only state folder only means the note
     shows again next time.
@@ -130,4 +132,4 @@ def first_run_note() -> str | None:
         stamp.touch()
     except OSError:
         pass
-    return SAFETY_NOTE
+    return f"{SAFETY_NOTE}\n{FIRST_RUN_TAIL}"

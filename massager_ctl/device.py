@@ -93,6 +93,7 @@ from .errors import (
     ConfigError,
     ConnectFailed,
     ConnectTimedOut,
+    DeviceInUse,
     DeviceRefused,
     LinkError,
     LinkLost,
@@ -108,6 +109,7 @@ from .models import (
     update_from_event,
 )
 from .transports import Transport, TransportClosed, open_transport
+from .transports.base import TransportInUse
 from .transports.sim import simulated_device, simulated_keys
 from .urls import DeviceAddress, SimAddress, parse_device_url
 
@@ -317,8 +319,12 @@ class Massager:
             raise ConnectTimedOut(
                 f"no answer from a massager at {address} within {timeout_s:g} s"
             ) from None
+        except DeviceInUse as error:
+            raise DeviceInUse(str(error)) from None
         except LinkError as error:
             raise ConnectFailed(f"the link to {address} failed: {error}") from None
+        if isinstance(self._failure, DeviceInUse):
+            raise DeviceInUse(str(self._failure))
         if self._failure is not None:
             raise ConnectFailed(f"the link to {address} failed: {self._failure}")
         if self.authenticated and not self._conn.device_signs:
@@ -728,6 +734,8 @@ class Massager:
                 data = await self.transport.read()
                 self._conn.receive_data(data, self._loop.time())
                 self._pump()
+        except TransportInUse as error:
+            self._fail(DeviceInUse(str(error)))
         except TransportClosed as error:
             self._fail(LinkLost(str(error)))
         except asyncio.CancelledError:

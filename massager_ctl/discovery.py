@@ -90,9 +90,20 @@ async def ble_massagers(radio: str | None, *, timeout_s: float) -> list[Found]:
 
 
 async def scan_all(radios: list[str | None], *, timeout_s: float) -> list[Found]:
-    """Scan every radio at once."""
+    """Scan every radio at once.
+
+    When radios are named besides the system's (None), the system's is scanned
+    too, but that it cannot scan (no adapter, no BlueZ) goes unsaid: the person
+    named the radio they use, and a row about one they do not is only noise.
+    """
     found = await asyncio.gather(*(ble_massagers(r, timeout_s=timeout_s) for r in radios))
-    return [entry for entries in found for entry in entries]
+    named = any(radio is not None for radio in radios)
+    return [
+        entry
+        for radio, entries in zip(radios, found, strict=True)
+        for entry in entries
+        if not (named and radio is None and entry.problem is not None)
+    ]
 
 
 def given(urls: list[str]) -> list[Found]:

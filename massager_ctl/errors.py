@@ -83,6 +83,10 @@ class ConnectTimedOut(ConnectFailed):
     """Opening the link, or hearing the device answer, took longer than allowed."""
 
 
+class DeviceInUse(ConnectFailed):
+    """Another program holds the device's one link (a serial port, a served TCP port)."""
+
+
 class DeviceNotFound(ConnectFailed):
     """The device was not heard (out of range, switched off, or connected elsewhere)."""
 

@@ -7,6 +7,7 @@ mmHg, seconds and names, and are what the API returns and ``--json`` prints.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -26,6 +27,9 @@ from firmware_protocol import (
 )
 
 State = Literal["idle", "running", "paused", "fault"]
+
+_SPEED = re.compile(r"\+(\d+(?:\.\d+)?)x$")
+"""A served simulator's speed, at the end of its firmware version (`simulator.cli`)."""
 
 
 def _name(value: object) -> str:
@@ -130,6 +134,18 @@ class DeviceInfo(_Model):
     def is_simulator(self) -> bool:
         """Whether this is massager-sim, which announces a firmware version ``sim-...``."""
         return self.firmware.startswith("sim-")
+
+    @property
+    def simulator_speed(self) -> float | None:
+        """How many times faster than real time this simulator runs; None: a real massager.
+
+        ``massager-sim serve --speed 20`` says so after its firmware version
+        (``sim-0.1.0+20x``); a simulator that says nothing runs at real time.
+        """
+        if not self.is_simulator:
+            return None
+        match = _SPEED.search(self.firmware)
+        return float(match.group(1)) if match else 1.0
 
     def level(self, level: int) -> IntensityLevel | None:
         """The announced level ``level``, or None."""

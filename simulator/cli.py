@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from firmware_protocol import Button, Mode
+from firmware_protocol import Button, Fault, Mode
+from firmware_protocol.messages import MAX_STRING
 
 from .clock import scaled_runner
 from .config import DeviceConfig
@@ -107,6 +108,20 @@ settings_option = click.option(
 )
 
 
+def fault_names(faults: Fault) -> str:
+    """The latched faults in words, as a person reads them: ``valve, battery empty``.
+
+    A bit this simulator has no name for (one a later protocol adds) is named by
+    its number rather than dropped.
+    """
+    words = []
+    for bit in range(int(faults).bit_length()):
+        if int(faults) >> bit & 1:
+            name = Fault(1 << bit).name
+            words.append(name.lower().replace("_", " ") if name else f"fault bit {bit}")
+    return ", ".join(words)
+
+
 def describe(snapshot: Snapshot, config: DeviceConfig) -> str:
     """One line for a person: state, mode, lease, pressures per leg, pump, battery."""
     per_leg = len(config.positions)
@@ -121,7 +136,7 @@ def describe(snapshot: Snapshot, config: DeviceConfig) -> str:
         snapshot.elapsed_s or snapshot.lease_left_s
     ) else ""  # fmt: skip
     pump = "pump on" if snapshot.pump else "pump off"
-    faults = f"  FAULT {snapshot.faults!r}" if snapshot.faults else ""
+    faults = f"  FAULT {fault_names(snapshot.faults)}" if snapshot.faults else ""
     return (
         f"{snapshot.uptime_s:8.1f} s  {state:<7} {session:<24} {legs} mmHg  {pump}"
         f"  battery {snapshot.battery_pct:.0f}%{faults}"
@@ -236,6 +251,43 @@ def list_faults(as_json: bool) -> None:
     sys.stdout.write(describe_faults() + "\n")
 
 
+def announce_speed(config: DeviceConfig, speed: float) -> DeviceConfig:
+    """The device, saying its speed after its firmware version: ``sim-0.1.0+20x`` at 20x.
+
+    A controller must keep the device's time (``massager-ctl start --speed 20``):
+    at another pace the keepalives it sends once a second of its time arrive
+    late or in bursts on the device's, and the watchdog vents. It reads the
+    speed from CAPABILITIES and refuses a start at another one, naming both.
+    At real time nothing is added. A free-text field of CAPABILITIES carries it,
+    so the protocol is the same for every device.
+
+    Raises:
+        click.BadParameter: the firmware version and the speed do not fit in the field.
+    """
+    if speed == 1:
+        return config
+    firmware = f"{config.firmware}+{speed:g}x"
+    if len(firmware.encode()) > MAX_STRING:
+        raise click.BadParameter(
+            f"firmware={config.firmware} is too long to announce --speed {speed:g} "
+            f"after it (at most {MAX_STRING} bytes with it)",
+            param_hint="--set",
+        )
+    return config.model_copy(update={"firmware": firmware})
+
+
+def device_seconds(seconds: float, speed: float) -> str:
+    """A span of device time for a person: also in real time when the two differ.
+
+    >>> device_seconds(60, 1), device_seconds(60, 120)
+    ('60 s', '60 s of device time (0.5 s of real time at 120x)')
+    """
+    if speed == 1:
+        return f"{seconds:g} s"
+    real = float(f"{seconds / speed:.2g}")
+    return f"{seconds:g} s of device time ({real:g} s of real time at {speed:g}x)"
+
+
 def _tcp_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
@@ -267,7 +319,8 @@ def _tcp_address(text: str) -> tuple[str, int]:
     default=1.0,
     show_default=True,
     help="Run this many times faster than real time; the controller must run at the "
-    "same speed (massager-ctl start --speed).",
+    "same speed (massager-ctl start --speed), and refuses another: the device says its "
+    "speed after its firmware version (sim-0.1.0+20x).",
 )
 @click.option(
     "--baud",
@@ -287,7 +340,8 @@ def _tcp_address(text: str) -> tuple[str, int]:
     "pairing_window",
     type=click.IntRange(min=1, max=3600),
     help="Open the pairing window at start for this many device seconds (as if its pairing "
-    "button were held); SIGUSR1 opens it again later.",
+    "button were held; at --speed 120, 60 s is half a second of real time, and both are "
+    "said); SIGUSR1 opens it again later.",
 )
 @click.option(
     "--memory",
@@ -332,6 +386,7 @@ def serve(
         config = config.model_copy(update={"pairing_required": False})
     if pairing_window is not None:
         config = config.model_copy(update={"pairing_window_s": pairing_window})
+    config = announce_speed(config, speed)
     try:
         memory = DeviceMemory(memory_file)
     except ValueError as error:
@@ -352,7 +407,8 @@ def serve(
 
         def open_pairing() -> None:
             host.open_pairing()
-            logging.info("pairing window open for %d s", config.pairing_window_s)
+            window = device_seconds(config.pairing_window_s, speed)
+            logging.info("pairing window open for %s", window)
 
         loop.add_signal_handler(signal.SIGUSR1, open_pairing)
         if pairing_window is not None:

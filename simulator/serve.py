@@ -153,8 +153,25 @@ class _Client(asyncio.Protocol):
         self.endpoint._disconnected(self)
 
 
+IN_USE = b"Port already in use\r\n"
+"""What a second controller is told before the line hangs up on it (ser2net's words)."""
+
+REFUSED_HANGUP_S = 5.0
+"""How long a turned-away controller has to hang up before the line hangs up on it."""
+
+
 class TcpEndpoint:
-    """The device behind a TCP port, one controller at a time."""
+    """The device behind a TCP port, one controller at a time.
+
+    A second controller is turned away as ser2net, the common serial-to-network
+    bridge, turns it away: the line ``Port already in use`` (text, not a frame of
+    the protocol, which has no word for this: a bridge in front of a massager
+    knows nothing of its protocol), then the end of the stream. The controller
+    recognises it (`massager_ctl.transports.serial`) and says the massager is in
+    use, rather than that the link failed. Its own bytes are read and dropped
+    until it hangs up, so that none is left unread when the socket closes (which
+    would reset the connection and could lose the line on the way).
+    """
 
     def __init__(self, host: DeviceHost, *, baudrate: int | None = None) -> None:
         self.host = host
@@ -182,8 +199,15 @@ class TcpEndpoint:
         if self._client is not None:
             # The line is taken: a second controller would interleave its frames.
             self.refused += 1
+            client.current = False
             assert client.transport is not None
-            client.transport.close()
+            client.transport.write(IN_USE)
+            if client.transport.can_write_eof():
+                client.transport.write_eof()  # it hangs up when it has read the line
+                # ... and if it never does, the line is not held open for ever.
+                asyncio.get_running_loop().call_later(REFUSED_HANGUP_S, client.transport.close)
+            else:
+                client.transport.close()
             return
         self._client = client
         self.connections += 1

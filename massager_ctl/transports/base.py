@@ -13,6 +13,10 @@ class TransportClosed(LinkError):
     """The byte pipe is closed: the port vanished, the peer disconnected, or we closed it."""
 
 
+class TransportInUse(TransportClosed):
+    """The other end turned the link away at once: another program holds the device."""
+
+
 class Transport(ABC):
     """A byte pipe to one device. Writes never block; reads wait for the next chunk.
 

@@ -11,6 +11,13 @@ frames are not held back.
 
 A port that vanishes (USB unplugged, the far end of a pseudo-terminal closed)
 or a TCP peer that hangs up ends the link: `read` raises `TransportClosed`.
+
+A serial-to-network bridge serves one controller at a time. ser2net, the
+common one, turns a second away by writing ``Port already in use`` (a line of
+text, not a frame) and hanging up, and ``massager-sim serve --tcp`` does the
+same; when those are the only bytes a link ever carried before it closed,
+`read` raises `TransportInUse`, so that the person is told the massager is
+held by another program rather than that the link failed.
 """
 
 from __future__ import annotations
@@ -18,18 +25,26 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import re
 
 import serial
 import serial_asyncio_fast
 
-from ..errors import ConnectFailed
+from ..errors import ConnectFailed, DeviceInUse
 from ..urls import SerialAddress, SocketAddress
-from .base import Transport, TransportClosed, plain_error
+from .base import Transport, TransportClosed, TransportInUse, plain_error
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
 """How long a TCP connect may take before we give up on it."""
+
+HEAD_BYTES = 64
+"""How many of a link's first bytes are kept to recognise a bridge's refusal."""
+
+IN_USE = re.compile(rb"^\s*(?P<said>[^\r\n]*already in use)\s*$", re.IGNORECASE)
+"""A bridge's refusal, as ser2net words it: ``Port already in use``,
+``Port's device already in use``."""
 
 
 class _Pipe(asyncio.Protocol):
@@ -38,9 +53,20 @@ class _Pipe(asyncio.Protocol):
     def __init__(self) -> None:
         self.incoming: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self.head = b""
+        """The link's first bytes, up to `HEAD_BYTES`; more than that, and ``None``."""
+        self._more = False
 
     def data_received(self, data: bytes) -> None:
+        if not self._more:
+            self.head += data
+            self._more = len(self.head) > HEAD_BYTES
         self.incoming.put_nowait(data)
+
+    def refusal(self) -> str | None:
+        """What the other end said if all it sent was a bridge's "in use" line."""
+        match = None if self._more else IN_USE.match(self.head)
+        return match.group("said").decode("ascii", "replace") if match else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.incoming.put_nowait(None)
@@ -98,7 +124,9 @@ class SerialTransport(Transport):
                 exclusive=True,
             )
         except serial.SerialException as error:
-            raise ConnectFailed(_port_error(self.address.path, error)) from None
+            problem = _port_error(self.address.path, error)
+            busy = problem.endswith(IN_USE_BY_ANOTHER)
+            raise (DeviceInUse if busy else ConnectFailed)(problem) from None
         except ValueError as error:  # pyserial's word for a baud rate the port cannot do
             raise ConnectFailed(f"cannot open {self.address.path}: {error}") from None
         try:
@@ -122,6 +150,11 @@ class SerialTransport(Transport):
         if data is None:
             pipe.incoming.put_nowait(None)  # every later read fails the same way
             error = pipe.closed.result() if pipe.closed.done() else None
+            refusal = pipe.refusal()
+            if refusal is not None:
+                raise TransportInUse(
+                    f'{self.description} is in use by another program (it answered "{refusal}")'
+                )
             if error is not None:
                 self._why_closed = f"{self.description} went away ({plain_error(error)})"
             elif self._transport is not None:  # not closed by us
@@ -147,6 +180,9 @@ class SerialTransport(Transport):
             log.warning("%s did not close within 2 s", self.description)
 
 
+IN_USE_BY_ANOTHER = "is in use by another program"
+
+
 def _port_error(path: str, error: serial.SerialException) -> str:
     """A plain sentence for pyserial's open errors."""
     code = getattr(error, "errno", None)
@@ -159,5 +195,5 @@ def _port_error(path: str, error: serial.SerialException) -> str:
             "(often `dialout`) and log in again"
         )
     if code == errno.EBUSY or "exclusively lock" in text:
-        return f"{path} is in use by another program"
+        return f"{path} {IN_USE_BY_ANOTHER}"
     return f"cannot open {path}: {text}"

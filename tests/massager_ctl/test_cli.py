@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -202,6 +203,93 @@ def test_status_stop_and_vent_on_the_simulator() -> None:
     assert "AirLeg Sim 8" in ctl("status").stdout
 
 
+@pytest.mark.parametrize("device", [None, "sim://", "sim://bedroom?seed=2"])
+def test_stop_vent_and_status_on_the_simulator_say_it_is_a_new_one(device: str | None) -> None:
+    # Each command runs its own built-in simulator: "stop: done" read as if it had
+    # stopped the `start` running in another terminal, which goes on squeezing.
+    where = () if device is None else ("--device", device)
+    for action in ("stop", "vent", "status"):
+        text = ctl(action, *where)
+        assert text.returncode == 0, text.stderr
+        said = " ".join(text.stdout.split())
+        assert "a new built-in simulator, started for this command" in said
+        assert "press Ctrl-C in its terminal" in said
+        assert "done" not in said
+        listed = json_lines(ctl(action, *where, "--json").stdout)[-1]
+        assert listed["fresh_simulator"] is True
+
+
+def test_reset_with_no_fault_says_there_was_none() -> None:
+    result = ctl("reset")
+    assert result.returncode == 0, result.stderr
+    assert "there was no fault to clear" in result.stdout
+    assert "cleared" not in result.stdout.replace("no fault to clear", "")
+    listed = json_lines(ctl("reset", "--json").stdout)[-1]
+    assert listed["kind"] == "reset"
+    assert listed["cleared"] == []
+
+
+async def test_reset_names_the_fault_it_cleared() -> None:
+    import asyncio
+
+    from firmware_protocol import Button
+    from massager_ctl.cli import clear_fault, reset_message
+    from massager_ctl.transports.sim import simulated_device
+    from massager_ctl.urls import parse_device_url
+
+    broken = parse_device_url("sim://broken?faults=pump-dead")
+    host = simulated_device(broken)
+    host.press(Button.POWER)
+    await asyncio.sleep(20)
+    assert host.firmware.status().faults  # latched: the pump moved no air
+    host.firmware.plant.faults.pump_dead = False  # mended
+    cleared, status = await clear_fault(broken)
+    assert cleared == ("pump",)
+    assert not status.faults
+    said = reset_message(cleared, status)
+    assert said == "reset: the pump fault is cleared; the massager is idle"
+    again, status = await clear_fault(broken)
+    assert again == ()
+    said = reset_message(again, status)
+    assert said == "reset: there was no fault to clear; the massager is idle"
+
+
+async def test_stop_and_vent_say_the_chambers_are_empty() -> None:
+    from massager_ctl.cli import stop_or_vent, stopped_message
+    from massager_ctl.urls import parse_device_url
+
+    status = await stop_or_vent(parse_device_url("sim://bed"), "vent")
+    said = stopped_message("vent", status)
+    assert re.fullmatch(r"vent: done; the chambers are empty \([0-4] mmHg at most\)", said), said
+    assert "or less" not in said
+
+
+def test_safety_asked_for_does_not_say_it_is_shown_once() -> None:
+    asked = ctl("safety")
+    assert "blood clot" in asked.stdout
+    assert "shown once" not in asked.stdout
+    assert "shown once" not in json.loads(ctl("safety", "--json").stdout)["note"]
+    args = ("start", "--mode", "wave", "--intensity", "1", "--duration", "5s", "--speed", "50")
+    first = " ".join(ctl(*args).stderr.split())
+    assert "blood clot" in first
+    assert "This note is shown once; read it again with `massager-ctl safety`." in first
+
+
+def test_devices_with_a_radio_named_does_not_report_the_system_bluetooth() -> None:
+    # A person who names the radio to scan has no use for "BlueZ cannot be reached".
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS="unix:path=/nonexistent/bus")
+    radio = "tcp-client:127.0.0.1:1"  # nothing listens there
+    listed = ctl("devices", "--hci", radio, "--scan", "1s", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    ble = [e for e in json_lines(listed.stdout)[-1] if e["kind"] == "ble"]
+    assert [e["url"] for e in ble] == [f"ble://?hci={radio}"]
+    assert "cannot reach the Bluetooth radio tcp-client:127.0.0.1:1" in ble[0]["problem"]
+    text = ctl("devices", "--hci", radio, "--scan", "1s", env=env)
+    assert text.returncode == 0, text.stderr
+    assert "BlueZ" not in text.stdout + text.stderr
+    assert "tcp-client:127.0.0.1:1" in text.stdout
+
+
 def test_the_device_comes_from_the_config_file_or_environment(user_dirs: dict[str, Path]) -> None:
     folder = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl"
     folder.mkdir()
@@ -290,3 +378,32 @@ def test_profiles_lists_the_others_when_one_of_yours_cannot_be_read(
     assert shown.stderr.splitlines() == [f"warning: {deep}", f"warning: {latin}"]
     one = ctl("profiles", "show", "latin")
     assert (one.returncode, one.stderr) == (2, f"error: {latin}\n")
+
+
+async def test_the_speed_a_served_simulator_announces_must_be_met() -> None:
+    from massager_ctl.cli import check_speed
+    from massager_ctl.device import Massager
+    from massager_ctl.errors import InputError
+
+    async with Massager.connect("sim://") as massager:
+        info = massager.info
+    at = {
+        firmware: info.model_copy(update={"firmware": firmware})
+        for firmware in ("sim-0.1.0", "sim-0.1.0+2.5x", "sim-0.1.0+1000x", "2.4.1", "2.4.1+20x")
+    }
+    assert [i.simulator_speed for i in at.values()] == [1.0, 2.5, 1000.0, None, None]
+    check_speed(at["sim-0.1.0"], None)
+    check_speed(at["sim-0.1.0"], 1)
+    check_speed(at["sim-0.1.0+2.5x"], 2.5)
+    check_speed(at["2.4.1"], None)  # a real massager keeps real time, as we do
+    check_speed(at["2.4.1+20x"], None)  # its version is its own business
+    with pytest.raises(InputError, match=r"runs at 2.5x real time, and this start at 3x.*"
+                       r"give --speed 2.5; nothing was started"):  # fmt: skip
+        check_speed(at["sim-0.1.0+2.5x"], 3)
+    with pytest.raises(InputError, match=r"runs at 1000x real time, and this pairing at real "
+                       r"time.*give --speed 1000; nothing was paired"):  # fmt: skip
+        check_speed(at["sim-0.1.0+1000x"], None, doing="pairing")
+    with pytest.raises(InputError, match=r"runs at real time, and this start at 0.5x.*give no"):
+        check_speed(at["sim-0.1.0"], 0.5)
+    with pytest.raises(InputError, match=r"2.4.1\) is a real massager; nothing was started"):
+        check_speed(at["2.4.1"], 20)

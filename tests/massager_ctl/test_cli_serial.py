@@ -172,3 +172,40 @@ def test_stop_from_another_terminal_says_how_to_stop_the_program_that_holds_the_
     assert "press Ctrl-C there (it vents the massager)" in result.stderr
     assert "power button on the massager's remote" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_vent_on_a_served_massager_another_program_holds_says_it_is_in_use() -> None:
+    # The served massager takes one controller; a vent from a second terminal was told
+    # "the link failed ... closed by the other end", as if something were broken.
+    with serve("--tcp", "127.0.0.1:0") as served:
+        program = ("start", *ADHOC, "--duration", "1m", "--device", served.url, "--json")
+        with controller(*program) as running:
+            until_progress(running, above_mmhg=10)
+            result = ctl("vent", "--device", served.url)
+            assert running.poll() is None  # the program goes on, undisturbed
+    assert result.returncode == 4, result.stderr
+    assert "is in use by another program" in result.stderr
+    assert "closed by the other end" not in result.stderr
+    assert "press Ctrl-C there (it vents the massager)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_start_at_another_speed_than_the_served_simulator_is_refused_naming_both() -> None:
+    with serve("--tcp", "127.0.0.1:0", "--speed", "20") as served:
+        faster = ctl("start", *ADHOC, "--duration", "1m", "--speed", "10", "--device", served.url)
+        plain = ctl("start", *ADHOC, "--duration", "1m", "--device", served.url, "--json")
+        status = json_lines(ctl("status", "--device", served.url, "--json").stdout)[-1]
+    assert faster.returncode == 2, faster.stderr
+    assert "runs at 20x real time, and this start at 10x" in faster.stderr
+    assert "give --speed 20" in faster.stderr
+    assert plain.returncode == 2, plain.stderr
+    assert "runs at 20x real time, and this start at real time" in plain.stderr
+    [error] = json_lines(plain.stdout)
+    assert error["kind"] == "error"
+    assert status["status"]["last_end"] == "none"  # nothing was started, no pressure
+    assert status["status"]["session_elapsed_s"] == 0
+    with serve("--tcp", "127.0.0.1:0") as served:
+        sped = ctl("start", *ADHOC, "--duration", "1m", "--speed", "10", "--device", served.url)
+    assert sped.returncode == 2, sped.stderr
+    assert "runs at real time, and this start at 10x" in sped.stderr
+    assert "give no --speed" in sped.stderr

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from massager_ctl.config import SAFETY_NOTE, config_file, first_run_note, load_settings
+from massager_ctl.config import (
+    FIRST_RUN_TAIL,
+    SAFETY_NOTE,
+    config_file,
+    first_run_note,
+    load_settings,
+)
 from massager_ctl.errors import ConfigError
 from tests.massager_ctl.test_cli import ctl
 
@@ -37,7 +43,7 @@ def test_bad_config_names_the_file_and_the_field(tmp_path: Path) -> None:
 
 
 def test_the_safety_note_shows_once() -> None:
-    assert first_run_note() == SAFETY_NOTE
+    assert first_run_note() == f"{SAFETY_NOTE}\n{FIRST_RUN_TAIL}"
     assert "blood clot" in SAFETY_NOTE
     assert first_run_note() is None
 

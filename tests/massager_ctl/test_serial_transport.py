@@ -17,7 +17,7 @@ import pytest
 
 from firmware_protocol import EndReason, SessionState
 from massager_ctl.device import Massager
-from massager_ctl.errors import ConnectFailed
+from massager_ctl.errors import ConnectFailed, DeviceInUse
 from massager_ctl.profiles import Profile
 from massager_ctl.programs import Outcome
 from massager_ctl.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
@@ -173,18 +173,56 @@ async def test_a_second_controller_on_the_same_port_is_told_it_is_in_use(
     pty: PtyEndpoint,
 ) -> None:
     async with Massager.connect(pty.url):
-        with pytest.raises(ConnectFailed, match="in use by another program"):
+        with pytest.raises(DeviceInUse, match="in use by another program"):
             async with Massager.connect(pty.url):
                 pass
 
 
-async def test_a_second_controller_on_the_tcp_port_is_refused(tcp: TcpEndpoint) -> None:
+async def test_a_second_controller_on_the_tcp_port_is_told_it_is_in_use(tcp: TcpEndpoint) -> None:
     async with Massager.connect(tcp.url) as first:
-        with pytest.raises(ConnectFailed, match="closed by the other end"):
+        with pytest.raises(DeviceInUse, match="in use by another program") as refused:
             async with Massager.connect(tcp.url, timeout_s=2):
                 pass
+        assert "closed by the other end" not in str(refused.value)
         assert (await first.refresh()).state == "idle"  # the first is undisturbed
     assert tcp.refused == 1
+
+
+async def test_a_serial_to_network_bridge_that_says_in_use_is_understood() -> None:
+    # What ser2net writes to a newcomer on a port that has its one user, then it hangs up.
+    async def bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"Port already in use\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(bridge, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(DeviceInUse, match=f"127.0.0.1:{port} .*in use by another program"):
+            async with Massager.connect(f"socket://127.0.0.1:{port}", timeout_s=2):
+                pass
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_peer_that_only_hangs_up_is_not_called_in_use() -> None:
+    async def bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello there\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(bridge, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(
+            ConnectFailed, match=f"the link to socket://127.0.0.1:{port} failed"
+        ) as failed:
+            async with Massager.connect(f"socket://127.0.0.1:{port}", timeout_s=2):
+                pass
+        assert not isinstance(failed.value, DeviceInUse)
+        assert "in use" not in str(failed.value)
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_missing_ports_and_closed_tcp_ports_say_so_plainly() -> None:

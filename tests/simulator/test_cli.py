@@ -39,3 +39,27 @@ def test_bad_settings_and_buttons_are_usage_errors() -> None:
     bad_button = sim("run", "--press", "reset", "--for", "0")
     assert bad_button.returncode == 2
     assert "'reset' is not a button; buttons: power, mode, plus, minus, pause" in bad_button.stderr
+
+
+def test_a_latched_fault_is_printed_by_name() -> None:
+    result = sim("run", "--set", "faults=pump-dead", "--press", "power", "--for", "20",
+                 "--every", "10", "--speed", "50")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.splitlines()[-1]
+    assert last.endswith("FAULT pump"), last
+    assert "<Fault" not in result.stdout
+
+
+def test_several_faults_are_named_each() -> None:
+    import dataclasses
+
+    from firmware_protocol import Fault
+    from simulator.cli import describe
+    from simulator.config import DeviceConfig
+    from simulator.firmware import Firmware
+
+    config = DeviceConfig()
+    snapshot = dataclasses.replace(
+        Firmware(config).snapshot(), faults=Fault.VALVE | Fault.BATTERY_EMPTY | Fault(1 << 9)
+    )
+    assert describe(snapshot, config).endswith("FAULT valve, battery empty, fault bit 9")

@@ -11,7 +11,10 @@ import time
 
 import pytest
 
-from simulator.serve import BITS_PER_BYTE, Wire
+from simulator import DeviceConfig
+from simulator.host import DeviceHost
+from simulator.serve import BITS_PER_BYTE, TcpEndpoint, Wire
+from tests.massager_ctl.test_cli import ctl, json_lines
 from tests.served import serve
 
 
@@ -91,3 +94,63 @@ def test_a_port_already_taken_is_a_plain_error() -> None:
         )
     assert result.returncode == 1
     assert f"cannot listen on {taken}" in result.stderr
+
+
+@pytest.mark.looptime(False)
+async def test_a_second_controller_is_told_the_port_is_in_use_as_a_serial_bridge_does() -> None:
+    host = DeviceHost(DeviceConfig(seed=1))
+    host.start()
+    endpoint = TcpEndpoint(host)
+    await endpoint.open("127.0.0.1", 0)
+    port = int(endpoint.url.rsplit(":", 1)[1])
+    try:
+        _, first = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.1)
+        reader, second = await asyncio.open_connection("127.0.0.1", port)
+        second.write(b"\x00bytes a controller sends at once\x00")
+        said = await asyncio.wait_for(reader.read(), 5)  # up to the end of the stream
+        assert said == b"Port already in use\r\n"
+        assert endpoint.refused == 1
+        assert endpoint.connections == 1  # the first keeps the line
+        second.close()
+        first.close()
+    finally:
+        await endpoint.close()
+        host.stop()
+
+
+def test_a_served_simulator_announces_its_speed_in_its_firmware_version() -> None:
+    with serve("--tcp", "127.0.0.1:0", "--speed", "20", paired=False) as served:
+        status = ctl("status", "--device", served.url, "--json")
+        assert status.returncode == 0, status.stderr
+        assert json_lines(status.stdout)[-1]["info"]["firmware"] == "sim-0.1.0+20x"
+    with serve("--tcp", "127.0.0.1:0", paired=False) as served:
+        status = ctl("status", "--device", served.url, "--json")
+        assert json_lines(status.stdout)[-1]["info"]["firmware"] == "sim-0.1.0"
+
+
+def test_a_firmware_version_too_long_to_carry_the_speed_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "simulator", "serve", "--tcp", "127.0.0.1:0", "--speed", "20",
+         "--set", "firmware=sim-" + "9" * 28],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "too long to announce --speed 20" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("speed", "said"),
+    [
+        ("1", "pairing window open for 60 s\n"),
+        ("120", "pairing window open for 60 s of device time (0.5 s of real time at 120x)"),
+    ],
+)
+def test_the_pairing_window_says_how_long_it_is_open_in_real_time(speed: str, said: str) -> None:
+    with serve("--tcp", "127.0.0.1:0", "--speed", speed, "--pairing-window", "60",
+               paired=False) as served:  # fmt: skip
+        assert served.stop() == 0
+        log = served.stderr()
+    assert said in log
