@@ -148,7 +148,7 @@ def test_devices_probes_the_urls_it_is_given() -> None:
         result = ctl("devices", served.url, tcp.url, "socket://127.0.0.1:1", "--probe",
                      "--timeout", "1s", "--json")  # fmt: skip
         assert result.returncode == 0, result.stderr
-        found = {entry["url"]: entry for entry in json.loads(result.stdout)}
+        found = {entry["url"]: entry for entry in json.loads(result.stdout)["devices"]}
         assert found[served.url + "?baudrate=115200"]["answered"] is True
         assert found[served.url + "?baudrate=115200"]["model"] == "AirLeg Sim 8"
         assert found[tcp.url]["answered"] is True
