@@ -216,7 +216,8 @@ class ProgramDisplay:
             self.info = notice.info
         if self.json:
             emit_json(notice)
-        elif notice.event != "connected":
+        # Giving up is what the ending line (`finish`) says next: not twice in a row.
+        elif notice.event not in ("connected", "gave_up"):
             style = "green" if notice.event == "back" else "yellow"
             self.out.print(f"[{style}]{escape(notice.message)}[/]")
 
