@@ -23,46 +23,98 @@ import click
 from .errors import ConfigError, InputError, MassagerError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from click.shell_completion import CompletionItem
+
     from .bridge import Bridge
     from .config import Settings
     from .device import Massager
     from .models import DeviceInfo, DeviceStatus
     from .profiles import Profile
+    from .schedule import Schedule
     from .supervisor import ResumePolicy
     from .urls import DeviceAddress
 
 T = TypeVar("T")
 
 DURATION = re.compile(
-    r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
+    r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)(?:min|m))?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
 )
 
 
-def parse_duration(text: str, *, bare: str = "m") -> float:
-    """Seconds in ``90s``, ``10m``, ``1h``, ``1h30m``; a bare number is in ``bare`` units.
+def parse_duration(text: str, option: str, *, bare: bool = True) -> float:
+    """Seconds in ``90s``, ``10m``, ``1h``, ``1h30m``; a bare number is minutes.
 
-    >>> parse_duration("1h30m"), parse_duration("90s"), parse_duration("45")
-    (5400.0, 90.0, 2700.0)
-    >>> parse_duration("30", bare="s")
-    30.0
+    One rule for every duration option: a number without a unit is minutes, as
+    on a massager's timer. Options that are mostly a few seconds (``--resume-window``,
+    ``--timeout``, ``--scan``) pass ``bare=False`` and take a bare number only if it
+    is 0: they were counted in seconds once, and a habit of ``--resume-window 30``
+    must not become half an hour without a word.
+
+    >>> parse_duration("1h30m", "--duration"), parse_duration("90s", "--duration")
+    (5400.0, 90.0)
+    >>> parse_duration("45", "--duration"), parse_duration("0", "--scan", bare=False)
+    (2700.0, 0.0)
+    >>> parse_duration("30", "--resume-window", bare=False)
+    Traceback (most recent call last):
+    ...
+    massager_ctl.errors.InputError: --resume-window 30 needs a unit: write 30s or 30m
+
+    Raises:
+        InputError: not a duration, or a bare number where a unit is needed; names ``option``.
     """
-    text = text.strip().lower()
+    text = "".join(text.split()).lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text) * (60 if bare == "m" else 1)
+        if not bare and float(text) != 0:
+            raise InputError(f"{option} {text} needs a unit: write {text}s or {text}m")
+        return float(text) * 60
     match = DURATION.match(text)
     if not text or match is None:
-        raise InputError(f"{text!r} is not a duration; write 90s, 10m, 1h or 1h30m")
+        raise InputError(f"{option} {text!r} is not a duration; write 90s, 10m, 1h or 1h30m")
     parts = match.groupdict()
     return float(parts["h"] or 0) * 3600 + float(parts["m"] or 0) * 60 + float(parts["s"] or 0)
 
 
 # --- shared options -----------------------------------------------------------------
 
+
+def _device_given(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check ``--device`` as soon as it is given: empty is an error, not the default.
+
+    A URL from ``MASSAGER_CTL_DEVICE`` is not one the person typed just now: its
+    error names the variable, or they would look for the mistake in the command.
+    """
+    from click.core import ParameterSource
+
+    from .urls import SimAddress, parse_device_url
+
+    if value is None:
+        return None
+    from_env = ctx.get_parameter_source(param.name or "") == ParameterSource.ENVIRONMENT
+    if not value.strip():
+        raise InputError(
+            "--device is empty; give a device URL such as sim:// or socket://HOST:PORT"
+        )
+    try:
+        address = parse_device_url(value)
+        if isinstance(address, SimAddress) and address.options:
+            from .transports.sim import config_from_options
+
+            config_from_options(address.options, str(address))
+    except InputError as error:
+        if not from_env:
+            raise
+        raise type(error)(f"MASSAGER_CTL_DEVICE (in the environment): {error}") from None
+    return value
+
+
 device_option = click.option(
     "--device",
     "device",
     envvar="MASSAGER_CTL_DEVICE",
     metavar="URL",
+    callback=_device_given,
     help="Device URL: sim://, serial:///dev/ttyUSB0, socket://HOST:PORT, ble://ADDRESS "
     "[env MASSAGER_CTL_DEVICE].",
 )
@@ -81,6 +133,8 @@ def resolve_device(option: str | None, *, quiet: bool = False) -> DeviceAddress:
     from .render import errors
     from .urls import parse_device_url
 
+    if option is not None and not option.strip():
+        raise InputError("the device URL is empty; give one such as sim:// or socket://HOST:PORT")
     text = option or load_settings().device
     if text is None:
         if not quiet:
@@ -153,6 +207,28 @@ def run_async(make: Callable[[], Awaitable[T]], *, speed: float | None = None) -
             signal.signal(signal.SIGINT, signal.SIG_IGN if presses else previous)
 
 
+def complete_profile(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of a profile argument: the names, yours and the shipped ones.
+
+    What looks like a path (a ``/`` in it, or ``.toml``) is left to the shell's
+    own file completion.
+    """
+    from click.shell_completion import CompletionItem
+
+    from .config import user_profiles_dir
+    from .profiles import available_profiles
+
+    if "/" in incomplete or incomplete.endswith(".toml"):
+        return [CompletionItem(incomplete, type="file")]
+    return [
+        CompletionItem(name)
+        for name in available_profiles(user_profiles_dir())
+        if name.startswith(incomplete)
+    ]
+
+
 # --- the commands -------------------------------------------------------------------
 
 
@@ -163,10 +239,14 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("profile", required=False)
+@click.argument("profile", required=False, shell_complete=complete_profile)
 @click.option("--mode", help="Run one ad-hoc step in this mode instead of a profile.")
 @click.option("--intensity", type=int, help="Intensity level of the ad-hoc step.")
-@click.option("--duration", help="Length of the ad-hoc step: 90s, 10m, 1h30m.")
+@click.option(
+    "--duration",
+    metavar="DURATION",
+    help="Length of the ad-hoc step: 90s, 10m, 1h30m (a bare number is minutes).",
+)
 @click.option(
     "--speed",
     type=click.FloatRange(min=0.1, max=1000),
@@ -176,8 +256,8 @@ def cli() -> None:
 @click.option(
     "--resume-window",
     metavar="DURATION",
-    help="After a lost link, reconnect and resume if it is back within this long "
-    "(seconds if no unit; default 30s, or resume_window_s in the config file; "
+    help="After a lost link, reconnect and resume if it is back within this long, "
+    "with a unit: 30s, 2m (default 30s, or resume_window_s in the config file; "
     "0 never resumes).",
 )
 @device_option
@@ -210,7 +290,7 @@ def start(
     window = (
         load_settings().resume_window_s
         if resume_window is None
-        else parse_duration(resume_window, bare="s")
+        else parse_duration(resume_window, "--resume-window", bare=False)
     )
     if not 0 <= window <= 3600:
         raise InputError("--resume-window must be between 0 and 1h")
@@ -313,7 +393,7 @@ def _choose_profile(
     name: str | None, mode: str | None, intensity: int | None, duration: str | None
 ) -> Profile:
     from .config import user_profiles_dir
-    from .profiles import Profile, find_profile
+    from .profiles import ADHOC, Profile, find_profile
 
     adhoc = mode is not None or intensity is not None or duration is not None
     if name is not None and adhoc:
@@ -325,12 +405,12 @@ def _choose_profile(
                          "--intensity and --duration")  # fmt: skip
     if mode is None or intensity is None or duration is None:
         raise InputError("an ad-hoc step needs all of --mode, --intensity and --duration")
-    seconds = parse_duration(duration)
+    seconds = parse_duration(duration, "--duration")
     if seconds <= 0:
         raise InputError("--duration must be longer than zero")
     return Profile.model_validate(
         {
-            "name": "adhoc",
+            "name": ADHOC,
             "title": f"{mode}, intensity {intensity}, {duration}",
             "description": "One step chosen on the command line.",
             "why": "Chosen by hand, like pressing buttons on the remote.",
@@ -865,14 +945,16 @@ def unpair(url: str | None, forget_only: bool, as_json: bool) -> int:
     "wait",
     default="2s",
     show_default=True,
-    help="How long a probe waits (a Bluetooth one at least 10 s).",
+    metavar="DURATION",
+    help="How long a probe waits, with a unit: 2s, 1m (a Bluetooth one at least 10 s).",
 )
 @click.option(
     "--scan",
     "scan_for",
     default="3s",
     show_default=True,
-    help="How long to listen for Bluetooth LE massagers (0 skips the scan).",
+    metavar="DURATION",
+    help="How long to listen for Bluetooth LE massagers, with a unit: 3s, 1m (0 skips the scan).",
 )
 @click.option(
     "--hci",
@@ -905,8 +987,8 @@ def devices(
     from .discovery import given, probe_all, radios, scan_all, serial_ports, unique
     from .render import console, emit_json, escape
 
-    timeout_s = parse_duration(wait)
-    scan_s = parse_duration(scan_for, bare="s")
+    timeout_s = parse_duration(wait, "--timeout", bare=False)
+    scan_s = parse_duration(scan_for, "--scan", bare=False)
     named = given(list(urls))
     found = []
     if scan_s > 0:
@@ -916,7 +998,7 @@ def devices(
     if probe:
         entries = run_async(lambda: probe_all(entries, timeout_s=timeout_s))
     if as_json:
-        emit_json([e.model_dump() for e in entries])
+        emit_json({"kind": "devices", "devices": [e.model_dump() for e in entries]})
         return 0
     table = Table(box=None)
     table.add_column("device", no_wrap=True)
@@ -974,12 +1056,12 @@ def profiles(ctx: click.Context, as_json: bool) -> int | None:
         except ProfileError as error:
             broken.append((name, path, error))
     if as_json:
-        emit_json([
+        emit_json({"kind": "profiles", "profiles": [
             {"name": p.name, "title": p.title, "minutes": p.total_minutes,
              "needs_cycle": p.needs_cycle, "path": str(path)}
             for p, path in rows
         ] + [{"name": name, "path": str(path), "error": str(error)}
-             for name, path, error in broken])  # fmt: skip
+             for name, path, error in broken]})  # fmt: skip
         return 0
     table = Table("name", "min", "title", "needs", box=None)
     for profile, _ in rows:
@@ -992,7 +1074,7 @@ def profiles(ctx: click.Context, as_json: bool) -> int | None:
 
 
 @profiles.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_profile)
 @json_option
 def profiles_show(name: str, as_json: bool) -> int:
     """Show one profile in full: its steps and why it is built that way."""
@@ -1003,7 +1085,7 @@ def profiles_show(name: str, as_json: bool) -> int:
     profile = find_profile(name, user_profiles_dir())
     path = available_profiles(user_profiles_dir()).get(name, name)
     if as_json:
-        emit_json(profile)
+        emit_json({"kind": "profile"} | profile.model_dump(mode="json"))
     else:
         console().print(profile_view(profile, str(path)))
     return 0
@@ -1015,11 +1097,12 @@ def schedule() -> None:
 
 
 @schedule.command("add")
-@click.argument("profile")
+@click.argument("profile", shell_complete=complete_profile)
 @click.option("--days", required=True, help="mon,thu or daily, weekdays, weekends.")
 @click.option("--at", "at", metavar="HH:MM", help="Start at this local time.")
 @click.option("--before", metavar="HH:MM", help="When symptoms usually begin ...")
-@click.option("--lead", metavar="DURATION", help="... and how long before it to start (60m).")
+@click.option("--lead", metavar="DURATION", help="... and how long before it to start: 60m, "
+              "1h (a bare number is minutes).")  # fmt: skip
 @device_option
 @click.option("--tz", help="IANA time zone, e.g. Europe/Berlin [default: this computer's].")
 @json_option
@@ -1056,7 +1139,7 @@ def schedule_add(
     if before is not None:
         fields["before"] = parse_clock(before, "--before")
     if lead is not None:
-        fields["lead_s"] = parse_duration(lead)
+        fields["lead_s"] = parse_duration(lead, "--lead")
     if device is not None:
         fields["device"] = device
     if tz is not None:
@@ -1092,7 +1175,9 @@ def schedule_list(as_json: bool) -> int:
     schedules = ScheduleBook(schedules_file()).load()
     now = datetime.now(UTC)
     if as_json:
-        emit_json([s.model_dump(mode="json") for s in schedules])
+        emit_json({"kind": "schedules", "schedules": [
+            s.model_dump(mode="json") | {"next": _next_start(s, now)} for s in schedules
+        ]})  # fmt: skip
         return 0
     table = Table("id", "profile", "when", "device", "next", box=None)
     for s in schedules:
@@ -1103,9 +1188,17 @@ def schedule_list(as_json: bool) -> int:
     return 0
 
 
-def _book_change(schedule_id: str, change: str) -> int:
+def _next_start(schedule: Schedule, now: datetime) -> str | None:
+    """When ``schedule`` next starts (ISO 8601, in its zone), or None while it is disabled."""
+    if not schedule.enabled:
+        return None
+    upcoming = schedule.runs_after(now, count=1)
+    return upcoming[0].isoformat() if upcoming else None
+
+
+def _book_change(schedule_id: str, change: str, as_json: bool) -> int:
     from .config import schedules_file
-    from .render import console
+    from .render import console, emit_json
     from .schedule import ScheduleBook
 
     book = ScheduleBook(schedules_file())
@@ -1113,29 +1206,35 @@ def _book_change(schedule_id: str, change: str) -> int:
         book.remove(schedule_id) if change == "removed"
         else book.set_enabled(schedule_id, change == "enabled")
     )  # fmt: skip
-    console().print(f"{change} {changed.id}: {changed.profile} {changed.describe()}")
+    if as_json:
+        emit_json({"kind": "schedule", "change": change} | changed.model_dump(mode="json"))
+    else:
+        console().print(f"{change} {changed.id}: {changed.profile} {changed.describe()}")
     return 0
 
 
 @schedule.command("remove")
 @click.argument("schedule_id", metavar="ID")
-def schedule_remove(schedule_id: str) -> int:
+@json_option
+def schedule_remove(schedule_id: str, as_json: bool) -> int:
     """Remove a schedule."""
-    return _book_change(schedule_id, "removed")
+    return _book_change(schedule_id, "removed", as_json)
 
 
 @schedule.command("enable")
 @click.argument("schedule_id", metavar="ID")
-def schedule_enable(schedule_id: str) -> int:
+@json_option
+def schedule_enable(schedule_id: str, as_json: bool) -> int:
     """Enable a schedule."""
-    return _book_change(schedule_id, "enabled")
+    return _book_change(schedule_id, "enabled", as_json)
 
 
 @schedule.command("disable")
 @click.argument("schedule_id", metavar="ID")
-def schedule_disable(schedule_id: str) -> int:
+@json_option
+def schedule_disable(schedule_id: str, as_json: bool) -> int:
     """Disable a schedule (kept, but it does not run)."""
-    return _book_change(schedule_id, "disabled")
+    return _book_change(schedule_id, "disabled", as_json)
 
 
 @schedule.command("next")
@@ -1153,8 +1252,9 @@ def schedule_next(count: int, as_json: bool) -> int:
 
     runs = next_runs(ScheduleBook(schedules_file()).load(), datetime.now(UTC), count=count)
     if as_json:
-        emit_json([{"at": run.isoformat(), "schedule": s.id, "profile": s.profile}
-                   for run, s in runs])  # fmt: skip
+        emit_json({"kind": "upcoming", "runs": [
+            {"at": run.isoformat(), "schedule": s.id, "profile": s.profile} for run, s in runs
+        ]})  # fmt: skip
         return 0
     table = Table("local time", "schedule", "profile", "in its zone", box=None)
     for run, s in runs:
@@ -1414,7 +1514,8 @@ def history(weeks: int, goal: int | None, as_json: bool) -> int:
     return 0
 
 
-@cli.command()
+# A score of -1 is a number to say is out of range, not an option click does not know.
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("score", type=int, metavar="N")
 @click.option("--note", default="", help="A few words: what helped, what did not.")
 @json_option
@@ -1453,13 +1554,20 @@ def safety(as_json: bool) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``massager-ctl``."""
     args = sys.argv[1:] if argv is None else argv
-    as_json = "--json" in args
+    as_json = json_wanted(args)
     try:
         code: Any = cli.main(args=args, prog_name="massager-ctl", standalone_mode=False)
     except click.exceptions.Exit as exit_:
         code = exit_.exit_code
     except click.ClickException as error:
-        error.show()
+        # A command group given no command shows its help (click 8.2 and later raise for
+        # it): help asked for, if in few words, and no error to give a script.
+        asked_help = type(error).__name__ == "NoArgsIsHelpError"
+        if as_json and not asked_help:
+            kind = "UsageError" if isinstance(error, click.UsageError) else type(error).__name__
+            _emit_error(kind, error.format_message())
+        else:
+            error.show()
         code = error.exit_code
     except click.exceptions.Abort:
         code = 130
@@ -1473,12 +1581,38 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def json_wanted(args: list[str]) -> bool:
+    """Whether this run speaks JSON: ``--json`` among the options, or ``MASSAGER_CTL_JSON``.
+
+    Decided before click parses anything, so that an error click finds in the
+    options is JSON too. The variable is read as click reads it for ``--json``.
+
+    >>> json_wanted(["status", "--json"]), json_wanted(["rate", "--", "--json"])
+    (True, False)
+    """
+    import os
+
+    options = args[: args.index("--")] if "--" in args else args
+    if "--json" in options:
+        return True
+    value = os.environ.get("MASSAGER_CTL_JSON", "").strip().lower()
+    return value in {"1", "true", "t", "yes", "y", "on"}
+
+
 def _report(error: MassagerError, as_json: bool) -> None:
-    from .render import emit_json, errors, escape
+    """Say what went wrong: one JSON object in JSON mode, else lines on stderr (not both)."""
+    from .render import errors, escape
 
     if as_json:
-        emit_json({"kind": "error", "error": type(error).__name__, "message": str(error)})
+        _emit_error(type(error).__name__, str(error))
+        return
     first, *rest = str(error).splitlines() or [""]
     errors().print(f"[red]error:[/] {escape(first)}", soft_wrap=True)
     for line in rest:
         errors().print(line, soft_wrap=True, markup=False)
+
+
+def _emit_error(kind: str, message: str) -> None:
+    from .render import emit_json
+
+    emit_json({"kind": "error", "error": kind, "message": message})

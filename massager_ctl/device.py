@@ -545,9 +545,7 @@ class Massager:
         info = self.info
         number = info.modes.get(mode)
         if number is None:
-            raise DeviceRefused(
-                f"this massager has no mode {mode!r}; it offers {', '.join(info.modes)}"
-            )
+            raise DeviceRefused(info.no_mode(mode))
         lease = round(duration_s)
         if not 1 <= lease <= info.max_lease_s:
             raise DeviceRefused(
@@ -557,10 +555,7 @@ class Massager:
             level = 0
         else:
             if intensity is None or info.level(intensity) is None:
-                raise DeviceRefused(
-                    f"this massager has no intensity {intensity}; "
-                    f"it offers {', '.join(str(lv.level) for lv in info.levels)}"
-                )
+                raise DeviceRefused(info.no_intensity(intensity))
             level = intensity
         # Ours from the moment it may reach the device: if this call is cancelled or
         # times out after sending, leaving the block must still stop or vent it.
@@ -576,18 +571,13 @@ class Massager:
         """Switch the running session (or the preset) to ``mode``."""
         number = self.info.modes.get(mode)
         if number is None:
-            raise DeviceRefused(
-                f"this massager has no mode {mode!r}; it offers {', '.join(self.info.modes)}"
-            )
+            raise DeviceRefused(self.info.no_mode(mode))
         await self._request(SetMode(number))
 
     async def set_intensity(self, level: int) -> None:
         """Change the intensity level."""
         if self.info.level(level) is None:
-            raise DeviceRefused(
-                f"this massager has no intensity {level}; "
-                f"it offers {', '.join(str(lv.level) for lv in self.info.levels)}"
-            )
+            raise DeviceRefused(self.info.no_intensity(level))
         await self._request(SetIntensity(level))
 
     async def load_cycle(self, cycle: Cycle) -> None:

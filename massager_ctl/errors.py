@@ -50,10 +50,12 @@ class DeviceRefused(MassagerError):
 class ProfileRefused(DeviceRefused):
     """A profile asks for more than the connected device announces."""
 
-    def __init__(self, profile: str, reasons: list[str]) -> None:
+    def __init__(self, profile: str, reasons: list[str], *, adhoc: bool = False) -> None:
         self.profile = profile
         self.reasons = reasons
-        super().__init__(f"profile {profile!r} cannot run on this device: " + "; ".join(reasons))
+        # A step typed on the command line is no profile to the person who typed it.
+        head = "" if adhoc else f"profile {profile!r} cannot run on this device: "
+        super().__init__(head + "; ".join(reasons))
 
 
 class BeyondLimits(DeviceRefused):

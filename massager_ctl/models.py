@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -146,6 +147,19 @@ class DeviceInfo(_Model):
             return None
         match = _SPEED.search(self.firmware)
         return float(match.group(1)) if match else 1.0
+
+    def no_intensity(self, level: int | None) -> str:
+        """Words for a level it lacks, the same from every front door and check.
+
+        ``this massager has no intensity 7; it offers 1, 2, 3``
+        """
+        offered = ", ".join(str(lv.level) for lv in self.levels)
+        return f"this massager has no intensity {level}; it offers {offered}"
+
+    def no_mode(self, mode: str, offered: Iterable[str] | None = None) -> str:
+        """Words for a mode it lacks; ``offered`` narrows the list (default: every mode)."""
+        listed = ", ".join(self.modes if offered is None else offered)
+        return f"this massager has no mode {mode!r}; it offers {listed}"
 
     def level(self, level: int) -> IntensityLevel | None:
         """The announced level ``level``, or None."""

@@ -33,7 +33,10 @@ MAX_PRESSURE_MMHG = 200.0
 """No profile may name a pressure above this, whatever the device."""
 LEASE_MARGIN_S = 5.0
 """Extra seconds the runner adds to each step's lease, so a step never ends on the
-device before the controller moves on; a step must fit the device with it."""
+device before the controller moves on; a step that another follows must fit the
+device with it (the last may take the device's whole lease)."""
+ADHOC = "adhoc"
+"""The name of the one-step program `massager-ctl start --mode ...` makes."""
 
 
 class _Schema(BaseModel):
@@ -270,22 +273,26 @@ def check_profile(profile: Profile, info: DeviceInfo) -> None:
         )
     for index, step in enumerate(profile.steps, 1):
         where = f"step {index}"
-        if step.seconds + LEASE_MARGIN_S > info.max_lease_s:
+        # A step is one lease. The last may take the whole lease (the massager ends it
+        # as the program ends); one that another follows leaves the margin for the RENEW.
+        last = index == len(profile.steps)
+        allowed = info.max_lease_s - (0 if last else LEASE_MARGIN_S)
+        if step.seconds > allowed:
             reasons.append(
-                f"{where} runs {step.minutes:g} min but the device allows at most "
-                f"{(info.max_lease_s - LEASE_MARGIN_S) / 60:g} min per step"
+                f"{where} runs {span(step.seconds)} but the device allows at most "
+                f"{span(allowed)} per step" + ("" if last else " before another step")
             )
         if step.cycle is None:
+            # The device's own words (as the bridge and `Massager` say them), and the
+            # step named only when there is more than one to tell apart.
+            which = f"{where}: " if len(profile.steps) > 1 else ""
             if step.mode not in info.modes:
-                reasons.append(f"{where} needs mode {step.mode!r}; the device offers "
-                               f"{', '.join(m for m in info.modes if m != 'cycle')}")  # fmt: skip
+                offered = (m for m in info.modes if m != "cycle")
+                reasons.append(which + info.no_mode(step.mode, offered))
             assert step.intensity is not None
             level = info.level(step.intensity)
             if level is None:
-                reasons.append(
-                    f"{where} needs intensity {step.intensity}; the device has "
-                    f"{len(info.levels)} levels"
-                )
+                reasons.append(which + info.no_intensity(step.intensity))
             elif level.target_mmhg > profile.limits.max_pressure_mmhg:
                 reasons.append(
                     f"{where}: the device's intensity {step.intensity} aims at "
@@ -307,7 +314,19 @@ def check_profile(profile: Profile, info: DeviceInfo) -> None:
                 f"{info.max_target_mmhg:g} mmHg (its ceiling is {info.ceiling_mmhg:g})"
             )
     if reasons:
-        raise ProfileRefused(profile.name, reasons)
+        raise ProfileRefused(profile.name, reasons, adhoc=profile.name == ADHOC)
+
+
+def span(seconds: float) -> str:
+    """A length in whole minutes and seconds, as a person says it.
+
+    >>> span(5400), span(5395), span(55), span(89.99)
+    ('90 min', '89 min 55 s', '55 s', '1 min 30 s')
+    """
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes and secs:
+        return f"{minutes} min {secs} s"
+    return f"{minutes} min" if minutes else f"{secs} s"
 
 
 # --- files ------------------------------------------------------------------------

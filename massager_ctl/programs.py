@@ -378,7 +378,9 @@ class ProgramRunner:
             fresh = await self._fresh_after_end()
             if not _ours_on(fresh):
                 return _DEVICE_REASONS.get(fresh.last_end, Outcome.STOPPED)
-        lease = step.seconds - self.step_elapsed_s + LEASE_MARGIN_S
+        # The margin never asks more than the massager grants: a last step as long as its
+        # lease (`check_profile`) is ended by the massager as the program ends.
+        lease = min(step.seconds - self.step_elapsed_s + LEASE_MARGIN_S, massager.info.max_lease_s)
         mode, level = ("cycle", None) if step.cycle is not None else (step.mode, step.intensity)
         if first and self.chosen is not None:
             if self.profile.limits.refusal(self.chosen[1], massager.info) is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
@@ -41,22 +42,49 @@ def errors() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def emit_json(obj: BaseModel | dict[str, Any] | list[Any]) -> None:
-    """Print one JSON document on one line and flush, for scripts reading a stream."""
-    if isinstance(obj, BaseModel):
-        line = obj.model_dump_json()
-    else:
-        import json
+def emit_json(obj: BaseModel | Mapping[str, Any]) -> None:
+    """Print one JSON object on one line and flush, for scripts reading a stream.
 
-        line = json.dumps(obj, default=_jsonable)
+    Every object names what it is in ``kind``, so that a script can tell the
+    lines of a stream apart; numbers are rounded to what they mean (`json_ready`).
+
+    Raises:
+        TypeError: the object has no ``kind`` (a mistake in massager-ctl, not input).
+    """
+    import json
+
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else dict(obj)
+    if "kind" not in data:
+        raise TypeError(f"a JSON line needs a kind: {sorted(data)}")
+    line = json.dumps(json_ready(data), default=str)
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
 
-def _jsonable(value: object) -> object:
+_PLACES = (("_s", 1), ("_mmhg", 1), ("minutes", 2))
+"""Decimals by the end of a key: seconds and pressures to a tenth, minutes to a
+hundredth (0.6 s); any other number to three places."""
+
+
+def json_ready(value: Any, key: str = "") -> Any:
+    """``value`` with every float rounded to what its key says it measures.
+
+    The clock and the sensors give floats such as ``299.9999604900004``: noise
+    past what a second or a mmHg means to anyone.
+
+    >>> json_ready({"step_left_s": 299.9999604900004, "pressures_mmhg": [80.04, -0.01]})
+    {'step_left_s': 300.0, 'pressures_mmhg': [80.0, 0.0]}
+    """
+    if isinstance(value, float):
+        places = next((n for end, n in _PLACES if key.endswith(end)), 3)
+        return round(value, places) + 0.0  # + 0.0: no "-0.0" for a reading of -0.01
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return str(value)
+        value = value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return {k: json_ready(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v, key) for v in value]
+    return value
 
 
 def clock(seconds: float) -> str:
@@ -188,7 +216,8 @@ class ProgramDisplay:
             self.info = notice.info
         if self.json:
             emit_json(notice)
-        elif notice.event != "connected":
+        # Giving up is what the ending line (`finish`) says next: not twice in a row.
+        elif notice.event not in ("connected", "gave_up"):
             style = "green" if notice.event == "back" else "yellow"
             self.out.print(f"[{style}]{escape(notice.message)}[/]")
 

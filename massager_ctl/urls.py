@@ -130,13 +130,13 @@ def parse_device_url(text: str) -> DeviceAddress:
             raise _bad(text, "has a baudrate that is not a positive number")
         return SerialAddress(path=path, baudrate=int(baud))
     if scheme == "socket":
-        try:
-            host, port = parts.hostname, parts.port
-        except ValueError:
-            host, port = None, None
-        if not host or port is None:
+        host = parts.hostname
+        _, colon, port_text = parts.netloc.rpartition(":")
+        if not host or not colon or not port_text.isdigit():
             raise _bad(text, "needs a host and a port, as in socket://127.0.0.1:7000")
-        return SocketAddress(host=host, port=port)
+        if not 1 <= int(port_text) <= 65535:
+            raise _bad(text, f"has port {int(port_text)}, out of range: a port is 1 to 65535")
+        return SocketAddress(host=host, port=int(port_text))
     if scheme == "ble":
         target = unquote(parts.netloc + parts.path).strip("/")
         if not target:

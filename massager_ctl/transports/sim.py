@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
 
 from simulator import DeviceConfig, Firmware
 from simulator.host import DeviceHost
@@ -24,12 +28,51 @@ _DEVICES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, DeviceH
 )
 
 
-def config_from_options(options: dict[str, str]) -> DeviceConfig:
-    """Build a `DeviceConfig` from URL query options, with errors that name the option."""
+def config_from_options(options: dict[str, str], url: str = "sim://") -> DeviceConfig:
+    """Build a `DeviceConfig` from the options of the simulator's ``url``.
+
+    Raises:
+        DeviceURLError: an option it does not have, or a value that does not fit,
+            in a sentence that names the URL and the option.
+    """
+    known = DeviceConfig.option_names()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise DeviceURLError(
+            f"{url}: the simulator has no option {', '.join(unknown)}; "
+            f"its options are {', '.join(known)}"
+        )
     try:
-        return DeviceConfig.from_options(options)
-    except ValueError as error:
-        raise DeviceURLError(f"sim:// has {error}") from None
+        return DeviceConfig.model_validate(options)
+    except ValidationError as error:
+        problems = "; ".join(_option_problem(item) for item in error.errors())
+        raise DeviceURLError(f"{url}: {problems}") from None
+
+
+_WANTED = {
+    "int_parsing": "a whole number",
+    "float_parsing": "a number",
+    "bool_parsing": "true or false",
+}
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "more than"),
+    "less_than_equal": ("le", "at most"),
+    "less_than": ("lt", "less than"),
+}
+
+
+def _option_problem(item: Mapping[str, Any]) -> str:
+    """One pydantic error about a simulator option, as words: ``seed must be a whole number``."""
+    name = ".".join(map(str, item["loc"]))
+    given = item.get("input")
+    if item["type"] in _WANTED:
+        return f"{name} must be {_WANTED[item['type']]}, not {given!r}"
+    if item["type"] in _BOUNDS:
+        key, words = _BOUNDS[item["type"]]
+        return f"{name} must be {words} {item.get('ctx', {}).get(key):g}, not {given}"
+    message = item["msg"].removeprefix("Value error, ")
+    return f"{name}: {message}" if name else message
 
 
 def simulated_device(address: SimAddress) -> DeviceHost:
@@ -42,7 +85,9 @@ def simulated_device(address: SimAddress) -> DeviceHost:
     devices = _DEVICES.setdefault(loop, {})
     host = devices.get(address.name)
     if host is None:
-        host = devices[address.name] = DeviceHost(config_from_options(address.options))
+        host = devices[address.name] = DeviceHost(
+            config_from_options(address.options, str(address))
+        )
         host.start()
     return host
 

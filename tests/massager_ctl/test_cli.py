@@ -42,7 +42,8 @@ def test_help_lists_the_commands() -> None:
 
 def test_profiles_list_and_show() -> None:
     listing = json.loads(ctl("profiles", "--json").stdout)
-    names = {p["name"] for p in listing}
+    assert listing["kind"] == "profiles"
+    names = {p["name"] for p in listing["profiles"]}
     assert {"evening-45", "trial-compression-60", "effleurage-wave-30", "wind-down-30",
             "deep-pressure-30"} <= names  # fmt: skip
     shown = json.loads(ctl("profiles", "show", "trial-compression-60", "--json").stdout)
@@ -158,7 +159,7 @@ def test_ble_without_a_bluetooth_service_says_so() -> None:
     assert "bluetoothd" in result.stderr
     listed = ctl("devices", "--json", env=env)
     assert listed.returncode == 0
-    [ble] = [e for e in json_lines(listed.stdout)[-1] if e["kind"] == "ble"]
+    [ble] = [e for e in json_lines(listed.stdout)[-1]["devices"] if e["kind"] == "ble"]
     assert "Bluetooth is unavailable" in ble["problem"]
 
 
@@ -168,10 +169,11 @@ def test_a_malformed_profile_names_the_file_and_field(tmp_path: Path) -> None:
                    'mode = "wave"\nintensity = "high"\n')  # fmt: skip
     result = ctl("start", str(bad), "--json")
     assert result.returncode == 2
-    assert f"{bad}: steps[0].intensity" in result.stderr
     [error] = json_lines(result.stdout)
     assert error["kind"] == "error"
     assert error["error"] == "ProfileError"
+    assert f"{bad}: steps[0].intensity" in error["message"]
+    assert f"{bad}: steps[0].intensity" in ctl("start", str(bad)).stderr
 
 
 def test_a_profile_the_device_cannot_run_is_refused_with_exit_3() -> None:
@@ -365,7 +367,7 @@ def test_profiles_lists_the_others_when_one_of_yours_cannot_be_read(
     deep = f"{folder / 'deep.toml'}: not valid TOML: nested too deeply"
     listed = ctl("profiles", "--json")
     assert listed.returncode == 0, listed.stderr
-    entries = {entry["name"]: entry for entry in json.loads(listed.stdout)}
+    entries = {entry["name"]: entry for entry in json.loads(listed.stdout)["profiles"]}
     assert entries["latin"] == {"name": "latin", "path": str(folder / "latin.toml"),
                                 "error": latin}  # fmt: skip
     assert entries["deep"]["error"] == deep
@@ -407,3 +409,101 @@ async def test_the_speed_a_served_simulator_announces_must_be_met() -> None:
         check_speed(at["sim-0.1.0"], 0.5)
     with pytest.raises(InputError, match=r"2.4.1\) is a real massager; nothing was started"):
         check_speed(at["2.4.1"], 20)
+
+
+def words(text: str) -> str:
+    """Text with its line breaks undone (help is wrapped to the terminal)."""
+    return " ".join(text.split())
+
+
+def test_durations_follow_one_rule_and_each_help_says_it() -> None:
+    from massager_ctl.cli import parse_duration
+    from massager_ctl.errors import InputError
+
+    assert parse_duration("10", "--duration") == 600  # a bare number is minutes
+    assert parse_duration("1h 30m", "--duration") == parse_duration("90min", "--lead") == 5400
+    assert parse_duration("30s", "--resume-window", bare=False) == 30
+    assert parse_duration("0", "--scan", bare=False) == 0
+    with pytest.raises(InputError, match="--resume-window 30 needs a unit: write 30s or 30m"):
+        parse_duration("30", "--resume-window", bare=False)
+    start = words(ctl("start", "--help").stdout)
+    assert "1h30m (a bare number is minutes)" in start
+    assert "within this long, with a unit: 30s, 2m" in start
+    devices = words(ctl("devices", "--help").stdout)
+    assert "How long a probe waits, with a unit: 2s, 1m" in devices
+    assert "massagers, with a unit: 3s, 1m" in devices
+    assert "60m, 1h (a bare number is minutes)" in words(ctl("schedule", "add", "--help").stdout)
+    refused = ctl("start", "evening-45", "--resume-window", "30")
+    assert refused.returncode == 2
+    assert refused.stderr.endswith("error: --resume-window 30 needs a unit: write 30s or 30m\n")
+    assert "--timeout 'soon' is not a duration" in ctl("devices", "--timeout", "soon").stderr
+
+
+def test_a_step_as_long_as_the_massagers_lease_is_taken() -> None:
+    # The simulator's lease and session cap at 2 min here (90 min by default) keep it short.
+    device = "sim://?session_cap_s=120&max_lease_s=120"
+    result = ctl("start", "--mode", "wave", "--intensity", "1", "--duration", "2m",
+                 "--device", device, "--speed", "100", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json_lines(result.stdout)[-1]["outcome"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (("--device", ""), {}, "error: --device is empty; give a device URL such as sim://"),
+        ((), {"MASSAGER_CTL_DEVICE": "usb0"},
+         "error: MASSAGER_CTL_DEVICE (in the environment): 'usb0' is not a device address."),
+        ((), {"MASSAGER_CTL_DEVICE": "sim://?seed=abc"},
+         "error: MASSAGER_CTL_DEVICE (in the environment): sim://?seed=abc: seed must be a "
+         "whole number, not 'abc'"),
+        (("--device", "sim://?seed=abc"), {},
+         "error: sim://?seed=abc: seed must be a whole number, not 'abc'"),
+        (("--device", "socket://127.0.0.1:99999"), {},
+         "error: 'socket://127.0.0.1:99999' has port 99999, out of range: a port is 1 to 65535."),
+    ],
+)  # fmt: skip
+def test_a_bad_device_says_where_it_came_from_and_what_is_wrong(
+    args: tuple[str, ...], env: dict[str, str], says: str
+) -> None:
+    result = ctl("status", *args, env=dict(os.environ, **env))
+    assert result.returncode == 2
+    assert result.stderr.startswith(says), result.stderr
+    assert result.stderr.count("error:") == 1
+
+
+def test_a_rating_out_of_range_says_the_range() -> None:
+    for score in ("-1", "11"):
+        result = ctl("rate", score)
+        assert result.returncode == 2
+        assert result.stderr == f"error: a rating is 0 (calm) to 10 (the worst), not {score}\n"
+
+
+def test_a_level_the_massager_lacks_is_said_in_its_own_words() -> None:
+    result = ctl("start", "--mode", "wave", "--intensity", "7", "--duration", "1m",
+                 "--speed", "100")  # fmt: skip
+    assert result.returncode == 3
+    # The words `Massager.set_intensity` (the bridge, the remote's front doors) uses.
+    assert result.stderr.endswith("error: this massager has no intensity 7; it offers 1, 2, 3\n")
+
+
+def complete(line: str, env: dict[str, str] | None = None) -> list[str]:
+    """What bash completion offers for the last word of ``line`` (click's protocol)."""
+    words = line.split(" ")
+    env = dict(env or os.environ, _MASSAGER_CTL_COMPLETE="bash_complete",
+               COMP_WORDS=line, COMP_CWORD=str(len(words) - 1))  # fmt: skip
+    result = subprocess.run(CLI, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_profile_names_complete_in_the_shell(user_dirs: dict[str, Path]) -> None:
+    folder = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "profiles"
+    folder.mkdir(parents=True)
+    (folder / "mine.toml").write_text("")  # listed by name even before it is valid
+    offered = complete("massager-ctl start ")
+    assert {"plain,mine", "plain,evening-45", "plain,wind-down-30"} <= set(offered)
+    assert complete("massager-ctl start ev") == ["plain,evening-45"]
+    assert complete("massager-ctl profiles show wind") == ["plain,wind-down-30"]
+    assert complete("massager-ctl schedule add tri") == ["plain,trial-compression-60"]
+    assert complete("massager-ctl start ./my") == ["file,./my"]  # the shell's file completion

@@ -32,7 +32,7 @@ def test_devices_finds_the_served_massager_and_a_program_runs_on_it() -> None:
         radio = served.url.split("?hci=")[1]
         listed = ctl("devices", "--hci", radio, "--scan", "1s", "--probe", "--json")
         assert listed.returncode == 0, listed.stderr
-        [found] = [e for e in json_lines(listed.stdout)[-1] if e["url"] == served.url]
+        [found] = [e for e in json_lines(listed.stdout)[-1]["devices"] if e["url"] == served.url]
         assert found["description"] == "AirLeg"
         assert found["rssi"] < 0
         assert found["answered"] is True
@@ -67,7 +67,7 @@ def test_a_killed_controller_leaves_the_radio_and_the_device_vents() -> None:
 
 def test_a_massager_switched_off_mid_program_ends_it_after_the_window() -> None:
     with serve("--ble") as served:
-        with controller("start", *ADHOC, "--duration", "1m", "--resume-window", "2",
+        with controller("start", *ADHOC, "--duration", "1m", "--resume-window", "2s",
                         "--device", served.url, "--json") as process:  # fmt: skip
             until_progress(process)
             started = time.monotonic()

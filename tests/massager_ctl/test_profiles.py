@@ -153,10 +153,10 @@ def test_every_reason_is_given_not_only_the_first() -> None:
     reasons = caught.value.reasons
     assert reasons == [
         "it runs 110 min but the device caps a session at 60 min",
-        "step 1 runs 50 min but the device allows at most 40 min per step",
-        "step 1 needs intensity 4; the device has 3 levels",
-        "step 2 runs 50 min but the device allows at most 40 min per step",
-        "step 2 needs mode 'knead'; the device offers wave, pulse",
+        "step 1 runs 50 min but the device allows at most 40 min per step before another step",
+        "step 1: this massager has no intensity 4; it offers 1, 2, 3",
+        "step 2 runs 50 min but the device allows at most 40 min per step before another step",
+        "step 2: this massager has no mode 'knead'; it offers wave, pulse",
         "step 3 asks 125 mmHg; the device accepts at most 120 mmHg (its ceiling is 130)",
         "step 4: the cycle lists 2 pressures but the device has 4 chambers per leg",
     ]
@@ -181,11 +181,41 @@ def test_ramps_scale_pressures_in_and_out() -> None:
     assert step.scale_at(30 * 60) == pytest.approx(0.5)
 
 
-def test_a_step_must_leave_room_for_the_lease_margin() -> None:
+def test_a_step_another_follows_must_leave_room_for_the_lease_margin() -> None:
     profile = short_profile(minutes=1)
     check_profile(profile, device_info(max_lease_s=65))
-    with pytest.raises(ProfileRefused, match=r"allows at most 0\.916667 min per step"):
+    with pytest.raises(ProfileRefused) as caught:
         check_profile(profile, device_info(max_lease_s=60))
+    # Said in minutes and seconds, not as 0.916667 min; the last step may take the lease.
+    assert caught.value.reasons == [
+        "step 1 runs 1 min but the device allows at most 55 s per step before another step"
+    ]
+
+
+def test_a_last_step_may_take_the_whole_lease_and_no_more() -> None:
+    whole = Profile.model_validate({
+        "name": "long", "title": "t", "description": "d", "why": "w",
+        "steps": [{"mode": "wave", "intensity": 1, "minutes": 90}],
+    })  # fmt: skip
+    check_profile(whole, device_info())  # 90 min: the simulator's lease and session cap
+    with pytest.raises(ProfileRefused) as caught:
+        check_profile(whole, device_info(max_lease_s=5395))
+    assert caught.value.reasons == [
+        "step 1 runs 90 min but the device allows at most 89 min 55 s per step"
+    ]
+
+
+def test_a_step_the_device_lacks_is_refused_in_the_massagers_own_words() -> None:
+    one = Profile.model_validate({
+        "name": "mine", "title": "t", "description": "d", "why": "w",
+        "steps": [{"mode": "wave", "intensity": 7, "minutes": 5}],
+    })  # fmt: skip
+    with pytest.raises(ProfileRefused) as caught:
+        check_profile(one, device_info())
+    assert str(caught.value) == (
+        "profile 'mine' cannot run on this device: this massager has no intensity 7; "
+        "it offers 1, 2, 3"
+    )
 
 
 def short_profile(minutes: float) -> Profile:

@@ -49,6 +49,16 @@ async def test_the_evening_program_runs_whole() -> None:
     assert fw.last_end == EndReason.STOPPED
 
 
+async def test_a_last_step_as_long_as_the_massagers_lease_runs_whole() -> None:
+    # `start --duration 1h30m` on a massager whose lease and session cap are 90 min.
+    async with Massager.connect("sim://?seed=1") as m:
+        fw = firmware(m)
+        result = await run_program(m, short({"mode": "wave", "intensity": 1, "minutes": 90}))
+    assert result.outcome == Outcome.COMPLETED
+    assert result.pressure_s == pytest.approx(90 * 60, abs=2)
+    assert fw.last_end in (EndReason.COMPLETED, EndReason.STOPPED)
+
+
 async def test_the_trial_program_squeezes_gently_once_a_minute() -> None:
     profile = find_profile("trial-compression-60")
     async with Massager.connect("sim://?seed=1") as m:

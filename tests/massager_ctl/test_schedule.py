@@ -153,14 +153,14 @@ def test_schedule_commands(user_dirs: dict[str, Path]) -> None:
     )
     assert "is not a time of day" in ctl("schedule", "add", "evening-45", "--days", "mon",
                                          "--at", "9pm").stderr  # fmt: skip
-    nxt = json_lines(ctl("schedule", "next", "--count", "9", "--json").stdout)[-1]
+    nxt = json_lines(ctl("schedule", "next", "--count", "9", "--json").stdout)[-1]["runs"]
     assert len(nxt) == 9
     assert {n["schedule"] for n in nxt} == {first["id"], second["id"]}
     assert ctl("schedule", "disable", second["id"]).returncode == 0
-    nxt = json_lines(ctl("schedule", "next", "--json").stdout)[-1]
+    nxt = json_lines(ctl("schedule", "next", "--json").stdout)[-1]["runs"]
     assert {n["schedule"] for n in nxt} == {first["id"]}
     assert ctl("schedule", "remove", first["id"]).returncode == 0
-    listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]
+    listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]["schedules"]
     assert [(s["id"], s["enabled"]) for s in listed] == [(second["id"], False)]
     missing = ctl("schedule", "enable", "zz")
     assert missing.returncode == 2
@@ -238,7 +238,7 @@ def test_twelve_adds_at_once_keep_all_twelve(user_dirs: dict[str, Path]) -> None
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
         said.append(json_lines(out)[-1]["id"])
-    kept = json_lines(ctl("schedule", "list", "--json").stdout)[-1]
+    kept = json_lines(ctl("schedule", "list", "--json").stdout)[-1]["schedules"]
     assert sorted(s["id"] for s in kept) == sorted(said)
     assert sorted(s["at"] for s in kept) == [f"21:{minute:02}:00" for minute in range(12)]
 
@@ -288,7 +288,7 @@ def test_changing_schedules_keeps_what_a_person_wrote(user_dirs: dict[str, Path]
     assert 'days = ["mon", "tue"]  # not wed: choir' in text
     assert 'id = "su"' not in text
     assert "# an hour, as in the trial" not in text  # went with its schedule
-    listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]
+    listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]["schedules"]
     assert [(s["id"], s["enabled"]) for s in listed] == [("wk", False), (new_id, True)]
 
 

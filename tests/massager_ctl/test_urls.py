@@ -50,6 +50,8 @@ def test_accepted_forms(text: str, expected: object) -> None:
         ("serial:///dev/ttyUSB0?baudrate=fast", "baudrate that is not a positive number"),
         ("socket://127.0.0.1", "needs a host and a port"),
         ("socket://127.0.0.1:notaport", "needs a host and a port"),
+        ("socket://127.0.0.1:99999", "has port 99999, out of range: a port is 1 to 65535"),
+        ("socket://127.0.0.1:0", "has port 0, out of range: a port is 1 to 65535"),
         ("ble://", "needs an address or a name prefix"),
     ],
 )
@@ -71,10 +73,30 @@ def test_addresses_print_as_urls_that_parse_back() -> None:
 
 def test_sim_options_are_checked_by_name_and_value() -> None:
     assert config_from_options({"seed": "4", "cycle": "false"}).cycle is False
-    with pytest.raises(DeviceURLError, match="sim:// has no option colour; options: battery"):
+    with pytest.raises(DeviceURLError, match="sim://: the simulator has no option colour; its "
+                       "options are battery"):  # fmt: skip
         config_from_options({"colour": "red"})
-    with pytest.raises(DeviceURLError, match="session_cap_s"):
+    with pytest.raises(DeviceURLError, match="session_cap_s must be a whole number, not 'ten'"):
         config_from_options({"session_cap_s": "ten"})
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("sim://?seed=abc", "sim://?seed=abc: seed must be a whole number, not 'abc'"),
+        ("sim://?cycle=maybe", "sim://?cycle=maybe: cycle must be true or false, not 'maybe'"),
+        ("sim://?session_cap_s=10", "sim://?session_cap_s=10: session_cap_s must be at least "
+         "60, not 10"),
+        ("sim://?ceiling_mmhg=high", "sim://?ceiling_mmhg=high: ceiling_mmhg must be a number, "
+         "not 'high'"),
+    ],
+)  # fmt: skip
+def test_a_bad_sim_option_reads_as_a_sentence(url: str, says: str) -> None:
+    address = parse_device_url(url)
+    assert isinstance(address, SimAddress)
+    with pytest.raises(DeviceURLError) as caught:
+        config_from_options(address.options, str(address))
+    assert str(caught.value) == says
 
 
 def test_every_kind_of_address_has_its_transport() -> None:
