@@ -57,6 +57,7 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Comment, Item, Table
 
 from .errors import InputError
+from .folders import why_not_written
 from .tomlfiles import describe_errors, not_utf8, parse_toml
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -348,10 +349,7 @@ class ScheduleBook:
                 f"(its lock is {self.lock_path}); nothing was changed, try again"
             ) from None
         except OSError as problem:
-            raise ScheduleError(
-                f"{self.path}: cannot lock it for a change ({self.lock_path}): "
-                f"{problem.strerror or problem}"
-            ) from None
+            raise self._unwritable(problem) from None
         try:
             yield
         finally:
@@ -420,17 +418,32 @@ class ScheduleBook:
                 f"{self.path}: cannot be rewritten as it is ({problem}); nothing was changed"
             ) from None
 
+    def _unwritable(self, problem: OSError) -> ScheduleError:
+        return ScheduleError(
+            f"{self.path}: cannot write it: {why_not_written(self.path, problem)}; nothing "
+            "was changed"
+        )
+
     def _replace(self, text: str) -> None:
-        """Write ``text`` to a new file in the same folder, then rename it over the old."""
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".schedules-")
+        """Write ``text`` to a new file in the same folder, then rename it over the old.
+
+        Raises:
+            ScheduleError: it cannot be written (the old file is left as it was).
+        """
+        try:
+            handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".schedules-")
+        except OSError as problem:
+            raise self._unwritable(problem) from None
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 out.write(text)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, self.path)
-        except BaseException:
+        except BaseException as problem:
             Path(temporary).unlink(missing_ok=True)
+            if isinstance(problem, OSError):  # a full disk, say
+                raise self._unwritable(problem) from None
             raise
 
     def add(self, schedule: Schedule) -> Schedule:

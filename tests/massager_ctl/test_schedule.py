@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from massager_ctl.schedule import (
     next_runs,
     parse_days,
 )
+from tests.folders import read_only, run_cli
 from tests.massager_ctl.test_cli import CLI, ctl, json_lines
 
 BERLIN, NEW_YORK = "Europe/Berlin", "America/New_York"
@@ -316,3 +318,46 @@ def test_a_time_of_day_is_written_in_ascii_digits_on_the_command_line_and_in_the
     assert parse_clock("21:45", "--at") == time(21, 45)
     with pytest.raises(ScheduleError, match="not a time of day"):
         parse_clock("\uff12\uff11:\uff14\uff15", "--at")  # full-width 21:45
+
+
+# --- files: a folder that cannot be written ---------------------------------------
+
+
+def test_schedule_add_names_a_config_folder_that_cannot_be_written(
+    user_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_home = user_dirs["XDG_CONFIG_HOME"]
+    folder = config_home / "massager-ctl"
+    add = ("schedule", "add", "evening-45", "--days", "mon", "--at", "21:00")
+    # The config folder not made yet, in a folder that cannot be written.
+    with read_only(config_home, monkeypatch):
+        code, out, err = run_cli(capsys, *add)
+    assert (code, out) == (2, "")
+    assert err == (f"error: {folder / 'schedules.toml'}: cannot write it: the folder "
+                   f"{config_home} is not writable by you (Permission denied); nothing was "
+                   "changed\n")  # fmt: skip
+    # Made, with a schedule and the lock from before, and then made read-only.
+    assert run_cli(capsys, *add)[0] == 0
+    before = (folder / "schedules.toml").read_text()
+    with read_only(folder, monkeypatch):
+        code, out, err = run_cli(capsys, *add[:-1], "22:00")
+    assert (code, out) == (2, "")
+    assert err == (f"error: {folder / 'schedules.toml'}: cannot write it: the folder {folder} "
+                   "is not writable by you (Permission denied); nothing was changed\n")  # fmt: skip
+    assert (folder / "schedules.toml").read_text() == before
+    assert sorted(p.name for p in folder.iterdir()) == [".schedules.toml.lock", "schedules.toml"]
+
+
+@pytest.mark.parametrize("under", ["", "cfg"])
+def test_schedule_add_names_a_file_where_the_config_folder_should_be(
+    tmp_path: Path, under: str
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    home = afile / under if under else afile
+    env = dict(os.environ, XDG_CONFIG_HOME=str(home))
+    added = ctl("schedule", "add", "evening-45", "--days", "mon", "--at", "21:00", env=env)
+    assert added.returncode == 2
+    path = home / "massager-ctl" / "schedules.toml"
+    assert added.stderr == (f"error: {path}: cannot write it: {afile} is a file, not a folder; "
+                            "nothing was changed\n")  # fmt: skip
