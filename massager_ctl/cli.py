@@ -841,40 +841,35 @@ def devices(
 def profiles(ctx: click.Context, as_json: bool) -> int | None:
     """List the bedtime programs (yours first, then the shipped ones).
 
-    A profile file that cannot be read is named with what is wrong (on stderr,
-    or as an ``error`` entry with --json), and the others are listed.
+    A profile file that cannot be used is listed as broken, with what is wrong
+    in it, beside the others (with --json: an entry with ``file`` and ``error``).
     """
     if ctx.invoked_subcommand is not None:
         return None
     from rich.table import Table
+    from rich.text import Text
 
     from .config import user_profiles_dir
-    from .errors import ProfileError
-    from .profiles import available_profiles, load_profile
-    from .render import console, emit_json, errors, escape
+    from .profiles import BrokenProfile, read_profiles
+    from .render import console, emit_json
 
-    rows: list[tuple[Profile, Path]] = []
-    broken: list[tuple[str, Path, ProfileError]] = []
-    for name, path in available_profiles(user_profiles_dir()).items():
-        try:
-            rows.append((load_profile(path), path))
-        except ProfileError as error:
-            broken.append((name, path, error))
+    found, broken = read_profiles(user_profiles_dir())
     if as_json:
         emit_json([
             {"name": p.name, "title": p.title, "minutes": p.total_minutes,
              "needs_cycle": p.needs_cycle, "path": str(path)}
-            for p, path in rows
-        ] + [{"name": name, "path": str(path), "error": str(error)}
-             for name, path, error in broken])  # fmt: skip
+            for p, path in found
+        ] + [entry.as_json() for entry in broken])  # fmt: skip
         return 0
+    rows = [(p.name, p) for p, _ in found] + [(entry.name, entry) for entry in broken]
     table = Table("name", "min", "title", "needs", box=None)
-    for profile, _ in rows:
-        needs = "programmable cycle" if profile.needs_cycle else ""
-        table.add_row(profile.name, f"{profile.total_minutes:g}", profile.title, needs)
+    for name, row in sorted(rows, key=lambda pair: pair[0]):
+        if isinstance(row, BrokenProfile):
+            table.add_row(name, "", Text(f"broken: {row.file}: {row.error}", style="red"), "")
+        else:
+            needs = "programmable cycle" if row.needs_cycle else ""
+            table.add_row(name, f"{row.total_minutes:g}", row.title, needs)
     console().print(table)
-    for _, _, error in broken:
-        errors().print(f"[yellow]warning:[/] {escape(str(error))}", soft_wrap=True)
     return 0
 
 
