@@ -784,8 +784,9 @@ class Bridge:
                 found.append({"name": name, "title": profile.title, "minutes": minutes,
                               "steps": steps})  # fmt: skip
             return found
-        schedules, problems = ScheduleBook(self.schedules_path).load_each()
-        return {"schedules": [s.model_dump(mode="json") for s in schedules], "problems": problems}
+        schedules, broken = ScheduleBook(self.schedules_path).load_each()
+        return {"schedules": [s.model_dump(mode="json") for s in schedules],
+                "problems": [str(entry) for entry in broken]}  # fmt: skip
 
     async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         parts = str(message.topic)[len(self.base) + 1 :].split("/")

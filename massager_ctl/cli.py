@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .device import Massager
     from .models import DeviceInfo, DeviceStatus
     from .profiles import Profile
-    from .schedule import Schedule
+    from .schedule import Clash, Schedule
     from .supervisor import ResumePolicy
     from .urls import DeviceAddress
 
@@ -1036,40 +1036,37 @@ def devices(
 def profiles(ctx: click.Context, as_json: bool) -> int | None:
     """List the bedtime programs (yours first, then the shipped ones).
 
-    A profile file that cannot be read is named with what is wrong (on stderr,
-    or as an ``error`` entry with --json), and the others are listed.
+    A profile file that cannot be used is listed as broken, with what is wrong
+    in it, beside the others (with --json: an entry with ``file`` and ``error``).
     """
     if ctx.invoked_subcommand is not None:
         return None
     from rich.table import Table
+    from rich.text import Text
 
     from .config import user_profiles_dir
-    from .errors import ProfileError
-    from .profiles import available_profiles, load_profile
-    from .render import console, emit_json, errors, escape
+    from .profiles import BrokenProfile, read_profiles
+    from .render import console, emit_json
 
-    rows: list[tuple[Profile, Path]] = []
-    broken: list[tuple[str, Path, ProfileError]] = []
-    for name, path in available_profiles(user_profiles_dir()).items():
-        try:
-            rows.append((load_profile(path), path))
-        except ProfileError as error:
-            broken.append((name, path, error))
+    found, broken = read_profiles(user_profiles_dir())
     if as_json:
         emit_json({"kind": "profiles", "profiles": [
             {"name": p.name, "title": p.title, "minutes": p.total_minutes,
              "needs_cycle": p.needs_cycle, "path": str(path)}
-            for p, path in rows
-        ] + [{"name": name, "path": str(path), "error": str(error)}
-             for name, path, error in broken]})  # fmt: skip
+            for p, path in found
+        ], "broken": [entry.as_json() for entry in broken]})  # fmt: skip
         return 0
+    rows = [(p.name, p) for p, _ in found] + [(entry.name, entry) for entry in broken]
     table = Table("name", "min", "title", "needs", box=None)
-    for profile, _ in rows:
-        needs = "programmable cycle" if profile.needs_cycle else ""
-        table.add_row(profile.name, f"{profile.total_minutes:g}", profile.title, needs)
+    for name, row in sorted(rows, key=lambda pair: pair[0]):
+        if isinstance(row, BrokenProfile):
+            table.add_row(
+                name, "", Text(f"broken: {row.file}: {row.error}", style="red", overflow="fold"), ""
+            )
+        else:
+            needs = "programmable cycle" if row.needs_cycle else ""
+            table.add_row(name, f"{row.total_minutes:g}", row.title, needs)
     console().print(table)
-    for _, _, error in broken:
-        errors().print(f"[yellow]warning:[/] {escape(str(error))}", soft_wrap=True)
     return 0
 
 
@@ -1116,18 +1113,24 @@ def schedule_add(
     tz: str | None,
     as_json: bool,
 ) -> int:
-    """Add a schedule: PROFILE on --days, --at a time or --before/--lead symptoms."""
+    """Add a schedule: PROFILE on --days, --at a time or --before/--lead symptoms.
+
+    The same program at the same times is refused; one that would keep another
+    schedule from running (closer than a program and the rest after it) is
+    added with a warning that names the other.
+    """
     from datetime import UTC, datetime
 
     from pydantic import ValidationError
 
-    from .config import schedules_file, user_profiles_dir
+    from .config import load_settings, schedules_file, user_profiles_dir
     from .profiles import find_profile
-    from .render import console, emit_json
+    from .render import console, emit_json, errors, escape
     from .schedule import Schedule, ScheduleBook, ScheduleError, new_id, parse_clock, parse_days
     from .tomlfiles import describe_errors
 
     find_profile(profile, user_profiles_dir())  # a typo is caught now, not at bedtime
+    limits = load_settings().limits  # a broken config file is said before anything is added
     fields: dict[str, Any] = {
         "id": new_id(),
         "profile": profile,
@@ -1144,12 +1147,17 @@ def schedule_add(
         fields["device"] = device
     if tz is not None:
         fields["tz"] = tz
+    book = ScheduleBook(schedules_file())
     try:
-        added = ScheduleBook(schedules_file()).add(Schedule.model_validate(fields))
+        added = book.add(Schedule.model_validate(fields))
     except ValidationError as error:
         raise ScheduleError(describe_errors(error, "schedule").replace("lead_s", "lead")) from None
+    warnings = [
+        f"{clash.describe()}; added all the same"
+        for clash in _clashes(added, book.load_each()[0], limits.rest_minutes)
+    ]
     if as_json:
-        emit_json({"kind": "schedule"} | added.model_dump(mode="json"))
+        emit_json({"kind": "schedule"} | added.model_dump(mode="json") | {"warnings": warnings})
     else:
         upcoming = added.runs_after(datetime.now(UTC), count=1)[0].astimezone()
         console().print(
@@ -1157,7 +1165,28 @@ def schedule_add(
             f"{upcoming:%a %d %b %H:%M} (`massager-ctl daemon` runs it)",
             markup=False,
         )
+        for warning in warnings:
+            errors().print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     return 0
+
+
+def _clashes(added: Schedule, schedules: list[Schedule], rest_minutes: float) -> list[Clash]:
+    """The schedules ``added`` would keep from running, or that would keep it."""
+    from datetime import UTC, datetime, timedelta
+
+    from .config import user_profiles_dir
+    from .profiles import find_profile
+    from .schedule import clashes
+
+    minutes: dict[str, float] = {}
+    for name in {s.profile for s in schedules} | {added.profile}:
+        try:
+            minutes[name] = find_profile(name, user_profiles_dir()).total_minutes
+        except MassagerError:
+            continue  # gone or broken: the daemon refuses its runs, which keep nothing away
+    others = [s for s in schedules if s.id != added.id]
+    return clashes(added, others, minutes=minutes, rest=timedelta(minutes=rest_minutes),
+                   after=datetime.now(UTC))  # fmt: skip
 
 
 @schedule.command("list")
@@ -1167,24 +1196,30 @@ def schedule_list(as_json: bool) -> int:
     from datetime import UTC, datetime
 
     from rich.table import Table
+    from rich.text import Text
 
     from .config import schedules_file
     from .render import console, emit_json
     from .schedule import ScheduleBook
 
-    schedules = ScheduleBook(schedules_file()).load()
+    # One table that is not a schedule is listed as broken: the others still run.
+    schedules, broken = ScheduleBook(schedules_file()).load_each()
     now = datetime.now(UTC)
     if as_json:
         emit_json({"kind": "schedules", "schedules": [
             s.model_dump(mode="json") | {"next": _next_start(s, now)} for s in schedules
-        ]})  # fmt: skip
+        ], "broken": [entry.as_json() for entry in broken]})  # fmt: skip
         return 0
     table = Table("id", "profile", "when", "device", "next", box=None)
     for s in schedules:
         upcoming = s.runs_after(now, count=1)[0].astimezone()
         table.add_row(s.id, s.profile, s.describe(), s.device or "(default)",
                       f"{upcoming:%a %d %b %H:%M}" if s.enabled else "disabled")  # fmt: skip
-    console().print(table if schedules else "No schedules yet; add one with `schedule add`.")
+    for entry in broken:
+        when = Text(f"broken: {entry}", style="red", overflow="fold")
+        table.add_row(entry.id or "?", entry.profile or "", when, "", "not run")
+    empty = not schedules and not broken
+    console().print("No schedules yet; add one with `schedule add`." if empty else table)
     return 0
 
 
@@ -1247,10 +1282,13 @@ def schedule_next(count: int, as_json: bool) -> int:
     from rich.table import Table
 
     from .config import schedules_file
-    from .render import console, emit_json
+    from .render import console, emit_json, errors, escape
     from .schedule import ScheduleBook, next_runs
 
-    runs = next_runs(ScheduleBook(schedules_file()).load(), datetime.now(UTC), count=count)
+    schedules, broken = ScheduleBook(schedules_file()).load_each()
+    for entry in broken:  # the others run: say which does not
+        errors().print(f"[yellow]warning:[/] {escape(str(entry))}; it does not run", soft_wrap=True)
+    runs = next_runs(schedules, datetime.now(UTC), count=count)
     if as_json:
         emit_json({"kind": "upcoming", "runs": [
             {"at": run.isoformat(), "schedule": s.id, "profile": s.profile} for run, s in runs

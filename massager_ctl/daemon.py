@@ -211,7 +211,8 @@ class Daemon:
 
     def _load(self) -> None:
         try:
-            schedules, problems = self.book.load_each()
+            schedules, broken = self.book.load_each()
+            problems = [str(entry) for entry in broken]
         except MassagerError as error:
             # Keep what was read last: a file half-edited by hand must not stop bedtime.
             problems = [f"{error}; running the schedules read before"]

@@ -418,7 +418,10 @@ class Massager:
                 "with --accept-unsigned-device only if you accept that"
             )
         # Before the device gives away a slot for a key that could not be kept.
-        self._keys.writable()
+        try:
+            self._keys.writable()
+        except ConfigError as error:
+            raise ConfigError(f"{error}; nothing was paired") from None
         if self.authenticated:
             # Pairing again: the massager forgets the old key first, or it would stay
             # valid there (an old copy of the key file) and hold a slot for ever.

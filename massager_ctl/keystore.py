@@ -41,6 +41,7 @@ from firmware_protocol.auth import KEY_SIZE, MAX_COUNTER
 
 from .config import config_dir
 from .errors import ConfigError
+from .folders import why_not_written
 from .urls import BleAddress, DeviceAddress, SerialAddress
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ class KeyStore:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as error:
-            raise self._unwritable(error, lock_path) from None
+            raise self._unwritable(error) from None
         # Bounded: a program stopped while it held the lock must not hold back a stop
         # or vent, which then goes out unsigned and says why (see `Massager`).
         lock = filelock.FileLock(lock_path, timeout=LOCK_WAIT_S, mode=0o600)
@@ -269,22 +270,23 @@ class KeyStore:
                 "(or, if none runs, delete the lock file)"
             ) from None
         except OSError as error:
-            raise self._unwritable(error, lock_path) from None
+            raise self._unwritable(error) from None
         try:
             data = self._read()
             yield data
             try:
                 self._write(data)
             except OSError as error:
-                raise self._unwritable(error, self.path) from None
+                raise self._unwritable(error) from None
         finally:
             lock.release()
 
-    @staticmethod
-    def _unwritable(error: OSError, path: Path) -> ConfigError:
+    def _unwritable(self, error: OSError) -> ConfigError:
+        # The error names what the call was given (a lock, a temporary file, a folder to
+        # make); the message names the key file, and what is in its way.
+        assert self.path is not None
         return ConfigError(
-            f"{path}: cannot write the keys ({error.strerror or error}); make it and its "
-            "folder writable by you, or move it away"
+            f"{self.path}: cannot write the keys: {why_not_written(self.path, error)}"
         )
 
     def _write(self, data: _KeyFile) -> None:

@@ -19,11 +19,23 @@ profiles shipped with massager-ctl; a path to a ``.toml`` file works too.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from .errors import ProfileError, ProfileNotFound, ProfileRefused
 from .models import DeviceInfo
@@ -37,6 +49,42 @@ device before the controller moves on; a step that another follows must fit the
 device with it (the last may take the device's whole lease)."""
 ADHOC = "adhoc"
 """The name of the one-step program `massager-ctl start --mode ...` makes."""
+
+
+def _counted(low: int, high: int, whole: str, item: str) -> WrapValidator:
+    """Check how many items a list has on what was written, beside its items' own errors.
+
+    pydantic counts a tuple's items after validating them, leaving out those that
+    failed: one step with a wrong intensity also read "steps: Tuple should have at
+    least 1 item", and 51 steps, one of them wrong, were not too many.
+    """
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        count = len(value) if isinstance(value, list | tuple) else None
+        problem = None
+        if count is not None and count < low:
+            problem = f"{whole} has at least {low} {item}{'s' * (low != 1)}, not {count}"
+        elif count is not None and count > high:
+            problem = f"{whole} has at most {high} {item}s, not {count}"
+        try:
+            validated = handler(value)
+        except ValidationError as error:
+            if problem is None:
+                raise
+            # Every error of the items (as they were worded), and the count's.
+            details: list[Any] = [
+                {"type": PydanticCustomError(e["type"], e["msg"]), "loc": e["loc"],
+                 "input": e["input"]}
+                for e in error.errors()
+            ]  # fmt: skip
+            details.append({"type": PydanticCustomError("count", problem), "loc": (),
+                            "input": value})  # fmt: skip
+            raise ValidationError.from_exception_data(error.title, details) from None
+        if problem is not None:
+            raise PydanticCustomError("count", problem)
+        return validated
+
+    return WrapValidator(check)
 
 
 class _Schema(BaseModel):
@@ -58,9 +106,9 @@ class CycleSpec(_Schema):
     pressure_mmhg: float | None = Field(None, gt=0, le=MAX_PRESSURE_MMHG)
     foot_mmhg: float | None = Field(None, gt=0, le=MAX_PRESSURE_MMHG)
     step_down_mmhg: float = Field(0.0, ge=0, le=30)
-    pressures_mmhg: tuple[StrictFloat, ...] | None = Field(
-        None, min_length=1, max_length=8, strict=False
-    )
+    pressures_mmhg: (
+        Annotated[tuple[StrictFloat, ...], _counted(1, 8, "a cycle", "pressure")] | None
+    ) = Field(None, strict=False)
     inflate_s: float = Field(gt=0, le=600)
     hold_s: float = Field(ge=0, le=600)
     release_s: float = Field(ge=0, le=600)
@@ -222,7 +270,7 @@ class Profile(_Schema):
     description: str = Field(min_length=1)
     why: str = Field(min_length=1, description="the evidence or technique it follows")
     sources: tuple[str, ...] = Field((), strict=False)
-    steps: tuple[Step, ...] = Field(min_length=1, max_length=50, strict=False)
+    steps: Annotated[tuple[Step, ...], _counted(1, 50, "a profile", "step")] = Field(strict=False)
     limits: Limits = Limits()
 
     @field_validator("title", "description", "why", mode="before")
@@ -393,6 +441,40 @@ def available_profiles(user_dir: Path | None = None) -> dict[str, Path]:
             for path in sorted(folder.glob("*.toml")):
                 found[path.stem] = path
     return dict(sorted(found.items()))
+
+
+@dataclass(frozen=True)
+class BrokenProfile:
+    """A profile file that cannot be used: its name, its file, and what is wrong in it."""
+
+    name: str
+    file: Path
+    error: str
+    """What is wrong, naming each field at fault (the file is in ``file``)."""
+
+    def as_json(self) -> dict[str, str]:
+        """``{"name": ..., "file": ..., "error": ...}``."""
+        return {"name": self.name, "file": str(self.file), "error": self.error}
+
+
+def read_profiles(
+    user_dir: Path | None = None,
+) -> tuple[list[tuple[Profile, Path]], list[BrokenProfile]]:
+    """Every profile found by name, and each file that cannot be used, both by name.
+
+    One broken file is listed, with its error, beside the others; it never hides them.
+    """
+    known = available_profiles(user_dir)
+    found: list[tuple[Profile, Path]] = []
+    broken: list[BrokenProfile] = []
+    for name, path in known.items():
+        try:
+            found.append((load_profile(path, known), path))
+        except ProfileError as error:
+            # Its message starts with the path, which the entry holds on its own.
+            error_text = str(error).removeprefix(f"{path}: ")
+            broken.append(BrokenProfile(name, path, error_text))
+    return found, broken
 
 
 def find_profile(name_or_path: str, user_dir: Path | None = None) -> Profile:

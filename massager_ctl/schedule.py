@@ -35,7 +35,8 @@ import re
 import secrets
 import tempfile
 import tomllib
-from collections.abc import Iterator, MutableSequence
+from collections.abc import Iterator, Mapping, MutableSequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -57,6 +58,7 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Comment, Item, Table
 
 from .errors import InputError
+from .folders import why_not_written
 from .tomlfiles import describe_errors, not_utf8, parse_toml
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -229,9 +231,26 @@ class Schedule(BaseModel):
                     yield run
             day += timedelta(days=1)
 
+    def same_runs(self, other: Schedule) -> bool:
+        """Whether ``other`` runs the same program on the same device at the same times.
+
+        ``--at 21:30`` and ``--before 22:30 --lead 60m`` are the same start.
+        """
+
+        def runs(s: Schedule) -> tuple[object, ...]:
+            return (s.profile, s.device, s.tz, s.days, s.start, s.starts_day_before)
+
+        return runs(self) == runs(other)
+
+    @property
+    def days_text(self) -> str:
+        """``daily``, ``weekdays``, ``weekends`` or the days, as ``mon, thu``."""
+        named = {DAYS: "daily", DAYS[:5]: "weekdays", DAYS[5:]: "weekends"}
+        return named.get(tuple(self.days), ", ".join(self.days))
+
     def describe(self) -> str:
-        """``mon, thu at 21:45 (Europe/Berlin)`` or ``... 60 min before 22:30``."""
-        days = ", ".join(self.days)
+        """``mon, thu at 21:45 (Europe/Berlin)``, ``daily at 21:45 (...)``, or with ``before``."""
+        days = self.days_text
         if self.at is not None:
             when = f"at {self.at:%H:%M}"
         else:
@@ -245,6 +264,36 @@ class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schedule: list[Schedule] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BrokenSchedule:
+    """A ``[[schedule]]`` table that is not a schedule: where it is, and what is wrong."""
+
+    file: Path
+    line: int | None
+    """The line its table begins on, if found."""
+    id: str | None
+    """Its id, if it has a readable one."""
+    profile: str | None
+    """The profile it names, if readable."""
+    error: str
+    """Each field at fault, as ``at: must be a time of day ...``."""
+
+    def __str__(self) -> str:
+        where = f" (the table at line {self.line})" if self.line else ""
+        return f"{self.file}{where}: {self.error}"
+
+    def as_json(self) -> dict[str, object]:
+        """``{"file": ..., "line": ..., "id": ..., "profile": ..., "error": ...}``."""
+        return {"file": str(self.file), "line": self.line, "id": self.id,
+                "profile": self.profile, "error": self.error}  # fmt: skip
+
+
+def _text(table: object, key: str) -> str | None:
+    """``table[key]`` if ``table`` is a table and that is text, else None."""
+    value = table.get(key) if isinstance(table, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _line_of_table(text: str, index: int) -> int | None:
@@ -304,10 +353,11 @@ class ScheduleBook:
                 "(it is never overwritten while damaged)"
             ) from None
 
-    def load_each(self) -> tuple[list[Schedule], list[str]]:
-        """The schedules that are valid, and a message for each table that is not.
+    def load_each(self) -> tuple[list[Schedule], list[BrokenSchedule]]:
+        """The schedules that are valid, and each table that is not.
 
-        For the daemon: a mistake in one schedule must not stop the others.
+        A mistake in one schedule must not stop the others (the daemon runs them),
+        nor hide them (``schedule list`` shows them).
 
         Raises:
             ScheduleError: the file as a whole cannot be read (not TOML, not UTF-8).
@@ -316,15 +366,18 @@ class ScheduleBook:
         tables = data.get("schedule", [])
         if not isinstance(tables, list) or set(data) - {"schedule"}:
             self.load()  # raises, naming what is wrong with the file's shape
-        good, problems = [], []
+        good: list[Schedule] = []
+        broken: list[BrokenSchedule] = []
         for index, table in enumerate(tables):
             try:
                 good.append(Schedule.model_validate(table))
             except ValidationError as problem:
-                line = _line_of_table(text, index)
-                where = f" (the table at line {line})" if line else ""
-                problems.append(f"{self.path}{where}: {describe_errors(problem, 'schedule')}")
-        return good, problems
+                broken.append(BrokenSchedule(
+                    file=self.path, line=_line_of_table(text, index),
+                    id=_text(table, "id"), profile=_text(table, "profile"),
+                    error=describe_errors(problem, "schedule"),
+                ))  # fmt: skip
+        return good, broken
 
     @property
     def lock_path(self) -> Path:
@@ -348,10 +401,7 @@ class ScheduleBook:
                 f"(its lock is {self.lock_path}); nothing was changed, try again"
             ) from None
         except OSError as problem:
-            raise ScheduleError(
-                f"{self.path}: cannot lock it for a change ({self.lock_path}): "
-                f"{problem.strerror or problem}"
-            ) from None
+            raise self._unwritable(problem) from None
         try:
             yield
         finally:
@@ -420,23 +470,51 @@ class ScheduleBook:
                 f"{self.path}: cannot be rewritten as it is ({problem}); nothing was changed"
             ) from None
 
+    def _unwritable(self, problem: OSError) -> ScheduleError:
+        return ScheduleError(
+            f"{self.path}: cannot write it: {why_not_written(self.path, problem)}; nothing "
+            "was changed"
+        )
+
     def _replace(self, text: str) -> None:
-        """Write ``text`` to a new file in the same folder, then rename it over the old."""
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".schedules-")
+        """Write ``text`` to a new file in the same folder, then rename it over the old.
+
+        Raises:
+            ScheduleError: it cannot be written (the old file is left as it was).
+        """
+        try:
+            handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".schedules-")
+        except OSError as problem:
+            raise self._unwritable(problem) from None
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 out.write(text)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, self.path)
-        except BaseException:
+        except BaseException as problem:
             Path(temporary).unlink(missing_ok=True)
+            if isinstance(problem, OSError):  # a full disk, say
+                raise self._unwritable(problem) from None
             raise
 
     def add(self, schedule: Schedule) -> Schedule:
-        """Add ``schedule`` (its id made unique) and write the file."""
+        """Add ``schedule`` (its id made unique) and write the file.
+
+        Raises:
+            ScheduleError: one already runs the same program at the same times
+                (`Schedule.same_runs`), or as for `save`.
+        """
         with self._locked():
             schedules = self.load()
+            for other in schedules:
+                if other.same_runs(schedule):
+                    enable = f"massager-ctl schedule enable {other.id}"
+                    state = "" if other.enabled else f", disabled (`{enable}`)"
+                    raise ScheduleError(
+                        f"schedule {other.id} already runs {other.profile} "
+                        f"{other.describe()}{state}; nothing was added"
+                    )
             taken = {s.id for s in schedules}
             while schedule.id in taken:
                 schedule = schedule.model_copy(update={"id": new_id()})
@@ -535,6 +613,104 @@ def next_runs(
         for run in schedule.runs_after(moment, count=count)
     ]
     return sorted(runs, key=lambda pair: (pair[0], pair[1].id))[:count]
+
+
+@dataclass(frozen=True)
+class Clash:
+    """Two schedules whose runs come closer than a program and the rest after it.
+
+    The daemon then starts the earlier and refuses the later (the limits' rest
+    between sessions, or its device still busy).
+    """
+
+    this: Schedule
+    """The schedule looked at."""
+    other: Schedule
+    """The schedule it clashes with."""
+    earlier: Schedule
+    earlier_at: datetime
+    later: Schedule
+    later_at: datetime
+    minutes: float
+    """The earlier's program, in minutes."""
+    rest: timedelta
+
+    def describe(self) -> str:
+        """The clash in words, with its first day and times in this schedule's zone."""
+        zone = ZoneInfo(self.this.tz)
+        first, then = self.earlier_at.astimezone(zone), self.later_at.astimezone(zone)
+        head = (
+            f"this schedule and schedule {self.other.id} come too close: first on {first:%a %d %b}"
+        )
+        if first == then:
+            return (
+                f"{head}, {self.earlier.profile} and {self.later.profile} both start at "
+                f"{first:%H:%M}, and only one would run"
+            )
+        rest = self.rest.total_seconds() / 60
+        after = (
+            f" and {rest:g} min of rest follow (rest_minutes in [limits] of config.toml)"
+            if rest
+            else ""
+        )
+        return (
+            f"{head}, {self.later.profile} at {then:%H:%M} would not run, since "
+            f"{self.earlier.profile} at {first:%H:%M} runs {self.minutes:g} min{after}"
+        )
+
+
+CLASH_HORIZON = timedelta(days=371)
+"""How far ahead `clashes` looks: a year of weekdays, and both daylight-saving changes."""
+
+
+def clashes(
+    schedule: Schedule,
+    others: list[Schedule],
+    *,
+    minutes: Mapping[str, float],
+    rest: timedelta,
+    after: datetime,
+) -> list[Clash]:
+    """The enabled ``others`` that ``schedule``'s runs would keep from running, or the reverse.
+
+    A run keeps another from running when that one starts before the first has
+    run its program (``minutes`` by profile name) and ``rest`` after it. Each
+    clash is told once, at its first day after ``after``. A schedule whose
+    program's length is not in ``minutes`` (its profile gone) is left out.
+    """
+    if not schedule.enabled or schedule.profile not in minutes:
+        return []
+    end = after + CLASH_HORIZON
+    found = []
+    for other in others:
+        if not other.enabled or other.id == schedule.id or other.profile not in minutes:
+            continue
+        runs = sorted(
+            (run.astimezone(UTC), s.id, s)
+            for s in (schedule, other)
+            for run in s.runs_between(after, end)
+        )
+        clash = _first_clash(runs, minutes, rest)
+        if clash is not None:
+            (earlier_at, _, earlier), (later_at, _, later) = clash
+            found.append(Clash(this=schedule, other=other, earlier=earlier,
+                               earlier_at=earlier_at, later=later, later_at=later_at,
+                               minutes=minutes[earlier.profile], rest=rest))  # fmt: skip
+    return found
+
+
+def _first_clash(
+    runs: list[tuple[datetime, str, Schedule]], minutes: Mapping[str, float], rest: timedelta
+) -> tuple[tuple[datetime, str, Schedule], tuple[datetime, str, Schedule]] | None:
+    """The first run of one schedule, and the run of the other it keeps from running."""
+    for index, (start, _, schedule) in enumerate(runs):
+        free = start + timedelta(minutes=minutes[schedule.profile]) + rest
+        for next_run in runs[index + 1 :]:
+            if next_run[0] >= free:
+                break
+            if next_run[2] is not schedule:
+                return runs[index], next_run
+    return None
 
 
 def parse_days(text: str) -> list[Day]:

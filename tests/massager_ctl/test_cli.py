@@ -283,7 +283,7 @@ def test_devices_with_a_radio_named_does_not_report_the_system_bluetooth() -> No
     radio = "tcp-client:127.0.0.1:1"  # nothing listens there
     listed = ctl("devices", "--hci", radio, "--scan", "1s", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
-    ble = [e for e in json_lines(listed.stdout)[-1] if e["kind"] == "ble"]
+    ble = [e for e in json_lines(listed.stdout)[-1]["devices"] if e["kind"] == "ble"]
     assert [e["url"] for e in ble] == [f"ble://?hci={radio}"]
     assert "cannot reach the Bluetooth radio tcp-client:127.0.0.1:1" in ble[0]["problem"]
     text = ctl("devices", "--hci", radio, "--scan", "1s", env=env)
@@ -363,22 +363,30 @@ def test_profiles_lists_the_others_when_one_of_yours_cannot_be_read(
     (folder / "deep.toml").write_text("title = " + "[" * 5000 + "]" * 5000 + "\n")
     mine = 'title = "Mine"\ndescription = "d"\nwhy = "w"\n[[steps]]\nminutes = 5\nmode = "wave"\n'
     (folder / "mine.toml").write_text(mine + "intensity = 1\n")
-    latin = f"{folder / 'latin.toml'}: not UTF-8 text (byte 0xe9 on line 1); save it as UTF-8"
-    deep = f"{folder / 'deep.toml'}: not valid TOML: nested too deeply"
+    (folder / "strong.toml").write_text(mine + "intensity = 11\n")
+    errors = {
+        "latin": "not UTF-8 text (byte 0xe9 on line 1); save it as UTF-8",
+        "deep": "not valid TOML: nested too deeply",
+        "strong": "steps[0].intensity: Input should be less than or equal to 10",
+    }
     listed = ctl("profiles", "--json")
     assert listed.returncode == 0, listed.stderr
-    entries = {entry["name"]: entry for entry in json.loads(listed.stdout)["profiles"]}
-    assert entries["latin"] == {"name": "latin", "path": str(folder / "latin.toml"),
-                                "error": latin}  # fmt: skip
-    assert entries["deep"]["error"] == deep
+    listing = json.loads(listed.stdout)
+    entries = {entry["name"]: entry for entry in listing["profiles"] + listing["broken"]}
+    for name, error in errors.items():
+        assert entries[name] == {"name": name, "file": str(folder / f"{name}.toml"),
+                                 "error": error}  # fmt: skip
     assert entries["mine"]["title"] == "Mine"
     assert "evening-45" in entries
-    shown = ctl("profiles")
-    assert shown.returncode == 0, shown.stderr
-    assert "evening-45" in shown.stdout
-    assert "Mine" in shown.stdout
-    assert shown.stderr.splitlines() == [f"warning: {deep}", f"warning: {latin}"]
+    shown = ctl("profiles", env=dict(os.environ, COLUMNS="400"))
+    assert (shown.returncode, shown.stderr) == (0, "")
+    rows = {line.split()[0]: " ".join(line.split()[1:]) for line in shown.stdout.splitlines()}
+    assert rows["mine"].startswith("5 Mine")
+    assert rows["evening-45"].startswith("45 Evening relief")
+    for name, error in errors.items():
+        assert rows[name] == f"broken: {folder / name}.toml: {error}"
     one = ctl("profiles", "show", "latin")
+    latin = f"{folder / 'latin.toml'}: {errors['latin']}"
     assert (one.returncode, one.stderr) == (2, f"error: {latin}\n")
 
 
@@ -507,3 +515,21 @@ def test_profile_names_complete_in_the_shell(user_dirs: dict[str, Path]) -> None
     assert complete("massager-ctl profiles show wind") == ["plain,wind-down-30"]
     assert complete("massager-ctl schedule add tri") == ["plain,trial-compression-60"]
     assert complete("massager-ctl start ./my") == ["file,./my"]  # the shell's file completion
+
+
+def test_a_good_profile_starts_beside_a_broken_one_which_names_its_file_and_field(
+    user_dirs: dict[str, Path],
+) -> None:
+    folder = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "profiles"
+    folder.mkdir(parents=True)
+    mine = 'title = "Mine"\ndescription = "d"\nwhy = "w"\n[[steps]]\nminutes = 1\nmode = "wave"\n'
+    (folder / "mine.toml").write_text(mine + "intensity = 1\n")
+    (folder / "strong.toml").write_text(mine + "intensity = 11\n")
+    (folder / "latin.toml").write_bytes(b'title = "Caf\xe9"\n')
+    ran = ctl("start", "mine", "--speed", "100", "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert json_lines(ran.stdout)[-1]["outcome"] == "completed"
+    refused = ctl("start", "strong", "--speed", "100")
+    assert refused.returncode == 2
+    assert refused.stderr == (f"error: {folder / 'strong.toml'}: steps[0].intensity: Input "
+                              "should be less than or equal to 10\n")  # fmt: skip

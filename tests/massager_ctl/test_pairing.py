@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,7 @@ from massager_ctl.keystore import COUNTER_BLOCK, KeyStore, keys_file
 from simulator import DeviceConfig
 from simulator.host import DeviceHost
 from simulator.serve import TcpEndpoint
+from tests.folders import read_only, run_cli
 from tests.massager_ctl.test_cli import ctl, json_lines
 from tests.served import pair_in_process, serve
 
@@ -265,3 +268,35 @@ def test_pair_names_the_risk_of_a_massager_that_does_not_sign_and_takes_it_if_to
         taken = ctl("pair", served.url, "--accept-unsigned-device", "--json")
         assert taken.returncode == 0, taken.stderr
         assert json_lines(taken.stdout)[-1]["authenticated"] is True
+
+
+@pytest.mark.looptime(False)
+def test_pair_names_a_config_folder_that_cannot_be_written(
+    user_dirs: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config_home = user_dirs["XDG_CONFIG_HOME"]
+    keys = config_home / "massager-ctl" / "keys.json"
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    with serve("--tcp", "127.0.0.1:0", paired=False) as served:
+        served.process.send_signal(signal.SIGUSR1)  # the pairing button, held
+        time.sleep(0.5)
+        with read_only(config_home, monkeypatch):
+            code, out, err = run_cli(capsys, "pair", served.url)
+        assert (code, out) == (2, "")
+        assert err == (f"error: {keys}: cannot write the keys: the folder {config_home} is not "
+                       "writable by you (Permission denied); nothing was paired\n")  # fmt: skip
+        for home in (afile, afile / "cfg"):
+            env = dict(os.environ, XDG_CONFIG_HOME=str(home))
+            refused = ctl("pair", served.url, env=env)
+            assert refused.returncode == 2
+            where = home / "massager-ctl" / "keys.json"
+            assert refused.stderr == (f"error: {where}: cannot write the keys: {afile} is a "
+                                      "file, not a folder; nothing was paired\n")  # fmt: skip
+        # Nothing was paired on either side: the window is still open, for a pairing that
+        # keeps its key.
+        assert ctl("pair", served.url).returncode == 0
+        assert keys.exists()

@@ -10,12 +10,14 @@ import pytest
 from massager_ctl.errors import ProfileError, ProfileNotFound, ProfileRefused
 from massager_ctl.models import DeviceInfo
 from massager_ctl.profiles import (
+    BrokenProfile,
     Profile,
     available_profiles,
     builtin_profiles_dir,
     check_profile,
     find_profile,
     load_profile,
+    read_profiles,
 )
 from simulator import DeviceConfig, Firmware
 from tests.massager_ctl.test_cli import ctl
@@ -333,3 +335,64 @@ def test_start_names_both_files_of_a_clash(user_dirs: dict[str, Path]) -> None:
     shipped = builtin_profiles_dir() / "evening-45.toml"
     assert ran.stderr.startswith(f"error: {mine}: name: 'evening-45' is the name of another "
                                  f"profile, {shipped};")  # fmt: skip
+
+
+def steps(*lines: str) -> str:
+    """A profile whose steps are the TOML ``lines`` (one step's inline table each)."""
+    return 'title = "Mine"\ndescription = "d"\nwhy = "w"\nsteps = [\n' + ",\n".join(lines) + "\n]\n"
+
+
+FINE = '{minutes = 1, mode = "wave", intensity = 1}'
+ONE_CYCLE = "{{minutes = 1, cycle = {{pressures_mmhg = [{}], inflate_s = 1, hold_s = 0, release_s = 1, rest_s = 1}}}}"  # noqa: E501
+
+
+@pytest.mark.parametrize(
+    ("text", "errors"),
+    [
+        (GOOD.replace("intensity = 2", "intensity = 11"),
+         ["steps[0].intensity: Input should be less than or equal to 10"]),
+        (steps(FINE, '{minutes = 1, mode = "wave", intensity = "2"}'),
+         ["steps[1].intensity: Input should be a valid integer"]),
+        (steps(ONE_CYCLE.format("30, 'x'")),
+         ["steps[0].cycle.pressures_mmhg[1]: Input should be a valid number"]),
+        # The number of items is told when it is wrong, whatever the items hold.
+        (steps(), ["steps: a profile has at least 1 step, not 0"]),
+        (steps(*[FINE] * 50, FINE.replace("1}", "0}")),
+         ["steps[50].intensity: Input should be greater than or equal to 1",
+          "steps: a profile has at most 50 steps, not 51"]),
+        (steps(ONE_CYCLE.format(", ".join(["30"] * 8 + ["'x'"]))),
+         ["steps[0].cycle.pressures_mmhg[8]: Input should be a valid number",
+          "steps[0].cycle.pressures_mmhg: a cycle has at most 8 pressures, not 9"]),
+        (steps(ONE_CYCLE.format("")), ["steps[0].cycle.pressures_mmhg: a cycle has at least 1 "
+                                   "pressure, not 0"]),
+    ],
+)  # fmt: skip
+def test_a_profile_error_names_only_the_real_errors(
+    tmp_path: Path, text: str, errors: list[str]
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert str(caught.value) == f"{path}: " + "; ".join(errors)
+
+
+def test_read_profiles_lists_the_broken_beside_the_good(tmp_path: Path) -> None:
+    user = tmp_path / "profiles"
+    user.mkdir()
+    write(user, GOOD, "good.toml")
+    (user / "latin.toml").write_bytes(NOT_UTF8)
+    write(user, GOOD.replace("intensity = 2", "intensity = 11"), "strong.toml")
+    found, broken = read_profiles(user)
+    assert [p.name for p, _ in found] == sorted({"good", *SHIPPED})
+    assert {p.name: path for p, path in found}["good"] == user / "good.toml"
+    assert broken == [
+        BrokenProfile("latin", user / "latin.toml",
+                      "not UTF-8 text (byte 0xe9 on line 2); save it as UTF-8"),
+        BrokenProfile("strong", user / "strong.toml",
+                      "steps[0].intensity: Input should be less than or equal to 10"),
+    ]  # fmt: skip
+    assert broken[0].as_json() == {
+        "name": "latin",
+        "file": str(user / "latin.toml"),
+        "error": "not UTF-8 text (byte 0xe9 on line 2); save it as UTF-8",
+    }

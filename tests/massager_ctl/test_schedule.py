@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -14,12 +15,15 @@ from hypothesis import strategies as st
 
 from massager_ctl.schedule import (
     DAYS,
+    BrokenSchedule,
     Schedule,
     ScheduleBook,
     ScheduleError,
+    clashes,
     next_runs,
     parse_days,
 )
+from tests.folders import read_only, run_cli
 from tests.massager_ctl.test_cli import CLI, ctl, json_lines
 
 BERLIN, NEW_YORK = "Europe/Berlin", "America/New_York"
@@ -202,15 +206,18 @@ def test_a_number_time_or_flag_of_another_type_is_refused_naming_file_and_field(
     path = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "schedules.toml"
     path.parent.mkdir(parents=True)
     path.write_text(A_TABLE.format(when=when), encoding="utf-8")
-    listed = ctl("schedule", "list")
-    assert listed.returncode == 2, listed.stdout
-    assert f"{path} (the table at line 1): schedule[0].{field}" in listed.stderr
-    assert "Traceback" not in listed.stderr
-    # The daemon reads each table on its own: this one is reported, never run.
-    good, problems = ScheduleBook(path).load_each()
+    # A change would rewrite the file: refused, naming the table and the field.
+    added = ctl("schedule", "add", "evening-45", "--days", "sat", "--at", "21:00")
+    assert added.returncode == 2, added.stdout
+    assert f"{path} (the table at line 1): schedule[0].{field}" in added.stderr
+    assert "Traceback" not in added.stderr
+    # The daemon and `schedule list` read each table on its own: this one is reported,
+    # never run.
+    good, broken = ScheduleBook(path).load_each()
     assert good == []
-    [problem] = problems
-    assert problem.startswith(f"{path} (the table at line 1): {field}")
+    [problem] = broken
+    assert (problem.line, problem.id) == (1, "n1")
+    assert str(problem).startswith(f"{path} (the table at line 1): {field}")
 
 
 @pytest.mark.parametrize("when", ["at = 21:45:00", 'at = "21:45"'])
@@ -316,3 +323,216 @@ def test_a_time_of_day_is_written_in_ascii_digits_on_the_command_line_and_in_the
     assert parse_clock("21:45", "--at") == time(21, 45)
     with pytest.raises(ScheduleError, match="not a time of day"):
         parse_clock("\uff12\uff11:\uff14\uff15", "--at")  # full-width 21:45
+
+
+# --- files: a folder that cannot be written ---------------------------------------
+
+
+def test_schedule_add_names_a_config_folder_that_cannot_be_written(
+    user_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_home = user_dirs["XDG_CONFIG_HOME"]
+    folder = config_home / "massager-ctl"
+    add = ("schedule", "add", "evening-45", "--days", "mon", "--at", "21:00")
+    # The config folder not made yet, in a folder that cannot be written.
+    with read_only(config_home, monkeypatch):
+        code, out, err = run_cli(capsys, *add)
+    assert (code, out) == (2, "")
+    assert err == (f"error: {folder / 'schedules.toml'}: cannot write it: the folder "
+                   f"{config_home} is not writable by you (Permission denied); nothing was "
+                   "changed\n")  # fmt: skip
+    # Made, with a schedule and the lock from before, and then made read-only.
+    assert run_cli(capsys, *add)[0] == 0
+    before = (folder / "schedules.toml").read_text()
+    with read_only(folder, monkeypatch):
+        code, out, err = run_cli(capsys, *add[:-1], "22:00")
+    assert (code, out) == (2, "")
+    assert err == (f"error: {folder / 'schedules.toml'}: cannot write it: the folder {folder} "
+                   "is not writable by you (Permission denied); nothing was changed\n")  # fmt: skip
+    assert (folder / "schedules.toml").read_text() == before
+    assert sorted(p.name for p in folder.iterdir()) == [".schedules.toml.lock", "schedules.toml"]
+
+
+@pytest.mark.parametrize("under", ["", "cfg"])
+def test_schedule_add_names_a_file_where_the_config_folder_should_be(
+    tmp_path: Path, under: str
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    home = afile / under if under else afile
+    env = dict(os.environ, XDG_CONFIG_HOME=str(home))
+    added = ctl("schedule", "add", "evening-45", "--days", "mon", "--at", "21:00", env=env)
+    assert added.returncode == 2
+    path = home / "massager-ctl" / "schedules.toml"
+    assert added.stderr == (f"error: {path}: cannot write it: {afile} is a file, not a folder; "
+                            "nothing was changed\n")  # fmt: skip
+
+
+# --- schedules that would not both run; what was given, said back --------------------
+
+
+def at(id_: str, days: list[str], when: str, tz: str = BERLIN, **extra: object) -> Schedule:
+    return Schedule.model_validate({"id": id_, "profile": "evening-45", "days": days,
+                                    "at": when, "tz": tz, **extra})  # fmt: skip
+
+
+def test_days_are_said_as_given_daily_weekdays_weekends_or_each() -> None:
+    assert at("a1", list(DAYS), "21:00").describe() == "daily at 21:00 (Europe/Berlin)"
+    assert at("a1", list(DAYS[:5]), "21:00").describe() == "weekdays at 21:00 (Europe/Berlin)"
+    assert at("a1", ["sun", "sat"], "21:00").describe() == "weekends at 21:00 (Europe/Berlin)"
+    assert at("a1", ["thu", "mon"], "21:00").describe() == "mon, thu at 21:00 (Europe/Berlin)"
+    added = ctl("schedule", "add", "evening-45", "--days", "daily", "--at", "21:00", "--tz", BERLIN)
+    assert added.returncode == 0, added.stderr
+    said = " ".join(added.stdout.split())
+    assert said.startswith("added ")
+    assert ": evening-45 daily at 21:00 (Europe/Berlin); first run " in said
+    listed = ctl("schedule", "list", env=dict(os.environ, COLUMNS="200"))
+    assert "daily at 21:00 (Europe/Berlin)" in listed.stdout
+
+
+def test_the_same_program_at_the_same_time_on_the_same_days_is_refused(
+    user_dirs: dict[str, Path],
+) -> None:
+    args = ("schedule", "add", "evening-45", "--days", "mon,thu", "--at", "21:45", "--tz", BERLIN)
+    first = json_lines(ctl(*args, "--json").stdout)[-1]["id"]
+    refused = ctl(*args)
+    assert refused.returncode == 2
+    assert refused.stderr == (f"error: schedule {first} already runs evening-45 mon, thu at "
+                              "21:45 (Europe/Berlin); nothing was added\n")  # fmt: skip
+    # The same start said another way is the same schedule.
+    again = ctl("schedule", "add", "evening-45", "--days", "thu,mon", "--before", "22:45",
+                "--lead", "60m", "--tz", BERLIN)  # fmt: skip
+    assert again.returncode == 2
+    assert f"schedule {first} already runs" in again.stderr
+    assert ctl("schedule", "disable", first).returncode == 0
+    disabled = ctl(*args)
+    assert disabled.returncode == 2
+    assert disabled.stderr == (f"error: schedule {first} already runs evening-45 mon, thu at "
+                               f"21:45 (Europe/Berlin), disabled (`massager-ctl schedule enable "
+                               f"{first}`); nothing was added\n")  # fmt: skip
+    listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]
+    assert [s["id"] for s in listed] == [first]
+    # Another program, time, day, device or zone is another schedule.
+    for other in (("--days", "mon", "--at", "21:45"), ("--days", "mon,thu", "--at", "21:46"),
+                  ("--days", "mon,thu", "--at", "21:45", "--device", "sim://other"),
+                  ("--days", "mon,thu", "--at", "21:45", "--tz", NEW_YORK)):  # fmt: skip
+        added = ctl("schedule", "add", "evening-45", "--tz", BERLIN, *other)
+        assert added.returncode == 0, added.stderr
+
+
+def test_schedules_closer_than_a_program_and_the_rest_after_it_are_found() -> None:
+    minutes = {"evening-45": 45.0, "wind-down-30": 30.0}
+    rest = timedelta(minutes=30)
+    after = datetime(2026, 11, 1, tzinfo=UTC)  # a Sunday
+    first = at("a1", ["mon"], "21:00")
+    later = at("b2", ["mon", "fri"], "22:00", profile="wind-down-30")
+    [clash] = clashes(later, [first], minutes=minutes, rest=rest, after=after)
+    assert clash.other == first
+    assert (clash.earlier, clash.later) == (first, later)
+    assert clash.earlier_at == datetime(2026, 11, 2, 20, tzinfo=UTC)  # Monday 21:00 in Berlin
+    assert clash.describe() == (
+        "this schedule and schedule a1 come too close: first on Mon 02 Nov, wind-down-30 at "
+        "22:00 would not run, since evening-45 at 21:00 runs 45 min and 30 min of rest follow "
+        "(rest_minutes in [limits] of config.toml)"
+    )
+    # Exactly the program and the rest apart, on other days, or disabled: no clash.
+    for fine in (at("c3", ["mon"], "22:15"), at("c3", ["tue"], "21:30"),
+                 at("c3", ["mon"], "21:30", enabled=False)):  # fmt: skip
+        assert clashes(fine, [first], minutes=minutes, rest=rest, after=after) == []
+    assert clashes(later, [first], minutes=minutes, rest=timedelta(0), after=after) == []
+    # The earlier may be the new one, and a start together is a clash too.
+    [clash] = clashes(first, [later], minutes=minutes, rest=rest, after=after)
+    assert (clash.earlier, clash.later) == (first, later)
+    together = at("d4", ["mon"], "21:00", profile="wind-down-30")
+    [clash] = clashes(together, [first], minutes=minutes, rest=rest, after=after)
+    assert clash.describe() == (
+        "this schedule and schedule a1 come too close: first on Mon 02 Nov, evening-45 and "
+        "wind-down-30 both start at 21:00, and only one would run"
+    )
+    # Across zones and midnight: Sunday 23:30 in New York is Monday 05:30 in Berlin.
+    night = at("e5", ["sun"], "23:30", tz=NEW_YORK)
+    morning = at("f6", ["mon"], "06:00", profile="wind-down-30")
+    [clash] = clashes(morning, [night], minutes=minutes, rest=rest, after=after)
+    assert (clash.earlier, clash.later) == (night, morning)
+    assert "first on Mon 02 Nov, wind-down-30 at 06:00 would not run, since evening-45 at " \
+           "05:30 runs" in clash.describe()  # fmt: skip
+    # A program whose length is not known (its profile gone) is left out.
+    assert clashes(later, [first], minutes={}, rest=rest, after=after) == []
+
+
+def test_schedule_add_warns_of_a_schedule_it_would_keep_from_running(
+    user_dirs: dict[str, Path],
+) -> None:
+    first = json_lines(ctl("schedule", "add", "evening-45", "--days", "mon", "--at", "21:00",
+                           "--tz", BERLIN, "--json").stdout)[-1]["id"]  # fmt: skip
+    close = ctl("schedule", "add", "wind-down-30", "--days", "mon,fri", "--at", "22:00",
+                "--tz", BERLIN)  # fmt: skip
+    assert close.returncode == 0, close.stderr
+    assert close.stdout.startswith("added ")
+    said = " ".join(close.stderr.split())
+    assert said.startswith(f"warning: this schedule and schedule {first} come too close: first on "
+                           "Mon ")  # fmt: skip
+    assert said.endswith(", wind-down-30 at 22:00 would not run, since evening-45 at 21:00 runs "
+                         "45 min and 30 min of rest follow (rest_minutes in [limits] of "
+                         "config.toml); added all the same")  # fmt: skip
+    as_json = ctl("schedule", "add", "deep-pressure-30", "--days", "mon", "--at", "20:30",
+                  "--tz", BERLIN, "--json")  # fmt: skip
+    assert as_json.returncode == 0, as_json.stderr
+    [result] = json_lines(as_json.stdout)
+    assert result["kind"] == "schedule"
+    assert [w.split(":")[0] for w in result["warnings"]] == [
+        f"this schedule and schedule {first} come too close"
+    ]
+    listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]
+    assert len(listed) == 3  # all added
+    config = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "config.toml"
+    config.write_text("[limits]\nrest_minutes = 0\n")
+    apart = ctl("schedule", "add", "wind-down-30", "--days", "fri", "--at", "21:30", "--tz", BERLIN)
+    assert (apart.returncode, apart.stderr) == (0, "")  # it ends as the one at 22:00 begins
+
+
+BROKEN_BESIDE_GOOD = """\
+[[schedule]]
+id = "g1"
+profile = "evening-45"
+days = ["mon"]
+at = 21:45:00
+tz = "Europe/Berlin"
+
+[[schedule]]
+id = "b2"
+profile = "wind-down-30"
+days = ["tue"]
+at = 21
+tz = "Europe/Berlin"
+"""
+
+
+def test_one_bad_schedule_is_listed_as_broken_beside_the_good(user_dirs: dict[str, Path]) -> None:
+    path = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "schedules.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(BROKEN_BESIDE_GOOD, encoding="utf-8")
+    error = 'at: must be a time of day, as 21:45:00 or "21:45", not the number 21'
+    listed = ctl("schedule", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    good, broken = json_lines(listed.stdout)[-1]
+    assert good["id"] == "g1"
+    assert broken == {"file": str(path), "line": 8, "id": "b2", "profile": "wind-down-30",
+                      "error": error}  # fmt: skip
+    shown = ctl("schedule", "list", env=dict(os.environ, COLUMNS="300"))
+    assert (shown.returncode, shown.stderr) == (0, "")
+    rows = {line.split()[0]: " ".join(line.split()[1:]) for line in shown.stdout.splitlines()}
+    assert rows["g1"].startswith("evening-45 mon at 21:45 (Europe/Berlin)")
+    assert rows["b2"] == f"wind-down-30 broken: {path} (the table at line 8): {error} not run"
+    upcoming = ctl("schedule", "next", "--json")
+    assert upcoming.returncode == 0, upcoming.stderr
+    assert {run["schedule"] for run in json_lines(upcoming.stdout)[-1]} == {"g1"}
+    assert upcoming.stderr == f"warning: {path} (the table at line 8): {error}; it does not run\n"
+    [one] = ScheduleBook(path).load_each()[1]
+    assert one == BrokenSchedule(file=path, line=8, id="b2", profile="wind-down-30", error=error)
+    assert str(one) == f"{path} (the table at line 8): {error}"
+    # A change would rewrite the file: it is refused while the file is damaged, as before.
+    refused = ctl("schedule", "add", "evening-45", "--days", "sat", "--at", "21:00")
+    assert refused.returncode == 2
+    assert "never overwritten while damaged" in refused.stderr
+    assert path.read_text(encoding="utf-8") == BROKEN_BESIDE_GOOD
