@@ -410,7 +410,7 @@ def test_the_same_program_at_the_same_time_on_the_same_days_is_refused(
     assert disabled.stderr == (f"error: schedule {first} already runs evening-45 mon, thu at "
                                f"21:45 (Europe/Berlin), disabled (`massager-ctl schedule enable "
                                f"{first}`); nothing was added\n")  # fmt: skip
-    listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]
+    listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]["schedules"]
     assert [s["id"] for s in listed] == [first]
     # Another program, time, day, device or zone is another schedule.
     for other in (("--days", "mon", "--at", "21:45"), ("--days", "mon,thu", "--at", "21:46"),
@@ -483,7 +483,7 @@ def test_schedule_add_warns_of_a_schedule_it_would_keep_from_running(
     assert [w.split(":")[0] for w in result["warnings"]] == [
         f"this schedule and schedule {first} come too close"
     ]
-    listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]
+    listed = json_lines(ctl("schedule", "list", "--json").stdout)[-1]["schedules"]
     assert len(listed) == 3  # all added
     config = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "config.toml"
     config.write_text("[limits]\nrest_minutes = 0\n")
@@ -515,8 +515,10 @@ def test_one_bad_schedule_is_listed_as_broken_beside_the_good(user_dirs: dict[st
     error = 'at: must be a time of day, as 21:45:00 or "21:45", not the number 21'
     listed = ctl("schedule", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    good, broken = json_lines(listed.stdout)[-1]
+    listing = json_lines(listed.stdout)[-1]
+    [good], [broken] = listing["schedules"], listing["broken"]
     assert good["id"] == "g1"
+    assert good["next"] is not None
     assert broken == {"file": str(path), "line": 8, "id": "b2", "profile": "wind-down-30",
                       "error": error}  # fmt: skip
     shown = ctl("schedule", "list", env=dict(os.environ, COLUMNS="300"))
