@@ -905,12 +905,10 @@ def profiles(ctx: click.Context, as_json: bool) -> int | None:
     """
     if ctx.invoked_subcommand is not None:
         return None
-    from rich.table import Table
-
     from .config import user_profiles_dir
     from .errors import ProfileError
     from .profiles import available_profiles, load_profile
-    from .render import console, emit_json, errors, escape
+    from .render import ProfileList, console, emit_json, errors, escape
 
     rows: list[tuple[Profile, Path]] = []
     broken: list[tuple[str, Path, ProfileError]] = []
@@ -927,11 +925,7 @@ def profiles(ctx: click.Context, as_json: bool) -> int | None:
         ] + [{"name": name, "path": str(path), "error": str(error)}
              for name, path, error in broken])  # fmt: skip
         return 0
-    table = Table("name", "min", "title", "needs", box=None)
-    for profile, _ in rows:
-        needs = "programmable cycle" if profile.needs_cycle else ""
-        table.add_row(profile.name, f"{profile.total_minutes:g}", profile.title, needs)
-    console().print(table)
+    console().print(ProfileList([profile for profile, _ in rows]))
     for _, _, error in broken:
         errors().print(f"[yellow]warning:[/] {escape(str(error))}", soft_wrap=True)
     return 0

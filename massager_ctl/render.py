@@ -10,14 +10,17 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Iterable
 from datetime import date
 from typing import IO, Any
 
 from pydantic import BaseModel
-from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.markup import escape
 from rich.measure import Measurement
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -93,7 +96,7 @@ class Phrases:
     """
 
     def __init__(self, *parts: str | Text, gap: int = 3) -> None:
-        self.parts = [Text.from_markup(p) if isinstance(p, str) else p for p in parts if p]
+        self.parts = [Text(p) if isinstance(p, str) else p for p in parts if p]
         self.gap = gap
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -148,7 +151,7 @@ class ChamberTable:
             table.add_column(name, no_wrap=True)
         return table
 
-    def layouts(self) -> list[Table]:
+    def _layouts(self) -> list[Table]:
         """Every layout, widest first."""
         by_leg = self._grid(self.positions)
         for leg, cells in self.legs.items():
@@ -170,7 +173,7 @@ class ChamberTable:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         """The widest layout that fits."""
-        *wider, narrowest = self.layouts()
+        *wider, narrowest = self._layouts()
         unbounded = options.update_width(10_000)  # a table measures no wider than it may be
         for table in wider:
             if Measurement.get(console, unbounded, table).maximum <= options.max_width:
@@ -180,16 +183,11 @@ class ChamberTable:
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         """From the narrowest layout to the widest."""
-        layouts = self.layouts()
+        layouts = self._layouts()
         return Measurement(
             Measurement.get(console, options, layouts[-1]).minimum,
             Measurement.get(console, options, layouts[0]).maximum,
         )
-
-
-def chamber_table(info: DeviceInfo, status: DeviceStatus) -> ChamberTable:
-    """Pressure per chamber, one row per leg, foot to thigh left to right (if it fits)."""
-    return ChamberTable(info, status)
 
 
 def status_view(
@@ -200,9 +198,12 @@ def status_view(
     auth: str | None = None,
 ) -> Group:
     """The whole picture of a device for ``massager-ctl status``; ``auth`` says how the link is."""
-    head = Text.assemble(
-        (f"{info.model}", "bold"),
-        f"  firmware {info.firmware}  serial {info.serial}  at {address}",
+    head = Phrases(
+        Text(info.model, style="bold"),
+        Text(f"firmware {info.firmware}"),
+        Text(f"serial {info.serial}"),
+        Text(f"at {address}"),
+        gap=2,
     )
     state = f"[bold]{status.state}[/]"
     if status.active:
@@ -224,7 +225,7 @@ def status_view(
         facts.add_row("link", link_line(link))
     if auth is not None:
         facts.add_row("control", auth)
-    return Group(head, facts, chamber_table(info, status))
+    return Group(head, facts, ChamberTable(info, status))
 
 
 def link_line(link: LinkStats) -> str:
@@ -241,6 +242,58 @@ def link_line(link: LinkStats) -> str:
     }
     more = [f"{count} {name}" for name, count in extras.items() if count]
     return line + (f"; {', '.join(more)}" if more else "")
+
+
+class ProfileList:
+    """The profiles, one a row: as a table where it fits, else each with its title below.
+
+    A name is what one types, so it is never shortened: on a narrow terminal the
+    list stacks rather than cut it.
+    """
+
+    TITLE_MIN = 24
+    """The narrowest title column worth a table."""
+
+    def __init__(self, profiles: list[Profile]) -> None:
+        self.profiles = profiles
+
+    def _table(self) -> Table:
+        table = Table(box=None)
+        table.add_column("name", no_wrap=True)
+        table.add_column("min", no_wrap=True)
+        table.add_column("title", min_width=self.TITLE_MIN)
+        table.add_column("needs", no_wrap=True)
+        for profile in self.profiles:
+            needs = "programmable cycle" if profile.needs_cycle else ""
+            table.add_row(
+                escape(profile.name), f"{profile.total_minutes:g}", escape(profile.title), needs
+            )
+        return table
+
+    def _stacked(self, wrap: bool) -> Iterable[RenderableType]:
+        for profile in self.profiles:
+            needs = "needs a programmable cycle" if profile.needs_cycle else ""
+            yield Phrases(
+                Text(profile.name, style="bold"), Text(f"{profile.total_minutes:g} min"),
+                Text(needs), gap=2,
+            )  # fmt: skip
+            title = Text(profile.title)
+            # Indented where lines wrap; where they do not (a pipe), one line as it is.
+            yield Padding(title, (0, 0, 0, 2)) if wrap else Text("  ") + title
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """The table if every name, and a title column worth reading, fit; else stacked."""
+        table = self._table()
+        widths = [
+            self.TITLE_MIN
+            if column.header == "title"
+            else max(cell_len(str(text)) for text in [column.header, *column.cells])
+            for column in table.columns
+        ]
+        if sum(widths) + 2 * len(widths) <= options.max_width:  # a space each side of a cell
+            yield table
+        else:
+            yield from self._stacked(wrap=not options.no_wrap)
 
 
 def profile_view(profile: Profile, path: str) -> Group:
@@ -405,7 +458,7 @@ class ProgramDisplay:
             # Transient: stopped, it leaves nothing behind for the ending to follow.
             self.live = Live(console=self.out, refresh_per_second=4, transient=True)
             self.live.start()
-        self.live.update(self._panel(self._last_progress))
+        self.live.update(self.panel(self._last_progress))
 
     def _setting(self, progress: Progress) -> str:
         """What the massager does now: its mode, intensity and their pressure."""
@@ -416,7 +469,8 @@ class ProgramDisplay:
         target = f" ({levels[status.intensity]:g} mmHg)" if status.intensity in levels else ""
         return f"{status.mode}, intensity {status.intensity}{target}"
 
-    def _panel(self, progress: Progress) -> Panel:
+    def panel(self, progress: Progress) -> Panel:
+        """The live panel for ``progress``: what runs, where in the program, each chamber."""
         assert self.info is not None
         status = progress.status
         if self.presses:
