@@ -6,18 +6,22 @@ Ctrl-C reaches the program through the terminal), and piped or with --json.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import termios
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from massager_ctl.cli import run_async
 from tests.terminal import Screen, Terminal
 
 CLI = [sys.executable, "-m", "massager_ctl"]
@@ -149,3 +153,41 @@ def test_ctrl_c_in_a_pipe_ends_with_the_ending_line_and_says_it_is_venting() -> 
     assert "interrupted; the massager was vented" in out.splitlines()[-1]
     assert "Traceback" not in err
     assert "the massager is being vented" in err
+
+
+def test_no_press_or_signal_cuts_the_ending_short() -> None:
+    # The contract under every command: the first signal cancels once; what the
+    # cancelled task then awaits (a vent and its wait) runs to its end however
+    # often Ctrl-C is pressed or SIGTERM sent, and each press is heard.
+    heard: list[object] = []
+    running = threading.Event()
+
+    async def program() -> None:
+        running.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            heard.append("venting")
+            await asyncio.sleep(0.5)  # as a vent's wait takes: no press may cut it short
+            heard.append("vented")
+            raise
+
+    def panic() -> None:
+        if not running.wait(30):
+            return
+        for signum in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+            os.kill(os.getpid(), signum)
+            time.sleep(PRESS_GAP_S)
+
+    previous = signal.getsignal(signal.SIGINT)
+    presser = threading.Thread(target=panic)
+    presser.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_async(program, on_press=heard.append)
+    finally:
+        presser.join()
+        signal.signal(signal.SIGINT, previous)
+    assert heard.count("venting") == 1
+    assert heard[-1] == "vented", heard
+    assert [press for press in heard if isinstance(press, int)] == [1, 2, 3]
