@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from .device import Massager
     from .models import DeviceInfo, DeviceStatus
     from .profiles import Profile
+    from .programs import ProgramResult
+    from .render import ProgramDisplay
     from .schedule import Clash, Schedule
     from .supervisor import ResumePolicy
     from .urls import DeviceAddress
@@ -143,33 +145,53 @@ def resolve_device(option: str | None, *, quiet: bool = False) -> DeviceAddress:
     return parse_device_url(text)
 
 
-def run_async(make: Callable[[], Awaitable[T]], *, speed: float | None = None) -> T:
+def run_async(
+    make: Callable[[], Awaitable[T]],
+    *,
+    speed: float | None = None,
+    on_press: Callable[[int], None] | None = None,
+) -> T:
     """Run a coroutine to completion; SIGTERM cancels it like Ctrl-C does.
 
-    The first Ctrl-C cancels it, and its own exit paths stop or vent the massager;
-    further presses, as a person in a panic makes them, only say that it is ending
-    safely: they never cut that short (asyncio's own runner would raise
-    KeyboardInterrupt wherever the code happened to be, a traceback and no vent).
+    The first Ctrl-C (or SIGTERM) cancels it, and its own exit paths stop or vent
+    the massager. Further presses, as a person in a panic makes them, and further
+    signals never cut that short: they only say that it is ending safely (through
+    ``on_press``, which hears the number of presses so far, in the loop). asyncio's
+    own runner would raise KeyboardInterrupt wherever the code happened to be (a
+    traceback and no vent), and a second cancel would interrupt the wait for the
+    vent (no ending said).
 
     With ``speed`` the event loop's clock runs that many times faster (simulator only).
     """
     from simulator.clock import scaled_runner
 
     presses = 0
+    said = 0  # the presses `on_press` has heard of
+    cancelled = False
     loop: asyncio.AbstractEventLoop | None = None
     task: asyncio.Task[T] | None = None
+
+    def cancel_once() -> None:
+        nonlocal cancelled
+        if task is not None and not cancelled:
+            cancelled = True
+            task.cancel()
+
+    def pressed() -> None:  # in the loop, never inside a signal handler
+        nonlocal said
+        cancel_once()
+        if presses > said:
+            said = presses
+            (on_press or _ending_safely)(presses)
 
     def on_sigint(signum: int, frame: object) -> None:
         # A plain signal handler, not the loop's: it stays in place after the loop has
         # closed, so that a press in the last milliseconds is never a traceback either.
         nonlocal presses
         presses += 1
-        if loop is None or loop.is_closed() or task is None:
-            return
-        if presses == 1:
-            loop.call_soon_threadsafe(task.cancel)
-        elif presses == 2:
-            sys.stderr.write("ending safely (the massager is being vented); one moment\n")
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed just now
+                loop.call_soon_threadsafe(pressed)
 
     async def main() -> T:
         nonlocal loop, task
@@ -178,7 +200,9 @@ def run_async(make: Callable[[], Awaitable[T]], *, speed: float | None = None) -
         loop = asyncio.get_running_loop()
         # Not possible off the main thread or on platforms without signals; fine then.
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+            loop.add_signal_handler(signal.SIGTERM, cancel_once)
+        if presses:  # pressed while the loop was being made: not lost
+            pressed()
         try:
             return await make()
         finally:
@@ -227,6 +251,21 @@ def complete_profile(
         for name in available_profiles(user_profiles_dir())
         if name.startswith(incomplete)
     ]
+
+
+def _ending_safely(presses: int) -> None:
+    if presses >= 2:
+        sys.stderr.write("ending safely (any running program is vented first); one moment\n")
+
+
+def _first_press_ends(signum: int, frame: object) -> None:
+    """Ctrl-C outside `run_async` (nothing runs on a massager): end; ignore further presses.
+
+    A second press while the interpreter shuts down would otherwise kill it by the
+    signal, with no exit status of its own.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 # --- the commands -------------------------------------------------------------------
@@ -279,7 +318,8 @@ def start(
     the resume window, and otherwise ends and says why.
     """
     from .config import first_run_note, load_settings
-    from .render import errors
+    from .prose import prose
+    from .render import ProgramDisplay, errors
     from .supervisor import ResumePolicy
     from .urls import SimAddress
 
@@ -304,7 +344,7 @@ def start(
     policy = ResumePolicy(window_s=window, connect_timeout_s=connect_timeout_s)
     note = first_run_note()
     if note:
-        errors().print(note, style="yellow")
+        errors().print(prose(note), style="yellow", markup=False)
     # sim:// runs in this process, on this clock: always at the speed asked.
     require = None if isinstance(address, SimAddress) else (lambda info: check_speed(info, speed))
     # A run at --speed can only be the simulator's: it squeezes no leg, so the limits
@@ -312,7 +352,12 @@ def start(
     source = "cli" if speed is None else "demo"
     if source == "cli":
         check_limits(chosen.total_minutes * 60)
-    return run_async(lambda: _start(address, chosen, as_json, policy, require, source), speed=speed)
+    display = ProgramDisplay(chosen, json=as_json)
+    return run_async(
+        lambda: _start(address, chosen, display, policy, require, source),
+        speed=speed,
+        on_press=display.pressed,
+    )
 
 
 def _key_for_start(address: DeviceAddress) -> None:
@@ -422,17 +467,15 @@ def _choose_profile(
 async def _start(
     address: DeviceAddress,
     profile: Profile,
-    as_json: bool,
+    display: ProgramDisplay,
     policy: ResumePolicy,
     require: Callable[[DeviceInfo], None] | None,
     source: str,
 ) -> int:
     from .config import journal_file
     from .journal import Journal
-    from .render import ProgramDisplay
     from .session import JournaledProgram
 
-    display = ProgramDisplay(profile, json=as_json)
     program = JournaledProgram(
         address,
         profile,
@@ -447,16 +490,32 @@ async def _start(
     try:
         result = await program.run()
     except asyncio.CancelledError:
-        if program.interrupted_result is None:
-            display.close()
-        else:
-            display.finish(program.interrupted_result)
+        display.finish(program.interrupted_result or _not_begun(profile))
         raise
     except BaseException:
         display.close()
         raise
     display.finish(result)
     return result.exit_code
+
+
+def _not_begun(profile: Profile) -> ProgramResult:
+    """How a program interrupted before it began ended: with no start sent.
+
+    The supervisor has an interrupted result from the moment a program may have
+    started (it vents then), so without one nothing was started.
+    """
+    from .programs import Outcome, ProgramResult
+
+    return ProgramResult(
+        profile=profile.name,
+        outcome=Outcome.INTERRUPTED,
+        message="interrupted before the program began; nothing was started",
+        steps_done=0,
+        steps=len(profile.steps),
+        pressure_s=0.0,
+        final_status=None,
+    )
 
 
 def _journaled(use: Callable[[], T], purpose: str) -> T | None:
@@ -1041,12 +1100,9 @@ def profiles(ctx: click.Context, as_json: bool) -> int | None:
     """
     if ctx.invoked_subcommand is not None:
         return None
-    from rich.table import Table
-    from rich.text import Text
-
     from .config import user_profiles_dir
-    from .profiles import BrokenProfile, read_profiles
-    from .render import console, emit_json
+    from .profiles import read_profiles
+    from .render import ProfileList, console, emit_json
 
     found, broken = read_profiles(user_profiles_dir())
     if as_json:
@@ -1056,17 +1112,7 @@ def profiles(ctx: click.Context, as_json: bool) -> int | None:
             for p, path in found
         ], "broken": [entry.as_json() for entry in broken]})  # fmt: skip
         return 0
-    rows = [(p.name, p) for p, _ in found] + [(entry.name, entry) for entry in broken]
-    table = Table("name", "min", "title", "needs", box=None)
-    for name, row in sorted(rows, key=lambda pair: pair[0]):
-        if isinstance(row, BrokenProfile):
-            table.add_row(
-                name, "", Text(f"broken: {row.file}: {row.error}", style="red", overflow="fold"), ""
-            )
-        else:
-            needs = "programmable cycle" if row.needs_cycle else ""
-            table.add_row(name, f"{row.total_minutes:g}", row.title, needs)
-    console().print(table)
+    console().print(ProfileList([profile for profile, _ in found], broken))
     return 0
 
 
@@ -1577,12 +1623,13 @@ def rate(score: int, note: str, as_json: bool) -> int:
 def safety(as_json: bool) -> int:
     """Who should not use compression, and when to stop."""
     from .config import SAFETY_NOTE
+    from .prose import fill, prose
     from .render import emit_json
 
     if as_json:
-        emit_json({"kind": "safety", "note": " ".join(SAFETY_NOTE.split())})
+        emit_json({"kind": "safety", "note": prose(SAFETY_NOTE)})
     else:
-        click.echo(SAFETY_NOTE)
+        click.echo(fill(SAFETY_NOTE))
     return 0
 
 
@@ -1593,6 +1640,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``massager-ctl``."""
     args = sys.argv[1:] if argv is None else argv
     as_json = json_wanted(args)
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGINT, _first_press_ends)
     try:
         code: Any = cli.main(args=args, prog_name="massager-ctl", standalone_mode=False)
     except click.exceptions.Exit as exit_:

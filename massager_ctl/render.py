@@ -7,16 +7,20 @@ script can read a stream of them; the last line of ``start`` is the result.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date
-from typing import Any
+from typing import IO, Any
 
 from pydantic import BaseModel
-from rich.console import Console, Group
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.markup import escape
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -25,7 +29,7 @@ from firmware_protocol import LinkStats
 
 from .journal import Rating, Session, Week
 from .models import DeviceInfo, DeviceStatus, explain_faults
-from .profiles import Profile
+from .profiles import BrokenProfile, Profile
 from .programs import ProgramResult, Progress
 from .supervisor import LinkNotice
 
@@ -34,12 +38,20 @@ BAR = " ▏▎▍▌▋▊▉█"
 
 def console() -> Console:
     """The console for human output on stdout."""
-    return Console(highlight=False)
+    return _unwrapped_off_terminal(Console(highlight=False))
 
 
 def errors() -> Console:
     """The console for notes and errors on stderr."""
-    return Console(stderr=True, highlight=False)
+    return _unwrapped_off_terminal(Console(stderr=True, highlight=False))
+
+
+def _unwrapped_off_terminal(out: Console) -> Console:
+    # Into a pipe or a file a sentence stays on one line: a width guessed for a
+    # terminal that is not there would break it mid-phrase for grep and for a
+    # reader whose window wraps by itself. Tables still fit the width they are given.
+    out.soft_wrap = not out.is_terminal
+    return out
 
 
 def emit_json(obj: BaseModel | Mapping[str, Any]) -> None:
@@ -102,21 +114,107 @@ def bar(value: float, full: float, width: int = 10) -> str:
     return (BAR[-1] * whole + (BAR[part] if part else "")).ljust(width)
 
 
-def chamber_table(info: DeviceInfo, status: DeviceStatus) -> Table:
-    """Pressure per chamber, one row per leg, foot to thigh left to right."""
-    positions = sorted({(c.rank, c.position) for c in info.chambers})
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    table.add_column("")
-    for _, position in positions:
-        table.add_column(position, justify="left", min_width=14)
-    legs: dict[str, list[str]] = {}
-    for chamber, pressure in zip(info.chambers, status.pressures_mmhg, strict=False):
-        cells = legs.setdefault(chamber.leg, ["" for _ in positions])
-        style = "red" if pressure >= info.max_target_mmhg else "cyan"
-        cells[chamber.rank] = f"[{style}]{bar(pressure, info.ceiling_mmhg, 6)}[/] {pressure:5.1f}"
-    for leg, cells in legs.items():
-        table.add_row(leg, *cells)
-    return table
+class Phrases:
+    """Short phrases on a line, a gap between them; a line breaks between phrases only.
+
+    ``step 0:23 left   program 40:23 left   battery 99%`` on a narrow terminal
+    becomes three lines, never ``program 40:23`` and ``left`` apart. Where lines
+    are not wrapped at all (output to a pipe) the phrases stay on one line.
+    """
+
+    def __init__(self, *parts: str | Text, gap: int = 3) -> None:
+        self.parts = [Text(p) if isinstance(p, str) else p for p in parts if p]
+        self.gap = gap
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """One `Text` per line, each as long as fits."""
+        width = None if options.no_wrap else options.max_width
+        line = Text()
+        for part in self.parts:
+            if line and width is not None and line.cell_len + self.gap + part.cell_len > width:
+                yield line
+                line = Text()
+            if line:
+                line.append(" " * self.gap)
+            line.append_text(part)
+        yield line
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        """As narrow as the longest phrase, as wide as all on one line."""
+        widest = max((p.cell_len for p in self.parts), default=0)
+        whole = sum(p.cell_len for p in self.parts) + self.gap * max(0, len(self.parts) - 1)
+        return Measurement(widest, whole).clamp(max_width=options.max_width)
+
+
+class ChamberTable:
+    """Pressure per chamber in mmHg, foot to thigh; laid out to fit the width it is given.
+
+    Widest first: a row per leg with a bar per chamber; then a row per position
+    (foot, calf ...) and a column per leg, with bars, then without; at the
+    narrowest a line per chamber. No chamber is ever left out for want of room.
+    """
+
+    def __init__(self, info: DeviceInfo, status: DeviceStatus) -> None:
+        self.info = info
+        positions = sorted({(c.rank, c.position) for c in info.chambers})
+        self.positions = [position for _, position in positions]
+        self.legs: dict[str, list[float | None]] = {}
+        for chamber, pressure in zip(info.chambers, status.pressures_mmhg, strict=False):
+            cells = self.legs.setdefault(chamber.leg, [None for _ in positions])
+            cells[chamber.rank] = pressure
+
+    def _cell(self, pressure: float | None, bars: bool) -> str:
+        if pressure is None:
+            return ""
+        style = "red" if pressure >= self.info.max_target_mmhg else "cyan"
+        gauge = f"[{style}]{bar(pressure, self.info.ceiling_mmhg, 6)}[/] " if bars else ""
+        return f"{gauge}{pressure:5.1f}"
+
+    def _grid(self, columns: list[str]) -> Table:
+        # The unit heads the first column, where it costs no width.
+        table = Table(box=None, pad_edge=False, show_edge=False)
+        table.add_column("mmHg", no_wrap=True)
+        for name in columns:
+            table.add_column(name, no_wrap=True)
+        return table
+
+    def _layouts(self) -> list[Table]:
+        """Every layout, widest first."""
+        by_leg = self._grid(self.positions)
+        for leg, cells in self.legs.items():
+            by_leg.add_row(leg, *(self._cell(p, True) for p in cells))
+        turned = []
+        for bars in (True, False):
+            table = self._grid(list(self.legs))
+            for rank, position in enumerate(self.positions):
+                table.add_row(position, *(self._cell(c[rank], bars) for c in self.legs.values()))
+            turned.append(table)
+        each = Table(box=None, pad_edge=False, show_edge=False, show_header=False)
+        each.add_column(no_wrap=True)
+        each.add_column(no_wrap=True)
+        for leg, cells in self.legs.items():
+            for position, pressure in zip(self.positions, cells, strict=True):
+                if pressure is not None:
+                    each.add_row(f"{leg} {position}", f"{self._cell(pressure, False)} mmHg")
+        return [by_leg, *turned, each]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """The widest layout that fits."""
+        *wider, narrowest = self._layouts()
+        unbounded = options.update_width(10_000)  # a table measures no wider than it may be
+        for table in wider:
+            if Measurement.get(console, unbounded, table).maximum <= options.max_width:
+                yield table
+                return
+        yield narrowest
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        """From the narrowest layout to the widest."""
+        layouts = self._layouts()
+        return Measurement(
+            Measurement.get(console, options, layouts[-1]).minimum,
+            Measurement.get(console, options, layouts[0]).maximum,
+        )
 
 
 def status_view(
@@ -127,9 +225,12 @@ def status_view(
     auth: str | None = None,
 ) -> Group:
     """The whole picture of a device for ``massager-ctl status``; ``auth`` says how the link is."""
-    head = Text.assemble(
-        (f"{info.model}", "bold"),
-        f"  firmware {info.firmware}  serial {info.serial}  at {address}",
+    head = Phrases(
+        Text(info.model, style="bold"),
+        Text(f"firmware {info.firmware}"),
+        Text(f"serial {info.serial}"),
+        Text(f"at {address}"),
+        gap=2,
     )
     state = f"[bold]{status.state}[/]"
     if status.active:
@@ -151,7 +252,7 @@ def status_view(
         facts.add_row("link", link_line(link))
     if auth is not None:
         facts.add_row("control", auth)
-    return Group(head, facts, chamber_table(info, status))
+    return Group(head, facts, ChamberTable(info, status))
 
 
 def link_line(link: LinkStats) -> str:
@@ -168,6 +269,70 @@ def link_line(link: LinkStats) -> str:
     }
     more = [f"{count} {name}" for name, count in extras.items() if count]
     return line + (f"; {', '.join(more)}" if more else "")
+
+
+class ProfileList:
+    """The profiles, one a row: as a table where it fits, else each with its title below.
+
+    A name is what one types, so it is never shortened: on a narrow terminal the
+    list stacks rather than cut it.
+    """
+
+    TITLE_MIN = 24
+    """The narrowest title column worth a table."""
+
+    def __init__(self, profiles: list[Profile], broken: Iterable[BrokenProfile] = ()) -> None:
+        # A broken file is listed in its place by name, with what is wrong in it.
+        self.rows: list[Profile | BrokenProfile] = sorted(
+            [*profiles, *broken], key=lambda row: row.name
+        )
+
+    @staticmethod
+    def _broken(row: BrokenProfile) -> Text:
+        return Text(f"broken: {row.file}: {row.error}", style="red", overflow="fold")
+
+    def _table(self) -> Table:
+        table = Table(box=None)
+        table.add_column("name", no_wrap=True)
+        table.add_column("min", no_wrap=True)
+        table.add_column("title", min_width=self.TITLE_MIN)
+        table.add_column("needs", no_wrap=True)
+        for row in self.rows:
+            if isinstance(row, BrokenProfile):
+                table.add_row(escape(row.name), "", self._broken(row), "")
+                continue
+            needs = "programmable cycle" if row.needs_cycle else ""
+            table.add_row(escape(row.name), f"{row.total_minutes:g}", escape(row.title), needs)
+        return table
+
+    def _stacked(self, wrap: bool) -> Iterable[RenderableType]:
+        for row in self.rows:
+            if isinstance(row, BrokenProfile):
+                yield Text(row.name, style="bold")
+                title = self._broken(row)
+            else:
+                needs = "needs a programmable cycle" if row.needs_cycle else ""
+                yield Phrases(
+                    Text(row.name, style="bold"), Text(f"{row.total_minutes:g} min"),
+                    Text(needs), gap=2,
+                )  # fmt: skip
+                title = Text(row.title)
+            # Indented where lines wrap; where they do not (a pipe), one line as it is.
+            yield Padding(title, (0, 0, 0, 2)) if wrap else Text("  ") + title
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """The table if every name, and a title column worth reading, fit; else stacked."""
+        table = self._table()
+        widths = [
+            self.TITLE_MIN
+            if column.header == "title"
+            else max(cell_len(str(text)) for text in [column.header, *column.cells])
+            for column in table.columns
+        ]
+        if sum(widths) + 2 * len(widths) <= options.max_width:  # a space each side of a cell
+            yield table
+        else:
+            yield from self._stacked(wrap=not options.no_wrap)
 
 
 def profile_view(profile: Profile, path: str) -> Group:
@@ -191,11 +356,51 @@ def profile_view(profile: Profile, path: str) -> Group:
     return Group(*parts)
 
 
+class QuietKeys:
+    """While a live panel is up, the terminal neither echoes keys nor drops output on Ctrl-C.
+
+    A live panel redraws itself by moving up as many lines as it drew. The ``^C``
+    a terminal echoes (or any key typed) lands after the panel and can wrap onto a
+    line the panel does not know of, which then tears every frame after it; and a
+    terminal discards output still queued when Ctrl-C is pressed, part of a frame.
+    Ctrl-C still signals the program. Nothing happens off a POSIX terminal.
+    """
+
+    def __init__(self, file: IO[str]) -> None:
+        self._fd: int | None = None
+        self._saved: list[Any] = []
+        try:
+            import termios
+        except ImportError:
+            return
+        try:
+            fd = file.fileno()
+            saved = termios.tcgetattr(fd)
+            quiet = list(saved)
+            quiet[3] = (quiet[3] & ~termios.ECHO) | termios.NOFLSH
+            termios.tcsetattr(fd, termios.TCSANOW, quiet)
+        except (termios.error, AttributeError, OSError, ValueError):
+            return
+        self._fd, self._saved = fd, saved
+
+    def restore(self) -> None:
+        """Put the terminal back as it was."""
+        if self._fd is not None:
+            import termios
+
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+            self._fd = None
+
+
 class ProgramDisplay:
     """Shows a running program: a live panel on a terminal, lines otherwise, JSON for scripts.
 
     Feed it `link` notices and `progress` reports; the first notice (connected)
-    brings the device's description that the panel needs.
+    brings the device's description that the panel needs. `pressed` hears of each
+    Ctrl-C, and `finish` says how the program ended: on a terminal the panel is
+    taken off the screen first, so that the ending is the last thing shown and no
+    stale "running" panel is left above it.
     """
 
     def __init__(self, profile: Profile, *, json: bool) -> None:
@@ -204,11 +409,12 @@ class ProgramDisplay:
         self.json = json
         self.out = console()
         self.live: Live | None = None
+        self.presses = 0
+        self.finished = False
+        self._keys: QuietKeys | None = None
+        self._last_progress: Progress | None = None
         self._last_line = -1.0
         self._last_step = 0
-        if not json and self.out.is_terminal:
-            self.live = Live(console=self.out, refresh_per_second=4, transient=False)
-            self.live.start()
 
     def link(self, notice: LinkNotice) -> None:
         """Show what happened to the link (lost, back, given up)."""
@@ -223,10 +429,11 @@ class ProgramDisplay:
 
     def progress(self, progress: Progress) -> None:
         """Show one progress report."""
+        self._last_progress = progress
         if self.json:
             emit_json(progress)
-        elif self.live is not None and self.info is not None:
-            self.live.update(self._panel(progress))
+        elif self.out.is_terminal and self.info is not None:
+            self._show_panel()
         else:
             # Not a terminal: a line per step and per wall-clock 10 s is plenty for a log.
             now = time.monotonic()
@@ -235,20 +442,38 @@ class ProgramDisplay:
                 status = progress.status
                 self.out.print(
                     f"step {progress.step}/{progress.steps} {progress.step_label}: "
-                    f"{status.state}, {clock(progress.step_left_s)} left in step, "
+                    f"{status.state}, {self._setting(progress)}, "
+                    f"{clock(progress.step_left_s)} left in step, "
                     f"{clock(progress.program_left_s)} in program, "
                     f"peak {status.peak_mmhg:.0f} mmHg, battery {status.battery_pct}%"
                 )
 
+    def pressed(self, presses: int) -> None:
+        """Ctrl-C was pressed ``presses`` times: say that the program is ending safely."""
+        first = self.presses == 0
+        self.presses = presses
+        if self.finished:
+            return  # the ending is said; nothing may follow it
+        if self.live is not None:
+            self._show_panel()  # the panel says it, where a line would tear it
+        elif first and not self.json:
+            errors().print("[yellow]ending: the massager is being vented[/]")
+        elif not first:
+            errors().print("[yellow]ending safely (the massager is being vented); one moment[/]")
+
     def close(self) -> None:
-        """Stop the live panel, if any, leaving its last frame on the screen."""
+        """Take the live panel, if any, off the screen."""
         if self.live is not None:
             self.live.stop()
             self.live = None
+        if self._keys is not None:
+            self._keys.restore()
+            self._keys = None
 
     def finish(self, result: ProgramResult) -> None:
         """Show how the program ended."""
         self.close()
+        self.finished = True
         if self.json:
             emit_json(result)
             return
@@ -265,19 +490,46 @@ class ProgramDisplay:
             f"{resumed}{vented})"
         )
 
-    def _panel(self, progress: Progress) -> Panel:
+    def _show_panel(self) -> None:
+        if self._last_progress is None or self.info is None:
+            return
+        if self.live is None:
+            self._keys = QuietKeys(self.out.file)
+            # Transient: stopped, it leaves nothing behind for the ending to follow.
+            self.live = Live(console=self.out, refresh_per_second=4, transient=True)
+            self.live.start()
+        self.live.update(self.panel(self._last_progress))
+
+    def _setting(self, progress: Progress) -> str:
+        """What the massager does now: its mode, intensity and their pressure."""
+        status = progress.status
+        if status.mode == "cycle" and 0 < progress.step <= len(self.profile.steps):
+            return self.profile.steps[progress.step - 1].describe()
+        levels = {lv.level: lv.target_mmhg for lv in self.info.levels} if self.info else {}
+        target = f" ({levels[status.intensity]:g} mmHg)" if status.intensity in levels else ""
+        return f"{status.mode}, intensity {status.intensity}{target}"
+
+    def panel(self, progress: Progress) -> Panel:
+        """The live panel for ``progress``: what runs, where in the program, each chamber."""
         assert self.info is not None
         status = progress.status
-        title = (
-            f"{self.profile.title} · step {progress.step}/{progress.steps}: {progress.step_label}"
-        )
-        line = Text.assemble(
-            (status.state, "bold"),
-            f"   step {clock(progress.step_left_s)} left"
-            f"   program {clock(progress.program_left_s)} left"
-            f"   battery {status.battery_pct}%",
-        )
-        return Panel(Group(line, chamber_table(self.info, status)), title=title, title_align="left")
+        if self.presses:
+            state = Text("ending: the massager is being vented", style="bold yellow")
+        else:
+            state = Text(status.state, style="bold")
+        lines: list[Any] = [
+            Phrases(state, self._setting(progress)),
+            Text(f"step {progress.step}/{progress.steps}: {progress.step_label}"),
+            Phrases(
+                f"step {clock(progress.step_left_s)} left",
+                f"program {clock(progress.program_left_s)} left",
+                f"battery {status.battery_pct}%",
+            ),
+        ]
+        if self.presses > 1:
+            lines.append(Text("still ending safely; one moment", style="yellow"))
+        lines.append(ChamberTable(self.info, status))
+        return Panel(Group(*lines), title=escape(self.profile.title), title_align="left")
 
 
 SOURCES = {"schedule": "scheduled", "demo": "demo"}
