@@ -479,10 +479,16 @@ class ProgramDisplay:
             return
         style = "green" if result.exit_code == 0 else "yellow"
         final = result.final_status
-        vented = (
-            f"; chambers at {final.peak_mmhg:.0f} mmHg or less"
-            if final is not None else ""
-        )  # fmt: skip
+        vented = ""
+        if final is not None:
+            from .device import VENTED_MMHG  # loaded already: a program ran
+
+            # Sensor noise reads about 1 mmHg in empty chambers: "0 mmHg" would not be so.
+            vented = (
+                f"; the chambers are empty ({final.peak_mmhg:.0f} mmHg at most)"
+                if final.peak_mmhg < VENTED_MMHG
+                else f"; a chamber still held {final.peak_mmhg:.0f} mmHg"
+            )
         resumed = f", resumed {result.resumes}x after a lost link" if result.resumes else ""
         self.out.print(
             f"[{style}]{escape(self.profile.title)}: {escape(result.message)}[/] "

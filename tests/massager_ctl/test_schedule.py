@@ -528,7 +528,7 @@ def test_one_bad_schedule_is_listed_as_broken_beside_the_good(user_dirs: dict[st
     assert rows["b2"] == f"wind-down-30 broken: {path} (the table at line 8): {error} not run"
     upcoming = ctl("schedule", "next", "--json")
     assert upcoming.returncode == 0, upcoming.stderr
-    assert {run["schedule"] for run in json_lines(upcoming.stdout)[-1]} == {"g1"}
+    assert {run["schedule"] for run in json_lines(upcoming.stdout)[-1]["runs"]} == {"g1"}
     assert upcoming.stderr == f"warning: {path} (the table at line 8): {error}; it does not run\n"
     [one] = ScheduleBook(path).load_each()[1]
     assert one == BrokenSchedule(file=path, line=8, id="b2", profile="wind-down-30", error=error)
