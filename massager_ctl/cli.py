@@ -151,7 +151,7 @@ def run_async(
     speed: float | None = None,
     on_press: Callable[[int], None] | None = None,
 ) -> T:
-    """Run a coroutine to completion; SIGTERM cancels it like Ctrl-C does.
+    """Run a coroutine to completion; SIGTERM and SIGHUP cancel it like Ctrl-C does.
 
     The first Ctrl-C (or SIGTERM) cancels it, and its own exit paths stop or vent
     the massager. Further presses, as a person in a panic makes them, and further
@@ -199,8 +199,12 @@ def run_async(
         assert task is not None
         loop = asyncio.get_running_loop()
         # Not possible off the main thread or on platforms without signals; fine then.
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, cancel_once)
+        # SIGHUP is a terminal closed under a running program: end it as SIGTERM does
+        # (vented and journaled), not killed with its session left open. The daemon
+        # puts its own SIGHUP handler (reload) in place of this one.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+                loop.add_signal_handler(signum, cancel_once)
         if presses:  # pressed while the loop was being made: not lost
             pressed()
         try:
@@ -209,8 +213,9 @@ def run_async(
             # Before the loop closes: asyncio closes its wake-up pipe before it removes
             # its signal handlers, and a press in between was an "Exception ignored"
             # traceback about the wake-up fd.
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signal.SIGTERM)
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+                    loop.remove_signal_handler(signum)
 
     try:
         previous = signal.signal(signal.SIGINT, on_sigint)

@@ -55,6 +55,27 @@ def test_ctrl_c_pressed_in_a_panic_on_a_terminal_leaves_the_ending_on_screen() -
     assert echoes, "the terminal was left not echoing what is typed"
 
 
+def test_closing_the_terminal_under_a_program_vents_and_ends_its_session() -> None:
+    # A closed terminal window sends SIGHUP: by default it would kill the program with
+    # its journal entry left open and no vent of its own (only the massager's watchdog).
+    from massager_ctl.config import journal_file
+    from massager_ctl.journal import Journal
+
+    with Terminal("start", "--mode", "wave", "--intensity", "2", "--duration", "10m") as term:
+        term.wait_for(lambda screen: peak_on(screen) > 45)
+        os.close(term.fd)  # the window is closed: the kernel hangs the session up
+        term.fd = os.open(os.devnull, os.O_RDONLY)  # for close() at the end
+        _, status = os.waitpid(term.pid, 0)
+        term.returncode = os.waitstatus_to_exitcode(status)
+    # Not killed by the signal (a negative status); the ending it wrote had no reader,
+    # so the exit status is only "not a clean exit".
+    assert term.returncode > 0
+    [session] = Journal(journal_file()).sessions()
+    assert session.ended_at is not None
+    assert session.outcome == "interrupted"
+    assert session.message == "interrupted; the massager was vented"
+
+
 @pytest.fixture
 def silent_massager() -> Iterator[socket.socket]:
     """A TCP port that takes the connection and never answers, as a hung adapter does."""
