@@ -773,7 +773,7 @@ class Bridge:
                 for agent in self.agents.values()
             ]  # fmt: skip
         if op == "profiles":
-            found = []
+            found: list[dict[str, object]] = []
             for name, path in available_profiles(self.profiles_dir).items():
                 try:
                     profile = load_profile(path)

@@ -334,6 +334,7 @@ def check_profile(profile: Profile, info: DeviceInfo) -> None:
             # The device's own words (as the bridge and `Massager` say them), and the
             # step named only when there is more than one to tell apart.
             which = f"{where}: " if len(profile.steps) > 1 else ""
+            assert step.mode is not None  # a step without a cycle has a mode (validated)
             if step.mode not in info.modes:
                 offered = (m for m in info.modes if m != "cycle")
                 reasons.append(which + info.no_mode(step.mode, offered))

@@ -102,11 +102,10 @@ async def scan(
         ConnectFailed: Bluetooth is unavailable.
     """
     kwargs = _backend(hci, "scanner")
-    uuids = [binding.SERVICE_UUID] if service_only else None
+    if service_only:
+        kwargs["service_uuids"] = [binding.SERVICE_UUID]
     try:
-        found = await BleakScanner.discover(
-            timeout=timeout_s, service_uuids=uuids, return_adv=True, **kwargs
-        )
+        found = await BleakScanner.discover(timeout=timeout_s, return_adv=True, **kwargs)
     except (BleakError, OSError) as error:
         raise _unavailable(error, hci) from None
     seen = [
