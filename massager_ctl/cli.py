@@ -23,10 +23,10 @@ from .errors import ConfigError, InputError, MassagerError
 
 if TYPE_CHECKING:
     from .bridge import Bridge
-    from .config import Settings
     from .device import Massager
     from .models import DeviceInfo, DeviceStatus
     from .profiles import Profile
+    from .settings import Settings
     from .supervisor import ResumePolicy
     from .urls import DeviceAddress
 
@@ -1325,7 +1325,7 @@ def rate(score: int, note: str, as_json: bool) -> int:
 def safety(as_json: bool) -> int:
     """Who should not use compression, and when to stop."""
     from .config import SAFETY_NOTE
-    from .render import emit_json
+    from .jsonout import emit_json
 
     if as_json:
         emit_json({"kind": "safety", "note": " ".join(SAFETY_NOTE.split())})
