@@ -7,12 +7,10 @@ script can read a stream of them; the last line of ``start`` is the result.
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
@@ -20,13 +18,18 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from firmware_protocol import LinkStats
+from .jsonout import emit_json as emit_json  # output has one home: here, text or JSON
 
-from .journal import Rating, Session, Week
-from .models import DeviceInfo, DeviceStatus, explain_faults
-from .profiles import Profile
-from .programs import ProgramResult, Progress
-from .supervisor import LinkNotice
+if TYPE_CHECKING:
+    # Hints only: `profiles` and `history` show what they read without the device,
+    # the protocol or the program runner, and start the faster for it.
+    from firmware_protocol import LinkStats
+
+    from .journal import Rating, Session, Week
+    from .models import DeviceInfo, DeviceStatus
+    from .profiles import Profile
+    from .programs import ProgramResult, Progress
+    from .supervisor import LinkNotice
 
 BAR = " ▏▎▍▌▋▊▉█"
 
@@ -39,24 +42,6 @@ def console() -> Console:
 def errors() -> Console:
     """The console for notes and errors on stderr."""
     return Console(stderr=True, highlight=False)
-
-
-def emit_json(obj: BaseModel | dict[str, Any] | list[Any]) -> None:
-    """Print one JSON document on one line and flush, for scripts reading a stream."""
-    if isinstance(obj, BaseModel):
-        line = obj.model_dump_json()
-    else:
-        import json
-
-        line = json.dumps(obj, default=_jsonable)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return str(value)
 
 
 def clock(seconds: float) -> str:
@@ -113,6 +98,8 @@ def status_view(
     facts.add_row("state", state)
     facts.add_row("last session", status.last_end.replace("_", " "))
     if status.faults:
+        from .models import explain_faults
+
         facts.add_row("fault", f"[red]{escape(explain_faults(status.faults))}[/]")
     facts.add_row("power", battery)
     levels = ", ".join(f"{lv.level}: {lv.target_mmhg:g}" for lv in info.levels)
