@@ -21,13 +21,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
 from .errors import ProfileError, ProfileNotFound, ProfileRefused
-from .models import DeviceInfo
 from .tomlfiles import load_model
+
+if TYPE_CHECKING:
+    from .models import DeviceInfo  # hints only: listing profiles needs no protocol
 
 MAX_PRESSURE_MMHG = 200.0
 """No profile may name a pressure above this, whatever the device."""
