@@ -42,9 +42,9 @@ import aiomqtt
 
 from massager_ctl.bridge import Bridge
 from massager_ctl.broker import parse_broker_url
-from massager_ctl.config import Settings
 from massager_ctl.device import Massager
 from massager_ctl.journal import Journal
+from massager_ctl.settings import Settings
 from massager_ctl.urls import parse_device_url
 from tests.broker import USERS, Broker, run_broker
 

@@ -50,7 +50,7 @@ from firmware_protocol import LinkStats
 
 from . import __version__
 from .broker import BrokerAddress
-from .config import Settings, schedules_file
+from .config import schedules_file
 from .device import Massager
 from .envelope import check_journal
 from .errors import CalledOff, ConfigError, InputError, MassagerError
@@ -61,6 +61,7 @@ from .profiles import Profile, available_profiles, find_profile, load_profile
 from .programs import Progress
 from .schedule import ScheduleBook
 from .session import JournaledProgram
+from .settings import Settings
 from .supervisor import ResumePolicy
 from .tomlfiles import describe_errors
 from .urls import DeviceAddress, parse_device_url

@@ -18,12 +18,15 @@ import re
 import socket
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-import aiomqtt
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from .errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    import aiomqtt
 
 FORMS = "mqtt://HOST:PORT, mqtts://HOST:PORT (TLS), or with USER:PASSWORD@ before HOST"
 BASE_TOPIC = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
@@ -69,6 +72,10 @@ class BrokerAddress(BaseModel):
         ``tls_context`` is used when given (built once, so a reconnect never
         reads the key files again); else `tls_context` builds one.
         """
+        # Imported here: the settings that name a broker are read by commands that
+        # never open one, and the MQTT client is among the slowest imports we have.
+        import aiomqtt
+
         client = aiomqtt.Client(
             self.host,
             self.port,

@@ -28,13 +28,13 @@ if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
     from .bridge import Bridge
-    from .config import Settings
     from .device import Massager
     from .models import DeviceInfo, DeviceStatus
     from .profiles import Profile
     from .programs import ProgramResult
     from .render import ProgramDisplay
     from .schedule import Clash, Schedule
+    from .settings import Settings
     from .supervisor import ResumePolicy
     from .urls import DeviceAddress
 
@@ -1628,8 +1628,8 @@ def rate(score: int, note: str, as_json: bool) -> int:
 def safety(as_json: bool) -> int:
     """Who should not use compression, and when to stop."""
     from .config import SAFETY_NOTE
+    from .jsonout import emit_json
     from .prose import fill, prose
-    from .render import emit_json
 
     if as_json:
         emit_json({"kind": "safety", "note": prose(SAFETY_NOTE)})

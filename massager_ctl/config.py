@@ -1,4 +1,4 @@
-"""Settings: the config file, where things are kept, and the first-run note.
+"""The config file, where things are kept, and the first-run note.
 
 The config file is ``config.toml`` in the user's config folder (platformdirs:
 ``$XDG_CONFIG_HOME/massager-ctl`` on Linux). Every key is optional::
@@ -17,22 +17,21 @@ The config file is ``config.toml`` in the user's config folder (platformdirs:
     broker = "mqtt://bridge@localhost:1883"
 
 Command-line options win over environment variables (``MASSAGER_CTL_DEVICE``),
-which win over the file.
+which win over the file. The file's model is `settings.Settings`; this module
+imports neither it nor pydantic until the file is read, so that the commands that
+need only a path or the safety note start quickly.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from .errors import ConfigError
 
-from .broker import MqttSettings
-from .envelope import Limits
-from .errors import ConfigError, DeviceURLError
-from .tomlfiles import load_model
-from .urls import parse_device_url
+if TYPE_CHECKING:
+    from .settings import Settings
 
 APP = "massager-ctl"
 
@@ -48,40 +47,17 @@ FIRST_RUN_TAIL = "This note is shown once; read it again with `massager-ctl safe
 """Said after the note only when it comes unasked, before the first start."""
 
 
-class Settings(BaseModel):
-    """The contents of the config file.
-
-    Numbers are strict: ``weekly_goal = true`` or ``resume_window_s = "30"`` is an
-    error naming the field, never read as 1 or 30.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    device: str | None = None
-    resume_window_s: float = Field(30.0, ge=0, le=3600, strict=True)
-    weekly_goal: int = Field(2, ge=1, le=21, strict=True)
-    grace_minutes: float = Field(10, ge=1, le=240, strict=True)
-    limits: Limits = Field(default_factory=Limits)
-    mqtt: MqttSettings = Field(default_factory=MqttSettings)
-
-    @field_validator("device")
-    @classmethod
-    def _valid_device(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_device_url(value)
-            except DeviceURLError as error:
-                raise ValueError(str(error)) from None
-        return value
-
-
 def config_dir() -> Path:
     """The user's massager-ctl config folder (may not exist yet)."""
+    import platformdirs
+
     return platformdirs.user_config_path(APP)
 
 
 def state_dir() -> Path:
     """Where massager-ctl keeps what it learns (the first-run stamp, the journal)."""
+    import platformdirs
+
     return platformdirs.user_state_path(APP)
 
 
@@ -112,10 +88,23 @@ def load_settings(path: Path | None = None) -> Settings:
     Raises:
         ConfigError: the file is not TOML or has a bad value; the message names both.
     """
+    from .settings import Settings
+    from .tomlfiles import load_model
+
     path = path or config_file()
     if not path.exists():
         return Settings()
     return load_model(path, Settings, ConfigError, what="config file")
+
+
+def __getattr__(name: str) -> object:
+    # `Settings` lived here once: keep ``from .config import Settings`` working
+    # without importing pydantic for every user of this module.
+    if name == "Settings":
+        from .settings import Settings
+
+        return Settings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def first_run_note() -> str | None:

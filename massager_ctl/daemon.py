@@ -45,13 +45,13 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from .config import Settings
 from .envelope import check_journal
 from .errors import CalledOff, MassagerError
 from .journal import Journal, JournalError, Session
 from .profiles import Profile, find_profile
 from .schedule import Schedule, ScheduleBook
 from .session import JournaledProgram
+from .settings import Settings
 from .supervisor import ResumePolicy
 from .urls import DeviceAddress, parse_device_url
 from .wallclock import WallClock

@@ -83,7 +83,6 @@ from firmware_protocol import (
     Unpair,
     Vent,
 )
-from firmware_protocol.pairing import KeyPair
 
 from . import __version__
 from .errors import (
@@ -110,7 +109,6 @@ from .models import (
 )
 from .transports import Transport, TransportClosed, open_transport
 from .transports.base import TransportInUse
-from .transports.sim import simulated_device, simulated_keys
 from .urls import DeviceAddress, SimAddress, parse_device_url
 
 log = logging.getLogger(__name__)
@@ -283,6 +281,8 @@ class Massager:
         if keys is not None:
             massager._keys = keys
         elif isinstance(address, SimAddress):
+            from .transports.sim import simulated_keys
+
             massager._keys = simulated_keys(address)
         else:
             massager._keys = KeyStore.default()
@@ -311,6 +311,8 @@ class Massager:
                 if not self.authenticated and isinstance(address, SimAddress):
                     # The built-in simulator's remote is within reach: hold its
                     # pairing button and pair, so the quick start works as written.
+                    from .transports.sim import simulated_device
+
                     simulated_device(address).open_pairing()
                     with contextlib.suppress(CommandRefused):
                         # Not the device named (a test rewired the link): stay a stranger.
@@ -426,6 +428,9 @@ class Massager:
             # Pairing again: the massager forgets the old key first, or it would stay
             # valid there (an old copy of the key file) and hold a slot for ever.
             await self.unpair()
+        # Here, not at the top: X25519 (cryptography) is needed only to pair.
+        from firmware_protocol.pairing import KeyPair
+
         ours = KeyPair.generate()
         reply = await self._request(Pair(ours.public, (name or self.client_name)[:32]))
         assert isinstance(reply, Paired)

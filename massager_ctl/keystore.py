@@ -33,7 +33,6 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import filelock
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from firmware_protocol import Signer
@@ -254,6 +253,8 @@ class KeyStore:
         if self.path is None:
             yield self._memory
             return
+        import filelock  # only a key file needs it, never the keys of sim://
+
         lock_path = self.path.with_name(self.path.name + ".lock")
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -38,8 +38,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .errors import ProfileError, ProfileNotFound, ProfileRefused
-from .models import DeviceInfo
 from .tomlfiles import load_model
+
+if TYPE_CHECKING:
+    from .models import DeviceInfo  # hints only: listing profiles needs no protocol
 
 MAX_PRESSURE_MMHG = 200.0
 """No profile may name a pressure above this, whatever the device."""

@@ -8,13 +8,11 @@ script can read a stream of them; the last line of ``start`` is the result.
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import date
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from pydantic import BaseModel
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
@@ -25,13 +23,20 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from firmware_protocol import LinkStats
+from .jsonout import emit_json as emit_json  # output has one home: here, text or JSON
+from .jsonout import json_ready as json_ready
+from .profiles import BrokenProfile
 
-from .journal import Rating, Session, Week
-from .models import DeviceInfo, DeviceStatus, explain_faults
-from .profiles import BrokenProfile, Profile
-from .programs import ProgramResult, Progress
-from .supervisor import LinkNotice
+if TYPE_CHECKING:
+    # Hints only: `profiles` and `history` show what they read without the device,
+    # the protocol or the program runner, and start the faster for it.
+    from firmware_protocol import LinkStats
+
+    from .journal import Rating, Session, Week
+    from .models import DeviceInfo, DeviceStatus
+    from .profiles import Profile
+    from .programs import ProgramResult, Progress
+    from .supervisor import LinkNotice
 
 BAR = " ▏▎▍▌▋▊▉█"
 
@@ -52,51 +57,6 @@ def _unwrapped_off_terminal(out: Console) -> Console:
     # reader whose window wraps by itself. Tables still fit the width they are given.
     out.soft_wrap = not out.is_terminal
     return out
-
-
-def emit_json(obj: BaseModel | Mapping[str, Any]) -> None:
-    """Print one JSON object on one line and flush, for scripts reading a stream.
-
-    Every object names what it is in ``kind``, so that a script can tell the
-    lines of a stream apart; numbers are rounded to what they mean (`json_ready`).
-
-    Raises:
-        TypeError: the object has no ``kind`` (a mistake in massager-ctl, not input).
-    """
-    import json
-
-    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else dict(obj)
-    if "kind" not in data:
-        raise TypeError(f"a JSON line needs a kind: {sorted(data)}")
-    line = json.dumps(json_ready(data), default=str)
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-_PLACES = (("_s", 1), ("_mmhg", 1), ("minutes", 2))
-"""Decimals by the end of a key: seconds and pressures to a tenth, minutes to a
-hundredth (0.6 s); any other number to three places."""
-
-
-def json_ready(value: Any, key: str = "") -> Any:
-    """``value`` with every float rounded to what its key says it measures.
-
-    The clock and the sensors give floats such as ``299.9999604900004``: noise
-    past what a second or a mmHg means to anyone.
-
-    >>> json_ready({"step_left_s": 299.9999604900004, "pressures_mmhg": [80.04, -0.01]})
-    {'step_left_s': 300.0, 'pressures_mmhg': [80.0, 0.0]}
-    """
-    if isinstance(value, float):
-        places = next((n for end, n in _PLACES if key.endswith(end)), 3)
-        return round(value, places) + 0.0  # + 0.0: no "-0.0" for a reading of -0.01
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    if isinstance(value, Mapping):
-        return {k: json_ready(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v, key) for v in value]
-    return value
 
 
 def clock(seconds: float) -> str:
@@ -242,6 +202,8 @@ def status_view(
     facts.add_row("state", state)
     facts.add_row("last session", status.last_end.replace("_", " "))
     if status.faults:
+        from .models import explain_faults
+
         facts.add_row("fault", f"[red]{escape(explain_faults(status.faults))}[/]")
     facts.add_row("power", battery)
     levels = ", ".join(f"{lv.level}: {lv.target_mmhg:g}" for lv in info.levels)

@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+from bench import coldstart
 
 
 def test_bench_prints_its_rows_as_json() -> None:
@@ -22,6 +27,8 @@ def test_bench_prints_its_rows_as_json() -> None:
         "ble:// on the virtual",
         "over MQTT",
         "100 devices",
+        "cold start: massager-ctl safety",
+        "cold start: massager-ctl status --device sim://",
     ):
         assert link in names
     for row in rows:
@@ -29,3 +36,20 @@ def test_bench_prints_its_rows_as_json() -> None:
         assert row["value"] > 0
         assert row["baseline"] > 0
         assert row["ratio"] == round(row["value"] / row["baseline"], 2)
+
+
+def probe(code: str) -> coldstart.Command:
+    """A cold-start workload that must print ``Usage:``, running ``python -c CODE``."""
+    return coldstart.Command("probe", (sys.executable, "-c", code), "Usage:")
+
+
+def test_a_cold_start_run_that_did_its_work_is_timed(tmp_path: Path) -> None:
+    assert coldstart.run(probe("print('Usage: x')"), coldstart.environment(tmp_path)) > 0
+
+
+@pytest.mark.parametrize("code", ["import sys; print('Usage: x'); sys.exit(2)", "print('x')"])
+def test_a_cold_start_run_that_failed_or_printed_the_wrong_thing_is_refused(
+    tmp_path: Path, code: str
+) -> None:
+    with pytest.raises(coldstart.WorkloadFailed, match="probe exited"):
+        coldstart.run(probe(code), coldstart.environment(tmp_path))

@@ -19,10 +19,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from massager_ctl.config import Settings, journal_file, schedules_file, user_profiles_dir
+from massager_ctl.config import journal_file, schedules_file, user_profiles_dir
 from massager_ctl.daemon import RETRY_S, Daemon, DaemonEvent
 from massager_ctl.journal import Journal, Session
 from massager_ctl.schedule import Schedule, ScheduleBook
+from massager_ctl.settings import Settings
 from simulator.clock import VirtualWallClock
 
 BERLIN = ZoneInfo("Europe/Berlin")
