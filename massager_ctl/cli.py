@@ -225,12 +225,13 @@ def start(
     if note:
         errors().print(note, style="yellow")
     require = _simulator_only if speed is not None and not isinstance(address, SimAddress) else None
-    # A run at --speed can only be the simulator's: it squeezes no leg, so the limits
-    # neither refuse it nor count it.
-    source = "cli" if speed is None else "demo"
-    if source == "cli":
-        check_limits(chosen.total_minutes * 60)
-    return run_async(lambda: _start(address, chosen, as_json, policy, require, source), speed=speed)
+    # The limits are checked once the massager has said what it is and that it can run
+    # the program: a typo is said at once, and a simulator (a demo, at any speed: it
+    # squeezes no leg) is neither refused nor counted.
+    return run_async(
+        lambda: _start(address, chosen, as_json, policy, require, chosen.total_minutes * 60),
+        speed=speed,
+    )
 
 
 def _key_for_start(address: DeviceAddress) -> None:
@@ -258,18 +259,23 @@ def check_limits(planned_s: float) -> None:
     """Refuse a start the safety limits do not allow; a journal that cannot be read warns.
 
     Raises:
-        LimitReached: which limit, and from when the start is allowed.
+        LimitReached: which limit, from when the start is allowed, and the setting
+            in config.toml behind it.
     """
     from datetime import UTC, datetime
 
-    from .config import journal_file, load_settings
+    from .config import config_file, journal_file, load_settings
     from .envelope import check_journal
     from .journal import Journal
 
     limits = load_settings().limits
     _journaled(
         lambda: check_journal(
-            Journal(journal_file()), planned_s=planned_s, now=datetime.now(UTC), limits=limits
+            Journal(journal_file()),
+            planned_s=planned_s,
+            now=datetime.now(UTC),
+            limits=limits,
+            config=str(config_file()),
         ),
         "limits",
     )
@@ -320,7 +326,7 @@ async def _start(
     as_json: bool,
     policy: ResumePolicy,
     require: Callable[[DeviceInfo], None] | None,
-    source: str,
+    planned_s: float,
 ) -> int:
     from .config import journal_file
     from .journal import Journal
@@ -332,12 +338,13 @@ async def _start(
         address,
         profile,
         journal=Journal(journal_file()),
-        source=source,
+        source="cli",
         policy=policy,
         on_progress=display.progress,
         on_link=display.link,
         on_journal_error=lambda error: _journal_warning(error, "journal"),
         require=require,
+        limits=lambda: check_limits(planned_s),
     )
     try:
         result = await program.run()

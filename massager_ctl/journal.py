@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from .errors import InputError, MassagerError
 
@@ -84,10 +84,16 @@ CREATE TABLE runs (
 );
 CREATE TABLE marks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """,
+    3: """
+ALTER TABLE sessions ADD COLUMN demo INTEGER NOT NULL DEFAULT 0;
+UPDATE sessions SET demo = 1, source = 'cli' WHERE source = 'demo';
+""",
 }
 """Version n's changes to version n-1. ``runs`` holds every scheduled start the daemon
 took (started, or journaled as missed): its key is what makes a run happen at most once,
-across restarts and clock changes. ``marks`` holds how far the daemon has looked."""
+across restarts and clock changes. ``marks`` holds how far the daemon has looked.
+``demo`` marks a session on a simulator (before version 3 only ``--speed`` runs were
+demos, journaled with the source ``demo``; they came from the command line)."""
 VERSION = max(MIGRATIONS)
 
 LOCK_WAIT_S = 0.5
@@ -114,6 +120,16 @@ class Session(BaseModel):
     pressure_s: float
     message: str
     planned_s: float = 0.0
+    demo: bool = False
+    """On a simulator: it squeezed no leg, so it counts toward no limit and no goal."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_demo(cls, data: Any) -> Any:
+        # Before the journal's version 3 a demo was told by its source alone.
+        if isinstance(data, dict) and data.get("source") == "demo":
+            return data | {"demo": True}
+        return data
 
     @classmethod
     def starting(
@@ -241,18 +257,20 @@ class Journal:
         source: str,
         *,
         planned_s: float = 0.0,
+        demo: bool = False,
         now: datetime | None = None,
     ) -> int:
         """Record a session that begins now; returns its id for `end`.
 
         ``planned_s`` is the program's length: until the session ends, the safety
-        limits count it as running that long.
+        limits count it as running that long. A ``demo`` (on a simulator) counts
+        toward nothing.
         """
         with self._db(write=True) as db:
             cursor = db.execute(
-                "INSERT INTO sessions (started_at, device, profile, source, planned_s) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (_utc(now), device, profile, source, planned_s),
+                "INSERT INTO sessions (started_at, device, profile, source, planned_s, demo) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (_utc(now), device, profile, source, planned_s, int(demo)),
             )
             return int(cursor.lastrowid or 0)
 
@@ -353,15 +371,16 @@ class Journal:
         with self._db() as db:
             rows = db.execute(
                 "SELECT id, started_at, ended_at, device, profile, source, outcome, pressure_s, "
-                "message, planned_s FROM sessions WHERE started_at >= ? ORDER BY started_at, id",
+                "message, planned_s, demo FROM sessions WHERE started_at >= ? "
+                "ORDER BY started_at, id",
                 (_utc(since) if since else "",),
             ).fetchall()
         keys = ("id", "started_at", "ended_at", "device", "profile", "source", "outcome",
-                "pressure_s", "message", "planned_s")  # fmt: skip
+                "pressure_s", "message", "planned_s", "demo")  # fmt: skip
         return [
             Session.model_validate(
                 dict(zip(keys, row, strict=True))
-                | {"started_at": _parse(row[1]), "ended_at": _parse(row[2])}
+                | {"started_at": _parse(row[1]), "ended_at": _parse(row[2]), "demo": bool(row[10])}
             )
             for row in rows
         ]
@@ -398,7 +417,7 @@ class Week(BaseModel):
 
 def counts(session: Session) -> bool:
     """Whether a session counts toward the weekly goal: it put legs under pressure (no demo)."""
-    return session.pressure_s > 0 and session.source != "demo"
+    return session.pressure_s > 0 and not session.demo
 
 
 def weeks(

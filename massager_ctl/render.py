@@ -272,7 +272,13 @@ def history_view(sessions: list[Session], ratings: list[Rating], weeks: list[Wee
             table.add_row(
                 day.strftime("%a %d %b") if i == 0 else "",
                 f"{session.started_at.astimezone():%H:%M} {session.profile}"
-                + (f" [dim]{SOURCES[session.source]}[/]" if session.source in SOURCES else "")
+                + (
+                    " [dim]demo[/]"
+                    if session.demo
+                    else f" [dim]{SOURCES[session.source]}[/]"
+                    if session.source in SOURCES
+                    else ""
+                )
                 if session
                 else "",
                 session.ended.replace("_", " ") if session else "",

@@ -32,6 +32,7 @@ from tests.massager_ctl.test_daemon import (
     short_profile,
     until,
 )
+from tests.massager_ctl.test_envelope import REAL
 
 
 def fails_first(method: Callable[..., Any], error: str) -> Callable[..., Any]:
@@ -53,9 +54,10 @@ async def test_a_failed_read_for_the_limits_delays_the_run_and_does_not_refuse_i
     every_evening()
     monkeypatch.setattr(Journal, "sessions", fails_first(Journal.sessions, "database is locked"))
     clock = VirtualWallClock(EVENING)
-    running = Running(clock)
+    running = Running(clock, device=REAL)
     await until(clock, EVENING.replace(hour=22))
     await running.stop()
+    assert "database is locked; trying again in 30 s" in running.said("error")[0].message
     [done] = sessions()
     assert done.ended == "completed"
     assert done.started_at - EVENING.replace(minute=45) == timedelta(seconds=RETRY_S)
@@ -128,15 +130,17 @@ async def test_a_program_whose_session_was_not_journaled_still_counts_for_the_li
     schedules(
         {"id": "aa", "profile": "check-10", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"},
         {"id": "bb", "profile": "check-10", "days": DAILY, "at": "21:50", "tz": "Europe/Berlin",
-         "device": "sim://b"},
+         "device": "sim://b?firmware=2.1.0"},
     )  # fmt: skip
     monkeypatch.setattr(Journal, "begin", fails_first(Journal.begin, "disk I/O error"))
     clock = VirtualWallClock(EVENING)
-    running = Running(clock)
+    running = Running(clock, device=REAL)
     await until(clock, EVENING.replace(hour=22))
     await running.stop()
-    assert [e.schedule for e in running.said("started")] == ["aa"]
-    assert "a session is still running" in running.said("refused")[0].message
+    [refused] = running.said("refused")
+    assert refused.schedule == "bb"
+    assert "a session is still running" in refused.message
+    assert [s.pressure_s for s in sessions()] == [0]  # bb's refusal; aa's never journaled
 
 
 async def test_a_schedule_created_in_the_far_future_does_not_stop_the_others() -> None:
