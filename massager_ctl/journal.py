@@ -385,6 +385,15 @@ class Journal:
             for row in rows
         ]
 
+    def first_use(self) -> datetime | None:
+        """When the first session that put the legs under pressure began (no demo)."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT MIN(started_at) FROM sessions WHERE pressure_s > 0 AND demo = 0 "
+                "AND source != 'demo'"
+            ).fetchone()
+        return _parse(row[0])
+
     def ratings(self, since: datetime | None = None) -> list[Rating]:
         """Ratings at or after ``since`` (all by default), oldest first."""
         with self._db() as db:
@@ -408,11 +417,24 @@ class Week(BaseModel):
     minutes: float
     goal: int
     mean_rating: float | None
+    in_use: bool = True
+    """False for a week that ended before the first session ever: it is not judged."""
+    current: bool = False
+    """This week, still going: not below the goal yet."""
 
     @property
     def met(self) -> bool:
         """Whether the week reached the goal."""
         return self.sessions >= self.goal
+
+    @property
+    def standing(self) -> Literal["met", "below", "so far", "before first use"]:
+        """The week against the goal, in the words `history` shows."""
+        if self.met:
+            return "met"
+        if not self.in_use:
+            return "before first use"
+        return "so far" if self.current else "below"
 
 
 def counts(session: Session) -> bool:
@@ -421,9 +443,21 @@ def counts(session: Session) -> bool:
 
 
 def weeks(
-    sessions: list[Session], ratings: list[Rating], *, goal: int, first: date, last: date
+    sessions: list[Session],
+    ratings: list[Rating],
+    *,
+    goal: int,
+    first: date,
+    last: date,
+    first_use: date | None = date.min,
+    today: date | None = None,
 ) -> list[Week]:
-    """Weekly totals from the Monday on or before ``first`` to the week of ``last``."""
+    """Weekly totals from the Monday on or before ``first`` to the week of ``last``.
+
+    A week that ended before ``first_use`` (the day of the first session ever;
+    None: there has been none) is not judged against the goal, and the week of
+    ``today`` is not below it yet.
+    """
     monday = first - timedelta(days=first.weekday())
     result = []
     while monday <= last:
@@ -437,6 +471,8 @@ def weeks(
                 minutes=round(sum(s.pressure_s for s in these if counts(s)) / 60, 1),
                 goal=goal,
                 mean_rating=round(sum(scores) / len(scores), 1) if scores else None,
+                in_use=first_use is not None and first_use < sunday,
+                current=today is not None and monday <= today < sunday,
             )
         )
         monday = sunday
