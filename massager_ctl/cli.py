@@ -196,6 +196,10 @@ def start(
     Ctrl-C ends it at once with the massager vented. If the link is lost the
     massager vents by itself; the program resumes if the link is back within
     the resume window, and otherwise ends and says why.
+
+    The safety limits ([limits] in config.toml) are checked once the massager
+    has said it can run the program. On a simulator (sim://, massager-sim
+    serve) a session is a demo, at any speed: no limit refuses or counts it.
     """
     from .config import first_run_note, load_settings
     from .render import errors

@@ -371,8 +371,11 @@ class Daemon:
                                          f"not started: {error}", at=run)  # fmt: skip
                 self._say("ended", str(error), schedule, run)
                 return
-            except (LimitReached, ProfileRefused) as error:  # before anything was sent
-                why = f"not started: {error}"
+            except (LimitReached, ProfileRefused) as error:
+                if program.began:  # a resume on a massager that cannot run it any more
+                    self._say("error", str(error), schedule, run)
+                    return
+                why = f"not started: {error}"  # refused before anything was sent
                 with contextlib.suppress(JournalError):
                     self.journal.not_run(str(address), profile.name, "schedule", "refused",
                                          why, at=run)  # fmt: skip
