@@ -19,6 +19,7 @@ import pytest
 from massager_ctl import supervisor
 from massager_ctl.config import journal_file
 from massager_ctl.daemon import MARK, RETRY_S
+from massager_ctl.errors import ProfileRefused
 from massager_ctl.journal import Journal, JournalError
 from massager_ctl.supervisor import LinkNotice
 from simulator.clock import VirtualWallClock
@@ -157,3 +158,28 @@ async def test_a_schedule_created_in_the_far_future_does_not_stop_the_others() -
     await running.stop()
     assert [s.ended for s in sessions()] == ["completed"]
     assert "schedule typo has no start after 9999-12-30" in running.said("error")[0].message
+
+
+async def test_a_profile_refused_after_the_program_began_is_an_error_not_a_refused_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # After a lost link another massager's firmware (fewer modes, say) can refuse the
+    # profile on the resume: the session ran, and is not journaled again as refused.
+    async def refused_on_resume(self: supervisor.ProgramSupervisor) -> None:
+        assert self.on_link is not None
+        self.on_link(LinkNotice(event="connected", message="connected"))
+        await asyncio.sleep(60)
+        raise ProfileRefused("check-10", ["step 1 needs mode 'wave'; the device offers pulse"])
+
+    monkeypatch.setattr(supervisor.ProgramSupervisor, "run", refused_on_resume)
+    short_profile("check-10", 10)
+    schedules({"id": "evening", "profile": "check-10", "days": DAILY, "at": "21:45",
+               "tz": "Europe/Berlin"})  # fmt: skip
+    clock = VirtualWallClock(EVENING)
+    running = Running(clock)
+    await until(clock, EVENING.replace(hour=22))
+    await running.stop()
+    assert not running.said("refused")
+    assert "needs mode 'wave'" in running.said("error")[-1].message
+    [session] = sessions()
+    assert (session.outcome, session.pressure_s) == ("error", 60)
