@@ -50,7 +50,7 @@ from firmware_protocol import LinkStats
 
 from . import __version__
 from .broker import BrokerAddress
-from .config import schedules_file
+from .config import config_file, schedules_file
 from .device import Massager
 from .envelope import check_journal
 from .errors import CalledOff, ConfigError, InputError, MassagerError
@@ -285,6 +285,7 @@ class DeviceAgent:
         self._lending = False
         self._started_at = datetime.now(UTC)
         self._reserved: Profile | None = None
+        self._checked = False  # the program starting was held to the limits before it connected
 
     def seen(self, command_id: str) -> str | None:
         """What a command with this id did before, if it came already."""
@@ -453,28 +454,44 @@ class DeviceAgent:
         if self.program is not None and not self.program.done():
             raise MassagerError(f"{self.name} is already running a program; stop it first")
         profile = find_profile(profile_name, self.bridge.profiles_dir)
-        journal = self.bridge.journal
         now = datetime.now(UTC)
-        check_journal(journal, planned_s=profile.total_minutes * 60, now=now,
-                      limits=self.bridge.settings.limits,
-                      starting=self.bridge.starting_sessions())  # fmt: skip
-        # Counted by the limits from the check on: another start meanwhile sees it.
-        self._reserved, self._started_at = profile, now
+        # A simulator (a demo: it squeezes no leg) is not held to the limits. Whether
+        # the massager is one is known for sure only once the program's own link
+        # answers, where the limits are checked again; here they answer the command.
+        demo = self.info is not None and self.info.is_simulator
+        self._checked = not demo
+        if not demo:
+            self._check_limits(profile, now)
+            # Counted by the limits from the check on: another start meanwhile sees it.
+            self._reserved, self._started_at = profile, now
         try:
             await self._take_link(halts, profile.name)
         finally:
             self._reserved = None
         program = JournaledProgram(
-            self.address, profile, journal=journal, source="mqtt",
+            self.address, profile, journal=self.bridge.journal, source="mqtt",
             policy=ResumePolicy(window_s=self.bridge.settings.resume_window_s),
             on_progress=self._progress,
             on_journal_error=lambda error: self.bridge.log(f"{self.name}: {error}"),
+            limits=lambda: self._check_limits(profile, datetime.now(UTC)),
         )  # fmt: skip
         self.running = program
         self.program = asyncio.create_task(self._run(program))
         # Clean-up in a callback: a task cancelled before its first step never runs `finally`.
         self.program.add_done_callback(self._program_ended)
         return f"started {profile.name}"
+
+    def _check_limits(self, profile: Profile, now: datetime) -> None:
+        """Hold a start of ``profile`` to the safety limits, counting the others' starts.
+
+        Raises:
+            LimitReached: which limit, when, and the setting behind it.
+            JournalError: the journal cannot be read.
+        """
+        others = (a.starting_session() for a in self.bridge.agents.values() if a is not self)
+        check_journal(self.bridge.journal, planned_s=profile.total_minutes * 60, now=now,
+                      limits=self.bridge.settings.limits, config=str(config_file()),
+                      starting=[s for s in others if s is not None])  # fmt: skip
 
     async def _take_link(self, halts: int, what: str) -> None:
         """Close the watcher's link for a program (a massager serves one controller).
@@ -491,6 +508,8 @@ class DeviceAgent:
         """A program of the bridge's that the journal does not hold yet (it is connecting)."""
         running = self.running
         if running is not None and not self._lending and running.session_id is None:
+            if running.demo or (not running.began and not self._checked):
+                return None  # a demo: it squeezes no leg
             profile = running.profile
         elif self._reserved is not None:
             profile = self._reserved

@@ -321,6 +321,10 @@ def start(
     Ctrl-C ends it at once with the massager vented. If the link is lost the
     massager vents by itself; the program resumes if the link is back within
     the resume window, and otherwise ends and says why.
+
+    The safety limits ([limits] in config.toml) are checked once the massager
+    has said it can run the program. On a simulator (sim://, massager-sim
+    serve) a session is a demo, at any speed: no limit refuses or counts it.
     """
     from .config import first_run_note, load_settings
     from .prose import prose
@@ -352,14 +356,12 @@ def start(
         errors().print(prose(note), style="yellow", markup=False)
     # sim:// runs in this process, on this clock: always at the speed asked.
     require = None if isinstance(address, SimAddress) else (lambda info: check_speed(info, speed))
-    # A run at --speed can only be the simulator's: it squeezes no leg, so the limits
-    # neither refuse it nor count it.
-    source = "cli" if speed is None else "demo"
-    if source == "cli":
-        check_limits(chosen.total_minutes * 60)
+    # The limits are checked once the massager has said what it is and that it can run
+    # the program: a typo is said at once, and a simulator (a demo, at any speed: it
+    # squeezes no leg) is neither refused nor counted.
     display = ProgramDisplay(chosen, json=as_json)
     return run_async(
-        lambda: _start(address, chosen, display, policy, require, source),
+        lambda: _start(address, chosen, display, policy, require, chosen.total_minutes * 60),
         speed=speed,
         on_press=display.pressed,
     )
@@ -390,18 +392,23 @@ def check_limits(planned_s: float) -> None:
     """Refuse a start the safety limits do not allow; a journal that cannot be read warns.
 
     Raises:
-        LimitReached: which limit, and from when the start is allowed.
+        LimitReached: which limit, from when the start is allowed, and the setting
+            in config.toml behind it.
     """
     from datetime import UTC, datetime
 
-    from .config import journal_file, load_settings
+    from .config import config_file, journal_file, load_settings
     from .envelope import check_journal
     from .journal import Journal
 
     limits = load_settings().limits
     _journaled(
         lambda: check_journal(
-            Journal(journal_file()), planned_s=planned_s, now=datetime.now(UTC), limits=limits
+            Journal(journal_file()),
+            planned_s=planned_s,
+            now=datetime.now(UTC),
+            limits=limits,
+            config=str(config_file()),
         ),
         "limits",
     )
@@ -475,7 +482,7 @@ async def _start(
     display: ProgramDisplay,
     policy: ResumePolicy,
     require: Callable[[DeviceInfo], None] | None,
-    source: str,
+    planned_s: float,
 ) -> int:
     from .config import journal_file
     from .journal import Journal
@@ -485,12 +492,13 @@ async def _start(
         address,
         profile,
         journal=Journal(journal_file()),
-        source=source,
+        source="cli",
         policy=policy,
         on_progress=display.progress,
         on_link=display.link,
         on_journal_error=lambda error: _journal_warning(error, "journal"),
         require=require,
+        limits=lambda: check_limits(planned_s),
     )
     try:
         result = await program.run()
@@ -540,6 +548,7 @@ def _journal_warning(error: Exception, purpose: str) -> None:
     consequence = {
         "journal": "this session is not journaled",
         "limits": "the safety limits cannot be checked against past sessions",
+        "rating": "the rating was recorded, but not which session it follows",
     }[purpose]
     errors().print(f"[yellow]warning:[/] {escape(str(error))}; {consequence}", soft_wrap=True)
 
@@ -1574,32 +1583,64 @@ def make_bridge(
     type=click.IntRange(1, 21),
     help="Sessions a week to aim for [default: weekly_goal in the config file, else 2].",
 )
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Also list demos (on a simulator) and starts that put no pressure on the legs.",
+)
+@click.option(
+    "--csv",
+    "as_csv",
+    is_flag=True,
+    help="Print a CSV for a spreadsheet or a doctor: one row per session, with how the legs "
+    "felt before and after.",
+)
 @json_option
-def history(weeks: int, goal: int | None, as_json: bool) -> int:
-    """The sessions and ratings of recent weeks, and each week against the goal."""
+def history(weeks: int, goal: int | None, everything: bool, as_csv: bool, as_json: bool) -> int:
+    """The sessions and ratings of recent weeks, and each week against the goal.
+
+    A rating made within 4 hours after a session is that session's "after", and
+    one made within 4 hours before it its "before". Each week shows as a row of
+    days: how the legs felt, and a mark for a session.
+    """
     from datetime import datetime, timedelta
 
     from .config import journal_file, load_settings
+    from .history import by_day, shown, tie, untied
     from .journal import Journal
     from .journal import weeks as by_week
     from .render import console, emit_json, history_view
 
+    if as_csv and as_json:
+        raise InputError("choose one of --csv and --json")
     goal = goal or load_settings().weekly_goal
     today = datetime.now().astimezone().date()
     first = today - timedelta(days=today.weekday()) - timedelta(weeks=weeks - 1)
     since = datetime.combine(first, datetime.min.time()).astimezone()
     journal = Journal(journal_file())
     sessions, ratings = journal.sessions(since), journal.ratings(since)
-    summary = by_week(sessions, ratings, goal=goal, first=first, last=today)
-    if as_json:
+    began = journal.first_use()
+    summary = by_week(sessions, ratings, goal=goal, first=first, last=today, today=today,
+                      first_use=began.astimezone().date() if began else None)  # fmt: skip
+    entries, hidden = shown(tie(sessions, ratings), everything=everything)
+    if as_csv:
+        from .history import write_csv
+
+        write_csv(entries, sys.stdout)
+    elif as_json:
         emit_json({
-            "kind": "history", "goal": goal,
-            "sessions": [s.model_dump(mode="json") | {"ended": s.ended} for s in sessions],
+            "kind": "history", "goal": goal, "all": everything,
+            "sessions": [e.as_json() for e in entries],
             "ratings": [r.model_dump(mode="json") for r in ratings],
-            "weeks": [w.model_dump(mode="json") | {"met": w.met} for w in summary],
+            "weeks": [w.model_dump(mode="json") | {"met": w.met, "standing": w.standing}
+                      for w in summary],
+            "hidden": {"demos": hidden.demos, "no_pressure": hidden.no_pressure},
         })  # fmt: skip
     else:
-        console().print(history_view(sessions, ratings, summary))
+        out = console()
+        out.print(history_view(entries, untied(entries, ratings), summary,
+                               by_day(sessions, ratings), hidden, today, out.width))  # fmt: skip
     return 0
 
 
@@ -1609,17 +1650,31 @@ def history(weeks: int, goal: int | None, as_json: bool) -> int:
 @click.option("--note", default="", help="A few words: what helped, what did not.")
 @json_option
 def rate(score: int, note: str, as_json: bool) -> int:
-    """Record how restless the legs are: 0 calm ... 10 the worst (lower is better)."""
+    """Record how restless the legs are: 0 calm ... 10 the worst (lower is better).
+
+    Made within 4 hours after a session, it is that session's "after" in
+    `history`; within 4 hours before one, its "before".
+    """
+    from datetime import UTC, datetime
+
     from .config import journal_file
+    from .history import RATING_WINDOW, after_which
     from .journal import Journal
     from .render import console, emit_json
 
-    rating = Journal(journal_file()).rate(score, note)
+    journal = Journal(journal_file())
+    rating = journal.rate(score, note)
+    recent = _journaled(lambda: journal.sessions(datetime.now(UTC) - 2 * RATING_WINDOW), "rating")
+    after = after_which(rating, recent or [])
     if as_json:
-        emit_json({"kind": "rating"} | rating.model_dump(mode="json"))
+        emit_json({"kind": "rating"} | rating.model_dump(mode="json")
+                  | {"after_session": None if after is None else after.id})  # fmt: skip
     else:
-        console().print(f"rated {rating.score}/10" + (f": {rating.note}" if rating.note else ""),
-                        markup=False)  # fmt: skip
+        tied = ""
+        if after is not None:
+            tied = f", after {after.profile} (began {after.started_at.astimezone():%H:%M})"
+        console().print(f"rated {rating.score}/10{tied}" + (f": {rating.note}" if rating.note
+                        else ""), markup=False)  # fmt: skip
     return 0
 
 

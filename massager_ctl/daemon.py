@@ -18,8 +18,10 @@ the schedules again and decides from the clock and the journal alone:
   added (``created``) never count.
 - **One program per device.** A run due while its device is busy with another
   schedule's program is journaled as missed ("busy") rather than queued.
-- **Within the limits.** A run the safety envelope refuses is journaled with
-  the limit that refused it.
+- **Within the limits.** A run the safety envelope refuses, or whose profile
+  the massager cannot run, is journaled as refused with why. Both are checked
+  once the massager has answered (the profile first), so a massager that is a
+  simulator (a demo: it squeezes no leg) is neither refused nor counted.
 - **Ending.** Cancelling `Daemon.run` (SIGTERM) ends every running program the
   way Ctrl-C ends `start`: at once, with the massager vented, journaled.
 
@@ -45,8 +47,9 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from .envelope import check_journal
-from .errors import CalledOff, MassagerError
+from .config import config_file
+from .envelope import LimitReached, check_journal
+from .errors import CalledOff, MassagerError, ProfileRefused
 from .journal import Journal, JournalError, Session
 from .profiles import Profile, find_profile
 from .schedule import Schedule, ScheduleBook
@@ -96,9 +99,17 @@ class _Program:
     program: JournaledProgram | None = None
 
     def as_session(self, device: str) -> Session | None:
-        """How the limits see it until the journal does (while it connects or retries)."""
-        if self.program is not None and self.program.session_id is not None:
-            return None  # the journal holds its session now
+        """How the limits see it when the journal does not: it began, but was not journaled.
+
+        One still connecting is not counted: its own check of the limits comes when
+        its massager answers, with no pause before the session is journaled, and
+        sees every session begun before it.
+        """
+        program = self.program
+        if program is None or not program.began or program.demo:
+            return None
+        if program.session_id is not None:
+            return None  # the journal holds its session
         return Session.starting(device=device, profile=self.schedule.profile, source="schedule",
                                 started_at=self.started, planned_s=self.planned_s)  # fmt: skip
 
@@ -276,7 +287,7 @@ class Daemon:
         if self.host is not None:
             starting += self.host.starting_sessions()  # the bridge's, still connecting
         check_journal(self.journal, planned_s=profile.total_minutes * 60, now=now,
-                      limits=self.settings.limits,
+                      limits=self.settings.limits, config=str(config_file()),
                       starting=[s for s in starting if s is not None])  # fmt: skip
 
     def _take(self, schedule: Schedule, run: datetime, now: datetime) -> bool:
@@ -302,13 +313,11 @@ class Daemon:
                     f"not started: {device} was running schedule {other.id} ({other.profile})"
                 )  # fmt: skip
             else:
+                # The limits are checked once the massager answered (`_program`).
                 try:
                     profile = find_profile(schedule.profile, self.profiles_dir)
-                    self._limits(profile, now)
                     outcome, why = "started", ""
-                except JournalError:
-                    raise  # not a refusal: the run is looked at again
-                except MassagerError as error:  # a limit, or a profile gone
+                except MassagerError as error:  # a profile gone or broken
                     outcome, why = "refused", f"not started: {error}"
             not_run = None if outcome == "started" else (device, schedule.profile, why)
             if not self.journal.take_run(schedule.id, run, outcome, not_run=not_run, now=now):
@@ -345,6 +354,7 @@ class Daemon:
                 source="schedule",
                 policy=self.policy,
                 on_journal_error=lambda error: self._say("error", f"{error}; not journaled"),
+                limits=lambda: self._limits(profile, self.clock.now(), device=str(address)),
                 now=self.clock.now,
             )
             lent = self.host.lent(address, program) if self.host else contextlib.nullcontext()
@@ -362,6 +372,20 @@ class Daemon:
                     self.journal.not_run(str(address), profile.name, "schedule", "stopped",
                                          f"not started: {error}", at=run)  # fmt: skip
                 self._say("ended", str(error), schedule, run)
+                return
+            except (LimitReached, ProfileRefused) as error:
+                if program.began:  # a resume on a massager that cannot run it any more
+                    self._say("error", str(error), schedule, run)
+                    return
+                why = f"not started: {error}"  # refused before anything was sent
+                with contextlib.suppress(JournalError):
+                    self.journal.not_run(str(address), profile.name, "schedule", "refused",
+                                         why, at=run)  # fmt: skip
+                self._say("refused", why, schedule, run)
+                return
+            except JournalError as error:  # the limits could not be checked: not started
+                if await self._retry(entry, run, address, profile, error, "error"):
+                    continue
                 return
             except MassagerError as error:
                 if program.began:
@@ -381,28 +405,24 @@ class Daemon:
             return
 
     async def _retry(self, entry: _Program, run: datetime, address: DeviceAddress,
-                     profile: Profile, error: MassagerError) -> bool:  # fmt: skip
-        """After a massager did not answer: wait and say True, or journal why not and say False.
+                     profile: Profile, error: MassagerError,
+                     outcome: Literal["unreachable", "error"] = "unreachable") -> bool:  # fmt: skip
+        """After a failed try: wait and say True, or journal why not and say False.
 
-        Before each try the limits are checked again (a session may have begun
+        A try fails when the massager did not answer (``unreachable``), or when the
+        journal could not be read to check the limits (``error``). Each try checks
+        the limits again once the massager answers (a session may have begun
         meanwhile, from the command line say); all of it within the grace window.
         """
         schedule = entry.schedule
-        outcome, why = "unreachable", f"not started: {error}"
-        while self.clock.now() + timedelta(seconds=RETRY_S) - run <= self.grace:
-            self._say("unreachable", f"{why}; trying again in {RETRY_S:g} s", schedule, run)
+        why = f"not started: {error}"
+        if self.clock.now() + timedelta(seconds=RETRY_S) - run <= self.grace:
+            self._say(outcome, f"{why}; trying again in {RETRY_S:g} s", schedule, run)
             await asyncio.sleep(RETRY_S)
-            try:
-                self._limits(profile, self.clock.now(), device=str(address))
-                return True
-            except JournalError as problem:
-                why = f"not started: {problem}"
-            except MassagerError as refusal:
-                outcome, why = "refused", f"not started: {refusal}"
-                break
+            return True
         with contextlib.suppress(JournalError):
             self.journal.not_run(str(address), profile.name, "schedule", outcome, why, at=run)
-        self._say(outcome, why, schedule, run)  # type: ignore[arg-type]
+        self._say(outcome, why, schedule, run)
         return False
 
     async def _end_programs(self) -> None:

@@ -13,8 +13,9 @@ limits are in ``config.toml``::
 another at 00:15 are two sessions in one evening, as the legs feel them.
 A session counts if it put the legs under pressure; one still running (or whose
 controller was killed, so it never said how it ended) counts as running its
-whole planned length. Demo runs (``--speed``, simulator only) squeeze no leg
-and are neither counted nor checked.
+whole planned length. A session on a simulator (a demo, at any speed) squeezes
+no leg: it is neither counted nor checked. A refusal names the setting behind it
+and the file to change it in.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from .journal import Session
@@ -58,10 +59,12 @@ class LimitReached(MassagerError):
 
     exit_code = 3
 
-    def __init__(self, message: str, allowed_at: datetime | None) -> None:
+    def __init__(self, message: str, allowed_at: datetime | None, setting: str = "") -> None:
         super().__init__(message)
         self.allowed_at = allowed_at
         """When the start would be allowed, or None if this program never fits."""
+        self.setting = setting
+        """The key in ``[limits]`` behind the refusal (``rest_minutes``, say)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def _uses(sessions: list[Session], now: datetime) -> list[_Use]:
 
 def counted(session: Session) -> bool:
     """Whether a session counts toward the limits (demos squeeze no leg)."""
-    return session.source != "demo"
+    return not session.demo
 
 
 def _in_window(use: _Use, at: datetime) -> float:
@@ -105,8 +108,8 @@ def _in_window(use: _Use, at: datetime) -> float:
 
 
 def _refusal(uses: list[_Use], planned_s: float, at: datetime,
-             limits: Limits) -> tuple[str, datetime | None] | None:  # fmt: skip
-    """The first limit a start at ``at`` would break: why, and when that limit clears."""
+             limits: Limits) -> tuple[str, datetime | None, str] | None:  # fmt: skip
+    """The first limit a start at ``at`` would break: why, when it clears, and its setting."""
     running = [u for u in uses if u.start <= at < u.end]
     rest = timedelta(minutes=limits.rest_minutes)
     if running:
@@ -115,6 +118,7 @@ def _refusal(uses: list[_Use], planned_s: float, at: datetime,
             f"a session is still running (since {_local(running[0].start, at)}); the next "
             f"may start {limits.rest_minutes:g} min after it ends",
             allowed,
+            "rest_minutes",
         )
     ended = [u.end for u in uses if u.end <= at]
     if ended and at < max(ended) + rest:
@@ -122,6 +126,7 @@ def _refusal(uses: list[_Use], planned_s: float, at: datetime,
             f"rest at least {limits.rest_minutes:g} min between sessions (the last ended "
             f"at {_local(max(ended), at)})",
             max(ended) + rest,
+            "rest_minutes",
         )
     day = [u for u in uses if at - WINDOW < u.start <= at]
     if len(day) >= limits.sessions_per_day:
@@ -129,14 +134,15 @@ def _refusal(uses: list[_Use], planned_s: float, at: datetime,
             f"at most {limits.sessions_per_day} sessions in 24 hours, and {len(day)} began "
             f"since {_local(at - WINDOW, at)}",
             day[len(day) - limits.sessions_per_day].start + WINDOW,
+            "sessions_per_day",
         )
     wanted = limits.minutes_per_day * 60
     if planned_s > wanted:
         return (
             f"this program is {planned_s / 60:g} min, longer than the limit of "
-            f"{limits.minutes_per_day:g} min under pressure in 24 hours; choose a shorter "
-            "one or raise minutes_per_day in [limits]",
+            f"{limits.minutes_per_day:g} min under pressure in 24 hours; choose a shorter one",
             None,
+            "minutes_per_day",
         )
     used = sum(_in_window(u, at) for u in uses)
     if used + planned_s > wanted + 1e-6:
@@ -155,16 +161,25 @@ def _refusal(uses: list[_Use], planned_s: float, at: datetime,
             f"at most {limits.minutes_per_day:g} min under pressure in 24 hours: "
             f"{used / 60:.0f} min used and this program is {planned_s / 60:g} min",
             allowed,
+            "minutes_per_day",
         )
     return None
 
 
-def check(sessions: list[Session], *, planned_s: float, now: datetime, limits: Limits) -> None:
+def check(
+    sessions: list[Session],
+    *,
+    planned_s: float,
+    now: datetime,
+    limits: Limits,
+    config: str = "config.toml",
+) -> None:
     """Refuse a start of a ``planned_s`` program at ``now`` that would exceed ``limits``.
 
     ``sessions`` are the journal's sessions of at least the last two days (a
     session begun before the last 24 hours may still be running). The moment a
     refusal names is when every limit allows the start, not only the first one.
+    ``config`` is the file the limits come from, named in the refusal.
 
     Raises:
         LimitReached: which limit, and when the start would be allowed.
@@ -173,7 +188,7 @@ def check(sessions: list[Session], *, planned_s: float, now: datetime, limits: L
     refusal = _refusal(uses, planned_s, now, limits)
     if refusal is None:
         return
-    why, allowed = refusal
+    why, allowed, setting = refusal
     # Each step lets a limit clear or a session leave, so this ends; a moment not
     # verified to pass every limit is never named.
     for _ in range(4 * len(uses) + 8):
@@ -186,7 +201,11 @@ def check(sessions: list[Session], *, planned_s: float, now: datetime, limits: L
     else:
         allowed = None
     when = f"allowed from {_local(allowed, now)}" if allowed else "not allowed with these limits"
-    raise LimitReached(f"{why}; {when}", allowed)
+    raise LimitReached(
+        f"{why}; {when} (this limit is {setting} in [limits] of {config}: change it there)",
+        allowed,
+        setting,
+    )
 
 
 def check_journal(
@@ -196,6 +215,7 @@ def check_journal(
     now: datetime,
     limits: Limits,
     starting: Iterable[Session] = (),
+    config: str = "config.toml",
 ) -> None:
     """`check` against the journal's sessions, and ``starting`` ones it does not hold yet.
 
@@ -207,7 +227,7 @@ def check_journal(
         JournalError: the journal cannot be read.
     """
     sessions = journal.sessions(now - 2 * WINDOW)
-    check([*sessions, *starting], planned_s=planned_s, now=now, limits=limits)
+    check([*sessions, *starting], planned_s=planned_s, now=now, limits=limits, config=config)
 
 
 def _local(moment: datetime, now: datetime) -> str:

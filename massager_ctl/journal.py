@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from .errors import InputError, MassagerError
 
@@ -84,10 +84,16 @@ CREATE TABLE runs (
 );
 CREATE TABLE marks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """,
+    3: """
+ALTER TABLE sessions ADD COLUMN demo INTEGER NOT NULL DEFAULT 0;
+UPDATE sessions SET demo = 1, source = 'cli' WHERE source = 'demo';
+""",
 }
 """Version n's changes to version n-1. ``runs`` holds every scheduled start the daemon
 took (started, or journaled as missed): its key is what makes a run happen at most once,
-across restarts and clock changes. ``marks`` holds how far the daemon has looked."""
+across restarts and clock changes. ``marks`` holds how far the daemon has looked.
+``demo`` marks a session on a simulator (before version 3 only ``--speed`` runs were
+demos, journaled with the source ``demo``; they came from the command line)."""
 VERSION = max(MIGRATIONS)
 
 LOCK_WAIT_S = 0.5
@@ -114,6 +120,16 @@ class Session(BaseModel):
     pressure_s: float
     message: str
     planned_s: float = 0.0
+    demo: bool = False
+    """On a simulator: it squeezed no leg, so it counts toward no limit and no goal."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_demo(cls, data: Any) -> Any:
+        # Before the journal's version 3 a demo was told by its source alone.
+        if isinstance(data, dict) and data.get("source") == "demo":
+            return data | {"demo": True}
+        return data
 
     @classmethod
     def starting(
@@ -241,18 +257,20 @@ class Journal:
         source: str,
         *,
         planned_s: float = 0.0,
+        demo: bool = False,
         now: datetime | None = None,
     ) -> int:
         """Record a session that begins now; returns its id for `end`.
 
         ``planned_s`` is the program's length: until the session ends, the safety
-        limits count it as running that long.
+        limits count it as running that long. A ``demo`` (on a simulator) counts
+        toward nothing.
         """
         with self._db(write=True) as db:
             cursor = db.execute(
-                "INSERT INTO sessions (started_at, device, profile, source, planned_s) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (_utc(now), device, profile, source, planned_s),
+                "INSERT INTO sessions (started_at, device, profile, source, planned_s, demo) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (_utc(now), device, profile, source, planned_s, int(demo)),
             )
             return int(cursor.lastrowid or 0)
 
@@ -353,18 +371,28 @@ class Journal:
         with self._db() as db:
             rows = db.execute(
                 "SELECT id, started_at, ended_at, device, profile, source, outcome, pressure_s, "
-                "message, planned_s FROM sessions WHERE started_at >= ? ORDER BY started_at, id",
+                "message, planned_s, demo FROM sessions WHERE started_at >= ? "
+                "ORDER BY started_at, id",
                 (_utc(since) if since else "",),
             ).fetchall()
         keys = ("id", "started_at", "ended_at", "device", "profile", "source", "outcome",
-                "pressure_s", "message", "planned_s")  # fmt: skip
+                "pressure_s", "message", "planned_s", "demo")  # fmt: skip
         return [
             Session.model_validate(
                 dict(zip(keys, row, strict=True))
-                | {"started_at": _parse(row[1]), "ended_at": _parse(row[2])}
+                | {"started_at": _parse(row[1]), "ended_at": _parse(row[2]), "demo": bool(row[10])}
             )
             for row in rows
         ]
+
+    def first_use(self) -> datetime | None:
+        """When the first session that put the legs under pressure began (no demo)."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT MIN(started_at) FROM sessions WHERE pressure_s > 0 AND demo = 0 "
+                "AND source != 'demo'"
+            ).fetchone()
+        return _parse(row[0])
 
     def ratings(self, since: datetime | None = None) -> list[Rating]:
         """Ratings at or after ``since`` (all by default), oldest first."""
@@ -389,22 +417,47 @@ class Week(BaseModel):
     minutes: float
     goal: int
     mean_rating: float | None
+    in_use: bool = True
+    """False for a week that ended before the first session ever: it is not judged."""
+    current: bool = False
+    """This week, still going: not below the goal yet."""
 
     @property
     def met(self) -> bool:
         """Whether the week reached the goal."""
         return self.sessions >= self.goal
 
+    @property
+    def standing(self) -> Literal["met", "below", "so far", "before first use"]:
+        """The week against the goal, in the words `history` shows."""
+        if self.met:
+            return "met"
+        if not self.in_use:
+            return "before first use"
+        return "so far" if self.current else "below"
+
 
 def counts(session: Session) -> bool:
     """Whether a session counts toward the weekly goal: it put legs under pressure (no demo)."""
-    return session.pressure_s > 0 and session.source != "demo"
+    return session.pressure_s > 0 and not session.demo
 
 
 def weeks(
-    sessions: list[Session], ratings: list[Rating], *, goal: int, first: date, last: date
+    sessions: list[Session],
+    ratings: list[Rating],
+    *,
+    goal: int,
+    first: date,
+    last: date,
+    first_use: date | None = date.min,
+    today: date | None = None,
 ) -> list[Week]:
-    """Weekly totals from the Monday on or before ``first`` to the week of ``last``."""
+    """Weekly totals from the Monday on or before ``first`` to the week of ``last``.
+
+    A week that ended before ``first_use`` (the day of the first session ever;
+    None: there has been none) is not judged against the goal, and the week of
+    ``today`` is not below it yet.
+    """
     monday = first - timedelta(days=first.weekday())
     result = []
     while monday <= last:
@@ -418,6 +471,8 @@ def weeks(
                 minutes=round(sum(s.pressure_s for s in these if counts(s)) / 60, 1),
                 goal=goal,
                 mean_rating=round(sum(scores) / len(scores), 1) if scores else None,
+                in_use=first_use is not None and first_use < sunday,
+                current=today is not None and monday <= today < sunday,
             )
         )
         monday = sunday

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 from rich.cells import cell_len
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     # the protocol or the program runner, and start the faster for it.
     from firmware_protocol import LinkStats
 
+    from .history import Day, Entry, Hidden
     from .journal import Rating, Session, Week
     from .models import DeviceInfo, DeviceStatus
     from .profiles import Profile
@@ -500,46 +501,145 @@ class ProgramDisplay:
         return Panel(Group(*lines), title=escape(self.profile.title), title_align="left")
 
 
-SOURCES = {"schedule": "scheduled", "demo": "demo"}
+SOURCES = {"schedule": "scheduled", "mqtt": "over MQTT"}
 """How a session's source shows in the history (one from the command line shows none)."""
+DAY_NAMES = ("Mo", "Tu", "We", "Th", "Fr", "Sa", "Su")
 
 
-def history_view(sessions: list[Session], ratings: list[Rating], weeks: list[Week]) -> Group:
-    """Day by day: sessions and how the legs felt (a bar per rating), then the weeks."""
-    days: dict[date, tuple[list[Session], list[Rating]]] = {}
-    for session in sessions:
-        days.setdefault(session.started_at.astimezone().date(), ([], []))[0].append(session)
-    for rating in ratings:
-        days.setdefault(rating.at.astimezone().date(), ([], []))[1].append(rating)
-    table = Table("day", "session", "ended", "min", "legs (0 calm .. 10 worst)", box=None)
-    for day in sorted(days):
-        ran, felt = days[day]
-        lines = max(len(ran), len(felt), 1)
-        for i in range(lines):
-            session = ran[i] if i < len(ran) else None
-            rating = felt[i] if i < len(felt) else None
-            table.add_row(
-                day.strftime("%a %d %b") if i == 0 else "",
-                f"{session.started_at.astimezone():%H:%M} {session.profile}"
-                + (f" [dim]{SOURCES[session.source]}[/]" if session.source in SOURCES else "")
-                if session
-                else "",
-                session.ended.replace("_", " ") if session else "",
-                f"{session.minutes:g}" if session else "",
-                f"{bar(rating.score, 10)} {rating.score}"
-                + (f" [dim]{escape(rating.note)}[/]" if rating.note else "")
-                if rating
-                else "",
-            )
-    summary = Table("week of", "sessions", "min", "legs, mean", box=None)
+def _felt(score: int | float) -> str:
+    """The colour of a rating: 0 calm (green) .. 10 the worst (red)."""
+    return "green" if score < 3.5 else "yellow" if score < 6.5 else "red"
+
+
+def _legs(entry: Entry) -> Text:
+    """How the legs felt before and after a session: ``7 → 3`` (``-`` for no rating)."""
+    text = Text()
+    for rating, end in ((entry.before, " → "), (entry.after, "")):
+        if rating is None:
+            text.append("-", style="dim")
+        else:
+            text.append(str(rating.score), style=_felt(rating.score))
+        text.append(end)
+    return text
+
+
+def _program(session: Session) -> Text:
+    """The program's name, and where it came from if not the command line."""
+    program = Text(session.profile)
+    tag = "demo" if session.demo else SOURCES.get(session.source)
+    if tag:
+        program.append(f" {tag}", style="dim")
+    return program
+
+
+def _notes(*ratings: Rating | None) -> str:
+    return "; ".join(r.note for r in ratings if r is not None and r.note)
+
+
+HISTORY_FIXED_WIDTH = 33
+"""The history's columns but the program and the legs: day, time, ended, min and the gaps."""
+NOTES_INLINE_WIDTH = 80
+"""From this width on a rating's note follows its score; below, it takes a row of its own."""
+
+
+def history_view(
+    entries: list[Entry],
+    ratings: list[Rating],
+    weeks: list[Week],
+    days: dict[date, Day],
+    hidden: Hidden,
+    today: date,
+    width: int = NOTES_INLINE_WIDTH,
+) -> Group:
+    """Day by day the sessions and the ratings; then each week as a row of days.
+
+    A session shows how the legs felt before and after it; a rating tied to none
+    stands on its own row. ``width`` is the terminal's: on a narrow one a note gets
+    a row of its own.
+    """
+    from .journal import Rating  # loaded already: the journal was read
+
+    inline = width >= NOTES_INLINE_WIDTH
+    rows: list[tuple[datetime, Entry | Rating]] = [(e.session.started_at, e) for e in entries]
+    rows += [(r.at, r) for r in ratings]
+    rows.sort(key=lambda row: row[0])
+    # Fixed widths but for the last column, which takes what is left: rich crops a row
+    # that its columns' own measures make wider than the terminal (at 60 columns, say).
+    # A name is what one types: on its line whole up to 24 characters, folded beyond,
+    # never cut; where it came from ("scheduled") wraps below it if the line is short.
+    names = max((len(e.session.profile) for e in entries), default=0)
+    tagged = max((len(_program(e.session)) for e in entries), default=0)
+    room = width - HISTORY_FIXED_WIDTH - 12  # leave the legs column 12 at least
+    table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False)
+    table.add_column("day", width=10)
+    table.add_column("time", width=5)
+    table.add_column("program", width=max(7, min(names, 24), min(tagged, room)), overflow="fold")
+    table.add_column("ended", width=10, overflow="fold")
+    table.add_column("min", justify="right", width=3)
+    table.add_column("legs", overflow="fold")
+    shown_day: date | None = None
+    for moment, row in rows:
+        local = moment.astimezone()
+        day = "" if local.date() == shown_day else f"{local:%a %d %b}"
+        shown_day = local.date()
+        if isinstance(row, Rating):
+            program, ended, minutes = Text("rated", style="dim"), "", ""
+            legs, note = Text(str(row.score), style=_felt(row.score)), row.note
+        else:
+            session = row.session
+            program = _program(session)
+            ended, minutes = session.ended.replace("_", " "), f"{session.minutes:g}"
+            legs, note = _legs(row), _notes(row.before, row.after)
+        if note and inline:
+            legs.append(" " + note, style="dim")
+        table.add_row(day, f"{local:%H:%M}", program, ended, minutes, legs)
+        if note and not inline:
+            table.add_row("", "", Text(note, style="dim"))
+    parts: list[Any] = [table if rows else Text("No sessions or ratings in these weeks.")]
+    if entries:
+        parts.append(Text("legs: how they felt within 4 hours before → after the session "
+                          "(0 calm .. 10 worst)", style="dim"))  # fmt: skip
+    if hidden:
+        parts.append(Text(hidden.describe(), style="dim"))
+    parts += [Text(""), week_table(weeks, days, today)]
+    return Group(*parts)
+
+
+def week_table(weeks: list[Week], days: dict[date, Day], today: date) -> Group:
+    """Each week as a row of days (how the legs felt, ● for a session), against the goal."""
+    table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False)
+    table.add_column("week of", no_wrap=True)
+    table.add_column(" ".join(f"{name:>2} " for name in DAY_NAMES), no_wrap=True)
+    for header in ("sessions", "min", "legs"):
+        table.add_column(header, no_wrap=True, justify="left" if header == "sessions" else "right")
     for week in weeks:
-        mark = "[green]met[/]" if week.met else "[yellow]below[/]"
-        mean = (
-            "" if week.mean_rating is None else f"{bar(week.mean_rating, 10)} {week.mean_rating:g}"
+        cells = Text()
+        for offset in range(7):
+            day = week.starts + timedelta(days=offset)
+            if offset:
+                cells.append(" ")
+            seen = days.get(day)
+            if day > today:
+                cells.append("  ")
+            elif seen is None or seen.rating is None:
+                cells.append(" ·", style="dim")
+            else:
+                cells.append(f"{seen.rating:>2}", style=_felt(seen.rating))
+            cells.append("●" if seen is not None and seen.sessions else " ", style="bold")
+        standing = {"met": "green", "below": "yellow", "so far": "dim"}
+        count = (
+            Text("-", style="dim")
+            if week.standing == "before first use"
+            else Text(f"{week.sessions}/{week.goal} ").append(
+                week.standing, style=standing[week.standing]
+            )
         )
-        summary.add_row(
-            week.starts.strftime("%d %b"), f"{week.sessions}/{week.goal} {mark}",
-            f"{week.minutes:g}", mean,
-        )  # fmt: skip
-    parts: list[Any] = [table if days else Text("No sessions or ratings in these weeks.")]
-    return Group(*parts, Text(""), summary)
+        mean = "" if week.mean_rating is None else f"{week.mean_rating:g}"
+        minutes = f"{week.minutes:g}" if week.in_use else ""
+        table.add_row(f"{week.starts:%d %b}", cells, count, minutes, mean)
+    legend = Text(
+        "A day shows how the legs felt (0 calm .. 10 worst, the day's mean); ● a session; "
+        "- a week before the first session.",
+        style="dim",
+    )
+    return Group(table, legend)

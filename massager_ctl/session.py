@@ -1,10 +1,15 @@
 """A program run as a journaled session: what `start` and the daemon both do.
 
-The session is written to the journal once a massager answered (a link that
-never opened put no pressure on a leg), and completed with how the program
-ended, also when it is cancelled (Ctrl-C, SIGTERM) or fails. The massager comes
-first: a journal that cannot be written is reported through ``on_journal_error``
-and the program goes on.
+The session is written to the journal once a massager answered and took the
+program: a link that never opened, a profile the massager cannot run, or a start
+the safety limits refuse put no pressure on a leg, and leave no trace. It is
+completed with how the program ended, also when it is cancelled (Ctrl-C,
+SIGTERM) or fails. The massager comes first: a journal that cannot be written is
+reported through ``on_journal_error`` and the program goes on.
+
+A session on a simulator (``sim://``, or ``massager-sim serve``, which announces
+a firmware ``sim-...``) is a demo at every speed: it squeezes no leg, so the
+safety limits neither refuse it nor count it, and it is journaled as a demo.
 """
 
 from __future__ import annotations
@@ -26,7 +31,13 @@ def _utc_now() -> datetime:
 
 
 class JournaledProgram:
-    """Runs ``profile`` on ``address`` under a `ProgramSupervisor`, journaling the session."""
+    """Runs ``profile`` on ``address`` under a `ProgramSupervisor`, journaling the session.
+
+    ``require`` may refuse the massager by what it announced (as the supervisor's);
+    ``limits`` checks the safety limits, raising `LimitReached`: both are called
+    once the massager answered and the profile fits it, ``limits`` only if it is
+    not a simulator, and before anything is sent or journaled.
+    """
 
     def __init__(
         self,
@@ -40,6 +51,7 @@ class JournaledProgram:
         on_link: Callable[[LinkNotice], None] | None = None,
         on_journal_error: Callable[[JournalError], None] | None = None,
         require: Callable[[DeviceInfo], None] | None = None,
+        limits: Callable[[], None] | None = None,
         now: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.address = address
@@ -50,6 +62,10 @@ class JournaledProgram:
         """The journal's id for the session, once it began (None if the journal failed)."""
         self.began = False
         """Whether a massager answered, so that a session began."""
+        self.demo: bool | None = None
+        """Whether the massager is a simulator (None until it answered)."""
+        self._require = require
+        self._limits = limits
         self._began_at: datetime | None = None
         self._on_link = on_link
         self._on_journal_error = on_journal_error
@@ -60,7 +76,7 @@ class JournaledProgram:
             policy=policy,
             on_progress=on_progress,
             on_link=self._link,
-            require=require,
+            require=self._admit,
         )
 
     @property
@@ -76,6 +92,18 @@ class JournaledProgram:
                 self._on_journal_error(error)
             return None
 
+    def _admit(self, info: DeviceInfo) -> None:
+        """Once the massager has said what it is and the profile fits it: may it start?
+
+        Runs with no pause before the session is journaled, so no other start of
+        this process slips between the limits' check and the journal.
+        """
+        if self._require is not None:
+            self._require(info)
+        self.demo = info.is_simulator
+        if not self.demo and self._limits is not None:
+            self._limits()
+
     def _link(self, notice: LinkNotice) -> None:
         if notice.event == "connected" and not self.began:
             self.began = True
@@ -86,6 +114,7 @@ class JournaledProgram:
                     self.profile.name,
                     self.source,
                     planned_s=self.profile.total_minutes * 60,
+                    demo=bool(self.demo),
                     now=self._now(),
                 )
             )

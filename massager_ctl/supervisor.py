@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .device import Massager
 from .errors import ConnectFailed
 from .models import DeviceInfo
-from .profiles import Profile
+from .profiles import Profile, check_profile
 from .programs import Outcome, ProgramResult, ProgramRunner, Progress
 from .transports import Transport, open_transport
 from .urls import DeviceAddress, parse_device_url
@@ -82,8 +82,10 @@ class ProgramSupervisor:
     ``open_link`` makes the transport for each connection (by default the one
     the address names); tests wrap it in a `FaultyTransport`. ``on_link`` hears
     of every connect, loss and return; ``on_progress`` of every status report.
-    ``require`` is called with the device's description on the first connection,
-    before anything is sent; it raises to refuse the device.
+    On the first connection the profile is checked against what the device
+    announces, and then ``require`` is called with that description; either
+    raises to refuse the device, before anything is sent and before
+    ``on_link`` hears of the connection (so nothing is journaled).
     """
 
     def __init__(
@@ -204,6 +206,9 @@ class ProgramSupervisor:
                     )
                 self._notify("back", f"the link is back after {tries} attempt(s)")
             else:
+                # What was asked is checked before anything else (the safety limits
+                # in ``require``, say): a typo is said at once.
+                check_profile(self.profile, info)
                 if self.require is not None:
                     self.require(info)
                 self.device = info

@@ -139,7 +139,9 @@ def test_a_response_topic_is_never_one_of_the_bridges_own(topic: str, allowed: b
 
 async def test_two_starts_at_once_on_two_massagers_are_held_to_the_limits_together() -> None:
     short_profile("short", 1)
-    bridge = a_bridge("mqtt://127.0.0.1:1", {name: f"sim://{name}" for name in ("left", "right")})
+    # Massagers that do not announce themselves as simulators: a demo is not held to them.
+    urls = {name: f"sim://{name}?firmware=2.1.0" for name in ("left", "right")}
+    bridge = a_bridge("mqtt://127.0.0.1:1", urls)
     for agent in bridge.agents.values():
         agent.begin()
     await asyncio.sleep(1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -24,7 +23,10 @@ from massager_ctl.daemon import RETRY_S, Daemon, DaemonEvent
 from massager_ctl.journal import Journal, Session
 from massager_ctl.schedule import Schedule, ScheduleBook
 from massager_ctl.settings import Settings
+from massager_ctl.transports.sim import simulated_device
+from massager_ctl.urls import parse_device_url
 from simulator.clock import VirtualWallClock
+from tests.massager_ctl.test_envelope import REAL
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -299,15 +301,52 @@ async def test_the_safety_limits_refuse_a_scheduled_run_and_say_until_when() -> 
                           now=EVENING - timedelta(minutes=10))  # fmt: skip
     journal.end(began, "completed", pressure_s=2700, now=EVENING.replace(minute=35))
     clock = VirtualWallClock(EVENING)
-    running = Running(clock, limits={"rest_minutes": 30})
+    running = Running(clock, limits={"rest_minutes": 30}, device=REAL)
     await until(clock, EVENING.replace(hour=22))
     await running.stop()
     [refused] = running.said("refused")
     assert "rest at least 30 min between sessions" in refused.message
-    assert "the last ended at 21:35); allowed from 22:05" in refused.message
+    assert "the last ended at 21:35); allowed from 22:05 (this limit is rest_minutes" in (
+        refused.message
+    )
     [_, journaled] = sessions()
     assert journaled.outcome == "refused"
     assert journaled.ended == "missed"
+    assert journaled.started_at == EVENING.replace(minute=45)  # when it was due
+
+
+@pytest.mark.usefixtures("berlin_computer")
+async def test_a_scheduled_run_on_a_simulator_is_a_demo_that_no_limit_refuses() -> None:
+    every_evening()
+    journal = Journal(journal_file())
+    began = journal.begin(REAL, "evening-45", "cli", planned_s=2700,
+                          now=EVENING - timedelta(minutes=10))  # fmt: skip
+    journal.end(began, "completed", pressure_s=2700, now=EVENING.replace(minute=35))
+    clock = VirtualWallClock(EVENING)
+    running = Running(clock, limits={"rest_minutes": 30})  # on sim://
+    await until(clock, EVENING.replace(hour=22))
+    await running.stop()
+    assert not running.said("refused")
+    [_, demo] = sessions()
+    assert (demo.ended, demo.source, demo.demo) == ("completed", "schedule", True)
+
+
+async def test_a_profile_the_massager_cannot_run_is_refused_before_the_limits() -> None:
+    short_profile("check-1", 1)
+    (user_profiles_dir() / "check-1.toml").write_text(
+        SHORT.format(minutes=1).replace("intensity = 1", "intensity = 7"), encoding="utf-8"
+    )
+    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    journal = Journal(journal_file())
+    journal.begin(REAL, "evening-45", "cli", planned_s=2700, now=EVENING.replace(minute=40))
+    clock = VirtualWallClock(EVENING)
+    running = Running(clock, device=REAL)  # a session is running: the limits would refuse
+    await until(clock, EVENING.replace(hour=22))
+    await running.stop()
+    [refused] = running.said("refused")
+    assert "needs intensity 7; the device has 3 levels" in refused.message
+    [_, journaled] = sessions()
+    assert (journaled.outcome, journaled.pressure_s) == ("refused", 0)
 
 
 async def test_a_journal_that_cannot_be_used_starts_nothing_until_it_can() -> None:
@@ -368,13 +407,14 @@ async def test_limits_count_programs_still_connecting_on_other_devices() -> None
     short_profile("check-1", 1)
     schedules(
         {"id": "aa", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"},
-        {"id": "bb", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin", "device": "sim://b"},
-    )
+        {"id": "bb", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin",
+         "device": "sim://b?firmware=2.1.0"},
+    )  # fmt: skip
     clock = VirtualWallClock(EVENING)
-    running = Running(clock, limits={"sessions_per_day": 1})
+    running = Running(clock, limits={"sessions_per_day": 1}, device=REAL)
     await until(clock, EVENING.replace(hour=22))
     await running.stop()
-    assert [s.device for s in sessions() if s.pressure_s > 0] == ["sim://"]
+    assert [s.device for s in sessions() if s.pressure_s > 0] == [REAL]
     [refused] = running.said("refused")
     assert refused.schedule == "bb"
     assert "a session is still running" in refused.message
@@ -382,22 +422,20 @@ async def test_limits_count_programs_still_connecting_on_other_devices() -> None
 
 async def test_a_retry_checks_the_limits_again() -> None:
     short_profile("check-1", 1)
-    with socket.socket() as closed:  # a port nothing listens on: the massager is off
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin",
-               "device": f"socket://127.0.0.1:{port}"})  # fmt: skip
+    schedules({"id": "evening", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"})
+    simulated_device(parse_device_url(REAL)).stop()  # the massager is off
     clock = VirtualWallClock(EVENING)
-    running = Running(clock)
+    running = Running(clock, device=REAL)
     await until(clock, EVENING.replace(minute=45, second=10))
     assert running.said("unreachable")
-    # Meanwhile the person starts a session on another massager from the command line.
-    Journal(journal_file()).begin("sim://", "evening-45", "cli", planned_s=2700, now=clock.now())
+    # Meanwhile the person starts a session on another massager from the command line,
+    # and switches this one on.
+    Journal(journal_file()).begin(REAL, "evening-45", "cli", planned_s=2700, now=clock.now())
+    simulated_device(parse_device_url(REAL)).start()
     await until(clock, EVENING.replace(hour=22))
     await running.stop()
-    assert len(running.said("started")) == 1  # the first try only
     assert "a session is still running" in running.said("refused")[-1].message
-    assert [s.outcome for s in sessions()] == ["refused", None]  # journaled at 21:45
+    assert [(s.outcome, s.pressure_s) for s in sessions()] == [("refused", 0), (None, 0)]
 
 
 @pytest.mark.looptime(False)

@@ -19,6 +19,7 @@ import pytest
 from massager_ctl import supervisor
 from massager_ctl.config import journal_file
 from massager_ctl.daemon import MARK, RETRY_S
+from massager_ctl.errors import ProfileRefused
 from massager_ctl.journal import Journal, JournalError
 from massager_ctl.supervisor import LinkNotice
 from simulator.clock import VirtualWallClock
@@ -32,6 +33,7 @@ from tests.massager_ctl.test_daemon import (
     short_profile,
     until,
 )
+from tests.massager_ctl.test_envelope import REAL
 
 
 def fails_first(method: Callable[..., Any], error: str) -> Callable[..., Any]:
@@ -53,9 +55,10 @@ async def test_a_failed_read_for_the_limits_delays_the_run_and_does_not_refuse_i
     every_evening()
     monkeypatch.setattr(Journal, "sessions", fails_first(Journal.sessions, "database is locked"))
     clock = VirtualWallClock(EVENING)
-    running = Running(clock)
+    running = Running(clock, device=REAL)
     await until(clock, EVENING.replace(hour=22))
     await running.stop()
+    assert "database is locked; trying again in 30 s" in running.said("error")[0].message
     [done] = sessions()
     assert done.ended == "completed"
     assert done.started_at - EVENING.replace(minute=45) == timedelta(seconds=RETRY_S)
@@ -128,15 +131,17 @@ async def test_a_program_whose_session_was_not_journaled_still_counts_for_the_li
     schedules(
         {"id": "aa", "profile": "check-10", "days": DAILY, "at": "21:45", "tz": "Europe/Berlin"},
         {"id": "bb", "profile": "check-10", "days": DAILY, "at": "21:50", "tz": "Europe/Berlin",
-         "device": "sim://b"},
+         "device": "sim://b?firmware=2.1.0"},
     )  # fmt: skip
     monkeypatch.setattr(Journal, "begin", fails_first(Journal.begin, "disk I/O error"))
     clock = VirtualWallClock(EVENING)
-    running = Running(clock)
+    running = Running(clock, device=REAL)
     await until(clock, EVENING.replace(hour=22))
     await running.stop()
-    assert [e.schedule for e in running.said("started")] == ["aa"]
-    assert "a session is still running" in running.said("refused")[0].message
+    [refused] = running.said("refused")
+    assert refused.schedule == "bb"
+    assert "a session is still running" in refused.message
+    assert [s.pressure_s for s in sessions()] == [0]  # bb's refusal; aa's never journaled
 
 
 async def test_a_schedule_created_in_the_far_future_does_not_stop_the_others() -> None:
@@ -153,3 +158,28 @@ async def test_a_schedule_created_in_the_far_future_does_not_stop_the_others() -
     await running.stop()
     assert [s.ended for s in sessions()] == ["completed"]
     assert "schedule typo has no start after 9999-12-30" in running.said("error")[0].message
+
+
+async def test_a_profile_refused_after_the_program_began_is_an_error_not_a_refused_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # After a lost link another massager's firmware (fewer modes, say) can refuse the
+    # profile on the resume: the session ran, and is not journaled again as refused.
+    async def refused_on_resume(self: supervisor.ProgramSupervisor) -> None:
+        assert self.on_link is not None
+        self.on_link(LinkNotice(event="connected", message="connected"))
+        await asyncio.sleep(60)
+        raise ProfileRefused("check-10", ["step 1 needs mode 'wave'; the device offers pulse"])
+
+    monkeypatch.setattr(supervisor.ProgramSupervisor, "run", refused_on_resume)
+    short_profile("check-10", 10)
+    schedules({"id": "evening", "profile": "check-10", "days": DAILY, "at": "21:45",
+               "tz": "Europe/Berlin"})  # fmt: skip
+    clock = VirtualWallClock(EVENING)
+    running = Running(clock)
+    await until(clock, EVENING.replace(hour=22))
+    await running.stop()
+    assert not running.said("refused")
+    assert "needs mode 'wave'" in running.said("error")[-1].message
+    [session] = sessions()
+    assert (session.outcome, session.pressure_s) == ("error", 60)

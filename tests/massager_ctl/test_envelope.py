@@ -14,6 +14,9 @@ from massager_ctl.journal import Journal, Session
 from tests.massager_ctl.test_cli import ctl
 
 NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+REAL = "sim://?firmware=2.1.0"
+"""The simulator announcing a firmware of its own, not ``sim-...``: for the safety limits
+a real massager (a start on it is held to them and counted), with nothing to plug in."""
 
 
 @pytest.fixture(autouse=True)
@@ -110,22 +113,28 @@ def test_a_refused_start_on_the_command_line_names_the_limit(user_dirs: dict[str
     began = journal.begin("sim://", "evening-45", "cli", planned_s=2700,
                           now=now - timedelta(minutes=50))  # fmt: skip
     journal.end(began, "completed", pressure_s=2700, now=now - timedelta(minutes=5))
-    refused = ctl("start", "wind-down-30")
+    config = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "config.toml"
+    refused = ctl("start", "wind-down-30", "--device", REAL)
     assert refused.returncode == 3
     assert "rest at least 30 min between sessions" in refused.stderr
     assert "allowed from" in refused.stderr
+    assert f"(this limit is rest_minutes in [limits] of {config}: change it there)" in (
+        refused.stderr
+    )
     assert len(journal.sessions()) == 1  # nothing started, nothing journaled
     # A demo at --speed squeezes no leg: neither refused nor counted.
     demo = ctl("start", "--mode", "wave", "--intensity", "1", "--duration", "1m",
                "--speed", "100")  # fmt: skip
     assert demo.returncode == 0, demo.stderr
-    config = user_dirs["XDG_CONFIG_HOME"] / "massager-ctl" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text("[limits]\nrest_minutes = 90\n")
-    assert "allowed from" in ctl("start", "wind-down-30").stderr
+    assert "allowed from" in ctl("start", "wind-down-30", "--device", REAL).stderr
     config.write_text("[limits]\nrest_minutes = 0\nminutes_per_day = 30\n")
-    too_long = ctl("start", "evening-45")
-    assert "raise minutes_per_day in [limits]; not allowed with these limits" in too_long.stderr
+    too_long = ctl("start", "evening-45", "--device", REAL)
+    assert (
+        "choose a shorter one; not allowed with these limits (this limit is "
+        "minutes_per_day in [limits]" in too_long.stderr
+    )
     config.write_text("[limits]\nrest_minutes = -1\n")
     bad = ctl("start", "wind-down-30")
     assert bad.returncode == 2

@@ -103,21 +103,21 @@ def test_start_history_and_rate_on_the_command_line(user_dirs: dict[str, Path]) 
     too_high = ctl("rate", "11")
     assert too_high.returncode == 2
     assert "0 (calm) to 10 (the worst)" in too_high.stderr
-    history = json_lines(ctl("history", "--json").stdout)[-1]
+    history = json_lines(ctl("history", "--json", "--all").stdout)[-1]
     [session] = history["sessions"]
     assert session["ended"] == "completed"
     assert session["profile"] == "adhoc"
     assert session["device"] == "sim://"
-    assert session["source"] == "demo"  # --speed: a demo on the simulator
+    assert (session["source"], session["demo"]) == ("cli", True)  # on the simulator: a demo
     assert session["pressure_s"] == pytest.approx(120, abs=2)
     [rating] = history["ratings"]
     assert (rating["score"], rating["note"]) == (4, "calmer")
     assert history["goal"] == 2
     assert len(history["weeks"]) == 4
     assert history["weeks"][-1]["sessions"] == 0  # a demo squeezes no leg
-    text = ctl("history", "--goal", "1").stdout
+    text = ctl("history", "--goal", "1", "--all").stdout
     assert "adhoc demo" in text
-    assert "0/1 below" in text
+    assert "0/1" not in text  # no week is judged before the first session
     assert (user_dirs["XDG_STATE_HOME"] / "massager-ctl" / "journal.sqlite3").exists()
 
 
@@ -141,16 +141,21 @@ def test_a_journal_of_the_first_version_is_upgraded_keeping_everything(tmp_path:
         db.execute("INSERT INTO sessions (started_at, ended_at, device, profile, source, outcome,"
                    " pressure_s) VALUES ('2026-11-02T21:00:00+00:00', '2026-11-02T21:45:00+00:00',"
                    " 'sim://', 'evening-45', 'cli', 'completed', 2700)")  # fmt: skip
+        db.execute("INSERT INTO sessions (started_at, ended_at, device, profile, source, outcome,"
+                   " pressure_s) VALUES ('2026-11-03T21:00:00+00:00', '2026-11-03T21:45:00+00:00',"
+                   " 'sim://', 'evening-45', 'demo', 'completed', 2700)")  # fmt: skip
     journal = Journal(path)
-    [old] = journal.sessions()
-    assert (old.profile, old.minutes, old.planned_s) == ("evening-45", 45.0, 0.0)
+    [old, demo] = journal.sessions()
+    assert (old.profile, old.minutes, old.planned_s, old.demo) == ("evening-45", 45.0, 0.0, False)
+    # A --speed run was journaled with the source "demo": from the command line, a demo.
+    assert (demo.source, demo.demo) == ("cli", True)
     assert journal.take_run("a1", MONDAY, "started")
     assert not journal.take_run("a1", MONDAY, "started")  # at most once
     assert journal.taken_runs(MONDAY) == {("a1", MONDAY)}
     journal.set_mark("daemon.looked_until", MONDAY)
     assert journal.mark("daemon.looked_until") == MONDAY
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 3
 
 
 def partly_damaged(path: Path) -> bytes:
