@@ -71,9 +71,9 @@ def until_pressure_then_ctrl_c(*args: str) -> tuple[int, list[dict[str, object]]
     ("args", "device", "why"),
     [
         (("--mode", "wave", "--intensity", "7", "--duration", "1m"), REAL,
-         "step 1 needs intensity 7; the device has 3 levels"),
+         "this massager has no intensity 7; it offers 1, 2, 3"),
         (("--mode", "knead", "--intensity", "1", "--duration", "1m"), REAL,
-         "step 1 needs mode 'knead'; the device offers wave, pulse"),
+         "this massager has no mode 'knead'; it offers wave, pulse"),
         (("evening-45",), f"{REAL}&session_cap_s=1200&max_lease_s=1200",
          "it runs 45 min but the device caps a session at 20 min"),
         (("trial-compression-60",), f"{REAL}&cycle=false",
@@ -113,7 +113,7 @@ def test_what_was_typed_is_checked_before_the_limits(user_dirs: dict[str, Path])
     typo = ctl("start", "--mode", "wavee", "--intensity", "1", "--duration", "1m",
                "--device", REAL)  # fmt: skip
     assert typo.returncode == 3
-    assert "needs mode 'wavee'; the device offers wave, pulse" in typo.stderr
+    assert "this massager has no mode 'wavee'; it offers wave, pulse" in typo.stderr
     assert "rest" not in typo.stderr
     refused = ctl("start", "--mode", "wave", "--intensity", "1", "--duration", "1m",
                   "--device", REAL)  # fmt: skip
