@@ -751,7 +751,7 @@ class Bridge:
             return  # else answered again on every reconnect
         reply: dict[str, Any] = {"ok": False}
         try:
-            request = Request.model_validate_json(message.payload or b"{}")  # type: ignore[arg-type]
+            request = Request.model_validate_json(message.payload or b"{}")
             reply["transaction"] = request.transaction
             if op not in REQUESTS:
                 raise InputError(f"no request {op!r}; ask for {', '.join(REQUESTS)}")
@@ -821,7 +821,7 @@ class Bridge:
             return
         reply: dict[str, Any] = {"ok": False}
         try:
-            command = Command.model_validate_json(message.payload or b"")  # type: ignore[arg-type]
+            command = Command.model_validate_json(message.payload or b"")
             reply["id"], reply["action"] = command.id, command.action
             # Stop and vent are never held back as repeats: twice does no harm.
             once = command.id if command.action not in ("stop", "vent") else None

@@ -195,7 +195,7 @@ def run_async(
 
     async def main() -> T:
         nonlocal loop, task
-        task = asyncio.current_task()  # type: ignore[assignment]
+        task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
         # Not possible off the main thread or on platforms without signals; fine then.

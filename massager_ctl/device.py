@@ -438,7 +438,7 @@ class Massager:
         paired = PairedKey(
             device=self._device,
             key_id=reply.key_id,
-            key=key.hex(),  # type: ignore[arg-type]  # pydantic wraps it in a SecretStr
+            key=key.hex(),  # pydantic wraps it in a SecretStr
             model=self.info.model,
             serial=self.info.serial,
             paired_at=datetime.now(UTC),
@@ -717,13 +717,13 @@ class Massager:
             self._waiters.pop(seq, None)
         if isinstance(reply, Nak):
             name = message.TYPE.name.lower().replace("_", " ")
-            error = reply.error
-            if error == ErrorCode.PREEMPTED:
+            code = reply.error
+            if code == ErrorCode.PREEMPTED:
                 # Someone's stop or vent reached the massager with it: as when ours does.
                 raise CommandPreempted(f"{name} was overtaken by a stop or vent and did not run")
-            if isinstance(error, ErrorCode):
-                raise CommandRefused(name, error.name.lower(), EXPLANATIONS[error])
-            raise CommandRefused(name, f"error-{error}", f"it gave error code {error}")
+            if isinstance(code, ErrorCode):
+                raise CommandRefused(name, code.name.lower(), EXPLANATIONS[code])
+            raise CommandRefused(name, f"error-{code}", f"it gave error code {code}")
         return reply
 
     async def _read_loop(self) -> None:

@@ -148,7 +148,7 @@ def _refusal(uses: list[_Use], planned_s: float, at: datetime,
     if used + planned_s > wanted + 1e-6:
         # The first moment a session's pressure has all left the 24 hours and enough
         # is free: a little later than the exact moment, never earlier.
-        allowed = next(
+        allowed_at: datetime | None = next(
             (
                 u.end + WINDOW
                 for u in sorted(uses, key=lambda u: u.end)
@@ -160,7 +160,7 @@ def _refusal(uses: list[_Use], planned_s: float, at: datetime,
         return (
             f"at most {limits.minutes_per_day:g} min under pressure in 24 hours: "
             f"{used / 60:.0f} min used and this program is {planned_s / 60:g} min",
-            allowed,
+            allowed_at,
             "minutes_per_day",
         )
     return None

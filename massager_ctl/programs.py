@@ -391,17 +391,17 @@ class ProgramRunner:
         why = None if level is None else self.profile.limits.refusal(level, massager.info)
         if why is not None:
             raise BeyondLimits(why)  # the profile's own steps were checked; never sent
-        fresh = first and not keep
+        new_session = first and not keep
         try:
             if step.cycle is not None:
                 await massager.load_cycle(self._cycle(step, self.step_elapsed_s))
-            if fresh:
+            if new_session:
                 self.started = True  # from the moment it may reach the device
                 await massager.start(mode, level, duration_s=lease)
             else:
                 await massager.renew(mode, level, duration_s=lease)
         except CommandRefused as error:
-            if fresh or error.code != "bad_state":
+            if new_session or error.code != "bad_state":
                 raise
             # The session ended just before our RENEW; its end is already queued.
             return self._end_among(updates.pending()) or Outcome.STOPPED

@@ -731,7 +731,7 @@ def parse_days(text: str) -> list[Day]:
             raise ScheduleError(
                 f"{text!r} is not a list of days; write mon,thu (or daily, weekdays, weekends)"
             )
-        days.append(word)  # type: ignore[arg-type]
+        days.append(word)
     if not days:
         raise ScheduleError("give at least one day, as in --days mon,thu")
     return days
