@@ -32,6 +32,10 @@ The rules, with the thresholds of this module's constants:
   proportion to pressure and time, over every sample). That is how a sensor
   sticking below the pressure it read looks in the one sample before the stuck
   rule can see it; the fault latches when it did before, under its own name.
+  Ambiguous: a wrap that tears, or a hose that comes off, in that very sample
+  looks the same then, and is named SENSOR. Either way the device vents; a
+  SENSOR latch resets without the self-test, and the next session's fill or
+  leak rule finds the torn wrap within seconds, under its own name.
 - Exhaust verdict: in a session or out of one, `EXHAUST_CHECK_S` after a
   chamber's exhaust opened at more than `ZERO_MAX_MMHG`, with the pump off all
   that time, and not risen. If it still reads more than `ZERO_MAX_MMHG`, the
