@@ -2,10 +2,14 @@
 
 What it senses: each chamber's pressure reading, its own commands to the
 valves and the pump, the pump motor's current (running or not), and the
-battery level. It never sees which part is broken; it infers it, and latches
-the `Fault` bit that names the likely part. The firmware then does what it does
-for every fault (SPEC section 10.8): ends the session, vents with every exhaust
-and the dump valve open, and refuses START until RESET_FAULT finds the cause gone.
+battery level. What it knows: its hardware's specification (the sensor's
+noise, the time constants of an exhaust valve and of an inlet's orifice, the
+pump's stall pressure). It never sees which part is broken; it infers it, and
+latches the `Fault` bit that names the likely part. The firmware then does what
+it does for every fault (SPEC section 10.8): ends the session, vents with every
+exhaust and the dump valve open, and refuses START until RESET_FAULT finds the
+cause gone. A better name never costs a later latch: every rule below latches
+when the simpler rule it refines would have, or sooner.
 
 Theory of operation
 -------------------
@@ -20,13 +24,32 @@ The rules, with the thresholds of this module's constants:
 - SENSOR, stuck: a chamber reads the very same non-zero value `STUCK_SAMPLES`
   times in a row. A live sensor's noise never repeats a value; a sensor stuck
   at zero is found by the fill rule below instead (as a valve or the pump).
+- SENSOR, jumped: a reading that moved as no air can move names the sensor
+  whatever other rule the same sample would have set off: one that rose with no
+  air coming (the pump not running), one that fell by `AIR_RISE_MMHG` or more
+  in one sample while its chamber filled (a fill that stalls holds its air), and
+  a leak window whose loss came mostly in its last sample (a leak loses air in
+  proportion to pressure and time, over every sample). That is how a sensor
+  sticking below the pressure it read looks in the one sample before the stuck
+  rule can see it; the fault latches when it did before, under its own name.
+  Ambiguous: a wrap that tears, or a hose that comes off, in that very sample
+  looks the same then, and is named SENSOR. Either way the device vents; a
+  SENSOR latch resets without the self-test, and the next session's fill or
+  leak rule finds the torn wrap within seconds, under its own name.
+- Exhaust verdict: in a session or out of one, `EXHAUST_CHECK_S` after a
+  chamber's exhaust opened at more than `ZERO_MAX_MMHG`, with the pump off all
+  that time, and not risen. If it still reads more than `ZERO_MAX_MMHG`, the
+  shape of its fall says why (`Diagnostics._settled_as_offset`): an exhaust that
+  works empties a chamber along its exponential course, so a sensor with an
+  offset reads a fall that slows smoothly toward the offset (SENSOR); an exhaust
+  that shuts on the way down stops the same fall at once (VALVE). When those two
+  courses lie too close together in sensor noise to choose (it hardly fell, or
+  fell nearly all the way), the older rule judges: more than half of the start
+  left is VALVE, less is an exhaust seen to work. A fault latches no later than
+  under that older rule alone.
 - SENSOR, offset: in a session or out of one, a chamber whose exhaust has been open, with
   the pump off, for `ZERO_AFTER_S` still reads above `ZERO_MAX_MMHG` although its
-  exhaust was seen to work (it fell below half within `EXHAUST_CHECK_S`). No air
-  can be left; the sensor is wrong (a drift, an offset).
-- VALVE, exhaust stuck shut: in a session or out of one, `EXHAUST_CHECK_S` after a
-  chamber's exhaust opened at more than `ZERO_MAX_MMHG`, with the pump off all
-  that time, it still reads more than half of that and has not risen.
+  exhaust was seen to work. No air can be left; the sensor is wrong (a drift, an offset).
 - VALVE, inlet stuck open: a chamber being emptied (inlet shut, exhaust open)
   rises `LEAK_IN_MMHG` above the lowest it read since while the pump runs for
   other chambers, and falls halfway back once the pump stops; `LEAK_IN_TIMES` such
@@ -38,6 +61,17 @@ The rules, with the thresholds of this module's constants:
   If another chamber went on filling (`AIR_RISE_MMHG`) after this one stopped
   rising, the pump works and this chamber's inlet does not open: VALVE.
   Otherwise every filling chamber stalled together, the pump moves no air: PUMP.
+  A chamber that fills alone (a top-up while the others hold or empty) has no
+  other chamber to vouch for the pump, and from readings alone an inlet stuck
+  shut and a dead pump then look the same. So the firmware asks: after
+  `PROBE_AFTER_S` of filling in vain with no such evidence, it opens one more
+  inlet for `PROBE_S` (`Diagnostics.probe`): of the emptiest chamber being
+  emptied, else of the emptiest held, and only where the little air that takes
+  (6 to 10 mmHg) keeps it below the highest target a program may set. The fill
+  check keeps its time; the probe only gives it evidence. Still ambiguous, and
+  named PUMP: a lone fill with no chamber low enough to take the probe (every
+  other one held within about 10 mmHg of the highest target), which takes a
+  program holding every chamber near 120 mmHg and a top-up during it.
 - PUMP, will not stop: the pump draws current while commanded off for
   `RUNAWAY_S` in all (time with the pump commanded on does not count, time with
   it off and still restarts the count).
@@ -97,6 +131,11 @@ FILL_CHECK_S = 2.0
 FILL_RISE_MMHG = 5.0
 """The least rise over `FILL_CHECK_S` of a filling chamber (a normal fill rises 15 mmHg a
 second or more, even with all eight chambers sharing the pump)."""
+PROBE_AFTER_S = 1.0
+"""How long a chamber may fill without rising, with nothing else showing the pump at work,
+before the firmware opens another chamber's inlet to see whether the pump delivers."""
+PROBE_S = 0.15
+"""How long that other inlet stays open: about 6 to 10 mmHg into it (noise: 1.5)."""
 STALL_MARGIN_S = 0.1
 """After a chamber stalled, another must fill from this much later on for the pump to be fine
 (what it rose before the stall is not evidence)."""
@@ -135,6 +174,9 @@ LEAK_SIGMAS = 5.0
 """How many standard deviations of sensor noise the lost pressure must clear."""
 STEADY_MMHG = 2.0
 """Within this of where it started a reading has not risen (noise and a slow drift)."""
+SHAPE_SIGMAS = 8.0
+"""How far apart, in sensor noise, the two courses an emptying chamber may have followed must
+lie for its readings to choose between them (see `Diagnostics._settled_as_offset`)."""
 
 TEST_BURST_S = 0.5
 TEST_FILL_S = 0.5
@@ -177,9 +219,14 @@ class _Chamber:
     vent_t: float = 0.0
     vent_p: float = 0.0
     vent_min: float = 0.0
+    vent_times: list[float] = field(default_factory=list)
+    vent_readings: list[float] = field(default_factory=list)
+    """Every sample since its exhaust opened, until the exhaust's verdict (`EXHAUST_CHECK_S`)."""
     proof: _Proof = _Proof.UNKNOWN
     pumped: bool = False
     quiet_t: float = 0.0
+    probed: bool = False
+    """The pump was probed for this fill (`Diagnostics.probe`): once is enough."""
     breathing: bool = False
     """Risen with the pump while being emptied; waiting to fall back (halfway at least)."""
     peak: float = 0.0
@@ -211,6 +258,9 @@ class _Chamber:
             times.clear()
             readings.clear()
             self.open_t = t
+            self.probed = False
+        elif times and times[-1] >= t:
+            return  # noted already, when the interval that ended at it was judged
         times.append(t)
         readings.append(reading)
         if len(times) > 100:  # keep what the fill check looks back on, and a little more
@@ -234,6 +284,10 @@ class Diagnostics:
         self._t = 0.0
         self._runaway_s = 0.0
         self._dump_t: float | None = None
+        self._probing: int | None = None
+        self._probe_until = 0.0
+        self.probes = 0
+        """How many times the pump was probed (`probe`): never, with healthy hardware."""
         # Two readings of an unchanging pressure differ by at most twice the noise's bound
         # (triangular noise: sqrt(6) standard deviations), whatever the sensor.
         span = 2 * config.sensor_noise_mmhg * math.sqrt(6.0)
@@ -245,6 +299,7 @@ class Diagnostics:
         self._chambers = [_Chamber() for _ in self._chambers]
         self._commands = None
         self._runaway_s = 0.0
+        self._probing = None
 
     def observe(self, t: float, readings: list[float], state: SessionState) -> Fault:
         """Judge the interval up to the sample ``readings`` at ``t``; the faults it shows."""
@@ -270,6 +325,7 @@ class Diagnostics:
             # The valves changed between samples (a session began or ended): what was
             # measured since says nothing certain; watch afresh from this sample on.
             commands = self._commands = None
+            self._probing = None
         if state == SessionState.FAULT or commands is None or dt <= 0.0:
             for chamber in chambers:
                 chamber.holding = False
@@ -283,24 +339,102 @@ class Diagnostics:
             if self._runaway_s >= RUNAWAY_S:
                 found |= _PUMP
         air = pump or current
-        not_filling: list[_Chamber] = []
+        jump = self.air_rise_mmhg
+        not_filling: list[tuple[_Chamber, bool]] = []
         for i, reading in enumerate(readings):
             chamber = chambers[i]
             holding = chamber.holding
             chamber.holding = False  # unless this interval goes on holding, below
             if chamber.same:
                 continue  # a sensor that may be stuck says nothing about the air
+            change = reading - last[i]
             if inlets[i]:
                 if pump and running:
-                    self._watch_fill(chamber, t, reading, not_filling)
+                    # The sample that ends a fill is the fill's evidence too: note it
+                    # before judging (`_air_elsewhere` reads it), even if the inlet shuts now.
+                    chamber.filled(t, reading, fresh=False)
+                    if self._stalled(chamber, t, reading):
+                        # A fill that stalls holds its air; one that fell in a sample saw
+                        # its sensor jump (a sensor sticking below the pressure).
+                        not_filling.append((chamber, change < -jump))
             elif exhausts[i]:
-                found |= self._watch_emptying(chamber, t, reading, pump, air, dump, in_session)
+                bits = self._watch_emptying(chamber, t, reading, pump, air, dump, in_session)
+                if bits and not air and change > jump:
+                    bits = _SENSOR  # no air came, yet it rose: the sensor jumped
+                found |= bits
             elif running and not dump:
                 chamber.holding = holding
                 found |= self._watch_holding(chamber, dt, last[i], reading)
-        for chamber in not_filling:
-            found |= _VALVE if self._air_elsewhere(chamber) else _PUMP
+        for chamber, jumped in not_filling:
+            if jumped:
+                found |= _SENSOR
+            else:
+                found |= _VALVE if self._air_elsewhere(chamber) else _PUMP
         return Fault(found) if found else Fault.NONE
+
+    def probe(self, t: float, readings: list[float]) -> int | None:
+        """A chamber whose inlet the control loop should also open now, to test the pump.
+
+        Called during a session, once the loop has set the valves for the sample
+        ``readings`` at ``t``. A chamber that has been filling for `PROBE_AFTER_S`
+        without rising, while no other chamber has shown since that the pump
+        delivers, fails its fill check within a second, and alone it cannot say
+        whether its inlet or the pump is at fault. So another chamber's inlet opens
+        for `PROBE_S`: the emptiest chamber being emptied, else the emptiest one
+        held, and only where the little air it takes stays below the highest target
+        a program may set. If it rises, the pump delivers (VALVE); if not, PUMP.
+        The fill check keeps its time: the probe only gives it evidence. (The probed
+        chamber's own watch starts afresh after the probe, so a second broken part in
+        that very chamber may be judged a little later than without it.)
+        """
+        probing = self._probing
+        if probing is not None:
+            if t < self._probe_until - 1e-9:
+                return probing
+            self._probing = None
+        commands = self._commands
+        if commands is None:
+            return None
+        inlets = self.plant.inlets
+        stalled = [
+            chamber
+            for i, chamber in enumerate(self._chambers)
+            if inlets[i] and commands[0][i] and self._fills_in_vain(chamber, t, readings[i])
+        ]
+        if not stalled:
+            return None
+        for chamber in stalled:
+            chamber.probed = True
+        target = self._probe_target(readings)
+        if target is not None:
+            self._probing, self._probe_until = target, t + PROBE_S
+            self.probes += 1
+        return target
+
+    def _fills_in_vain(self, chamber: _Chamber, t: float, reading: float) -> bool:
+        if chamber.probed or chamber.same or t - chamber.open_t < PROBE_AFTER_S - 1e-9:
+            return False
+        before = chamber.reading_at(t - PROBE_AFTER_S)
+        if before is None or reading - before >= FILL_RISE_MMHG:
+            return False
+        return not self._air_elsewhere(chamber)
+
+    def _probe_target(self, readings: list[float]) -> int | None:
+        cfg = self.config
+        plant = self.plant
+        # The most a chamber can gain in the probe: the pump's stall pressure through one inlet.
+        share = 1.0 - math.exp(-PROBE_S / cfg.inlet_tau_s)
+        best: tuple[bool, float] | None = None
+        target = None
+        for j, reading in enumerate(readings):
+            if plant.inlets[j] or self._chambers[j].same:
+                continue
+            if reading + (cfg.pump_stall_mmhg - reading) * share > cfg.max_target_mmhg:
+                continue
+            key = (not plant.exhausts[j], reading)  # one being emptied first, then the emptiest
+            if best is None or key < best:
+                best, target = key, j
+        return target
 
     def record(self, t: float, readings: list[float]) -> None:
         """Note the commands the control loop has just set, and the sample they follow."""
@@ -316,6 +450,8 @@ class Diagnostics:
             elif exhausts[i] and not was_emptying:
                 chamber.vent_t = chamber.quiet_t = t
                 chamber.vent_p = chamber.vent_min = reading
+                chamber.vent_times = [t]
+                chamber.vent_readings = [reading]
                 chamber.proof = _Proof.PENDING
                 chamber.pumped = False
                 chamber.breathing = False
@@ -353,13 +489,12 @@ class Diagnostics:
         plant = self.plant
         return (list(plant.inlets), list(plant.exhausts), plant.pump, plant.dump)
 
-    def _watch_fill(
-        self, chamber: _Chamber, t: float, reading: float, not_filling: list[_Chamber]
-    ) -> None:
-        if t - chamber.open_t >= FILL_CHECK_S - 1e-9:
-            before = chamber.reading_at(t - FILL_CHECK_S)
-            if before is not None and reading - before < FILL_RISE_MMHG:
-                not_filling.append(chamber)
+    def _stalled(self, chamber: _Chamber, t: float, reading: float) -> bool:
+        """Whether a chamber filling since `FILL_CHECK_S` ago or longer rose too little in it."""
+        if t - chamber.open_t < FILL_CHECK_S - 1e-9:
+            return False
+        before = chamber.reading_at(t - FILL_CHECK_S)
+        return before is not None and reading - before < FILL_RISE_MMHG
 
     def _air_elsewhere(self, stalled: _Chamber) -> bool:
         """Whether another chamber went on filling after ``stalled`` stopped rising.
@@ -415,14 +550,11 @@ class Diagnostics:
             return found  # the dump valve empties it whatever its exhaust does
         # In a session and out of it: a chamber that does not empty when told to is a
         # leg left squeezed (SPEC 10.11), whether a session ended a moment ago or not.
-        if chamber.proof == _Proof.PENDING and t - chamber.vent_t >= EXHAUST_CHECK_S - 1e-9:
-            start = chamber.vent_p
-            if chamber.pumped or reading > start + STEADY_MMHG:
-                chamber.proof = _Proof.UNKNOWN
-            elif start <= ZERO_MAX_MMHG or reading <= EXHAUST_FALL * start:
-                chamber.proof = _Proof.WORKS
-            else:
-                found |= _VALVE
+        if chamber.proof == _Proof.PENDING:
+            chamber.vent_times.append(t)
+            chamber.vent_readings.append(reading)
+            if t - chamber.vent_t >= EXHAUST_CHECK_S - 1e-9:
+                found |= self._judge_exhaust(chamber, reading)
         if (
             chamber.proof == _Proof.WORKS
             and t - chamber.quiet_t >= ZERO_AFTER_S - 1e-9
@@ -430,6 +562,66 @@ class Diagnostics:
         ):
             found |= _SENSOR
         return found
+
+    def _judge_exhaust(self, chamber: _Chamber, reading: float) -> int:
+        """The verdict on an exhaust opened `EXHAUST_CHECK_S` ago, with the pump off since.
+
+        The rule of old latches VALVE when the chamber kept more than half its reading;
+        the shape of its fall now names what it can, and latches no later than that.
+        """
+        start = chamber.vent_p
+        if chamber.pumped or reading > start + STEADY_MMHG:
+            chamber.proof = _Proof.UNKNOWN
+            return 0
+        if start <= ZERO_MAX_MMHG:
+            chamber.proof = _Proof.WORKS  # nothing to empty
+            return 0
+        kept = reading > EXHAUST_FALL * start
+        offset = None if reading <= ZERO_MAX_MMHG else self._settled_as_offset(chamber)
+        if offset is None:
+            # Emptied, or either course explains the readings (it fell hardly at all, or
+            # all the way): judged by how far it fell.
+            if kept:
+                return _VALVE
+            chamber.proof = _Proof.WORKS
+            return 0
+        if not offset:
+            return _VALVE  # it fell as the exhaust lets air out, then stopped: it shut
+        chamber.proof = _Proof.WORKS
+        # It settled as an exhaust empties a chamber, but above zero: the sensor reads an
+        # offset. Said now where the old rule blamed the exhaust now; else the offset
+        # rule says it once the chamber has had time to empty.
+        return _SENSOR if kept else 0
+
+    def _settled_as_offset(self, chamber: _Chamber) -> bool | None:
+        """Whether an emptying chamber's readings settled as a sensor offset would, or not.
+
+        Two courses end where the readings end. A working exhaust empties a chamber
+        exponentially (its time constant is the valve's), so a sensor with an offset
+        reads a fall that slows smoothly toward the offset. An exhaust that shuts on
+        the way down makes the same exponential fall stop at once, flat from then on.
+        The readings in between lie nearer one course or the other: True for the
+        smooth one (the sensor), False for the abrupt one (the valve); None when the
+        two courses lie too close together, in sensor noise, to tell apart.
+        """
+        cfg = self.config
+        times, readings = chamber.vent_times, chamber.vent_readings
+        rate = 1.0 / cfg.exhaust_tau_s + 1.0 / cfg.leak_tau_s
+        t0, start = times[0], readings[0]
+        end = readings[-1]
+        left = math.exp(-rate * (times[-1] - t0))  # the share of its air an exhaust leaves
+        offset = (end - start * left) / (1.0 - left)
+        projected = spread = 0.0
+        for t, r in zip(times[1:-1], readings[1:-1], strict=True):
+            decay = math.exp(-rate * (t - t0))
+            smooth = offset + (start - offset) * decay
+            abrupt = max(start * decay, end)
+            apart = smooth - abrupt
+            projected += (r - abrupt) * apart
+            spread += apart * apart
+        if math.sqrt(spread) < SHAPE_SIGMAS * cfg.sensor_noise_mmhg or spread == 0.0:
+            return None
+        return projected / spread > 0.5
 
     def _watch_holding(self, chamber: _Chamber, dt: float, before: float, reading: float) -> int:
         if before < LEAK_FLOOR_MMHG:
@@ -446,9 +638,15 @@ class Diagnostics:
         # Each stretch's loss is the difference of two readings: noise of sqrt(2) sigma.
         noise = LEAK_SIGMAS * math.sqrt(2.0 * chamber.stretches) * self.config.sensor_noise_mmhg
         leaking = chamber.lost - noise > chamber.pressure_s / LEAK_TAU_MIN_S
+        drop = before - reading
+        # A leak loses air in proportion to the pressure and the time: over every sample
+        # of the window. A loss mostly in its last sample is a reading that jumped.
+        jumped = drop > self.air_rise_mmhg and drop > chamber.lost - drop
         chamber.lost = chamber.pressure_s = chamber.held_s = 0.0
         chamber.stretches = 1  # the stretch goes on into the next window
-        return _LEAK if leaking else 0
+        if not leaking:
+            return 0
+        return _SENSOR if jumped else _LEAK
 
 
 def self_test(plant: Plant) -> bool:

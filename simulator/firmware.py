@@ -416,6 +416,12 @@ class Firmware:
             bleeding = reading > target + 2 * hysteresis
             plant.exhausts[i] = bleeding
             fast = fast or bleeding
+        if targets is not None:
+            # A chamber filling in vain, alone: a moment of air into another shows
+            # whether the pump delivers, before its fill check blames one or the other.
+            probe = self._diagnosis.probe(t, readings)
+            if probe is not None:
+                plant.inlets[probe] = True
         self._readings, self._sampled_at = readings, t
         plant.pump = any(plant.inlets)
         self._diagnosis.record(t, readings)
@@ -691,6 +697,11 @@ class Firmware:
         if diagnostics is None:
             diagnostics = self._diagnostics = Diagnostics(self.config, self.plant)
         return diagnostics
+
+    @property
+    def diagnostics(self) -> Diagnostics:
+        """The fault detection, for tests and displays (see `simulator.diagnostics`)."""
+        return self._diagnosis
 
     def _reset_fault(self) -> None:
         self.faults = Fault.NONE

@@ -205,6 +205,7 @@ def test_hours_of_normal_use_latch_nothing(seed: int) -> None:
     assert rig.fw.config.sensor_noise_mmhg > 0  # the noise the rules must not mistake
     assert rig.events_of(fp.FaultRaised) == []
     assert rig.fw.faults == Fault.NONE
+    assert rig.fw.diagnostics.probes == 0  # healthy fills never need the pump probed
     ended = {e.reason for e in rig.events_of(fp.SessionEnded)}
     assert ended <= {EndReason.STOPPED, EndReason.COMPLETED}
     assert len(rig.events_of(fp.SessionEnded)) >= 15
