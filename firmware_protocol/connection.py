@@ -67,6 +67,9 @@ from .messages import (
 )
 
 SEQ_MODULO = 0x10000
+_TxLink = tuple[bytes, bytes] | None
+"""Device: the key and context (HELLO counter and nonce) a link's frames are signed under."""
+
 REPLY_CACHE_SIZE = 8
 CHALLENGES_KEPT = 16
 """Device: how many of its last challenges a KEEPALIVE may name (SPEC §7.3)."""
@@ -279,7 +282,15 @@ class Connection:
         Switched with the CAPABILITIES that opens a link, not with the HELLO: what the
         device still says of the link before (a reply owed to it, the end of its
         session) is signed for that link, whose controller may still be listening."""
-        self._next_tx_link: tuple[bytes, bytes] | None = None
+        self._hello_links: OrderedDict[int, tuple[int | None, bytes | None, _TxLink]] = (
+            OrderedDict()
+        )
+        """Device: for each HELLO still to be answered (by seq), its key id, the nonce
+        of the link it opened and what that link's frames are signed under.
+
+        Two HELLOs in one read open two links, one after the other: the firmware
+        answers each after the whole read, and each CAPABILITIES must carry, and be
+        signed for, the link its own HELLO opened, not the last one."""
         self._challenges: OrderedDict[int, float] = OrderedDict()
         """Device: its last challenges, and when each was sent."""
         self._reply_signed: dict[int, deque[bool]] = {}
@@ -630,6 +641,8 @@ class Connection:
             # A new link: our numbering starts again at 1 (SPEC §4) with the answer
             # to its HELLO, after any reply still owed to frames read before it.
             self._tx_seq = 0
+            opened = self._hello_links.pop(message.ref_seq, None)
+            next_link = None if opened is None else opened[2]
         ref: int | None = getattr(message, "ref_seq", None)
         if sign is None:
             owed = self._reply_signed.get(ref) if ref is not None else None
@@ -640,7 +653,7 @@ class Connection:
             else:
                 sign = True  # the device's own word: its status and events
         if isinstance(message, Capabilities):
-            self._tx_link, self._tx_counter = self._next_tx_link, 0
+            self._tx_link, self._tx_counter = next_link, 0
         seq, _ = self._emit(message, now, sign=sign and self._signing())
         if isinstance(message, Challenge):
             # A KEEPALIVE that names it proves the controller was there after now (§7.3).
@@ -830,11 +843,15 @@ class Connection:
         self.state = LinkState.READY
         self.link_key_id = key_id
         self.link_nonce = secrets.token_bytes(8) if key_id is not None else None
-        self._next_tx_link = None
+        tx_link = None
         if key_id is not None and self.pairings is not None:
             pairing = self.pairings.get(key_id)
             assert pairing is not None
-            self._next_tx_link = (pairing.key, self._device_context())
+            tx_link = (pairing.key, self._device_context())
+        self._hello_links[frame.seq] = (key_id, self.link_nonce, tx_link)
+        self._hello_links.move_to_end(frame.seq)
+        while len(self._hello_links) > REPLY_CACHE_SIZE:
+            self._hello_links.popitem(last=False)
         self._alive_counter = counter if key_id is not None else 0
         # Not the replies owed to frames read before this HELLO (`_reply_signed`): they
         # still go out, for the link before, signed as those frames deserve.
@@ -862,11 +879,23 @@ class Connection:
         self._alive_counter = frame.auth.counter
         return True
 
+    def link_nonce_for(self, hello_seq: int) -> bytes | None:
+        """Device: the nonce its CAPABILITIES to the HELLO ``hello_seq`` carries (SPEC 12.3).
+
+        That of the link this HELLO opened, which is not the present one when
+        another HELLO came after it in the same read.
+        """
+        opened = self._hello_links.get(hello_seq)
+        return self.link_nonce if opened is None else opened[1]
+
     def forget_key(self, key_id: int) -> None:
         """Device: ``key_id`` was unpaired; a link opened with it is no longer authenticated."""
         if self.link_key_id == key_id:
             self.link_key_id = None
-            self._tx_link = self._next_tx_link = None
+            self._tx_link = None
+        for seq, (held, nonce, _) in list(self._hello_links.items()):
+            if held == key_id:  # a link it opened, not answered yet: no longer signed
+                self._hello_links[seq] = (held, nonce, None)
 
     def _refuse(self, seq: int, error: ErrorCode, now: float, verified: bool) -> None:
         """NAK a frame the link did not accept, leaving the reply cache as it was.

@@ -453,7 +453,8 @@ class Firmware:
 
     def _on_command(self, message: Message, seq: int) -> None:
         if isinstance(message, Hello):
-            self._send(replace(self.capabilities, ref_seq=seq, link_nonce=self.conn.link_nonce))
+            nonce = self.conn.link_nonce_for(seq)
+            self._send(replace(self.capabilities, ref_seq=seq, link_nonce=nonce))
             self._send_status()
             self._send_challenge()
             return

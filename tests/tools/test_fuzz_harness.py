@@ -410,3 +410,29 @@ def test_the_firmware_target_catches_a_paired_device_that_does_not_sign_its_word
     caught = _failures(_paired_seeds())
     assert caught, "no paired seed noticed"
     assert all("is not signed" in text for text in caught), caught
+
+
+def test_two_signed_hellos_in_one_read_are_each_answered_for_their_own_link() -> None:
+    # The fuzzer found it: the firmware answers a read's HELLOs after the whole read,
+    # and the first CAPABILITIES (and the status after it) went out with the second
+    # link's nonce and signed for it, which the first HELLO's controller cannot check.
+    hello = fp.Hello(client_name="fuzz", key_id=FUZZ_KEY_ID)
+    program = (fuzz.FirmwareOps(fuzz.FirmwareOps.PAIRED)
+               .frame(hello, signed=True, hold=True).frame(hello, signed=True).build())  # fmt: skip
+    fuzz.firmware_target(program)  # the checker holds every frame to its own link
+
+    rig = CheckedFirmware(fuzz_config(0), paired=True)
+    wire = b"".join(command_frame(seq, hello, key=FUZZ_KEY, counter=seq).encode()
+                    for seq in (1, 2))  # fmt: skip
+    rig.fw.receive_data(wire, 0.0)
+    sent = fp.FrameDecoder().feed(rig.fw.data_to_send())
+    answers = [(frame, fp.decode_message(frame.msg_type, frame.payload)) for frame in sent]
+    caps = [(f, m) for f, m in answers if isinstance(m, fp.Capabilities)]
+    assert [m.ref_seq for _, m in caps] == [1, 2]
+    nonces = [m.link_nonce for _, m in caps]
+    assert None not in nonces
+    assert nonces[0] != nonces[1]
+    for (frame, message), counter in zip(caps, (1, 2), strict=True):
+        assert message.link_nonce is not None
+        assert frame.verify(FUZZ_KEY, counter.to_bytes(4, "little") + message.link_nonce)
+    assert rig.fw.conn.link_nonce == nonces[1]  # the second HELLO holds the link
