@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .errors import ConfigError, InputError, MassagerError
+from .errors import ConfigError, InputError, LinkError, MassagerError
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -570,6 +570,8 @@ async def stop_or_vent(
         DeviceFault: the massager reports a fault and still holds pressure.
         MassagerError: it still holds pressure after the wait, with no fault to say why.
     """
+    from firmware_protocol import Stop, Vent
+
     from .device import Massager
     from .errors import DeviceFault
     from .keystore import KeyStore, device_name
@@ -578,7 +580,10 @@ async def stop_or_vent(
 
     # sim:// keeps its keys in memory, in this process: nothing local to fail.
     keys = None if isinstance(address, SimAddress) else KeyStore(None)
-    async with Massager.connect(address, keys=keys) as massager:
+    # Sent first as soon as the link is open, and again once the massager answered:
+    # the first reaches it even when its answers cannot come back (SPEC 7.4).
+    first = Stop() if action == "stop" else Vent()
+    async with Massager.connect(address, keys=keys, first=first) as massager:
         await (massager.stop() if action == "stop" else massager.vent())
         if keys is not None and warnings is not None:
             try:
@@ -616,17 +621,17 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
 
     warnings: list[str] = []
     address = _device_to_stop(device, as_json, action, warnings)
-    from .errors import DeviceInUse, LinkError
+    from .errors import DeviceInUse
 
     try:
         status = run_async(lambda: stop_or_vent(address, action, warnings))
     except DeviceInUse as error:
         _warn(warnings)
         raise DeviceInUse(
-            f"{error}. Nothing was sent. Stop the program that holds it: if massager-ctl "
-            "runs a program on it in another terminal, press Ctrl-C there (it vents the "
-            "massager); the daemon: `systemctl --user stop massager-ctl`; a bridge: Ctrl-C "
-            "or SIGTERM. Or press the power button on the massager's remote, which stops "
+            f"{error}. {_what_was_sent(error, action)} Stop the program that holds it: if "
+            "massager-ctl runs a program on it in another terminal, press Ctrl-C there (it "
+            "vents the massager); the daemon: `systemctl --user stop massager-ctl`; a bridge: "
+            "Ctrl-C or SIGTERM. Or press the power button on the massager's remote, which stops "
             "it at once"
         ) from None
     except LinkError as error:
@@ -634,8 +639,8 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
         # A massager has one link: most often a program of ours holds it (until the
         # one holder of issue 20 takes commands from every terminal).
         raise type(error)(
-            f"{error}. Nothing was sent. If massager-ctl runs a program on it in another "
-            "terminal, press Ctrl-C there (it vents the massager); or press the power "
+            f"{error}. {_what_was_sent(error, action)} If massager-ctl runs a program on it in "
+            "another terminal, press Ctrl-C there (it vents the massager); or press the power "
             "button on the massager's remote, which stops it at once"
         ) from None
     except BaseException:
@@ -656,6 +661,23 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
         console().print(stopped_message(action, status), markup=False)
     _warn(warnings)
     return 0
+
+
+def _what_was_sent(error: LinkError, action: str) -> str:
+    """Whether a failed stop or vent went out at all, in words (`LinkError.sent_first`)."""
+    from .errors import DeviceInUse
+
+    if not error.sent_first:
+        return "Nothing was sent."
+    if isinstance(error, DeviceInUse):
+        return (
+            f"The {action} went out on the line, but what holds the line turned this "
+            "controller away, so it most likely did not reach the massager."
+        )
+    return (
+        f"The {action} was sent as soon as the link opened, but no answer came back, so "
+        "whether the massager took it is not known."
+    )
 
 
 def stopped_message(action: str, status: DeviceStatus) -> str:
