@@ -40,9 +40,23 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+SPEEDS = (0.1, 1000.0)
+"""The slowest and the fastest ``--speed``, as `massager-sim serve --speed` takes them."""
+
 DURATION = re.compile(
     r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)(?:min|m))?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
 )
+
+
+class FiniteRange(click.FloatRange):
+    """A `click.FloatRange` that also refuses NaN, which every comparison lets through."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number, if it is a number within the range (NaN is not)."""
+        number = super().convert(value, param, ctx)
+        if number != number:  # NaN, the one float unequal to itself
+            self.fail(f"{value} is not a number", param, ctx)
+        return number
 
 
 def parse_duration(text: str, option: str, *, bare: bool = True) -> float:
@@ -293,7 +307,7 @@ def cli() -> None:
 )
 @click.option(
     "--speed",
-    type=click.FloatRange(min=0.1, max=1000),
+    type=FiniteRange(min=SPEEDS[0], max=SPEEDS[1]),
     help="Run this many times faster than real time: the built-in simulator, or one "
     "served by `massager-sim serve --speed` at the same speed (demo).",
 )
@@ -436,6 +450,12 @@ def check_speed(info: DeviceInfo, speed: float | None, *, doing: str = "start") 
     asked = 1.0 if speed is None else speed
     if served is None or math.isclose(served, asked, rel_tol=1e-5):
         return
+    if not SPEEDS[0] <= served <= SPEEDS[1]:
+        # A damaged or hostile firmware string: no --speed can meet it.
+        raise InputError(
+            f"this simulator announces a speed no controller can keep (firmware "
+            f"{info.firmware}; --speed takes {SPEEDS[0]:g} to {SPEEDS[1]:g}); {nothing}"
+        )
     runs = "real time" if served == 1 else f"{served:g}x real time"
     at = "real time" if asked == 1 else f"{asked:g}x"
     fix = "give no --speed" if served == 1 else f"give --speed {served:g}"
@@ -910,7 +930,7 @@ def reset_message(cleared: tuple[str, ...], status: DeviceStatus) -> str:
 @click.option("--name", help="What the massager calls this controller (default: the host name).")
 @click.option(
     "--speed",
-    type=click.FloatRange(min=0.1, max=1000),
+    type=FiniteRange(min=SPEEDS[0], max=SPEEDS[1]),
     help="Keep time with a simulator served with `massager-sim serve --speed`.",
 )
 @click.option(
