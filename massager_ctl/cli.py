@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .errors import ConfigError, InputError, MassagerError
+from .errors import ConfigError, InputError, LinkError, MassagerError
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -40,9 +40,23 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+SPEEDS = (0.1, 1000.0)
+"""The slowest and the fastest ``--speed``, as `massager-sim serve --speed` takes them."""
+
 DURATION = re.compile(
     r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)(?:min|m))?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
 )
+
+
+class FiniteRange(click.FloatRange):
+    """A `click.FloatRange` that also refuses NaN, which every comparison lets through."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number, if it is a number within the range (NaN is not)."""
+        number = super().convert(value, param, ctx)
+        if number != number:  # NaN, the one float unequal to itself
+            self.fail(f"{value} is not a number", param, ctx)
+        return number
 
 
 def parse_duration(text: str, option: str, *, bare: bool = True) -> float:
@@ -293,7 +307,7 @@ def cli() -> None:
 )
 @click.option(
     "--speed",
-    type=click.FloatRange(min=0.1, max=1000),
+    type=FiniteRange(min=SPEEDS[0], max=SPEEDS[1]),
     help="Run this many times faster than real time: the built-in simulator, or one "
     "served by `massager-sim serve --speed` at the same speed (demo).",
 )
@@ -436,6 +450,12 @@ def check_speed(info: DeviceInfo, speed: float | None, *, doing: str = "start") 
     asked = 1.0 if speed is None else speed
     if served is None or math.isclose(served, asked, rel_tol=1e-5):
         return
+    if not SPEEDS[0] <= served <= SPEEDS[1]:
+        # A damaged or hostile firmware string: no --speed can meet it.
+        raise InputError(
+            f"this simulator announces a speed no controller can keep (firmware "
+            f"{info.firmware}; --speed takes {SPEEDS[0]:g} to {SPEEDS[1]:g}); {nothing}"
+        )
     runs = "real time" if served == 1 else f"{served:g}x real time"
     at = "real time" if asked == 1 else f"{asked:g}x"
     fix = "give no --speed" if served == 1 else f"give --speed {served:g}"
@@ -570,6 +590,8 @@ async def stop_or_vent(
         DeviceFault: the massager reports a fault and still holds pressure.
         MassagerError: it still holds pressure after the wait, with no fault to say why.
     """
+    from firmware_protocol import Stop, Vent
+
     from .device import Massager
     from .errors import DeviceFault
     from .keystore import KeyStore, device_name
@@ -578,7 +600,10 @@ async def stop_or_vent(
 
     # sim:// keeps its keys in memory, in this process: nothing local to fail.
     keys = None if isinstance(address, SimAddress) else KeyStore(None)
-    async with Massager.connect(address, keys=keys) as massager:
+    # Sent first as soon as the link is open, and again once the massager answered:
+    # the first reaches it even when its answers cannot come back (SPEC 7.4).
+    first = Stop() if action == "stop" else Vent()
+    async with Massager.connect(address, keys=keys, first=first) as massager:
         await (massager.stop() if action == "stop" else massager.vent())
         if keys is not None and warnings is not None:
             try:
@@ -616,17 +641,17 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
 
     warnings: list[str] = []
     address = _device_to_stop(device, as_json, action, warnings)
-    from .errors import DeviceInUse, LinkError
+    from .errors import DeviceInUse
 
     try:
         status = run_async(lambda: stop_or_vent(address, action, warnings))
     except DeviceInUse as error:
         _warn(warnings)
         raise DeviceInUse(
-            f"{error}. Nothing was sent. Stop the program that holds it: if massager-ctl "
-            "runs a program on it in another terminal, press Ctrl-C there (it vents the "
-            "massager); the daemon: `systemctl --user stop massager-ctl`; a bridge: Ctrl-C "
-            "or SIGTERM. Or press the power button on the massager's remote, which stops "
+            f"{error}. {_what_was_sent(error, action)} Stop the program that holds it: if "
+            "massager-ctl runs a program on it in another terminal, press Ctrl-C there (it "
+            "vents the massager); the daemon: `systemctl --user stop massager-ctl`; a bridge: "
+            "Ctrl-C or SIGTERM. Or press the power button on the massager's remote, which stops "
             "it at once"
         ) from None
     except LinkError as error:
@@ -634,8 +659,8 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
         # A massager has one link: most often a program of ours holds it (until the
         # one holder of issue 20 takes commands from every terminal).
         raise type(error)(
-            f"{error}. Nothing was sent. If massager-ctl runs a program on it in another "
-            "terminal, press Ctrl-C there (it vents the massager); or press the power "
+            f"{error}. {_what_was_sent(error, action)} If massager-ctl runs a program on it in "
+            "another terminal, press Ctrl-C there (it vents the massager); or press the power "
             "button on the massager's remote, which stops it at once"
         ) from None
     except BaseException:
@@ -656,6 +681,23 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
         console().print(stopped_message(action, status), markup=False)
     _warn(warnings)
     return 0
+
+
+def _what_was_sent(error: LinkError, action: str) -> str:
+    """Whether a failed stop or vent went out at all, in words (`LinkError.sent_first`)."""
+    from .errors import DeviceInUse
+
+    if not error.sent_first:
+        return "Nothing was sent."
+    if isinstance(error, DeviceInUse):
+        return (
+            f"The {action} went out on the line, but what holds the line turned this "
+            "controller away, so it most likely did not reach the massager."
+        )
+    return (
+        f"The {action} was sent as soon as the link opened, but no answer came back, so "
+        "whether the massager took it is not known."
+    )
 
 
 def stopped_message(action: str, status: DeviceStatus) -> str:
@@ -888,7 +930,7 @@ def reset_message(cleared: tuple[str, ...], status: DeviceStatus) -> str:
 @click.option("--name", help="What the massager calls this controller (default: the host name).")
 @click.option(
     "--speed",
-    type=click.FloatRange(min=0.1, max=1000),
+    type=FiniteRange(min=SPEEDS[0], max=SPEEDS[1]),
     help="Keep time with a simulator served with `massager-sim serve --speed`.",
 )
 @click.option(

@@ -239,6 +239,8 @@ class Massager:
         """Why the link is not authenticated, when this controller has a key but it failed."""
         self.key_problem: ConfigError | None = None
         """Why this controller's key for the device cannot be used (the key file), if so."""
+        self.sent_first = False
+        """Whether the STOP or VENT given to `connect` as ``first`` went out."""
 
     # --- lifetime -----------------------------------------------------------------
 
@@ -252,11 +254,16 @@ class Massager:
         timing: Timing | None = None,
         transport: Transport | None = None,
         keys: KeyStore | None = None,
+        first: Stop | Vent | None = None,
     ) -> AsyncIterator[Massager]:
         """Open the link to ``device``, say HELLO, and yield the connected `Massager`.
 
         ``keys`` holds this controller's keys (the user's key file unless given;
         for ``sim://``, keys in memory, since that device lives in this process).
+        ``first``, a STOP or VENT, goes out as soon as the link is open, before the
+        HELLO (a massager takes them from anyone, before HELLO too: SPEC 7.4), so
+        that it reaches the massager even when the handshake then fails; whether it
+        did, `sent_first` says.
 
         Raises:
             DeviceURLError: ``device`` is not a device address.
@@ -287,8 +294,14 @@ class Massager:
         else:
             massager._keys = KeyStore.default()
         massager._reader = asyncio.create_task(massager._read_loop(), name="massager-reader")
+        if first is not None:
+            massager._send_first(first)
         try:
-            await massager._handshake(max(0.0, deadline - loop.time()), timeout_s, address)
+            try:
+                await massager._handshake(max(0.0, deadline - loop.time()), timeout_s, address)
+            except LinkError as error:
+                error.sent_first = massager.sent_first
+                raise
             try:
                 yield massager
             except BaseException:
@@ -302,6 +315,22 @@ class Massager:
             with contextlib.suppress(asyncio.CancelledError):
                 await massager._reader
             await link.close()
+
+    def _send_first(self, message: Stop | Vent) -> None:
+        """Put ``message`` on the wire now, unanswered: the handshake has not begun.
+
+        Its ACK, if one comes, finds no waiter; the caller sends it again over the
+        handshake to have it confirmed.
+        """
+        try:
+            # A 0x00 first, as before a HELLO: it ends whatever noise the device's
+            # buffer holds, so the frame is not glued to it and lost (SPEC 3.2).
+            self.transport.write(b"\x00")
+            self._conn.send(message, self._loop.time())
+        except (TransportClosed, LocalProtocolError):
+            return  # nothing went out; the handshake says why the link failed
+        self._pump()
+        self.sent_first = self._failure is None
 
     async def _handshake(self, left_s: float, timeout_s: float, address: DeviceAddress) -> None:
         try:

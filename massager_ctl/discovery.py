@@ -17,6 +17,7 @@ from serial.tools import list_ports
 
 from .device import Massager
 from .errors import ConnectFailed, MassagerError
+from .printable import printable
 from .urls import BleAddress, SerialAddress, parse_device_url
 
 PROBE_TIMEOUT_S = 2.0
@@ -86,7 +87,9 @@ async def ble_massagers(radio: str | None, *, timeout_s: float) -> list[Found]:
     except ConnectFailed as error:
         url = "ble://" + (f"?hci={radio}" if radio else "")
         return [Found(url=url, kind="ble", description="Bluetooth LE scan", problem=str(error))]
-    return [Found(url=s.url, kind="ble", description=s.name or "", rssi=s.rssi) for s in seen]
+    return [
+        Found(url=s.url, kind="ble", description=printable(s.name or ""), rssi=s.rssi) for s in seen
+    ]
 
 
 async def scan_all(radios: list[str | None], *, timeout_s: float) -> list[Found]:

@@ -75,6 +75,8 @@ class LinkError(MassagerError):
     """The link to the device failed."""
 
     exit_code = 4
+    sent_first = False
+    """Whether a STOP or VENT went out before it failed (`Massager.connect`'s ``first``)."""
 
 
 class ConnectFailed(LinkError):

@@ -29,9 +29,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from .errors import InputError, MassagerError
+from .printable import printable
 
 Ended = Literal["completed", "stopped", "link_lost", "fault", "missed", "other", "unfinished"]
 
@@ -162,6 +163,12 @@ class Rating(BaseModel):
     at: datetime
     score: int
     note: str
+
+    @field_validator("note", mode="after")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # Shown in a terminal and in a spreadsheet: no escape sequence reaches either.
+        return printable(value)
 
 
 def _utc(moment: datetime | None) -> str:

@@ -27,6 +27,8 @@ from firmware_protocol import (
     StatusFlag,
 )
 
+from .printable import printable
+
 State = Literal["idle", "running", "paused", "fault"]
 
 _SPEED = re.compile(r"\+(\d+(?:\.\d+)?)x$")
@@ -95,13 +97,15 @@ class DeviceInfo(_Model):
             )
             for c in caps.chambers
         )
+        # Anyone on an unsigned line can write these: no escape sequence in them
+        # reaches a terminal.
         return cls(
-            model=caps.model,
-            firmware=caps.firmware,
-            serial=caps.serial,
+            model=printable(caps.model),
+            firmware=printable(caps.firmware),
+            serial=printable(caps.serial),
             protocol_version=PROTOCOL_VERSION,
             chambers=chambers,
-            modes={m.name: m.mode for m in caps.modes},
+            modes={printable(m.name): m.mode for m in caps.modes},
             levels=tuple(
                 IntensityLevel(level=lv.level, target_mmhg=lv.target_dmmhg / 10)
                 for lv in caps.levels

@@ -38,6 +38,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from .errors import ProfileError, ProfileNotFound, ProfileRefused
+from .printable import printable
 from .tomlfiles import load_model
 
 if TYPE_CHECKING:
@@ -180,6 +181,12 @@ class Step(_Schema):
     ramp_from: float = Field(0.5, gt=0, le=1, description="starting fraction of the pressures")
     note: str = ""
 
+    @field_validator("note", mode="after")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        # A file may come from anyone: no escape sequence in it reaches a terminal.
+        return printable(value)
+
     @model_validator(mode="after")
     def _mode_or_cycle(self) -> Self:
         if self.cycle is not None:
@@ -279,7 +286,8 @@ class Profile(_Schema):
     @classmethod
     def _reflow(cls, value: object) -> object:
         # TOML multi-line strings keep their line breaks; displays wrap text themselves.
-        return " ".join(value.split()) if isinstance(value, str) else value
+        # A file may come from anyone: no escape sequence in it reaches a terminal.
+        return printable(" ".join(value.split())) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _within_own_limits(self) -> Self:

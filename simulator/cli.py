@@ -17,7 +17,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -42,6 +42,17 @@ from .serve import PtyEndpoint, TcpEndpoint
 
 if TYPE_CHECKING:
     from .ble import BleService
+
+
+class FiniteRange(click.FloatRange):
+    """A `click.FloatRange` that also refuses NaN, which every comparison lets through."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number, if it is a number within the range (NaN is not)."""
+        number = super().convert(value, param, ctx)
+        if number != number:  # NaN, the one float unequal to itself
+            self.fail(f"{value} is not a number", param, ctx)
+        return number
 
 
 def _press(text: str) -> tuple[Button, float]:
@@ -164,13 +175,13 @@ def cli(ctx: click.Context) -> None:
 @cli.command()
 @click.option(
     "--speed",
-    type=click.FloatRange(min=0.1, max=1000),
+    type=FiniteRange(min=0.1, max=1000),
     default=1.0,
     show_default=True,
     help="Run this many times faster than real time.",
 )
 @click.option(
-    "--for", "seconds", type=click.FloatRange(min=0), help="Stop after this many device seconds."
+    "--for", "seconds", type=FiniteRange(min=0), help="Stop after this many device seconds."
 )
 @click.option(
     "--press",
@@ -182,7 +193,7 @@ def cli(ctx: click.Context) -> None:
 @settings_option
 @click.option(
     "--every",
-    type=click.FloatRange(min=0.05),
+    type=FiniteRange(min=0.05),
     default=1.0,
     show_default=True,
     help="Print the state every this many device seconds.",
@@ -315,7 +326,7 @@ def _tcp_address(text: str) -> tuple[str, int]:
 )
 @click.option(
     "--speed",
-    type=click.FloatRange(min=0.1, max=1000),
+    type=FiniteRange(min=0.1, max=1000),
     default=1.0,
     show_default=True,
     help="Run this many times faster than real time; the controller must run at the "
@@ -331,7 +342,7 @@ def _tcp_address(text: str) -> tuple[str, int]:
 @fault_option
 @click.option(
     "--every",
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0),
     default=0.0,
     help="Print the device's state on stderr every this many device seconds (0: never).",
 )

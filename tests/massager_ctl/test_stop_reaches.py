@@ -1,0 +1,103 @@
+"""Stop and vent go out whenever the line can carry them, not only after a handshake.
+
+Found by an attack: on a line that carries the controller's bytes to the massager
+but none back (a broken receive wire, a relay that drops one direction), `stop`
+and `vent` waited for the massager's CAPABILITIES, which never came, and gave up
+saying "Nothing was sent" while a session ran on. SPEC 7.4 has the massager take
+STOP and VENT from anyone, before HELLO too: they now go out first, as soon as
+the link is open, and are then confirmed over the handshake when it can be had.
+
+Real parts: the massager served on a TCP port, a TCP relay in between, and
+massager-ctl's own stop and vent over its socket transport, in real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+
+from firmware_protocol import Button, SessionState
+from massager_ctl.cli import stop_or_vent
+from massager_ctl.errors import ConnectFailed
+from massager_ctl.urls import parse_device_url
+from simulator import DeviceConfig
+from simulator.host import DeviceHost
+from simulator.serve import TcpEndpoint
+
+pytestmark = pytest.mark.looptime(False)
+
+
+class OneWayRelay:
+    """Passes the controller's bytes to the massager, and nothing back."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return f"socket://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, device_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, device_writer]
+        while data := await reader.read(4096):
+            device_writer.write(data)
+        device_writer.close()
+
+
+@contextlib.asynccontextmanager
+async def one_way_device() -> AsyncIterator[tuple[DeviceHost, str]]:
+    host = DeviceHost(DeviceConfig(seed=1))
+    host.start()
+    endpoint = TcpEndpoint(host)
+    await endpoint.open("127.0.0.1", 0)
+    relay = OneWayRelay(int(endpoint.url.rsplit(":", 1)[1]))
+    url = await relay.start()
+    try:
+        yield host, url
+    finally:
+        await relay.stop()
+        await endpoint.close()
+        host.stop()
+
+
+@pytest.mark.parametrize("action", ["stop", "vent"])
+async def test_stop_and_vent_reach_a_massager_whose_answers_do_not_come_back(
+    action: str,
+) -> None:
+    async with one_way_device() as (host, url):
+        host.press(Button.POWER)  # a session started on the remote
+        await asyncio.sleep(0.5)
+        assert host.firmware.state != SessionState.IDLE
+        with pytest.raises(ConnectFailed) as failed:
+            await stop_or_vent(parse_device_url(url), action, [])
+        assert host.firmware.state == SessionState.IDLE
+        assert failed.value.sent_first
+
+
+async def test_a_stop_whose_answer_never_came_does_not_say_nothing_was_sent() -> None:
+    async with one_way_device() as (host, url):
+        host.press(Button.POWER)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "massager_ctl", "stop", "--device", url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+        said = err.decode()
+        assert process.returncode == 4, said
+        assert "Nothing was sent" not in said
+        assert "was sent as soon as the link opened" in said
+        assert "Traceback" not in said
+        assert host.firmware.state == SessionState.IDLE
