@@ -200,9 +200,9 @@ def test_a_start_at_another_speed_than_the_served_simulator_is_refused_naming_bo
     assert "runs at 20x real time, and this start at 10x" in faster.stderr
     assert "give --speed 20" in faster.stderr
     assert plain.returncode == 2, plain.stderr
-    assert "runs at 20x real time, and this start at real time" in plain.stderr
-    [error] = json_lines(plain.stdout)
+    [error] = json_lines(plain.stdout)  # with --json, said once: as JSON
     assert error["kind"] == "error"
+    assert "runs at 20x real time, and this start at real time" in error["message"]
     assert status["status"]["last_end"] == "none"  # nothing was started, no pressure
     assert status["status"]["session_elapsed_s"] == 0
     with serve("--tcp", "127.0.0.1:0") as served:

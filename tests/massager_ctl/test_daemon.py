@@ -344,7 +344,7 @@ async def test_a_profile_the_massager_cannot_run_is_refused_before_the_limits() 
     await until(clock, EVENING.replace(hour=22))
     await running.stop()
     [refused] = running.said("refused")
-    assert "needs intensity 7; the device has 3 levels" in refused.message
+    assert "this massager has no intensity 7; it offers 1, 2, 3" in refused.message
     [_, journaled] = sessions()
     assert (journaled.outcome, journaled.pressure_s) == ("refused", 0)
 

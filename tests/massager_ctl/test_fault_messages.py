@@ -66,7 +66,7 @@ def test_the_command_line_and_the_journal_explain_a_fault() -> None:
     sessions = Journal(journal_file()).sessions()
     assert [s.ended for s in sessions] == ["fault", "fault"]
     assert all(PUMP_SAYS in s.message and CLEAR in s.message for s in sessions)
-    history = json.loads(ctl("history", "--json").stdout)
+    history = json.loads(ctl("history", "--all", "--json").stdout)  # demos: shown when asked
     assert PUMP_SAYS in history["sessions"][-1]["message"]
 
 

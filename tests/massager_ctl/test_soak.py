@@ -124,7 +124,9 @@ async def test_a_night_on_a_bad_link_keeps_every_rule(broker: Broker) -> None:
     short_profile("night", 45)
     rng = random.Random(SEED)
     watch = Watch()
-    address = SimAddress(name="soak")
+    # A firmware of its own, not "sim-...": held to the limits as a real massager is
+    # (a simulator's sessions are demos, which the limits neither refuse nor count).
+    address = SimAddress(name="soak", options={"firmware": "2.1.0"})
     host = simulated_device(address)
     corrupting(host, rng, watch)
     config = host.config
