@@ -304,7 +304,10 @@ class Massager:
                 raise
             try:
                 yield massager
-            except BaseException:
+            except BaseException as error:
+                if isinstance(error, LinkError):
+                    # Also after the handshake: the first went out, whatever failed since.
+                    error.sent_first = error.sent_first or massager.sent_first
                 await massager._leave(emergency=True)
                 raise
             await massager._leave(emergency=False)

@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from firmware_protocol import Button, SessionState
+from firmware_protocol import Button, FrameDecoder, MessageType, SessionState
 from massager_ctl.cli import stop_or_vent
-from massager_ctl.errors import ConnectFailed
+from massager_ctl.errors import ConnectFailed, LinkError
 from massager_ctl.urls import parse_device_url
 from simulator import DeviceConfig
 from simulator.host import DeviceHost
@@ -101,3 +101,49 @@ async def test_a_stop_whose_answer_never_came_does_not_say_nothing_was_sent() ->
         assert "was sent as soon as the link opened" in said
         assert "Traceback" not in said
         assert host.firmware.state == SessionState.IDLE
+
+
+class GoesQuietRelay(OneWayRelay):
+    """Two-way until the massager has answered the HELLO, then nothing comes back."""
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        device_reader, device_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, device_writer]
+        back = asyncio.create_task(self._back(device_reader, writer))
+        self._tasks.add(back)
+        while data := await reader.read(4096):
+            device_writer.write(data)
+        device_writer.close()
+
+    async def _back(self, device: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder, answered = FrameDecoder(), False
+        while data := await device.read(4096):
+            for frame in decoder.feed(data):
+                # A frame a time, as the massager sent them, so none after slips through.
+                writer.write(frame.encode())
+                answered = answered or frame.msg_type == MessageType.CAPABILITIES
+                if answered and frame.msg_type == MessageType.STATUS:
+                    return  # the STATUS after CAPABILITIES went back: nothing more
+
+
+async def test_a_stop_that_went_out_twice_and_got_no_answer_does_not_say_nothing_was_sent() -> None:
+    # Found by attack: only an error of the handshake knew that the first STOP went
+    # out. One after it (the confirmed STOP unanswered, the massager silent) said
+    # "Nothing was sent", though both STOPs had gone out and the massager stopped.
+    host = DeviceHost(DeviceConfig(seed=1))
+    host.start()
+    endpoint = TcpEndpoint(host)
+    await endpoint.open("127.0.0.1", 0)
+    relay = GoesQuietRelay(int(endpoint.url.rsplit(":", 1)[1]))
+    url = await relay.start()
+    try:
+        host.press(Button.POWER)
+        await asyncio.sleep(0.5)
+        with pytest.raises(LinkError) as failed:
+            await stop_or_vent(parse_device_url(url), "stop", [])
+        assert failed.value.sent_first, failed.value
+        assert host.firmware.state == SessionState.IDLE
+    finally:
+        await relay.stop()
+        await endpoint.close()
+        host.stop()
