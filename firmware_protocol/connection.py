@@ -67,8 +67,11 @@ from .messages import (
 )
 
 SEQ_MODULO = 0x10000
-_TxLink = tuple[bytes, bytes] | None
-"""Device: the key and context (HELLO counter and nonce) a link's frames are signed under."""
+_TxLink = tuple[int, bytes, bytes] | None
+"""Device: the key id, key and context (HELLO counter, nonce) a link's frames are signed under."""
+
+_HelloLink = tuple[int | None, bytes | None, _TxLink]
+"""Device: a link a HELLO opened, not answered yet: its key id, nonce and `_TxLink`."""
 
 REPLY_CACHE_SIZE = 8
 CHALLENGES_KEPT = 16
@@ -143,6 +146,12 @@ class Received:
 
     message: Message
     seq: int
+    key_id: int | None = None
+    """Device: the key the frame was signed under, for the link it came on; None if unsigned.
+
+    Taken when the frame is read: a HELLO later in the same read may open another
+    link (under another key, or none) before the firmware acts on it, and an UNPAIR
+    must forget the key that signed it, not the next link's (SPEC 12.4)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,21 +285,22 @@ class Connection:
         """Both roles: the counter of the signed HELLO that opened this link."""
         self._tx_counter = 0
         """Device: the counter of its last signed frame on this link."""
-        self._tx_link: tuple[bytes, bytes] | None = None
-        """Device: the key and context its frames are signed under (SPEC 12.3), or None.
+        self._tx_link: _TxLink = None
+        """Device: the key id, key and context its frames are signed under (SPEC 12.3), or None.
 
         Switched with the CAPABILITIES that opens a link, not with the HELLO: what the
         device still says of the link before (a reply owed to it, the end of its
         session) is signed for that link, whose controller may still be listening."""
-        self._hello_links: OrderedDict[int, tuple[int | None, bytes | None, _TxLink]] = (
-            OrderedDict()
-        )
-        """Device: for each HELLO still to be answered (by seq), its key id, the nonce
-        of the link it opened and what that link's frames are signed under.
+        self._hello_links: OrderedDict[int, deque[_HelloLink]] = OrderedDict()
+        """Device: for each HELLO still to be answered (by seq, oldest first), its key id,
+        the nonce of the link it opened and what that link's frames are signed under.
 
         Two HELLOs in one read open two links, one after the other: the firmware
         answers each after the whole read, and each CAPABILITIES must carry, and be
-        signed for, the link its own HELLO opened, not the last one."""
+        signed for, the link its own HELLO opened, not the last one. Two HELLOs with
+        one seq (two controllers, or one that restarted) are two links too: each seq
+        holds its HELLOs in the order they came, as `_reply_signed` does, and the
+        firmware answers them in that order."""
         self._challenges: OrderedDict[int, float] = OrderedDict()
         """Device: its last challenges, and when each was sent."""
         self._reply_signed: dict[int, deque[bool]] = {}
@@ -641,7 +651,7 @@ class Connection:
             # A new link: our numbering starts again at 1 (SPEC §4) with the answer
             # to its HELLO, after any reply still owed to frames read before it.
             self._tx_seq = 0
-            opened = self._hello_links.pop(message.ref_seq, None)
+            opened = self._opened_by(message.ref_seq, take=True)
             next_link = None if opened is None else opened[2]
         ref: int | None = getattr(message, "ref_seq", None)
         if sign is None:
@@ -769,7 +779,7 @@ class Connection:
         reply to its own frame with that seq (SPEC §12.3).
         """
         self._reply_signed.setdefault(seq, deque()).append(verified)
-        self._events.append(Received(message, seq))
+        self._events.append(Received(message, seq, self.link_key_id if verified else None))
 
     def _proof_of_life(self, frame: Frame, keepalive: KeepAlive, verified: bool) -> None:
         """Feed the watchdog from a KEEPALIVE that answers a recent challenge (SPEC §7.3).
@@ -797,7 +807,7 @@ class Connection:
     def _device_signed(self, frame: Frame) -> Frame:
         """``frame`` signed by the device for its link, with its next counter."""
         assert self._tx_link is not None
-        key, context = self._tx_link
+        _, key, context = self._tx_link
         self._tx_counter += 1
         return frame.signed(key, self._tx_counter, context)
 
@@ -815,10 +825,12 @@ class Connection:
                 counter == self._hello_counter
                 and self.state == LinkState.READY
                 and frame.seq == self._accepted_seq
+                and pairing.key_id == self.link_key_id
             ):
                 # The same HELLO again (its CAPABILITIES was lost, or is on its way when
                 # both copies came in one read): answer it again, or let the answer
-                # come. The counter check below would call it a replay.
+                # come. The counter check below would call it a replay. Under the same
+                # key: another key's HELLO with that seq and counter opens its own link.
                 self.stats.duplicates += 1
                 if frame.seq in self._replies:
                     self._send_again(frame.seq, now)
@@ -847,8 +859,8 @@ class Connection:
         if key_id is not None and self.pairings is not None:
             pairing = self.pairings.get(key_id)
             assert pairing is not None
-            tx_link = (pairing.key, self._device_context())
-        self._hello_links[frame.seq] = (key_id, self.link_nonce, tx_link)
+            tx_link = (key_id, pairing.key, self._device_context())
+        self._hello_links.setdefault(frame.seq, deque()).append((key_id, self.link_nonce, tx_link))
         self._hello_links.move_to_end(frame.seq)
         while len(self._hello_links) > REPLY_CACHE_SIZE:
             self._hello_links.popitem(last=False)
@@ -885,17 +897,41 @@ class Connection:
         That of the link this HELLO opened, which is not the present one when
         another HELLO came after it in the same read.
         """
-        opened = self._hello_links.get(hello_seq)
-        return self.link_nonce if opened is None else opened[1]
+        opened = self._opened_by(hello_seq, take=False)
+        return None if opened is None else opened[1]
+
+    def _opened_by(self, hello_seq: int, *, take: bool) -> _HelloLink | None:
+        """Device: the oldest link the HELLO ``hello_seq`` opened and is not answered; ``take`` it.
+
+        None when no such HELLO is waiting (more came in one read than are kept):
+        its CAPABILITIES then goes out unsigned and without a nonce, which a
+        controller takes for an unauthenticated link, never for another's.
+        """
+        links = self._hello_links.get(hello_seq)
+        if not links:
+            return None
+        if not take:
+            return links[0]
+        opened = links.popleft()
+        if not links:
+            del self._hello_links[hello_seq]
+        return opened
 
     def forget_key(self, key_id: int) -> None:
-        """Device: ``key_id`` was unpaired; a link opened with it is no longer authenticated."""
+        """Device: ``key_id`` was unpaired; nothing more is signed under it (SPEC 12.4).
+
+        Neither the present link, nor the link the device still signs for (the
+        UNPAIR's may be the link before, when a HELLO came in the same read), nor
+        a link a HELLO opened with it and whose CAPABILITIES has not gone out.
+        """
         if self.link_key_id == key_id:
             self.link_key_id = None
+        if self._tx_link is not None and self._tx_link[0] == key_id:
             self._tx_link = None
-        for seq, (held, nonce, _) in list(self._hello_links.items()):
-            if held == key_id:  # a link it opened, not answered yet: no longer signed
-                self._hello_links[seq] = (held, nonce, None)
+        for links in self._hello_links.values():
+            for i, (held, _, _) in enumerate(links):
+                if held == key_id:  # opened with it, not answered yet: unauthenticated now
+                    links[i] = (None, None, None)
 
     def _refuse(self, seq: int, error: ErrorCode, now: float, verified: bool) -> None:
         """NAK a frame the link did not accept, leaving the reply cache as it was.

@@ -577,14 +577,18 @@ VENT_WAIT_S = 15.0
 
 
 async def stop_or_vent(
-    address: DeviceAddress, action: str, warnings: list[str] | None = None
+    address: DeviceAddress,
+    action: str,
+    warnings: list[str] | None = None,
+    went_out: list[bool] | None = None,
 ) -> DeviceStatus:
     """Send STOP or VENT and wait (bounded) until the chambers are empty.
 
     Neither needs a key (SPEC §7.4), so the key file is not even opened until they
     have gone out: a file that is damaged, or locked by a program that hangs, can
     neither stop nor delay them. Then the file is checked, and what is wrong with
-    it is added to ``warnings``.
+    it is added to ``warnings``. ``went_out`` gets True as soon as the first STOP
+    or VENT is on the line (a Ctrl-C after it can no longer call it back).
 
     Raises:
         DeviceFault: the massager reports a fault and still holds pressure.
@@ -603,7 +607,8 @@ async def stop_or_vent(
     # Sent first as soon as the link is open, and again once the massager answered:
     # the first reaches it even when its answers cannot come back (SPEC 7.4).
     first = Stop() if action == "stop" else Vent()
-    async with Massager.connect(address, keys=keys, first=first) as massager:
+    on_first = None if went_out is None else (lambda: went_out.append(True))
+    async with Massager.connect(address, keys=keys, first=first, on_first=on_first) as massager:
         await (massager.stop() if action == "stop" else massager.vent())
         if keys is not None and warnings is not None:
             try:
@@ -643,8 +648,22 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
     address = _device_to_stop(device, as_json, action, warnings)
     from .errors import DeviceInUse
 
+    went_out: list[bool] = []
     try:
-        status = run_async(lambda: stop_or_vent(address, action, warnings))
+        status = run_async(lambda: stop_or_vent(address, action, warnings, went_out))
+    except KeyboardInterrupt:
+        # Ctrl-C while it waited: say whether the stop or vent had already gone out
+        # (it cannot be called back), instead of ending with no word at all.
+        if went_out:
+            said = (
+                f"{action}: interrupted; the {action} had gone out as the link opened, but "
+                "it was not confirmed, so whether the massager took it is not known"
+            )
+        else:
+            said = f"{action}: interrupted before the link opened; nothing was sent"
+        sys.stderr.write(said + "\n")
+        _warn(warnings)
+        raise
     except DeviceInUse as error:
         _warn(warnings)
         raise DeviceInUse(

@@ -255,6 +255,7 @@ class Massager:
         transport: Transport | None = None,
         keys: KeyStore | None = None,
         first: Stop | Vent | None = None,
+        on_first: Callable[[], None] | None = None,
     ) -> AsyncIterator[Massager]:
         """Open the link to ``device``, say HELLO, and yield the connected `Massager`.
 
@@ -263,7 +264,8 @@ class Massager:
         ``first``, a STOP or VENT, goes out as soon as the link is open, before the
         HELLO (a massager takes them from anyone, before HELLO too: SPEC 7.4), so
         that it reaches the massager even when the handshake then fails; whether it
-        did, `sent_first` says.
+        did, `sent_first` says, and ``on_first`` is called as soon as it did (for a
+        caller that is cancelled before this yields, and must still say so).
 
         Raises:
             DeviceURLError: ``device`` is not a device address.
@@ -296,6 +298,8 @@ class Massager:
         massager._reader = asyncio.create_task(massager._read_loop(), name="massager-reader")
         if first is not None:
             massager._send_first(first)
+            if massager.sent_first and on_first is not None:
+                on_first()
         try:
             try:
                 await massager._handshake(max(0.0, deadline - loop.time()), timeout_s, address)
@@ -304,7 +308,10 @@ class Massager:
                 raise
             try:
                 yield massager
-            except BaseException:
+            except BaseException as error:
+                if isinstance(error, LinkError):
+                    # Also after the handshake: the first went out, whatever failed since.
+                    error.sent_first = error.sent_first or massager.sent_first
                 await massager._leave(emergency=True)
                 raise
             await massager._leave(emergency=False)

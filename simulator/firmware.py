@@ -445,13 +445,13 @@ class Firmware:
     def _handle_link_events(self) -> None:
         for event in self.conn.events():
             if isinstance(event, Received):
-                self._on_command(event.message, event.seq)
+                self._on_command(event.message, event.seq, event.key_id)
             elif isinstance(event, LinkLost):
                 session = self.session
                 if session is not None and session.source == StartSource.LINK:
                     self._trigger(Trigger.LINK_LOST)
 
-    def _on_command(self, message: Message, seq: int) -> None:
+    def _on_command(self, message: Message, seq: int, key_id: int | None = None) -> None:
         if isinstance(message, Hello):
             nonce = self.conn.link_nonce_for(seq)
             self._send(replace(self.capabilities, ref_seq=seq, link_nonce=nonce))
@@ -466,9 +466,10 @@ class Firmware:
             self._pair(message, seq)
             return
         if isinstance(message, Unpair):
-            # The ACK first: the last frame signed under the key (SPEC 12.4).
+            # The ACK first: the last frame signed under the key (SPEC 12.4). The key
+            # that signed the UNPAIR, not the present link's: a HELLO in the same read
+            # may have opened another link since, with another key or none.
             self._send(Ack(seq))
-            key_id = self.conn.link_key_id
             if key_id is not None:
                 self.memory.pairings.remove(key_id)
                 self.conn.forget_key(key_id)

@@ -467,9 +467,10 @@ class CheckedFirmware:
         """The key and context the device must sign its own frames under, on a link opened
         with a held key (from the HELLO's counter and the CAPABILITIES' nonce)."""
         self._device_counter = 0
-        self._hellos: dict[int, Frame] = {}
+        self._hellos: dict[int, list[Frame]] = {}
+        """The signed HELLO frames of the current read, by seq and in order: what a
+        CAPABILITIES answers (two HELLOs with one seq open two links, SPEC 12.3)."""
         self._unpairs: set[int] = set()
-        """The signed HELLO frames of the current read, by seq: what a CAPABILITIES answers."""
         """The device's last challenges (its uptime in ms), oldest first, and when each was sent."""
         """When the last frame signed under a held key with a fresh counter arrived: an
         authenticated link's watchdog is fed by nothing else (SPEC 12.3)."""
@@ -569,9 +570,10 @@ class CheckedFirmware:
         held, link_key, nonce_before = self._counters, fw.conn.link_key_id, fw.conn.link_nonce
         tx_known = self._tx_next is not None
         decoded_before = fw.conn.stats.frames
-        self._hellos = {
-            f.seq: f for f in frames if f.msg_type == MessageType.HELLO and f.auth is not None
-        }
+        self._hellos = {}
+        for f in frames:
+            if f.msg_type == MessageType.HELLO and f.auth is not None:
+                self._hellos.setdefault(f.seq, []).append(f)
         self._unpairs = {
             f.seq for f in frames if f.msg_type == MessageType.UNPAIR and f.auth is not None
         }
@@ -590,6 +592,14 @@ class CheckedFirmware:
         must, may = self._follow_link(frames)
         sent = self._drain()
         self._uncached_here = set()
+        answers = [s.message for s in sent if isinstance(s.message, Capabilities)]
+        if answers and fw.conn.link_key_id is not None and fw.conn.device_signs:
+            # SPEC 12.3: the link that remains is the last HELLO's, and what the device
+            # says on it from now on is signed for it, from its CAPABILITIES on.
+            assert answers[-1].link_nonce == fw.conn.link_nonce, (
+                "the last CAPABILITIES is not the link's"
+            )
+            assert self._device_link is not None, "an authenticated link opened unsigned"
         replies = Counter(_ref_seq(s.message) for s in sent if s.frame.msg_type in REPLY_TYPES)
         # At most one reply to every command frame, and one to every request (SPEC 4).
         assert not replies - may, f"replies to {dict(replies)}, at most {dict(may)}"
@@ -603,6 +613,13 @@ class CheckedFirmware:
                              strict=True)
         ]  # fmt: skip
         authentic = [f for f, ids in zip(frames, signers, strict=True) if ids]
+        for f, ids in zip(frames, signers, strict=True):
+            acked = any(isinstance(s.message, Ack) and s.message.ref_seq == f.seq and s.frame.auth
+                        for s in sent)  # fmt: skip
+            if f.msg_type == MessageType.UNPAIR and ids and acked:
+                # SPEC 12.4: the key that signed an UNPAIR the device took is forgotten,
+                # whatever link a HELLO in the same read opened since.
+                assert not ids & self._paired_ids(), f"keys {ids} still held after their UNPAIR"
         if any(f.msg_type == MessageType.HELLO for f in authentic):
             self._signed_rx = self.now  # a link opened: its watchdog starts now
         self._note_signed_keepalives(authentic, None)
@@ -690,19 +707,36 @@ class CheckedFirmware:
             if self._signed_rx is None or issued > self._signed_rx:
                 self._signed_rx = issued
 
-    def _signed_link(self, capabilities: Capabilities) -> tuple[bytes, bytes] | None:
-        """The key and context of a link that ``capabilities`` opens with a nonce, if any."""
+    def _signed_link(self, frame: Frame, capabilities: Capabilities) -> tuple[bytes, bytes] | None:
+        """The key and context of a link that ``capabilities`` opens with a nonce, if any.
+
+        SPEC 12.3: each CAPABILITIES is signed for the link its own HELLO opened; the
+        HELLOs of one seq in a read are answered in the order they came (one refused,
+        or a copy of the one before, gets none), so each is matched to the first
+        of them it is signed for, and those before it are done with.
+        """
         nonce = capabilities.link_nonce
-        hello = self._hellos.get(capabilities.ref_seq)
-        if nonce is None or hello is None or hello.auth is None:
+        hellos = self._hellos.get(capabilities.ref_seq)
+        if nonce is None or not hellos:
             return None if nonce is None else self._device_link  # sent again: the same link
-        message = _decoded(hello)
-        assert isinstance(message, Hello)
-        key = self._held_key(message.key_id)
-        if key is None:
-            return None
-        self._device_counter = 0
-        return key, hello.auth.counter.to_bytes(4, "little") + nonce
+        held = False
+        for i, hello in enumerate(hellos):
+            message = _decoded(hello)
+            assert isinstance(message, Hello)
+            assert hello.auth is not None
+            key = self._held_key(message.key_id)
+            if key is None:
+                continue
+            held = True
+            context = hello.auth.counter.to_bytes(4, "little") + nonce
+            if frame.verify(key, context):
+                del hellos[:i]  # this HELLO may be answered again (a copy of it later)
+                self._device_counter = 0
+                return key, context
+        assert not held, (
+            f"CAPABILITIES {capabilities.ref_seq} is not signed for its own HELLO's link"
+        )
+        return None
 
     def _held_key(self, key_id: int | None) -> bytes | None:
         for held_id, (key, _) in self._counters.items():
@@ -1035,7 +1069,7 @@ class CheckedFirmware:
                 # New or sent again, it is the present link's: the device forgets its
                 # replies at every HELLO.
                 self.link_nonce = message.link_nonce
-                self._device_link = self._signed_link(message)
+                self._device_link = self._signed_link(frame, message)
             elif self._device_link is not None and frame.msg_type not in REPLY_TYPES:
                 # SPEC 12.3: on an authenticated link the device signs what it says of
                 # itself, for that link, with a counter of its own that only goes up.

@@ -436,3 +436,142 @@ def test_two_signed_hellos_in_one_read_are_each_answered_for_their_own_link() ->
         assert message.link_nonce is not None
         assert frame.verify(FUZZ_KEY, counter.to_bytes(4, "little") + message.link_nonce)
     assert rig.fw.conn.link_nonce == nonces[1]  # the second HELLO holds the link
+
+
+def _caught(program: bytes) -> str | None:
+    try:
+        fuzz.firmware_target(program)
+    except AssertionError as error:
+        return str(error)
+    return None
+
+
+def test_two_hellos_with_one_seq_in_one_read_are_each_answered_for_their_own_link() -> None:
+    # Found by attack: the links were kept by seq, one each, so the second HELLO's link
+    # took the first's place. The first CAPABILITIES went out signed for the second
+    # link, the second unsigned, and from then on the device signed nothing on a link
+    # authenticated with a key. Two controllers both starting at seq 1, or a restart.
+    hello = fp.Hello(client_name="fuzz", key_id=FUZZ_KEY_ID)
+    ops = fuzz.FirmwareOps
+    two_signed = (ops(ops.PAIRED).frame(hello, signed=True, seq=1, hold=True)
+                  .frame(hello, signed=True, seq=1).frame(fp.GetStatus(), signed=True))  # fmt: skip
+    plain = fp.Hello(client_name="other")
+    plain_then_signed = (ops(ops.PAIRED).frame(plain, seq=1, hold=True)
+                         .frame(hello, signed=True, seq=1)
+                         .frame(fp.GetStatus(), signed=True))  # fmt: skip
+    for program in (two_signed.build(), plain_then_signed.build()):
+        assert _caught(program) is None
+
+    rig = CheckedFirmware(fuzz_config(0), paired=True)
+    wire = b"".join(command_frame(1, hello, key=FUZZ_KEY, counter=counter).encode()
+                    for counter in (10, 11))  # fmt: skip
+    rig.fw.receive_data(wire, 0.0)
+    sent = fp.FrameDecoder().feed(rig.fw.data_to_send())
+    caps = [(f, fp.decode_message(f.msg_type, f.payload)) for f in sent
+            if f.msg_type == fp.MessageType.CAPABILITIES]  # fmt: skip
+    assert len(caps) == 2
+    for (frame, message), counter in zip(caps, (10, 11), strict=True):
+        assert isinstance(message, fp.Capabilities)
+        assert message.link_nonce is not None
+        assert frame.verify(FUZZ_KEY, counter.to_bytes(4, "little") + message.link_nonce)
+    assert rig.fw.conn.link_nonce == caps[1][1].link_nonce
+    # What the device says on the link that remains is signed for it.
+    status = sent[-2]
+    assert status.msg_type == fp.MessageType.STATUS
+    assert status.verify(FUZZ_KEY, (11).to_bytes(4, "little") + rig.fw.conn.link_nonce)
+
+
+def test_the_checker_catches_hellos_of_one_seq_answered_for_one_link(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The rule bites: a device that keeps one link per seq (as before) is caught.
+    def one_per_seq(self: Connection, hello_seq: int, *, take: bool) -> object:
+        links = self._hello_links.pop(hello_seq, None) if take else self._hello_links.get(hello_seq)
+        return links[-1] if links else None
+
+    monkeypatch.setattr(Connection, "_opened_by", one_per_seq)
+    hello = fp.Hello(client_name="fuzz", key_id=FUZZ_KEY_ID)
+    ops = fuzz.FirmwareOps
+    program = (ops(ops.PAIRED).frame(hello, signed=True, seq=1, hold=True)
+               .frame(hello, signed=True, seq=1).build())  # fmt: skip
+    caught = _caught(program)
+    assert caught is not None
+    assert "the last CAPABILITIES is not the link's" in caught, caught
+
+
+def test_an_unpair_forgets_its_own_key_though_a_hello_follows_in_its_read() -> None:
+    # Found by attack: the firmware forgot the key of the link present when it acted
+    # on the UNPAIR, after the whole read. A plain HELLO in the same read left the
+    # UNPAIR's key paired (answered with a signed ACK: the controller forgot it, the
+    # massager did not); another controller's signed HELLO had that key unpaired.
+    hello = fp.Hello(client_name="fuzz", key_id=FUZZ_KEY_ID)
+    ops = fuzz.FirmwareOps
+    program = (ops(ops.PAIRED).frame(hello, signed=True)
+               .frame(fp.Unpair(), signed=True, hold=True)
+               .frame(fp.Hello(client_name="other")).build())  # fmt: skip
+    assert _caught(program) is None
+
+    key_b = bytes(range(100, 132))
+    rig = CheckedFirmware(fuzz_config(0), paired=True)
+    fw = rig.fw
+    other = fw.memory.pairings.add("other", key_b)
+    fw.receive_data(command_frame(1, hello, key=FUZZ_KEY, counter=10).encode(), 0.0)
+    caps = [fp.decode_message(f.msg_type, f.payload) for f in fp.FrameDecoder().feed(
+        fw.data_to_send()) if f.msg_type == fp.MessageType.CAPABILITIES]  # fmt: skip
+    assert isinstance(caps[0], fp.Capabilities)
+    assert caps[0].link_nonce is not None
+    unpair = command_frame(2, fp.Unpair(), key=FUZZ_KEY, counter=11, nonce=caps[0].link_nonce)
+    other_hello = command_frame(1, fp.Hello(client_name="b", key_id=other), key=key_b, counter=5)
+    fw.receive_data(unpair.encode() + other_hello.encode() + command_frame(3, fp.GetStatus(),
+                    key=FUZZ_KEY, counter=12, nonce=caps[0].link_nonce).encode(), 0.1)  # fmt: skip
+    assert [p.key_id for p in fw.memory.pairings] == [other]
+    assert fw.conn.link_key_id == other
+    # Nothing after the UNPAIR's ACK is signed under its key, the next link's words are.
+    after_ack = False
+    for frame in fp.FrameDecoder().feed(fw.data_to_send()):
+        message = fp.decode_message(frame.msg_type, frame.payload)
+        if after_ack and frame.auth is not None:
+            assert not any(frame.verify(FUZZ_KEY, (10).to_bytes(4, "little") + n)
+                           for n in (caps[0].link_nonce,)), message  # fmt: skip
+        after_ack = after_ack or message == fp.Ack(2)
+
+
+def test_the_checker_catches_an_unpair_that_forgets_the_next_links_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = Firmware._on_command
+
+    def present_key(self: Firmware, message: fp.Message, seq: int, key_id: int | None) -> None:
+        original(self, message, seq, self.conn.link_key_id)  # the bug: the present link's key
+
+    monkeypatch.setattr(Firmware, "_on_command", present_key)
+    hello = fp.Hello(client_name="fuzz", key_id=FUZZ_KEY_ID)
+    ops = fuzz.FirmwareOps
+    program = (ops(ops.PAIRED).frame(hello, signed=True)
+               .frame(fp.Unpair(), signed=True, hold=True)
+               .frame(fp.Hello(client_name="other")).build())  # fmt: skip
+    caught = _caught(program)
+    assert caught is not None
+    assert "still held after their UNPAIR" in caught, caught
+
+
+def test_a_hello_under_another_key_with_the_same_seq_and_counter_is_no_resend() -> None:
+    # Found by attack: taken for the first HELLO sent again, it was swallowed (or
+    # answered with the other link's CAPABILITIES), and its controller never got a link.
+    key_b = bytes(range(100, 132))
+    rig = CheckedFirmware(fuzz_config(0), paired=True)
+    fw = rig.fw
+    other = fw.memory.pairings.add("other", key_b)
+    hello_a = command_frame(1, fp.Hello(client_name="a", key_id=FUZZ_KEY_ID), key=FUZZ_KEY,
+                            counter=10)  # fmt: skip
+    hello_b = command_frame(1, fp.Hello(client_name="b", key_id=other), key=key_b, counter=10)
+    fw.receive_data(hello_a.encode() + hello_b.encode(), 0.0)
+    assert fw.conn.link_key_id == other
+    sent = fp.FrameDecoder().feed(fw.data_to_send())
+    caps = [(f, fp.decode_message(f.msg_type, f.payload)) for f in sent
+            if f.msg_type == fp.MessageType.CAPABILITIES]  # fmt: skip
+    assert len(caps) == 2
+    for (frame, message), key in zip(caps, (FUZZ_KEY, key_b), strict=True):
+        assert isinstance(message, fp.Capabilities)
+        assert message.link_nonce is not None
+        assert frame.verify(key, (10).to_bytes(4, "little") + message.link_nonce)
