@@ -10,7 +10,7 @@ test bench. SPEC.md next to this file is the normative description.
 >>> seq = controller.send(Hello("docs"), now=0.0)
 >>> device.receive_data(controller.data_to_send(), now=0.0)
 >>> device.next_event()
-Received(message=Hello(client_name='docs', key_id=None), seq=1)
+Received(message=Hello(client_name='docs', key_id=None), seq=1, key_id=None)
 """
 
 from .auth import AUTHENTICATED, Pairing, PairingTable, Signer
