@@ -9,13 +9,30 @@ reports. The baseline: the firmware alone running a 45-minute session, no link.
 
 from __future__ import annotations
 
+import itertools
 import time
 import tracemalloc
 from collections.abc import Callable
 
 import looptime
 
-from firmware_protocol import Button, Connection, EndReason, Hello, Role, Start, Stop
+from firmware_protocol import (
+    Ack,
+    Button,
+    Capabilities,
+    Connection,
+    EndReason,
+    Event,
+    Hello,
+    LinkLost,
+    PeerSilent,
+    Replied,
+    RequestFailed,
+    Role,
+    Signer,
+    Start,
+    Stop,
+)
 from massager_ctl.device import Massager
 from massager_ctl.profiles import find_profile
 from massager_ctl.programs import run_program
@@ -40,19 +57,35 @@ def full_stack() -> None:
 
 
 def firmware_and_bare_link() -> None:
-    """The same steps sent by a bare protocol Connection straight into the firmware."""
+    """The same steps sent by a bare protocol Connection straight into the firmware.
+
+    Paired, as the full stack is: the firmware takes a START only signed, and an
+    unpaired link here ran no session at all (every START refused), which measured
+    nothing. Every step's START must be taken and the pump must run the program.
+    """
     profile = find_profile(PROFILE)
     firmware = Firmware(DeviceConfig(seed=1), now=0.0)
-    controller = Connection(Role.CONTROLLER)
+    key = bytes(range(32))  # a fixed key: the bench keeps no secret
+    counters = itertools.count(1)
+    signer = Signer(firmware.memory.pairings.add("bench", key), key, lambda: next(counters))
+    controller = Connection(Role.CONTROLLER, signer=signer)
     now = 0.0
+    refused: list[Event] = []
 
     def exchange() -> None:
         firmware.receive_data(controller.data_to_send(), now)
         controller.receive_data(firmware.data_to_send(), now)
-        controller.events()
+        for event in controller.events():
+            # A refusal, a timeout or a lost link: the program did not run as sent.
+            failed = isinstance(event, LinkLost | PeerSilent | RequestFailed)
+            if failed or (
+                isinstance(event, Replied) and not isinstance(event.reply, Ack | Capabilities)
+            ):
+                refused.append(event)
 
     controller.send(Hello("bench"), now)
     exchange()
+    assert controller.link_key_id == signer.key_id, "the bare link is not authenticated"
     modes = {"wave": 1, "pulse": 2}
     for step in profile.steps:
         assert step.mode is not None
@@ -60,13 +93,19 @@ def firmware_and_bare_link() -> None:
         controller.send(Start(modes[step.mode], step.intensity, round(step.seconds) + 5), now)
         exchange()
         end = now + step.seconds
-        while now < end:  # keepalives and status reports as the real link has them
-            now = min(end, controller.get_timer() or end)
+        while now < end:  # keepalives, challenges and status reports as the real link has them
+            # The next moment either side has work: the firmware's challenges must be
+            # answered as they come, as the full stack answers them.
+            due = [t for t in (controller.get_timer(), firmware.next_deadline()) if t is not None]
+            now = max(now, min([end, *due]))
             firmware.advance(now)
             controller.handle_timer(now)
             exchange()
     controller.send(Stop(), now)
     exchange()
+    assert not refused, f"the bare link's program did not run: {refused[:3]}"
+    program_s = sum(step.seconds for step in profile.steps)
+    assert firmware.plant.pump_seconds > 0.05 * program_s, "the pump never ran"
 
 
 def firmware_alone() -> None:
@@ -100,7 +139,7 @@ def measure(repeat: int) -> list[Row]:
     return [
         Row("45-minute program in virtual time, full stack", stack, "s",
             alone, "the simulated firmware alone, no link"),
-        Row("45-minute program, firmware + bare protocol link", link, "s",
+        Row("45-minute program, firmware + bare protocol link (paired)", link, "s",
             alone, "the simulated firmware alone, no link"),
         Row("45-minute program in virtual time, peak traced memory",
             peak_memory(full_stack) / mib, "MiB",

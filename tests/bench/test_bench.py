@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,19 @@ def test_a_cold_start_run_that_failed_or_printed_the_wrong_thing_is_refused(
 ) -> None:
     with pytest.raises(coldstart.WorkloadFailed, match="probe exited"):
         coldstart.run(probe(code), coldstart.environment(tmp_path))
+
+
+def test_the_bare_link_row_fails_when_its_program_does_not_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Signed with a key the firmware does not hold, every START is refused and the
+    # pump never runs: the row measured nothing so before it checked its own work.
+    from bench import program
+    from firmware_protocol import Signer
+
+    def a_stranger(key_id: int, key: bytes, next_counter: Callable[[], int]) -> Signer:
+        return Signer(key_id, bytes(32), next_counter)
+
+    monkeypatch.setattr(program, "Signer", a_stranger)
+    with pytest.raises(AssertionError, match="not authenticated"):
+        program.firmware_and_bare_link()
