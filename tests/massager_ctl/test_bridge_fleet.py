@@ -206,9 +206,12 @@ async def test_the_daemon_hosts_the_bridge_a_scheduled_program_shows_and_stops_o
             )
             answer = await seen.wait(f"{state}/response", lambda p: p.get("id") == "i")
             assert answer["ok"] is True, answer
-            await mosquitto_pub(broker, commands, '{"action": "stop"}')
+            await mosquitto_pub(broker, commands, '{"action": "stop", "id": "s"}')
+            stopped = await seen.wait(f"{state}/response", lambda p: p.get("id") == "s")
+            assert stopped["ok"] is True, stopped
             await seen.wait(state, lambda p: p["state"] == "idle" and p["program"] is None)
-            # The bridge watches the massager again.
+            # The bridge watches the massager again once the stop is answered (an idle
+            # state can come first, while the program still confirms the vent).
             await mosquitto_pub(broker, commands, '{"action": "intensity", "intensity": 3}')
             await seen.wait(state, lambda p: p["intensity"] == 3)
         finally:
