@@ -779,10 +779,13 @@ class Massager:
             self._fail(LinkLost(f"the link reader failed: {error!r}"))
 
     def _on_timer(self) -> None:
+        woken_for = self._timer_at
         self._timer = self._timer_at = None
         if self._failure is None:
             self._sign_ahead(vent=True)  # a keepalive may be due
-            self._conn.handle_timer(self._loop.time())
+            # The loop may fire a clock tick before the deadline: do what woke us, now.
+            now = self._loop.time()
+            self._conn.handle_timer(now if woken_for is None else max(now, woken_for))
             self._pump()
 
     def _sign_ahead(self, *, vent: bool) -> ConfigError | None:

@@ -113,10 +113,15 @@ class DeviceHost:
             self._wake()
 
     def _on_timer(self) -> None:
+        woken_for = self._timer_at
         self._timer = self._timer_at = None
         if self._firmware is None or self._loop is None:
             return
-        self._firmware.advance(self._loop.time())
+        # The loop fires a timer up to one clock tick before its float deadline (looptime
+        # counts whole microseconds). Run to the moment it woke us for, or the firmware
+        # finds nothing due, asks again, and the loop wakes twice for one deadline.
+        now = self._loop.time()
+        self._firmware.advance(now if woken_for is None else max(now, woken_for))
         self._wake()
 
     def _wake(self) -> None:

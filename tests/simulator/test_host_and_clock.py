@@ -68,3 +68,39 @@ def test_scaled_loop_runs_faster_and_keeps_timer_order() -> None:
 def test_scaled_loop_rejects_a_silly_speed() -> None:
     with pytest.raises(ValueError, match="positive"):
         ScaledTimeLoop(0)
+
+
+async def test_every_timer_wake_does_the_work_it_was_armed_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # looptime counts whole microseconds and the loop fires a timer up to one tick
+    # before its float deadline. A side that then ran only to the loop's time found
+    # nothing due and asked the loop again: two wakes for one deadline, 19,000 of
+    # them in a 45-minute program. Each wake must now reach its deadline.
+    from massager_ctl.device import Massager
+
+    empty: list[str] = []
+    host_on_timer, massager_on_timer = DeviceHost._on_timer, Massager._on_timer
+
+    def host_wake(host: DeviceHost) -> None:
+        armed_for = host.firmware.next_deadline()
+        host_on_timer(host)
+        if host.running and host.firmware.now < armed_for:
+            empty.append(f"device at {host.firmware.now!r} for {armed_for!r}")
+
+    def massager_wake(massager: Massager) -> None:
+        armed_for = massager._conn.get_timer()
+        massager_on_timer(massager)
+        after = massager._conn.get_timer()
+        if armed_for is not None and after is not None and after <= armed_for:
+            empty.append(f"controller for {armed_for!r}, next {after!r}")
+
+    monkeypatch.setattr(DeviceHost, "_on_timer", host_wake)
+    monkeypatch.setattr(Massager, "_on_timer", massager_wake)
+    async with Massager.connect("sim://wakes?seed=1") as massager:
+        await massager.start("wave", 2, duration_s=120)
+        await asyncio.sleep(90)
+        status = await massager.refresh()
+        assert status.state == "running"
+        await massager.stop()
+    assert empty == []
