@@ -360,18 +360,22 @@ class Connection:
 
     def get_timer(self) -> float | None:
         """When `handle_timer` must next be called, or None if nothing is timed."""
-        times: list[float] = []
+        # Asked after every frame and every wake on both sides: no list is built.
         if self.role == Role.DEVICE:
             if self.state == LinkState.READY and self._last_rx is not None:
-                times.append(self._last_rx + self.timing.watchdog_s)
-        else:
-            times.extend(p.deadline for p in self._pending.values())
-            if self._next_keepalive is not None and self.state == LinkState.READY:
-                times.append(self._next_keepalive)
-            silent_at = self._silent_at()
-            if silent_at is not None:
-                times.append(silent_at)
-        return min(times) if times else None
+                return self._last_rx + self.timing.watchdog_s
+            return None
+        due: float | None = None
+        for pending in self._pending.values():
+            if due is None or pending.deadline < due:
+                due = pending.deadline
+        keepalive = self._next_keepalive if self.state == LinkState.READY else None
+        if keepalive is not None and (due is None or keepalive < due):
+            due = keepalive
+        silent_at = self._silent_at()
+        if silent_at is not None and (due is None or silent_at < due):
+            due = silent_at
+        return due
 
     def handle_timer(self, now: float) -> None:
         """Do what is due at ``now``: re-send, give up, keep alive, or notice silence."""

@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -729,12 +730,29 @@ class Status(Message):
         head = r._take(cls._HEAD)
         (uptime, state, mode, intensity, flags, left, elapsed, battery, faults, end,
          inlets, exhausts, count) = head  # fmt: skip
-        pressures = tuple(r.u16() for _ in range(count))
+        pressures = r._take(_u16s(count))
         _member("state", SessionState, state)
         return cls(
-            uptime, SessionState(state), mode, intensity, StatusFlag(flags), left, elapsed,
-            battery, Fault(faults), _code(EndReason, end), inlets, exhausts, pressures,
+            uptime, SessionState(state), mode, intensity, _status_flags(flags), left, elapsed,
+            battery, _faults(faults), _code(EndReason, end), inlets, exhausts, pressures,
         )  # fmt: skip
+
+
+# STATUS is decoded after every command and twice a second: its flag fields are
+# looked up, not built (an IntFlag call costs as much as the rest of the decode).
+@functools.lru_cache(maxsize=256)
+def _status_flags(bits: int) -> StatusFlag:
+    return StatusFlag(bits)
+
+
+@functools.lru_cache(maxsize=256)
+def _faults(bits: int) -> Fault:
+    return Fault(bits)
+
+
+@functools.lru_cache(maxsize=256)
+def _u16s(count: int) -> struct.Struct:
+    return struct.Struct(f"<{count}H")
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,6 +229,8 @@ class Massager:
         self._failure: LinkError | None = None
         self._info: DeviceInfo | None = None
         self._status: DeviceStatus | None = None
+        self._raw_status: tuple[Status, DeviceInfo] | None = None
+        """The latest STATUS not yet translated: most are never read by anyone."""
         self._first_status = asyncio.Event()
         self._owns_session = False
         self._reader: asyncio.Task[None] | None = None
@@ -541,7 +543,15 @@ class Massager:
     @property
     def status(self) -> DeviceStatus:
         """The latest status report."""
-        assert self._status is not None, "connect first"
+        status = self._latest_status()
+        assert status is not None, "connect first"
+        return status
+
+    def _latest_status(self) -> DeviceStatus | None:
+        raw = self._raw_status
+        if raw is not None:
+            self._status = DeviceStatus.from_message(*raw)
+            self._raw_status = None
         return self._status
 
     @property
@@ -704,8 +714,9 @@ class Massager:
         Raises:
             TimeoutError: none did within ``timeout_s`` seconds.
         """
-        if self._status is not None and predicate(self._status):
-            return self._status
+        latest = self._latest_status()
+        if latest is not None and predicate(latest):
+            return latest
         statuses = self.statuses()
         async with asyncio.timeout(timeout_s):
             while True:
@@ -867,8 +878,14 @@ class Massager:
             return  # a report from before our HELLO was answered; the next one will do
         update: DeviceUpdate
         if isinstance(message, Status):
-            update = self._status = DeviceStatus.from_message(message, info)
             self._first_status.set()
+            if not self._subscriptions:
+                # Translated when read: a STATUS arrives after every command and twice
+                # a second, and with nobody listening most are replaced unread.
+                self._raw_status = (message, info)
+                return
+            update = self._status = DeviceStatus.from_message(message, info)
+            self._raw_status = None
         elif isinstance(message, DeviceEvent):
             update = update_from_event(message, info)
             if isinstance(update, SessionEndedUpdate) or (

@@ -170,6 +170,20 @@ class DeviceInfo(_Model):
         return next((lv for lv in self.levels if lv.level == level), None)
 
 
+_CHARGING = int(StatusFlag.CHARGING)
+_PUMP_ON = int(StatusFlag.PUMP_ON)
+_DUMP_OPEN = int(StatusFlag.DUMP_OPEN)
+_LINK_SESSION = int(StatusFlag.LINK_SESSION)
+_CYCLE_LOADED = int(StatusFlag.CYCLE_LOADED)
+_STOP_SINCE_END = int(StatusFlag.STOP_SINCE_END)
+
+
+@functools.lru_cache(maxsize=256)  # bounded: the masks come from the device
+def _mask_bits(mask: int, count: int) -> tuple[bool, ...]:
+    """Bit i of ``mask`` for the first ``count`` chambers (few valve patterns recur)."""
+    return tuple(bool(mask >> i & 1) for i in range(count))
+
+
 class DeviceStatus(_Model):
     """One STATUS report, translated. Pressures are as the device's sensors read them."""
 
@@ -198,6 +212,7 @@ class DeviceStatus(_Model):
     def from_message(cls, status: Status, info: DeviceInfo) -> DeviceStatus:
         """Translate a STATUS message using the device's announced modes."""
         count = len(status.pressures_dmmhg)
+        flags = int(status.flags)  # bit tests on an int: IntFlag's & builds a member each
         # The protocol layer has validated every field already; STATUS arrives twice a
         # second and sits on every command's round trip, so skip validating it again.
         return cls.model_construct(
@@ -208,17 +223,17 @@ class DeviceStatus(_Model):
             seconds_left=status.seconds_left,
             session_elapsed_s=status.session_elapsed_s,
             battery_pct=status.battery_pct,
-            charging=bool(status.flags & StatusFlag.CHARGING),
-            pump_on=bool(status.flags & StatusFlag.PUMP_ON),
-            dump_open=bool(status.flags & StatusFlag.DUMP_OPEN),
-            link_session=bool(status.flags & StatusFlag.LINK_SESSION),
-            cycle_loaded=bool(status.flags & StatusFlag.CYCLE_LOADED),
-            stop_since_end=bool(status.flags & StatusFlag.STOP_SINCE_END),
+            charging=bool(flags & _CHARGING),
+            pump_on=bool(flags & _PUMP_ON),
+            dump_open=bool(flags & _DUMP_OPEN),
+            link_session=bool(flags & _LINK_SESSION),
+            cycle_loaded=bool(flags & _CYCLE_LOADED),
+            stop_since_end=bool(flags & _STOP_SINCE_END),
             faults=fault_names(status.faults),
             last_end=_name(status.last_end),
             pressures_mmhg=tuple(p / 10 for p in status.pressures_dmmhg),
-            inlets_open=tuple(bool(status.inlet_mask >> i & 1) for i in range(count)),
-            exhausts_open=tuple(bool(status.exhaust_mask >> i & 1) for i in range(count)),
+            inlets_open=_mask_bits(status.inlet_mask, count),
+            exhausts_open=_mask_bits(status.exhaust_mask, count),
         )
 
     @property

@@ -42,6 +42,7 @@ Safety rules, all enforced here and nowhere above:
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import secrets
@@ -117,6 +118,21 @@ IDLE, RUNNING, PAUSED, FAULT = (
     SessionState.PAUSED,
     SessionState.FAULT,
 )
+
+
+_CHARGING = int(StatusFlag.CHARGING)
+_PUMP_ON = int(StatusFlag.PUMP_ON)
+_CYCLE_LOADED = int(StatusFlag.CYCLE_LOADED)
+_LINK_SESSION = int(StatusFlag.LINK_SESSION)
+_DUMP_OPEN = int(StatusFlag.DUMP_OPEN)
+_CONTROLLER_PRESENT = int(StatusFlag.CONTROLLER_PRESENT)
+_STOP_SINCE_END = int(StatusFlag.STOP_SINCE_END)
+
+
+@functools.cache
+def _status_flags(bits: int) -> StatusFlag:
+    # At most 128 combinations; making one an IntFlag costs more than the rest of STATUS.
+    return StatusFlag(bits)
 
 
 def _whole_seconds(seconds: float) -> int:
@@ -196,6 +212,8 @@ class Firmware:
         self._boot = now
         self._t = now
         self._pattern: patterns.Pattern | None = None
+        self._fixed_patterns: dict[tuple[int, int], patterns.Pattern] = {}
+        """Wave and pulse at each level, built once: a change of intensity rebuilds none."""
         self._pattern_t0 = now
         self._next_pattern: patterns.Pattern | None = None
         self._swap_at: float | None = None
@@ -375,8 +393,7 @@ class Firmware:
         cfg = self.config
         plant = self.plant
         t = self._t
-        read = plant.read
-        readings = [read(i) for i in range(len(plant.pressures))]
+        readings = plant.read_all()
         if self.state != FAULT and max(readings) >= cfg.trip_mmhg:
             self._latch(Fault.OVERPRESSURE)
             return
@@ -684,7 +701,7 @@ class Firmware:
         plant = self.plant
         # The pump's current is sensed: running while commanded off, its cause is still there.
         pump_runs_away = plant.pump_running and not plant.pump
-        readings = [plant.read(i) for i in range(len(plant.pressures))]
+        readings = plant.read_all()
         vented = all(reading < VENTED_MMHG for reading in readings)
         if not vented or pump_runs_away:
             return False
@@ -731,9 +748,13 @@ class Firmware:
             assert self.program is not None
             self._pattern = patterns.cycle(self.ranks, self.program)
         else:
-            level = cfg.levels_mmhg[self.intensity - 1]
-            build = patterns.pulse if self.mode == Mode.PULSE else patterns.wave
-            self._pattern = build(cfg, self.ranks, level)
+            key = (self.mode, self.intensity)
+            pattern = self._fixed_patterns.get(key)
+            if pattern is None:
+                level = cfg.levels_mmhg[self.intensity - 1]
+                build = patterns.pulse if self.mode == Mode.PULSE else patterns.wave
+                pattern = self._fixed_patterns[key] = build(cfg, self.ranks, level)
+            self._pattern = pattern
         self._pattern_t0 = self._t
         self._next_pattern = self._swap_at = None
         self._next_sample = self._t
@@ -769,32 +790,30 @@ class Firmware:
         """The STATUS message for this moment (pressures as the sensors read them)."""
         plant = self.plant
         session = self.session
-        flags = StatusFlag.NONE
-        if plant.charging:
-            flags |= StatusFlag.CHARGING
-        if plant.pump_running:
-            flags |= StatusFlag.PUMP_ON
-        if self.program is not None:
-            flags |= StatusFlag.CYCLE_LOADED
-        if session is not None and session.source == StartSource.LINK:
-            flags |= StatusFlag.LINK_SESSION
-        if plant.dump:
-            flags |= StatusFlag.DUMP_OPEN
-        if self.conn.state == LinkState.READY:
-            flags |= StatusFlag.CONTROLLER_PRESENT
-        if self.stop_since_end:
-            flags |= StatusFlag.STOP_SINCE_END
-        inlet_mask = sum(1 << i for i, on in enumerate(plant.open_inlets()) if on)
-        exhaust_mask = sum(1 << i for i, on in enumerate(plant.exhausts) if on)
-        pressures = tuple(
-            min(round(plant.read(i) * 10), 0xFFFF) for i in range(len(plant.pressures))
+        # Plain ints, made a StatusFlag once: IntFlag arithmetic builds a new member
+        # at every |=, and STATUS is built twice a second and after every command.
+        flags = (
+            (_CHARGING if plant.charging else 0)
+            | (_PUMP_ON if plant.pump_running else 0)
+            | (_CYCLE_LOADED if self.program is not None else 0)
+            | (_LINK_SESSION if session is not None and session.source == StartSource.LINK else 0)
+            | (_DUMP_OPEN if plant.dump else 0)
+            | (_CONTROLLER_PRESENT if self.conn.state == LinkState.READY else 0)
+            | (_STOP_SINCE_END if self.stop_since_end else 0)
         )
+        inlet_mask = exhaust_mask = 0
+        for i, (inlet, exhaust) in enumerate(zip(plant.open_inlets(), plant.exhausts, strict=True)):
+            if inlet:
+                inlet_mask |= 1 << i
+            if exhaust:
+                exhaust_mask |= 1 << i
+        pressures = tuple(min(round(reading * 10), 0xFFFF) for reading in plant.read_all())
         return Status(
             uptime_ms=int((self._t - self._boot) * 1000) & 0xFFFFFFFF,
             state=self.state,
             mode=self.mode,
             intensity=self.intensity,
-            flags=flags,
+            flags=_status_flags(flags),
             seconds_left=min(math.ceil(session.lease_left - EPSILON), 0xFFFF) if session else 0,
             session_elapsed_s=_whole_seconds(session.elapsed) if session else 0,
             battery_pct=round(plant.battery_pct) if self.config.battery else 100,

@@ -11,7 +11,7 @@ rank 0 toward the heart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from firmware_protocol import CycleOrder, SetCycle
 
@@ -34,11 +34,11 @@ class Pattern:
     """A loop of phases that repeats for as long as the session runs."""
 
     phases: tuple[Phase, ...]
+    period_s: float = field(init=False, repr=False, compare=False)
+    """Length of one loop (summed once: `at` runs at every control step)."""
 
-    @property
-    def period_s(self) -> float:
-        """Length of one loop."""
-        return sum(phase.duration_s for phase in self.phases)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "period_s", sum(phase.duration_s for phase in self.phases))
 
     def at(self, elapsed: float) -> tuple[Phase, float]:
         """The phase ``elapsed`` seconds into the pattern, and the time until it ends.

@@ -218,6 +218,32 @@ class Plant:
             value += (draw() + draw() - 1.0) * self._noise_scale
         return value if value > 0.0 else 0.0
 
+    def read_all(self) -> list[float]:
+        """One sensor sample of every chamber, in chamber order, in mmHg.
+
+        The same samples, from the same noise draws in the same order, as `read`
+        of each chamber in turn; one call because the control loop and every
+        STATUS read them all.
+        """
+        faults = self.faults
+        stuck = faults.sensor_stuck
+        drifted = faults.sensor_drifted_mmhg
+        offset = faults.sensor_offset_mmhg
+        scale = self._noise_scale
+        draw = self.rng.random
+        readings = []
+        for chamber, pressure in enumerate(self.pressures):
+            if stuck and chamber in stuck:
+                readings.append(stuck[chamber])
+                continue
+            value = pressure + offset
+            if drifted:
+                value += drifted.get(chamber, 0.0)
+            if scale:
+                value += (draw() + draw() - 1.0) * scale
+            readings.append(value if value > 0.0 else 0.0)
+        return readings
+
     def twin(self) -> Plant:
         """A copy to try things on (a self-test) without touching this plant.
 
