@@ -40,6 +40,17 @@ log = logging.getLogger(__name__)
 ADVERTISING_INTERVAL_MS = 100.0
 """How often the massager advertises: a controller finds it within about this long."""
 
+LE_ACL_BYTES = 251
+"""The LE ACL data a virtual controller takes from its host in one HCI packet.
+
+251 is what a controller with LE Data Length Extension (Bluetooth 4.2 and later,
+as current adapters and BLE SoCs are) reports. Bumble's own default, 27, is a
+Bluetooth 4.0 controller's: its host cuts every L2CAP packet longer than 27 bytes
+(a GATT value over 20) into pieces, each one more HCI packet and completion event
+to handle. On this radio the pieces cost time and model no air time: at 27 the
+ACK and STATUS that answer a command go as 4 pieces and the command as 2.
+"""
+
 _radios: dict[str, VirtualRadio] = {}
 
 
@@ -66,10 +77,15 @@ def _static_address(seed: str) -> str:
 
 
 class VirtualRadio(LocalLink):
-    """The air between virtual Bluetooth controllers, with a notion of range."""
+    """The air between virtual Bluetooth controllers, with a notion of range.
 
-    def __init__(self) -> None:
+    ``le_acl_bytes`` is each controller's LE ACL buffer (`LE_ACL_BYTES`); 27 makes
+    them Bluetooth 4.0 controllers, whose hosts cut longer PDUs into pieces.
+    """
+
+    def __init__(self, *, le_acl_bytes: int = LE_ACL_BYTES) -> None:
         super().__init__()
+        self.le_acl_bytes = le_acl_bytes
         self._away: set[Controller] = set()
         self._numbers = itertools.count(1)
 
@@ -77,7 +93,10 @@ class VirtualRadio(LocalLink):
         """A fresh virtual controller on this radio (a Bluetooth adapter, for the host on it)."""
         number = next(self._numbers)
         address = address or f"D0:00:00:00:{number >> 8:02X}:{number & 0xFF:02X}"
-        return Controller(name, link=self, public_address=address)
+        controller = Controller(name, link=self, public_address=address)
+        # Read by the host when it powers on (LE Read Buffer Size): set before that.
+        controller.le_acl_data_packet_length = self.le_acl_bytes
+        return controller
 
     def new_device(self, name: str, address: str | None = None) -> tuple[Controller, Device]:
         """A Bumble device (host and controller, in this process) on a fresh controller."""

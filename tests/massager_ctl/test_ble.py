@@ -76,13 +76,16 @@ class Air:
 
 @contextlib.asynccontextmanager
 async def on_air(
-    mtu: int = binding.PREFERRED_ATT_MTU, *, paired: bool = True
+    mtu: int = binding.PREFERRED_ATT_MTU,
+    *,
+    paired: bool = True,
+    le_acl_bytes: int = virtual.LE_ACL_BYTES,
 ) -> AsyncIterator[Air]:
     """A massager advertising on a fresh radio (made inside the test: virtual time).
 
     With ``paired`` this test's controller has paired with it (one connection).
     """
-    radio = virtual.VirtualRadio()
+    radio = virtual.VirtualRadio(le_acl_bytes=le_acl_bytes)
     name = f"test{next(_names)}"
     virtual.register(name, radio)
     host = DeviceHost(DeviceConfig(seed=1))
@@ -170,9 +173,16 @@ async def whole_program(
     return task, notices
 
 
-@pytest.mark.parametrize("mtu", [23, 247])
-async def test_a_whole_program_at_a_small_and_a_large_mtu(mtu: int) -> None:
-    async with on_air(mtu) as air:
+@pytest.mark.parametrize(("mtu", "le_acl_bytes"), [(23, 251), (247, 251), (247, 27)])
+async def test_a_whole_program_at_small_and_large_mtus_and_acl_buffers(
+    mtu: int, le_acl_bytes: int
+) -> None:
+    # At 27 bytes of ACL buffer (a Bluetooth 4.0 controller) the hosts cut the long
+    # values into pieces below GATT, and the controllers put them back together.
+    async with on_air(mtu, le_acl_bytes=le_acl_bytes) as air:
+        queue = air.peripheral.device.host.le_acl_packet_queue
+        assert queue is not None
+        assert queue.max_packet_size == le_acl_bytes
         task, _ = await whole_program(air)
         result = await task
         assert result.outcome is Outcome.COMPLETED
