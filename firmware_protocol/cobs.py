@@ -37,20 +37,17 @@ def decode(data: bytes) -> bytes:
     Raises:
         RemoteProtocolError: ``data`` is not a valid COBS encoding.
     """
+    if 0 in data:  # once for the whole block, not once per run
+        raise RemoteProtocolError("COBS block contains a zero byte")
     out = bytearray()
     i = 0
     n = len(data)
     while i < n:
         code = data[i]
-        if code == 0:
-            raise RemoteProtocolError("COBS block contains a zero byte")
         end = i + code
         if end > n:
             raise RemoteProtocolError("COBS block is truncated")
-        block = data[i + 1 : end]
-        if 0 in block:
-            raise RemoteProtocolError("COBS block contains a zero byte")
-        out += block
+        out += data[i + 1 : end]
         i = end
         if code != 0xFF and i < n:
             out.append(0)

@@ -47,6 +47,33 @@ def test_cobs_decode_of_garbage_raises_only_protocol_error(data: bytes) -> None:
         cobs.decode(data)
 
 
+def _decode_by_the_letter(data: bytes) -> bytes | None:
+    """COBS decoding as the definition reads, one code byte at a time; None: not COBS."""
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        code = data[i]
+        block = data[i + 1 : i + code]
+        if code == 0 or i + code > len(data) or 0 in block:
+            return None
+        out += block
+        i += code
+        if code != 0xFF and i < len(data):
+            out.append(0)
+    return bytes(out)
+
+
+@given(st.binary(max_size=300) | st.builds(cobs.encode, st.binary(max_size=600)))
+def test_cobs_decode_takes_and_refuses_what_the_definition_does(data: bytes) -> None:
+    # The decoder checks for a zero once per block instead of once per run.
+    expected = _decode_by_the_letter(data)
+    if expected is None:
+        with pytest.raises(RemoteProtocolError):
+            cobs.decode(data)
+    else:
+        assert cobs.decode(data) == expected
+
+
 def test_crc_check_value() -> None:
     assert crc16(b"123456789") == 0x29B1
 
