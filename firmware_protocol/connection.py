@@ -443,17 +443,18 @@ class Connection:
         self.stats.frames_sent += 1
         self.stats.bytes_sent += len(wire)
 
-    def _emit(self, message: Message, now: float, *, sign: bool = False) -> tuple[int, bytes]:
+    def _emit(self, message: Message, now: float, *, sign: bool = False) -> tuple[Frame, bytes]:
         """Number, sign as the role does, encode and queue ``message``.
 
         ``sign``: the device signs this frame under the link's key (SPEC §12.3).
+        Returns the frame as numbered, before any signing, and its wire bytes.
         """
         if not isinstance(message, KeepAlive):
             # A KEEPALIVE repeats the last seq (SPEC section 4): it is no request, and
             # a long quiet step must not walk the numbers round their 16 bits.
             self._tx_seq = (self._tx_seq + 1) % SEQ_MODULO
         frame = Frame(self._tx_seq, message.TYPE, message.encode_payload())
-        return self._tx_seq, self._put(frame, now, sign=sign)
+        return frame, self._put(frame, now, sign=sign)
 
     def _put(self, frame: Frame, now: float, *, sign: bool = False) -> bytes:
         """Sign ``frame`` as the role does, then encode and queue it; its wire bytes."""
@@ -531,7 +532,8 @@ class Connection:
             for seq, pending in self._pending.items():
                 self._events.append(RequestFailed(pending.message, seq, FailReason.PREEMPTED))
             self._pending.clear()
-        seq, wire = self._emit(message, now)
+        frame, wire = self._emit(message, now)
+        seq = frame.seq
         if not isinstance(message, KeepAlive):
             self._pending[seq] = _Pending(message, wire, 1, now + self.timing.request_timeout_s)
         elif self.state == LinkState.READY:
@@ -668,7 +670,8 @@ class Connection:
                 sign = True  # the device's own word: its status and events
         if isinstance(message, Capabilities):
             self._tx_link, self._tx_counter = next_link, 0
-        seq, _ = self._emit(message, now, sign=sign and self._signing())
+        frame, _ = self._emit(message, now, sign=sign and self._signing())
+        seq = frame.seq
         if isinstance(message, Challenge):
             # A KEEPALIVE that names it proves the controller was there after now (§7.3).
             self._challenges[message.challenge] = now
@@ -682,7 +685,7 @@ class Connection:
                 # would get it as a re-send.
                 self._uncached.discard(message.ref_seq)
                 return seq
-            self._replies[message.ref_seq] = Frame(seq, message.TYPE, message.encode_payload())
+            self._replies[message.ref_seq] = frame  # unsigned: a re-send is signed anew
             self._unanswered.pop(message.ref_seq, None)
             while len(self._replies) > REPLY_CACHE_SIZE:
                 self._replies.popitem(last=False)
