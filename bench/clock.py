@@ -1,0 +1,78 @@
+"""An event loop whose clock jumps to the next timer without asking the kernel.
+
+For bench rows that run ``sim://`` alone: the controller and the simulated
+massager share this one loop, no socket or other process can make anything
+ready, so waiting is only ever waiting for the next timer. looptime (which the
+tests use) still polls the selector once per loop turn and moves its clock in
+whole microseconds; this loop does neither, so a 45-minute program costs only
+the work of both sides. A loop turn with nothing ready and no timer left would
+wait forever: that is a stuck workload, and it fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from typing import Any
+
+
+class _NoWaitSelector(selectors.BaseSelector):
+    """Holds the loop's registrations and never polls them: nothing outside can be ready."""
+
+    def __init__(self, loop: JumpingClockLoop) -> None:
+        self._map: dict[Any, selectors.SelectorKey] = {}
+        self._loop = loop
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        key = selectors.SelectorKey(fileobj, _fd(fileobj), events, data)
+        self._map[fileobj] = key
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._map.pop(fileobj)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None:
+            raise StuckWorkload("nothing is ready and no timer is set: the workload is stuck")
+        self._loop._jump()
+        return []
+
+    def get_map(self) -> Any:
+        return self._map
+
+
+def _fd(fileobj: Any) -> int:
+    return fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
+
+
+class StuckWorkload(RuntimeError):
+    """A loop turn found nothing ready and nothing scheduled."""
+
+
+class JumpingClockLoop(asyncio.SelectorEventLoop):
+    """A loop on virtual time that moves straight to the earliest scheduled timer."""
+
+    _scheduled: list[asyncio.TimerHandle]  # BaseEventLoop's timer heap (not declared there)
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        super().__init__(selector=_NoWaitSelector(self))
+
+    def time(self) -> float:
+        """Virtual seconds; they move only when the loop has nothing ready."""
+        return self._now
+
+    def _jump(self) -> None:
+        if self._ready:  # type: ignore[attr-defined]  # callbacks due now: no time passes
+            return
+        if self._scheduled:
+            self._now = max(self._now, self._scheduled[0].when())
+
+
+def run(main: Any) -> Any:
+    """Run the coroutine ``main`` to its end on a fresh `JumpingClockLoop`."""
+    loop = JumpingClockLoop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        loop.close()
