@@ -28,15 +28,21 @@ def test_bench_prints_its_rows_as_json() -> None:
         "ble:// on the virtual",
         "over MQTT",
         "100 devices",
+        "100 devices idle: CPU of the bridge",
         "cold start: massager-ctl safety",
         "cold start: massager-ctl status --device sim://",
     ):
         assert link in names
     for row in rows:
-        assert {"name", "value", "unit", "baseline", "ratio"} <= set(row)
+        assert {"name", "value", "unit", "baseline", "ratio", "spread"} <= set(row)
         assert row["value"] > 0
         assert row["baseline"] > 0
         assert row["ratio"] == round(row["value"] / row["baseline"], 2)
+        # Every figure taken over blocks, rounds or windows says how steady its ratio was;
+        # only a figure taken once (the peak memory, a quick run's one round) has none.
+        once = "peak traced memory" in row["name"] or "(median of 1)" in row["name"]
+        assert (row["spread"] is None) == once, row
+        assert once or row["spread"] >= 0, row
 
 
 def probe(code: str) -> coldstart.Command:
