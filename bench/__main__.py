@@ -12,14 +12,16 @@ from .rows import Row
 
 
 def table(rows: list[Row]) -> str:
+    """The rows as a Markdown table; ``spread`` is the ratio's ± in % within the run."""
     lines = [
-        "| figure | massager-ctl | baseline | ratio | baseline is |",
-        "|---|---:|---:|---:|---|",
+        "| figure | massager-ctl | baseline | ratio | spread | baseline is |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for row in rows:
+        spread = "" if row.spread is None else f"±{row.spread:.1f} %"
         lines.append(
             f"| {row.name} | {row.value:.3g} {row.unit} | {row.baseline:.3g} {row.unit} "
-            f"| {row.ratio:.2f} | {row.baseline_name} |"
+            f"| {row.ratio:.2f} | {spread} | {row.baseline_name} |"
         )
     return "\n".join(lines)
 
@@ -41,7 +43,9 @@ def main() -> None:
     else:
         print(table(rows))
         print(f"\nPython {platform.python_version()} on {platform.machine()}, "
-              f"{platform.system()}; ratios compare figures measured in this one run.")  # fmt: skip
+              f"{platform.system()}; ratios compare figures measured in this one run. "
+              "Spread: the half-range of the ratio taken per round (or per block of "
+              "samples), over its mid-range.")  # fmt: skip
 
 
 if __name__ == "__main__":

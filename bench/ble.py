@@ -22,7 +22,7 @@ from simulator import DeviceConfig
 from simulator import ble as virtual
 from simulator.host import DeviceHost
 
-from .rows import Row, in_turn, p50, p99
+from .rows import Row, WorkloadFailed, check_intensity, in_turn, latency_rows
 
 ECHO_BYTES = b"0123456789abcdef"
 ECHO_SERVICE = "0000ec00-0000-1000-8000-00805f9b34fb"
@@ -71,13 +71,18 @@ class _Echo:
             self.peripheral.notify_subscriber(connection, self.out, value)
         )
 
-    async def round_trip(self) -> None:
+    async def round_trip(self) -> bytes:
+        """Write the 16 bytes and return what is notified back."""
         await self.echo_in.write_value(ECHO_BYTES, with_response=False)
-        await self.arrived.get()
+        return await self.arrived.get()
 
 
 async def side_by_side(count: int) -> tuple[list[float], list[float]]:
-    """(stack, echo) samples, taken in turn on one virtual radio."""
+    """(stack, echo) samples, taken in turn on one virtual radio.
+
+    Raises:
+        WorkloadFailed: an echo came back changed, or a command is not the device's state.
+    """
     radio = virtual.VirtualRadio()
     virtual.register("bench", radio)
     host = DeviceHost(DeviceConfig(seed=1))
@@ -86,13 +91,25 @@ async def side_by_side(count: int) -> tuple[list[float], list[float]]:
     await massager.start()
     echo = _Echo()
     await echo.open(radio)
+    echoed = b""
+
+    async def bare(_: int) -> None:
+        nonlocal echoed
+        echoed = await echo.round_trip()
+
+    def check(i: int) -> None:
+        if echoed != ECHO_BYTES:
+            raise WorkloadFailed(f"the GATT echo sent {ECHO_BYTES!r} and got {echoed!r} back")
+        check_intensity(host.firmware, 1 + i % 3)
+
     try:
         host.open_pairing()  # paired, as a user's is: the commands are signed
         url = f"ble://{massager.address}?hci=local:bench"
         async with Massager.connect(url, keys=KeyStore(None)) as connected:
             await connected.pair()
-            return await in_turn(count, lambda i: echo.round_trip(),
-                                 lambda i: connected.set_intensity(1 + i % 3))  # fmt: skip
+            if not connected.authenticated:
+                raise WorkloadFailed("the ble:// link is not authenticated after pairing")
+            return await in_turn(count, bare, lambda i: connected.set_intensity(1 + i % 3), check)
     finally:
         await massager.stop()
         host.stop()
@@ -101,11 +118,7 @@ async def side_by_side(count: int) -> tuple[list[float], list[float]]:
 
 def measure(count: int) -> list[Row]:
     """The p50 and p99 rows for BLE on the virtual radio, ``count`` samples each."""
-    us = 1e6
     measured, baseline = asyncio.run(side_by_side(count))
-    name = "command round trip, ble:// on the virtual radio"
-    what = "bare Bumble GATT echo (16 bytes) on the same radio, in turn"
-    return [
-        Row(f"{name} (p50)", p50(measured) * us, "us", p50(baseline) * us, what),
-        Row(f"{name} (p99)", p99(measured) * us, "us", p99(baseline) * us, what),
-    ]
+    return latency_rows("command round trip, ble:// on the virtual radio", measured, baseline,
+                        "bare Bumble GATT echo (16 bytes) on the same radio, in turn",
+                        scale=1e6, unit="us")  # fmt: skip

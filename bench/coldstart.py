@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .rows import Row, p50
+from .rows import Row, WorkloadFailed, p50, spread
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,6 @@ COMMANDS = (
     Command("history", (*CTL, "history"), NOTE),
     Command("status --device sim://", (*CTL, "status", "--device", "sim://"), "idle"),
 )
-
-
-class WorkloadFailed(RuntimeError):
-    """A measured run did not do its work: a bad exit status or the wrong output."""
 
 
 def run(command: Command, env: Mapping[str, str]) -> float:
@@ -95,9 +91,14 @@ def measure(rounds: int) -> list[Row]:
         for _ in range(rounds):
             for command in everything:
                 samples[command.name].append(run(command, env))
-    baseline = p50(samples[BASELINE.name]) * 1000
+    baseline = samples[BASELINE.name]
+
+    def ratios(command: Command) -> list[float]:
+        return [t / b for t, b in zip(samples[command.name], baseline, strict=True)]
+
     return [
         Row(f"cold start: massager-ctl {command.name} (median of {rounds})",
-            p50(samples[command.name]) * 1000, "ms", baseline, BASELINE.name)
+            p50(samples[command.name]) * 1000, "ms", p50(baseline) * 1000, BASELINE.name,
+            spread(ratios(command)))
         for command in COMMANDS
     ]  # fmt: skip

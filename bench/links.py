@@ -19,23 +19,23 @@ from simulator import DeviceConfig
 from simulator.host import DeviceHost
 from simulator.serve import PtyEndpoint, TcpEndpoint
 
-from .rows import Row, in_turn, p50, p99
+from .rows import Row, WorkloadFailed, check_intensity, in_turn, latency_rows
 
 ECHO_BYTES = b"0123456789abcdef"
 
 
 class _Echo:
-    """Counts echoed bytes; `arrived` gets an item when all 16 are back."""
+    """Gathers echoed bytes; `arrived` gets them when all 16 are back."""
 
     def __init__(self) -> None:
-        self.arrived: asyncio.Queue[None] = asyncio.Queue()
-        self._got = 0
+        self.arrived: asyncio.Queue[bytes] = asyncio.Queue()
+        self._got = b""
 
-    def _back(self, count: int) -> None:
-        self._got += count
-        if self._got >= len(ECHO_BYTES):
-            self._got = 0
-            self.arrived.put_nowait(None)
+    def _back(self, data: bytes) -> None:
+        self._got += data
+        if len(self._got) >= len(ECHO_BYTES):
+            self.arrived.put_nowait(self._got)
+            self._got = b""
 
 
 class _PtyEcho(_Echo):
@@ -48,7 +48,7 @@ class _PtyEcho(_Echo):
         for fd in (self.master, self.slave):
             os.set_blocking(fd, False)
         loop.add_reader(self.master, self._echo)
-        loop.add_reader(self.slave, lambda: self._back(len(os.read(self.slave, 4096))))
+        loop.add_reader(self.slave, lambda: self._back(os.read(self.slave, 4096)))
 
     def _echo(self) -> None:
         os.write(self.master, os.read(self.master, 4096))
@@ -82,7 +82,7 @@ class _TcpEcho(_Echo, asyncio.Protocol):
         self.transport, _ = await loop.create_connection(lambda: self, "127.0.0.1", port)
 
     def data_received(self, data: bytes) -> None:
-        self._back(len(data))
+        self._back(data)
 
     def send(self) -> None:
         self.transport.write(ECHO_BYTES)
@@ -98,6 +98,9 @@ async def side_by_side(kind: str, count: int) -> tuple[list[float], list[float]]
 
     The stack is ``await massager.set_intensity(n)`` to the simulator served on a
     pty or TCP port; the echo is a bare 16-byte echo over a pty or TCP port.
+
+    Raises:
+        WorkloadFailed: an echo came back changed, or a command is not the device's state.
     """
     host = DeviceHost(DeviceConfig(seed=1))
     host.start()
@@ -111,15 +114,25 @@ async def side_by_side(kind: str, count: int) -> tuple[list[float], list[float]]
         url = await endpoint.open("127.0.0.1", 0)
     await echo.open()
 
+    echoed = b""
+
     async def bare(_: int) -> None:
+        nonlocal echoed
         echo.send()
-        await echo.arrived.get()
+        echoed = await echo.arrived.get()
+
+    def check(i: int) -> None:
+        if echoed != ECHO_BYTES:
+            raise WorkloadFailed(f"the {kind} echo sent {ECHO_BYTES!r} and got {echoed!r} back")
+        check_intensity(host.firmware, 1 + i % 3)
 
     try:
         host.open_pairing()  # paired, as a user's is: the commands are signed
         async with Massager.connect(url, keys=KeyStore(None)) as massager:
             await massager.pair()
-            return await in_turn(count, bare, lambda i: massager.set_intensity(1 + i % 3))
+            if not massager.authenticated:
+                raise WorkloadFailed(f"the {kind} link is not authenticated after pairing")
+            return await in_turn(count, bare, lambda i: massager.set_intensity(1 + i % 3), check)
     finally:
         await echo.close()
         if isinstance(endpoint, PtyEndpoint):
@@ -131,14 +144,10 @@ async def side_by_side(kind: str, count: int) -> tuple[list[float], list[float]]
 
 def measure(count: int) -> list[Row]:
     """The p50 and p99 rows for the pty and for TCP, ``count`` samples each."""
-    us = 1e6
     rows = []
     for kind, label in (("pty", "serial:// on a pty"), ("tcp", "socket:// on loopback")):
         measured, baseline = asyncio.run(side_by_side(kind, count))
-        name = f"command round trip, {label}"
-        what = f"bare 16-byte echo over a {kind}, sampled in turn with it"
-        rows += [
-            Row(f"{name} (p50)", p50(measured) * us, "us", p50(baseline) * us, what),
-            Row(f"{name} (p99)", p99(measured) * us, "us", p99(baseline) * us, what),
-        ]
+        rows += latency_rows(f"command round trip, {label}", measured, baseline,
+                             f"bare 16-byte echo over a {kind}, sampled in turn with it",
+                             scale=1e6, unit="us")  # fmt: skip
     return rows

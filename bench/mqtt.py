@@ -18,9 +18,21 @@ ratio is what the bridge, its device links and the simulator add.
 - Steady: 100 devices, commands sent open-loop at `RATE` a second, p99 from when
   each was due to its answer; the echo's at the same rate, alternating with them.
 - Idle: CPU time per wall time of this process with the bridge and its 100
-  connected devices doing nothing, beside the same 100 simulated devices watched
-  by bare `Massager` connections (no bridge, no MQTT) on a fresh loop afterwards.
-  The simulator runs in this process in both, so neither is the bridge alone.
+  connected, idle simulated massagers, beside the same 100 simulated massagers
+  (the same objects: sim:// devices live per loop and name) each watched by a
+  bare `Massager` and nothing else (no bridge, no MQTT). Windows of the same
+  length, taken in turn: the bridge is started, its window taken, the bridge
+  stopped, the bare watchers connected, their window taken, and again; the row
+  gives the mean of each side's windows. The simulators run in this process in
+  both, so the ratio is (bridge + simulators) over (simulators + bare links):
+  what the bridge adds to the massagers it serves. The driver's and the echo's
+  clients are connected, idle, in both.
+
+Every workload checks its work (`WorkloadFailed` otherwise): an echo must come
+back as sent, an answer on ``/response`` must say ``ok``, the state must show
+the command and each simulated massager must end at the intensity last sent to
+it, and the idle windows must find every massager connected and idle, on the
+same links at the end as at the start.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import mean
 from typing import Any
 
 import aiomqtt
@@ -45,10 +58,21 @@ from massager_ctl.broker import parse_broker_url
 from massager_ctl.device import Massager
 from massager_ctl.journal import Journal
 from massager_ctl.settings import Settings
-from massager_ctl.urls import parse_device_url
+from massager_ctl.transports.sim import simulated_device
+from massager_ctl.urls import SimAddress, parse_device_url
+from simulator import Firmware
 from tests.broker import USERS, Broker, run_broker
 
-from .rows import WARMUP, Row, in_turn, p50, p99
+from .rows import (
+    WARMUP,
+    Row,
+    WorkloadFailed,
+    in_blocks,
+    in_turn,
+    latency_rows,
+    p99,
+    spread,
+)
 
 ONE = "bench"
 """The one device of the round-trip rows."""
@@ -62,8 +86,18 @@ ROUNDS = 4
 """In the throughput row, stack and echo take turns this many times: both see the same machine."""
 SETTLE_S = 1.0
 """Quiet before the idle CPU is taken: the last publishes and acks die down."""
+IDLE_WINDOW_S = 2.0
+"""The longest idle window; shorter in a quick run."""
+IDLE_ROUNDS = 5
+"""Idle windows per side at most (a quick run takes 2)."""
+CONNECT_WITHIN_S = 30.0
+"""For 100 massagers to connect, to the bridge or to bare watchers."""
 ANSWER_WITHIN_S = 10.0
 PROBE_WITHIN_S = 1.0
+
+
+class NoAnswer(WorkloadFailed):
+    """A command or an echo got no answer in time."""
 
 
 @contextlib.contextmanager
@@ -151,7 +185,7 @@ class _Driver:
         """Publish ``payload`` to ``topic`` and return the message that answers to ``key``.
 
         Raises:
-            TimeoutError: no answer within ``within`` seconds.
+            NoAnswer: no answer within ``within`` seconds.
         """
         # Waiting before publishing: the answer may come back before the PUBACK does.
         waiter = self._waiting[key] = asyncio.get_running_loop().create_future()
@@ -160,7 +194,7 @@ class _Driver:
                 await self.client.publish(topic, payload, qos=1)
                 return await waiter
         except TimeoutError:
-            raise TimeoutError(f"no answer to {payload} on {topic} within {within:g} s") from None
+            raise NoAnswer(f"no answer to {payload} on {topic} within {within:g} s") from None
         finally:
             self._waiting.pop(key, None)
 
@@ -233,7 +267,7 @@ async def _ready(driver: _Driver, names: list[str]) -> None:
             attempts += 1
             ident = f"ready{attempts}"
             payload = json.dumps({"action": "intensity", "intensity": 1, "id": ident})
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(NoAnswer):
                 answer = await driver.ask(f"massager/{name}/set", payload, ident, PROBE_WITHIN_S)
                 if answer["ok"]:
                     return
@@ -256,18 +290,31 @@ async def _round_trips(driver: _Driver, count: int) -> tuple[list[float], list[f
     # Only the state: the bridge's answer on /response would be one more message
     # to the driver that the echo has no counterpart of.
     await driver.client.subscribe(f"massager/{ONE}", qos=1)
+    answers: dict[str, dict[str, Any]] = {}
 
-    def asking(topic: str, answer: str) -> Callable[[int], Awaitable[object]]:
-        def ask(i: int) -> Awaitable[object]:
-            level = (i + 1) % 3 + 1  # every command changes something, so a state follows
-            payload = json.dumps({"action": "intensity", "intensity": level})
-            return driver.ask(topic, payload, f"{answer}={level}")
+    def command(i: int) -> dict[str, Any]:
+        # Every command changes something, so a state follows.
+        return {"action": "intensity", "intensity": (i + 1) % 3 + 1}
+
+    def asking(side: str, topic: str, answer: str) -> Callable[[int], Awaitable[object]]:
+        async def ask(i: int) -> None:
+            sent = command(i)
+            key = f"{answer}={sent['intensity']}"
+            answers[side] = await driver.ask(topic, json.dumps(sent), key)
 
         return ask
 
+    def check(i: int) -> None:
+        if answers["echo"] != command(i):
+            raise WorkloadFailed(f"the echo sent {command(i)} and got {answers['echo']} back")
+        state = answers["stack"]
+        if state.get("intensity") != command(i)["intensity"] or state.get("state") != "idle":
+            raise WorkloadFailed(f"intensity {command(i)['intensity']} was sent; state: {state}")
+
+    echo = asking("echo", f"bench/echo/{ONE}/in", f"bench/echo/{ONE}/out")
+    stack = asking("stack", f"massager/{ONE}/set", f"massager/{ONE}")
     try:
-        return await in_turn(count, asking(f"bench/echo/{ONE}/in", f"bench/echo/{ONE}/out"),
-                             asking(f"massager/{ONE}/set", f"massager/{ONE}"))  # fmt: skip
+        return await in_turn(count, echo, stack, check)
     finally:
         await driver.client.unsubscribe(f"massager/{ONE}")
 
@@ -276,19 +323,57 @@ Send = Callable[[str], Awaitable[object]]
 """Send one command to a device and wait for its answer."""
 
 
-def _senders(driver: _Driver) -> tuple[Send, Send]:
-    """(stack, echo): a command to a device through the bridge, or through the echo."""
-    stack_fleet, echo_fleet = _Fleet("s"), _Fleet("e")
+def _firmware(name: str) -> Firmware:
+    """The simulated massager ``sim://NAME?seed=1`` of this loop, as the bridge reaches it."""
+    address = parse_device_url(f"sim://{name}?seed=1")
+    if not isinstance(address, SimAddress):
+        raise WorkloadFailed(f"sim://{name} is not a simulated massager's address")
+    return simulated_device(address).firmware
 
-    def stack(device: str) -> Awaitable[object]:
-        ident, payload = stack_fleet.next(device)
-        return driver.ask(f"massager/{device}/set", payload, ident)
 
-    def echo(device: str) -> Awaitable[object]:
-        ident, payload = echo_fleet.next(device)
-        return driver.ask(f"bench/echo/{device}/in", payload, ident)
+class _Senders:
+    """A command to a device through the bridge (`stack`) or through the echo (`echo`).
 
-    return stack, echo
+    Each checks its answer: the bridge's must say ``ok``, the echo's must be the
+    command as sent. `check_devices` then checks the massagers' true state.
+    """
+
+    def __init__(self, driver: _Driver) -> None:
+        self.driver = driver
+        self.stack_fleet, self.echo_fleet = _Fleet("s"), _Fleet("e")
+
+    async def stack(self, device: str) -> None:
+        """One command to ``device`` through the bridge, until its answer on ``/response``.
+
+        Raises:
+            WorkloadFailed: the answer does not say ``ok``.
+        """
+        ident, payload = self.stack_fleet.next(device)
+        answer = await self.driver.ask(f"massager/{device}/set", payload, ident)
+        if answer.get("ok") is not True or answer.get("duplicate"):
+            raise WorkloadFailed(f"the bridge answered {payload} with {answer}")
+
+    async def echo(self, device: str) -> None:
+        """One command to ``device``'s echo, until it is back.
+
+        Raises:
+            WorkloadFailed: it came back changed.
+        """
+        ident, payload = self.echo_fleet.next(device)
+        answer = await self.driver.ask(f"bench/echo/{device}/in", payload, ident)
+        if answer != json.loads(payload):
+            raise WorkloadFailed(f"the echo sent {payload} and got {answer} back")
+
+    def check_devices(self) -> None:
+        """Every simulated massager is at the intensity last sent to it through the bridge.
+
+        Raises:
+            WorkloadFailed: one is not.
+        """
+        for device, level in self.stack_fleet.levels.items():
+            got = _firmware(device).intensity
+            if got != level:
+                raise WorkloadFailed(f"{device} was last sent intensity {level} and is at {got}")
 
 
 async def _sustained(send: Send, per_device: int) -> tuple[int, float]:
@@ -315,13 +400,14 @@ async def _steady(stack: Send, echo: Send, count: int) -> tuple[list[float], lis
     sides alternate command by command (the echo's half a period after the
     stack's), so a pause of the process (a full garbage collection of the
     bridge's and devices' objects takes tens of ms) delays both alike rather
-    than deciding the p99 of whichever side it lands in.
+    than deciding the p99 of whichever side it lands in. The latencies are in
+    the order the commands were due, so blocks of them are stretches of time.
     """
-    samples: dict[Send, list[float]] = {stack: [], echo: []}
+    samples: dict[Send, list[float]] = {stack: [0.0] * count, echo: [0.0] * count}
 
-    async def one(send: Send, device: str, due: float) -> None:
+    async def one(send: Send, device: str, due: float, k: int) -> None:
         await send(device)
-        samples[send].append(time.perf_counter() - due)
+        samples[send][k] = time.perf_counter() - due
 
     start = time.perf_counter()
     sending = []
@@ -329,7 +415,7 @@ async def _steady(stack: Send, echo: Send, count: int) -> tuple[list[float], lis
         due = start + n / (2 * RATE)
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         send, device = (stack, echo)[n % 2], DEVICES[n // 2 % len(DEVICES)]
-        sending.append(asyncio.create_task(one(send, device, due)))
+        sending.append(asyncio.create_task(one(send, device, due, n // 2)))
     await asyncio.gather(*sending)
     return samples[stack], samples[echo]
 
@@ -341,42 +427,129 @@ async def _cpu_percent(seconds: float) -> float:
     return 100 * (time.process_time() - cpu) / (time.perf_counter() - wall)
 
 
-async def _idle_devices(seconds: float) -> float:
-    """CPU % of the fleet's simulated devices, each watched by a bare Massager, no bridge.
+def _all_idle(side: str, massagers: dict[str, Massager | None]) -> None:
+    """Every one of `DEVICES` has a connected massager reporting ``idle``.
 
-    What the bridge's device agents do when nothing is commanded, minus the
-    bridge: the link, the simulator's status reports, `Massager.statuses`.
+    Raises:
+        WorkloadFailed: one is missing, its link is down, or it is not idle.
     """
-    async with contextlib.AsyncExitStack() as stack:
-        massagers = [await stack.enter_async_context(Massager.connect(f"sim://{name}?seed=1"))
-                     for name in DEVICES]  # fmt: skip
-
-        async def watch(massager: Massager) -> None:
-            async for _ in massager.statuses():
-                pass
-
-        watching = [asyncio.create_task(watch(massager)) for massager in massagers]
-        try:
-            await asyncio.sleep(SETTLE_S)
-            return await _cpu_percent(seconds)
-        finally:
-            for task in watching:
-                task.cancel()
-            await asyncio.gather(*watching, return_exceptions=True)
+    for name in DEVICES:
+        massager = massagers.get(name)
+        if massager is None or not massager.connected:
+            raise WorkloadFailed(f"{side}: {name} is not connected")
+        if massager.status.state != "idle":
+            raise WorkloadFailed(f"{side}: {name} is {massager.status.state}, not idle")
 
 
-async def _throughput(stack: Send, echo: Send, per_round: int) -> tuple[float, float]:
-    """(stack, echo) commands a second, `ROUNDS` turns each of ``per_round`` per device."""
+async def _idle_window(
+    side: str, massagers: Callable[[], dict[str, Massager | None]], seconds: float
+) -> float:
+    """CPU % over ``seconds`` once every massager is connected and idle and `SETTLE_S` passed.
+
+    Raises:
+        WorkloadFailed: the massagers did not all connect in time, or at the end
+            of the window one is not idle or is on another link than at the start.
+    """
+
+    def missing() -> list[str]:
+        return sorted(n for n, m in massagers().items() if m is None or not m.connected)
+
+    try:
+        async with asyncio.timeout(CONNECT_WITHIN_S):
+            # Polled: neither the bridge nor the watchers say when all are connected.
+            while missing():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        late = missing()
+        raise WorkloadFailed(
+            f"{side}: {len(late)} massagers did not connect within {CONNECT_WITHIN_S:g} s "
+            f"({', '.join(late[:5])} ...)"
+        ) from None
+    await asyncio.sleep(SETTLE_S)
+    before = massagers()
+    _all_idle(side, before)
+    cpu = await _cpu_percent(seconds)
+    after = massagers()
+    _all_idle(side, after)
+    if any(after[name] is not before[name] for name in DEVICES):
+        raise WorkloadFailed(f"{side}: a massager reconnected during the idle window")
+    return cpu
+
+
+@contextlib.asynccontextmanager
+async def _watched() -> AsyncIterator[dict[str, Massager | None]]:
+    """`DEVICES` each connected by a bare `Massager` that reads its statuses, nothing else.
+
+    What a bridge's device agent does when nothing is commanded, minus the
+    bridge: the link, the simulator's status reports, `Massager.statuses`. All
+    connect at once, as the bridge's agents do: connected one after another,
+    the massagers' reports would fall at other moments and wake the loop more
+    often, which would be measured as a difference that is not the bridge's.
+    """
+    massagers: dict[str, Massager | None] = dict.fromkeys(DEVICES)
+
+    async def watch(name: str) -> None:
+        async with Massager.connect(f"sim://{name}?seed=1") as massager:
+            massagers[name] = massager
+            try:
+                async for _ in massager.statuses():
+                    pass
+            finally:
+                massagers[name] = None
+
+    watching = [asyncio.create_task(watch(name)) for name in DEVICES]
+    try:
+        yield massagers
+    finally:
+        for task in watching:
+            task.cancel()
+        await asyncio.gather(*watching, return_exceptions=True)
+
+
+async def _idle(
+    broker: Broker, folder: Path, seconds: float, rounds: int
+) -> tuple[list[float], list[float]]:
+    """(bridge, bare) CPU % of ``rounds`` idle windows each, in turn, on the same massagers.
+
+    The row gives the mean of the windows, not their median: a full garbage
+    collection (tens of ms with 100 massagers) lands in one window now and then,
+    and it is part of what idling costs.
+    """
+    bridged: list[float] = []
+    bare: list[float] = []
+    for _ in range(rounds):
+        async with _bridge(broker, folder, DEVICES) as bridge:
+
+            def agents() -> dict[str, Massager | None]:
+                # Not counted as connected until the bridge is on the broker too.
+                online = bridge.client is not None
+                return {n: a.massager if online else None for n, a in bridge.agents.items()}
+
+            bridged.append(await _idle_window("the bridge", agents, seconds))
+        async with _watched() as massagers:
+            bare.append(await _idle_window("the bare watchers", lambda: massagers, seconds))
+    return bridged, bare
+
+
+async def _throughput(stack: Send, echo: Send, per_round: int) -> tuple[float, float, float | None]:
+    """(stack, echo) commands a second and the spread of their ratio over `ROUNDS` turns.
+
+    Each turn sends ``per_round`` commands per device, for each side.
+    """
     for send in (stack, echo):  # warm-up
         await _sustained(send, max(1, WARMUP // len(DEVICES)))
     commands = dict.fromkeys((stack, echo), 0)
     seconds = dict.fromkeys((stack, echo), 0.0)
+    ratios = []
     for _ in range(ROUNDS):
+        rate = {}
         for send in (echo, stack):
             done, took = await _sustained(send, per_round)
             commands[send] += done
             seconds[send] += took
-    return commands[stack] / seconds[stack], commands[echo] / seconds[echo]
+            rate[send] = done / took
+        ratios.append(rate[stack] / rate[echo])
+    return commands[stack] / seconds[stack], commands[echo] / seconds[echo], spread(ratios)
 
 
 @dataclass
@@ -384,12 +557,14 @@ class _Results:
     """What the run on the broker measured: (stack, echo) for each figure."""
 
     round_trip: tuple[list[float], list[float]]
-    throughput: tuple[float, float]
+    throughput: tuple[float, float, float | None]
     steady: tuple[list[float], list[float]]
-    idle_cpu: float
+    idle_cpu: tuple[list[float], list[float]]
 
 
-async def _on_broker(broker: Broker, folder: Path, count: int, idle_s: float) -> _Results:
+async def _on_broker(
+    broker: Broker, folder: Path, count: int, idle_s: float, idle_rounds: int
+) -> _Results:
     """Every stack figure and its echo's, on one broker with one driver and one echo."""
     # The echo's client is made as the bridge's is: the baseline differs only in what it does.
     echo_client = parse_broker_url(broker.url("admin")).client(identifier="bench-echo")
@@ -402,14 +577,17 @@ async def _on_broker(broker: Broker, folder: Path, count: int, idle_s: float) ->
                 await _ready(driver, [ONE])
                 round_trip = await _round_trips(driver, count)
 
+            idle_cpu = await _idle(broker, folder, idle_s, idle_rounds)
+
             async with _bridge(broker, folder, DEVICES):
                 await _ready(driver, DEVICES)
-                await asyncio.sleep(SETTLE_S)
-                idle_cpu = await _cpu_percent(idle_s)
                 await client.subscribe("massager/+/response", qos=1)
-                stack, echo = _senders(driver)
+                senders = _Senders(driver)
+                stack, echo = senders.stack, senders.echo
                 throughput = await _throughput(stack, echo, max(1, count // len(DEVICES)))
+                senders.check_devices()
                 steady = await _steady(stack, echo, count)
+                senders.check_devices()
         finally:
             for task in helpers:
                 task.cancel()
@@ -421,28 +599,33 @@ def measure(count: int) -> list[Row]:
     """The MQTT rows.
 
     ``count`` samples per latency figure, `ROUNDS` times ``count`` commands per
-    side for the throughput, and ``count / 300`` seconds of idle CPU per side.
+    side for the throughput, and idle windows of ``count / 300`` seconds (at
+    most `IDLE_WINDOW_S`), 2 to `IDLE_ROUNDS` of them per side.
     """
-    idle_s = count / 300
+    idle_s = min(IDLE_WINDOW_S, count / 300)
+    idle_rounds = max(2, min(IDLE_ROUNDS, count // 600))
     with tempfile.TemporaryDirectory(prefix="massager-ctl-bench-") as name:
         folder = Path(name)
-        with _private_dirs(folder), _quiet_mqtt_log():
-            with run_broker(folder / "broker") as broker:
-                got = asyncio.run(_on_broker(broker, folder, count, idle_s))
-            # A fresh loop: sim:// devices live per loop, so these are new ones, never bridged.
-            idle_bare = asyncio.run(_idle_devices(idle_s))
+        with _private_dirs(folder), _quiet_mqtt_log(), run_broker(folder / "broker") as broker:
+            got = asyncio.run(_on_broker(broker, folder, count, idle_s, idle_rounds))
     ms = 1e3
     (trip, trip_echo), (steady, steady_echo) = got.round_trip, got.steady
-    name = "command -> state round trip over MQTT"
-    echo = "bare aiomqtt echo through the same broker, in turn"
     fleet = f"{len(DEVICES)} devices"
+    rate, rate_echo, rate_spread = got.throughput
+    at_rate = in_blocks(steady, steady_echo, p99)
+    idle, idle_bare = got.idle_cpu
     return [
-        Row(f"{name} (p50)", p50(trip) * ms, "ms", p50(trip_echo) * ms, echo),
-        Row(f"{name} (p99)", p99(trip) * ms, "ms", p99(trip_echo) * ms, echo),
-        Row(f"{fleet} on one bridge: commands/s sustained", got.throughput[0], "/s",
-            got.throughput[1], f"bare aiomqtt echo, {IN_FLIGHT} in flight, in turn"),
-        Row(f"{fleet}: p99 command -> answer at a steady {RATE}/s", p99(steady) * ms, "ms",
-            p99(steady_echo) * ms, f"bare aiomqtt echo at {RATE}/s, alternating with them"),
-        Row(f"{fleet}: idle CPU of the bridge (sim devices in-process)", got.idle_cpu, "%",
-            idle_bare, f"the {len(DEVICES)} sim devices, each watched by a bare Massager"),
+        *latency_rows("command -> state round trip over MQTT", trip, trip_echo,
+                      "bare aiomqtt echo through the same broker, in turn", scale=ms, unit="ms"),
+        Row(f"{fleet} on one bridge: commands/s sustained ({ROUNDS} rounds)", rate, "/s",
+            rate_echo, f"bare aiomqtt echo, {IN_FLIGHT} in flight, in turn", rate_spread),
+        Row(f"{fleet}: p99 command -> answer at a steady {RATE}/s "
+            f"(median of {at_rate.blocks} blocks)", at_rate.value * ms, "ms",
+            at_rate.baseline * ms, f"bare aiomqtt echo at {RATE}/s, alternating with them",
+            at_rate.spread),
+        Row(f"{fleet} idle: CPU of the bridge + its {len(DEVICES)} sim massagers, in-process "
+            f"(mean of {len(idle)} windows of {idle_s:g} s)", mean(idle), "%", mean(idle_bare),
+            f"the same {len(DEVICES)} sim massagers, each watched by a bare Massager "
+            "(no bridge, no MQTT), windows in turn",
+            spread([b / a for b, a in zip(idle, idle_bare, strict=True)])),
     ]  # fmt: skip

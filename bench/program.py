@@ -5,6 +5,11 @@ event loop whose clock jumps ahead whenever nothing is ready (looptime). The
 middle: the same steps sent by a bare protocol Connection straight into the
 firmware on a hand-stepped clock, with the real link's keepalives and status
 reports. The baseline: the firmware alone running a 45-minute session, no link.
+
+Each workload checks its work: the program (or the firmware's own session)
+must complete and the pump must have run, or it raises `WorkloadFailed`. The
+three are timed in turn, round after round, and each row gives the median of
+the rounds and how far the per-round ratios strayed (`Row.spread`).
 """
 
 from __future__ import annotations
@@ -35,19 +40,44 @@ from firmware_protocol import (
 )
 from massager_ctl.device import Massager
 from massager_ctl.profiles import find_profile
-from massager_ctl.programs import run_program
+from massager_ctl.programs import Outcome, run_program
+from massager_ctl.transports.sim import SimTransport
 from simulator import DeviceConfig, Firmware
 
-from .rows import Row
+from .rows import Row, WorkloadFailed, p50, spread
 
 PROFILE = "evening-45"
 
 
+def pumped(firmware: Firmware, what: str, seconds: float) -> None:
+    """The firmware's pump must have run for a part of ``seconds``: a session really ran.
+
+    Raises:
+        WorkloadFailed: it ran for less than 5 % of them.
+    """
+    if firmware.plant.pump_seconds <= 0.05 * seconds:
+        raise WorkloadFailed(
+            f"{what}: the pump ran {firmware.plant.pump_seconds:.1f} s of {seconds:.0f} s"
+        )
+
+
 def full_stack() -> None:
+    """`run_program` on a `Massager` over sim://, in virtual time.
+
+    Raises:
+        WorkloadFailed: the program did not complete, or the pump did not run.
+    """
+    profile = find_profile(PROFILE)
+
     async def main() -> None:
         async with Massager.connect("sim://bench?seed=1") as massager:
-            result = await run_program(massager, find_profile(PROFILE))
-            assert result.outcome == "completed", result
+            result = await run_program(massager, profile)
+            if result.outcome != Outcome.COMPLETED:
+                raise WorkloadFailed(f"the full stack's program ended {result.outcome}: {result}")
+            transport = massager.transport
+            if not isinstance(transport, SimTransport):
+                raise WorkloadFailed(f"sim:// opened {transport!r}, not the simulator")
+            pumped(transport.firmware, "the full stack", sum(s.seconds for s in profile.steps))
 
     loop = looptime.new_event_loop(noop_cycles=1)
     try:
@@ -62,6 +92,10 @@ def firmware_and_bare_link() -> None:
     Paired, as the full stack is: the firmware takes a START only signed, and an
     unpaired link here ran no session at all (every START refused), which measured
     nothing. Every step's START must be taken and the pump must run the program.
+
+    Raises:
+        WorkloadFailed: the link is not authenticated, a request was refused or
+            failed, or the pump did not run.
     """
     profile = find_profile(PROFILE)
     firmware = Firmware(DeviceConfig(seed=1), now=0.0)
@@ -85,11 +119,12 @@ def firmware_and_bare_link() -> None:
 
     controller.send(Hello("bench"), now)
     exchange()
-    assert controller.link_key_id == signer.key_id, "the bare link is not authenticated"
+    if controller.link_key_id != signer.key_id:
+        raise WorkloadFailed("the bare link is not authenticated")
     modes = {"wave": 1, "pulse": 2}
     for step in profile.steps:
-        assert step.mode is not None
-        assert step.intensity is not None
+        if step.mode is None or step.intensity is None:
+            raise WorkloadFailed(f"{PROFILE} has a step without a mode and intensity: {step}")
         controller.send(Start(modes[step.mode], step.intensity, round(step.seconds) + 5), now)
         exchange()
         end = now + step.seconds
@@ -103,17 +138,23 @@ def firmware_and_bare_link() -> None:
             exchange()
     controller.send(Stop(), now)
     exchange()
-    assert not refused, f"the bare link's program did not run: {refused[:3]}"
-    program_s = sum(step.seconds for step in profile.steps)
-    assert firmware.plant.pump_seconds > 0.05 * program_s, "the pump never ran"
+    if refused:
+        raise WorkloadFailed(f"the bare link's program did not run: {refused[:3]}")
+    pumped(firmware, "the bare link", sum(step.seconds for step in profile.steps))
 
 
 def firmware_alone() -> None:
-    """A 45-minute session on the simulated firmware with no link at all."""
+    """A 45-minute session on the simulated firmware with no link at all.
+
+    Raises:
+        WorkloadFailed: the session did not complete, or the pump did not run.
+    """
     firmware = Firmware(DeviceConfig(seed=1, remote_session_s=45 * 60), now=0.0)
     firmware.press(Button.POWER, 0.0)
     firmware.advance(45 * 60 + 1.0)
-    assert firmware.last_end == EndReason.COMPLETED
+    if firmware.last_end != EndReason.COMPLETED:
+        raise WorkloadFailed(f"the firmware's own session ended {firmware.last_end.name}")
+    pumped(firmware, "the firmware alone", 45 * 60)
 
 
 def wall(run: Callable[[], None]) -> float:
@@ -132,15 +173,29 @@ def peak_memory(run: Callable[[], None]) -> float:
 
 
 def measure(repeat: int) -> list[Row]:
-    stack = min(wall(full_stack) for _ in range(repeat))
-    link = min(wall(firmware_and_bare_link) for _ in range(repeat))
-    alone = min(wall(firmware_alone) for _ in range(repeat))
+    """The program rows: ``repeat`` rounds, each timing the three workloads one after another.
+
+    Round ``i`` of each runs beside round ``i`` of the others, so a busy moment
+    lands on all three; the rows give the median of the rounds, and the spread
+    of the per-round ratios.
+    """
+    rounds: dict[Callable[[], None], list[float]] = {
+        run: [] for run in (full_stack, firmware_and_bare_link, firmware_alone)
+    }
+    for _ in range(repeat):
+        for run, took in rounds.items():
+            took.append(wall(run))
+    alone = rounds[firmware_alone]
+
+    def row(name: str, run: Callable[[], None]) -> Row:
+        ratios = [t / a for t, a in zip(rounds[run], alone, strict=True)]
+        return Row(f"{name} (median of {repeat})", p50(rounds[run]), "s", p50(alone),
+                   "the simulated firmware alone, no link, in turn", spread(ratios))  # fmt: skip
+
     mib = 1024 * 1024
     return [
-        Row("45-minute program in virtual time, full stack", stack, "s",
-            alone, "the simulated firmware alone, no link"),
-        Row("45-minute program, firmware + bare protocol link (paired)", link, "s",
-            alone, "the simulated firmware alone, no link"),
+        row("45-minute program in virtual time, full stack", full_stack),
+        row("45-minute program, firmware + bare protocol link, paired", firmware_and_bare_link),
         Row("45-minute program in virtual time, peak traced memory",
             peak_memory(full_stack) / mib, "MiB",
             peak_memory(firmware_alone) / mib, "the simulated firmware alone, no link"),

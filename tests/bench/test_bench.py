@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bench import coldstart
+from bench.rows import WorkloadFailed
 
 
 def test_bench_prints_its_rows_as_json() -> None:
@@ -28,15 +28,21 @@ def test_bench_prints_its_rows_as_json() -> None:
         "ble:// on the virtual",
         "over MQTT",
         "100 devices",
+        "100 devices idle: CPU of the bridge",
         "cold start: massager-ctl safety",
         "cold start: massager-ctl status --device sim://",
     ):
         assert link in names
     for row in rows:
-        assert {"name", "value", "unit", "baseline", "ratio"} <= set(row)
+        assert {"name", "value", "unit", "baseline", "ratio", "spread"} <= set(row)
         assert row["value"] > 0
         assert row["baseline"] > 0
         assert row["ratio"] == round(row["value"] / row["baseline"], 2)
+        # Every figure taken over blocks, rounds or windows says how steady its ratio was;
+        # only a figure taken once (the peak memory, a quick run's one round) has none.
+        once = "peak traced memory" in row["name"] or "(median of 1)" in row["name"]
+        assert (row["spread"] is None) == once, row
+        assert once or row["spread"] >= 0, row
 
 
 def probe(code: str) -> coldstart.Command:
@@ -52,21 +58,5 @@ def test_a_cold_start_run_that_did_its_work_is_timed(tmp_path: Path) -> None:
 def test_a_cold_start_run_that_failed_or_printed_the_wrong_thing_is_refused(
     tmp_path: Path, code: str
 ) -> None:
-    with pytest.raises(coldstart.WorkloadFailed, match="probe exited"):
+    with pytest.raises(WorkloadFailed, match="probe exited"):
         coldstart.run(probe(code), coldstart.environment(tmp_path))
-
-
-def test_the_bare_link_row_fails_when_its_program_does_not_run(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Signed with a key the firmware does not hold, every START is refused and the
-    # pump never runs: the row measured nothing so before it checked its own work.
-    from bench import program
-    from firmware_protocol import Signer
-
-    def a_stranger(key_id: int, key: bytes, next_counter: Callable[[], int]) -> Signer:
-        return Signer(key_id, bytes(32), next_counter)
-
-    monkeypatch.setattr(program, "Signer", a_stranger)
-    with pytest.raises(AssertionError, match="not authenticated"):
-        program.firmware_and_bare_link()
