@@ -106,8 +106,9 @@ def test_the_bare_link_program_refuses_a_link_the_firmware_does_not_trust(
     ("outcome", "why"),
     [(Outcome.STOPPED, "program ended stopped"), (Outcome.COMPLETED, "the pump ran 0.0 s")],
 )
+@pytest.mark.parametrize("clock", ["full_stack", "full_stack_on_looptime"])
 def test_the_full_stack_program_refuses_a_program_that_did_not_run(
-    monkeypatch: pytest.MonkeyPatch, outcome: Outcome, why: str
+    monkeypatch: pytest.MonkeyPatch, outcome: Outcome, why: str, clock: str
 ) -> None:
     # Said done (or not) at once: the simulated device never pumped.
     async def said(massager: Massager, profile: object) -> SimpleNamespace:
@@ -115,7 +116,7 @@ def test_the_full_stack_program_refuses_a_program_that_did_not_run(
 
     monkeypatch.setattr(program, "run_program", said)
     with pytest.raises(WorkloadFailed, match=why):
-        program.full_stack()
+        getattr(program, clock)()
 
 
 def test_the_firmware_alone_refuses_a_session_that_never_started(
