@@ -61,6 +61,7 @@ from .messages import (
     Message,
     Nak,
     Paired,
+    SetCycle,
     Status,
     UnknownMessageType,
     decode_message,
@@ -264,6 +265,10 @@ class Connection:
     Device: it does. Controller: it expects so, and drops every frame from the
     device on such a link that is not signed (an older device, paired knowing
     it does not sign, is the one reason to set it False)."""
+    chambers: int | None = None
+    """Device: its number of chambers. A SET_CYCLE with another number of targets is
+    malformed (SPEC §5.1) and refused BAD_PAYLOAD by the link, as a payload too short
+    is: not taken, its seq not used up, its NAK not remembered (SPEC §4.1)."""
 
     def __post_init__(self) -> None:
         self._decoder = FrameDecoder(self.stats)
@@ -504,13 +509,23 @@ class Connection:
 
     def _decode(self, frame: Frame) -> Message | ErrorCode:
         try:
-            return decode_message(frame.msg_type, frame.payload)
+            message = decode_message(frame.msg_type, frame.payload)
         except UnknownMessageType:
             self.stats.rejected += 1
             return ErrorCode.UNKNOWN_MESSAGE
         except RemoteProtocolError:
             self.stats.rejected += 1
             return ErrorCode.BAD_PAYLOAD
+        if (
+            isinstance(message, SetCycle)
+            and self.chambers is not None
+            and len(message.targets_dmmhg) != self.chambers
+        ):
+            # Part of the layout (one target per chamber), so refused with the other
+            # malformed payloads, before the seq: one rule for every BAD_PAYLOAD.
+            self.stats.rejected += 1
+            return ErrorCode.BAD_PAYLOAD
+        return message
 
     # --- controller ---------------------------------------------------------------
 
