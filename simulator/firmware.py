@@ -771,9 +771,11 @@ class Firmware:
         self.conn.send(message, self._t)
 
     def _send_status(self) -> None:
+        # After every change, with or without a present controller (SPEC 7.5): the one
+        # whose link the watchdog just ended may be listening still, as SESSION_ENDED
+        # supposes, and it is the STATUS that says the chambers are venting. Only the
+        # periodic report waits for a present controller (`_on_due`).
         self._next_status = self._t + self.config.status_interval_ms / 1000
-        if self.conn.state != LinkState.READY:
-            return
         self._send(self.status())
 
     def _send_challenge(self) -> None:

@@ -1112,9 +1112,14 @@ class CheckedFirmware:
     def _check_events(self, sent: list[Sent], before: SessionState, after: SessionState,
                       may_end: frozenset[EndReason], *, may_start: bool,
                       source: StartSource | None = None) -> None:  # fmt: skip
-        """Session events tell the truth: one start per session, one end per start."""
+        """Session events tell the truth: one start per session, one end per start.
+
+        And every end is followed by a STATUS, with or without a present controller
+        (SPEC 7.5, 8.4): the listener of a link just lost learns from it that the
+        chambers vent.
+        """
         on = before in IN_SESSION
-        for item in sent:
+        for at, item in enumerate(sent):
             message = item.message
             if isinstance(message, SessionStarted):
                 # SPEC 10.4: no self-resume; only a START or the POWER button begins one.
@@ -1127,6 +1132,9 @@ class CheckedFirmware:
                 assert on, "SESSION_ENDED without a session"
                 assert message.reason in may_end, f"a session ended {message.reason!r} here"
                 assert message.pressure_s <= self.config.session_cap_s, f"{message} past the cap"
+                assert any(isinstance(later.message, Status) for later in sent[at + 1 :]), (
+                    f"{message} and no STATUS after it"
+                )
                 on = False
         assert on == (after in IN_SESSION), f"events say {on}, state {after.name}"
 
