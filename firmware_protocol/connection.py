@@ -49,6 +49,8 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .framing import DeframerStats, Frame, FrameDecoder
 from .messages import (
     COMMANDS,
+    NO_NONCE,
+    NONCE_SIZE,
     PREEMPTIBLE,
     REPLIES,
     URGENT,
@@ -79,6 +81,13 @@ CHALLENGES_KEPT = 16
 """Device: how many of its last challenges a KEEPALIVE may name (SPEC §7.3)."""
 RECENT_FRAMES = 32
 _DEVICE_TYPES = frozenset(REPLIES) | {MessageType.EVENT}
+
+
+def _fresh_nonce() -> bytes:
+    """A random link nonce; never eight zero bytes, which mean no nonce (SPEC §13)."""
+    while (nonce := secrets.token_bytes(NONCE_SIZE)) == NO_NONCE:
+        pass
+    return nonce
 
 
 def seq_newer(seq: int, than: int) -> bool:
@@ -876,7 +885,7 @@ class Connection:
             self._events.append(LinkLost("another controller opened the link"))
         self.state = LinkState.READY
         self.link_key_id = key_id
-        self.link_nonce = secrets.token_bytes(8) if key_id is not None else None
+        self.link_nonce = _fresh_nonce() if key_id is not None else None
         tx_link = None
         if key_id is not None and self.pairings is not None:
             pairing = self.pairings.get(key_id)

@@ -7,10 +7,13 @@ tests/simulator/test_spec_rules.py.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 import firmware_protocol as fp
 from firmware_protocol import Connection, ErrorCode, Frame, FrameDecoder, Received, Role
+from firmware_protocol.messages import NO_NONCE
 
 CHAMBERS = 2
 
@@ -68,3 +71,68 @@ def test_a_malformed_payload_is_refused_before_its_seq_and_forgotten(
     assert [e.message for e in events if isinstance(e, Received)] == [
         fp.decode_message(good.msg_type, good.payload)
     ]
+
+
+# --- SPEC 13: the fields pairing appended, and the fields after them --------------------
+
+CAPS = fp.Capabilities(
+    ref_seq=1, model="m", firmware="f", serial="s", features=fp.Feature.PAIRING,
+    ceiling_dmmhg=1300, max_target_dmmhg=1200, session_cap_s=5400, max_lease_s=5400,
+    watchdog_ms=1000, status_interval_ms=500, pause_limit_s=600,
+    chambers=(fp.ChamberInfo(fp.Leg.LEFT, fp.Position.FOOT),),
+    modes=(fp.ModeInfo(1, "wave"),), levels=(fp.LevelInfo(1, 500),),
+)  # fmt: skip
+LATER = b"\x42\x43"  # a field some later revision appends
+
+
+def test_fields_after_the_nonce_are_ignored_and_eight_zero_bytes_are_no_nonce() -> None:
+    nonce = bytes.fromhex("a0a1a2a3a4a5a6a7")
+    with_nonce = replace(CAPS, link_nonce=nonce).encode_payload() + LATER
+    assert fp.Capabilities.decode_payload(with_nonce).link_nonce == nonce
+    held_place = CAPS.encode_payload() + NO_NONCE + LATER
+    assert fp.Capabilities.decode_payload(held_place) == CAPS
+    with pytest.raises(fp.LocalProtocolError):
+        replace(CAPS, link_nonce=NO_NONCE)  # a device never sends it as a nonce
+
+
+def test_a_device_never_draws_the_nonce_that_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    from firmware_protocol import connection
+
+    draws = iter([NO_NONCE, NO_NONCE, b"\x01" * 8])
+    monkeypatch.setattr(connection.secrets, "token_bytes", lambda n: next(draws))
+    assert connection._fresh_nonce() == b"\x01" * 8
+
+
+def test_key_id_comes_right_after_the_name_and_fields_after_it_are_ignored() -> None:
+    payload = fp.Hello("c").encode_payload() + b"\x00" + LATER
+    assert fp.Hello.decode_payload(payload) == fp.Hello("c", key_id=0)
+    conn = device()
+    # Unsigned, key id 0 (no key has it), a later field: an unauthenticated link.
+    sent, events = answers(conn, Frame(5, fp.MessageType.HELLO, payload))
+    assert sent == []
+    assert [e.message for e in events if isinstance(e, Received)] == [fp.Hello("c", 0)]
+    assert conn.link_key_id is None
+
+
+KEY = bytes(range(32))
+
+
+@pytest.mark.parametrize("key_id", [None, 0, 2], ids=["no key_id", "key_id 0", "unknown key_id"])
+def test_a_signed_hello_without_a_key_the_device_holds_is_refused_and_changes_nothing(
+    key_id: int | None,
+) -> None:
+    """SPEC 12.3: NOT_AUTHENTICATED; not the present controller, not the newest seq."""
+    table = fp.PairingTable()
+    assert table.add("c", KEY) == 1
+    conn = Connection(Role.DEVICE, pairings=table)
+    conn.receive_data(Frame(1, fp.MessageType.HELLO, fp.Hello("c").encode_payload()).encode(), 0.0)
+    conn.events()
+    conn.data_to_send()
+    hello = fp.Hello("x", key_id)
+    signed = Frame(7, hello.TYPE, hello.encode_payload()).signed(KEY, 5)
+    sent, events = answers(conn, signed)
+    assert sent == [fp.Nak(7, ErrorCode.NOT_AUTHENTICATED)]
+    assert events == []
+    assert conn.state is fp.LinkState.READY
+    assert conn._accepted_seq == 1
+    assert table.get(1).counter == 0  # type: ignore[union-attr]
