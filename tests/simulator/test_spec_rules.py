@@ -6,9 +6,17 @@ in tests/firmware_protocol/test_spec_rules.py.
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 import firmware_protocol as fp
-from firmware_protocol import EndReason, FrameDecoder, SessionState, StatusFlag
+from firmware_protocol import EndReason, ErrorCode, Frame, FrameDecoder, SessionState, StatusFlag
 from tests.simulator.rig import Rig
+from tests.simulator.test_pairing import signed_on_link
 
 START = fp.Start(fp.Mode.WAVE, 1, 600)
 
@@ -78,3 +86,265 @@ def test_without_a_controller_only_changes_are_reported() -> None:
     assert told[0] == fp.Ack(9)
     assert isinstance(told[-1], fp.Status)
     assert told[-1].state is SessionState.IDLE
+
+
+# --- SPEC 4.1: the order of the checks, and which refusals are remembered -------------
+
+
+def newest(rig: Rig) -> int:
+    seq = rig.fw.conn._accepted_seq
+    assert seq is not None
+    return seq
+
+
+def answer(rig: Rig, *frames: Frame) -> list[fp.Message]:
+    """Feed ``frames`` in one read; what the device sent back, statuses and challenges aside."""
+    rig.fw.receive_data(b"".join(f.encode() for f in frames), rig.now)
+    return [m for m in sent(rig) if not isinstance(m, fp.Status | fp.Challenge)]
+
+
+def plain(message: fp.Message, seq: int, version: int = 1) -> Frame:
+    return Frame(seq, message.TYPE, message.encode_payload(), version)
+
+
+def test_a_device_message_is_dropped_before_its_version_is_looked_at() -> None:
+    rig = Rig()
+    rig.connect()
+    assert answer(rig, plain(fp.Ack(1), 9, version=2)) == []
+
+
+def test_the_version_is_checked_before_the_type() -> None:
+    rig = Rig()
+    assert answer(rig, Frame(9, 0x55, b"", 2)) == [fp.Nak(9, ErrorCode.UNSUPPORTED_VERSION)]
+
+
+def test_the_payload_is_checked_before_the_present_controller() -> None:
+    rig = Rig()  # no HELLO yet
+    assert answer(rig, Frame(9, fp.MessageType.START, b"\x01")) == [
+        fp.Nak(9, ErrorCode.BAD_PAYLOAD)
+    ]
+
+
+def test_the_present_controller_is_checked_before_the_tag() -> None:
+    rig = Rig()  # no HELLO yet; START unsigned on a device that requires pairing
+    assert answer(rig, plain(START, 9)) == [fp.Nak(9, ErrorCode.NO_HELLO)]
+
+
+def test_the_tag_is_checked_before_the_seq() -> None:
+    rig = Rig()
+    rig.connect()
+    assert rig.command(fp.SetIntensity(2)) == "ack"
+    stale = (
+        newest(rig) - 5
+    ) % 0x10000  # neither newer nor remembered: STALE_SEQUENCE, were it signed
+    assert answer(rig, plain(START, stale)) == [fp.Nak(stale, ErrorCode.NOT_AUTHENTICATED)]
+
+
+def test_the_seq_is_checked_before_the_counter() -> None:
+    rig = Rig()
+    rig.connect()
+    assert rig.command(fp.SetIntensity(2)) == "ack"
+    stale = (newest(rig) - 5) % 0x10000
+    old = signed_on_link(rig, START, stale, counter=1)  # a counter the key used long ago
+    assert answer(rig, old) == [fp.Nak(stale, ErrorCode.STALE_SEQUENCE)]
+
+
+def test_the_counter_is_checked_before_a_stop_preempts() -> None:
+    rig = Rig()
+    rig.connect()
+    seq = newest(rig) + 1
+    old = signed_on_link(rig, START, seq, counter=1)
+    replies = answer(rig, old, plain(fp.Stop(), 0))
+    assert fp.Nak(seq, ErrorCode.REPLAYED) in replies
+
+
+def test_a_stop_preempts_before_the_state_table_is_looked_up() -> None:
+    rig = Rig()
+    rig.connect()
+    rig.fw._latch(fp.Fault.SENSOR)  # START is FAULT_LATCHED now
+    sent(rig)
+    seq = newest(rig) + 1
+    replies = answer(rig, signed_on_link(rig, START, seq), plain(fp.Stop(), 0))
+    assert fp.Nak(seq, ErrorCode.PREEMPTED) in replies
+
+
+def test_the_state_table_is_looked_up_before_the_values() -> None:
+    rig = Rig()
+    rig.connect()
+    rig.fw._latch(fp.Fault.SENSOR)
+    assert rig.command(fp.Start(0x7F, 9, 0)) == "nak FAULT_LATCHED"
+
+
+def test_refusals_of_the_link_are_forgotten_and_use_up_no_seq() -> None:
+    rig = Rig()
+    rig.connect()
+    seq = newest(rig) + 1
+    refusals = [
+        (plain(START, seq, version=2), ErrorCode.UNSUPPORTED_VERSION),
+        (Frame(seq, 0x55), ErrorCode.UNKNOWN_MESSAGE),
+        (Frame(seq, fp.MessageType.START, b"\x01"), ErrorCode.BAD_PAYLOAD),
+        (plain(START, seq), ErrorCode.NOT_AUTHENTICATED),
+        (signed_on_link(rig, START, seq, counter=1), ErrorCode.REPLAYED),
+    ]
+    for frame, error in refusals:
+        for _ in range(2):  # sent again: judged again, not answered from memory
+            assert answer(rig, frame) == [fp.Nak(seq, error)]
+    assert newest(rig) == seq - 1
+    assert answer(rig, signed_on_link(rig, START, seq))[0] == fp.Ack(seq)
+
+
+def test_every_answer_to_a_frame_taken_is_remembered_refusals_too() -> None:
+    rig = Rig()
+    rig.connect()
+    taken = [
+        (fp.Resume(), ErrorCode.BAD_STATE),  # the state table (SPEC 8.2)
+        (fp.SetIntensity(9), ErrorCode.UNSUPPORTED_INTENSITY),  # a value (SPEC 8.3)
+        (fp.SetCycle(fp.CycleOrder.SEQUENTIAL, 1, 1, 1, 1, (1250,) * 8),
+         ErrorCode.OVER_PRESSURE_LIMIT),
+    ]  # fmt: skip
+    for message, error in taken:
+        seq = newest(rig) + 1
+        frame = signed_on_link(rig, message, seq)
+        rig.fw.receive_data(frame.encode(), rig.now)
+        first = rig.fw.data_to_send()
+        assert answer_of(first) == [fp.Nak(seq, error)]
+        assert newest(rig) == seq
+        # A re-send gets the same frame again (signed anew), and so does any frame
+        # with that seq: it is taken for a re-send.
+        rig.fw.receive_data(signed_on_link(rig, START, seq).encode(), rig.now)
+        again = rig.fw.data_to_send()
+        assert strip_tags(again) == strip_tags(first)
+        assert answer_of(again) == [fp.Nak(seq, error)]
+    assert rig.fw.state is SessionState.IDLE
+
+
+def answer_of(wire: bytes) -> list[fp.Message]:
+    return [
+        m
+        for f in FrameDecoder().feed(wire)
+        if not isinstance(m := fp.decode_message(f.msg_type, f.payload), fp.Status | fp.Challenge)
+    ]
+
+
+def strip_tags(wire: bytes) -> list[Frame]:
+    """The frames of ``wire`` without their tags: what a remembered reply keeps."""
+    return [replace(f, auth=None) for f in FrameDecoder().feed(wire)]
+
+
+# --- SPEC 7.4: a read, on a UART that hands over one byte at a time -------------------
+
+
+def bytewise(rig: Rig, wire: bytes) -> list[fp.Message]:
+    """Feed ``wire`` one byte per read, as an interrupt per received byte does."""
+    told: list[fp.Message] = []
+    for i in range(len(wire)):
+        rig.fw.receive_data(wire[i : i + 1], rig.now)
+        told += sent(rig)
+    return told
+
+
+def test_byte_by_byte_a_command_before_the_stop_runs_and_the_stop_ends_it() -> None:
+    rig = Rig()
+    rig.connect()
+    start = rig.ctl.send(START, rig.now)
+    stop = rig.ctl.send(fp.Stop(), rig.now)
+    told = bytewise(rig, rig.ctl.data_to_send())
+    assert told[0] == fp.Ack(start)
+    assert fp.Ack(stop) in told
+    assert told.index(fp.Ack(stop)) > told.index(fp.Ack(start))
+    assert kinds(told).count("SessionEnded") == 1
+    assert rig.fw.state is SessionState.IDLE
+
+
+@pytest.mark.parametrize("whose", ["the controller's stop", "a stranger's stop"])
+def test_in_one_read_the_same_command_is_refused(whose: str) -> None:
+    rig = Rig()
+    rig.connect()
+    start = rig.ctl.send(START, rig.now)
+    if whose == "a stranger's stop":
+        wire = rig.ctl.data_to_send() + plain(fp.Stop(), 0).encode()
+        refusal = ErrorCode.PREEMPTED  # the stranger's stop moved no seq (SPEC 12.3)
+    else:
+        rig.ctl.send(fp.Stop(), rig.now)
+        wire = rig.ctl.data_to_send()
+        refusal = ErrorCode.STALE_SEQUENCE  # the stop's newer seq was taken first
+    rig.fw.receive_data(wire, rig.now)
+    told = sent(rig)
+    assert fp.Nak(start, refusal) in told
+    assert "SessionStarted" not in kinds(told)
+    assert rig.fw.state is SessionState.IDLE
+
+
+@pytest.mark.parametrize("one_read", [True, False], ids=["one read", "byte by byte"])
+def test_a_command_after_the_stop_is_preempted_in_its_read_and_runs_in_a_later_one(
+    one_read: bool,
+) -> None:
+    rig = Rig()
+    rig.connect()
+    rig.ctl.send(fp.Stop(), rig.now)
+    start = rig.ctl.send(START, rig.now)
+    wire = rig.ctl.data_to_send()
+    if one_read:
+        rig.fw.receive_data(wire, rig.now)
+        assert fp.Nak(start, ErrorCode.PREEMPTED) in sent(rig)
+        assert rig.fw.state is SessionState.IDLE
+    else:
+        assert fp.Ack(start) in bytewise(rig, wire)
+        assert rig.fw.state is SessionState.RUNNING
+
+
+SESSION_COMMANDS = st.sampled_from([
+    START, fp.Start(fp.Mode.PULSE, 3, 60), fp.Renew(fp.Mode.WAVE, 2, 30), fp.SetMode(fp.Mode.PULSE),
+    fp.SetIntensity(3), fp.Pause(), fp.Resume(), fp.ResetFault(),
+])  # fmt: skip
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    commands=st.lists(SESSION_COMMANDS, max_size=5),
+    at=st.integers(0, 5),
+    running=st.booleans(),
+    halt=st.sampled_from([fp.Stop(), fp.Vent()]),
+    strangers=st.booleans(),
+    cuts=st.lists(st.integers(0, 400), max_size=8),
+)
+def test_nothing_sent_before_a_stop_or_read_with_it_runs_after_it(
+    commands: list[fp.Message],
+    at: int,
+    running: bool,
+    halt: fp.Message,
+    strangers: bool,
+    cuts: list[int],
+) -> None:
+    """SPEC 7.4 and 10.5, whatever a read is: a command that came before the stop, or
+    in the read that brought it (a frame is in the read that brings its 0x00), never
+    runs after it. Only a command of a later read may start a session again."""
+    rig = Rig()
+    rig.connect()
+    if running:
+        assert rig.command(START) == "ack"
+        rig.run(1)
+    at = min(at, len(commands))
+    frames: list[bytes] = []
+    for i, message in enumerate([*commands[:at], halt, *commands[at:]]):
+        if i == at and strangers:  # someone else's stop: unsigned, a seq of its own
+            frames.append(plain(halt, 0).encode())
+        else:
+            rig.ctl.send(message, rig.now)
+            frames.append(rig.ctl.data_to_send())
+    wire = b"".join(frames)
+    ends = list(itertools.accumulate(len(f) for f in frames))
+    bounds = [*sorted({c % (len(wire) + 1) for c in cuts}), len(wire)]
+    read_of = [next(i for i, b in enumerate(bounds) if end <= b) for end in ends]
+    last = 0
+    for bound in bounds:
+        rig.fw.receive_data(wire[last:bound], rig.now)
+        last = bound
+    told = sent(rig)
+    if all(read_of[i] == read_of[at] for i in range(at, len(frames))):
+        assert rig.fw.state in (SessionState.IDLE, SessionState.FAULT)
+        assert not rig.fw.plant.pump
+        events = [k for k in kinds(told) if k in ("SessionStarted", "SessionEnded")]
+        assert not events or events[-1] == "SessionEnded"
+        rig.run(5)
+        assert rig.fw.state in (SessionState.IDLE, SessionState.FAULT)
