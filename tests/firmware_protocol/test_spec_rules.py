@@ -136,3 +136,87 @@ def test_a_signed_hello_without_a_key_the_device_holds_is_refused_and_changes_no
     assert conn.state is fp.LinkState.READY
     assert conn._accepted_seq == 1
     assert table.get(1).counter == 0  # type: ignore[union-attr]
+
+
+# --- SPEC 7.3: what proves the other end alive -----------------------------------------
+
+
+def with_flags(frame: Frame, flags: int) -> bytes:
+    """``frame`` on the wire with its flags byte set to ``flags`` and a good CRC."""
+    body = bytearray(frame.to_bytes()[:-2])
+    body[1] = flags
+    return fp.cobs.encode(bytes(body) + fp.framing.crc16(bytes(body)).to_bytes(2, "little")) + b"\0"
+
+
+def ready_controller() -> Connection:
+    """A controller whose link is READY at t=0; it calls the device silent after 1.5 s."""
+    ctl = Connection(Role.CONTROLLER)
+    ctl.send(fp.Hello("c"), 0.0)
+    ctl.data_to_send()
+    ctl.receive_data(Frame(1, fp.MessageType.CAPABILITIES, CAPS.encode_payload()).encode(), 0.0)
+    assert ctl.state is fp.LinkState.READY
+    ctl.events()
+    return ctl
+
+
+STATUS = fp.Status(
+    0, fp.SessionState.IDLE, 1, 1, fp.StatusFlag(0), 0, 0, 100, fp.Fault.NONE,
+    fp.EndReason.NONE, 0, 0, (0,),
+)  # fmt: skip
+NOT_ALIVE = {
+    "version 2": Frame(2, fp.MessageType.STATUS, STATUS.encode_payload(), 2).encode(),
+    "a reserved flag bit": with_flags(Frame(2, fp.MessageType.STATUS, STATUS.encode_payload()), 2),
+    "a bad CRC": Frame(2, fp.MessageType.STATUS, STATUS.encode_payload()).encode()[:-3] + b"\1\0",
+}
+ALIVE = {
+    "a STATUS": Frame(2, fp.MessageType.STATUS, STATUS.encode_payload()).encode(),
+    "a type it does not know": Frame(2, 0x9F, b"\x01").encode(),
+    "an event kind it does not know": Frame(2, fp.MessageType.EVENT, b"\x7f").encode(),
+    "a payload it cannot read": Frame(2, fp.MessageType.STATUS, b"\x01").encode(),
+}
+
+
+@pytest.mark.parametrize("wire", NOT_ALIVE.values(), ids=list(NOT_ALIVE))
+def test_the_controller_takes_no_frame_of_another_version_or_flag_for_life(wire: bytes) -> None:
+    ctl = ready_controller()
+    ctl.receive_data(wire, 1.0)
+    ctl.handle_timer(1.5)
+    assert any(isinstance(e, fp.PeerSilent) for e in ctl.events())
+
+
+@pytest.mark.parametrize("wire", ALIVE.values(), ids=list(ALIVE))
+def test_the_controller_takes_any_version_1_frame_for_life(wire: bytes) -> None:
+    ctl = ready_controller()
+    ctl.receive_data(wire, 1.0)
+    ctl.handle_timer(1.5)
+    assert not any(isinstance(e, fp.PeerSilent) for e in ctl.events())
+    ctl.handle_timer(2.5)
+    assert any(isinstance(e, fp.PeerSilent) for e in ctl.events())
+
+
+def challenged_device() -> tuple[Connection, int]:
+    """A device link opened at t=0 that sent a challenge at t=0.5 (its watchdog: 1 s)."""
+    conn = device()
+    conn.send(fp.Challenge(0xC0FFEE, 500), 0.5)
+    conn.data_to_send()
+    return conn, 0xC0FFEE
+
+
+@pytest.mark.parametrize(
+    "how", ["answered", "version 2", "a reserved flag bit", "no challenge", "another challenge"]
+)
+def test_only_a_version_1_keepalive_answering_a_challenge_feeds_the_watchdog(how: str) -> None:
+    conn, challenge = challenged_device()
+    answer = fp.KeepAlive(challenge)
+    frame = Frame(1, answer.TYPE, answer.encode_payload())
+    wire = {
+        "answered": frame.encode(),
+        "version 2": replace(frame, version=2).encode(),
+        "a reserved flag bit": with_flags(frame, 4),
+        "no challenge": Frame(1, fp.MessageType.KEEPALIVE).encode(),
+        "another challenge": Frame(1, answer.TYPE, fp.KeepAlive(7).encode_payload()).encode(),
+    }[how]
+    conn.receive_data(wire, 0.9)
+    conn.handle_timer(1.2)  # a watchdog after the HELLO, before one after the challenge
+    lost = [e for e in conn.events() if isinstance(e, fp.LinkLost)]
+    assert (not lost) == (how == "answered")

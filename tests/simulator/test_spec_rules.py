@@ -348,3 +348,84 @@ def test_nothing_sent_before_a_stop_or_read_with_it_runs_after_it(
         assert not events or events[-1] == "SessionEnded"
         rig.run(5)
         assert rig.fw.state in (SessionState.IDLE, SessionState.FAULT)
+
+
+# --- SPEC 12.2: pairing leaves the link as it was -----------------------------------
+
+
+def test_after_pairing_the_link_is_unauthenticated_until_a_signed_hello() -> None:
+    rig = Rig()
+    rig.pair()  # PAIR and PAIRED on an unauthenticated link
+    assert rig.fw.conn.link_key_id is None
+    assert rig.ctl.link_key_id is None
+    assert rig.command(START) == "nak NOT_AUTHENTICATED"  # signed, but for no link
+    rig.connect()  # the signed HELLO with the new key id
+    assert rig.fw.conn.link_key_id == rig.ctl.signer.key_id  # type: ignore[union-attr]
+    assert rig.command(START) == "ack"
+
+
+# --- SPEC 12.3: the two counters, and which frames move the stored one ----------------
+
+
+def test_the_stored_counter_moves_only_with_a_signed_hello_and_guarded_commands_taken() -> None:
+    rig = Rig()
+    rig.pair()
+    table = rig.fw.memory.pairings
+    writes: list[int] = []
+    table.on_change = lambda: writes.append(table.get(1).counter)  # type: ignore[union-attr]
+    rig.connect()
+    assert len(writes) == 1  # the HELLO's counter
+    assert rig.command(START) == "ack"
+    assert rig.command(fp.Resume()) == "nak BAD_STATE"  # taken, then refused: it moves too
+    assert len(writes) == 3
+    rig.run(5)  # a dozen signed KEEPALIVEs: the link's counter, not the stored one
+    assert rig.ctl.stats.frames_sent > 10
+    assert rig.command(fp.GetStatus()) == "ack"  # signed, not guarded: no write either
+    assert rig.command(fp.Stop()) == "ack"
+    assert len(writes) == 3
+    stale = signed_on_link(rig, START, newest(rig) + 1, counter=writes[-1])
+    assert answer(rig, stale) == [fp.Nak(newest(rig) + 1, ErrorCode.REPLAYED)]
+    assert len(writes) == 3  # a refusal writes nothing
+    assert writes == sorted(writes)
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["counters rise", "one counter"])
+def test_a_keepalive_is_proof_of_life_only_above_the_last_keepalive_of_the_link(
+    fresh: bool,
+) -> None:
+    rig = Rig()
+    rig.connect()
+    assert rig.command(START) == "ack"
+    counter = rig.fw.memory.pairings.get(1).counter + 50  # type: ignore[union-attr]
+    for i in range(1, 17):  # four seconds of answers to the device's newest challenge
+        rig.now += 0.25
+        rig.fw.advance(rig.now)
+        challenges = [m for m in sent(rig) if isinstance(m, fp.Challenge)]
+        if challenges:
+            keepalive = fp.KeepAlive(challenges[-1].challenge)
+            signed = signed_on_link(rig, keepalive, newest(rig), counter + i * fresh)
+            rig.fw.receive_data(signed.encode(), rig.now)
+    # The stored counter is not the bar: only the link's last KEEPALIVE is.
+    assert rig.fw.memory.pairings.get(1).counter < counter  # type: ignore[union-attr]
+    assert (rig.fw.state is SessionState.RUNNING) == fresh
+
+
+# --- SPEC 4: the reply cache -----------------------------------------------------------
+
+
+def test_the_replies_to_the_last_8_frames_taken_are_sent_again_unchanged() -> None:
+    rig = Rig()
+    rig.connect()
+    frames, first = [], []
+    for level in (1, 2, 3, 1, 2, 3, 1, 2, 3):  # nine requests taken
+        frame = signed_on_link(rig, fp.SetIntensity(level), newest(rig) + 1)
+        rig.fw.receive_data(frame.encode(), rig.now)
+        [ack] = [f for f in strip_tags(rig.fw.data_to_send()) if f.msg_type == fp.MessageType.ACK]
+        frames.append(frame)
+        first.append(ack)
+    for frame, ack in zip(frames[1:], first[1:], strict=True):  # the last 8
+        rig.fw.receive_data(frame.encode(), rig.now)
+        assert strip_tags(rig.fw.data_to_send()) == [ack]  # same seq, same bytes; signed anew
+    rig.fw.receive_data(frames[0].encode(), rig.now)  # the reference remembers no more
+    assert answer_of(rig.fw.data_to_send()) == [fp.Nak(frames[0].seq, ErrorCode.STALE_SEQUENCE)]
+    assert rig.fw.intensity == 3  # nothing ran twice
