@@ -6,6 +6,7 @@ in tests/firmware_protocol/test_spec_rules.py.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import replace
 
@@ -15,6 +16,8 @@ from hypothesis import strategies as st
 
 import firmware_protocol as fp
 from firmware_protocol import EndReason, ErrorCode, Frame, FrameDecoder, SessionState, StatusFlag
+from simulator import DeviceConfig
+from simulator.host import DeviceHost
 from tests.simulator.rig import Rig
 from tests.simulator.test_pairing import signed_on_link
 
@@ -429,3 +432,33 @@ def test_the_replies_to_the_last_8_frames_taken_are_sent_again_unchanged() -> No
     rig.fw.receive_data(frames[0].encode(), rig.now)  # the reference remembers no more
     assert answer_of(rig.fw.data_to_send()) == [fp.Nak(frames[0].seq, ErrorCode.STALE_SEQUENCE)]
     assert rig.fw.intensity == 3  # nothing ran twice
+
+
+async def test_what_a_device_says_with_no_connection_is_dropped_not_kept_for_the_next() -> None:
+    """SPEC 7.5: a transport with no connection has nowhere to send; nothing is held back."""
+    host = DeviceHost(DeviceConfig(seed=1))
+    host.start()
+    host.press(fp.Button.POWER)  # BUTTON, SESSION_STARTED and a STATUS, to nobody
+    await asyncio.sleep(1)
+    assert host.firmware.state is SessionState.RUNNING
+    received = bytearray()
+    host.attach(received.extend)
+    await asyncio.sleep(5)
+    assert received == b""  # nothing from before, and no periodic STATUS without a HELLO
+    host.feed(plain(fp.Stop(), 3).encode())
+    told = [fp.decode_message(f.msg_type, f.payload) for f in FrameDecoder().feed(bytes(received))]
+    assert kinds(told) == ["Ack", "SessionEnded", "Status"]
+    host.stop()
+
+
+# --- SPEC 12.3: the trailer of a command outside the authenticated set ----------------
+
+
+def test_a_signed_stop_is_the_controllers_whatever_its_counter() -> None:
+    rig = Rig()
+    rig.connect()
+    assert rig.command(START) == "ack"
+    seq = newest(rig) + 1
+    old = signed_on_link(rig, fp.Stop(), seq, counter=1)  # a counter long used: not looked at
+    assert answer(rig, old) == [fp.Ack(seq), fp.SessionEnded(EndReason.STOPPED, 0)]
+    assert newest(rig) == seq  # the controller's own: it moved the seq
