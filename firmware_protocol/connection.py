@@ -49,6 +49,8 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .framing import DeframerStats, Frame, FrameDecoder
 from .messages import (
     COMMANDS,
+    NO_NONCE,
+    NONCE_SIZE,
     PREEMPTIBLE,
     REPLIES,
     URGENT,
@@ -61,6 +63,7 @@ from .messages import (
     Message,
     Nak,
     Paired,
+    SetCycle,
     Status,
     UnknownMessageType,
     decode_message,
@@ -78,6 +81,13 @@ CHALLENGES_KEPT = 16
 """Device: how many of its last challenges a KEEPALIVE may name (SPEC §7.3)."""
 RECENT_FRAMES = 32
 _DEVICE_TYPES = frozenset(REPLIES) | {MessageType.EVENT}
+
+
+def _fresh_nonce() -> bytes:
+    """A random link nonce; never eight zero bytes, which mean no nonce (SPEC §13)."""
+    while (nonce := secrets.token_bytes(NONCE_SIZE)) == NO_NONCE:
+        pass
+    return nonce
 
 
 def seq_newer(seq: int, than: int) -> bool:
@@ -264,6 +274,10 @@ class Connection:
     Device: it does. Controller: it expects so, and drops every frame from the
     device on such a link that is not signed (an older device, paired knowing
     it does not sign, is the one reason to set it False)."""
+    chambers: int | None = None
+    """Device: its number of chambers. A SET_CYCLE with another number of targets is
+    malformed (SPEC §5.1) and refused BAD_PAYLOAD by the link, as a payload too short
+    is: not taken, its seq not used up, its NAK not remembered (SPEC §4.1)."""
 
     def __post_init__(self) -> None:
         self._decoder = FrameDecoder(self.stats)
@@ -504,13 +518,23 @@ class Connection:
 
     def _decode(self, frame: Frame) -> Message | ErrorCode:
         try:
-            return decode_message(frame.msg_type, frame.payload)
+            message = decode_message(frame.msg_type, frame.payload)
         except UnknownMessageType:
             self.stats.rejected += 1
             return ErrorCode.UNKNOWN_MESSAGE
         except RemoteProtocolError:
             self.stats.rejected += 1
             return ErrorCode.BAD_PAYLOAD
+        if (
+            isinstance(message, SetCycle)
+            and self.chambers is not None
+            and len(message.targets_dmmhg) != self.chambers
+        ):
+            # Part of the layout (one target per chamber), so refused with the other
+            # malformed payloads, before the seq: one rule for every BAD_PAYLOAD.
+            self.stats.rejected += 1
+            return ErrorCode.BAD_PAYLOAD
+        return message
 
     # --- controller ---------------------------------------------------------------
 
@@ -861,7 +885,7 @@ class Connection:
             self._events.append(LinkLost("another controller opened the link"))
         self.state = LinkState.READY
         self.link_key_id = key_id
-        self.link_nonce = secrets.token_bytes(8) if key_id is not None else None
+        self.link_nonce = _fresh_nonce() if key_id is not None else None
         tx_link = None
         if key_id is not None and self.pairings is not None:
             pairing = self.pairings.get(key_id)

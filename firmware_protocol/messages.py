@@ -47,6 +47,8 @@ PUBLIC_KEY_SIZE = 32
 """An X25519 public key, as PAIR and PAIRED carry it."""
 NONCE_SIZE = 8
 """The link nonce a device gives an authenticated link in CAPABILITIES."""
+NO_NONCE = bytes(NONCE_SIZE)
+"""Eight zero bytes where the nonce goes: no nonce (SPEC §13). No device draws it."""
 
 
 # --- checks used on construction -------------------------------------------------
@@ -577,7 +579,11 @@ class Capabilities(Message):
     modes: tuple[ModeInfo, ...]
     levels: tuple[LevelInfo, ...]
     link_nonce: bytes | None = None
-    """Answering a signed HELLO: the link's nonce, which every later tag covers (§12.3)."""
+    """Answering a signed HELLO: the link's nonce, which every later tag covers (§12.3).
+
+    The first field appended after the levels: a later revision that appends more
+    writes `NO_NONCE` here on a link that is not authenticated, and a receiver
+    reads those eight zero bytes as no nonce (SPEC §13)."""
 
     _NUMBERS: ClassVar[struct.Struct] = struct.Struct("<HHHHHHHH")
 
@@ -604,6 +610,8 @@ class Capabilities(Message):
                 raise LocalProtocolError(f"{name} must be a tuple of 1..{limit}")
         if self.link_nonce is not None and len(self.link_nonce) != NONCE_SIZE:
             raise LocalProtocolError(f"link_nonce must be {NONCE_SIZE} bytes")
+        if self.link_nonce == NO_NONCE:
+            raise LocalProtocolError("eight zero bytes mean no nonce: say None")
 
     def encode_payload(self) -> bytes:  # noqa: D102
         out = bytearray(struct.pack("<H", self.ref_seq))
@@ -648,6 +656,8 @@ class Capabilities(Message):
         modes = tuple(ModeInfo(r.u8(), r.text()) for _ in range(r.u8()))
         levels = tuple(LevelInfo(r.u8(), r.u16()) for _ in range(r.u8()))
         nonce = r.raw(NONCE_SIZE) if len(data) - r.pos >= NONCE_SIZE else None
+        if nonce == NO_NONCE:
+            nonce = None  # held in place for fields a later revision appends (SPEC §13)
         return cls(
             ref, model, firmware, serial, Feature(features), ceiling, max_target, cap,
             lease, watchdog, interval, pause,

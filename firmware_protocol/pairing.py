@@ -40,11 +40,34 @@ class KeyPair:
     @classmethod
     def generate(cls) -> KeyPair:
         """A fresh key pair from the operating system's random source."""
-        private = X25519PrivateKey.generate()
+        return cls._of(X25519PrivateKey.generate())
+
+    @classmethod
+    def from_private(cls, private: bytes) -> KeyPair:
+        """The key pair of a given 32-byte private key (RFC 7748), for test vectors only.
+
+        A pairing never reuses a key pair: use `generate`.
+        """
+        return cls._of(X25519PrivateKey.from_private_bytes(private))
+
+    @classmethod
+    def _of(cls, private: X25519PrivateKey) -> KeyPair:
         public = private.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
         return cls(private, public)
+
+    def secret(self, peer: bytes) -> bytes:
+        """The X25519 shared secret with ``peer``'s public key (the HKDF's input).
+
+        Raises:
+            RemoteProtocolError: ``peer`` is not a usable public key (a low-order
+                point gives an all-zero secret, which cryptography refuses).
+        """
+        try:
+            return self.private.exchange(X25519PublicKey.from_public_bytes(peer))
+        except (ValueError, InvalidKey) as error:
+            raise RemoteProtocolError(f"the peer's public key is not usable: {error}") from None
 
     def derive(self, peer: bytes, *, controller: bytes, device: bytes, key_id: int) -> bytes:
         """The shared key: HKDF-SHA256 of the X25519 secret, bound to both keys and the key id.
@@ -53,10 +76,7 @@ class KeyPair:
             RemoteProtocolError: ``peer`` is not a usable public key (a low-order
                 point gives an all-zero secret, which cryptography refuses).
         """
-        try:
-            secret = self.private.exchange(X25519PublicKey.from_public_bytes(peer))
-        except (ValueError, InvalidKey) as error:
-            raise RemoteProtocolError(f"the peer's public key is not usable: {error}") from None
+        secret = self.secret(peer)
         info = b"key" + controller + device + bytes([key_id])
         return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=SALT, info=info).derive(secret)
 

@@ -192,6 +192,7 @@ class Firmware:
             timing=Timing(watchdog_s=cfg.watchdog_ms / 1000),
             pairings=self.memory.pairings,
             device_signs=cfg.signs,
+            chambers=cfg.chamber_count,
         )
         self.pairing_until: float | None = None
         """While the device time is before this, a controller may pair."""
@@ -524,8 +525,6 @@ class Firmware:
         if isinstance(message, SetCycle):
             if not cfg.cycle:
                 return ErrorCode.UNSUPPORTED_MODE
-            if len(message.targets_dmmhg) != cfg.chamber_count:
-                return ErrorCode.BAD_PAYLOAD
             if max(message.targets_dmmhg) > self.capabilities.max_target_dmmhg:
                 return ErrorCode.OVER_PRESSURE_LIMIT
         if isinstance(message, ResetFault) and self.state == FAULT and not self._fault_cleared():
@@ -772,9 +771,11 @@ class Firmware:
         self.conn.send(message, self._t)
 
     def _send_status(self) -> None:
+        # After every change, with or without a present controller (SPEC 7.5): the one
+        # whose link the watchdog just ended may be listening still, as SESSION_ENDED
+        # supposes, and it is the STATUS that says the chambers are venting. Only the
+        # periodic report waits for a present controller (`_on_due`).
         self._next_status = self._t + self.config.status_interval_ms / 1000
-        if self.conn.state != LinkState.READY:
-            return
         self._send(self.status())
 
     def _send_challenge(self) -> None:

@@ -71,6 +71,7 @@ from firmware_protocol import (
     SessionEnded,
     SessionStarted,
     SessionState,
+    SetCycle,
     SetIntensity,
     SetMode,
     Start,
@@ -386,13 +387,21 @@ def _plain_hello(frame: Frame, message: Message | None) -> bool:
     return isinstance(message, Hello) and frame.version == PROTOCOL_VERSION and frame.auth is None
 
 
-def _decoded(frame: Frame) -> Message | None:
+def _decoded(frame: Frame, chambers: int) -> Message | None:
+    """The command ``frame`` carries, or None when the link refuses it before the seq.
+
+    A SET_CYCLE whose number of targets is not the device's number of chambers is
+    malformed (SPEC 5.1), refused with the other payloads that do not decode.
+    """
     if frame.version != PROTOCOL_VERSION or frame.msg_type not in COMMANDS:
         return None
     try:
-        return decode_message(frame.msg_type, frame.payload)
+        message = decode_message(frame.msg_type, frame.payload)
     except RemoteProtocolError:
         return None
+    if isinstance(message, SetCycle) and len(message.targets_dmmhg) != chambers:
+        return None
+    return message
 
 
 def _link_nonces(frames: Sequence[Frame], before: bytes | None,
@@ -581,7 +590,7 @@ class CheckedFirmware:
         assert fw.conn.stats.frames - decoded_before == len(frames), "decoders disagree"
         # A pairing made or dropped within the read: a HELLO under either key may be good.
         self._key_ids = keys_before | self._paired_ids()
-        if any(self._hello_opens(f, _decoded(f)) for f in frames):
+        if any(self._hello_opens(f, self._message(f)) for f in frames):
             # The device numbers its frames from 1 again, and its replies to the frames
             # of this read reach its new reply cache in an order the model does not
             # follow; a lone plain HELLO starts the log afresh below. (A HELLO it must
@@ -605,7 +614,7 @@ class CheckedFirmware:
         assert not replies - may, f"replies to {dict(replies)}, at most {dict(may)}"
         assert not must - replies, f"replies to {dict(replies)}, at least {dict(must)}"
 
-        messages = [_decoded(f) for f in frames]
+        messages = [self._message(f) for f in frames]
         # Which held keys sign each frame, with a counter above the key's last.
         signers = [
             {key_id for key_id, (key, counter) in held.items() if _signed_by(f, key, counter, ns)}
@@ -631,7 +640,7 @@ class CheckedFirmware:
             }  # fmt: skip
             self._check_guarded(authentic, held, signed, before, after)
             # SPEC 12: a START must also carry a good tag and a fresh counter.
-            self._may_start &= any(isinstance(_decoded(f), Start) for f in authentic)
+            self._may_start &= any(isinstance(self._message(f), Start) for f in authentic)
         # Only a START the link let through may begin a session: with STOP and VENT
         # taken first, one older than a stop of its read is refused (SPEC 4, 7.4).
         # A HELLO that takes an authenticated link ends its session (SPEC 12.3): a
@@ -685,7 +694,7 @@ class CheckedFirmware:
         """
         if frame.version != PROTOCOL_VERSION or frame.msg_type != MessageType.KEEPALIVE:
             return None
-        message = _decoded(frame)
+        message = self._message(frame)
         assert message is None or isinstance(message, KeepAlive)
         if message is None or message.challenge is None:
             return None
@@ -721,7 +730,7 @@ class CheckedFirmware:
             return None if nonce is None else self._device_link  # sent again: the same link
         held = False
         for i, hello in enumerate(hellos):
-            message = _decoded(hello)
+            message = self._message(hello)
             assert isinstance(message, Hello)
             assert hello.auth is not None
             key = self._held_key(message.key_id)
@@ -919,6 +928,10 @@ class CheckedFirmware:
             and message.key_id not in self._key_ids
         )
 
+    def _message(self, frame: Frame) -> Message | None:
+        """The command ``frame`` carries to this device, or None if the link refuses it."""
+        return _decoded(frame, self.config.chamber_count)
+
     def _hello_opens(self, frame: Frame, message: Message | None) -> bool:
         """Whether ``frame`` is a HELLO the device may take (it opens a new link)."""
         return isinstance(message, Hello) and not self._hello_refused(frame, message)
@@ -950,7 +963,7 @@ class CheckedFirmware:
         for frame in sorted(frames, key=lambda f: f.msg_type not in URGENT):
             if frame.msg_type in DEVICE_TYPES:
                 continue  # dropped silently, and no proof of life
-            message = _decoded(frame)
+            message = self._message(frame)
             if frame.version == PROTOCOL_VERSION and frame.msg_type == MessageType.KEEPALIVE:
                 # Proof of life only if it answers a challenge still held (SPEC 7.3);
                 # the watchdog then runs from when that challenge was sent.
@@ -1099,9 +1112,14 @@ class CheckedFirmware:
     def _check_events(self, sent: list[Sent], before: SessionState, after: SessionState,
                       may_end: frozenset[EndReason], *, may_start: bool,
                       source: StartSource | None = None) -> None:  # fmt: skip
-        """Session events tell the truth: one start per session, one end per start."""
+        """Session events tell the truth: one start per session, one end per start.
+
+        And every end is followed by a STATUS, with or without a present controller
+        (SPEC 7.5, 8.4): the listener of a link just lost learns from it that the
+        chambers vent.
+        """
         on = before in IN_SESSION
-        for item in sent:
+        for at, item in enumerate(sent):
             message = item.message
             if isinstance(message, SessionStarted):
                 # SPEC 10.4: no self-resume; only a START or the POWER button begins one.
@@ -1114,6 +1132,9 @@ class CheckedFirmware:
                 assert on, "SESSION_ENDED without a session"
                 assert message.reason in may_end, f"a session ended {message.reason!r} here"
                 assert message.pressure_s <= self.config.session_cap_s, f"{message} past the cap"
+                assert any(isinstance(later.message, Status) for later in sent[at + 1 :]), (
+                    f"{message} and no STATUS after it"
+                )
                 on = False
         assert on == (after in IN_SESSION), f"events say {on}, state {after.name}"
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import firmware_protocol as fp
+from firmware_protocol import cobs
+from firmware_protocol.connection import REPLY_CACHE_SIZE
+from firmware_protocol.pairing import SALT, KeyPair
 
 KEY = bytes(range(32))
 """The example key of the authenticated vector: bytes 00 01 02 ... 1f."""
@@ -113,7 +116,81 @@ VECTORS = [
            10, NONCE),
     Vector("ACK, signed by the device", D2C, 10, "Ack(ref_seq=14)", 3, DEVICE_CONTEXT),
     Vector("NAK: preempted by a stop", D2C, 11, "Nak(ref_seq=16, error=ErrorCode.PREEMPTED)"),
+    Vector(
+        "CAPABILITIES answering V25, signed by the device", D2C, 1,
+        'Capabilities(ref_seq=1, model="AirLeg", firmware="1.0", serial="A1", '
+        "features=Feature.CYCLE | Feature.PAIRING | Feature.SIGNED_LINK, "
+        "ceiling_dmmhg=1300, max_target_dmmhg=1200, session_cap_s=5400, max_lease_s=5400, "
+        "watchdog_ms=1000, status_interval_ms=500, pause_limit_s=600, "
+        "chambers=(ChamberInfo(Leg.LEFT, Position.FOOT), ChamberInfo(Leg.RIGHT, Position.FOOT)), "
+        'modes=(ModeInfo(Mode.WAVE, "wave"), ModeInfo(Mode.PULSE, "pulse"), '
+        'ModeInfo(Mode.CYCLE, "cycle")), levels=(LevelInfo(1, 500), LevelInfo(2, 800)), '
+        'link_nonce=bytes.fromhex("a0a1a2a3a4a5a6a7"))',
+        1, DEVICE_CONTEXT,
+    ),
 ]  # fmt: skip
+
+CONTROLLER_PRIVATE = bytes(range(0xC0, 0xE0))
+"""The example X25519 private keys of the key derivation vector (RFC 7748 clamps them)."""
+DEVICE_PRIVATE = bytes(range(0xE0, 0x100))
+PAIRED_KEY_ID = 1
+COBS_BLOCK = bytes(range(1, 0xFF))
+"""254 bytes and no zero: the longest run one COBS code byte covers."""
+LONG_NAME = bytes([33]) + b"x" * 33
+"""A HELLO payload whose string is one byte longer than `str` allows (SPEC 1)."""
+STORED_COUNTER = 8
+"""The device of the HELLO refusals holds `KEY` as key 1, last counter 8 (V25's)."""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A frame sent to a reference device in a given state, and the device's whole answer.
+
+    The device has sent nothing before (its first frame has seq 1) and has no
+    controller present; it holds `KEY` as key 1 with counter `STORED_COUNTER`.
+    test_spec_vectors.py sends ``frame`` to the simulator in that state and
+    compares what comes back with ``answer``, byte for byte.
+    """
+
+    name: str
+    frame: fp.Frame
+    answer: str
+
+    def answer_frame(self) -> fp.Frame:
+        message = eval(self.answer, vars(fp))
+        return fp.Frame(1, message.TYPE, message.encode_payload())
+
+
+def _signed_hello(key_id: int, counter: int) -> fp.Frame:
+    hello = fp.Hello("phone", key_id)
+    return fp.Frame(1, hello.TYPE, hello.encode_payload()).signed(KEY, counter)
+
+
+EXCHANGES = [
+    Exchange("a string longer than 32 bytes", fp.Frame(1, fp.MessageType.HELLO, LONG_NAME),
+             "Nak(ref_seq=1, error=ErrorCode.BAD_PAYLOAD)"),
+    Exchange("a signed HELLO naming a key the device does not hold", _signed_hello(2, 9),
+             "Nak(ref_seq=1, error=ErrorCode.NOT_AUTHENTICATED)"),
+    Exchange("V25 again: a signed HELLO with a counter the key has used",
+             _signed_hello(1, STORED_COUNTER), "Nak(ref_seq=1, error=ErrorCode.REPLAYED)"),
+]  # fmt: skip
+
+
+def key_derivation() -> dict[str, bytes]:
+    """Every value of the key derivation of SPEC 12.2, from the two example private keys."""
+    controller = KeyPair.from_private(CONTROLLER_PRIVATE)
+    device = KeyPair.from_private(DEVICE_PRIVATE)
+    keys = {"controller": controller.public, "device": device.public, "key_id": PAIRED_KEY_ID}
+    return {
+        "controller private": CONTROLLER_PRIVATE,
+        "controller public": controller.public,
+        "device private": DEVICE_PRIVATE,
+        "device public": device.public,
+        "X25519 secret": controller.secret(device.public),
+        "HKDF salt": SALT,
+        "HKDF info": b"key" + controller.public + device.public + bytes([PAIRED_KEY_ID]),
+        "key": controller.derive(device.public, **keys),  # type: ignore[arg-type]
+    }
 
 
 def spaced(data: bytes) -> str:
@@ -133,6 +210,54 @@ def wrap_message(text: str, width: int = 88) -> list[str]:
 
 
 def render() -> str:
+    out: list[str] = []
+    number = len(VECTORS)
+    out += render_messages()
+
+    def block(title: str, lines: list[str]) -> None:
+        nonlocal number
+        number += 1
+        out.extend([f"V{number}: {title}", "", "```text", *lines, "```", ""])
+
+    derivation = key_derivation()
+    block(
+        f"key derivation (SPEC 12.2), key_id {PAIRED_KEY_ID}",
+        [f"{name + ':':20}{spaced(value)}" for name, value in derivation.items()],
+    )
+    block(
+        "COBS: 254 bytes without a zero",
+        [
+            f"block:   {spaced(COBS_BLOCK)}",
+            f"cobs:    {spaced(cobs.encode(COBS_BLOCK))}",
+            "also:    the same without its last byte (01), which a receiver reads as this block",
+        ],
+    )
+    for exchange in EXCHANGES:
+        answer = exchange.answer_frame()
+        block(
+            f"{exchange.name} (controller -> device, then the device's answer)",
+            [
+                f"frame:   {spaced(exchange.frame.to_bytes())}",
+                f"wire:    {spaced(exchange.frame.encode())}",
+                f"answer:  {exchange.answer}",
+                f"reply:   {spaced(answer.encode())}",
+            ],
+        )
+    block(
+        f"the reply cache: the last {REPLY_CACHE_SIZE} answers",
+        [
+            f"taken:   SetIntensity(level=2) with seq 2 to {REPLY_CACHE_SIZE + 2} after the HELLO "
+            "of seq 1, each answered Ack, on a link that is not authenticated",
+            "resend:  seq 3, same bytes: the Ack of seq 3 again, the very frame first sent",
+            "resend:  seq 2, same bytes: Nak(ref_seq=2, error=ErrorCode.STALE_SEQUENCE) from the "
+            f"reference, which remembers {REPLY_CACHE_SIZE}; the Ack again from a device that "
+            "remembers more",
+        ],
+    )
+    return "\n".join(out)
+
+
+def render_messages() -> list[str]:
     out = []
     for number, vector in enumerate(VECTORS, 1):
         frame = vector.frame()
@@ -150,7 +275,7 @@ def render() -> str:
         out.append(f"wire:    {spaced(frame.encode())}")
         out.append("```")
         out.append("")
-    return "\n".join(out)
+    return out
 
 
 SPEC = Path(fp.__file__).with_name("SPEC.md")
