@@ -83,6 +83,7 @@ from firmware_protocol import (
     Unpair,
     Vent,
 )
+from firmware_protocol.messages import MAX_STRING
 
 from . import __version__
 from .errors import (
@@ -376,7 +377,7 @@ class Massager:
     async def _hello(self) -> None:
         """Say HELLO, signed if this controller has a key; unsigned if the device refuses it."""
         self._use_key()
-        hello = Hello(self.client_name[:32])
+        hello = Hello(_wire_text(self.client_name))
         if self._conn.signer is None:
             await self._request(hello)
             return
@@ -470,7 +471,7 @@ class Massager:
         from firmware_protocol.pairing import KeyPair
 
         ours = KeyPair.generate()
-        reply = await self._request(Pair(ours.public, (name or self.client_name)[:32]))
+        reply = await self._request(Pair(ours.public, _wire_text(name or self.client_name)))
         assert isinstance(reply, Paired)
         key = ours.controller_key(reply)
         paired = PairedKey(
@@ -910,6 +911,15 @@ class Massager:
         for subscription in list(self._subscriptions):
             subscription._fail(error)
         self._first_status.set()
+
+
+def _wire_text(text: str) -> str:
+    """``text`` cut to the protocol's 32 UTF-8 bytes, never inside a character.
+
+    >>> _wire_text("Schlafzimmer-Massagegerät-für-Anna")
+    'Schlafzimmer-Massagegerät-für-'
+    """
+    return text.encode()[:MAX_STRING].decode(errors="ignore")
 
 
 def _failure_of(event: RequestFailed) -> MassagerError:

@@ -79,6 +79,20 @@ async def test_pairing_needs_the_window_then_the_link_is_authenticated() -> None
             assert again.paired_key.key_id == 1
 
 
+async def test_a_name_of_many_bytes_is_cut_to_32_bytes_not_32_characters() -> None:
+    # 28 characters, 34 bytes: cut by characters it was still too long for the wire.
+    name = "Schläfzimmer Ölmässäge für Ä"
+    assert len(name) <= 32 < len(name.encode())
+    async with a_device() as device:
+        async with Massager.connect(device.url) as massager:
+            device.host.open_pairing()
+            await massager.pair(name)
+            assert massager.authenticated
+        [pairing] = device.host.memory.pairings
+        assert len(pairing.name.encode()) <= 32
+        assert name.startswith(pairing.name)
+
+
 async def test_a_key_the_device_forgot_falls_back_to_an_unauthenticated_link() -> None:
     async with a_device() as device:
         device.host.open_pairing()
