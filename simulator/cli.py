@@ -467,6 +467,95 @@ def serve(
         runner.run(main())
 
 
+@cli.command()
+@click.argument("url")
+@click.option(
+    "--inflate",
+    is_flag=True,
+    help="Run the checks that start sessions (always at intensity 1, for a few seconds). "
+    "Take the wraps off the legs first.",
+)
+@click.option("--json", "as_json_report", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--section",
+    "sections",
+    multiple=True,
+    metavar="N",
+    help="Run only the checks of this SPEC.md section (7.4) or chapter (7); repeatable.",
+)
+@click.option(
+    "--speed",
+    type=FiniteRange(min=0.1, max=1000),
+    help="How many times faster than real time the device runs (default: what a simulator "
+    "served with --speed announces, else 1).",
+)
+@click.option(
+    "--patience",
+    "patience_s",
+    type=FiniteRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Longest wait, in device seconds, for one timing rule (pause limit, session cap).",
+)
+@click.option(
+    "--restart-step",
+    is_flag=True,
+    help="Ask me to switch the device off and on in the middle of the run (replay after a "
+    "restart, SPEC 12.1); I press Enter when it is back.",
+)
+@click.option(
+    "--restart-command",
+    metavar="CMD",
+    help="A shell command that restarts the device (its memory kept), for the same check.",
+)
+@click.option(
+    "--fault-step",
+    is_flag=True,
+    help="Ask me to cause a fault the device detects, and to take it away (faults latch, "
+    "SPEC 10.8).",
+)
+def conformance(
+    url: str,
+    inflate: bool,
+    as_json_report: bool,
+    sections: tuple[str, ...],
+    speed: float | None,
+    patience_s: float,
+    restart_step: bool,
+    restart_command: str | None,
+    fault_step: bool,
+) -> None:
+    """Check the massager at URL against the rules of the protocol (firmware_protocol/SPEC.md).
+
+    URL is any address massager-ctl takes: serial:///dev/ttyUSB0, socket://HOST:PORT,
+    ble://ADDRESS, sim://. The report lists each check under its SPEC.md section:
+    pass; FAIL, with every frame sent and received (hex and decoded); or not tested,
+    and why. Exit status: 0 nothing failed, 1 a check failed or the device did not
+    answer, 2 a usage error.
+
+    Without --inflate nothing is sent that can fill a chamber, and the checks that
+    need a session are not tested. A device that requires pairing is checked in full
+    only if its pairing window is open when the run starts (hold its pairing button):
+    the suite pairs, and unpairs at the end. sim:// needs neither: the suite opens the
+    simulator's window, restarts it and breaks it itself.
+    """
+    from .conformance.command import run_command  # the suite loads only when it runs
+
+    sys.exit(
+        run_command(
+            url,
+            inflate=inflate,
+            as_json_report=as_json_report,
+            sections=sections,
+            speed=speed,
+            patience_s=patience_s,
+            restart_step=restart_step,
+            restart_command=restart_command,
+            fault_step=fault_step,
+        )
+    )
+
+
 def main() -> None:
     """Entry point of ``massager-sim``."""
     cli(prog_name="massager-sim")
