@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from pydantic import ValidationError
 
 from firmware_protocol import Button, Fault, Mode
 from firmware_protocol.messages import MAX_STRING
@@ -367,6 +368,12 @@ def _tcp_address(text: str) -> tuple[str, int]:
     help="FOR DEVELOPMENT ONLY: take start, mode and intensity from any controller until "
     "the first one pairs. A real massager never does this.",
 )
+@click.option(
+    "--broken",
+    metavar="RULE",
+    help="Break one rule of the protocol on purpose, to see the conformance suite catch it "
+    "(massager-sim broken lists the rules).",
+)
 def serve(
     on_pty: bool,
     tcp: str | None,
@@ -380,13 +387,15 @@ def serve(
     pairing_window: int | None,
     memory_file: Path | None,
     insecure_open: bool,
+    broken: str | None,
 ) -> None:
     """Serve a simulated massager to a controller in another process.
 
     The first line on stdout is the device URL to give massager-ctl, e.g.
     serial:///dev/pts/3, socket://127.0.0.1:40123 or
     ble://C8:3A:66:E9:2C:94?hci=tcp-client:127.0.0.1:40124. SIGTERM or Ctrl-C
-    switches the device off and closes the endpoint.
+    switches the device off and closes the endpoint; SIGHUP switches it off and on
+    again (its paired controllers kept), as its power switch would.
     """
     if [on_pty, tcp is not None, on_ble].count(True) != 1:
         raise click.UsageError("give exactly one of --serial, --tcp HOST:PORT or --ble")
@@ -397,6 +406,12 @@ def serve(
         config = config.model_copy(update={"pairing_required": False})
     if pairing_window is not None:
         config = config.model_copy(update={"pairing_window_s": pairing_window})
+    if broken:
+        try:
+            config = DeviceConfig.model_validate(config.model_dump() | {"broken": broken})
+        except ValidationError as error:
+            problem = error.errors()[0]["msg"].removeprefix("Value error, ")
+            raise click.BadParameter(problem, param_hint="--broken") from None
     config = announce_speed(config, speed)
     try:
         memory = DeviceMemory(memory_file)
@@ -421,7 +436,12 @@ def serve(
             window = device_seconds(config.pairing_window_s, speed)
             logging.info("pairing window open for %s", window)
 
+        def restart() -> None:
+            host.restart()
+            logging.info("switched off and on again")
+
         loop.add_signal_handler(signal.SIGUSR1, open_pairing)
+        loop.add_signal_handler(signal.SIGHUP, restart)
         if pairing_window is not None:
             open_pairing()
         pty: PtyEndpoint | None = None
@@ -465,6 +485,14 @@ def serve(
 
     with scaled_runner(speed) as runner:
         runner.run(main())
+
+
+@cli.command(name="broken")
+def list_broken() -> None:
+    """List the rules serve --broken can break, and the conformance check that catches each."""
+    from .conformance.broken import describe_rules  # loaded only when asked
+
+    sys.stdout.write(describe_rules() + "\n")
 
 
 @cli.command()

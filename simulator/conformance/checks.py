@@ -21,8 +21,8 @@ from firmware_protocol import (
     CycleOrder,
     EndReason,
     ErrorCode,
-    Feature,
     FaultRaised,
+    Feature,
     Frame,
     GetStatus,
     Hello,
@@ -47,8 +47,8 @@ from firmware_protocol import (
     Stop,
     Unpair,
     Vent,
+    cobs,
 )
-from firmware_protocol import cobs
 from firmware_protocol.framing import crc16
 
 from .probe import LinkGone, Record, describe, raw_frame
@@ -103,7 +103,7 @@ def _nak(record: Record | None) -> ErrorCode | int | None:
 
 
 async def _answered_ack(ctx: Context, frame: Frame, after: int, what: str) -> Record:
-    reply = await ctx.p.reply(frame, after=after, timeout=REPLY_TIMEOUT_S)
+    reply = await ctx.p.reply(frame, after=after, within_s=REPLY_TIMEOUT_S)
     if reply is None:
         raise CheckFailed(f"{what}: no answer, where ACK was due")
     if not isinstance(reply.message, Ack):
@@ -114,7 +114,7 @@ async def _answered_ack(ctx: Context, frame: Frame, after: int, what: str) -> Re
 async def _event(ctx: Context, kind: type, after: int, within_s: float) -> Record | None:
     """The first EVENT of ``kind`` after record ``after``, within ``within_s`` device seconds."""
     return await ctx.p.wait_for(
-        lambda r: isinstance(r.message, kind), after=after, timeout=ctx.real(within_s) + 0.5
+        lambda r: isinstance(r.message, kind), after=after, within_s=ctx.real(within_s) + 0.5
     )
 
 
@@ -144,6 +144,7 @@ def _cycle(ctx: Context, chambers: int | None = None, target: int | None = None)
     "garbage, and a block longer than any frame, are dropped; the frame after each is read",
 )
 async def resync(ctx: Context) -> None:
+    """The SPEC's resync vector ("garbage", 0x00, a frame), then 304 bytes with no 0x00."""
     p = ctx.p
     start = len(p.records)
     first = p.build(GetStatus())
@@ -163,6 +164,7 @@ async def resync(ctx: Context) -> None:
     "(section 2: nothing depends on how the bytes are chunked)",
 )
 async def chunking(ctx: Context) -> None:
+    """One frame a byte a write; three frames in one write; a write that ends in the next frame."""
     p = ctx.p
     start = len(p.records)
     one = p.build(GetStatus())
@@ -191,6 +193,7 @@ async def chunking(ctx: Context) -> None:
     "payload over 236 bytes, an AUTH flag without its trailer, bad COBS, under 7 bytes",
 )
 async def bad_blocks(ctx: Context) -> None:
+    """Six blocks that are not frames and a good GET_STATUS, in one write: only it is answered."""
     p = ctx.p
     n = p.seq
     kind = MessageType.GET_STATUS
@@ -216,7 +219,7 @@ async def bad_blocks(ctx: Context) -> None:
         ctx, good, start, "a good GET_STATUS after the bad blocks, in the same write"
     )
     answer = await p.wait_for(
-        lambda r: any(p.reply_to(s % 0x10000)(r) for s in bad), after=start, timeout=ctx.quiet_s
+        lambda r: any(p.reply_to(s % 0x10000)(r) for s in bad), after=start, within_s=ctx.quiet_s
     )
     if answer is not None:
         ref = getattr(answer.message, "ref_seq", None)
@@ -236,6 +239,7 @@ async def bad_blocks(ctx: Context) -> None:
     fresh=False,
 )
 async def device_numbering(ctx: Context) -> None:
+    """A HELLO, three GET_STATUS and two status intervals: the device's seqs run on by one."""
     p = ctx.p
     p.answering = True
     start = len(p.records)
@@ -248,17 +252,14 @@ async def device_numbering(ctx: Context) -> None:
     if caps is None:
         raise CheckFailed("no CAPABILITIES")
     frames = frames[caps:]
-    assert frames[0].frame is not None
-    if frames[0].frame.seq != 1:
+    seqs = [r.frame.seq for r in frames if r.frame is not None]
+    if seqs[0] != 1:
         frames[0].note = "here"
-        raise CheckFailed(f"CAPABILITIES has seq {frames[0].frame.seq}, not 1 (SPEC §4)")
-    for before, after in zip(frames, frames[1:], strict=False):
-        assert before.frame is not None and after.frame is not None
-        if after.frame.seq != (before.frame.seq + 1) % 0x10000:
-            after.note = "here"
-            raise CheckFailed(
-                f"the device's frame after seq {before.frame.seq} has seq {after.frame.seq}"
-            )
+        raise CheckFailed(f"CAPABILITIES has seq {seqs[0]}, not 1 (SPEC §4)")
+    for (before, after), record in zip(itertools.pairwise(seqs), frames[1:], strict=True):
+        if after != (before + 1) % 0x10000:
+            record.note = "here"
+            raise CheckFailed(f"the device's frame after seq {before} has seq {after}")
 
 
 @check(
@@ -267,6 +268,7 @@ async def device_numbering(ctx: Context) -> None:
     "a request sent again unchanged gets its first reply again and does not run again",
 )
 async def resend(ctx: Context) -> None:
+    """SET_MODE, SET_MODE back, the first sent again: its ACK again, the mode not changed back."""
     ctx.need_control()
     p = ctx.p
     mode = (await ctx.status()).mode
@@ -275,7 +277,7 @@ async def resend(ctx: Context) -> None:
     await ctx.ack(SetMode(mode), "SET_MODE back")
     start = len(p.records)
     p.write(first)
-    again = await p.reply(first, after=start, timeout=REPLY_TIMEOUT_S)
+    again = await p.reply(first, after=start, within_s=REPLY_TIMEOUT_S)
     if again is None:
         raise CheckFailed(f"the SET_MODE sent again (seq {first.seq}) got no answer")
     if again.message != reply.message:
@@ -291,7 +293,7 @@ async def resend(ctx: Context) -> None:
     ctx.expect_nak(reply, REMEMBERED_REFUSAL, "SET_MODE of a mode not offered")
     start = len(p.records)
     p.write(refused)
-    again = await p.reply(refused, after=start, timeout=REPLY_TIMEOUT_S)
+    again = await p.reply(refused, after=start, within_s=REPLY_TIMEOUT_S)
     if again is None or again.message != reply.message:
         raise CheckFailed(
             "the refused SET_MODE sent again was answered "
@@ -306,6 +308,7 @@ async def resend(ctx: Context) -> None:
     f"the replies to at least the last {REPLY_CACHE} requests are remembered",
 )
 async def reply_cache(ctx: Context) -> None:
+    """A SET_MODE, seven requests after it, then the SET_MODE sent again."""
     ctx.need_control()
     p = ctx.p
     mode = (await ctx.status()).mode
@@ -316,7 +319,7 @@ async def reply_cache(ctx: Context) -> None:
         await ctx.request(GetStatus(), what="GET_STATUS")
     start = len(p.records)
     p.write(first)
-    again = await p.reply(first, after=start, timeout=REPLY_TIMEOUT_S)
+    again = await p.reply(first, after=start, within_s=REPLY_TIMEOUT_S)
     if again is None or again.message != reply.message:
         raise CheckFailed(
             f"the first of {REPLY_CACHE} requests, sent again, was answered "
@@ -329,6 +332,7 @@ async def reply_cache(ctx: Context) -> None:
 
 @check("4", "stale", "a seq older than the newest accepted, not remembered, is NAK STALE_SEQUENCE")
 async def stale(ctx: Context) -> None:
+    """A SET_MODE with a seq 20 behind the newest: STALE_SEQUENCE, the mode unchanged."""
     ctx.need_control()
     p = ctx.p
     mode = (await ctx.status()).mode
@@ -344,6 +348,7 @@ async def stale(ctx: Context) -> None:
 
 @check("4", "keepalive-seq", "a KEEPALIVE is never answered, and its seq moves nothing")
 async def keepalive_seq(ctx: Context) -> None:
+    """A KEEPALIVE ten seqs ahead: no answer, and the next request's seq is still newer."""
     ctx.need_control()
     p = ctx.p
     n = p.seq
@@ -363,6 +368,7 @@ async def keepalive_seq(ctx: Context) -> None:
     fresh=False,
 )
 async def seq_wrap(ctx: Context) -> None:
+    """HELLO at 65534, requests at 65535, 0 and 1; a HELLO at 1 again and a request at 2."""
     ctx.need_control()
     ctx.p.answering = True
     await ctx.hello(seq=65534)
@@ -379,6 +385,7 @@ async def seq_wrap(ctx: Context) -> None:
     "a frame refused before its seq (wrong version, unreadable payload) uses up no seq",
 )
 async def refused_uses_no_seq(ctx: Context) -> None:
+    """Each refusal of `REFUSED_BEFORE_SEQ`, then a good SET_MODE with its seq."""
     ctx.need_control()
     p = ctx.p
     for what, error in REFUSED_BEFORE_SEQ:
@@ -388,7 +395,7 @@ async def refused_uses_no_seq(ctx: Context) -> None:
             p.write(raw_frame(MessageType.SET_INTENSITY, b"\x01", seq=seq, version=2), note=what)
         else:
             p.write(p.build_raw(MessageType.SET_INTENSITY, b"", seq=seq))
-        refusal = await p.wait_for(p.reply_to(seq), after=start, timeout=REPLY_TIMEOUT_S)
+        refusal = await p.wait_for(p.reply_to(seq), after=start, within_s=REPLY_TIMEOUT_S)
         ctx.expect_nak(refusal, error, what)
         await ctx.ack(SetMode(Mode.WAVE), f"a SET_MODE with the seq ({seq}) of {what}", seq=seq)
         p.seq = seq
@@ -399,6 +406,7 @@ async def refused_uses_no_seq(ctx: Context) -> None:
 
 @check("5.2", "capabilities", "CAPABILITIES is consistent: limits, modes, levels and timing")
 async def capabilities(ctx: Context) -> None:
+    """The CAPABILITIES of the last HELLO, field by field against §5.2."""
     c = ctx.c
     problems = []
     if not 1 <= c.max_lease_s <= c.session_cap_s:
@@ -430,6 +438,7 @@ async def capabilities(ctx: Context) -> None:
     "bytes after the fields a receiver knows are ignored, and the rest of the message counts",
 )
 async def extra_bytes(ctx: Context) -> None:
+    """GET_STATUS and SET_MODE with bytes after their fields: taken, the mode set."""
     ctx.need_control()
     p = ctx.p
     start = len(p.records)
@@ -456,6 +465,7 @@ async def extra_bytes(ctx: Context) -> None:
     fresh=False,
 )
 async def hello(ctx: Context) -> None:
+    """The frames after a HELLO's CAPABILITIES; with --inflate, a HELLO during a session."""
     p = ctx.p
     p.answering = True
     start = len(p.records)
@@ -466,7 +476,7 @@ async def hello(ctx: Context) -> None:
         (Status, "STATUS", "CAPABILITIES"),
         (Challenge, "CHALLENGE", "STATUS"),
     ):
-        record = await p.wait_for(lambda r: True, after=index, timeout=REPLY_TIMEOUT_S)
+        record = await p.wait_for(lambda r: True, after=index, within_s=REPLY_TIMEOUT_S)
         if record is None:
             raise CheckFailed(f"no {name} after {after}")
         index = record.index + 1
@@ -493,12 +503,13 @@ async def hello(ctx: Context) -> None:
     "message types are dropped",
 )
 async def answers(ctx: Context) -> None:
+    """A frame of version 2, type 0x3F, a short SET_INTENSITY; an ACK and an EVENT sent to it."""
     p = ctx.p
     seq = (p.seq + 1) % 0x10000
     start = len(p.records)
     p.write(raw_frame(MessageType.GET_STATUS, seq=seq, version=2), note="a GET_STATUS of version 2")
     p.seq = seq
-    reply = await p.wait_for(p.reply_to(seq), after=start, timeout=REPLY_TIMEOUT_S)
+    reply = await p.wait_for(p.reply_to(seq), after=start, within_s=REPLY_TIMEOUT_S)
     ctx.expect_nak(reply, ErrorCode.UNSUPPORTED_VERSION, "a frame of version 2")
     unknown = p.build_raw(0x3F)
     what = "a frame of the unknown type 0x3F"
@@ -523,6 +534,7 @@ async def answers(ctx: Context) -> None:
     "watchdog_ms of the last challenge it answered",
 )
 async def watchdog(ctx: Context) -> None:
+    """Two watchdogs answering every challenge, then silence until the device must forget."""
     p = ctx.p
     await ctx.sleep(2 * ctx.watchdog_s())
     state = await ctx.status()
@@ -547,6 +559,7 @@ async def watchdog(ctx: Context) -> None:
     fresh=False,
 )
 async def no_hello(ctx: Context) -> None:
+    """After the watchdog: SET_MODE, PAUSE, RESUME, RESET_FAULT, KEEPALIVE and GET_STATUS."""
     await ctx.forget()
     p = ctx.p
     mode = (await ctx.status(sign=False)).mode
@@ -576,6 +589,7 @@ async def no_hello(ctx: Context) -> None:
     fresh=False,
 )
 async def stop_from_anyone(ctx: Context) -> None:
+    """STOP and VENT with no controller; unsigned and old-seq STOPs on a signed link."""
     await ctx.forget()
     for message in (Stop(), Vent()):
         await ctx.ack(message, f"{message.TYPE.name} before HELLO", sign=False)
@@ -604,6 +618,7 @@ async def stop_from_anyone(ctx: Context) -> None:
     "a CHALLENGE comes at least every quarter of watchdog_ms while a controller is present",
 )
 async def challenges(ctx: Context) -> None:
+    """The CHALLENGEs of a watchdog and a half, spaced by the uptime they carry."""
     p = ctx.p
     start = len(p.records)
     quarter = ctx.watchdog_s() / 4
@@ -636,6 +651,7 @@ if ONLY_ANSWERS_FEED_THE_WATCHDOG:
         "one, nor one naming a challenge never sent, nor a command",
     )
     async def proof_of_life(ctx: Context) -> None:
+        """Silence on the challenges while KEEPALIVEs without them, and commands, keep coming."""
         p = ctx.p
 
         def feed() -> None:
@@ -654,6 +670,7 @@ if ONLY_ANSWERS_FEED_THE_WATCHDOG:
     "in that read are refused (PREEMPTED) and never run, nor when sent again",
 )
 async def stop_first(ctx: Context) -> None:
+    """Commands and a STOP or VENT in one write, each way round; with --inflate a START too."""
     ctx.need_control()
     p = ctx.p
     mode = (await ctx.status()).mode
@@ -687,7 +704,7 @@ async def stop_first(ctx: Context) -> None:
         await _answered_ack(
             ctx, urgent, start, f"the {MessageType(urgent.msg_type).name} of {what}"
         )
-        reply = await p.reply(frames[victim], after=start, timeout=REPLY_TIMEOUT_S)
+        reply = await p.reply(frames[victim], after=start, within_s=REPLY_TIMEOUT_S)
         if _nak(reply) not in refusals:
             said = describe(reply.message or "") if reply else "nothing"
             names = " or ".join(sorted(e.name for e in refusals))
@@ -698,7 +715,7 @@ async def stop_first(ctx: Context) -> None:
         if victim == 0:
             start = len(p.records)
             p.write(frames[0])
-            again = await p.reply(frames[0], after=start, timeout=REPLY_TIMEOUT_S)
+            again = await p.reply(frames[0], after=start, within_s=REPLY_TIMEOUT_S)
             if _nak(again) not in refusals:
                 said = describe(again.message or "") if again else "nothing"
                 raise CheckFailed(f"the SET_MODE of {what}, sent again, was answered {said}")
@@ -714,7 +731,7 @@ async def stop_first(ctx: Context) -> None:
     start = len(p.records)
     p.write(begin, halt)
     await _answered_ack(ctx, halt, start, f"the STOP of {what}")
-    reply = await p.reply(begin, after=start, timeout=REPLY_TIMEOUT_S)
+    reply = await p.reply(begin, after=start, within_s=REPLY_TIMEOUT_S)
     if reply is None:
         raise CheckFailed(f"the START of {what} was not answered")
     if loose is None or not isinstance(reply.message, Ack):
@@ -738,6 +755,7 @@ def _wire_size(ctx: Context, messages: list[Message]) -> int:
     "a STATUS comes every status_interval_ms while a controller is present",
 )
 async def status_reports(ctx: Context) -> None:
+    """The STATUS of five status intervals, spaced by their uptimes."""
     p = ctx.p
     interval = ctx.c.status_interval_ms / 1000
     start = len(p.records)
@@ -763,9 +781,10 @@ async def status_reports(ctx: Context) -> None:
     "STOP, VENT and RESET_FAULT are taken and leave it IDLE",
 )
 async def table_idle(ctx: Context) -> None:
+    """Each command of the IDLE row of §8.2, then the state."""
     ctx.need_control()
-    for message in (Pause(), Resume()):
-        await ctx.nak(message, ErrorCode.BAD_STATE, f"{message.TYPE.name} in IDLE")
+    for refused in (Pause(), Resume()):
+        await ctx.nak(refused, ErrorCode.BAD_STATE, f"{refused.TYPE.name} in IDLE")
     state = await ctx.status()
     if state.state != SessionState.IDLE:
         raise CheckFailed(f"PAUSE and RESUME in IDLE left the state {state.state.name}")
@@ -791,6 +810,7 @@ async def table_idle(ctx: Context) -> None:
     inflate=True,
 )
 async def table_session(ctx: Context) -> None:
+    """A session through RUNNING and PAUSED, each command of both rows, then VENT and STOP."""
     ctx.need_control()
     p = ctx.p
     low = ctx.lowest_level()
@@ -807,16 +827,16 @@ async def table_session(ctx: Context) -> None:
     if started is None:
         raise CheckFailed("a START in IDLE sent no SESSION_STARTED")
     await expect(SessionState.RUNNING, "START")
-    for message in (Resume(), ResetFault()):
-        await ctx.nak(message, ErrorCode.BAD_STATE, f"{message.TYPE.name} in RUNNING")
+    for refused in (Resume(), ResetFault()):
+        await ctx.nak(refused, ErrorCode.BAD_STATE, f"{refused.TYPE.name} in RUNNING")
     await ctx.ack(Renew(Mode.PULSE, low, 10), "RENEW in RUNNING")
     await ctx.ack(SetMode(Mode.WAVE), "SET_MODE in RUNNING")
     await ctx.ack(SetIntensity(low), "SET_INTENSITY in RUNNING")
     await expect(SessionState.RUNNING, "RENEW, SET_MODE and SET_INTENSITY")
     await ctx.ack(Pause(), "PAUSE in RUNNING")
     await expect(SessionState.PAUSED, "PAUSE")
-    for message in (Pause(), ResetFault()):
-        await ctx.nak(message, ErrorCode.BAD_STATE, f"{message.TYPE.name} in PAUSED")
+    for again in (Pause(), ResetFault()):
+        await ctx.nak(again, ErrorCode.BAD_STATE, f"{again.TYPE.name} in PAUSED")
     await ctx.ack(Renew(Mode.WAVE, low, 10), "RENEW in PAUSED")
     await ctx.ack(SetMode(Mode.WAVE), "SET_MODE in PAUSED")
     await expect(SessionState.PAUSED, "RENEW and SET_MODE in PAUSED")
@@ -849,6 +869,7 @@ async def table_session(ctx: Context) -> None:
     "START's mode, level and lease",
 )
 async def values(ctx: Context) -> None:
+    """Levels, modes and cycles out of range; with --inflate, STARTs out of range."""
     ctx.need_control()
     c = ctx.c
     before = await ctx.status()
@@ -934,7 +955,7 @@ async def _session_end(
         raise CheckFailed(f"{what}: no SESSION_ENDED within {within_s:g} s")
     ended.note = "here"
     status = await p.wait_for(
-        lambda r: isinstance(r.message, Status), after=ended.index, timeout=REPLY_TIMEOUT_S
+        lambda r: isinstance(r.message, Status), after=ended.index, within_s=REPLY_TIMEOUT_S
     )
     if status is None or not isinstance(status.message, Status):
         raise CheckFailed(f"{what}: no STATUS after SESSION_ENDED (section 8.4)")
@@ -945,10 +966,11 @@ async def _session_end(
 @check(
     "8.4",
     "lease",
-    f"a session ends by itself (COMPLETED) when its lease is spent, and vents (a {LEASE_S} s lease)",
+    f"a session ends by itself (COMPLETED) when its lease ({LEASE_S} s) is spent, and vents",
     inflate=True,
 )
 async def lease(ctx: Context) -> None:
+    """A START with a 2 s lease, its end by the device's uptime, then the chambers emptying."""
     ctx.need_control()
     p = ctx.p
     start = len(p.records)
@@ -973,6 +995,7 @@ async def lease(ctx: Context) -> None:
     inflate=True,
 )
 async def pause_limit(ctx: Context) -> None:
+    """A START, a PAUSE, and the end of the pause by the device's uptime."""
     ctx.need_control()
     limit = ctx.c.pause_limit_s
     if limit > ctx.options.patience_s:
@@ -1005,6 +1028,7 @@ async def pause_limit(ctx: Context) -> None:
     inflate=True,
 )
 async def session_cap(ctx: Context) -> None:
+    """A session renewed by START before each lease ends, until the cap ends it."""
     ctx.need_control()
     c = ctx.c
     cap = c.session_cap_s
@@ -1023,10 +1047,9 @@ async def session_cap(ctx: Context) -> None:
         if ended is not None:
             break
         state = await ctx.status()
-        if (state.uptime_ms - began.uptime_ms) / 1000 > cap + 2:
-            raise CheckFailed(
-                f"the session ran {(state.uptime_ms - began.uptime_ms) / 1000:.1f} s, past session_cap_s {cap}"
-            )
+        ran = (state.uptime_ms - began.uptime_ms) / 1000
+        if ran > cap + 2:
+            raise CheckFailed(f"the session ran {ran:.1f} s, past session_cap_s {cap}")
         if state.state == SessionState.RUNNING and state.seconds_left < lease_s / 2 + 1:
             await ctx.ack(Start(Mode.WAVE, ctx.lowest_level(), lease_s), "START renewing the lease")
     assert isinstance(ended.message, SessionEnded)
@@ -1051,6 +1074,7 @@ def _statuses(records: list[Record]) -> list[tuple[Record, Status]]:
     inflate=True,
 )
 async def silent_session(ctx: Context) -> None:
+    """A session, then silence: LINK_LOST, the dump valve, empty chambers, no resume."""
     ctx.need_control()
     p = ctx.p
     await _start(ctx, lease_s=60)
@@ -1085,6 +1109,7 @@ async def silent_session(ctx: Context) -> None:
     "only on RESET_FAULT once its cause is gone",
 )
 async def faults_latch(ctx: Context) -> None:
+    """A fault caused by hand: the session table refused, RESET_FAULT before and after."""
     ctx.need_control()
     why = ctx.hands.why_no_fault()
     if why is not None:
@@ -1109,8 +1134,8 @@ async def faults_latch(ctx: Context) -> None:
             await ctx.nak(
                 Start(Mode.WAVE, ctx.lowest_level(), 10), ErrorCode.FAULT_LATCHED, "START in FAULT"
             )
-        for message in (Stop(), Vent()):
-            await ctx.ack(message, f"{message.TYPE.name} in FAULT")
+        for urgent in (Stop(), Vent()):
+            await ctx.ack(urgent, f"{urgent.TYPE.name} in FAULT")
         state = await ctx.status()
         if state.state != SessionState.FAULT:
             raise CheckFailed(f"STOP and VENT in FAULT left the state {state.state.name}")
@@ -1146,6 +1171,7 @@ async def faults_latch(ctx: Context) -> None:
     fresh=False,
 )
 async def pairing(ctx: Context) -> None:
+    """What the suite's pairing at the start of the run found (see `Context.pair`)."""
     log = "; ".join(ctx.pairing_log)
     if ctx.pairing_failure:
         raise CheckFailed(f"{ctx.pairing_failure} ({log})")
@@ -1160,6 +1186,7 @@ async def pairing(ctx: Context) -> None:
     "changes nothing",
 )
 async def signed_hello(ctx: Context) -> None:
+    """Three bad signed HELLOs on a live signed link: refused, and the link lives on."""
     keys = ctx.need_keys()
     p = ctx.p
     used = p.hello_counter or 1
@@ -1183,7 +1210,7 @@ async def signed_hello(ctx: Context) -> None:
             wire = frame.encode()
         start = len(p.records)
         p.write(b"\x00" + wire, note=what)
-        reply = await p.wait_for(p.reply_to(seq), after=start, timeout=REPLY_TIMEOUT_S)
+        reply = await p.wait_for(p.reply_to(seq), after=start, within_s=REPLY_TIMEOUT_S)
         ctx.expect_nak(reply, error, what)
     state = await ctx.status()
     if not state.flags & StatusFlag.CONTROLLER_PRESENT:
@@ -1198,6 +1225,7 @@ async def signed_hello(ctx: Context) -> None:
     "counter; a refusal moves no seq",
 )
 async def signed_commands(ctx: Context) -> None:
+    """SET_MODE unsigned, without the nonce, under another key, with a used counter."""
     ctx.need_keys()
     p = ctx.p
     mode = (await ctx.status()).mode
@@ -1229,7 +1257,7 @@ async def signed_commands(ctx: Context) -> None:
     for what, error, frame in cases:
         start = len(p.records)
         p.write(frame)
-        reply = await p.reply(frame, after=start, timeout=REPLY_TIMEOUT_S)
+        reply = await p.reply(frame, after=start, within_s=REPLY_TIMEOUT_S)
         ctx.expect_nak(reply, error, what)
     state = await ctx.status()
     if state.mode != mode:
@@ -1247,6 +1275,7 @@ async def signed_commands(ctx: Context) -> None:
     fresh=False,
 )
 async def device_signs(ctx: Context) -> None:
+    """Every frame from a signed HELLO's CAPABILITIES on, and a stranger's STOP."""
     ctx.need_keys()
     if not ctx.c.features & Feature.SIGNED_LINK:
         raise NotTested("the device does not announce SIGNED_LINK: its word can be forged (§12.3)")
@@ -1292,6 +1321,7 @@ async def device_signs(ctx: Context) -> None:
     "the key still opens a link",
 )
 async def restart(ctx: Context) -> None:
+    """The link's signed HELLO, replayed after the maker (or the suite) restarted the device."""
     ctx.need_keys()
     why = ctx.hands.why_no_restart()
     if why is not None:
@@ -1313,7 +1343,7 @@ async def restart(ctx: Context) -> None:
     p = ctx.p
     start = len(p.records)
     p.write(b"\x00" + old, note="the signed HELLO of the link before the restart, sent again")
-    reply = await p.wait_for(p.reply_to(1), after=start, timeout=REPLY_TIMEOUT_S)
+    reply = await p.wait_for(p.reply_to(1), after=start, within_s=REPLY_TIMEOUT_S)
     ctx.expect_nak(reply, ErrorCode.REPLAYED, "the HELLO recorded before the restart")
     try:
         await ctx.hello()
@@ -1333,17 +1363,18 @@ async def restart(ctx: Context) -> None:
     final=True,
 )
 async def unpair(ctx: Context) -> None:
+    """UNPAIR, then a HELLO signed with the forgotten key (run last, by the runner)."""
     keys = ctx.need_keys()
     p = ctx.p
     reply = await ctx.ack(Unpair(), "UNPAIR")
-    ctx.keys = p.keys = None
+    ctx.keys = p.keys = None  # the link goes on unsigned (SPEC §12.4)
     if ctx.c.features & Feature.SIGNED_LINK and not reply.signed:
         raise CheckFailed("the ACK of UNPAIR is not signed under the key it forgets")
     frame = Frame(1, MessageType.HELLO, Hello("conformance", keys.key_id).encode_payload())
     frame = frame.signed(keys.key, keys.next_counter())
     start = len(p.records)
     p.write(b"\x00", frame, note="0x00")
-    answer = await p.reply(frame, after=start, timeout=REPLY_TIMEOUT_S)
+    answer = await p.reply(frame, after=start, within_s=REPLY_TIMEOUT_S)
     ctx.expect_nak(answer, ErrorCode.NOT_AUTHENTICATED, "a HELLO signed with the unpaired key")
     with contextlib.suppress(CheckFailed, LinkGone):
         await ctx.hello(signed=False)
@@ -1357,10 +1388,11 @@ async def unpair(ctx: Context) -> None:
     fresh=False,
 )
 async def valves(ctx: Context) -> None:
+    """Every STATUS of the run, against the ceiling and the valves of IDLE and FAULT."""
     seen = ctx.history + (ctx.p.records if ctx.probe is not None else [])
     everyone = _all_chambers(ctx)
     count = 0
-    for record, state in _statuses(seen):
+    for _, state in _statuses(seen):
         count += 1
         if max(state.pressures_dmmhg, default=0) > ctx.c.ceiling_dmmhg:
             raise CheckFailed(

@@ -1,4 +1,4 @@
-"""``massager-sim conformance URL``: parse the options, run the suite, print, choose the exit code."""
+"""``massager-sim conformance URL``: read the options, run the suite, print, pick the exit code."""
 
 from __future__ import annotations
 

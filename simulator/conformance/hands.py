@@ -14,8 +14,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from massager_ctl.urls import DeviceAddress, SimAddress
+
+if TYPE_CHECKING:
+    from simulator.host import DeviceHost
 
 RESTART_HOW = (
     "needs the device restarted: run with --restart-step (you switch it off and on when "
@@ -63,7 +67,7 @@ class SimHands(Hands):
     def __init__(self, address: SimAddress) -> None:
         self.address = address
 
-    def _host(self):  # type: ignore[no-untyped-def]  # DeviceHost, loaded with the simulator
+    def _host(self) -> DeviceHost:
         from massager_ctl.transports.sim import simulated_device
 
         return simulated_device(self.address)

@@ -36,9 +36,9 @@ from firmware_protocol import (
     Nak,
     Paired,
     Status,
+    cobs,
     decode_message,
 )
-from firmware_protocol import cobs
 from firmware_protocol.errors import RemoteProtocolError
 from firmware_protocol.framing import crc16
 from massager_ctl.transports import Transport, TransportClosed
@@ -114,7 +114,7 @@ def describe(message: Message | str) -> str:
         )
     parts = [
         f"{f.name}={_name(getattr(message, f.name))}"
-        for f in dataclasses.fields(message)  # type: ignore[arg-type]
+        for f in dataclasses.fields(message)
         if not f.name.startswith("_")
     ]
     return " ".join([label, *parts])
@@ -177,7 +177,9 @@ class Keys:
 class Probe:
     """A hand-driven controller on one transport: see the module docstring."""
 
-    def __init__(self, transport: Transport, *, speed: float = 1.0, keys: Keys | None = None):
+    def __init__(
+        self, transport: Transport, *, speed: float = 1.0, keys: Keys | None = None
+    ) -> None:
         self.transport = transport
         self.speed = speed
         self.keys = keys
@@ -203,6 +205,8 @@ class Probe:
         self._waiters: set[asyncio.Event] = set()
         self._challenged = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._holding = False
+        self._held = False
         self.origin = asyncio.get_running_loop().time()
 
     # --- life -----------------------------------------------------------------------
@@ -241,7 +245,7 @@ class Probe:
     @property
     def authenticated(self) -> bool:
         """Whether the present link was opened with a signed HELLO the device took."""
-        return self.link_nonce is not None
+        return self.link_nonce is not None and self.keys is not None
 
     def next_seq(self) -> int:
         """The seq of the next frame: one more than the last, round 16 bits."""
@@ -317,21 +321,33 @@ class Probe:
             self.closed = str(error)
             raise LinkGone(self.closed) from None
 
-    async def write_cut(self, frames: list[Frame], cuts: list[int], gap_s: float = 0.005) -> None:
+    async def write_cut(self, frames: list[Frame], cuts: list[int]) -> None:
         """Write ``frames`` cut at the byte offsets ``cuts``: one write per piece.
 
-        Each piece is its own write, ``gap_s`` real seconds after the one before,
-        so that the device reads them apart (SPEC §2: nothing depends on chunking).
+        Each piece is its own write, a moment after the one before, so that the
+        device reads them apart (SPEC §2: nothing depends on chunking). The probe's
+        own KEEPALIVEs wait until the last piece is out (one between the pieces
+        would break the frame), and the pieces go fast enough that the wait stays
+        well inside a quarter of the watchdog.
         """
         data = b"".join(frame.encode() for frame in frames)
         bounds = [0, *sorted(c for c in cuts if 0 < c < len(data)), len(data)]
+        quarter = self.real(self.caps.watchdog_ms / 4000) if self.caps else 0.25
+        gap_s = min(0.005, quarter / 4 / len(bounds))
         at = self.now
         note = f"written in {len(bounds) - 1} pieces"
         for frame in frames:
             self._record(at, True, frame.encode(), frame, read_message(frame), note=note)
-        for begin, end in itertools.pairwise(bounds):
-            self._write(data[begin:end])
-            await asyncio.sleep(gap_s)
+        self._holding = True
+        try:
+            for begin, end in itertools.pairwise(bounds):
+                self._write(data[begin:end])
+                await asyncio.sleep(gap_s)
+        finally:
+            self._holding = False
+            if self._held:
+                self._held = False
+                self.keepalive()
 
     # --- receiving --------------------------------------------------------------------
 
@@ -401,15 +417,15 @@ class Probe:
             waiter.set()
 
     async def wait_for(
-        self, wanted: Callable[[Record], bool], *, after: int, timeout: float
+        self, wanted: Callable[[Record], bool], *, after: int, within_s: float
     ) -> Record | None:
         """The first frame from the device after record ``after`` that is ``wanted``.
 
-        Waits up to ``timeout`` real seconds; None if none came. Raises `LinkGone`
+        Waits up to ``within_s`` real seconds; None if none came. Raises `LinkGone`
         if the link closes meanwhile.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within_s
         index = after
         waiter = asyncio.Event()
         self._waiters.add(waiter)
@@ -450,8 +466,14 @@ class Probe:
             if self.present and self.answering and self.closed is None:
                 self.keepalive()
 
-    def keepalive(self, challenge: int | None = -1, *, background: bool = True) -> Frame:
-        """Send a KEEPALIVE naming ``challenge`` (default: the newest received)."""
+    def keepalive(self, challenge: int | None = -1, *, background: bool = True) -> Frame | None:
+        """Send a KEEPALIVE naming ``challenge`` (default: the newest received).
+
+        While a frame is being written in pieces it waits, and goes after it.
+        """
+        if self._holding and background:
+            self._held = True
+            return None
         named = self.challenge if challenge == -1 else challenge
         frame = self.build(KeepAlive(named))
         if named is not None and named == self.challenge:
@@ -475,9 +497,9 @@ class Probe:
 
         return wanted
 
-    async def reply(self, frame: Frame, *, after: int, timeout: float) -> Record | None:
+    async def reply(self, frame: Frame, *, after: int, within_s: float) -> Record | None:
         """The device's reply to ``frame`` after record ``after``, if one comes in time."""
-        return await self.wait_for(self.reply_to(frame.seq), after=after, timeout=timeout)
+        return await self.wait_for(self.reply_to(frame.seq), after=after, within_s=within_s)
 
     def opening(self, hello: Frame, counter: int | None) -> None:
         """Note a HELLO about to go: its CAPABILITIES opens a link signed under ``counter``."""

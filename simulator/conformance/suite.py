@@ -266,7 +266,7 @@ class Context:
         start = len(p.records)
         for _ in range(attempts):
             p.write(frame)
-            reply = await p.reply(frame, after=start, timeout=REPLY_TIMEOUT_S)
+            reply = await p.reply(frame, after=start, within_s=REPLY_TIMEOUT_S)
             if reply is not None:
                 return reply
         raise CheckFailed(f"{what}: no reply in {attempts} tries of {REPLY_TIMEOUT_S:g} s")
@@ -310,7 +310,7 @@ class Context:
         if not isinstance(reply.message, Ack):
             raise CheckFailed(f"GET_STATUS: answered {describe(reply.message or '')}, not ACK")
         found = await p.wait_for(
-            lambda r: isinstance(r.message, Status), after=reply.index, timeout=REPLY_TIMEOUT_S
+            lambda r: isinstance(r.message, Status), after=reply.index, within_s=REPLY_TIMEOUT_S
         )
         if found is None or not isinstance(found.message, Status):
             raise CheckFailed("GET_STATUS: no STATUS after its ACK (SPEC §7.5)")
@@ -321,7 +321,7 @@ class Context:
         """Fail if any of ``frames`` is answered within the quiet period."""
         seqs = {f.seq for f in frames}
         answer = await self.p.wait_for(
-            lambda r: any(self.p.reply_to(s)(r) for s in seqs), after=after, timeout=self.quiet_s
+            lambda r: any(self.p.reply_to(s)(r) for s in seqs), after=after, within_s=self.quiet_s
         )
         if answer is not None:
             raise CheckFailed(
@@ -331,7 +331,7 @@ class Context:
     # --- opening links -------------------------------------------------------------------
 
     async def hello(
-        self, *, signed: bool = True, seq: int = 1, timeout: float = REPLY_TIMEOUT_S
+        self, *, signed: bool = True, seq: int = 1, within_s: float = REPLY_TIMEOUT_S
     ) -> tuple[Frame, Capabilities]:
         """Say HELLO (after a 0x00, SPEC §3.2), signed when the suite has a key.
 
@@ -348,7 +348,7 @@ class Context:
         reply: Record | None = None
         for _ in range(ATTEMPTS):
             p.write(b"\x00", frame, note="0x00 before HELLO")
-            reply = await p.reply(frame, after=start, timeout=timeout)
+            reply = await p.reply(frame, after=start, within_s=within_s)
             if reply is not None:
                 break
         if reply is None:
@@ -448,7 +448,7 @@ class Context:
                     and _uptime_after(r.message.uptime_ms, due_uptime)
                 ),
                 after=start,
-                timeout=min(self.real(watchdog / 8), max(0.0, deadline_real - p.now)),
+                within_s=min(self.real(watchdog / 8), max(0.0, deadline_real - p.now)),
             )
             if found is not None and isinstance(found.message, Status):
                 late = found.message
@@ -649,7 +649,7 @@ async def run(address: DeviceAddress, url: str, options: Options, hands: Hands) 
     await ctx.open()
     try:
         try:
-            _, caps = await ctx.hello(signed=False, timeout=HELLO_TIMEOUT_S)
+            _, caps = await ctx.hello(signed=False, within_s=HELLO_TIMEOUT_S)
         except (CheckFailed, LinkGone) as error:
             raise SuiteError(
                 f"{url} did not answer HELLO ({error}): is it a massager, switched on, and "
