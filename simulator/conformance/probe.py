@@ -33,6 +33,7 @@ from firmware_protocol import (
     KeepAlive,
     Message,
     MessageType,
+    Mode,
     Nak,
     Paired,
     Status,
@@ -45,6 +46,10 @@ from massager_ctl.transports import Transport, TransportClosed
 
 HELLO_NAME = "conformance"
 """The name the suite says in HELLO and PAIR."""
+
+CLOCK_TICK_S = 1e-5
+"""A wait shorter than this is no wait: a loop whose clock counts whole microseconds
+(looptime, in the tests) may fire a timer a tick early and never reach the deadline."""
 
 
 class LinkGone(Exception):
@@ -62,8 +67,10 @@ def raw_frame(
 ) -> bytes:
     """The wire bytes of a frame built field by field, right or wrong as asked.
 
-    >>> raw_frame(0x0B, seq=1).hex()
-    '02010201040be02700'
+    >>> raw_frame(0x0B, seq=1) == Frame(1, 0x0B).encode()
+    True
+    >>> raw_frame(0x0B, seq=1, good_crc=False) == Frame(1, 0x0B).encode()
+    False
     """
     body = struct.pack("<BBHB", version, flags, seq, msg_type) + payload
     crc = crc16(body) ^ (0 if good_crc else 0xFFFF)
@@ -95,6 +102,10 @@ def _name(value: object) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _mode(value: int) -> str:
+    return Mode(value).name if value in Mode._value2member_map_ else str(value)
+
+
 def describe(message: Message | str) -> str:
     """A message in a few words for a person: its name, then its fields.
 
@@ -112,11 +123,10 @@ def describe(message: Message | str) -> str:
             f"status_interval_ms={message.status_interval_ms} "
             f"nonce={'yes' if message.link_nonce else 'none'}"
         )
-    parts = [
-        f"{f.name}={_name(getattr(message, f.name))}"
-        for f in dataclasses.fields(message)
-        if not f.name.startswith("_")
-    ]
+    parts = []
+    for f in dataclasses.fields(message):
+        value = getattr(message, f.name)
+        parts.append(f"{f.name}={_mode(value) if f.name == 'mode' else _name(value)}")
     return " ".join([label, *parts])
 
 
@@ -439,7 +449,7 @@ class Probe:
                 if self.closed is not None:
                     raise LinkGone(self.closed)
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= CLOCK_TICK_S:
                     return None
                 waiter.clear()
                 with contextlib.suppress(TimeoutError):

@@ -42,12 +42,12 @@ from massager_ctl.transports import Transport, TransportClosed, open_transport
 from massager_ctl.urls import DeviceAddress, SerialAddress
 
 from .hands import Hands
-from .probe import HELLO_NAME, Keys, LinkGone, Probe, Record, describe
+from .probe import CLOCK_TICK_S, HELLO_NAME, Keys, LinkGone, Probe, Record, describe
 
 Outcome = Literal["pass", "fail", "not tested"]
 
-HELLO_TIMEOUT_S = 5.0
-"""Real seconds the first HELLO may take to be answered."""
+HELLO_TIMEOUT_S = 1.5
+"""Real seconds the first HELLO waits for CAPABILITIES, each of its tries."""
 REPLY_TIMEOUT_S = 1.0
 """Real seconds a request waits for its reply before it is sent again."""
 ATTEMPTS = 3
@@ -438,7 +438,7 @@ class Context:
             + 2 * self.real(self.c.status_interval_ms / 1000)
         )
         late: Status | None = None
-        while p.now < deadline_real:
+        while deadline_real - p.now > CLOCK_TICK_S:
             if feed is not None:
                 feed()
             found = await p.wait_for(
@@ -651,9 +651,10 @@ async def run(address: DeviceAddress, url: str, options: Options, hands: Hands) 
         try:
             _, caps = await ctx.hello(signed=False, within_s=HELLO_TIMEOUT_S)
         except (CheckFailed, LinkGone) as error:
+            why = "" if isinstance(error, CheckFailed) else f" ({error})"
             raise SuiteError(
-                f"{url} did not answer HELLO ({error}): is it a massager, switched on, and "
-                "at this address (and baud rate)?"
+                f"{url} did not answer HELLO in {ATTEMPTS} tries of {HELLO_TIMEOUT_S:g} s{why}: "
+                "is it a massager, switched on, and at this address (and baud rate)?"
             ) from None
         report.caps = caps
         ctx.speed = options.speed or announced_speed(caps)
