@@ -514,6 +514,7 @@ def list_broken() -> None:
 @click.option(
     "--speed",
     type=FiniteRange(min=0.1, max=1000),
+    metavar="X",
     help="How many times faster than real time the device runs (default: what a simulator "
     "served with --speed announces, else 1).",
 )
@@ -521,6 +522,7 @@ def list_broken() -> None:
     "--patience",
     "patience_s",
     type=FiniteRange(min=0),
+    metavar="SECONDS",
     default=30.0,
     show_default=True,
     help="Longest wait, in device seconds, for one timing rule (pause limit, session cap).",

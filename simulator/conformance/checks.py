@@ -85,6 +85,12 @@ OVERTAKEN = {ErrorCode.PREEMPTED, ErrorCode.STALE_SEQUENCE}
 goes first and becomes the newest seq (§4), so the command is STALE_SEQUENCE; §7.4 names
 that refusal among those a frame gets "as usual". Either way it never runs."""
 
+SESSION_ENDED_AFTER_LINK_LOSS = True
+"""Reading: SPEC §5.4 sends SESSION_ENDED when "a session ends, for any reason", so also
+when the watchdog has just forgotten the controller (which frames a device sends with no
+controller present is item 1 of issue 19). The STATUS that §8.4 promises after it is not
+required then: the suite asks for one with GET_STATUS."""
+
 LEASE_S = 2
 """The lease of the suite's sessions that should end on their own."""
 VENTED_DMMHG = 100
@@ -891,11 +897,11 @@ async def values(ctx: Context) -> None:
             ErrorCode.BAD_PAYLOAD,
             "SET_CYCLE with another number of targets than chambers",
         )
-        await ctx.nak(
-            _cycle(ctx, target=c.max_target_dmmhg + 1),
-            ErrorCode.OVER_PRESSURE_LIMIT,
-            "SET_CYCLE with a target above max_target_dmmhg",
-        )
+        what = "SET_CYCLE with a target above max_target_dmmhg"
+        reply = await ctx.request(_cycle(ctx, target=c.max_target_dmmhg + 1), what=what)
+        if _nak(reply) != ErrorCode.OVER_PRESSURE_LIMIT:
+            await ctx.request(_cycle(ctx), what="SET_CYCLE of a gentle cycle, over that one")
+        ctx.expect_nak(reply, ErrorCode.OVER_PRESSURE_LIMIT, what)
     else:
         await ctx.nak(
             _cycle(ctx), ErrorCode.UNSUPPORTED_MODE, "SET_CYCLE without the CYCLE feature"
@@ -1088,7 +1094,9 @@ async def silent_session(ctx: Context) -> None:
             f"after the silence the state is {state.state.name}, last_end "
             f"{getattr(state.last_end, 'name', state.last_end)}, not IDLE and LINK_LOST"
         )
-    if not ended or getattr(ended[0], "reason", None) != EndReason.LINK_LOST:
+    if SESSION_ENDED_AFTER_LINK_LOSS and (
+        not ended or getattr(ended[0], "reason", None) != EndReason.LINK_LOST
+    ):
         raise CheckFailed("no SESSION_ENDED LINK_LOST came when the session ended")
     if not state.flags & StatusFlag.DUMP_OPEN:
         raise CheckFailed("the session ended by link loss without opening the dump valve")
@@ -1327,6 +1335,7 @@ async def restart(ctx: Context) -> None:
     if why is not None:
         raise NotTested(why)
     old = ctx.p.hello_wire
+    await ctx.sleep(0.5)  # an uptime a restart must take back
     before = (await ctx.status()).uptime_ms
     await ctx.close()
     await ctx.hands.restart()
@@ -1341,6 +1350,11 @@ async def restart(ctx: Context) -> None:
                 ) from None
             await asyncio.sleep(0.5)
     p = ctx.p
+    after = (await ctx.status(sign=False)).uptime_ms
+    if after >= before:
+        raise NotTested(
+            f"the device did not restart: its uptime went on ({before} ms, then {after} ms)"
+        )
     start = len(p.records)
     p.write(b"\x00" + old, note="the signed HELLO of the link before the restart, sent again")
     reply = await p.wait_for(p.reply_to(1), after=start, within_s=REPLY_TIMEOUT_S)
@@ -1349,11 +1363,6 @@ async def restart(ctx: Context) -> None:
         await ctx.hello()
     except CheckFailed as error:
         raise CheckFailed(f"after the restart the suite's key opens no link: {error}") from None
-    after = (await ctx.status()).uptime_ms
-    if after >= before:
-        ctx.notes.append(
-            f"12.1: the device's uptime went on over the restart ({before} -> {after} ms)"
-        )
 
 
 @check(

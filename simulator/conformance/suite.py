@@ -674,6 +674,11 @@ async def run(address: DeviceAddress, url: str, options: Options, hands: Hands) 
         await _tidy(ctx, report, preset)
     finally:
         report.notes.extend(ctx.notes)
+        if options.inflate and ctx.probe is not None:
+            # Interrupted, or stopped on an error: no session of ours may go on (a STOP is
+            # taken from anyone; the device's watchdog would end it within watchdog_ms).
+            with contextlib.suppress(Exception):
+                ctx.p.write(ctx.p.build(Stop(), sign=False))
         await ctx.close()
     return report
 

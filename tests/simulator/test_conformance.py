@@ -271,6 +271,33 @@ def test_the_command_fails_a_broken_served_simulator_naming_the_section() -> Non
     assert (failed["section"], failed["check"]) == ("7.4", "stop-first")
 
 
+def test_the_maker_restarts_the_device_when_asked() -> None:
+    with served() as device:
+        asking = subprocess.Popen(
+            [sys.executable, "-m", "simulator", "conformance", device.url, "--section", "12.1",
+             "--restart-step", "--json"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert asking.stderr is not None
+            assert asking.stdin is not None
+            asked = ""
+            while ">>> " not in asked:
+                line = asking.stderr.readline()
+                assert line, "the suite ended without asking for a restart"
+                asked += line
+            device.process.send_signal(signal.SIGHUP)  # the maker's hand on the switch
+            out, _ = asking.communicate("\n", timeout=60)
+        finally:
+            if asking.poll() is None:
+                asking.kill()
+                asking.communicate()
+    assert "Switch the massager off and on again" in asked
+    assert asking.returncode == 0, out
+    [restart] = [e for e in json.loads(out) if e["check"] == "restart"]
+    assert restart["result"] == "pass"
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
@@ -373,3 +400,11 @@ def test_broken_lists_each_rule_with_the_check_that_catches_it() -> None:
         assert (
             f"{name}: {rule.does} (caught by {rule.check}, section {rule.section})" in listed.stdout
         )
+
+
+def test_a_restart_that_did_not_happen_is_not_tested() -> None:
+    with served() as device:
+        result = conformance(device.url, "--section", "12.1", "--restart-command", "true")
+    assert result.returncode == 0, result.stdout
+    assert "not tested restart:" in result.stdout
+    assert "the device did not restart: its uptime went on" in result.stdout
