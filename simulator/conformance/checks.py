@@ -1123,12 +1123,19 @@ async def faults_latch(ctx: Context) -> None:
     if why is not None:
         raise NotTested(why)
     p = ctx.p
+    if ctx.options.inflate:
+        await _start(ctx, lease_s=60)
     start = len(p.records)
     caused = await ctx.hands.cause_fault()
     try:
         raised = await _event(ctx, FaultRaised, start, 20.0)
         if raised is None:
             raise NotTested(f"no EVENT FAULT within 20 s of {caused}")
+        ended = [r.message for r in p.received(start) if isinstance(r.message, SessionEnded)]
+        if ctx.options.inflate and getattr(ended[0] if ended else None, "reason", None) != (
+            EndReason.FAULT
+        ):
+            raise CheckFailed("the fault did not end the session (SESSION_ENDED FAULT)")
         state = await ctx.status()
         if state.state != SessionState.FAULT or not state.faults:
             raise CheckFailed(
@@ -1152,20 +1159,27 @@ async def faults_latch(ctx: Context) -> None:
         )
     finally:
         await ctx.hands.clear_fault()
-    for _ in range(10):
-        reply = await ctx.request(ResetFault(), what="RESET_FAULT with the cause gone")
-        if isinstance(reply.message, Ack):
-            break
-        await ctx.sleep(1.0)
-    else:
-        raise CheckFailed(
-            f"RESET_FAULT with the cause gone: answered {describe(reply.message or '')}"
-        )
+        reset = await _reset_fault(ctx)  # also when the check failed: the next checks need IDLE
+    if reset is None or not isinstance(reset.message, Ack):
+        said = describe(reset.message or "") if reset is not None else "nothing"
+        raise CheckFailed(f"RESET_FAULT with the cause gone was answered {said}, not ACK")
     state = await ctx.status()
     if state.state != SessionState.IDLE or state.faults:
         raise CheckFailed(
             f"after RESET_FAULT the state is {state.state.name}, faults {state.faults!r}"
         )
+
+
+async def _reset_fault(ctx: Context) -> Record | None:
+    """RESET_FAULT until it is taken (the device may take a moment to see the cause gone)."""
+    reply: Record | None = None
+    with contextlib.suppress(CheckFailed, LinkGone):
+        for _ in range(10):
+            reply = await ctx.request(ResetFault(), what="RESET_FAULT with the cause gone")
+            if isinstance(reply.message, Ack) or _nak(reply) != ErrorCode.FAULT_PERSISTS:
+                break
+            await ctx.sleep(1.0)
+    return reply
 
 
 # --- 12 authentication and pairing -------------------------------------------------------

@@ -36,7 +36,6 @@ from firmware_protocol import (
     Mode,
     Nak,
     Paired,
-    Status,
     cobs,
     decode_message,
 )
@@ -536,8 +535,3 @@ class Probe:
         self.present = False
         self.link_nonce = None
         self.challenge = None
-
-
-def statuses(records: list[Record]) -> list[tuple[Record, Status]]:
-    """The STATUS frames among ``records``, with their records."""
-    return [(r, r.message) for r in records if isinstance(r.message, Status)]

@@ -29,6 +29,7 @@ from firmware_protocol import (
     Nak,
     Pair,
     Paired,
+    ResetFault,
     SessionState,
     SetIntensity,
     SetMode,
@@ -662,14 +663,10 @@ async def run(address: DeviceAddress, url: str, options: Options, hands: Hands) 
         hello_at = next(r.at for r in ctx.p.records if r.sent and r.frame is not None)
         answered_at = next(r.at for r in ctx.p.records if isinstance(r.message, Capabilities))
         ctx.quiet_s = min(max(0.3, 5 * (answered_at - hello_at)), 2.0)
-        state = await ctx.status()
-        if state.state in (SessionState.RUNNING, SessionState.PAUSED):
-            await ctx.stop_session()
-            report.notes.append("a session was running: the suite stopped it")
-        await ctx.pair()
-        state = await ctx.status()
-        await ctx.find_control(state)
-        preset = (state.mode, state.intensity)
+        try:
+            preset = await _prepare(ctx, report)
+        except (CheckFailed, LinkGone) as error:
+            raise SuiteError(f"{url} failed before the checks could start: {error}") from None
         await _run_checks(ctx, report)
         await _tidy(ctx, report, preset)
     finally:
@@ -681,6 +678,26 @@ async def run(address: DeviceAddress, url: str, options: Options, hands: Hands) 
                 ctx.p.write(ctx.p.build(Stop(), sign=False))
         await ctx.close()
     return report
+
+
+async def _prepare(ctx: Context, report: Report) -> tuple[int, int]:
+    """Stop a session, pair if the window is open, clear a fault; the preset mode and level."""
+    state = await ctx.status()
+    if state.state in (SessionState.RUNNING, SessionState.PAUSED):
+        await ctx.stop_session()
+        report.notes.append("a session was running: the suite stopped it")
+    await ctx.pair()
+    state = await ctx.status()
+    await ctx.find_control(state)
+    if state.state == SessionState.FAULT and ctx.control is None:
+        await ctx.request(ResetFault(), what="RESET_FAULT of the fault the device had")
+        state = await ctx.status()
+    if state.state == SessionState.FAULT:
+        raise SuiteError(
+            f"the device has a fault latched ({state.faults!r}): clear it (its remote's power "
+            "button, or RESET_FAULT) and run again"
+        )
+    return state.mode, state.intensity
 
 
 async def _run_checks(ctx: Context, report: Report) -> None:
