@@ -433,11 +433,9 @@ class Context:
         due_uptime = None if sent_uptime is None else sent_uptime + watchdog + tolerance
         since = last.at if last is not None else p.now
         start = len(p.records)
-        deadline_real = (
-            since
-            + self.real(watchdog + tolerance)
-            + 2 * self.real(self.c.status_interval_ms / 1000)
-        )
+        # One status interval more: a STATUS the device sends past the due moment shows
+        # whether it still counts us present (it need send none once it does not).
+        deadline_real = since + self.real(watchdog + tolerance + self.c.status_interval_ms / 1000)
         late: Status | None = None
         while deadline_real - p.now > CLOCK_TICK_S:
             if feed is not None:
@@ -469,8 +467,9 @@ class Context:
                 if sent_uptime is None:
                     return f"forgotten within {watchdog + tolerance:g} s"
                 return (
-                    f"forgotten by {(state.uptime_ms / 1000 - sent_uptime):.2f} s after the last "
-                    f"answered challenge was sent (watchdog {watchdog:g} s)"
+                    f"a STATUS {(state.uptime_ms / 1000 - sent_uptime):.2f} s after the last "
+                    f"challenge the suite answered shows no present controller (watchdog "
+                    f"{watchdog:g} s)"
                 )
             if sent_uptime is not None and _uptime_after(
                 state.uptime_ms, sent_uptime + watchdog + tolerance
