@@ -201,16 +201,16 @@ async def chunking(ctx: Context) -> None:
 async def bad_blocks(ctx: Context) -> None:
     """Six blocks that are not frames and a good GET_STATUS, in one write: only it is answered."""
     p = ctx.p
-    n = p.seq
+    a, b, c, d, e = ((p.seq + i) % 0x10000 for i in range(1, 6))
     kind = MessageType.GET_STATUS
     short = b"\x01\x00\x07\x00"
     bad = {
-        n + 1: ("a GET_STATUS whose CRC is wrong", raw_frame(kind, seq=n + 1, good_crc=False)),
-        n + 2: ("a GET_STATUS with reserved flag bit 1 set", raw_frame(kind, seq=n + 2, flags=2)),
-        n + 3: ("a GET_STATUS with a 237-byte payload", raw_frame(kind, bytes(237), seq=n + 3)),
-        n + 4: (
+        a: ("a GET_STATUS whose CRC is wrong", raw_frame(kind, seq=a, good_crc=False)),
+        b: ("a GET_STATUS with reserved flag bit 1 set", raw_frame(kind, seq=b, flags=2)),
+        c: ("a GET_STATUS with a 237-byte payload", raw_frame(kind, bytes(237), seq=c)),
+        d: (
             "a GET_STATUS with the AUTH flag and 3 bytes where 12 are due",
-            raw_frame(kind, b"\x01\x02\x03", seq=n + 4, flags=1),
+            raw_frame(kind, b"\x01\x02\x03", seq=d, flags=1),
         ),
     }
     junk = [
@@ -218,14 +218,14 @@ async def bad_blocks(ctx: Context) -> None:
         ("a block of 6 bytes", cobs.encode(short + struct.pack("<H", crc16(short))) + b"\x00"),
     ]
     start = len(p.records)
-    good = p.build(GetStatus(), seq=(n + 5) % 0x10000)
+    good = p.build(GetStatus(), seq=e)
     p.seq = good.seq
     p.write(*[(wire, what) for what, wire in [*bad.values(), *junk]], good)
     await _answered_ack(
         ctx, good, start, "a good GET_STATUS after the bad blocks, in the same write"
     )
     answer = await p.wait_for(
-        lambda r: any(p.reply_to(s % 0x10000)(r) for s in bad), after=start, within_s=ctx.quiet_s
+        lambda r: any(p.reply_to(seq)(r) for seq in bad), after=start, within_s=ctx.quiet_s
     )
     if answer is not None:
         ref = getattr(answer.message, "ref_seq", None)
