@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from pydantic import ValidationError
 
 from firmware_protocol import Button, Fault, Mode
 from firmware_protocol.messages import MAX_STRING
@@ -367,6 +368,12 @@ def _tcp_address(text: str) -> tuple[str, int]:
     help="FOR DEVELOPMENT ONLY: take start, mode and intensity from any controller until "
     "the first one pairs. A real massager never does this.",
 )
+@click.option(
+    "--broken",
+    metavar="RULE",
+    help="Break one rule of the protocol on purpose, to see the conformance suite catch it "
+    "(massager-sim broken lists the rules).",
+)
 def serve(
     on_pty: bool,
     tcp: str | None,
@@ -380,13 +387,15 @@ def serve(
     pairing_window: int | None,
     memory_file: Path | None,
     insecure_open: bool,
+    broken: str | None,
 ) -> None:
     """Serve a simulated massager to a controller in another process.
 
     The first line on stdout is the device URL to give massager-ctl, e.g.
     serial:///dev/pts/3, socket://127.0.0.1:40123 or
     ble://C8:3A:66:E9:2C:94?hci=tcp-client:127.0.0.1:40124. SIGTERM or Ctrl-C
-    switches the device off and closes the endpoint.
+    switches the device off and closes the endpoint; SIGHUP switches it off and on
+    again (its paired controllers kept), as its power switch would.
     """
     if [on_pty, tcp is not None, on_ble].count(True) != 1:
         raise click.UsageError("give exactly one of --serial, --tcp HOST:PORT or --ble")
@@ -397,6 +406,12 @@ def serve(
         config = config.model_copy(update={"pairing_required": False})
     if pairing_window is not None:
         config = config.model_copy(update={"pairing_window_s": pairing_window})
+    if broken:
+        try:
+            config = DeviceConfig.model_validate(config.model_dump() | {"broken": broken})
+        except ValidationError as error:
+            problem = error.errors()[0]["msg"].removeprefix("Value error, ")
+            raise click.BadParameter(problem, param_hint="--broken") from None
     config = announce_speed(config, speed)
     try:
         memory = DeviceMemory(memory_file)
@@ -421,7 +436,12 @@ def serve(
             window = device_seconds(config.pairing_window_s, speed)
             logging.info("pairing window open for %s", window)
 
+        def restart() -> None:
+            host.restart()
+            logging.info("switched off and on again")
+
         loop.add_signal_handler(signal.SIGUSR1, open_pairing)
+        loop.add_signal_handler(signal.SIGHUP, restart)
         if pairing_window is not None:
             open_pairing()
         pty: PtyEndpoint | None = None
@@ -465,6 +485,105 @@ def serve(
 
     with scaled_runner(speed) as runner:
         runner.run(main())
+
+
+@cli.command(name="broken")
+def list_broken() -> None:
+    """List the rules serve --broken can break, and the conformance check that catches each."""
+    from .conformance.broken import describe_rules  # loaded only when asked
+
+    sys.stdout.write(describe_rules() + "\n")
+
+
+@cli.command()
+@click.argument("url")
+@click.option(
+    "--inflate",
+    is_flag=True,
+    help="Run the checks that start sessions (always at intensity 1, for a few seconds). "
+    "Take the wraps off the legs first.",
+)
+@click.option("--json", "as_json_report", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--section",
+    "sections",
+    multiple=True,
+    metavar="N",
+    help="Run only the checks of this SPEC.md section (7.4) or chapter (7); repeatable.",
+)
+@click.option(
+    "--speed",
+    type=FiniteRange(min=0.1, max=1000),
+    metavar="X",
+    help="How many times faster than real time the device runs (default: what a simulator "
+    "served with --speed announces, else 1).",
+)
+@click.option(
+    "--patience",
+    "patience_s",
+    type=FiniteRange(min=0),
+    metavar="SECONDS",
+    default=30.0,
+    show_default=True,
+    help="Longest wait, in device seconds, for one timing rule (pause limit, session cap).",
+)
+@click.option(
+    "--restart-step",
+    is_flag=True,
+    help="Ask me to switch the device off and on in the middle of the run (replay after a "
+    "restart, SPEC 12.1); I press Enter when it is back.",
+)
+@click.option(
+    "--restart-command",
+    metavar="CMD",
+    help="A shell command that restarts the device (its memory kept), for the same check.",
+)
+@click.option(
+    "--fault-step",
+    is_flag=True,
+    help="Ask me to cause a fault the device detects, and to take it away (faults latch, "
+    "SPEC 10.8).",
+)
+def conformance(
+    url: str,
+    inflate: bool,
+    as_json_report: bool,
+    sections: tuple[str, ...],
+    speed: float | None,
+    patience_s: float,
+    restart_step: bool,
+    restart_command: str | None,
+    fault_step: bool,
+) -> None:
+    """Check the massager at URL against the rules of the protocol (firmware_protocol/SPEC.md).
+
+    URL is any address massager-ctl takes: serial:///dev/ttyUSB0, socket://HOST:PORT,
+    ble://ADDRESS, sim://. The report lists each check under its SPEC.md section:
+    pass; FAIL, with every frame sent and received (hex and decoded); or not tested,
+    and why. Exit status: 0 nothing failed, 1 a check failed or the device did not
+    answer, 2 a usage error.
+
+    Without --inflate nothing is sent that can fill a chamber, and the checks that
+    need a session are not tested. A device that requires pairing is checked in full
+    only if its pairing window is open when the run starts (hold its pairing button):
+    the suite pairs, and unpairs at the end. sim:// needs neither: the suite opens the
+    simulator's window, restarts it and breaks it itself.
+    """
+    from .conformance.command import run_command  # the suite loads only when it runs
+
+    sys.exit(
+        run_command(
+            url,
+            inflate=inflate,
+            as_json_report=as_json_report,
+            sections=sections,
+            speed=speed,
+            patience_s=patience_s,
+            restart_step=restart_step,
+            restart_command=restart_command,
+            fault_step=fault_step,
+        )
+    )
 
 
 def main() -> None:

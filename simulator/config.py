@@ -105,6 +105,22 @@ class DeviceConfig(BaseModel):
         "pump-dead@30 (device seconds; simulator.faults lists the names)",
     )
 
+    broken: str = Field(
+        "",
+        description="a rule of the protocol the firmware breaks on purpose, to show that the "
+        "conformance suite catches it (simulator.conformance.broken lists them); empty: none",
+    )
+
+    @field_validator("broken")
+    @classmethod
+    def _known_rule(cls, name: str) -> str:
+        if name:
+            from .conformance.broken import RULES  # loaded only for a device broken on purpose
+
+            if name not in RULES:
+                raise ValueError(f"no broken rule {name!r}; rules: {', '.join(RULES)}")
+        return name
+
     @field_validator("faults")
     @classmethod
     def _known_faults(cls, text: str) -> str:

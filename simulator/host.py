@@ -63,7 +63,9 @@ class DeviceHost:
         if self._firmware is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._firmware = Firmware(self.config, now=self._loop.time(), memory=self.memory)
+        self._firmware = _firmware_class(self.config)(
+            self.config, now=self._loop.time(), memory=self.memory
+        )
         self._wake()
 
     def stop(self) -> None:
@@ -73,6 +75,18 @@ class DeviceHost:
         self._timer = self._timer_at = None
         self._firmware = None
         self._link = None
+
+    def restart(self) -> None:
+        """Switch the device off and on again, as its power switch does.
+
+        Its memory (the paired controllers and their counters) survives, and a
+        link attached stays attached (the cable is still plugged in), but the
+        firmware starts from nothing: no controller, no session, uptime 0.
+        """
+        link = self._link
+        self.stop()
+        self.start()
+        self._link = link
 
     def attach(self, on_bytes: Callable[[bytes], None]) -> None:
         """Connect a link: ``on_bytes`` receives everything the device sends from now on."""
@@ -138,6 +152,15 @@ class DeviceHost:
             self._timer.cancel()
         self._timer = loop.call_at(deadline, self._on_timer)
         self._timer_at = deadline
+
+
+def _firmware_class(config: DeviceConfig) -> type[Firmware]:
+    """The firmware to run: with one rule broken on purpose when the config says so."""
+    if not config.broken:
+        return Firmware
+    from .conformance.broken import BrokenFirmware  # only for a device broken on purpose
+
+    return BrokenFirmware
 
 
 __all__ = ["Button", "DeviceConfig", "DeviceHost"]

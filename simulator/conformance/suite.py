@@ -1,0 +1,793 @@
+"""The checks' registry, what they share (`Context`), and the run that makes the report.
+
+Each check is an async function registered with `check`: the SPEC.md section
+it checks, a short name, and the rule in words. It runs on a fresh link (a new
+HELLO, signed when the suite holds a key, the device idle) unless it says
+otherwise, raises `CheckFailed` to fail and `NotTested` to say why it could not
+run, and leaves no session behind (the runner stops any).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from firmware_protocol import (
+    Ack,
+    Capabilities,
+    ErrorCode,
+    Feature,
+    Frame,
+    GetStatus,
+    Hello,
+    Message,
+    Mode,
+    Nak,
+    Pair,
+    Paired,
+    ResetFault,
+    SessionState,
+    SetIntensity,
+    SetMode,
+    Status,
+    StatusFlag,
+    Stop,
+    Unpair,
+)
+from firmware_protocol.pairing import KeyPair
+from massager_ctl.transports import Transport, TransportClosed, open_transport
+from massager_ctl.urls import DeviceAddress, SerialAddress
+
+from .hands import Hands
+from .probe import CLOCK_TICK_S, HELLO_NAME, Keys, LinkGone, Probe, Record, describe
+
+Outcome = Literal["pass", "fail", "not tested"]
+
+HELLO_TIMEOUT_S = 1.5
+"""Real seconds the first HELLO waits for CAPABILITIES, each of its tries."""
+REPLY_TIMEOUT_S = 1.0
+"""Real seconds a request waits for its reply before it is sent again."""
+ATTEMPTS = 3
+TRANSCRIPT_LINES = 60
+
+_SPEED = re.compile(r"\+(\d+(?:\.\d+)?)x$")
+
+
+class CheckFailed(Exception):
+    """The device broke the rule the check checks; the message says how."""
+
+
+class NotTested(Exception):
+    """The check could not run here; the message says why and what would let it."""
+
+
+class SuiteError(Exception):
+    """Nothing can be checked: the device cannot be reached, or does not answer HELLO."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: the section it names, its short name, the rule, and how to run it."""
+
+    section: str
+    name: str
+    rule: str
+    run: Callable[[Context], Awaitable[None]]
+    inflate: bool = False
+    """Whether it puts pressure on a leg (a START): only with --inflate."""
+    fresh: bool = True
+    """Whether the runner opens a fresh link for it first."""
+    final: bool = False
+    """Whether it runs after every other check, as the suite tidies up (UNPAIR)."""
+
+
+CHECKS: list[Check] = []
+"""Every check, in the order the suite runs them."""
+
+
+def check(
+    section: str,
+    name: str,
+    rule: str,
+    *,
+    inflate: bool = False,
+    fresh: bool = True,
+    final: bool = False,
+) -> Callable[[Callable[[Context], Awaitable[None]]], Callable[[Context], Awaitable[None]]]:
+    """Register the decorated coroutine as a check of ``section``."""
+
+    def register(
+        run: Callable[[Context], Awaitable[None]],
+    ) -> Callable[[Context], Awaitable[None]]:
+        CHECKS.append(Check(section, name, rule, run, inflate, fresh, final))
+        return run
+
+    return register
+
+
+@dataclass
+class Result:
+    """What one check found."""
+
+    section: str
+    check: str
+    rule: str
+    result: Outcome
+    detail: str = ""
+
+    def as_json(self) -> dict[str, str]:
+        """The result as the ``--json`` report lists it."""
+        detail = self.detail or self.rule
+        return {
+            "section": self.section,
+            "check": self.check,
+            "result": self.result,
+            "detail": detail,
+        }
+
+
+@dataclass
+class Options:
+    """How the suite runs: what it may do to the device, and how long it may wait."""
+
+    inflate: bool = False
+    sections: tuple[str, ...] = ()
+    speed: float | None = None
+    """The device's clock against real time; None: what the device announces (simulator)."""
+    patience_s: float = 30.0
+    """Longest wait, in device seconds, for one timing rule (pause limit, session cap)."""
+
+    def selects(self, section: str) -> bool:
+        """Whether the checks of ``section`` run (``7`` selects 7.1 to 7.5)."""
+        return not self.sections or any(
+            section == wanted or section.startswith(wanted + ".") for wanted in self.sections
+        )
+
+
+def known_sections() -> list[str]:
+    """Every section some check names, in order."""
+    seen: list[str] = []
+    for item in CHECKS:
+        if item.section not in seen:
+            seen.append(item.section)
+    return seen
+
+
+@dataclass
+class Report:
+    """The device as it introduced itself, and every result."""
+
+    url: str
+    caps: Capabilities | None = None
+    speed: float = 1.0
+    results: list[Result] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """Whether any check failed."""
+        return any(r.result == "fail" for r in self.results)
+
+
+class Context:
+    """What checks share: the link, the device's capabilities, the key, the options."""
+
+    def __init__(self, address: DeviceAddress, options: Options, hands: Hands) -> None:
+        self.address = address
+        self.options = options
+        self.hands = hands
+        self.transport: Transport | None = None
+        self.probe: Probe | None = None
+        self.keys: Keys | None = None
+        self.caps: Capabilities | None = None
+        self.speed = options.speed or 1.0
+        self.quiet_s = 0.3
+        """Real seconds the suite waits to be sure that no answer is coming."""
+        self.control: str | None = None
+        """Why the suite cannot send the commands that need a key, or None if it can."""
+        self.pairing_log: list[str] = []
+        self.pairing_failure: str | None = None
+        self.pairing_skipped: str | None = None
+        self.forgotten = False
+        """Whether the device has forgotten us (its watchdog ran out) since our last HELLO."""
+        self.notes: list[str] = []
+        self.history: list[Record] = []
+        """The records of links closed earlier in the run (a restart opens a new one)."""
+
+    # --- the link -------------------------------------------------------------------------
+
+    @property
+    def p(self) -> Probe:
+        """The probe on the open link."""
+        assert self.probe is not None, "the link is not open"
+        return self.probe
+
+    @property
+    def c(self) -> Capabilities:
+        """The device's capabilities, from the last HELLO."""
+        assert self.caps is not None
+        return self.caps
+
+    async def open(self) -> None:
+        """Open the transport and start a probe on it (its keys and counters carry over)."""
+        transport = open_transport(self.address)
+        try:
+            await transport.open()
+        except TransportClosed as error:
+            raise SuiteError(str(error)) from None
+        except Exception as error:  # a transport's ConnectFailed and its kin: said plainly
+            raise SuiteError(str(error) or type(error).__name__) from None
+        self.transport = transport
+        probe = Probe(transport, speed=self.speed, keys=self.keys)
+        probe.caps = self.caps
+        probe.start()
+        self.probe = probe
+
+    async def close(self) -> None:
+        """Stop the probe and close the transport."""
+        if self.probe is not None:
+            await self.probe.stop()
+            self.history += self.probe.records
+            self.probe = None
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                await self.transport.close()
+            self.transport = None
+
+    def real(self, device_s: float) -> float:
+        """Real seconds for ``device_s`` of the device's time."""
+        return device_s / self.speed
+
+    async def sleep(self, device_s: float) -> None:
+        """Wait ``device_s`` seconds of the device's time."""
+        await asyncio.sleep(self.real(device_s))
+
+    def strict_reads(self, wire_bytes: int) -> str | None:
+        """Why one write of ``wire_bytes`` may reach the device in several reads, if it may.
+
+        SPEC §7.4: a read is one TCP segment, one BLE write, or what a UART's
+        buffer held when the firmware looked. A serial line may split anything.
+        """
+        if isinstance(self.address, SerialAddress):
+            return "on a serial line the device may read the frames of one write one by one"
+        mtu = getattr(self.transport, "mtu", None)
+        if isinstance(mtu, int) and wire_bytes > mtu - 3:
+            return f"the frames ({wire_bytes} bytes) do not fit one BLE write at ATT MTU {mtu}"
+        return None
+
+    # --- requests ------------------------------------------------------------------------
+
+    async def send(self, frame: Frame, *, what: str, attempts: int = ATTEMPTS) -> Record:
+        """Write ``frame`` and wait for its reply, sending it again unchanged if none comes."""
+        p = self.p
+        start = len(p.records)
+        for _ in range(attempts):
+            p.write(frame)
+            reply = await p.reply(frame, after=start, within_s=REPLY_TIMEOUT_S)
+            if reply is not None:
+                return reply
+        raise CheckFailed(f"{what}: no reply in {attempts} tries of {REPLY_TIMEOUT_S:g} s")
+
+    async def request(
+        self, message: Message, *, what: str = "", sign: bool | None = None, seq: int | None = None
+    ) -> Record:
+        """Send ``message`` as a request and return the reply's record."""
+        frame = self.p.build(message, sign=sign, seq=seq)
+        return await self.send(frame, what=what or describe(message))
+
+    async def ack(self, message: Message, what: str = "", **kwargs: object) -> Record:
+        """Send ``message``; fail unless it is answered ACK."""
+        reply = await self.request(message, what=what, **kwargs)  # type: ignore[arg-type]
+        if not isinstance(reply.message, Ack):
+            raise CheckFailed(
+                f"{what or describe(message)}: answered {describe(reply.message or '')}, not ACK"
+            )
+        return reply
+
+    async def nak(
+        self, message: Message, error: ErrorCode, what: str = "", **kwargs: object
+    ) -> Record:
+        """Send ``message``; fail unless it is answered NAK ``error``."""
+        reply = await self.request(message, what=what, **kwargs)  # type: ignore[arg-type]
+        self.expect_nak(reply, error, what or describe(message))
+        return reply
+
+    def expect_nak(self, reply: Record | None, error: ErrorCode, what: str) -> None:
+        """Fail unless ``reply`` is NAK ``error``."""
+        if reply is None:
+            raise CheckFailed(f"{what}: no answer, where NAK {error.name} was due")
+        message = reply.message
+        if not isinstance(message, Nak) or message.error != error:
+            raise CheckFailed(f"{what}: answered {describe(message or '')}, not NAK {error.name}")
+
+    async def status(self, *, sign: bool | None = None) -> Status:
+        """Ask for a STATUS (GET_STATUS: ACK, then STATUS) and return it."""
+        p = self.p
+        reply = await self.request(GetStatus(), what="GET_STATUS", sign=sign)
+        if not isinstance(reply.message, Ack):
+            raise CheckFailed(f"GET_STATUS: answered {describe(reply.message or '')}, not ACK")
+        found = await p.wait_for(
+            lambda r: isinstance(r.message, Status), after=reply.index, within_s=REPLY_TIMEOUT_S
+        )
+        if found is None or not isinstance(found.message, Status):
+            raise CheckFailed("GET_STATUS: no STATUS after its ACK (SPEC §7.5)")
+        found.note = found.note or "answering GET_STATUS"
+        return found.message
+
+    async def silent(self, frames: list[Frame], *, after: int, what: str) -> None:
+        """Fail if any of ``frames`` is answered within the quiet period."""
+        seqs = {f.seq for f in frames}
+        answer = await self.p.wait_for(
+            lambda r: any(self.p.reply_to(s)(r) for s in seqs), after=after, within_s=self.quiet_s
+        )
+        if answer is not None:
+            raise CheckFailed(
+                f"{what}: answered {describe(answer.message or '')}, where nothing was due"
+            )
+
+    # --- opening links -------------------------------------------------------------------
+
+    async def hello(
+        self, *, signed: bool = True, seq: int = 1, within_s: float = REPLY_TIMEOUT_S
+    ) -> tuple[Frame, Capabilities]:
+        """Say HELLO (after a 0x00, SPEC §3.2), signed when the suite has a key.
+
+        Returns the HELLO and the CAPABILITIES that answered it.
+        """
+        p = self.p
+        sign = signed and self.keys is not None
+        counter = self.keys.next_counter() if sign and self.keys else None
+        hello = Hello(HELLO_NAME, self.keys.key_id if sign and self.keys else None)
+        frame = p.build(hello, seq=seq, sign=sign, counter=counter)
+        p.seq = seq
+        p.opening(frame, counter)
+        start = len(p.records)
+        reply: Record | None = None
+        for _ in range(ATTEMPTS):
+            p.write(b"\x00", frame, note="0x00 before HELLO")
+            reply = await p.reply(frame, after=start, within_s=within_s)
+            if reply is not None:
+                break
+        if reply is None:
+            raise CheckFailed(f"HELLO (seq {seq}): no CAPABILITIES in {ATTEMPTS} tries")
+        caps = reply.message
+        if not isinstance(caps, Capabilities):
+            raise CheckFailed(
+                f"HELLO (seq {seq}): answered {describe(caps or '')}, not CAPABILITIES"
+            )
+        if sign and caps.link_nonce is None:
+            raise CheckFailed(
+                "a signed HELLO with the suite's key was answered without a link nonce: "
+                "the device did not take the key (SPEC §12.3)"
+            )
+        p.opened(frame, caps)
+        self.caps = caps
+        self.forgotten = False
+        return frame, caps
+
+    async def fresh(self) -> Status:
+        """A fresh link (signed when the suite has a key), answering challenges, device idle."""
+        p = self.p
+        p.answering = True
+        await self.hello()
+        state = await self.status()
+        if state.state in (SessionState.RUNNING, SessionState.PAUSED):
+            await self.stop_session()
+            state = await self.status()
+        return state
+
+    async def stop_session(self) -> None:
+        """Stop whatever session runs (a STOP is taken from anyone, SPEC §7.4)."""
+        p = self.p
+        with contextlib.suppress(CheckFailed):
+            await self.request(Stop(), what="STOP", sign=p.authenticated)
+
+    def need_control(self) -> None:
+        """Raise `NotTested` unless the suite may send the commands that need a key."""
+        if self.control is not None:
+            raise NotTested(self.control)
+
+    def need_keys(self) -> Keys:
+        """The suite's key, or `NotTested` with what would give it one."""
+        if self.keys is None:
+            raise NotTested(self.pairing_skipped or self.control or "the suite holds no key")
+        return self.keys
+
+    def lowest_level(self) -> int:
+        """The level the suite starts sessions at: 1 (SPEC: levels count from 1)."""
+        return 1
+
+    def other_mode(self, mode: int) -> int:
+        """WAVE or PULSE, whichever ``mode`` is not (both are always offered, SPEC §5.2)."""
+        return Mode.PULSE if mode != Mode.PULSE else Mode.WAVE
+
+    def unoffered_mode(self) -> int:
+        """A mode number the device does not offer."""
+        offered = {m.mode for m in self.c.modes}
+        return next(m for m in range(0x7F, 0, -1) if m not in offered)
+
+    # --- the watchdog ----------------------------------------------------------------
+
+    def watchdog_s(self) -> float:
+        """The device's announced watchdog, in its seconds."""
+        return self.c.watchdog_ms / 1000
+
+    async def go_silent_until_forgotten(self, *, feed: Callable[[], None] | None = None) -> str:
+        """Stop answering challenges and wait until the device must have forgotten us.
+
+        Returns how long after the last answered challenge the device was seen
+        without a present controller, in words. Raises `CheckFailed` if a STATUS
+        still shows one after the watchdog. ``feed`` is called every eighth of
+        the watchdog meanwhile (frames that must not keep the link, §7.3).
+        """
+        p = self.p
+        p.answering = False
+        watchdog = self.watchdog_s()
+        last = p.answered[-1][1] if p.answered else None
+        sent_uptime, exact = self._sent_uptime(last)
+        tolerance = max(0.05 * watchdog, 0.05) + (0 if exact else self.c.status_interval_ms / 1000)
+        due_uptime = None if sent_uptime is None else sent_uptime + watchdog + tolerance
+        since = last.at if last is not None else p.now
+        start = len(p.records)
+        # One status interval more: a STATUS the device sends past the due moment shows
+        # whether it still counts us present (it need send none once it does not).
+        deadline_real = since + self.real(watchdog + tolerance + self.c.status_interval_ms / 1000)
+        late: Status | None = None
+        while deadline_real - p.now > CLOCK_TICK_S:
+            if feed is not None:
+                feed()
+            found = await p.wait_for(
+                lambda r: (
+                    isinstance(r.message, Status)
+                    and due_uptime is not None
+                    and _uptime_after(r.message.uptime_ms, due_uptime)
+                ),
+                after=start,
+                within_s=min(self.real(watchdog / 8), max(0.0, deadline_real - p.now)),
+            )
+            if found is not None and isinstance(found.message, Status):
+                late = found.message
+                found.note = "after the watchdog"
+                break
+        if late is not None and late.flags & StatusFlag.CONTROLLER_PRESENT:
+            raise CheckFailed(
+                f"a STATUS {(late.uptime_ms / 1000 - (sent_uptime or 0)):.2f} s after the last "
+                f"challenge the suite answered still shows a present controller "
+                f"(watchdog_ms {self.c.watchdog_ms})"
+            )
+        p.forgotten()
+        for _ in range(4):
+            state = await self.status(sign=False)
+            if not state.flags & StatusFlag.CONTROLLER_PRESENT:
+                self.forgotten = True
+                if sent_uptime is None:
+                    return f"forgotten within {watchdog + tolerance:g} s"
+                return (
+                    f"a STATUS {(state.uptime_ms / 1000 - sent_uptime):.2f} s after the last "
+                    f"challenge the suite answered shows no present controller (watchdog "
+                    f"{watchdog:g} s)"
+                )
+            if sent_uptime is not None and _uptime_after(
+                state.uptime_ms, sent_uptime + watchdog + tolerance
+            ):
+                break
+            await self.sleep(watchdog / 4)  # the device's clock is behind ours: give it time
+        raise CheckFailed(
+            f"the device still shows a present controller {watchdog + tolerance:.2f} s after the "
+            f"last challenge the suite answered (watchdog_ms {self.c.watchdog_ms}, SPEC §7.3)"
+        )
+
+    def _sent_uptime(self, challenge: Record | None) -> tuple[float | None, bool]:
+        """The device's uptime, in seconds, when ``challenge`` was sent; and whether exact."""
+        if challenge is None:
+            return None, False
+        uptime = getattr(challenge.message, "uptime_ms", 0)
+        if uptime:
+            return uptime / 1000, True
+        before = [
+            r.message for r in self.p.records[: challenge.index] if isinstance(r.message, Status)
+        ]
+        return (before[-1].uptime_ms / 1000, False) if before else (None, False)
+
+    async def forget(self) -> None:
+        """Make sure the device has no present controller (go silent until its watchdog)."""
+        if self.forgotten:
+            return
+        try:
+            await self.go_silent_until_forgotten()
+        except CheckFailed as error:
+            raise NotTested(
+                f"the device did not forget the silent suite ({error}); see section 7.3"
+            ) from None
+
+    # --- pairing ---------------------------------------------------------------------
+
+    async def pair(self) -> None:
+        """Pair with the device if its window is open, and open an authenticated link."""
+        caps = self.c
+        if not caps.features & Feature.PAIRING:
+            self.pairing_skipped = "the device does not announce PAIRING (SPEC §6)"
+            return
+        await self.hands.open_pairing()
+        log = self.pairing_log
+        zero = Pair(bytes(32), HELLO_NAME)
+        reply = await self.request(zero, what="PAIR with an all-zero public key", sign=False)
+        log.append(f"PAIR with an unusable (all-zero) public key: {describe(reply.message or '')}")
+        if _is_nak(reply, ErrorCode.PAIRING_CLOSED):
+            self.pairing_skipped = (
+                "the pairing window is not open: hold the pairing button and run again"
+            )
+            return
+        if not _is_nak(reply, ErrorCode.BAD_PAYLOAD):
+            self.pairing_failure = (
+                "PAIR with a public key that gives an all-zero secret was answered "
+                f"{describe(reply.message or '')}, not NAK BAD_PAYLOAD (SPEC §12.2)"
+            )
+        ours = KeyPair.generate()
+        reply = await self.request(Pair(ours.public, HELLO_NAME), what="PAIR", sign=False)
+        log.append(f"PAIR: {describe(reply.message or '')}")
+        paired = reply.message
+        if _is_nak(reply, ErrorCode.PAIRING_CLOSED) or _is_nak(reply, ErrorCode.PAIRING_FULL):
+            why = (
+                "full: unpair a controller" if _is_nak(reply, ErrorCode.PAIRING_FULL) else "closed"
+            )
+            self.pairing_skipped = (
+                f"the pairing window is {why} (it answered {describe(paired or '')}); "
+                "hold the pairing button and run again"
+            )
+            if self.pairing_failure:  # the window closed after the unusable key
+                self.pairing_skipped = None
+            return
+        if not isinstance(paired, Paired):
+            self.pairing_failure = f"PAIR was answered {describe(paired or '')}, not PAIRED"
+            return
+        self.keys = Keys(paired.key_id, ours.controller_key(paired))
+        self.p.keys = self.keys
+        try:
+            await self.hello()
+        except CheckFailed as error:
+            self.pairing_failure = f"the key from PAIRED does not open a link: {error}"
+            self.keys = self.p.keys = None
+            await self.hello(signed=False)
+            return
+        log.append("a HELLO signed with the derived key opened an authenticated link")
+        # The window closes once a controller has paired (SPEC §12.2).
+        second = KeyPair.generate()
+        reply = await self.request(Pair(second.public, HELLO_NAME), what="a second PAIR")
+        log.append(f"a second PAIR: {describe(reply.message or '')}")
+        if isinstance(reply.message, Paired):
+            self.pairing_failure = (
+                "the window paired a second controller: it must close after one (SPEC §12.2)"
+            )
+            await self._unpair_other(second, reply.message)
+        elif not _is_nak(reply, ErrorCode.PAIRING_CLOSED):
+            self.pairing_failure = (
+                f"a second PAIR was answered {describe(reply.message or '')}, "
+                "not NAK PAIRING_CLOSED (SPEC §12.2)"
+            )
+
+    async def _unpair_other(self, pair: KeyPair, paired: Paired) -> None:
+        """Unpair a key the device should not have given (it would hold a slot for ever)."""
+        mine = self.keys
+        other = Keys(paired.key_id, pair.controller_key(paired))
+        self.keys = self.p.keys = other
+        with contextlib.suppress(CheckFailed):
+            await self.hello()
+            await self.request(Unpair(), what="UNPAIR of the second key")
+        self.keys = self.p.keys = mine
+        await self.hello()
+
+    async def find_control(self, state: Status) -> None:
+        """Whether the commands that need a key can be sent: signed, or to an open device."""
+        if self.keys is not None:
+            return
+        reply = await self.request(
+            SetIntensity(state.intensity or 1), what="an unsigned SET_INTENSITY", sign=False
+        )
+        message = reply.message
+        if isinstance(message, Ack) or _is_nak(reply, ErrorCode.FAULT_LATCHED):
+            self.notes.append(
+                "the device takes commands from a controller that has not paired: a "
+                "development device (SPEC §12.3); a device sold must not"
+            )
+            return
+        self.control = (
+            self.pairing_skipped
+            or self.pairing_failure
+            or "the device takes these commands only from a paired controller"
+        ) + f" (an unsigned SET_INTENSITY was answered {describe(message or '')})"
+
+
+def _is_nak(reply: Record | None, error: ErrorCode) -> bool:
+    message = None if reply is None else reply.message
+    return isinstance(message, Nak) and message.error == error
+
+
+def _uptime_after(uptime_ms: int, seconds: float) -> bool:
+    """Whether ``uptime_ms`` (a wrapping u32) is past ``seconds`` of uptime."""
+    return uptime_ms / 1000 >= seconds
+
+
+def announced_speed(caps: Capabilities) -> float:
+    """The speed a served simulator announces after its firmware version (``+20x``), or 1."""
+    match = _SPEED.search(caps.firmware)
+    return float(match.group(1)) if match else 1.0
+
+
+def transcript(ctx: Context, start: int) -> str:
+    """What went to the device and came back since record ``start``, for a failure."""
+    p = ctx.probe
+    if p is None:
+        return ""
+    records = p.records[start:]
+    shown = [
+        r
+        for r in records
+        if not r.background and not (not r.sent and isinstance(r.message, Status) and not r.note)
+    ]
+    hidden = len(records) - len(shown)
+    lines = [r.line(p.origin, p.speed) for r in shown[-TRANSCRIPT_LINES:]]
+    if len(shown) > TRANSCRIPT_LINES:
+        lines.insert(0, f"(the first {len(shown) - TRANSCRIPT_LINES} frames are not shown)")
+    if hidden:
+        lines.append(f"({hidden} KEEPALIVE, CHALLENGE and periodic STATUS frames not shown)")
+    return "\n".join(lines)
+
+
+async def run(address: DeviceAddress, url: str, options: Options, hands: Hands) -> Report:
+    """Run every selected check against the device at ``address``.
+
+    Raises:
+        SuiteError: the device cannot be reached or does not answer HELLO.
+    """
+    ctx = Context(address, options, hands)
+    report = Report(url)
+    await ctx.open()
+    try:
+        try:
+            _, caps = await ctx.hello(signed=False, within_s=HELLO_TIMEOUT_S)
+        except (CheckFailed, LinkGone) as error:
+            why = "" if isinstance(error, CheckFailed) else f" ({error})"
+            raise SuiteError(
+                f"{url} did not answer HELLO in {ATTEMPTS} tries of {HELLO_TIMEOUT_S:g} s{why}: "
+                "is it a massager, switched on, and at this address (and baud rate)?"
+            ) from None
+        report.caps = caps
+        ctx.speed = options.speed or announced_speed(caps)
+        ctx.p.speed = report.speed = ctx.speed
+        hello_at = next(r.at for r in ctx.p.records if r.sent and r.frame is not None)
+        answered_at = next(r.at for r in ctx.p.records if isinstance(r.message, Capabilities))
+        ctx.quiet_s = min(max(0.3, 5 * (answered_at - hello_at)), 2.0)
+        try:
+            preset = await _prepare(ctx, report)
+        except (CheckFailed, LinkGone) as error:
+            raise SuiteError(f"{url} failed before the checks could start: {error}") from None
+        await _run_checks(ctx, report)
+        await _tidy(ctx, report, preset)
+    finally:
+        report.notes.extend(ctx.notes)
+        if options.inflate and ctx.probe is not None:
+            # Interrupted, or stopped on an error: no session of ours may go on (a STOP is
+            # taken from anyone; the device's watchdog would end it within watchdog_ms).
+            with contextlib.suppress(Exception):
+                ctx.p.write(ctx.p.build(Stop(), sign=False))
+        await ctx.close()
+    return report
+
+
+async def _prepare(ctx: Context, report: Report) -> tuple[int, int]:
+    """Stop a session, pair if the window is open, clear a fault; the preset mode and level."""
+    state = await ctx.status()
+    if state.state in (SessionState.RUNNING, SessionState.PAUSED):
+        await ctx.stop_session()
+        report.notes.append("a session was running: the suite stopped it")
+    await ctx.pair()
+    state = await ctx.status()
+    await ctx.find_control(state)
+    if state.state == SessionState.FAULT and ctx.control is None:
+        await ctx.request(ResetFault(), what="RESET_FAULT of the fault the device had")
+        state = await ctx.status()
+    if state.state == SessionState.FAULT:
+        raise SuiteError(
+            f"the device has a fault latched ({state.faults!r}): clear it (its remote's power "
+            "button, or RESET_FAULT) and run again"
+        )
+    return state.mode, state.intensity
+
+
+async def _run_checks(ctx: Context, report: Report) -> None:
+    from . import checks  # noqa: F401  (registers them)
+
+    options = ctx.options
+    for item in CHECKS:
+        if options.selects(item.section) and not item.final:
+            report.results.append(await _run_one(ctx, item))
+
+
+async def _run_one(ctx: Context, item: Check) -> Result:
+    result = Result(item.section, item.name, item.rule, "pass")
+    if item.inflate and not ctx.options.inflate:
+        result.result, result.detail = "not tested", "needs --inflate (take the wraps off the legs)"
+        return result
+    if ctx.probe is None:
+        result.result, result.detail = "not tested", "the link was lost earlier in the run"
+        return result
+    start = len(ctx.p.records)
+    try:
+        if item.fresh:
+            await ctx.fresh()
+        await item.run(ctx)
+    except CheckFailed as error:
+        result.result = "fail"
+        result.detail = f"{error}\n{transcript(ctx, start)}"
+    except NotTested as error:
+        result.result, result.detail = "not tested", str(error)
+    except LinkGone as error:
+        result.result = "fail"
+        result.detail = f"the link closed during the check: {error}\n{transcript(ctx, start)}"
+        await _reopen(ctx)
+    finally:
+        await _no_session_left(ctx)
+    return result
+
+
+async def _no_session_left(ctx: Context) -> None:
+    """After a check: no session may run (a STOP is taken from anyone)."""
+    if ctx.probe is None or ctx.p.closed is not None:
+        return
+    with contextlib.suppress(CheckFailed, LinkGone):
+        if ctx.options.inflate:
+            state = await ctx.status(sign=ctx.p.authenticated)
+            if state.state in (SessionState.RUNNING, SessionState.PAUSED):
+                await ctx.stop_session()
+
+
+async def _reopen(ctx: Context) -> None:
+    with contextlib.suppress(Exception):
+        await ctx.close()
+    try:
+        await ctx.open()
+        await ctx.hello()
+    except (SuiteError, CheckFailed, LinkGone):
+        await ctx.close()
+
+
+async def _tidy(ctx: Context, report: Report, preset: tuple[int, int]) -> None:
+    """Put the preset back, then run the final checks (UNPAIR: the suite's key is forgotten)."""
+    if ctx.probe is None:
+        return
+    with contextlib.suppress(CheckFailed, LinkGone):
+        await ctx.fresh()
+        if ctx.control is None:
+            await ctx.request(SetMode(preset[0]), what="SET_MODE back to the preset")
+            await ctx.request(SetIntensity(preset[1]), what="SET_INTENSITY back to the preset")
+    for item in CHECKS:
+        if not item.final:
+            continue
+        result = await _run_one(ctx, item)
+        if ctx.options.selects(item.section):
+            report.results.append(result)
+    if ctx.keys is not None:
+        report.notes.append(
+            f"the suite's key (key id {ctx.keys.key_id}, named {HELLO_NAME!r}) may still be "
+            "paired on the device: unpair it there"
+        )
+
+
+__all__ = [
+    "CHECKS",
+    "Check",
+    "CheckFailed",
+    "Context",
+    "NotTested",
+    "Options",
+    "Report",
+    "Result",
+    "SuiteError",
+    "check",
+    "run",
+]

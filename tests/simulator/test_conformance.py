@@ -1,0 +1,410 @@
+"""The conformance suite against the simulator: it passes over every transport, and each
+rule the simulator breaks on purpose fails the check that names it.
+
+Everything below the suite is real: massager-ctl's transports, a pseudo-terminal,
+a TCP socket, the virtual BLE radio, the simulator's firmware. Runs in this
+process share one event loop with the simulator, on virtual time (``sim://``,
+BLE) or on a clock 20 times faster than real time (pty, TCP); runs through the
+command are separate processes, the simulator served at 10 times real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from massager_ctl.transports.sim import simulated_device
+from massager_ctl.urls import SimAddress, parse_device_url
+from simulator.clock import scaled_runner
+from simulator.config import DeviceConfig
+from simulator.conformance import checks  # noqa: F401  (registers the checks)
+from simulator.conformance.broken import RULES
+from simulator.conformance.hands import Hands, hands_for
+from simulator.conformance.report import SECTIONS, as_json, as_text
+from simulator.conformance.suite import CHECKS, Options, Report, Result, run
+from simulator.faults import CATALOGUE
+from simulator.host import DeviceHost
+from simulator.serve import PtyEndpoint, TcpEndpoint
+from tests.massager_ctl.test_ble import on_air
+from tests.served import Served, serve
+
+SPEC = Path(__file__).parents[2] / "firmware_protocol" / "SPEC.md"
+QUICK = {"pause_limit_s": "5", "session_cap_s": "60", "max_lease_s": "60"}
+"""A simulator whose pause limit and session cap the suite can wait for (with patience)."""
+EVERYTHING = Options(inflate=True, patience_s=70)
+
+
+class HandsOn(Hands):
+    """A maker's hands on a simulator served in this process: pairing, restart, a fault."""
+
+    def __init__(self, host: DeviceHost) -> None:
+        self.host = host
+
+    async def open_pairing(self) -> None:
+        self.host.open_pairing()
+
+    def why_no_restart(self) -> str | None:
+        return None
+
+    async def restart(self) -> None:
+        self.host.restart()
+
+    def why_no_fault(self) -> str | None:
+        return None
+
+    async def cause_fault(self) -> str:
+        self.host.sync()
+        CATALOGUE["sensor-stuck"].inject(self.host.firmware.plant)
+        return "a stuck sensor"
+
+    async def clear_fault(self) -> None:
+        self.host.sync()
+        CATALOGUE["sensor-stuck"].repair(self.host.firmware.plant)
+
+
+def outcomes(report: Report) -> dict[str, str]:
+    return {result.check: result.result for result in report.results}
+
+
+def failures(report: Report) -> str:
+    """The report of what did not pass, for an assertion's message."""
+    return as_text(report, color=False)
+
+
+def quick_config() -> DeviceConfig:
+    return DeviceConfig.model_validate({"seed": 1, **QUICK})
+
+
+async def run_sim(query: str, options: Options = EVERYTHING) -> Report:
+    url = f"sim://{query}"
+    address = parse_device_url(url)
+    return await run(address, url, options, hands_for(address))
+
+
+# --- on the simulator in this process (sim://, virtual time) -------------------------------
+
+
+async def test_every_check_passes_on_the_simulator() -> None:
+    query = "&".join(f"{k}={v}" for k, v in QUICK.items())
+    report = await run_sim(f"passes?seed=1&{query}")
+    assert set(outcomes(report).values()) == {"pass"}, failures(report)
+    assert set(outcomes(report)) == {c.name for c in CHECKS}
+    assert report.caps is not None
+    assert report.caps.model == "AirLeg Sim 8"
+
+
+async def test_without_inflate_nothing_starts_and_the_session_checks_say_why() -> None:
+    report = await run_sim("gentle?seed=1", Options())
+    results = {r.check: r for r in report.results}
+    for item in CHECKS:
+        if item.inflate:
+            assert results[item.name].result == "not tested"
+            assert "needs --inflate" in results[item.name].detail
+    assert "fail" not in outcomes(report).values(), failures(report)
+    host = simulated_device(SimAddress(name="gentle", options={"seed": "1"}))
+    host.sync()
+    assert host.firmware.last_end.name == "NONE"  # no session ever ran
+
+
+async def test_a_device_that_does_not_pair_leaves_the_signed_checks_not_tested() -> None:
+    # Nobody holds the pairing button (no hands), and the device requires pairing.
+    url = "sim://closed?seed=1"
+    report = await run(parse_device_url(url), url, Options(sections=("4", "12")), Hands())
+    results = {r.check: r for r in report.results}
+    assert results["pairing"].result == "not tested"
+    assert "hold the pairing button and run again" in results["pairing"].detail
+    assert results["resend"].result == "not tested"
+    assert "hold the pairing button" in results["resend"].detail
+    assert results["restart"].result == "not tested"
+    assert "fail" not in outcomes(report).values(), failures(report)
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+async def test_each_broken_rule_fails_its_check_naming_its_section(rule: str) -> None:
+    broken = RULES[rule]
+    query = "&".join(f"{k}={v}" for k, v in QUICK.items())
+    options = Options(inflate=True, sections=(broken.section,), patience_s=70)
+    report = await run_sim(f"{rule}?broken={rule}&seed=1&{query}", options)
+    [result] = [r for r in report.results if r.check == broken.check]
+    assert result.result == "fail", failures(report)
+    assert result.section == broken.section
+    assert report.failed
+    shown = as_text(report, color=False)
+    assert f"§{broken.section} " in shown
+    assert f"FAIL       {broken.check}:" in shown
+
+
+def test_every_check_has_a_broken_rule_that_fails_it() -> None:
+    sections = {c.name: c.section for c in CHECKS}
+    assert {r.check for r in RULES.values()} == set(sections)
+    for rule in RULES.values():
+        assert sections[rule.check] == rule.section
+
+
+def test_each_section_a_check_names_is_a_heading_of_the_spec() -> None:
+    spec = SPEC.read_text()
+    for section in {c.section for c in CHECKS}:
+        title = SECTIONS[section]
+        chapter, _, item = section.partition(".")
+        if chapter == "10":  # the safety requirements are a numbered list
+            assert f"{item}. **{title}.**" in spec, section
+        else:
+            assert re.search(rf"^#+ {re.escape(section)}\.? {re.escape(title)}$", spec, re.M), (
+                section
+            )
+
+
+# --- over real transports in this process ----------------------------------------------------
+
+
+@pytest.fixture
+def scaled() -> Iterator[asyncio.Runner]:
+    """A loop 20 times faster than real time, for the device and the suite together."""
+    with scaled_runner(20) as runner:
+        yield runner
+
+
+@pytest.mark.parametrize("endpoint", ["pty", "tcp"])
+def test_every_check_passes_over_a_pty_and_tcp(endpoint: str, scaled: asyncio.Runner) -> None:
+    async def main() -> Report:
+        host = DeviceHost(quick_config())
+        host.start()
+        served: PtyEndpoint | TcpEndpoint
+        if endpoint == "pty":
+            served = PtyEndpoint(host)
+            url = served.open()
+        else:
+            served = TcpEndpoint(host)
+            url = await served.open("127.0.0.1", 0)
+        try:
+            return await run(parse_device_url(url), url, EVERYTHING, HandsOn(host))
+        finally:
+            if isinstance(served, PtyEndpoint):
+                served.close()
+            else:
+                await served.close()
+            host.stop()
+
+    report = scaled.run(main())
+    assert set(outcomes(report).values()) == {"pass"}, failures(report)
+
+
+async def test_every_check_passes_over_the_virtual_ble_radio() -> None:
+    async with on_air(paired=False) as air:
+        url = air.url
+        hands = HandsOn(air.host)
+        report = await run(parse_device_url(url), url, Options(inflate=True), hands)
+    results = outcomes(report)
+    # The radio's simulator keeps its own pause limit and session cap (600 s, 5400 s).
+    assert results.pop("pause-limit") == results.pop("session-cap") == "not tested"
+    assert set(results.values()) == {"pass"}, failures(report)
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def conformance(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "simulator", "conformance", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def served(*args: str) -> contextlib.AbstractContextManager[Served]:
+    """``massager-sim serve`` at 10x, its pairing window open for the suite to pair."""
+    return serve(
+        "--tcp", "127.0.0.1:0", "--speed", "10", "--pairing-window", "600",
+        "--set", "pause_limit_s=5", *args, paired=False,
+    )  # fmt: skip
+
+
+def test_the_command_passes_a_served_simulator_and_restarts_it_with_a_command() -> None:
+    with served() as device:
+        restart = f"kill -HUP {device.process.pid}"
+        result = conformance(device.url, "--inflate", "--json", "--restart-command", restart)
+        assert device.stop() == 0
+        log = device.stderr()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Take the wraps off the legs first" in result.stderr
+    report = json.loads(result.stdout)
+    assert all(set(entry) == {"section", "check", "result", "detail"} for entry in report)
+    by_check = {entry["check"]: entry for entry in report}
+    assert by_check["restart"]["result"] == "pass"
+    assert "switched off and on again" in log
+    # Nothing here can break a served simulator's hardware, and its cap is 90 minutes.
+    assert by_check["faults-latch"]["result"] == "not tested"
+    assert "--fault-step" in by_check["faults-latch"]["detail"]
+    assert by_check["session-cap"]["result"] == "not tested"
+    assert "--patience 5410" in by_check["session-cap"]["detail"]
+    assert {e["result"] for e in report} == {"pass", "not tested"}
+    sections = [entry["section"] for entry in report]
+    assert sections.index("3.3") < sections.index("7.4") < sections.index("10.3")
+
+
+def test_the_command_fails_a_broken_served_simulator_naming_the_section() -> None:
+    with served("--broken", "stop-not-first") as device:
+        result = conformance(device.url, "--section", "7.4")
+        device.process.send_signal(signal.SIGUSR1)  # the pairing window, open again
+        as_json_report = conformance(device.url, "--section", "7.4", "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "§7.4 Stop and vent first" in result.stdout
+    assert "FAIL       stop-first:" in result.stdout
+    assert "not NAK PREEMPTED" in result.stdout
+    assert "-> seq=" in result.stdout  # the frames, both ways
+    assert "<- seq=" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert as_json_report.returncode == 1
+    [failed] = [e for e in json.loads(as_json_report.stdout) if e["result"] == "fail"]
+    assert (failed["section"], failed["check"]) == ("7.4", "stop-first")
+
+
+def test_the_maker_restarts_the_device_when_asked() -> None:
+    with served() as device:
+        asking = subprocess.Popen(
+            [sys.executable, "-m", "simulator", "conformance", device.url, "--section", "12.1",
+             "--restart-step", "--json"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert asking.stderr is not None
+            assert asking.stdin is not None
+            asked = ""
+            while ">>> " not in asked:
+                line = asking.stderr.readline()
+                assert line, "the suite ended without asking for a restart"
+                asked += line
+            device.process.send_signal(signal.SIGHUP)  # the maker's hand on the switch
+            out, _ = asking.communicate("\n", timeout=60)
+        finally:
+            if asking.poll() is None:
+                asking.kill()
+                asking.communicate()
+    assert "Switch the massager off and on again" in asked
+    assert asking.returncode == 0, out
+    [restart] = [e for e in json.loads(out) if e["check"] == "restart"]
+    assert restart["result"] == "pass"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["usb0"], "is not a device address"),
+        (["sim://", "--section", "99"], "no check names section '99'"),
+        (["sim://", "--speed", "0"], "--speed"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], said: str) -> None:
+    result = conformance(*args)
+    assert result.returncode == 2
+    assert said in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def mute_port() -> Iterator[str]:
+    """A TCP port that takes a connection and never says a word."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def take() -> None:
+        with contextlib.suppress(OSError):  # closed before anyone came
+            accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    try:
+        yield f"socket://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        thread.join(5)
+        for connection in accepted:
+            connection.close()
+
+
+def test_a_device_that_does_not_answer_hello_gets_a_plain_message(mute_port: str) -> None:
+    result = conformance(mute_port, "--json")
+    assert result.returncode == 1
+    assert "did not answer HELLO" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_an_address_nothing_listens_on_gets_a_plain_message() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+    result = conformance(f"socket://127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert "massager-sim conformance: cannot reach" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_report_as_json_is_grouped_by_section() -> None:
+    report = Report("sim://")
+    report.results = [
+        Result("10.3", "b", "rule b", "fail", "why"),
+        Result("4", "a", "rule a", "pass"),
+    ]
+    assert json.loads(as_json(report)) == [
+        {"section": "4", "check": "a", "result": "pass", "detail": "rule a"},
+        {"section": "10.3", "check": "b", "result": "fail", "detail": "why"},
+    ]
+
+
+def test_the_simulator_command_loads_the_suite_only_when_it_runs() -> None:
+    probe = "import sys, simulator.cli; print('simulator.conformance' in sys.modules)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "False", loaded.stderr
+    helped = subprocess.run(
+        [sys.executable, "-m", "simulator", "conformance", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "--inflate" in helped.stdout
+    assert "firmware_protocol/SPEC.md" in helped.stdout
+
+
+def test_serve_refuses_a_rule_it_cannot_break() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "simulator", "serve", "--tcp", "127.0.0.1:0", "--broken", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "no broken rule 'nope'" in result.stderr
+    assert "stop-not-first" in result.stderr
+
+
+def test_broken_lists_each_rule_with_the_check_that_catches_it() -> None:
+    listed = subprocess.run(
+        [sys.executable, "-m", "simulator", "broken"], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0
+    for name, rule in RULES.items():
+        assert (
+            f"{name}: {rule.does} (caught by {rule.check}, section {rule.section})" in listed.stdout
+        )
+
+
+def test_a_restart_that_did_not_happen_is_not_tested() -> None:
+    with served() as device:
+        result = conformance(device.url, "--section", "12.1", "--restart-command", "true")
+    assert result.returncode == 0, result.stdout
+    assert "not tested restart:" in result.stdout
+    assert "the device did not restart: its uptime went on" in result.stdout
