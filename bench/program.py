@@ -36,6 +36,7 @@ from firmware_protocol import (
     Replied,
     RequestFailed,
     Role,
+    SessionState,
     Signer,
     Start,
     Stop,
@@ -103,11 +104,12 @@ def firmware_and_bare_link() -> None:
 
     Paired, as the full stack is: the firmware takes a START only signed, and an
     unpaired link here ran no session at all (every START refused), which measured
-    nothing. Every step's START must be taken and the pump must run the program.
+    nothing. Every step's START must be taken, its session must still run when the
+    step ends, and the pump must run the program.
 
     Raises:
         WorkloadFailed: the link is not authenticated, a request was refused or
-            failed, or the pump did not run.
+            failed, a session ended before its step, or the pump did not run.
     """
     profile = find_profile(PROFILE)
     firmware = Firmware(DeviceConfig(seed=1), now=0.0)
@@ -148,6 +150,13 @@ def firmware_and_bare_link() -> None:
             firmware.advance(now)
             controller.handle_timer(now)
             exchange()
+        if firmware.state != SessionState.RUNNING:
+            # A session that ended early (its lease, the watchdog) leaves the rest of
+            # the step idle and cheap, and the pump check alone lets most of it go.
+            raise WorkloadFailed(
+                f"the bare link's session ended {firmware.last_end.name} before its step "
+                f"did ({step.mode} {step.intensity}, {step.seconds:g} s)"
+            )
     controller.send(Stop(), now)
     exchange()
     if refused:

@@ -102,6 +102,22 @@ def test_the_bare_link_program_refuses_a_link_the_firmware_does_not_trust(
         program.firmware_and_bare_link()
 
 
+def test_the_bare_link_program_refuses_sessions_that_end_before_their_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Leases a fifth of each step: every START is taken and the pump still runs for
+    # more than 5 % of the program, but each session ends long before its step does
+    # and the row would time a fifth of the work.
+    real_start = program.Start
+
+    def short(mode: int, intensity: int, lease_s: int) -> object:
+        return real_start(mode, intensity, max(1, (lease_s - 5) // 5))
+
+    monkeypatch.setattr(program, "Start", short)
+    with pytest.raises(WorkloadFailed, match="session ended COMPLETED before its step did"):
+        program.firmware_and_bare_link()
+
+
 @pytest.mark.parametrize(
     ("outcome", "why"),
     [(Outcome.STOPPED, "program ended stopped"), (Outcome.COMPLETED, "the pump ran 0.0 s")],
