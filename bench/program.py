@@ -70,8 +70,12 @@ def full_stack() -> None:
 
     Raises:
         WorkloadFailed: the program did not complete, or the pump did not run.
+        clock.StuckWorkload: it waited for something that never came.
     """
-    clock.run(_full_stack())
+    program_s = sum(step.seconds for step in find_profile(PROFILE).steps)
+    # Twice the program's length: far more than connecting and venting take, and a
+    # stuck run (a simulated massager always has a timer) fails in seconds.
+    clock.run(_full_stack(), limit_s=2 * program_s)
 
 
 def full_stack_on_looptime() -> None:

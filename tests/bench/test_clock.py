@@ -29,3 +29,20 @@ def test_a_workload_waiting_for_nothing_fails_at_once() -> None:
 
     with pytest.raises(clock.StuckWorkload, match="stuck"):
         clock.run(main())
+
+
+def test_a_workload_waiting_for_nothing_beside_a_device_fails_within_its_limit() -> None:
+    # A simulated massager always has a next deadline: a stuck workload beside one
+    # never met a turn without a timer, and ran virtual time on for ever.
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:  # a control step a minute, for ten virtual days
+            if loop.time() < 10 * 24 * 3600:
+                loop.call_later(60, tick)
+
+        tick()
+        await loop.create_future()  # nobody will ever set it
+
+    with pytest.raises(clock.StuckWorkload, match="past its limit of 3600 s"):
+        clock.run(main(), limit_s=3600)
