@@ -14,11 +14,14 @@ a workload stuck beside one would otherwise run virtual time on for ever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import selectors
 from typing import Any
 
 DAY_S = 24 * 3600.0
 """The virtual time a workload may take unless it says otherwise."""
+WIND_DOWN_S = 60.0
+"""Virtual seconds the tasks left may take to finish once cancelled."""
 
 
 class _NoWaitSelector(selectors.BaseSelector):
@@ -85,12 +88,35 @@ class JumpingClockLoop(asyncio.SelectorEventLoop):
 def run(main: Any, *, limit_s: float = DAY_S) -> Any:
     """Run the coroutine ``main`` to its end on a fresh `JumpingClockLoop`.
 
+    Whatever way it ends, the tasks left are then cancelled and run to their end,
+    so that their cleanups run on this loop before it closes.
+
     Raises:
         StuckWorkload: nothing was ready and no timer was set, or the next timer
             was past ``limit_s`` virtual seconds.
     """
     loop = JumpingClockLoop(limit_s)
     try:
-        return loop.run_until_complete(main)
+        result = loop.run_until_complete(main)
+    except BaseException:
+        # Stuck or interrupted: its cleanups (a Massager vents, a link closes) must run
+        # now on a live loop, not when the pending task is collected after `close`.
+        with contextlib.suppress(StuckWorkload):
+            _wind_down(loop)
+        raise
+    else:
+        _wind_down(loop)
+        return result
     finally:
         loop.close()
+
+
+def _wind_down(loop: JumpingClockLoop) -> None:
+    """Cancel every task left and let each finish, as `asyncio.run` does."""
+    left = asyncio.all_tasks(loop)
+    if left:
+        for task in left:
+            task.cancel()
+        loop.limit_s = loop.time() + WIND_DOWN_S
+        loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())

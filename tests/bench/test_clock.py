@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bench import clock
+from bench import clock, program
 
 
 def test_time_jumps_to_each_timer_in_order() -> None:
@@ -46,3 +46,52 @@ def test_a_workload_waiting_for_nothing_beside_a_device_fails_within_its_limit()
 
     with pytest.raises(clock.StuckWorkload, match="past its limit of 3600 s"):
         clock.run(main(), limit_s=3600)
+
+
+def test_a_stuck_workload_is_wound_down_on_a_live_loop() -> None:
+    # Left pending on a closed loop, a workload's cleanup ran when it was collected:
+    # a Massager's `connect` then failed with "Event loop is closed" and never vented.
+    cleaned: list[float] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_future()  # nobody will ever set it
+        finally:
+            await asyncio.sleep(1)  # a cleanup needs the loop: a vent, sent and answered
+            cleaned.append(loop.time())
+
+    with pytest.raises(clock.StuckWorkload):
+        clock.run(main())
+    assert cleaned == [1.0]
+
+
+def test_an_interrupted_workload_is_wound_down_on_a_live_loop() -> None:
+    cleaned: list[float] = []
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(5, interrupt)
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(1)
+            cleaned.append(loop.time())
+
+    with pytest.raises(KeyboardInterrupt):
+        clock.run(main())
+    assert cleaned == [6.0]
+
+
+def test_the_full_stack_program_fails_when_it_waits_for_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def waits(massager: object, profile: object) -> None:
+        await asyncio.get_running_loop().create_future()
+
+    monkeypatch.setattr(program, "run_program", waits)
+    with pytest.raises(clock.StuckWorkload, match="past its limit"):
+        program.full_stack()
