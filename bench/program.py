@@ -72,10 +72,7 @@ def full_stack() -> None:
         WorkloadFailed: the program did not complete, or the pump did not run.
         clock.StuckWorkload: it waited for something that never came.
     """
-    program_s = sum(step.seconds for step in find_profile(PROFILE).steps)
-    # Twice the program's length: far more than connecting and venting take, and a
-    # stuck run (a simulated massager always has a timer) fails in seconds.
-    clock.run(_full_stack(), limit_s=2 * program_s)
+    clock.run(_full_stack(), limit_s=_limit_s())
 
 
 def full_stack_on_looptime() -> None:
@@ -83,12 +80,22 @@ def full_stack_on_looptime() -> None:
 
     Raises:
         WorkloadFailed: as `full_stack`.
+        looptime.LoopTimeoutError: it waited for something that never came.
     """
-    loop = looptime.new_event_loop(noop_cycles=1)
+    loop = looptime.new_event_loop(noop_cycles=1, end=_limit_s())
     try:
         loop.run_until_complete(_full_stack())
     finally:
         loop.close()
+
+
+def _limit_s() -> float:
+    """Virtual seconds the full stack may take: twice the program.
+
+    Far more than connecting and venting take; a simulated massager always has a
+    timer, so a stuck run would otherwise run virtual time on for ever.
+    """
+    return 2 * sum(step.seconds for step in find_profile(PROFILE).steps)
 
 
 async def _full_stack() -> None:
