@@ -179,10 +179,17 @@ def firmware_alone() -> None:
     """A 45-minute session on the simulated firmware with no link at all.
 
     Raises:
-        WorkloadFailed: the session did not complete, or the pump did not run.
+        WorkloadFailed: the session ended before the 45 minutes or did not complete
+            then, or the pump did not run.
     """
     firmware = Firmware(DeviceConfig(seed=1, remote_session_s=45 * 60), now=0.0)
     firmware.press(Button.POWER, 0.0)
+    firmware.advance(45 * 60 - 1.0)
+    if firmware.state != SessionState.RUNNING:
+        # Completed early, it would pass the checks below with part of the work done.
+        raise WorkloadFailed(
+            f"the firmware's own session ended {firmware.last_end.name} before the 45 minutes"
+        )
     firmware.advance(45 * 60 + 1.0)
     if firmware.last_end != EndReason.COMPLETED:
         raise WorkloadFailed(f"the firmware's own session ended {firmware.last_end.name}")

@@ -142,3 +142,18 @@ def test_the_firmware_alone_refuses_a_session_that_never_started(
     monkeypatch.setattr(program, "Button", SimpleNamespace(POWER=Button.MODE))
     with pytest.raises(WorkloadFailed, match="own session ended NONE"):
         program.firmware_alone()
+
+
+def test_the_firmware_alone_refuses_a_session_shorter_than_the_program(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A third of the program: it completes and pumps more than 5 % of 45 minutes,
+    # so the row timed a third of the work as all of it.
+    real = program.DeviceConfig
+
+    def fifteen_minutes(**fields: Any) -> Any:
+        return real(**{**fields, "remote_session_s": 15 * 60})
+
+    monkeypatch.setattr(program, "DeviceConfig", fifteen_minutes)
+    with pytest.raises(WorkloadFailed, match="ended COMPLETED before the 45 minutes"):
+        program.firmware_alone()
