@@ -36,6 +36,7 @@ from firmware_protocol import (
     Replied,
     RequestFailed,
     Role,
+    SessionState,
     Signer,
     Start,
     Stop,
@@ -69,8 +70,9 @@ def full_stack() -> None:
 
     Raises:
         WorkloadFailed: the program did not complete, or the pump did not run.
+        clock.StuckWorkload: it waited for something that never came.
     """
-    clock.run(_full_stack())
+    clock.run(_full_stack(), limit_s=_limit_s())
 
 
 def full_stack_on_looptime() -> None:
@@ -78,12 +80,22 @@ def full_stack_on_looptime() -> None:
 
     Raises:
         WorkloadFailed: as `full_stack`.
+        looptime.LoopTimeoutError: it waited for something that never came.
     """
-    loop = looptime.new_event_loop(noop_cycles=1)
+    loop = looptime.new_event_loop(noop_cycles=1, end=_limit_s())
     try:
         loop.run_until_complete(_full_stack())
     finally:
         loop.close()
+
+
+def _limit_s() -> float:
+    """Virtual seconds the full stack may take: twice the program.
+
+    Far more than connecting and venting take; a simulated massager always has a
+    timer, so a stuck run would otherwise run virtual time on for ever.
+    """
+    return 2 * sum(step.seconds for step in find_profile(PROFILE).steps)
 
 
 async def _full_stack() -> None:
@@ -103,11 +115,12 @@ def firmware_and_bare_link() -> None:
 
     Paired, as the full stack is: the firmware takes a START only signed, and an
     unpaired link here ran no session at all (every START refused), which measured
-    nothing. Every step's START must be taken and the pump must run the program.
+    nothing. Every step's START must be taken, its session must still run when the
+    step ends, and the pump must run the program.
 
     Raises:
         WorkloadFailed: the link is not authenticated, a request was refused or
-            failed, or the pump did not run.
+            failed, a session ended before its step, or the pump did not run.
     """
     profile = find_profile(PROFILE)
     firmware = Firmware(DeviceConfig(seed=1), now=0.0)
@@ -148,6 +161,13 @@ def firmware_and_bare_link() -> None:
             firmware.advance(now)
             controller.handle_timer(now)
             exchange()
+        if firmware.state != SessionState.RUNNING:
+            # A session that ended early (its lease, the watchdog) leaves the rest of
+            # the step idle and cheap, and the pump check alone lets most of it go.
+            raise WorkloadFailed(
+                f"the bare link's session ended {firmware.last_end.name} before its step "
+                f"did ({step.mode} {step.intensity}, {step.seconds:g} s)"
+            )
     controller.send(Stop(), now)
     exchange()
     if refused:
@@ -159,10 +179,17 @@ def firmware_alone() -> None:
     """A 45-minute session on the simulated firmware with no link at all.
 
     Raises:
-        WorkloadFailed: the session did not complete, or the pump did not run.
+        WorkloadFailed: the session ended before the 45 minutes or did not complete
+            then, or the pump did not run.
     """
     firmware = Firmware(DeviceConfig(seed=1, remote_session_s=45 * 60), now=0.0)
     firmware.press(Button.POWER, 0.0)
+    firmware.advance(45 * 60 - 1.0)
+    if firmware.state != SessionState.RUNNING:
+        # Completed early, it would pass the checks below with part of the work done.
+        raise WorkloadFailed(
+            f"the firmware's own session ended {firmware.last_end.name} before the 45 minutes"
+        )
     firmware.advance(45 * 60 + 1.0)
     if firmware.last_end != EndReason.COMPLETED:
         raise WorkloadFailed(f"the firmware's own session ended {firmware.last_end.name}")

@@ -231,7 +231,9 @@ class Firmware:
         """Bytes arrived from the link at ``now``."""
         self.advance(now)
         self._wake_up()
-        self.conn.receive_data(data, now)
+        # At the firmware's own time, never before it: the host may have run it to a
+        # timer's deadline a clock tick past ``now``, and the link's clock must not go back.
+        self.conn.receive_data(data, self._t)
         self._handle_link_events()
 
     def press(self, button: Button, now: float) -> None:
@@ -273,7 +275,7 @@ class Firmware:
     def link_down(self, now: float) -> None:
         """The transport lost the link at ``now`` (port closed, BLE disconnected)."""
         self.advance(now)
-        self.conn.link_down(now)
+        self.conn.link_down(self._t)  # never before the firmware's own time, as above
         self._handle_link_events()
 
     def advance(self, now: float) -> None:

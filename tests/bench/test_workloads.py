@@ -102,6 +102,22 @@ def test_the_bare_link_program_refuses_a_link_the_firmware_does_not_trust(
         program.firmware_and_bare_link()
 
 
+def test_the_bare_link_program_refuses_sessions_that_end_before_their_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Leases a fifth of each step: every START is taken and the pump still runs for
+    # more than 5 % of the program, but each session ends long before its step does
+    # and the row would time a fifth of the work.
+    real_start = program.Start
+
+    def short(mode: int, intensity: int, lease_s: int) -> object:
+        return real_start(mode, intensity, max(1, (lease_s - 5) // 5))
+
+    monkeypatch.setattr(program, "Start", short)
+    with pytest.raises(WorkloadFailed, match="session ended COMPLETED before its step did"):
+        program.firmware_and_bare_link()
+
+
 @pytest.mark.parametrize(
     ("outcome", "why"),
     [(Outcome.STOPPED, "program ended stopped"), (Outcome.COMPLETED, "the pump ran 0.0 s")],
@@ -125,4 +141,19 @@ def test_the_firmware_alone_refuses_a_session_that_never_started(
     # MODE instead of POWER: an idle device changes its mode and starts nothing.
     monkeypatch.setattr(program, "Button", SimpleNamespace(POWER=Button.MODE))
     with pytest.raises(WorkloadFailed, match="own session ended NONE"):
+        program.firmware_alone()
+
+
+def test_the_firmware_alone_refuses_a_session_shorter_than_the_program(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A third of the program: it completes and pumps more than 5 % of 45 minutes,
+    # so the row timed a third of the work as all of it.
+    real = program.DeviceConfig
+
+    def fifteen_minutes(**fields: Any) -> Any:
+        return real(**{**fields, "remote_session_s": 15 * 60})
+
+    monkeypatch.setattr(program, "DeviceConfig", fifteen_minutes)
+    with pytest.raises(WorkloadFailed, match="ended COMPLETED before the 45 minutes"):
         program.firmware_alone()

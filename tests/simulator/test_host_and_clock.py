@@ -104,3 +104,39 @@ async def test_every_timer_wake_does_the_work_it_was_armed_for(
         assert status.state == "running"
         await massager.stop()
     assert empty == []
+
+
+async def test_the_device_link_never_sees_its_clock_go_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A wake runs the firmware to the deadline it was armed for, a hair past the
+    # loop's time; bytes arriving next, at the loop's time, must not take the
+    # device's connection back before what it already did (its `now` is monotonic).
+    from massager_ctl.device import Massager
+
+    backwards: list[str] = []
+    latest: dict[int, float] = {}
+
+    def watched(name: str) -> None:
+        real = getattr(fp.Connection, name)
+
+        def spy(conn: fp.Connection, *args: object) -> object:
+            now = args[-1] if name != "send" else args[1]
+            assert isinstance(now, float)
+            if conn.role == fp.Role.DEVICE:
+                if now < latest.get(id(conn), now):
+                    backwards.append(f"{name} at {now!r} after {latest[id(conn)]!r}")
+                latest[id(conn)] = max(now, latest.get(id(conn), now))
+            return real(conn, *args)
+
+        monkeypatch.setattr(fp.Connection, name, spy)
+
+    for name in ("receive_data", "handle_timer", "link_down", "send"):
+        watched(name)
+    async with Massager.connect("sim://clock?seed=1") as massager:
+        await massager.start("wave", 2, duration_s=120)
+        for i in range(20):
+            await asyncio.sleep(1.0)
+            await massager.set_intensity(1 + i % 3)
+        await massager.stop()
+    assert backwards == []
