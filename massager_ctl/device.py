@@ -221,6 +221,7 @@ class Massager:
         self.transport = transport
         self.client_name = client_name
         self._loop = asyncio.get_running_loop()
+        self._conn_clock = self._loop.time()
         self._conn = Connection(Role.CONTROLLER, timing=timing or Timing())
         self._waiters: dict[int, asyncio.Future[Ack | Nak | Capabilities | Paired]] = {}
         self._subscriptions: weakref.WeakSet[Updates] = weakref.WeakSet()
@@ -336,7 +337,7 @@ class Massager:
             # A 0x00 first, as before a HELLO: it ends whatever noise the device's
             # buffer holds, so the frame is not glued to it and lost (SPEC 3.2).
             self.transport.write(b"\x00")
-            self._conn.send(message, self._loop.time())
+            self._conn.send(message, self._conn_time())
         except (TransportClosed, LocalProtocolError):
             return  # nothing went out; the handshake says why the link failed
         self._pump()
@@ -753,7 +754,7 @@ class Massager:
                 "which a paired massager takes only signed; nothing was sent"
             )
         try:
-            seq = self._conn.send(message, self._loop.time())
+            seq = self._conn.send(message, self._conn_time())
         except LocalProtocolError as error:
             raise LinkLost(f"cannot send {message.TYPE.name}: {error}") from None
         waiter: asyncio.Future[Ack | Nak | Capabilities | Paired] = self._loop.create_future()
@@ -778,7 +779,7 @@ class Massager:
         try:
             while True:
                 data = await self.transport.read()
-                self._conn.receive_data(data, self._loop.time())
+                self._conn.receive_data(data, self._conn_time())
                 self._pump()
         except TransportInUse as error:
             self._fail(DeviceInUse(str(error)))
@@ -796,9 +797,23 @@ class Massager:
         if self._failure is None:
             self._sign_ahead(vent=True)  # a keepalive may be due
             # The loop may fire a clock tick before the deadline: do what woke us, now.
-            now = self._loop.time()
-            self._conn.handle_timer(now if woken_for is None else max(now, woken_for))
+            now = self._conn_time()
+            if woken_for is not None and woken_for > now:
+                now = self._conn_clock = woken_for
+            self._conn.handle_timer(now)
             self._pump()
+
+    def _conn_time(self) -> float:
+        """The loop's time for the connection, never before a time it was given already.
+
+        A timer wake runs the connection to its deadline, up to a clock tick past
+        the loop; bytes read in that tick must not take its clock back.
+        """
+        now = self._loop.time()
+        if now < self._conn_clock:
+            return self._conn_clock
+        self._conn_clock = now
+        return now
 
     def _sign_ahead(self, *, vent: bool) -> ConfigError | None:
         """Reserve what the next signed frame needs before the connection signs it.
@@ -826,7 +841,7 @@ class Massager:
             # device's watchdog. Not awaited (this may be the timer); the ACK finds
             # no waiter, and leaving the `connect` block vents again, awaited.
             with contextlib.suppress(LocalProtocolError):
-                self._conn.send(Vent(), self._loop.time())
+                self._conn.send(Vent(), self._conn_time())
             self._pump()
             lost = ConfigError(
                 f"{error}. Without the key this controller cannot keep a session going, "
@@ -904,7 +919,7 @@ class Massager:
         self._failure = error
         if not quiet:
             log.info("link to the massager lost: %s", error)
-        self._conn.link_down(self._loop.time())
+        self._conn.link_down(self._conn_time())
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_exception(error)
