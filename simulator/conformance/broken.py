@@ -131,6 +131,11 @@ RULES: dict[str, Rule] = {
             "10.3",
             "keeps a controller's session running when the controller is gone",
         ),
+        "no-status-after-link-loss": (
+            "silent-session",
+            "10.3",
+            "sends no STATUS after the SESSION_ENDED of a session its watchdog ended",
+        ),
         "fault-not-latched": ("faults-latch", "10.8", "takes SET_MODE and SET_INTENSITY in FAULT"),
         "idle-exhausts-closed": ("valves", "10.9", "reports its exhausts shut in IDLE"),
         "window-stays-open": ("pairing", "12.2", "keeps the pairing window open after a pairing"),
@@ -395,6 +400,8 @@ class BrokenFirmware(Firmware):
     def _trigger(self, trigger: Trigger) -> None:
         if self.rule == "session-outlives-link" and trigger == Trigger.LINK_LOST:
             return
+        if self.rule == "no-status-after-link-loss" and trigger == Trigger.LINK_LOST:
+            self._hush_status = self.session is not None  # the STATUS after its end
         super()._trigger(trigger)
 
     def _pair(self, message: Pair, seq: int) -> None:

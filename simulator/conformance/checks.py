@@ -85,11 +85,10 @@ OVERTAKEN = {ErrorCode.PREEMPTED, ErrorCode.STALE_SEQUENCE}
 goes first and becomes the newest seq (§4), so the command is STALE_SEQUENCE; §7.4 names
 that refusal among those a frame gets "as usual". Either way it never runs."""
 
-SESSION_ENDED_AFTER_LINK_LOSS = True
-"""Reading: SPEC §5.4 sends SESSION_ENDED when "a session ends, for any reason", so also
-when the watchdog has just forgotten the controller (which frames a device sends with no
-controller present is item 1 of issue 19). The STATUS that §8.4 promises after it is not
-required then: the suite asks for one with GET_STATUS."""
+STATUS_AFTER_LINK_LOSS = True
+"""SPEC §7.5 and §8.4: a session the watchdog ends is followed by its SESSION_ENDED and
+then its STATUS, with no controller present, before anyone asks (GET_STATUS); on an
+authenticated link both are signed for the link that ended."""
 
 LEASE_S = 2
 """The lease of the suite's sessions that should end on their own."""
@@ -1086,18 +1085,15 @@ async def silent_session(ctx: Context) -> None:
     await _start(ctx, lease_s=60)
     await ctx.sleep(ctx.watchdog_s() / 2)
     start = len(p.records)
+    signed = p.authenticated and bool(ctx.c.features & Feature.SIGNED_LINK)
     await ctx.go_silent_until_forgotten()
-    ended = [r.message for r in p.received(start) if isinstance(r.message, SessionEnded)]
     state = await ctx.status(sign=False)
     if state.state != SessionState.IDLE or state.last_end != EndReason.LINK_LOST:
         raise CheckFailed(
             f"after the silence the state is {state.state.name}, last_end "
             f"{getattr(state.last_end, 'name', state.last_end)}, not IDLE and LINK_LOST"
         )
-    if SESSION_ENDED_AFTER_LINK_LOSS and (
-        not ended or getattr(ended[0], "reason", None) != EndReason.LINK_LOST
-    ):
-        raise CheckFailed("no SESSION_ENDED LINK_LOST came when the session ended")
+    _ended_then_status(ctx, start, signed)
     if not state.flags & StatusFlag.DUMP_OPEN:
         raise CheckFailed("the session ended by link loss without opening the dump valve")
     await _vented(ctx, "after the link loss", state.uptime_ms / 1000)
@@ -1108,6 +1104,38 @@ async def silent_session(ctx: Context) -> None:
         isinstance(r.message, SessionStarted) for r in p.received(start)
     ):
         raise CheckFailed(f"after a new HELLO the session came back: {state.state.name}")
+
+
+def _ended_then_status(ctx: Context, start: int, signed: bool) -> None:
+    """SESSION_ENDED LINK_LOST since record ``start``, then a STATUS before any ACK (§7.5)."""
+    received = ctx.p.received(start)
+    ended = next((r for r in received if isinstance(r.message, SessionEnded)), None)
+    if ended is None or getattr(ended.message, "reason", None) != EndReason.LINK_LOST:
+        raise CheckFailed("no SESSION_ENDED LINK_LOST came when the session ended (SPEC §8.4)")
+    ended.note = "the watchdog's end"
+    if not STATUS_AFTER_LINK_LOSS:
+        return
+    # The first STATUS after it, unless an ACK came first: then it answers the suite's
+    # GET_STATUS, and the STATUS the device owed on its own never came.
+    after = next(
+        (r for r in received if r.index > ended.index and isinstance(r.message, Status | Ack)),
+        None,
+    )
+    if after is None or not isinstance(after.message, Status):
+        raise CheckFailed(
+            "no STATUS followed the SESSION_ENDED of the watchdog's link loss before the "
+            "suite asked for one: the device must send it with no controller present "
+            "(SPEC §7.5, §8.4)"
+        )
+    after.note = "after SESSION_ENDED"
+    if signed:
+        for record in (ended, after):
+            if record.signed is not True:
+                record.note = "here"
+                raise CheckFailed(
+                    f"{describe(record.message or '')} after the watchdog is not signed for "
+                    "the link that ended (SPEC §7.5, §12.3)"
+                )
 
 
 @check(
