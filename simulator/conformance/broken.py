@@ -22,12 +22,14 @@ from dataclasses import dataclass, replace
 
 from firmware_protocol import (
     AUTHENTICATED,
+    PROTOCOL_VERSION,
     URGENT,
     Ack,
     Connection,
     ErrorCode,
     Frame,
     Hello,
+    KeepAlive,
     LinkState,
     Message,
     MessageType,
@@ -47,7 +49,7 @@ from firmware_protocol import (
 )
 from firmware_protocol.connection import seq_newer
 from firmware_protocol.errors import RemoteProtocolError
-from firmware_protocol.framing import crc16
+from firmware_protocol.framing import FLAG_AUTH, crc16
 from firmware_protocol.session import Trigger
 
 from ..config import DeviceConfig
@@ -104,6 +106,16 @@ RULES: dict[str, Rule] = {
             "proof-of-life",
             "7.3",
             "takes any KEEPALIVE as proof of life, answering a challenge or not",
+        ),
+        "flagged-keepalive-feeds": (
+            "proof-of-life",
+            "7.3",
+            "takes a KEEPALIVE with a reserved flag bit set as proof of life",
+        ),
+        "any-version-keepalive-feeds": (
+            "proof-of-life",
+            "7.3",
+            "takes a KEEPALIVE of another version as proof of life",
         ),
         "stop-needs-hello": ("stop-from-anyone", "7.4", "refuses STOP and VENT before HELLO"),
         "stop-not-first": (
@@ -217,6 +229,16 @@ class BrokenConnection(Connection):
             self._last_rx = now
             return
         elif (
+            rule == "any-version-keepalive-feeds"
+            and ready
+            and kind == MessageType.KEEPALIVE
+            and frame.version != PROTOCOL_VERSION
+        ):
+            decoded = self._decode(frame)
+            if isinstance(decoded, KeepAlive):
+                self._proof_of_life(frame, decoded, self._verified(frame))
+                return
+        elif (
             rule == "unsigned-accepted"
             and ready
             and kind in AUTHENTICATED
@@ -326,7 +348,7 @@ class BrokenFirmware(Firmware):
             return
         if rule == "chunk-is-frame":
             data = b"\x00" + data
-        elif rule in ("crc-ignored", "no-resync"):
+        elif rule in ("crc-ignored", "no-resync", "flagged-keepalive-feeds"):
             data = self._rewrite(data, partial)
         super().receive_data(data, now)
 
@@ -337,6 +359,8 @@ class BrokenFirmware(Firmware):
             whole = ended and block and not (i == 0 and partial)
             if whole and self.rule == "crc-ignored":
                 block = _fix_crc(block)
+            elif whole and self.rule == "flagged-keepalive-feeds":
+                block = _unflag_keepalive(block)
             elif whole and drop_next:
                 block, drop_next = b"", False
             elif whole and not _is_frame(block):
@@ -426,6 +450,19 @@ def _fix_crc(block: bytes) -> bytes:
     if len(raw) < 7 or crc16(raw[:-2]) == int.from_bytes(raw[-2:], "little"):
         return block
     return cobs.encode(raw[:-2] + struct.pack("<H", crc16(raw[:-2])))
+
+
+def _unflag_keepalive(block: bytes) -> bytes:
+    """``block`` with the reserved flag bits cleared, if it is a KEEPALIVE with any set."""
+    try:
+        raw = bytearray(cobs.decode(block))
+    except RemoteProtocolError:
+        return block
+    if len(raw) < 7 or raw[4] != MessageType.KEEPALIVE or not raw[1] & ~FLAG_AUTH & 0xFF:
+        return block
+    raw[1] &= FLAG_AUTH
+    body = bytes(raw[:-2])
+    return cobs.encode(body + struct.pack("<H", crc16(body)))
 
 
 def describe_rules() -> str:

@@ -51,7 +51,7 @@ from firmware_protocol import (
 )
 from firmware_protocol.framing import crc16
 
-from .probe import LinkGone, Record, describe, raw_frame
+from .probe import LinkGone, Record, describe, raw_frame, with_flags
 from .suite import REPLY_TIMEOUT_S, CheckFailed, Context, NotTested, SuiteError, check
 
 # --- readings of rules that SPEC 1.1 states anew (issue 19, item 1) ------------------
@@ -73,11 +73,6 @@ the seq: a re-send of it gets the same NAK from the reply cache."""
 NO_HELLO_BEFORE_AUTH = True
 """Reading: without a present controller a command of the authenticated set is
 NO_HELLO, not NOT_AUTHENTICATED (the order of §7.2's table)."""
-
-ONLY_ANSWERS_FEED_THE_WATCHDOG = True
-"""Reading: SPEC §7.3 "Nothing else feeds it: not a command, not a KEEPALIVE without a
-challenge, nor one naming a challenge the device did not send" (proof-of-life rules are
-item 1 of issue 19). False drops the check that holds a device to it."""
 
 PREEMPTED = {ErrorCode.PREEMPTED}
 OVERTAKEN = {ErrorCode.PREEMPTED, ErrorCode.STALE_SEQUENCE}
@@ -647,25 +642,34 @@ async def challenges(ctx: Context) -> None:
         )
 
 
-if ONLY_ANSWERS_FEED_THE_WATCHDOG:
+@check(
+    "7.3",
+    "proof-of-life",
+    "only a KEEPALIVE of version 1 answering a recent challenge proves life: not one without "
+    "a challenge, nor one naming a challenge never sent, nor one with a reserved flag bit set "
+    "or of another version, nor a command",
+)
+async def proof_of_life(ctx: Context) -> None:
+    """Silence on the challenges while frames that prove nothing keep coming (SPEC §7.3).
 
-    @check(
-        "7.3",
-        "proof-of-life",
-        "only a KEEPALIVE answering a recent challenge proves life: not a KEEPALIVE without "
-        "one, nor one naming a challenge never sent, nor a command",
-    )
-    async def proof_of_life(ctx: Context) -> None:
-        """Silence on the challenges while KEEPALIVEs without them, and commands, keep coming."""
-        p = ctx.p
+    The KEEPALIVE with a reserved flag bit and the one of version 2 name the newest
+    challenge and are signed as the link signs: nothing but the flag or the version
+    keeps them from proving life.
+    """
+    p = ctx.p
 
-        def feed() -> None:
-            p.keepalive(None, background=False)
-            p.keepalive(0x5EEDFACE, background=False)
-            p.write(p.build(GetStatus()))
+    def feed() -> None:
+        p.keepalive(None, background=False)
+        p.keepalive(0x5EEDFACE, background=False)
+        named = p.challenge
+        if named is not None:
+            flagged = with_flags(p.build(KeepAlive(named)), 0x02)
+            p.write((flagged, f"a KEEPALIVE naming challenge {named} with reserved flag bit 1"))
+            p.write(p.build(KeepAlive(named), version=2))
+        p.write(p.build(GetStatus()))
 
-        await ctx.sleep(ctx.watchdog_s() / 2)
-        await ctx.go_silent_until_forgotten(feed=feed)
+    await ctx.sleep(ctx.watchdog_s() / 2)
+    await ctx.go_silent_until_forgotten(feed=feed)
 
 
 @check(

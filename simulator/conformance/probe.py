@@ -76,6 +76,20 @@ def raw_frame(
     return cobs.encode(body + struct.pack("<H", crc)) + b"\x00"
 
 
+def with_flags(frame: Frame, extra: int) -> bytes:
+    """The wire bytes of ``frame`` with the flag bits ``extra`` set too, its CRC made right.
+
+    A signed frame's tag does not cover the flags byte (SPEC §12.1), so only the
+    flag keeps the block from being a good frame.
+
+    >>> with_flags(Frame(1, 0x0A), 2) == raw_frame(0x0A, seq=1, flags=2)
+    True
+    """
+    raw = bytearray(frame.to_bytes()[:-2])
+    raw[1] |= extra
+    return cobs.encode(bytes(raw) + struct.pack("<H", crc16(bytes(raw)))) + b"\x00"
+
+
 def read_message(frame: Frame) -> Message | str:
     """The message a device's frame carries, or why it cannot be read.
 
@@ -270,16 +284,17 @@ class Probe:
         counter: int | None = None,
         nonce: bytes | None = None,
         key: bytes | None = None,
+        version: int = 1,
     ) -> Frame:
         """Number ``message`` (a KEEPALIVE repeats the last seq) and sign it as asked.
 
         ``sign`` defaults to: everything on an authenticated link. ``counter``,
         ``nonce`` and ``key`` override what a signature is made with (to replay,
-        or to sign for another link).
+        or to sign for another link); ``version`` is the frame's (the tag covers it).
         """
         if seq is None:
             seq = self.seq if isinstance(message, KeepAlive) else self.next_seq()
-        frame = Frame(seq, message.TYPE, message.encode_payload())
+        frame = Frame(seq, message.TYPE, message.encode_payload(), version)
         if sign is None:
             sign = self.authenticated
         if sign:
