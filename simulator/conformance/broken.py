@@ -151,6 +151,17 @@ RULES: dict[str, Rule] = {
         "fault-not-latched": ("faults-latch", "10.8", "takes SET_MODE and SET_INTENSITY in FAULT"),
         "idle-exhausts-closed": ("valves", "10.9", "reports its exhausts shut in IDLE"),
         "window-stays-open": ("pairing", "12.2", "keeps the pairing window open after a pairing"),
+        "paired-link-authenticated": (
+            "pairing",
+            "12.2",
+            "authenticates the link with the new key at PAIRED, without a signed HELLO",
+        ),
+        "keyless-hello-accepted": (
+            "signed-hello",
+            "12.3",
+            "opens an authenticated link for a signed HELLO without a key_id, under the key "
+            "that verifies it",
+        ),
         "hello-replay-accepted": (
             "signed-hello",
             "12.3",
@@ -277,6 +288,12 @@ class BrokenConnection(Connection):
         return decoded
 
     def _device_hello(self, frame: Frame, hello: Hello, now: float) -> None:
+        keyless = frame.auth is not None and hello.key_id is None and self.pairings
+        if self.rule == "keyless-hello-accepted" and keyless:
+            assert self.pairings is not None
+            found = next((p for p in self.pairings if frame.verify(p.key)), None)
+            if found is not None:
+                hello = Hello(hello.client_name, found.key_id)
         if self.rule == "hello-replay-accepted" and frame.auth is not None and self.pairings:
             pairing = self.pairings.get(hello.key_id)
             if pairing is not None and frame.verify(pairing.key):
@@ -430,9 +447,14 @@ class BrokenFirmware(Firmware):
 
     def _pair(self, message: Pair, seq: int) -> None:
         until = self.pairing_until
+        before = {pairing.key_id for pairing in self.memory.pairings}
         super()._pair(message, seq)
         if self.rule == "window-stays-open":
             self.pairing_until = until
+        new = {pairing.key_id for pairing in self.memory.pairings} - before
+        if self.rule == "paired-link-authenticated" and new:
+            # The link takes the new key at once, with no nonce: PAIR was never signed.
+            self.conn.link_key_id = new.pop()
 
     def status(self) -> Status:  # noqa: D102
         status = super().status()

@@ -1236,15 +1236,20 @@ async def pairing(ctx: Context) -> None:
 @check(
     "12.3",
     "signed-hello",
-    "a signed HELLO with an unknown key id, a bad tag or a used counter is refused and "
-    "changes nothing",
+    "a signed HELLO without a key id, with an unknown one, a bad tag or a used counter is "
+    "refused and changes nothing",
 )
 async def signed_hello(ctx: Context) -> None:
-    """Three bad signed HELLOs on a live signed link: refused, and the link lives on."""
+    """Four bad signed HELLOs on a live signed link: refused, and the link lives on."""
     keys = ctx.need_keys()
     p = ctx.p
     used = p.hello_counter or 1
-    cases = [
+    cases: list[tuple[str, ErrorCode, int | None]] = [
+        (
+            "a HELLO signed with the suite's key but without a key_id (SPEC §5, §13)",
+            ErrorCode.NOT_AUTHENTICATED,
+            None,
+        ),
         ("a HELLO signed under key id 0, which no device gives", ErrorCode.NOT_AUTHENTICATED, 0),
         ("a HELLO whose tag is wrong", ErrorCode.NOT_AUTHENTICATED, keys.key_id),
         ("a HELLO with the counter of the HELLO before", ErrorCode.REPLAYED, keys.key_id),

@@ -547,6 +547,7 @@ class Context:
             return
         self.keys = Keys(paired.key_id, ours.controller_key(paired))
         self.p.keys = self.keys
+        await self._still_unauthenticated(log)
         try:
             await self.hello()
         except CheckFailed as error:
@@ -568,6 +569,22 @@ class Context:
             self.pairing_failure = (
                 f"a second PAIR was answered {describe(reply.message or '')}, "
                 "not NAK PAIRING_CLOSED (SPEC §12.2)"
+            )
+
+    async def _still_unauthenticated(self, log: list[str]) -> None:
+        """Pairing leaves the link unauthenticated until a signed HELLO (SPEC §12.2 step 4).
+
+        A SET_MODE of the mode the device has, signed with the new key (there is no
+        link nonce yet), must be refused NOT_AUTHENTICATED.
+        """
+        mode = (await self.status(sign=False)).mode
+        what = "a SET_MODE signed with the new key, after PAIRED and before a signed HELLO"
+        reply = await self.request(SetMode(mode), what=what, sign=True)
+        log.append(f"{what}: {describe(reply.message or '')}")
+        if not _is_nak(reply, ErrorCode.NOT_AUTHENTICATED):
+            self.pairing_failure = (
+                f"{what} was answered {describe(reply.message or '')}, not NAK "
+                "NOT_AUTHENTICATED: pairing leaves the link unauthenticated (SPEC §12.2 step 4)"
             )
 
     async def _unpair_other(self, pair: KeyPair, paired: Paired) -> None:
