@@ -682,7 +682,8 @@ async def stop_first(ctx: Context) -> None:
     """Commands and a STOP or VENT in one write, each way round; with --inflate a START too."""
     ctx.need_control()
     p = ctx.p
-    mode = (await ctx.status()).mode
+    before = await ctx.status()
+    mode, intensity = before.mode, before.intensity
     other = ctx.other_mode(mode)
     low = ctx.lowest_level()
 
@@ -719,8 +720,11 @@ async def stop_first(ctx: Context) -> None:
             names = " or ".join(sorted(e.name for e in refusals))
             raise CheckFailed(f"the command of {what} was answered {said}, not NAK {names}")
         state = await ctx.status()
-        if (state.mode, state.intensity) != (mode, low) and victim == 0:
-            raise CheckFailed(f"{what}: the SET_MODE ran (the mode is {state.mode})")
+        if (state.mode, state.intensity) != (mode, intensity):
+            raise CheckFailed(
+                f"{what}: the command ran (mode {mode} -> {state.mode}, intensity "
+                f"{intensity} -> {state.intensity})"
+            )
         if victim == 0:
             start = len(p.records)
             p.write(frames[0])

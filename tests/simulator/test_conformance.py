@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware_protocol import Button
 from massager_ctl.transports.sim import simulated_device
 from massager_ctl.urls import SimAddress, parse_device_url
 from simulator.clock import scaled_runner
@@ -128,6 +129,21 @@ async def test_a_device_that_does_not_pair_leaves_the_signed_checks_not_tested()
     assert "hold the pairing button" in results["resend"].detail
     assert results["restart"].result == "not tested"
     assert "fail" not in outcomes(report).values(), failures(report)
+
+
+async def test_a_preset_intensity_above_1_fails_no_check() -> None:
+    # The device's owner left the remote's preset at level 2: nothing of the suite's doing.
+    url = "sim://preset2?seed=1"
+    address = parse_device_url(url)
+    host = simulated_device(address)
+    host.sync()
+    host.press(Button.PLUS)
+    host.sync()
+    assert host.firmware.intensity == 2
+    report = await run(address, url, Options(sections=("7.4", "8")), hands_for(address))
+    assert "fail" not in outcomes(report).values(), failures(report)
+    host.sync()
+    assert host.firmware.intensity == 2  # the preset put back
 
 
 @pytest.mark.parametrize("rule", list(RULES))
