@@ -34,6 +34,7 @@ from firmware_protocol import (
     Message,
     MessageType,
     Mode,
+    Nak,
     Pair,
     Pause,
     Resume,
@@ -122,6 +123,12 @@ RULES: dict[str, Rule] = {
             "stop-first",
             "7.4",
             "handles the frames of one read in the order they came, a STOP after the rest",
+        ),
+        "preempts-refusals": (
+            "stop-first",
+            "7.4",
+            "answers PREEMPTED to every other frame of a stop's read, before the link's "
+            "checks: a stale or unsigned command, a GET_STATUS",
         ),
         "slow-status": ("status-reports", "7.5", "sends STATUS every three status intervals"),
         "pause-in-idle": ("table-idle", "8.2", "answers PAUSE in IDLE with ACK"),
@@ -215,6 +222,16 @@ class BrokenConnection(Connection):
 
     def _device_receive(self, frame: Frame, now: float, *, halted: bool = False) -> None:
         rule, kind, accepted = self.rule, frame.msg_type, self._accepted_seq
+        if (
+            rule == "preempts-refusals"
+            and halted
+            and kind not in URGENT
+            and kind in MessageType._value2member_map_
+            and kind < MessageType.ACK
+            and kind not in (MessageType.HELLO, MessageType.KEEPALIVE)
+        ):
+            self._device_send(Nak(frame.seq, ErrorCode.PREEMPTED), now, sign=self._verified(frame))
+            return
         ordinary = kind not in URGENT and kind not in (MessageType.HELLO, MessageType.KEEPALIVE)
         ready = self.state == LinkState.READY and accepted is not None
         if rule == "stale-accepted" and ready and ordinary and frame.seq not in self._replies:

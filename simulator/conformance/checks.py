@@ -1,10 +1,11 @@
 """The checks, each one MUST of SPEC.md (firmware_protocol/SPEC.md), in the order they run.
 
 Every check names its section and says its rule in one sentence; the report
-groups them by section. A few rules of SPEC 1.0 are being stated anew for
-SPEC 1.1 (issue 19); the checks that depend on the reading of one are marked
-``Reading:`` below, with the reading in one constant, so that a new wording
-changes one line.
+groups them by section. The rules SPEC 1.1 stated where SPEC 1.0 left a maker
+to guess (the order of the checks, one read, proof of life, what is sent with
+no controller present, the two counters) are each in one named constant or
+function below, with the section that states it, so that a new wording changes
+one place.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import struct
+from collections.abc import Callable
 
 from firmware_protocol import (
     Ack,
@@ -54,31 +56,49 @@ from firmware_protocol.framing import crc16
 from .probe import LinkGone, Record, describe, raw_frame, with_flags
 from .suite import REPLY_TIMEOUT_S, CheckFailed, Context, NotTested, SuiteError, check
 
-# --- readings of rules that SPEC 1.1 states anew (issue 19, item 1) ------------------
+# --- rules SPEC 1.1 states where SPEC 1.0 left them open ----------------------------
 
 REPLY_CACHE = 8
-"""Reading: SPEC §4 "the replies to at least the last 8 requests"."""
+"""SPEC §4: the answers to at least the last 8 frames taken (vector V37)."""
 
 REFUSED_BEFORE_SEQ = (
     ("a frame of version 2", ErrorCode.UNSUPPORTED_VERSION),
     ("a SET_INTENSITY without its payload", ErrorCode.BAD_PAYLOAD),
 )
-"""Reading: SPEC §4 lists these among the frames a device does not accept: their NAK
-uses up no seq and is not remembered. (Which refusals use a seq is item 1 of issue 19.)"""
+"""SPEC §4 and §4.1 (checks 2 and 4): a refusal of the link uses up no seq and is not
+remembered."""
 
 REMEMBERED_REFUSAL = ErrorCode.UNSUPPORTED_MODE
-"""Reading: a refusal of the value checks (§8.3) answers a frame that was accepted at
-the seq: a re-send of it gets the same NAK from the reply cache."""
+"""SPEC §4 and §8.3: a refusal of the value checks answers a frame the link took: a
+re-send of it gets the same NAK from the reply cache."""
 
 NO_HELLO_BEFORE_AUTH = True
-"""Reading: without a present controller a command of the authenticated set is
-NO_HELLO, not NOT_AUTHENTICATED (the order of §7.2's table)."""
+"""SPEC §4.1: with no present controller (check 7) a command of the authenticated set is
+NO_HELLO, before the check of its signature (check 9) could make it NOT_AUTHENTICATED."""
 
-PREEMPTED = {ErrorCode.PREEMPTED}
-OVERTAKEN = {ErrorCode.PREEMPTED, ErrorCode.STALE_SEQUENCE}
-"""Reading: a command, then the link's own STOP with the next seq, in one read. The STOP
-goes first and becomes the newest seq (§4), so the command is STALE_SEQUENCE; §7.4 names
-that refusal among those a frame gets "as usual". Either way it never runs."""
+
+def stop_read_answers(*, before: bool, own_stop: bool, one_read: bool) -> set[ErrorCode | None]:
+    """The answers SPEC §7.4 allows a command written with a STOP or VENT (None: ACK).
+
+    For a command of the session table that passes the link's checks: in the
+    stop's read it is PREEMPTED, or STALE_SEQUENCE when it came before the stop
+    and the stop is its controller's own, with a newer seq, taken first. Read
+    apart from the stop (a transport that may split the write) it runs: before
+    the stop in an earlier read, after it in a later one.
+
+    >>> sorted(map(str, stop_read_answers(before=True, own_stop=True, one_read=True)))
+    ['ErrorCode.PREEMPTED', 'ErrorCode.STALE_SEQUENCE']
+    >>> stop_read_answers(before=False, own_stop=True, one_read=False) == {
+    ...     ErrorCode.PREEMPTED, None}
+    True
+    """
+    allowed: set[ErrorCode | None] = {ErrorCode.PREEMPTED}
+    if before and own_stop:
+        allowed.add(ErrorCode.STALE_SEQUENCE)
+    if not one_read:
+        allowed.add(None)
+    return allowed
+
 
 STATUS_AFTER_LINK_LOSS = True
 """SPEC §7.5 and §8.4: a session the watchdog ends is followed by its SESSION_ENDED and
@@ -675,11 +695,13 @@ async def proof_of_life(ctx: Context) -> None:
 @check(
     "7.4",
     "stop-first",
-    "a STOP or VENT read with other commands goes first: the commands of the session table "
-    "in that read are refused (PREEMPTED) and never run, nor when sent again",
+    "a STOP or VENT read with other frames goes first: a command of the session table that "
+    "the link takes is refused PREEMPTED (or STALE_SEQUENCE behind its controller's own "
+    "newer STOP), one the link refuses gets that refusal, GET_STATUS is answered; nothing "
+    "runs, nor when sent again",
 )
 async def stop_first(ctx: Context) -> None:
-    """Commands and a STOP or VENT in one write, each way round; with --inflate a START too."""
+    """Frames and a STOP or VENT in one write, each way round; with --inflate a START too."""
     ctx.need_control()
     p = ctx.p
     before = await ctx.status()
@@ -692,49 +714,70 @@ async def stop_first(ctx: Context) -> None:
         # read with it has passed its seq check and must be PREEMPTED.
         return p.build(message, seq=(p.seq - 50) % 0x10000, sign=False)
 
-    trials: list[tuple[str, list[Frame | Message], int, set[ErrorCode]]] = [
-        ("a SET_MODE then a stranger's STOP in one write", [SetMode(other), Stop()], 0, PREEMPTED),
-        ("a STOP then a SET_INTENSITY in one write", [Stop(), SetIntensity(low)], 1, PREEMPTED),
-        ("a SET_MODE then a stranger's VENT in one write", [SetMode(other), Vent()], 0, PREEMPTED),
-        ("a SET_MODE then the link's STOP in one write", [SetMode(other), Stop()], 0, OVERTAKEN),
-    ]
-    sizes = [_wire_size(ctx, [m for m in ms if isinstance(m, Message)]) for _, ms, _, _ in trials]
-    loose = ctx.strict_reads(max(sizes))
-    if loose is not None and not ctx.options.inflate:
-        raise NotTested(f"{loose} (SPEC §7.4), so only a session shows the rule: needs --inflate")
-    for what, messages, victim, refusals in trials if loose is None else []:
-        frames = [
-            stranger(m) if "stranger" in what and i != victim else p.build(m)
-            for i, m in enumerate(messages)
-            if isinstance(m, Message)
-        ]
+    # Each trial builds its frames when it runs, in the order they go (their seqs and
+    # counters the newest): the frames, the index of the command among them, whether
+    # the stop is the link's own, and the one refusal due whatever the read, if one is.
+    Trial = tuple[list[Frame], int, bool, ErrorCode | None]
+    trials: list[tuple[str, Callable[[], Trial]]] = [
+        (
+            "a SET_MODE then a stranger's STOP in one write",
+            lambda: ([p.build(SetMode(other)), stranger(Stop())], 0, False, None),
+        ),
+        (
+            "a STOP then a SET_INTENSITY in one write",
+            lambda: ([p.build(Stop()), p.build(SetIntensity(low))], 1, True, None),
+        ),
+        (
+            "a SET_MODE then a stranger's VENT in one write",
+            lambda: ([p.build(SetMode(other)), stranger(Vent())], 0, False, None),
+        ),
+        (
+            "a SET_MODE then the link's STOP, with the next seq, in one write",
+            lambda: ([p.build(SetMode(other)), p.build(Stop())], 0, True, None),
+        ),
+        (
+            # Refused by the link before the stop can matter: that refusal, in any read.
+            "a SET_MODE with an old seq then a stranger's STOP in one write",
+            lambda: (
+                [p.build(SetMode(other), seq=(p.seq - 40) % 0x10000), stranger(Stop())],
+                0, False, ErrorCode.STALE_SEQUENCE,
+            ),
+        ),
+    ]  # fmt: skip
+    for what, build in trials:
+        frames, victim, own, refusal = build()
+        urgent = 1 - victim
+        one_read = ctx.strict_reads(sum(len(f.encode()) for f in frames)) is None
+        allowed = stop_read_answers(before=victim == 0, own_stop=own, one_read=one_read)
+        if refusal is not None:
+            allowed = {refusal}
         start = len(p.records)
         p.write(*frames)
-        urgent = frames[1 - victim]
-        await _answered_ack(
-            ctx, urgent, start, f"the {MessageType(urgent.msg_type).name} of {what}"
-        )
-        reply = await p.reply(frames[victim], after=start, within_s=REPLY_TIMEOUT_S)
-        if _nak(reply) not in refusals:
-            said = describe(reply.message or "") if reply else "nothing"
-            names = " or ".join(sorted(e.name for e in refusals))
-            raise CheckFailed(f"the command of {what} was answered {said}, not NAK {names}")
+        name = MessageType(frames[urgent].msg_type).name
+        await _answered_ack(ctx, frames[urgent], start, f"the {name} of {what}")
+        reply = await _victim_answer(ctx, frames[victim], start, what, allowed)
         state = await ctx.status()
-        if (state.mode, state.intensity) != (mode, intensity):
+        ran = (state.mode, state.intensity) != (mode, intensity)
+        if ran and not isinstance(reply.message, Ack):
             raise CheckFailed(
-                f"{what}: the command ran (mode {mode} -> {state.mode}, intensity "
+                f"{what}: the refused command ran (mode {mode} -> {state.mode}, intensity "
                 f"{intensity} -> {state.intensity})"
             )
-        if victim == 0:
-            start = len(p.records)
-            p.write(frames[0])
-            again = await p.reply(frames[0], after=start, within_s=REPLY_TIMEOUT_S)
-            if _nak(again) not in refusals:
-                said = describe(again.message or "") if again else "nothing"
-                raise CheckFailed(f"the SET_MODE of {what}, sent again, was answered {said}")
-            state = await ctx.status()
-            if state.mode != mode:
-                raise CheckFailed(f"the refused SET_MODE ran when sent again ({state.mode})")
+        start = len(p.records)
+        p.write(frames[victim])
+        again = await p.reply(frames[victim], after=start, within_s=REPLY_TIMEOUT_S)
+        if again is None or again.message != reply.message:
+            said = describe(again.message or "") if again else "nothing"
+            raise CheckFailed(
+                f"the command of {what}, sent again alone, was answered {said}, not its first "
+                f"answer {describe(reply.message or '')} (SPEC §4, §7.4)"
+            )
+        if ran:  # it came in an earlier read than the stop, and ran: put the preset back
+            await ctx.ack(SetMode(mode), "SET_MODE back")
+            await ctx.ack(SetIntensity(intensity), "SET_INTENSITY back")
+        elif (state := await ctx.status()).mode != mode:
+            raise CheckFailed(f"the command of {what} ran when sent again ({state.mode})")
+    await _stop_read_as_usual(ctx, stranger)
     if not ctx.options.inflate:
         return
     what = "a START then a stranger's STOP in one write"
@@ -754,6 +797,52 @@ async def stop_first(ctx: Context) -> None:
     state = await ctx.status()
     if state.state != SessionState.IDLE:
         raise CheckFailed(f"after {what} the state is {state.state.name}")
+
+
+async def _victim_answer(
+    ctx: Context, frame: Frame, start: int, what: str, allowed: set[ErrorCode | None]
+) -> Record:
+    """The answer to ``frame``, written with a stop; fail unless ``allowed`` (None: ACK)."""
+    reply = await ctx.p.reply(frame, after=start, within_s=REPLY_TIMEOUT_S)
+    answer = None if reply is not None and isinstance(reply.message, Ack) else _nak(reply)
+    if reply is None or answer not in allowed:
+        said = describe(reply.message or "") if reply else "nothing"
+        names = " or ".join(sorted("ACK" if a is None else f"NAK {a.name}" for a in allowed))
+        raise CheckFailed(f"the command of {what} was answered {said}, not {names}")
+    return reply
+
+
+async def _stop_read_as_usual(ctx: Context, stranger: Callable[[Message], Frame]) -> None:
+    """A GET_STATUS, and an unsigned command on a signed link, each with a stranger's STOP.
+
+    SPEC §7.4: GET_STATUS in a stop's read is answered as usual; a frame the link
+    refuses (NOT_AUTHENTICATED) gets that refusal, not PREEMPTED, and uses up no
+    seq: the controller's own frame with that seq is still taken.
+    """
+    p = ctx.p
+    look = p.build(GetStatus())
+    what = "a GET_STATUS then a stranger's STOP in one write"
+    start = len(p.records)
+    p.write(look, stranger(Stop()))
+    await _victim_answer(ctx, look, start, what, {None})
+    if (
+        await p.wait_for(
+            lambda r: isinstance(r.message, Status), after=start, within_s=REPLY_TIMEOUT_S
+        )
+        is None
+    ):
+        raise CheckFailed(f"the GET_STATUS of {what} got its ACK and no STATUS (SPEC §7.5)")
+    if not p.authenticated:
+        return
+    mode = (await ctx.status()).mode
+    seq = (p.seq + 1) % 0x10000
+    forged = p.build(SetMode(ctx.other_mode(mode)), seq=seq, sign=False)
+    what = f"an unsigned SET_MODE (seq {seq}) then a stranger's STOP in one write"
+    start = len(p.records)
+    p.write(forged, stranger(Stop()))
+    await _victim_answer(ctx, forged, start, what, {ErrorCode.NOT_AUTHENTICATED})
+    await ctx.ack(SetMode(mode), f"the link's own SET_MODE with the seq ({seq}) of {what}", seq=seq)
+    p.seq = seq
 
 
 def _wire_size(ctx: Context, messages: list[Message]) -> int:
