@@ -343,7 +343,11 @@ class BrokenFirmware(Firmware):
         self.rule = rule = cfg.broken
         old = self.conn
         conn = BrokenConnection(
-            Role.DEVICE, timing=old.timing, pairings=old.pairings, device_signs=old.device_signs
+            Role.DEVICE,
+            timing=old.timing,
+            pairings=old.pairings,
+            device_signs=old.device_signs,
+            chambers=old.chambers,
         )
         conn.rule = rule
         self.conn = conn
