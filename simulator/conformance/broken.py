@@ -84,6 +84,11 @@ RULES: dict[str, Rule] = {
             "4",
             "uses up the seq of a frame of the wrong version or a short payload",
         ),
+        "cycle-count-uses-seq": (
+            "refused-uses-no-seq",
+            "4",
+            "refuses a SET_CYCLE with the wrong number of targets only after taking its seq",
+        ),
         "cycle-mode-unlisted": (
             "capabilities",
             "5.2",
@@ -347,7 +352,7 @@ class BrokenFirmware(Firmware):
             timing=old.timing,
             pairings=old.pairings,
             device_signs=old.device_signs,
-            chambers=old.chambers,
+            chambers=None if rule == "cycle-count-uses-seq" else old.chambers,
         )
         conn.rule = rule
         self.conn = conn
@@ -445,6 +450,12 @@ class BrokenFirmware(Firmware):
         super()._send_status()
 
     def _check(self, message: Message) -> ErrorCode | None:
+        if (
+            self.rule == "cycle-count-uses-seq"
+            and isinstance(message, SetCycle)
+            and len(message.targets_dmmhg) != self.config.chamber_count
+        ):
+            return ErrorCode.BAD_PAYLOAD
         if (
             self.rule == "cycle-target-unchecked"
             and isinstance(message, SetCycle)

@@ -64,9 +64,10 @@ REPLY_CACHE = 8
 REFUSED_BEFORE_SEQ = (
     ("a frame of version 2", ErrorCode.UNSUPPORTED_VERSION),
     ("a SET_INTENSITY without its payload", ErrorCode.BAD_PAYLOAD),
+    ("a SET_CYCLE with one target more than the device has chambers", ErrorCode.BAD_PAYLOAD),
 )
 """SPEC §4 and §4.1 (checks 2 and 4): a refusal of the link uses up no seq and is not
-remembered."""
+remembered; a SET_CYCLE whose ``n`` is not the number of chambers is one of them."""
 
 REMEMBERED_REFUSAL = ErrorCode.UNSUPPORTED_MODE
 """SPEC §4 and §8.3: a refusal of the value checks answers a frame the link took: a
@@ -402,7 +403,8 @@ async def seq_wrap(ctx: Context) -> None:
 @check(
     "4",
     "refused-uses-no-seq",
-    "a frame refused before its seq (wrong version, unreadable payload) uses up no seq",
+    "a frame refused before its seq (wrong version, unreadable payload, a SET_CYCLE with "
+    "another number of targets than chambers) uses up no seq",
 )
 async def refused_uses_no_seq(ctx: Context) -> None:
     """Each refusal of `REFUSED_BEFORE_SEQ`, then a good SET_MODE with its seq."""
@@ -413,6 +415,10 @@ async def refused_uses_no_seq(ctx: Context) -> None:
         start = len(p.records)
         if error == ErrorCode.UNSUPPORTED_VERSION:
             p.write(raw_frame(MessageType.SET_INTENSITY, b"\x01", seq=seq, version=2), note=what)
+        elif "SET_CYCLE" in what:
+            if not ctx.c.features & Feature.CYCLE or len(ctx.c.chambers) >= 16:
+                continue
+            p.write(p.build(_cycle(ctx, chambers=len(ctx.c.chambers) + 1), seq=seq))
         else:
             p.write(p.build_raw(MessageType.SET_INTENSITY, b"", seq=seq))
         refusal = await p.wait_for(p.reply_to(seq), after=start, within_s=REPLY_TIMEOUT_S)
