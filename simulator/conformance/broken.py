@@ -26,6 +26,7 @@ from firmware_protocol import (
     URGENT,
     Ack,
     Connection,
+    EndReason,
     ErrorCode,
     Frame,
     Hello,
@@ -159,6 +160,11 @@ RULES: dict[str, Rule] = {
             "silent-session",
             "10.3",
             "sends no STATUS after the SESSION_ENDED of a session its watchdog ended",
+        ),
+        "air-after-stop": (
+            "vented-after-stop",
+            "10.11",
+            "shows air in its chambers after a STOP for ever, and latches no fault",
         ),
         "fault-not-latched": ("faults-latch", "10.8", "takes SET_MODE and SET_INTENSITY in FAULT"),
         "idle-exhausts-closed": ("valves", "10.9", "reports its exhausts shut in IDLE"),
@@ -492,6 +498,14 @@ class BrokenFirmware(Firmware):
         status = super().status()
         if self.rule == "idle-exhausts-closed" and status.state == SessionState.IDLE:
             return replace(status, exhaust_mask=0)
+        if (
+            self.rule == "air-after-stop"
+            and status.state == SessionState.IDLE
+            and status.last_end == EndReason.STOPPED
+        ):
+            return replace(
+                status, pressures_dmmhg=tuple(max(p, 200) for p in status.pressures_dmmhg)
+            )
         return status
 
 

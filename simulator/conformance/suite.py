@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -37,6 +38,7 @@ from firmware_protocol import (
     StatusFlag,
     Stop,
     Unpair,
+    Vent,
 )
 from firmware_protocol.pairing import KeyPair
 from massager_ctl.transports import Transport, TransportClosed, open_transport
@@ -53,6 +55,12 @@ REPLY_TIMEOUT_S = 1.0
 """Real seconds a request waits for its reply before it is sent again."""
 ATTEMPTS = 3
 TRANSCRIPT_LINES = 60
+VENTED_DMMHG = 100
+"""SPEC §10.11: every chamber below 10 mmHg within 10 s of a session's end."""
+VENT_WITHIN_S = 10.0
+"""Device seconds §10.11 gives the chambers to empty after a session's end."""
+TIMING_SLACK_S = 0.25
+"""Device seconds a timed end may come late: one supervision period of the device."""
 
 _SPEED = re.compile(r"\+(\d+(?:\.\d+)?)x$")
 
@@ -67,6 +75,10 @@ class NotTested(Exception):
 
 class SuiteError(Exception):
     """Nothing can be checked: the device cannot be reached, or does not answer HELLO."""
+
+
+class WontStop(Exception):
+    """The device runs a session after the suite's STOP and VENT: nothing more is sent."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,10 @@ class Report:
     speed: float = 1.0
     results: list[Result] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    interrupted: str | None = None
+    """The signal that interrupted the run (``SIGINT``), if one did."""
+    halted: tuple[bool, str] | None = None
+    """With --inflate, the STOP and VENT on the way out: whether the device confirmed, how."""
 
     @property
     def failed(self) -> bool:
@@ -197,6 +213,10 @@ class Context:
         self.notes: list[str] = []
         self.history: list[Record] = []
         """The records of links closed earlier in the run (a restart opens a new one)."""
+        self.interrupted: str | None = None
+        """The signal that interrupted the run, once one has."""
+        self.pending_result: Result | None = None
+        """The result of the check an interruption cut short."""
 
     # --- the link -------------------------------------------------------------------------
 
@@ -385,6 +405,79 @@ class Context:
         p = self.p
         with contextlib.suppress(CheckFailed):
             await self.request(Stop(), what="STOP", sign=p.authenticated)
+
+    # --- stopping ------------------------------------------------------------------
+
+    def emergency_stop(self) -> None:
+        """Write a STOP and a VENT at once, in one write, without waiting (SPEC §7.4)."""
+        p = self.probe
+        if p is None or p.closed is not None:
+            return
+        with contextlib.suppress(Exception):  # whatever state the link is in: try
+            p.write(p.build(Stop()), p.build(Vent()), note="the suite stops the device")
+
+    async def vented(self, since_uptime_s: float | None = None) -> str | None:
+        """Wait until every chamber reads below 10 mmHg, or a fault is latched (SPEC §10.11).
+
+        Waits up to 10 s of the device's time from ``since_uptime_s`` (its
+        uptime when the session ended; default: now). Returns None once
+        vented, otherwise what the last STATUS showed.
+        """
+        deadline: float | None = since_uptime_s
+        while True:
+            state = await self.status(sign=self.p.authenticated)
+            uptime = state.uptime_ms / 1000
+            if deadline is None:
+                deadline = uptime
+            highest = max(state.pressures_dmmhg, default=0)
+            if state.state == SessionState.FAULT or highest < VENTED_DMMHG:
+                return None
+            if uptime > deadline + VENT_WITHIN_S + TIMING_SLACK_S:
+                return (
+                    f"a chamber still reads {highest / 10:g} mmHg {uptime - deadline:.1f} s after "
+                    "the end, and no fault is latched (SPEC §10.11)"
+                )
+            await self.sleep(0.5)
+
+    async def halt(self) -> tuple[bool, str]:
+        """STOP and VENT, then confirm: no session, the dump valve open, the chambers empty.
+
+        The way out of every run with --inflate, interrupted or not. Bounded: a
+        few request timeouts, and the 10 s of §10.11 for the chambers.
+        """
+        if self.probe is None or self.p.closed is not None:
+            with contextlib.suppress(Exception):
+                await self.close()
+                await self.open()
+        if self.probe is None:
+            return False, "the link is gone, so nothing could be sent"
+        p = self.p
+        try:
+            stop, vent = p.build(Stop()), p.build(Vent())
+            start = len(p.records)
+            for _ in range(ATTEMPTS):
+                p.write(stop, vent, note="the suite stops the device")
+                acks = [
+                    await p.reply(f, after=start, within_s=REPLY_TIMEOUT_S) for f in (stop, vent)
+                ]
+                if all(a is not None and isinstance(a.message, Ack) for a in acks):
+                    break
+            else:
+                return False, "STOP and VENT were not both answered ACK"
+            state = await self.status(sign=p.authenticated)
+            if state.state in (SessionState.RUNNING, SessionState.PAUSED):
+                return False, f"the device still shows a session ({state.state.name})"
+            if not state.flags & StatusFlag.DUMP_OPEN and state.state != SessionState.FAULT:
+                return False, "VENT did not open the dump valve (its STATUS flag is clear)"
+            problem = await self.vented()
+        except (CheckFailed, LinkGone) as error:
+            return False, str(error)
+        if problem is not None:
+            return False, problem
+        return True, (
+            f"the device is {state.state.name}, its dump valve open, every chamber below "
+            f"{VENTED_DMMHG / 10:g} mmHg"
+        )
 
     def need_control(self) -> None:
         """Raise `NotTested` unless the suite may send the commands that need a key."""
@@ -655,15 +748,68 @@ def transcript(ctx: Context, start: int) -> str:
     return "\n".join(lines)
 
 
-async def run(address: DeviceAddress, url: str, options: Options, hands: Hands) -> Report:
+async def run(
+    address: DeviceAddress,
+    url: str,
+    options: Options,
+    hands: Hands,
+    *,
+    signals: tuple[signal.Signals, ...] = (),
+    say: Callable[[str], None] = lambda text: None,
+) -> Report:
     """Run every selected check against the device at ``address``.
+
+    Each of ``signals`` interrupts the run: with --inflate a STOP and a VENT go
+    at once, and the report comes back marked interrupted, with whether the
+    device confirmed it is stopped and vented (`Report.halted`). A second one
+    stops waiting for that. ``say`` tells a person what happens meanwhile.
 
     Raises:
         SuiteError: the device cannot be reached or does not answer HELLO.
     """
     ctx = Context(address, options, hands)
     report = Report(url)
-    await ctx.open()
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+
+    def interrupt(signum: signal.Signals) -> None:
+        if options.inflate:
+            ctx.emergency_stop()  # first, before anything can wait
+        if ctx.interrupted is None:
+            ctx.interrupted = report.interrupted = signum.name
+            say(
+                f"interrupted ({signum.name})"
+                + (
+                    ": STOP and VENT sent; waiting for the device to confirm (up to "
+                    f"{VENT_WITHIN_S + 3 * ATTEMPTS * REPLY_TIMEOUT_S:g} s; interrupt again to "
+                    "stop waiting)"
+                    if options.inflate
+                    else ""
+                )
+            )
+        task.cancel()
+
+    for signum in signals:
+        loop.add_signal_handler(signum, interrupt, signum)
+    try:
+        return await _run(ctx, report, url)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+async def _run(ctx: Context, report: Report, url: str) -> Report:
+    options = ctx.options
+    task = asyncio.current_task()
+    assert task is not None
+    try:
+        await ctx.open()
+    except asyncio.CancelledError:
+        if ctx.interrupted is None:
+            raise
+        task.uncancel()
+        return report
     try:
         try:
             _, caps = await ctx.hello(signed=False, within_s=HELLO_TIMEOUT_S)
@@ -685,15 +831,40 @@ async def run(address: DeviceAddress, url: str, options: Options, hands: Hands) 
             raise SuiteError(f"{url} failed before the checks could start: {error}") from None
         await _run_checks(ctx, report)
         await _tidy(ctx, report, preset)
+    except asyncio.CancelledError:
+        if ctx.interrupted is None:
+            raise
+        task.uncancel()
+        _not_run(ctx, report, f"the run was interrupted ({ctx.interrupted})")
     finally:
         report.notes.extend(ctx.notes)
-        if options.inflate and ctx.probe is not None:
-            # Interrupted, or stopped on an error: no session of ours may go on (a STOP is
-            # taken from anyone; the device's watchdog would end it within watchdog_ms).
-            with contextlib.suppress(Exception):
-                ctx.p.write(ctx.p.build(Stop(), sign=False))
-        await ctx.close()
+        try:
+            if options.inflate:
+                # Interrupted, stopped on an error, or done: no session of ours may go on.
+                report.halted = await _halt(ctx)
+        finally:
+            await ctx.close()
     return report
+
+
+async def _halt(ctx: Context) -> tuple[bool, str]:
+    task = asyncio.current_task()
+    assert task is not None
+    try:
+        return await ctx.halt()
+    except asyncio.CancelledError:
+        if ctx.interrupted is None:
+            raise
+        task.uncancel()
+        return False, "interrupted again before the device confirmed"
+
+
+def _not_run(ctx: Context, report: Report, why: str) -> None:
+    """Every selected check without a result yet: not tested, and ``why``."""
+    done = {r.check for r in report.results}
+    for item in CHECKS:
+        if ctx.options.selects(item.section) and item.name not in done:
+            report.results.append(Result(item.section, item.name, item.rule, "not tested", why))
 
 
 async def _prepare(ctx: Context, report: Report) -> tuple[int, int]:
@@ -722,7 +893,18 @@ async def _run_checks(ctx: Context, report: Report) -> None:
     options = ctx.options
     for item in CHECKS:
         if options.selects(item.section) and not item.final:
-            report.results.append(await _run_one(ctx, item))
+            try:
+                report.results.append(await _run_one(ctx, item))
+            except asyncio.CancelledError:
+                if ctx.pending_result is not None:
+                    report.results.append(ctx.pending_result)
+                raise
+            except WontStop as error:
+                report.results.append(
+                    Result(item.section, item.name, item.rule, "fail", f"{error}: the run ends")
+                )
+                _not_run(ctx, report, "the device did not stop: the run ended (see above)")
+                return
 
 
 async def _run_one(ctx: Context, item: Check) -> Result:
@@ -738,6 +920,12 @@ async def _run_one(ctx: Context, item: Check) -> Result:
         if item.fresh:
             await ctx.fresh()
         await item.run(ctx)
+    except asyncio.CancelledError:
+        if ctx.interrupted is not None:
+            result.result = "not tested"
+            result.detail = f"interrupted ({ctx.interrupted}) during this check"
+            ctx.pending_result = result
+        raise
     except CheckFailed as error:
         result.result = "fail"
         result.detail = f"{error}\n{transcript(ctx, start)}"
@@ -748,19 +936,42 @@ async def _run_one(ctx: Context, item: Check) -> Result:
         result.detail = f"the link closed during the check: {error}\n{transcript(ctx, start)}"
         await _reopen(ctx)
     finally:
-        await _no_session_left(ctx)
+        if ctx.interrupted is None:
+            await _no_session_left(ctx, result)
     return result
 
 
-async def _no_session_left(ctx: Context) -> None:
-    """After a check: no session may run (a STOP is taken from anyone)."""
-    if ctx.probe is None or ctx.p.closed is not None:
+async def _no_session_left(ctx: Context, result: Result) -> None:
+    """After a check with --inflate: no session runs, and the chambers are empty.
+
+    A session left running is stopped (a STOP is taken from anyone), then
+    vented if the STOP did not end it. A device that keeps a session after
+    both, or keeps air in a chamber past §10.11's 10 s, fails the check: the
+    suite never passes it silently. One that will not stop ends the run.
+    """
+    if not ctx.options.inflate or ctx.probe is None or ctx.p.closed is not None:
         return
-    with contextlib.suppress(CheckFailed, LinkGone):
-        if ctx.options.inflate:
+    problem: str | None = None
+    try:
+        state = await ctx.status(sign=ctx.p.authenticated)
+        for urgent in (Stop(), Vent()):
+            if state.state not in (SessionState.RUNNING, SessionState.PAUSED):
+                break
+            await ctx.request(urgent, what=f"the suite's {urgent.TYPE.name} after the check")
             state = await ctx.status(sign=ctx.p.authenticated)
             if state.state in (SessionState.RUNNING, SessionState.PAUSED):
-                await ctx.stop_session()
+                problem = f"a session ran on after the suite's {urgent.TYPE.name} (SPEC §7.4)"
+        if state.state in (SessionState.RUNNING, SessionState.PAUSED):
+            raise WontStop(problem)
+        vented = await ctx.vented()
+        if vented is not None:
+            problem = f"after the check, {vented}"
+    except (CheckFailed, LinkGone) as error:
+        problem = f"the device did not answer the suite's look after the check: {error}"
+    if problem is not None:
+        detail = f"{problem}\n{transcript(ctx, len(ctx.p.records) - 12)}"
+        result.result = "fail"
+        result.detail = f"{result.detail}\n{detail}" if result.detail else detail
 
 
 async def _reopen(ctx: Context) -> None:
@@ -785,7 +996,10 @@ async def _tidy(ctx: Context, report: Report, preset: tuple[int, int]) -> None:
     for item in CHECKS:
         if not item.final:
             continue
-        result = await _run_one(ctx, item)
+        try:
+            result = await _run_one(ctx, item)
+        except WontStop as error:
+            result = Result(item.section, item.name, item.rule, "fail", f"{error}: the run ends")
         if ctx.options.selects(item.section):
             report.results.append(result)
     if ctx.keys is not None:

@@ -13,18 +13,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
-from firmware_protocol import Button
+from firmware_protocol import (
+    Button,
+    EndReason,
+    Frame,
+    FrameDecoder,
+    MessageType,
+    SessionState,
+    Status,
+    StatusFlag,
+    decode_message,
+)
 from massager_ctl.transports.sim import simulated_device
 from massager_ctl.urls import SimAddress, parse_device_url
 from simulator.clock import scaled_runner
@@ -134,7 +147,7 @@ async def test_a_device_that_does_not_pair_leaves_the_signed_checks_not_tested()
 async def test_a_preset_intensity_above_1_fails_no_check() -> None:
     # The device's owner left the remote's preset at level 2: nothing of the suite's doing.
     url = "sim://preset2?seed=1"
-    address = parse_device_url(url)
+    address = SimAddress(name="preset2", options={"seed": "1"})
     host = simulated_device(address)
     host.sync()
     host.press(Button.PLUS)
@@ -431,3 +444,105 @@ def test_a_restart_that_did_not_happen_is_not_tested() -> None:
     assert result.returncode == 0, result.stdout
     assert "not tested restart:" in result.stdout
     assert "the device did not restart: its uptime went on" in result.stdout
+
+
+# --- a maker in a hurry: interrupted runs ------------------------------------------------------
+
+
+def device_status(url: str) -> Status:
+    """The STATUS of the served device at ``url``, asked with GET_STATUS as anyone may."""
+    host, port = url.removeprefix("socket://").rsplit(":", 1)
+    decoder = FrameDecoder()
+    with socket.create_connection((host, int(port)), timeout=5) as line:
+        line.sendall(b"\x00" + Frame(1, MessageType.GET_STATUS).encode())
+        while True:
+            data = line.recv(4096)
+            assert data, "the device hung up"
+            for frame in decoder.feed(data):
+                if frame.msg_type == MessageType.STATUS:
+                    status = decode_message(frame.msg_type, frame.payload)
+                    assert isinstance(status, Status)
+                    return status
+
+
+class Snapshots:
+    """The lines ``massager-sim serve --every`` prints, read as they come."""
+
+    def __init__(self, device: Served) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        stream = device.process.stderr
+        assert stream is not None
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        with contextlib.suppress(ValueError):  # closed at the end of the test
+            for line in stream:
+                self.lines.put(line)
+
+    def wait_for(self, word: str, timeout: float = 20) -> str:
+        """The next line with ``word`` in it."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(queue.Empty):
+                line = self.lines.get(timeout=left)
+                if word in line:
+                    return line
+        raise AssertionError(f"no line with {word!r} in {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_leaves_the_device_stopped_and_vented(sig: signal.Signals) -> None:
+    # The session-cap check holds a session for 60 device seconds (6 s here): stopped in it.
+    with served("--set", "session_cap_s=60", "--set", "max_lease_s=60", "--every", "0.5") as device:
+        snapshots = Snapshots(device)
+        suite = subprocess.Popen(
+            [sys.executable, "-m", "simulator", "conformance", device.url, "--inflate",
+             "--section", "10.6", "--patience", "100", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            snapshots.wait_for(" running ")
+            suite.send_signal(sig)
+            out, err = suite.communicate(timeout=30)
+        finally:
+            if suite.poll() is None:
+                suite.kill()
+                suite.communicate()
+        state = device_status(device.url)
+    assert suite.returncode == 128 + sig, err
+    assert "Traceback" not in err
+    assert "interrupted" in err
+    assert "STOP and VENT sent: confirmed" in err, err
+    report = json.loads(out)
+    [cap] = [entry for entry in report if entry["check"] == "session-cap"]
+    assert cap["result"] == "not tested"
+    assert "interrupted" in cap["detail"]
+    # The suite's own STOP ended it (not the watchdog, not the hang-up), and VENT opened the dump.
+    assert state.state == SessionState.IDLE
+    assert state.last_end == EndReason.STOPPED
+    assert state.flags & StatusFlag.DUMP_OPEN
+    assert max(state.pressures_dmmhg) < 100
+
+
+async def test_a_device_that_keeps_air_after_the_suites_stop_is_reported() -> None:
+    options = Options(inflate=True, sections=("8.2",))
+    report = await run_sim("air?broken=air-after-stop&seed=1", options)
+    results = {r.check: r for r in report.results}
+    # table-session ends with the suite's own STOP: its check says what the device did after.
+    assert results["table-session"].result == "fail"
+    assert "after the check, a chamber still reads 20 mmHg" in results["table-session"].detail
+    assert report.halted is not None
+    confirmed, how = report.halted
+    assert not confirmed
+    assert "a chamber still reads 20 mmHg" in how
+
+
+def test_the_command_says_a_stop_was_not_confirmed_and_fails() -> None:
+    with served("--broken", "air-after-stop") as device:
+        result = conformance(device.url, "--inflate", "--section", "10.11", "--json")
+    assert result.returncode == 1
+    assert "STOP and VENT sent: NOT confirmed: a chamber still reads 20 mmHg" in result.stderr
+    assert "Switch the massager off" in result.stderr
+    [vented] = json.loads(result.stdout)
+    assert (vented["check"], vented["result"]) == ("vented-after-stop", "fail")
