@@ -36,6 +36,8 @@ from firmware_protocol import (
     Mode,
     Nak,
     Paired,
+    Renew,
+    Start,
     cobs,
     decode_message,
 )
@@ -88,6 +90,22 @@ def with_flags(frame: Frame, extra: int) -> bytes:
     raw = bytearray(frame.to_bytes()[:-2])
     raw[1] |= extra
     return cobs.encode(bytes(raw) + struct.pack("<H", crc16(bytes(raw)))) + b"\x00"
+
+
+def gentle(message: Message) -> None:
+    """Refuse to build a START or RENEW above intensity 1, or of the CYCLE mode.
+
+    The suite's one promise to the person at the device (``--inflate``): no
+    session of its own ever runs above the lowest level. A check that asks for
+    more is a bug of the suite, stopped here before a byte goes out.
+
+    Raises:
+        RuntimeError: ``message`` would start or renew a session above the lowest level.
+    """
+    if isinstance(message, Start | Renew) and (message.intensity > 1 or message.mode == Mode.CYCLE):
+        raise RuntimeError(
+            f"the suite never starts a session above intensity 1: refused {describe(message)}"
+        )
 
 
 def read_message(frame: Frame) -> Message | str:
@@ -292,6 +310,7 @@ class Probe:
         ``nonce`` and ``key`` override what a signature is made with (to replay,
         or to sign for another link); ``version`` is the frame's (the tag covers it).
         """
+        gentle(message)
         if seq is None:
             seq = self.seq if isinstance(message, KeepAlive) else self.next_seq()
         frame = Frame(seq, message.TYPE, message.encode_payload(), version)

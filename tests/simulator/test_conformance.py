@@ -33,21 +33,26 @@ from firmware_protocol import (
     Frame,
     FrameDecoder,
     MessageType,
+    Mode,
+    Renew,
     SessionState,
+    Start,
     Status,
     StatusFlag,
     decode_message,
 )
-from massager_ctl.transports.sim import simulated_device
+from massager_ctl.transports.sim import SimTransport, simulated_device
 from massager_ctl.urls import SimAddress, parse_device_url
 from simulator.clock import scaled_runner
 from simulator.config import DeviceConfig
 from simulator.conformance import checks  # noqa: F401  (registers the checks)
 from simulator.conformance.broken import RULES
 from simulator.conformance.hands import Hands, hands_for
+from simulator.conformance.probe import Probe
 from simulator.conformance.report import SECTIONS, as_json, as_text
 from simulator.conformance.suite import CHECKS, Options, Report, Result, run
 from simulator.faults import CATALOGUE
+from simulator.firmware import Firmware
 from simulator.host import DeviceHost
 from simulator.serve import PtyEndpoint, TcpEndpoint
 from tests.massager_ctl.test_ble import on_air
@@ -546,3 +551,37 @@ def test_the_command_says_a_stop_was_not_confirmed_and_fails() -> None:
     assert "Switch the massager off" in result.stderr
     [vented] = json.loads(result.stdout)
     assert (vented["check"], vented["result"]) == ("vented-after-stop", "fail")
+
+
+async def test_no_session_of_the_suite_runs_above_intensity_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[int, int, int]] = []
+    status = Firmware.status
+
+    def watched(self: Firmware) -> Status:
+        report = status(self)
+        if report.state in (SessionState.RUNNING, SessionState.PAUSED):
+            seen.append((report.mode, report.intensity, max(report.pressures_dmmhg)))
+        return report
+
+    monkeypatch.setattr(Firmware, "status", watched)
+    query = "&".join(f"{k}={v}" for k, v in QUICK.items())
+    report = await run_sim(f"gentle-all?seed=1&{query}")
+    assert set(outcomes(report).values()) == {"pass"}, failures(report)
+    assert seen, "no session ran"
+    assert {(mode, intensity) for mode, intensity, _ in seen} <= {(Mode.WAVE, 1), (Mode.PULSE, 1)}
+    lowest = DeviceConfig().levels_mmhg[0] * 10
+    assert max(pressure for _, _, pressure in seen) <= lowest * 1.1
+
+
+def test_the_suite_refuses_to_build_a_start_above_intensity_1() -> None:
+    async def main() -> None:
+        probe = Probe(SimTransport(SimAddress(name="guard")))
+        for message in (Start(Mode.WAVE, 2, 10), Renew(Mode.WAVE, 3, 10), Start(Mode.CYCLE, 0, 10)):
+            with pytest.raises(RuntimeError, match="never starts a session above"):
+                probe.build(message)
+        probe.build(Start(Mode.WAVE, 1, 10))
+        probe.build(Start(Mode.WAVE, 0, 10))  # refused by the device: the value checks
+
+    asyncio.run(main())
