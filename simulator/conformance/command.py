@@ -75,6 +75,8 @@ def run_command(
         report: Report = asyncio.run(run(address, url, options, hands, signals=signals, say=say))
     except SuiteError as error:
         say(str(error))
+        if as_json_report:  # a report all the same: a program reads stdout
+            click.echo(as_json(Report(url, results=[error.as_result()])))
         return 1
     except KeyboardInterrupt:  # before the run could take the signal itself
         say("interrupted")

@@ -26,6 +26,7 @@ from firmware_protocol import (
     GetStatus,
     Hello,
     Message,
+    MessageType,
     Mode,
     Nak,
     Pair,
@@ -74,7 +75,19 @@ class NotTested(Exception):
 
 
 class SuiteError(Exception):
-    """Nothing can be checked: the device cannot be reached, or does not answer HELLO."""
+    """Nothing can be checked: the device cannot be reached, or does not answer HELLO.
+
+    ``section`` and ``check`` say where the report (``--json``) puts it.
+    """
+
+    def __init__(self, message: str, *, section: str = "7.1", check: str = "hello") -> None:
+        super().__init__(message)
+        self.section = section
+        self.check = check
+
+    def as_result(self) -> Result:
+        """The error as the one result of a run that could check nothing."""
+        return Result(self.section, self.check, "", "fail", str(self))
 
 
 class WontStop(Exception):
@@ -217,6 +230,8 @@ class Context:
         """The signal that interrupted the run, once one has."""
         self.pending_result: Result | None = None
         """The result of the check an interruption cut short."""
+        self.began = False
+        """Whether the checks have begun (sessions may have been started since)."""
 
     # --- the link -------------------------------------------------------------------------
 
@@ -238,9 +253,10 @@ class Context:
         try:
             await transport.open()
         except TransportClosed as error:
-            raise SuiteError(str(error)) from None
+            raise SuiteError(str(error), section="2", check="reachable") from None
         except Exception as error:  # a transport's ConnectFailed and its kin: said plainly
-            raise SuiteError(str(error) or type(error).__name__) from None
+            why = str(error) or type(error).__name__
+            raise SuiteError(why, section="2", check="reachable") from None
         self.transport = transport
         probe = Probe(transport, speed=self.speed, keys=self.keys)
         probe.caps = self.caps
@@ -367,9 +383,16 @@ class Context:
         p.opening(frame, counter)
         start = len(p.records)
         reply: Record | None = None
+        answers = p.reply_to(seq)
+
+        def answered(record: Record) -> bool:
+            # A CAPABILITIES that cannot be read answers too: no use asking again.
+            unread = record.frame is not None and record.frame.msg_type == MessageType.CAPABILITIES
+            return answers(record) or (unread and isinstance(record.message, str))
+
         for _ in range(ATTEMPTS):
             p.write(b"\x00", frame, note="0x00 before HELLO")
-            reply = await p.reply(frame, after=start, within_s=within_s)
+            reply = await p.wait_for(answered, after=start, within_s=within_s)
             if reply is not None:
                 break
         if reply is None:
@@ -388,6 +411,19 @@ class Context:
         self.caps = caps
         self.forgotten = False
         return frame, caps
+
+    def unreadable_capabilities(self) -> str | None:
+        """Why the last CAPABILITIES from the device could not be read, if one could not."""
+        for record in reversed(self.p.records if self.probe is not None else []):
+            frame = record.frame
+            if not record.sent and frame is not None and frame.msg_type == MessageType.CAPABILITIES:
+                message = record.message
+                return (
+                    message.removeprefix("unreadable (").removesuffix(")")
+                    if isinstance(message, str)
+                    else None
+                )
+        return None
 
     async def fresh(self) -> Status:
         """A fresh link (signed when the suite has a key), answering challenges, device idle."""
@@ -814,6 +850,14 @@ async def _run(ctx: Context, report: Report, url: str) -> Report:
         try:
             _, caps = await ctx.hello(signed=False, within_s=HELLO_TIMEOUT_S)
         except (CheckFailed, LinkGone) as error:
+            unreadable = ctx.unreadable_capabilities()
+            if unreadable is not None:
+                raise SuiteError(
+                    f"{url} answered HELLO with a CAPABILITIES that cannot be read: {unreadable} "
+                    "(SPEC §5.2)",
+                    section="5.2",
+                    check="capabilities",
+                ) from None
             why = "" if isinstance(error, CheckFailed) else f" ({error})"
             raise SuiteError(
                 f"{url} did not answer HELLO in {ATTEMPTS} tries of {HELLO_TIMEOUT_S:g} s{why}: "
@@ -828,7 +872,9 @@ async def _run(ctx: Context, report: Report, url: str) -> Report:
         try:
             preset = await _prepare(ctx, report)
         except (CheckFailed, LinkGone) as error:
-            raise SuiteError(f"{url} failed before the checks could start: {error}") from None
+            raise SuiteError(
+                f"{url} failed before the checks could start: {error}", check="start"
+            ) from None
         await _run_checks(ctx, report)
         await _tidy(ctx, report, preset)
     except asyncio.CancelledError:
@@ -839,7 +885,7 @@ async def _run(ctx: Context, report: Report, url: str) -> Report:
     finally:
         report.notes.extend(ctx.notes)
         try:
-            if options.inflate:
+            if options.inflate and (ctx.began or ctx.interrupted):
                 # Interrupted, stopped on an error, or done: no session of ours may go on.
                 report.halted = await _halt(ctx)
         finally:
@@ -882,7 +928,9 @@ async def _prepare(ctx: Context, report: Report) -> tuple[int, int]:
     if state.state == SessionState.FAULT:
         raise SuiteError(
             f"the device has a fault latched ({state.faults!r}): clear it (its remote's power "
-            "button, or RESET_FAULT) and run again"
+            "button, or RESET_FAULT) and run again",
+            section="10.8",
+            check="start",
         )
     return state.mode, state.intensity
 
@@ -891,6 +939,7 @@ async def _run_checks(ctx: Context, report: Report) -> None:
     from . import checks  # noqa: F401  (registers them)
 
     options = ctx.options
+    ctx.began = True
     for item in CHECKS:
         if options.selects(item.section) and not item.final:
             try:

@@ -21,7 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -57,6 +58,7 @@ from simulator.host import DeviceHost
 from simulator.serve import PtyEndpoint, TcpEndpoint
 from tests.massager_ctl.test_ble import on_air
 from tests.served import Served, serve
+from tests.simulator.hostile import Misdeeds, counting, relayed
 
 SPEC = Path(__file__).parents[2] / "firmware_protocol" / "SPEC.md"
 QUICK = {"pause_limit_s": "5", "session_cap_s": "60", "max_lease_s": "60"}
@@ -380,7 +382,9 @@ def test_a_device_that_does_not_answer_hello_gets_a_plain_message(mute_port: str
     assert result.returncode == 1
     assert "did not answer HELLO" in result.stderr
     assert "Traceback" not in result.stderr
-    assert result.stdout == ""
+    [entry] = json.loads(result.stdout)  # a program reading the report learns why
+    assert (entry["section"], entry["check"], entry["result"]) == ("7.1", "hello", "fail")
+    assert "did not answer HELLO" in entry["detail"]
 
 
 def test_an_address_nothing_listens_on_gets_a_plain_message() -> None:
@@ -390,6 +394,9 @@ def test_an_address_nothing_listens_on_gets_a_plain_message() -> None:
     assert result.returncode == 1
     assert "massager-sim conformance: cannot reach" in result.stderr
     assert "Traceback" not in result.stderr
+    as_json_report = conformance(f"socket://127.0.0.1:{port}", "--json")
+    [entry] = json.loads(as_json_report.stdout)
+    assert (entry["section"], entry["check"], entry["result"]) == ("2", "reachable", "fail")
 
 
 def test_the_report_as_json_is_grouped_by_section() -> None:
@@ -585,3 +592,78 @@ def test_the_suite_refuses_to_build_a_start_above_intensity_1() -> None:
         probe.build(Start(Mode.WAVE, 0, 10))  # refused by the device: the value checks
 
     asyncio.run(main())
+
+
+# --- a stranger's device: hostile, broken or far away ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def open_device() -> Iterator[Served]:
+    """``massager-sim serve`` at 10x that takes commands from anyone (a development device)."""
+    with serve(
+        "--tcp", "127.0.0.1:0", "--speed", "10", "--insecure-open", "--set", "pause_limit_s=5",
+        paired=False,
+    ) as device:  # fmt: skip
+        yield device
+
+
+def hostile(device: Served, misdeeds: Misdeeds, *args: str, bound: float = 30) -> Hostile:
+    """The suite's run (``--json``) against ``device`` behind a relay doing ``misdeeds``.
+
+    ``bound``: real seconds the run may take at most; a longer one is a hang.
+    """
+    with relayed(device.url, misdeeds) as relay:
+        result = conformance(relay.url, "--json", *args, timeout=bound)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "an error of its own" not in result.stderr, result.stderr
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)  # valid JSON, whatever happened
+    assert isinstance(report, list)
+    for entry in report:
+        assert set(entry) == {"section", "check", "result", "detail"}
+        assert entry["result"] in ("pass", "fail", "not tested")
+        assert entry["result"] == "pass" or entry["detail"], entry
+    return Hostile(result.returncode, result.stderr, report)
+
+
+@dataclass
+class Hostile:
+    """What the suite said about a hostile device."""
+
+    code: int
+    stderr: str
+    report: list[dict[str, str]]
+
+    def result(self, check: str) -> dict[str, str]:
+        [entry] = [e for e in self.report if e["check"] == check]
+        return entry
+
+
+def test_a_device_that_answers_garbage_gets_a_plain_message(open_device: Served) -> None:
+    said = hostile(open_device, Misdeeds(garbage=True), "--inflate")
+    assert said.code == 1
+    assert "did not answer HELLO" in said.stderr
+    assert "STOP and VENT" not in said.stderr  # nothing was started, nothing to wait for
+    [entry] = said.report
+    assert (entry["section"], entry["check"], entry["result"]) == ("7.1", "hello", "fail")
+    assert "did not answer HELLO" in entry["detail"]
+
+
+@pytest.mark.parametrize(
+    ("misdeed", "why"),
+    [
+        (counting(chambers=0), "chambers must be a tuple of 1..16"),
+        (counting(levels=255), "payload is too short"),
+    ],
+    ids=["no chambers", "255 levels"],
+)
+def test_a_capabilities_that_cannot_be_read_is_said_so(
+    open_device: Served, misdeed: Callable[[bytes], bytes], why: str
+) -> None:
+    said = hostile(open_device, Misdeeds(capabilities=misdeed))
+    assert said.code == 1
+    assert "answered HELLO with a CAPABILITIES that cannot be read" in said.stderr
+    assert why in said.stderr
+    [entry] = said.report
+    assert (entry["section"], entry["result"]) == ("5.2", "fail")
+    assert why in entry["detail"]
