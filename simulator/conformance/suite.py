@@ -758,10 +758,21 @@ def _uptime_after(uptime_ms: int, seconds: float) -> bool:
     return uptime_ms / 1000 >= seconds
 
 
-def announced_speed(caps: Capabilities) -> float:
-    """The speed a served simulator announces after its firmware version (``+20x``), or 1."""
+SPEEDS = (0.1, 1000.0)
+"""The device speeds the suite keeps time with (as ``--speed`` takes)."""
+
+
+def announced_speed(caps: Capabilities) -> float | None:
+    """The speed a served simulator announces after its firmware version (``+20x``).
+
+    1 when none is announced; None when the one announced is outside `SPEEDS`
+    (a ``+0x`` would stop the suite's clock).
+    """
     match = _SPEED.search(caps.firmware)
-    return float(match.group(1)) if match else 1.0
+    if match is None:
+        return 1.0
+    speed = float(match.group(1))
+    return speed if SPEEDS[0] <= speed <= SPEEDS[1] else None
 
 
 def transcript(ctx: Context, start: int) -> str:
@@ -864,7 +875,13 @@ async def _run(ctx: Context, report: Report, url: str) -> Report:
                 "is it a massager, switched on, and at this address (and baud rate)?"
             ) from None
         report.caps = caps
-        ctx.speed = options.speed or announced_speed(caps)
+        speed = announced_speed(caps)
+        if speed is None and options.speed is None:
+            ctx.notes.append(
+                f"the device announces the speed in {caps.firmware!r}, outside "
+                f"{SPEEDS[0]:g}x to {SPEEDS[1]:g}x: the suite keeps real time (--speed sets one)"
+            )
+        ctx.speed = options.speed or speed or 1.0
         ctx.p.speed = report.speed = ctx.speed
         hello_at = next(r.at for r in ctx.p.records if r.sent and r.frame is not None)
         answered_at = next(r.at for r in ctx.p.records if isinstance(r.message, Capabilities))
@@ -984,6 +1001,14 @@ async def _run_one(ctx: Context, item: Check) -> Result:
         result.result = "fail"
         result.detail = f"the link closed during the check: {error}\n{transcript(ctx, start)}"
         await _reopen(ctx)
+    except WontStop:
+        raise
+    except Exception as error:  # what the device said took the suite where it cannot go on
+        result.result = "fail"
+        result.detail = (
+            f"the suite could not go on with this check: {type(error).__name__}: {error} "
+            f"(after what the device said, below)\n{transcript(ctx, start)}"
+        )
     finally:
         if ctx.interrupted is None:
             await _no_session_left(ctx, result)

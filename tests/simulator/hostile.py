@@ -163,7 +163,7 @@ def _noise(size: int) -> bytes:
     return bytes((i * 37 + 11) % 255 + 1 if i % 40 else 0 for i in range(size))
 
 
-def lying(**fields: int) -> Callable[[bytes], bytes]:
+def lying(**fields: int | str) -> Callable[[bytes], bytes]:
     """A CAPABILITIES payload with some of its numbers changed (``watchdog_ms=0``)."""
 
     def rewrite(payload: bytes) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import queue
 import re
@@ -58,7 +59,7 @@ from simulator.host import DeviceHost
 from simulator.serve import PtyEndpoint, TcpEndpoint
 from tests.massager_ctl.test_ble import on_air
 from tests.served import Served, serve
-from tests.simulator.hostile import Misdeeds, counting, relayed
+from tests.simulator.hostile import Misdeeds, counting, lying, relayed
 
 SPEC = Path(__file__).parents[2] / "firmware_protocol" / "SPEC.md"
 QUICK = {"pause_limit_s": "5", "session_cap_s": "60", "max_lease_s": "60"}
@@ -667,3 +668,39 @@ def test_a_capabilities_that_cannot_be_read_is_said_so(
     [entry] = said.report
     assert (entry["section"], entry["result"]) == ("5.2", "fail")
     assert why in entry["detail"]
+
+
+@pytest.mark.parametrize(
+    ("misdeed", "sections"),
+    [
+        (lying(firmware="1.0+0x"), ("5.2", "7.5")),
+        (lying(firmware="1.0+1e9x"), ("5.2",)),
+        (lying(firmware="1.0+100000x"), ("5.2",)),
+        (lying(ceiling_dmmhg=65535, max_target_dmmhg=65535), ("8.3",)),
+    ],
+    ids=["speed 0", "speed 1e9", "speed 100000", "no pressure too high"],
+)
+def test_absurd_capabilities_get_a_report(
+    open_device: Served, misdeed: Callable[[bytes], bytes], sections: tuple[str, ...]
+) -> None:
+    args = [arg for section in sections for arg in ("--section", section)]
+    said = hostile(open_device, Misdeeds(capabilities=misdeed), *args)
+    assert {entry["section"] for entry in said.report} == set(sections)
+
+
+async def test_a_check_the_device_leads_astray_fails_and_the_run_goes_on() -> None:
+    # Whatever a check meets that the suite did not foresee: that check fails, saying so.
+    async def astray(ctx: object) -> None:
+        raise ValueError("max() arg is an empty sequence")
+
+    [index] = [i for i, c in enumerate(CHECKS) if c.name == "capabilities"]
+    kept = CHECKS[index]
+    CHECKS[index] = dataclasses.replace(kept, run=astray)
+    try:
+        report = await run_sim("astray?seed=1", Options(sections=("5.2", "13")))
+    finally:
+        CHECKS[index] = kept
+    results = {r.check: r for r in report.results}
+    assert results["capabilities"].result == "fail"
+    assert "could not go on with this check: ValueError" in results["capabilities"].detail
+    assert results["extra-bytes"].result == "pass"
