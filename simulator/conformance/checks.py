@@ -266,10 +266,11 @@ async def device_numbering(ctx: Context) -> None:
     p = ctx.p
     p.answering = True
     start = len(p.records)
+    interval = ctx.timing("status_interval_ms", 2)
     await ctx.hello()
     for _ in range(3):
         await ctx.status()
-    await ctx.sleep(2 * ctx.c.status_interval_ms / 1000)
+    await ctx.sleep(2 * interval)
     frames = [r for r in p.received(start) if r.frame is not None]
     caps = next((i for i, r in enumerate(frames) if isinstance(r.message, Capabilities)), None)
     if caps is None:
@@ -564,6 +565,7 @@ async def answers(ctx: Context) -> None:
 async def watchdog(ctx: Context) -> None:
     """Two watchdogs answering every challenge, then silence until the device must forget."""
     p = ctx.p
+    ctx.timing("watchdog_ms", 4)
     await ctx.sleep(2 * ctx.watchdog_s())
     state = await ctx.status()
     if not state.flags & StatusFlag.CONTROLLER_PRESENT:
@@ -649,7 +651,7 @@ async def challenges(ctx: Context) -> None:
     """The CHALLENGEs of a watchdog and a half, spaced by the uptime they carry."""
     p = ctx.p
     start = len(p.records)
-    quarter = ctx.watchdog_s() / 4
+    quarter = ctx.timing("watchdog_ms", 1.5) / 4
     span = max(1.5 * ctx.watchdog_s(), 6 * quarter)
     await ctx.sleep(span)
     found = [r for r in p.received(start) if isinstance(r.message, Challenge)]
@@ -867,7 +869,7 @@ def _wire_size(ctx: Context, messages: list[Message]) -> int:
 async def status_reports(ctx: Context) -> None:
     """The STATUS of five status intervals, spaced by their uptimes."""
     p = ctx.p
-    interval = ctx.c.status_interval_ms / 1000
+    interval = ctx.timing("status_interval_ms", 5)
     start = len(p.records)
     await ctx.sleep(5 * interval)
     uptimes = [r.message.uptime_ms for r in p.received(start) if isinstance(r.message, Status)]
@@ -1449,6 +1451,7 @@ async def device_signs(ctx: Context) -> None:
     if not ctx.c.features & Feature.SIGNED_LINK:
         raise NotTested("the device does not announce SIGNED_LINK: its word can be forged (§12.3)")
     p = ctx.p
+    interval = ctx.timing("status_interval_ms", 1)
     p.answering = True
     start = len(p.records)
     await ctx.hello()
@@ -1458,7 +1461,7 @@ async def device_signs(ctx: Context) -> None:
     p.write(stranger)
     await _answered_ack(ctx, stranger, at, "a stranger's STOP")
     await ctx.status()
-    await ctx.sleep(ctx.c.status_interval_ms / 1000)
+    await ctx.sleep(interval)
     frames = p.received(start)
     caps = next(i for i, r in enumerate(frames) if isinstance(r.message, Capabilities))
     counter = 0

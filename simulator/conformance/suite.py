@@ -545,6 +545,24 @@ class Context:
         """The device's announced watchdog, in its seconds."""
         return self.c.watchdog_ms / 1000
 
+    def timing(self, name: str, times: float) -> float:
+        """The announced ``name`` (``watchdog_ms``) in seconds, for a check waiting ``times`` it.
+
+        Raises:
+            NotTested: it is 0, or the wait would be longer than --patience: no
+                check waits longer than that for one rule.
+        """
+        value = getattr(self.c, name) / 1000
+        if value == 0:
+            raise NotTested(f"the device announces {name} 0: there is nothing to time (see 5.2)")
+        wait = value * times
+        if wait > self.options.patience_s:
+            raise NotTested(
+                f"{name} is {getattr(self.c, name)}: the check would wait {wait:g} s, longer than "
+                f"--patience {self.options.patience_s:g}: run with --patience {wait + 10:.0f}"
+            )
+        return value
+
     async def go_silent_until_forgotten(self, *, feed: Callable[[], None] | None = None) -> str:
         """Stop answering challenges and wait until the device must have forgotten us.
 
@@ -554,8 +572,9 @@ class Context:
         the watchdog meanwhile (frames that must not keep the link, §7.3).
         """
         p = self.p
+        watchdog = self.timing("watchdog_ms", 2)
+        self.timing("status_interval_ms", 2)
         p.answering = False
-        watchdog = self.watchdog_s()
         last = p.answered[-1][1] if p.answered else None
         sent_uptime, exact = self._sent_uptime(last)
         tolerance = max(0.05 * watchdog, 0.05) + (0 if exact else self.c.status_interval_ms / 1000)

@@ -704,3 +704,39 @@ async def test_a_check_the_device_leads_astray_fails_and_the_run_goes_on() -> No
     assert results["capabilities"].result == "fail"
     assert "could not go on with this check: ValueError" in results["capabilities"].detail
     assert results["extra-bytes"].result == "pass"
+
+
+@pytest.mark.parametrize(
+    ("misdeed", "sections", "why"),
+    [
+        (lying(watchdog_ms=65535), ("7.2", "7.3", "7.4", "10.3"), "longer than --patience 30"),
+        (lying(status_interval_ms=65535), ("4", "7.5"), "longer than --patience 30"),
+        (lying(watchdog_ms=0), ("7.3",), "announces watchdog_ms 0"),
+        (lying(status_interval_ms=0), ("7.5",), "announces status_interval_ms 0"),
+    ],
+    ids=["watchdog 65535 ms", "status 65535 ms", "watchdog 0", "status 0"],
+)
+def test_absurd_timings_are_not_waited_for(
+    open_device: Served, misdeed: Callable[[bytes], bytes], sections: tuple[str, ...], why: str
+) -> None:
+    # A minute of the device's time per rule would be ten here: the bound is --patience.
+    args = [arg for section in sections for arg in ("--section", section)]
+    said = hostile(open_device, Misdeeds(capabilities=misdeed), "--inflate", *args, bound=20)
+    timed = [e for e in said.report if e["check"] in TIMED]
+    assert timed
+    for entry in timed:
+        assert entry["result"] == "not tested", entry
+        assert why in entry["detail"]
+
+
+TIMED = {
+    "watchdog",
+    "challenges",
+    "proof-of-life",
+    "no-hello",
+    "stop-from-anyone",
+    "silent-session",
+    "status-reports",
+    "device-numbering",
+}
+"""The checks that wait for the watchdog or the status interval."""
