@@ -53,6 +53,11 @@ CLOCK_TICK_S = 1e-5
 (looptime, in the tests) may fire a timer a tick early and never reach the deadline."""
 
 
+FLOOD_PER_S = 1000
+"""Frames a second from the device (at real speed) past which it floods the link: a STATUS
+every status_interval_ms, a CHALLENGE every quarter watchdog and the answers are dozens."""
+
+
 class LinkGone(Exception):
     """The transport closed under the suite: the device went away, or hung up."""
 
@@ -241,6 +246,10 @@ class Probe:
         self.answered: list[tuple[float, Record]] = []
         """(when, the CHALLENGE record) for every challenge the probe answered."""
         self.closed: str | None = None
+        self.flooded = False
+        """Whether the device sent more than `FLOOD_PER_S` frames in a second: the probe
+        stopped reading (each frame is kept, and a flood would fill the memory)."""
+        self._window = (0.0, 0)
         self._pending_hello: tuple[int, int] | None = None
         self._contexts: list[bytes] = []
         self._waiters: set[asyncio.Event] = set()
@@ -415,13 +424,35 @@ class Probe:
             while True:
                 data = await self.transport.read()
                 at = self.now
-                for frame in self.decoder.feed(data):
+                frames = self.decoder.feed(data)
+                if self._flooding(at, len(frames)):
+                    return
+                for frame in frames:
                     self._received(frame, at)
                 self._wake()
         except TransportClosed as error:
             self.closed = str(error) or "the link closed"
             self.present = False
             self._wake()
+
+    def _flooding(self, at: float, count: int) -> bool:
+        """Count ``count`` frames read at ``at``; past `FLOOD_PER_S` in a second, stop."""
+        since, seen = self._window
+        if at - since >= 1.0:
+            since, seen = at, 0
+        seen += count
+        self._window = (since, seen)
+        limit = FLOOD_PER_S * max(1.0, self.speed)
+        if seen <= limit:
+            return False
+        self.flooded = True
+        self.closed = (
+            f"the device floods the link: more than {limit:g} frames in a second (a STATUS "
+            "every status_interval_ms, the challenges and the answers are a few dozen)"
+        )
+        self.present = False
+        self._wake()
+        return True
 
     def _received(self, frame: Frame, at: float) -> None:
         message = read_message(frame)

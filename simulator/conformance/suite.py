@@ -232,6 +232,8 @@ class Context:
         """The result of the check an interruption cut short."""
         self.began = False
         """Whether the checks have begun (sessions may have been started since)."""
+        self.flooded: str | None = None
+        """How the device flooded the link, once it has: the run ends."""
 
     # --- the link -------------------------------------------------------------------------
 
@@ -266,6 +268,8 @@ class Context:
     async def close(self) -> None:
         """Stop the probe and close the transport."""
         if self.probe is not None:
+            if self.probe.flooded:
+                self.flooded = self.probe.closed
             await self.probe.stop()
             self.history += self.probe.records
             self.probe = None
@@ -990,6 +994,9 @@ async def _run_checks(ctx: Context, report: Report) -> None:
                 )
                 _not_run(ctx, report, "the device did not stop: the run ended (see above)")
                 return
+            if ctx.flooded:
+                _not_run(ctx, report, f"{ctx.flooded}: the run ended")
+                return
 
 
 async def _run_one(ctx: Context, item: Check) -> Result:
@@ -1070,6 +1077,8 @@ async def _no_session_left(ctx: Context, result: Result) -> None:
 async def _reopen(ctx: Context) -> None:
     with contextlib.suppress(Exception):
         await ctx.close()
+    if ctx.flooded:
+        return  # the run ends
     try:
         await ctx.open()
         await ctx.hello()

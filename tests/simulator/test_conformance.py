@@ -740,3 +740,12 @@ TIMED = {
     "device-numbering",
 }
 """The checks that wait for the watchdog or the status interval."""
+
+
+@pytest.mark.parametrize(
+    "per_s", [30_000, 200_000]
+)  # the device runs at 10x: 10,000 a second is its limit
+def test_a_device_that_floods_the_link_ends_the_run(open_device: Served, per_s: int) -> None:
+    said = hostile(open_device, Misdeeds(flood_per_s=per_s), "--inflate", bound=20)
+    assert said.code == 1
+    assert "floods the link" in said.stderr + json.dumps(said.report)
