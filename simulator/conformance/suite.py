@@ -909,6 +909,7 @@ async def _run(ctx: Context, report: Report, url: str) -> Report:
         hello_at = next(r.at for r in ctx.p.records if r.sent and r.frame is not None)
         answered_at = next(r.at for r in ctx.p.records if isinstance(r.message, Capabilities))
         ctx.quiet_s = min(max(0.3, 5 * (answered_at - hello_at)), 2.0)
+        _round_trip(ctx, url, answered_at - hello_at)
         try:
             preset = await _prepare(ctx, report)
         except (CheckFailed, LinkGone) as error:
@@ -951,6 +952,37 @@ def _not_run(ctx: Context, report: Report, why: str) -> None:
     for item in CHECKS:
         if ctx.options.selects(item.section) and item.name not in done:
             report.results.append(Result(item.section, item.name, item.rule, "not tested", why))
+
+
+def _round_trip(ctx: Context, url: str, real_s: float) -> None:
+    """Whether an answer to a challenge can reach the device before its watchdog runs out.
+
+    The watchdog runs from when the challenge was sent (SPEC §7.3), and the next
+    challenge comes up to a quarter watchdog later: an answer must be back within
+    three quarters of the watchdog, or the device loses every controller and no
+    check could hold one.
+
+    Raises:
+        SuiteError: the HELLO's round trip is three quarters of the watchdog or more.
+    """
+    device_s = real_s * ctx.speed
+    watchdog = ctx.watchdog_s()
+    said = f"the link's round trip is {real_s:.2f} s" + (
+        f" ({device_s:.2f} s of the device's time)" if ctx.speed != 1 else ""
+    )
+    if watchdog and device_s >= 0.75 * watchdog:
+        raise SuiteError(
+            f"{url}: {said}, too long for the device's watchdog ({watchdog:g} s): it forgets "
+            "the suite before the answers to its challenges can reach it, a quarter watchdog "
+            "apart (SPEC §7.3). Check it over a quicker link",
+            section="7.3",
+            check="watchdog",
+        )
+    if watchdog and device_s >= watchdog / 2:
+        ctx.notes.append(
+            f"{said}, over half the device's watchdog ({watchdog:g} s): a challenge's "
+            "answer may come too late, and the timing checks say so"
+        )
 
 
 async def _prepare(ctx: Context, report: Report) -> tuple[int, int]:

@@ -2,7 +2,8 @@
 
 The suite runs as a maker runs it (``massager-sim conformance URL``, its own
 process); the relay sits between it and ``massager-sim serve`` on TCP, in a
-thread of this process with its own event loop, and does to the device's words
+thread of this process with its own event loop (or on the test's own loop, with
+`Relay.here`, when the suite runs there too), and does to the device's words
 what a broken device would: answers every frame twice, floods the link, sends
 blocks longer than any frame, lies in CAPABILITIES, delays everything, or hangs
 up in the middle of a check.
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from firmware_protocol import Capabilities, Frame, FrameDecoder, MessageType, decode_message
@@ -52,6 +53,7 @@ class Relay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._ready = threading.Event()
+        self._up: asyncio.Event | None = None
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
     def __enter__(self) -> Relay:
@@ -63,6 +65,19 @@ class Relay:
         if self._loop is not None and self._stopped is not None:
             self._loop.call_soon_threadsafe(self._stopped.set)
         self._thread.join(10)
+
+    @contextlib.asynccontextmanager
+    async def here(self) -> AsyncIterator[Relay]:
+        """The relay on the running loop instead of a thread: delays on its clock."""
+        self._up = asyncio.Event()
+        task = asyncio.create_task(self._main())
+        await self._up.wait()
+        try:
+            yield self
+        finally:
+            assert self._stopped is not None
+            self._stopped.set()
+            await task
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -84,6 +99,8 @@ class Relay:
         server = await asyncio.start_server(client, "127.0.0.1", 0)
         self.url = f"socket://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         self._ready.set()
+        if self._up is not None:
+            self._up.set()
         await self._stopped.wait()
         server.close()
         for task in list(tasks):
@@ -99,10 +116,22 @@ class Relay:
         loop = asyncio.get_running_loop()
         last_status: list[Frame] = []
 
+        # One queue a way, so that the delay keeps the order (timers due at once may not).
+        queues: dict[asyncio.StreamWriter, asyncio.Queue[tuple[float, bytes]]] = {
+            writer: asyncio.Queue(),
+            device_writer: asyncio.Queue(),
+        }
+
         def later(out: asyncio.StreamWriter, data: bytes) -> None:
             if deeds.delay_s:
-                loop.call_later(deeds.delay_s, _write, out, data)
+                queues[out].put_nowait((loop.time() + deeds.delay_s, data))
             else:
+                _write(out, data)
+
+        async def deliver(out: asyncio.StreamWriter) -> None:
+            while True:
+                due, data = await queues[out].get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
                 _write(out, data)
 
         async def to_device() -> None:
@@ -130,7 +159,7 @@ class Relay:
             server.close()  # nobody gets in again: the device is gone
             writer.transport.abort()
 
-        jobs = [to_device(), to_suite(), flood()]
+        jobs = [to_device(), to_suite(), flood(), deliver(writer), deliver(device_writer)]
         if deeds.cut_after_s is not None:
             jobs.append(cut())
         try:

@@ -59,7 +59,7 @@ from simulator.host import DeviceHost
 from simulator.serve import PtyEndpoint, TcpEndpoint
 from tests.massager_ctl.test_ble import on_air
 from tests.served import Served, serve
-from tests.simulator.hostile import Misdeeds, counting, lying, relayed
+from tests.simulator.hostile import Misdeeds, Relay, counting, lying, relayed
 
 SPEC = Path(__file__).parents[2] / "firmware_protocol" / "SPEC.md"
 QUICK = {"pause_limit_s": "5", "session_cap_s": "60", "max_lease_s": "60"}
@@ -749,3 +749,37 @@ def test_a_device_that_floods_the_link_ends_the_run(open_device: Served, per_s: 
     said = hostile(open_device, Misdeeds(flood_per_s=per_s), "--inflate", bound=20)
     assert said.code == 1
     assert "floods the link" in said.stderr + json.dumps(said.report)
+
+
+def test_a_link_slower_than_the_watchdog_is_said_so(open_device: Served) -> None:
+    # 200 ms each way to a device at 10x: 4 s of its time, where its watchdog is 1 s.
+    said = hostile(open_device, Misdeeds(delay_s=0.2), "--inflate", bound=20)
+    assert said.code == 1
+    assert "too long for the device's watchdog (1 s)" in said.stderr
+    [entry] = said.report
+    assert (entry["section"], entry["check"], entry["result"]) == ("7.3", "watchdog", "fail")
+
+
+def test_a_relay_that_delays_every_frame_200_ms_gets_a_report(scaled: asyncio.Runner) -> None:
+    # A device at real speed 200 ms away each way, on a clock 20 times faster than real time.
+    async def main() -> Report:
+        host = DeviceHost(quick_config())
+        host.start()
+        served = TcpEndpoint(host)
+        url = await served.open("127.0.0.1", 0)
+        try:
+            async with Relay(url, Misdeeds(delay_s=0.2)).here() as relay:
+                options = Options(inflate=True, sections=("7.3", "7.5", "10.3"))
+                return await run(parse_device_url(relay.url), relay.url, options, HandsOn(host))
+        finally:
+            await served.close()
+            host.stop()
+
+    report = scaled.run(main())
+    json.loads(as_json(report))
+    assert {r.check for r in report.results} == {
+        "watchdog", "challenges", "proof-of-life", "status-reports", "silent-session",
+    }  # fmt: skip
+    for result in report.results:  # a round trip of 0.4 s fits a watchdog of 1 s
+        assert result.result == "pass", failures(report)
+    assert not [note for note in report.notes if "over half the device's watchdog" in note]
