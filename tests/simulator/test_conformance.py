@@ -783,3 +783,30 @@ def test_a_relay_that_delays_every_frame_200_ms_gets_a_report(scaled: asyncio.Ru
     for result in report.results:  # a round trip of 0.4 s fits a watchdog of 1 s
         assert result.result == "pass", failures(report)
     assert not [note for note in report.notes if "over half the device's watchdog" in note]
+
+
+def test_a_device_that_says_everything_twice_fails_what_it_breaks(open_device: Served) -> None:
+    said = hostile(open_device, Misdeeds(twice=True), "--section", "4", "--section", "7.1")
+    assert said.code == 1
+    assert said.result("device-numbering")["result"] == "fail"  # the same seq twice
+    assert said.result("hello")["result"] == "fail"  # CAPABILITIES, then CAPABILITIES again
+    assert said.result("resend")["result"] == "pass"  # a reply twice is still its reply
+
+
+def test_blocks_longer_than_any_frame_are_dropped(open_device: Served) -> None:
+    said = hostile(open_device, Misdeeds(huge=100_000), "--section", "3.3", "--section", "4")
+    assert said.code == 0, said.report
+    assert {entry["result"] for entry in said.report} == {"pass"}
+
+
+def test_a_device_that_hangs_up_mid_check_gets_a_report(open_device: Served) -> None:
+    said = hostile(open_device, Misdeeds(cut_after_s=1.0), "--inflate", bound=20)
+    assert said.code == 1
+    results = [entry["result"] for entry in said.report]
+    assert "pass" in results
+    [cut] = [e for e in said.report if e["result"] == "fail"]
+    assert "the link closed during the check" in cut["detail"]
+    lost = [e for e in said.report if "the link was lost earlier in the run" in e["detail"]]
+    assert lost
+    assert all(e["result"] == "not tested" for e in lost)
+    assert "STOP and VENT sent: NOT confirmed: the link is gone" in said.stderr
