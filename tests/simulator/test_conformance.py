@@ -810,3 +810,45 @@ def test_a_device_that_hangs_up_mid_check_gets_a_report(open_device: Served) -> 
     assert lost
     assert all(e["result"] == "not tested" for e in lost)
     assert "STOP and VENT sent: NOT confirmed: the link is gone" in said.stderr
+
+
+def test_ctrl_c_at_a_question_to_the_maker_ends_the_run() -> None:
+    with served() as device:
+        asking = subprocess.Popen(
+            [sys.executable, "-m", "simulator", "conformance", device.url, "--section", "12.1",
+             "--restart-step", "--json"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert asking.stderr is not None
+            asked = ""
+            while ">>> " not in asked:
+                line = asking.stderr.readline()
+                assert line, "the suite ended without asking for a restart"
+                asked += line
+            asking.send_signal(signal.SIGINT)  # the maker gives up; stdin stays open
+            code = asking.wait(timeout=15)
+            out, err = asking.communicate()
+        finally:
+            if asking.poll() is None:
+                asking.kill()
+                asking.communicate()
+    assert code == 130, err
+    [restart] = json.loads(out)
+    assert (restart["check"], restart["result"]) == ("restart", "not tested")
+    assert "interrupted (SIGINT)" in restart["detail"]
+
+
+def test_no_answer_from_the_maker_is_not_a_failure_of_the_device() -> None:
+    with served() as device:
+        result = subprocess.run(
+            [sys.executable, "-m", "simulator", "conformance", device.url, "--section", "12",
+             "--restart-step", "--json"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = {entry["check"]: entry for entry in json.loads(result.stdout)}
+    assert report["restart"]["result"] == "not tested"
+    assert "no answer on standard input" in report["restart"]["detail"]
+    # The link came back: the checks after it ran, and the suite unpaired at the end.
+    assert report["device-signs"]["result"] == report["unpair"]["result"] == "pass"
