@@ -33,6 +33,10 @@ FAULT_HOW = (
 )
 
 
+RESTART_COMMAND_S = 60.0
+"""Real seconds a --restart-command may take before the suite gives up on it."""
+
+
 class Hands:
     """A device nobody attends: the suite can open nothing, restart nothing, break nothing."""
 
@@ -134,10 +138,23 @@ class MakerHands(Hands):
 
     async def restart(self) -> None:  # noqa: D102
         if self.restart_command:
+            from .suite import NotTested  # the runner's; imported here, where it is needed
+
             process = await asyncio.create_subprocess_shell(self.restart_command)
-            code = await process.wait()
+            try:
+                async with asyncio.timeout(RESTART_COMMAND_S):
+                    code = await process.wait()
+            except TimeoutError:
+                raise NotTested(
+                    f"--restart-command did not finish in {RESTART_COMMAND_S:g} s"
+                ) from None
+            finally:
+                if process.returncode is None:  # timed out, or the run was interrupted
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    await asyncio.shield(process.wait())
             if code != 0:
-                raise RuntimeError(f"--restart-command exited with status {code}")
+                raise NotTested(f"--restart-command exited with status {code}")
             return
         await self._ask("Switch the massager off and on again (its memory must survive)")
 

@@ -48,11 +48,12 @@ from massager_ctl.urls import SimAddress, parse_device_url
 from simulator.clock import scaled_runner
 from simulator.config import DeviceConfig
 from simulator.conformance import checks  # noqa: F401  (registers the checks)
+from simulator.conformance import hands as hands_module
 from simulator.conformance.broken import RULES
-from simulator.conformance.hands import Hands, hands_for
+from simulator.conformance.hands import Hands, MakerHands, hands_for
 from simulator.conformance.probe import Probe
 from simulator.conformance.report import SECTIONS, as_json, as_text
-from simulator.conformance.suite import CHECKS, Options, Report, Result, run
+from simulator.conformance.suite import CHECKS, NotTested, Options, Report, Result, run
 from simulator.faults import CATALOGUE
 from simulator.firmware import Firmware
 from simulator.host import DeviceHost
@@ -852,3 +853,13 @@ def test_no_answer_from_the_maker_is_not_a_failure_of_the_device() -> None:
     assert "no answer on standard input" in report["restart"]["detail"]
     # The link came back: the checks after it ran, and the suite unpaired at the end.
     assert report["device-signs"]["result"] == report["unpair"]["result"] == "pass"
+
+
+@pytest.mark.looptime(False)
+async def test_a_restart_command_that_never_ends_or_fails_is_not_tested(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hands_module, "RESTART_COMMAND_S", 0.5)
+    for command, said in (("sleep 30", "did not finish in 0.5 s"), ("exit 3", "status 3")):
+        with pytest.raises(NotTested, match=said):
+            await MakerHands(restart_command=command).restart()
