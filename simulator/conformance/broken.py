@@ -46,7 +46,9 @@ from firmware_protocol import (
     SetMode,
     StartSource,
     Status,
+    Stop,
     Unpair,
+    Vent,
     cobs,
 )
 from firmware_protocol.connection import seq_newer
@@ -125,6 +127,11 @@ RULES: dict[str, Rule] = {
             "takes a KEEPALIVE of another version as proof of life",
         ),
         "stop-needs-hello": ("stop-from-anyone", "7.4", "refuses STOP and VENT before HELLO"),
+        "stop-ignored": (
+            "stop-from-anyone",
+            "7.4",
+            "answers STOP and VENT with ACK during a session and lets it run on",
+        ),
         "stop-not-first": (
             "stop-first",
             "7.4",
@@ -440,6 +447,13 @@ class BrokenFirmware(Firmware):
         ):
             self._send(Ack(seq))
             self._apply(message)
+            return
+        if (
+            rule == "stop-ignored"
+            and isinstance(message, Stop | Vent)
+            and state in (SessionState.RUNNING, SessionState.PAUSED)
+        ):
+            self._send(Ack(seq))
             return
         if rule == "unpair-keeps-key" and isinstance(message, Unpair):
             self._send(Ack(seq))

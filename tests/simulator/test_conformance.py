@@ -863,3 +863,18 @@ async def test_a_restart_command_that_never_ends_or_fails_is_not_tested(
     for command, said in (("sleep 30", "did not finish in 0.5 s"), ("exit 3", "status 3")):
         with pytest.raises(NotTested, match=said):
             await MakerHands(restart_command=command).restart()
+
+
+async def test_a_device_that_will_not_stop_ends_the_run() -> None:
+    options = Options(inflate=True, sections=("8", "10"))
+    report = await run_sim("runaway?broken=stop-ignored&seed=1", options)
+    results = {r.check: r for r in report.results}
+    # table-session's STOP leaves it RUNNING; the suite's own STOP and VENT after it too.
+    assert results["table-session"].result == "fail"
+    assert "a session ran on after the suite's VENT" in results["table-session"].detail
+    assert "the run ends" in results["table-session"].detail
+    later = [r for r in report.results if r.section.startswith("10")]
+    assert later
+    assert all(r.result == "not tested" and "did not stop" in r.detail for r in later)
+    assert report.halted is not None
+    assert report.halted == (False, "the device still shows a session (RUNNING)")
