@@ -698,7 +698,7 @@ async def proof_of_life(ctx: Context) -> None:
             p.write(p.build(KeepAlive(named), version=2))
         p.write(p.build(GetStatus()))
 
-    await ctx.sleep(ctx.watchdog_s() / 2)
+    await ctx.sleep(ctx.timing("watchdog_ms", 2) / 2)
     await ctx.go_silent_until_forgotten(feed=feed)
 
 
@@ -1179,6 +1179,7 @@ async def silent_session(ctx: Context) -> None:
     """A session, then silence: LINK_LOST, the dump valve, empty chambers, no resume."""
     ctx.need_control()
     p = ctx.p
+    ctx.timing("watchdog_ms", 2)  # before a session is started for nothing
     await _start(ctx, lease_s=60)
     await ctx.sleep(ctx.watchdog_s() / 2)
     start = len(p.records)

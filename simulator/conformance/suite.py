@@ -491,6 +491,9 @@ class Context:
                 await self.open()
         if self.probe is None:
             return False, "the link is gone, so nothing could be sent"
+        if self.flooded:  # nothing can be read back: sent once, for what it is worth
+            self.emergency_stop()
+            return False, f"{self.flooded}, so nothing could be read back"
         p = self.p
         try:
             stop, vent = p.build(Stop()), p.build(Vent())
