@@ -94,8 +94,8 @@ def stop_read_answers(*, before: bool, own_stop: bool, one_read: bool) -> set[Er
     apart from the stop (a transport that may split the write) it runs: before
     the stop in an earlier read, after it in a later one.
 
-    >>> sorted(map(str, stop_read_answers(before=True, own_stop=True, one_read=True)))
-    ['ErrorCode.PREEMPTED', 'ErrorCode.STALE_SEQUENCE']
+    >>> sorted(e.name for e in stop_read_answers(before=True, own_stop=True, one_read=True))
+    ['PREEMPTED', 'STALE_SEQUENCE']
     >>> stop_read_answers(before=False, own_stop=True, one_read=False) == {
     ...     ErrorCode.PREEMPTED, None}
     True
