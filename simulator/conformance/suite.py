@@ -454,7 +454,8 @@ class Context:
         if p is None or p.closed is not None:
             return
         with contextlib.suppress(Exception):  # whatever state the link is in: try
-            p.write(p.build(Stop()), p.build(Vent()), note="the suite stops the device")
+            # A 0x00 first ends a frame the interruption cut short (SPEC §3.2).
+            p.write(b"\x00", p.build(Stop()), p.build(Vent()), note="the suite stops the device")
 
     async def vented(self, since_uptime_s: float | None = None) -> str | None:
         """Wait until every chamber reads below 10 mmHg, or a fault is latched (SPEC §10.11).
@@ -499,7 +500,7 @@ class Context:
             stop, vent = p.build(Stop()), p.build(Vent())
             start = len(p.records)
             for _ in range(ATTEMPTS):
-                p.write(stop, vent, note="the suite stops the device")
+                p.write(b"\x00", stop, vent, note="the suite stops the device")
                 acks = [
                     await p.reply(f, after=start, within_s=REPLY_TIMEOUT_S) for f in (stop, vent)
                 ]
