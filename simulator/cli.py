@@ -536,7 +536,8 @@ def list_broken() -> None:
 @click.option(
     "--restart-command",
     metavar="CMD",
-    help="A shell command that restarts the device (its memory kept), for the same check.",
+    help="A shell command that restarts the device (its memory kept), for the same check "
+    "(given 60 s).",
 )
 @click.option(
     "--fault-step",
@@ -560,14 +561,22 @@ def conformance(
     URL is any address massager-ctl takes: serial:///dev/ttyUSB0, socket://HOST:PORT,
     ble://ADDRESS, sim://. The report lists each check under its SPEC.md section:
     pass; FAIL, with every frame sent and received (hex and decoded); or not tested,
-    and why. Exit status: 0 nothing failed, 1 a check failed or the device did not
-    answer, 2 a usage error.
+    and why. Exit status: 0 nothing failed, 1 a check failed, the device did not
+    answer or did not confirm it stopped, 2 a usage error, 128+N when signal N
+    interrupted the run (130 Ctrl-C, 143 SIGTERM).
 
     Without --inflate nothing is sent that can fill a chamber, and the checks that
-    need a session are not tested. A device that requires pairing is checked in full
-    only if its pairing window is open when the run starts (hold its pairing button):
-    the suite pairs, and unpairs at the end. sim:// needs neither: the suite opens the
-    simulator's window, restarts it and breaks it itself.
+    need a session are not tested. With it, every session is at intensity 1, and
+    the run ends, interrupted or not, with STOP and VENT and a look that the device
+    is idle and its chambers empty: said plainly if it is not. A device that requires
+    pairing is checked in full only if its pairing window is open when the run
+    starts (hold its pairing button): the suite pairs, and unpairs at the end.
+    sim:// needs neither: the suite opens the simulator's window, restarts it and
+    breaks it itself.
+
+    No check waits longer than --patience for a rule the device announces; a device
+    that does not answer HELLO is given up after 4.5 s, one that floods the link or
+    will not stop ends the run.
     """
     from .conformance.command import run_command  # the suite loads only when it runs
 

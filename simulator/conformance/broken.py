@@ -22,16 +22,20 @@ from dataclasses import dataclass, replace
 
 from firmware_protocol import (
     AUTHENTICATED,
+    PROTOCOL_VERSION,
     URGENT,
     Ack,
     Connection,
+    EndReason,
     ErrorCode,
     Frame,
     Hello,
+    KeepAlive,
     LinkState,
     Message,
     MessageType,
     Mode,
+    Nak,
     Pair,
     Pause,
     Resume,
@@ -42,12 +46,14 @@ from firmware_protocol import (
     SetMode,
     StartSource,
     Status,
+    Stop,
     Unpair,
+    Vent,
     cobs,
 )
 from firmware_protocol.connection import seq_newer
 from firmware_protocol.errors import RemoteProtocolError
-from firmware_protocol.framing import crc16
+from firmware_protocol.framing import FLAG_AUTH, crc16
 from firmware_protocol.session import Trigger
 
 from ..config import DeviceConfig
@@ -81,6 +87,11 @@ RULES: dict[str, Rule] = {
             "4",
             "uses up the seq of a frame of the wrong version or a short payload",
         ),
+        "cycle-count-uses-seq": (
+            "refused-uses-no-seq",
+            "4",
+            "refuses a SET_CYCLE with the wrong number of targets only after taking its seq",
+        ),
         "cycle-mode-unlisted": (
             "capabilities",
             "5.2",
@@ -105,11 +116,32 @@ RULES: dict[str, Rule] = {
             "7.3",
             "takes any KEEPALIVE as proof of life, answering a challenge or not",
         ),
+        "flagged-keepalive-feeds": (
+            "proof-of-life",
+            "7.3",
+            "takes a KEEPALIVE with a reserved flag bit set as proof of life",
+        ),
+        "any-version-keepalive-feeds": (
+            "proof-of-life",
+            "7.3",
+            "takes a KEEPALIVE of another version as proof of life",
+        ),
         "stop-needs-hello": ("stop-from-anyone", "7.4", "refuses STOP and VENT before HELLO"),
+        "stop-ignored": (
+            "stop-from-anyone",
+            "7.4",
+            "answers STOP and VENT with ACK during a session and lets it run on",
+        ),
         "stop-not-first": (
             "stop-first",
             "7.4",
             "handles the frames of one read in the order they came, a STOP after the rest",
+        ),
+        "preempts-refusals": (
+            "stop-first",
+            "7.4",
+            "answers PREEMPTED to every other frame of a stop's read, before the link's "
+            "checks: a stale or unsigned command, a GET_STATUS",
         ),
         "slow-status": ("status-reports", "7.5", "sends STATUS every three status intervals"),
         "pause-in-idle": ("table-idle", "8.2", "answers PAUSE in IDLE with ACK"),
@@ -131,9 +163,30 @@ RULES: dict[str, Rule] = {
             "10.3",
             "keeps a controller's session running when the controller is gone",
         ),
+        "no-status-after-link-loss": (
+            "silent-session",
+            "10.3",
+            "sends no STATUS after the SESSION_ENDED of a session its watchdog ended",
+        ),
+        "air-after-stop": (
+            "vented-after-stop",
+            "10.11",
+            "shows air in its chambers after a STOP for ever, and latches no fault",
+        ),
         "fault-not-latched": ("faults-latch", "10.8", "takes SET_MODE and SET_INTENSITY in FAULT"),
         "idle-exhausts-closed": ("valves", "10.9", "reports its exhausts shut in IDLE"),
         "window-stays-open": ("pairing", "12.2", "keeps the pairing window open after a pairing"),
+        "paired-link-authenticated": (
+            "pairing",
+            "12.2",
+            "authenticates the link with the new key at PAIRED, without a signed HELLO",
+        ),
+        "keyless-hello-accepted": (
+            "signed-hello",
+            "12.3",
+            "opens an authenticated link for a signed HELLO without a key_id, under the key "
+            "that verifies it",
+        ),
         "hello-replay-accepted": (
             "signed-hello",
             "12.3",
@@ -187,6 +240,16 @@ class BrokenConnection(Connection):
 
     def _device_receive(self, frame: Frame, now: float, *, halted: bool = False) -> None:
         rule, kind, accepted = self.rule, frame.msg_type, self._accepted_seq
+        if (
+            rule == "preempts-refusals"
+            and halted
+            and kind not in URGENT
+            and kind in MessageType._value2member_map_
+            and kind < MessageType.ACK
+            and kind not in (MessageType.HELLO, MessageType.KEEPALIVE)
+        ):
+            self._device_send(Nak(frame.seq, ErrorCode.PREEMPTED), now, sign=self._verified(frame))
+            return
         ordinary = kind not in URGENT and kind not in (MessageType.HELLO, MessageType.KEEPALIVE)
         ready = self.state == LinkState.READY and accepted is not None
         if rule == "stale-accepted" and ready and ordinary and frame.seq not in self._replies:
@@ -211,6 +274,16 @@ class BrokenConnection(Connection):
         elif rule == "any-keepalive-feeds" and ready and kind == MessageType.KEEPALIVE:
             self._last_rx = now
             return
+        elif (
+            rule == "any-version-keepalive-feeds"
+            and ready
+            and kind == MessageType.KEEPALIVE
+            and frame.version != PROTOCOL_VERSION
+        ):
+            decoded = self._decode(frame)
+            if isinstance(decoded, KeepAlive):
+                self._proof_of_life(frame, decoded, self._verified(frame))
+                return
         elif (
             rule == "unsigned-accepted"
             and ready
@@ -250,6 +323,12 @@ class BrokenConnection(Connection):
         return decoded
 
     def _device_hello(self, frame: Frame, hello: Hello, now: float) -> None:
+        keyless = frame.auth is not None and hello.key_id is None and self.pairings
+        if self.rule == "keyless-hello-accepted" and keyless:
+            assert self.pairings is not None
+            found = next((p for p in self.pairings if frame.verify(p.key)), None)
+            if found is not None:
+                hello = Hello(hello.client_name, found.key_id)
         if self.rule == "hello-replay-accepted" and frame.auth is not None and self.pairings:
             pairing = self.pairings.get(hello.key_id)
             if pairing is not None and frame.verify(pairing.key):
@@ -282,7 +361,11 @@ class BrokenFirmware(Firmware):
         self.rule = rule = cfg.broken
         old = self.conn
         conn = BrokenConnection(
-            Role.DEVICE, timing=old.timing, pairings=old.pairings, device_signs=old.device_signs
+            Role.DEVICE,
+            timing=old.timing,
+            pairings=old.pairings,
+            device_signs=old.device_signs,
+            chambers=None if rule == "cycle-count-uses-seq" else old.chambers,
         )
         conn.rule = rule
         self.conn = conn
@@ -321,7 +404,7 @@ class BrokenFirmware(Firmware):
             return
         if rule == "chunk-is-frame":
             data = b"\x00" + data
-        elif rule in ("crc-ignored", "no-resync"):
+        elif rule in ("crc-ignored", "no-resync", "flagged-keepalive-feeds"):
             data = self._rewrite(data, partial)
         super().receive_data(data, now)
 
@@ -332,6 +415,8 @@ class BrokenFirmware(Firmware):
             whole = ended and block and not (i == 0 and partial)
             if whole and self.rule == "crc-ignored":
                 block = _fix_crc(block)
+            elif whole and self.rule == "flagged-keepalive-feeds":
+                block = _unflag_keepalive(block)
             elif whole and drop_next:
                 block, drop_next = b"", False
             elif whole and not _is_frame(block):
@@ -363,6 +448,13 @@ class BrokenFirmware(Firmware):
             self._send(Ack(seq))
             self._apply(message)
             return
+        if (
+            rule == "stop-ignored"
+            and isinstance(message, Stop | Vent)
+            and state in (SessionState.RUNNING, SessionState.PAUSED)
+        ):
+            self._send(Ack(seq))
+            return
         if rule == "unpair-keeps-key" and isinstance(message, Unpair):
             self._send(Ack(seq))
             return
@@ -378,6 +470,12 @@ class BrokenFirmware(Firmware):
         super()._send_status()
 
     def _check(self, message: Message) -> ErrorCode | None:
+        if (
+            self.rule == "cycle-count-uses-seq"
+            and isinstance(message, SetCycle)
+            and len(message.targets_dmmhg) != self.config.chamber_count
+        ):
+            return ErrorCode.BAD_PAYLOAD
         if (
             self.rule == "cycle-target-unchecked"
             and isinstance(message, SetCycle)
@@ -395,18 +493,33 @@ class BrokenFirmware(Firmware):
     def _trigger(self, trigger: Trigger) -> None:
         if self.rule == "session-outlives-link" and trigger == Trigger.LINK_LOST:
             return
+        if self.rule == "no-status-after-link-loss" and trigger == Trigger.LINK_LOST:
+            self._hush_status = self.session is not None  # the STATUS after its end
         super()._trigger(trigger)
 
     def _pair(self, message: Pair, seq: int) -> None:
         until = self.pairing_until
+        before = {pairing.key_id for pairing in self.memory.pairings}
         super()._pair(message, seq)
         if self.rule == "window-stays-open":
             self.pairing_until = until
+        new = {pairing.key_id for pairing in self.memory.pairings} - before
+        if self.rule == "paired-link-authenticated" and new:
+            # The link takes the new key at once, with no nonce: PAIR was never signed.
+            self.conn.link_key_id = new.pop()
 
     def status(self) -> Status:  # noqa: D102
         status = super().status()
         if self.rule == "idle-exhausts-closed" and status.state == SessionState.IDLE:
             return replace(status, exhaust_mask=0)
+        if (
+            self.rule == "air-after-stop"
+            and status.state == SessionState.IDLE
+            and status.last_end == EndReason.STOPPED
+        ):
+            return replace(
+                status, pressures_dmmhg=tuple(max(p, 200) for p in status.pressures_dmmhg)
+            )
         return status
 
 
@@ -419,6 +532,19 @@ def _fix_crc(block: bytes) -> bytes:
     if len(raw) < 7 or crc16(raw[:-2]) == int.from_bytes(raw[-2:], "little"):
         return block
     return cobs.encode(raw[:-2] + struct.pack("<H", crc16(raw[:-2])))
+
+
+def _unflag_keepalive(block: bytes) -> bytes:
+    """``block`` with the reserved flag bits cleared, if it is a KEEPALIVE with any set."""
+    try:
+        raw = bytearray(cobs.decode(block))
+    except RemoteProtocolError:
+        return block
+    if len(raw) < 7 or raw[4] != MessageType.KEEPALIVE or not raw[1] & ~FLAG_AUTH & 0xFF:
+        return block
+    raw[1] &= FLAG_AUTH
+    body = bytes(raw[:-2])
+    return cobs.encode(body + struct.pack("<H", crc16(body)))
 
 
 def describe_rules() -> str:

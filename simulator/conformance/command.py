@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 
 import click
@@ -65,23 +66,37 @@ def run_command(
         click.echo(WRAPS_OFF, err=as_json_report)
         if not as_json_report:
             click.echo()
+
+    def say(text: str) -> None:
+        click.echo(f"massager-sim conformance: {text}", err=True)
+
+    signals = (signal.SIGINT, signal.SIGTERM)
     try:
-        report: Report = asyncio.run(run(address, url, options, hands))
+        report: Report = asyncio.run(run(address, url, options, hands, signals=signals, say=say))
     except SuiteError as error:
-        click.echo(f"massager-sim conformance: {error}", err=True)
+        say(str(error))
+        if as_json_report:  # a report all the same: a program reads stdout
+            click.echo(as_json(Report(url, results=[error.as_result()])))
         return 1
-    except KeyboardInterrupt:
-        click.echo("massager-sim conformance: interrupted", err=True)
-        return 130
+    except KeyboardInterrupt:  # before the run could take the signal itself
+        say("interrupted")
+        return 128 + signal.SIGINT
     except Exception as error:  # a bug of the suite: said, never a traceback
-        click.echo(
-            f"massager-sim conformance: the suite stopped on an error of its own: "
-            f"{type(error).__name__}: {error}",
-            err=True,
-        )
+        say(f"the suite stopped on an error of its own: {type(error).__name__}: {error}")
         return 1
     if as_json_report:
         click.echo(as_json(report))
     else:
         click.echo(as_text(report, color=sys.stdout.isatty()))
-    return 1 if report.failed else 0
+    if report.halted is not None:
+        confirmed, how = report.halted
+        if confirmed and report.interrupted:
+            say(f"STOP and VENT sent: confirmed: {how}")
+        elif not confirmed:
+            say(
+                f"STOP and VENT sent: NOT confirmed: {how}. Switch the massager off at its "
+                "power switch before anyone wears it"
+            )
+    if report.interrupted is not None:
+        return 128 + signal.Signals[report.interrupted]
+    return 1 if report.failed or (report.halted and not report.halted[0]) else 0

@@ -12,7 +12,9 @@ says which option would test it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -29,6 +31,10 @@ FAULT_HOW = (
     "needs a fault the device can detect, and nothing here can cause one: run with "
     "--fault-step (you cause one when asked, e.g. a hose pinched shut) or use sim://"
 )
+
+
+RESTART_COMMAND_S = 60.0
+"""Real seconds a --restart-command may take before the suite gives up on it."""
 
 
 class Hands:
@@ -121,19 +127,34 @@ class MakerHands(Hands):
 
     async def _ask(self, what: str) -> None:
         self.say(f"\n>>> {what}, then press Enter.")
-        line = await asyncio.to_thread(sys.stdin.readline)
+        line = await _read_line()
         if not line:
-            raise RuntimeError("no answer on standard input")
+            from .suite import NotTested  # the runner's; imported here, where it is needed
+
+            raise NotTested(f"no answer on standard input to: {what}")
 
     def why_no_restart(self) -> str | None:  # noqa: D102
         return None if self.restart_step or self.restart_command else RESTART_HOW
 
     async def restart(self) -> None:  # noqa: D102
         if self.restart_command:
+            from .suite import NotTested  # the runner's; imported here, where it is needed
+
             process = await asyncio.create_subprocess_shell(self.restart_command)
-            code = await process.wait()
+            try:
+                async with asyncio.timeout(RESTART_COMMAND_S):
+                    code = await process.wait()
+            except TimeoutError:
+                raise NotTested(
+                    f"--restart-command did not finish in {RESTART_COMMAND_S:g} s"
+                ) from None
+            finally:
+                if process.returncode is None:  # timed out, or the run was interrupted
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    await asyncio.shield(process.wait())
             if code != 0:
-                raise RuntimeError(f"--restart-command exited with status {code}")
+                raise NotTested(f"--restart-command exited with status {code}")
             return
         await self._ask("Switch the massager off and on again (its memory must survive)")
 
@@ -149,6 +170,28 @@ class MakerHands(Hands):
 
     async def clear_fault(self) -> None:  # noqa: D102
         await self._ask("Take the cause of the fault away again")
+
+
+async def _read_line() -> str:
+    """A line from standard input, read in a thread that never holds the program up.
+
+    `asyncio.to_thread` would: interrupted at the question (Ctrl-C), the run
+    could not end until someone pressed Enter, as the loop waits for its threads.
+    """
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def settle(line: str) -> None:
+        if not answer.done():
+            answer.set_result(line)
+
+    def read() -> None:
+        line = sys.stdin.readline()
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, line)
+
+    threading.Thread(target=read, name="conformance-stdin", daemon=True).start()
+    return await answer
 
 
 def hands_for(

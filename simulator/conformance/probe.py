@@ -36,6 +36,8 @@ from firmware_protocol import (
     Mode,
     Nak,
     Paired,
+    Renew,
+    Start,
     cobs,
     decode_message,
 )
@@ -49,6 +51,11 @@ HELLO_NAME = "conformance"
 CLOCK_TICK_S = 1e-5
 """A wait shorter than this is no wait: a loop whose clock counts whole microseconds
 (looptime, in the tests) may fire a timer a tick early and never reach the deadline."""
+
+
+FLOOD_PER_S = 1000
+"""Frames a second from the device (at real speed) past which it floods the link: a STATUS
+every status_interval_ms, a CHALLENGE every quarter watchdog and the answers are dozens."""
 
 
 class LinkGone(Exception):
@@ -74,6 +81,36 @@ def raw_frame(
     body = struct.pack("<BBHB", version, flags, seq, msg_type) + payload
     crc = crc16(body) ^ (0 if good_crc else 0xFFFF)
     return cobs.encode(body + struct.pack("<H", crc)) + b"\x00"
+
+
+def with_flags(frame: Frame, extra: int) -> bytes:
+    """The wire bytes of ``frame`` with the flag bits ``extra`` set too, its CRC made right.
+
+    A signed frame's tag does not cover the flags byte (SPEC §12.1), so only the
+    flag keeps the block from being a good frame.
+
+    >>> with_flags(Frame(1, 0x0A), 2) == raw_frame(0x0A, seq=1, flags=2)
+    True
+    """
+    raw = bytearray(frame.to_bytes()[:-2])
+    raw[1] |= extra
+    return cobs.encode(bytes(raw) + struct.pack("<H", crc16(bytes(raw)))) + b"\x00"
+
+
+def gentle(message: Message) -> None:
+    """Refuse to build a START or RENEW above intensity 1, or of the CYCLE mode.
+
+    The suite's one promise to the person at the device (``--inflate``): no
+    session of its own ever runs above the lowest level. A check that asks for
+    more is a bug of the suite, stopped here before a byte goes out.
+
+    Raises:
+        RuntimeError: ``message`` would start or renew a session above the lowest level.
+    """
+    if isinstance(message, Start | Renew) and (message.intensity > 1 or message.mode == Mode.CYCLE):
+        raise RuntimeError(
+            f"the suite never starts a session above intensity 1: refused {describe(message)}"
+        )
 
 
 def read_message(frame: Frame) -> Message | str:
@@ -209,6 +246,10 @@ class Probe:
         self.answered: list[tuple[float, Record]] = []
         """(when, the CHALLENGE record) for every challenge the probe answered."""
         self.closed: str | None = None
+        self.flooded = False
+        """Whether the device sent more than `FLOOD_PER_S` frames in a second: the probe
+        stopped reading (each frame is kept, and a flood would fill the memory)."""
+        self._window = (0.0, 0)
         self._pending_hello: tuple[int, int] | None = None
         self._contexts: list[bytes] = []
         self._waiters: set[asyncio.Event] = set()
@@ -270,16 +311,18 @@ class Probe:
         counter: int | None = None,
         nonce: bytes | None = None,
         key: bytes | None = None,
+        version: int = 1,
     ) -> Frame:
         """Number ``message`` (a KEEPALIVE repeats the last seq) and sign it as asked.
 
         ``sign`` defaults to: everything on an authenticated link. ``counter``,
         ``nonce`` and ``key`` override what a signature is made with (to replay,
-        or to sign for another link).
+        or to sign for another link); ``version`` is the frame's (the tag covers it).
         """
+        gentle(message)
         if seq is None:
             seq = self.seq if isinstance(message, KeepAlive) else self.next_seq()
-        frame = Frame(seq, message.TYPE, message.encode_payload())
+        frame = Frame(seq, message.TYPE, message.encode_payload(), version)
         if sign is None:
             sign = self.authenticated
         if sign:
@@ -381,13 +424,35 @@ class Probe:
             while True:
                 data = await self.transport.read()
                 at = self.now
-                for frame in self.decoder.feed(data):
+                frames = self.decoder.feed(data)
+                if self._flooding(at, len(frames)):
+                    return
+                for frame in frames:
                     self._received(frame, at)
                 self._wake()
         except TransportClosed as error:
             self.closed = str(error) or "the link closed"
             self.present = False
             self._wake()
+
+    def _flooding(self, at: float, count: int) -> bool:
+        """Count ``count`` frames read at ``at``; past `FLOOD_PER_S` in a second, stop."""
+        since, seen = self._window
+        if at - since >= 1.0:
+            since, seen = at, 0
+        seen += count
+        self._window = (since, seen)
+        limit = FLOOD_PER_S * max(1.0, self.speed)
+        if seen <= limit:
+            return False
+        self.flooded = True
+        self.closed = (
+            f"the device floods the link: more than {limit:g} frames in a second (a STATUS "
+            "every status_interval_ms, the challenges and the answers are a few dozen)"
+        )
+        self.present = False
+        self._wake()
+        return True
 
     def _received(self, frame: Frame, at: float) -> None:
         message = read_message(frame)

@@ -24,6 +24,7 @@ SECTIONS = {
     "10.6": "Session cap",
     "10.8": "Faults latch",
     "10.9": "Valves fail open",
+    "10.11": "No pressure outside a session",
     "12.1": "The tag and the counter",
     "12.2": "Pairing",
     "12.3": "The authenticated link",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,6 +26,7 @@ from firmware_protocol import (
     GetStatus,
     Hello,
     Message,
+    MessageType,
     Mode,
     Nak,
     Pair,
@@ -37,6 +39,7 @@ from firmware_protocol import (
     StatusFlag,
     Stop,
     Unpair,
+    Vent,
 )
 from firmware_protocol.pairing import KeyPair
 from massager_ctl.transports import Transport, TransportClosed, open_transport
@@ -53,6 +56,12 @@ REPLY_TIMEOUT_S = 1.0
 """Real seconds a request waits for its reply before it is sent again."""
 ATTEMPTS = 3
 TRANSCRIPT_LINES = 60
+VENTED_DMMHG = 100
+"""SPEC §10.11: every chamber below 10 mmHg within 10 s of a session's end."""
+VENT_WITHIN_S = 10.0
+"""Device seconds §10.11 gives the chambers to empty after a session's end."""
+TIMING_SLACK_S = 0.25
+"""Device seconds a timed end may come late: one supervision period of the device."""
 
 _SPEED = re.compile(r"\+(\d+(?:\.\d+)?)x$")
 
@@ -66,7 +75,23 @@ class NotTested(Exception):
 
 
 class SuiteError(Exception):
-    """Nothing can be checked: the device cannot be reached, or does not answer HELLO."""
+    """Nothing can be checked: the device cannot be reached, or does not answer HELLO.
+
+    ``section`` and ``check`` say where the report (``--json``) puts it.
+    """
+
+    def __init__(self, message: str, *, section: str = "7.1", check: str = "hello") -> None:
+        super().__init__(message)
+        self.section = section
+        self.check = check
+
+    def as_result(self) -> Result:
+        """The error as the one result of a run that could check nothing."""
+        return Result(self.section, self.check, "", "fail", str(self))
+
+
+class WontStop(Exception):
+    """The device runs a session after the suite's STOP and VENT: nothing more is sent."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +191,10 @@ class Report:
     speed: float = 1.0
     results: list[Result] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    interrupted: str | None = None
+    """The signal that interrupted the run (``SIGINT``), if one did."""
+    halted: tuple[bool, str] | None = None
+    """With --inflate, the STOP and VENT on the way out: whether the device confirmed, how."""
 
     @property
     def failed(self) -> bool:
@@ -197,6 +226,14 @@ class Context:
         self.notes: list[str] = []
         self.history: list[Record] = []
         """The records of links closed earlier in the run (a restart opens a new one)."""
+        self.interrupted: str | None = None
+        """The signal that interrupted the run, once one has."""
+        self.pending_result: Result | None = None
+        """The result of the check an interruption cut short."""
+        self.began = False
+        """Whether the checks have begun (sessions may have been started since)."""
+        self.flooded: str | None = None
+        """How the device flooded the link, once it has: the run ends."""
 
     # --- the link -------------------------------------------------------------------------
 
@@ -218,9 +255,10 @@ class Context:
         try:
             await transport.open()
         except TransportClosed as error:
-            raise SuiteError(str(error)) from None
+            raise SuiteError(str(error), section="2", check="reachable") from None
         except Exception as error:  # a transport's ConnectFailed and its kin: said plainly
-            raise SuiteError(str(error) or type(error).__name__) from None
+            why = str(error) or type(error).__name__
+            raise SuiteError(why, section="2", check="reachable") from None
         self.transport = transport
         probe = Probe(transport, speed=self.speed, keys=self.keys)
         probe.caps = self.caps
@@ -230,6 +268,8 @@ class Context:
     async def close(self) -> None:
         """Stop the probe and close the transport."""
         if self.probe is not None:
+            if self.probe.flooded:
+                self.flooded = self.probe.closed
             await self.probe.stop()
             self.history += self.probe.records
             self.probe = None
@@ -347,9 +387,16 @@ class Context:
         p.opening(frame, counter)
         start = len(p.records)
         reply: Record | None = None
+        answers = p.reply_to(seq)
+
+        def answered(record: Record) -> bool:
+            # A CAPABILITIES that cannot be read answers too: no use asking again.
+            unread = record.frame is not None and record.frame.msg_type == MessageType.CAPABILITIES
+            return answers(record) or (unread and isinstance(record.message, str))
+
         for _ in range(ATTEMPTS):
             p.write(b"\x00", frame, note="0x00 before HELLO")
-            reply = await p.reply(frame, after=start, within_s=within_s)
+            reply = await p.wait_for(answered, after=start, within_s=within_s)
             if reply is not None:
                 break
         if reply is None:
@@ -369,6 +416,19 @@ class Context:
         self.forgotten = False
         return frame, caps
 
+    def unreadable_capabilities(self) -> str | None:
+        """Why the last CAPABILITIES from the device could not be read, if one could not."""
+        for record in reversed(self.p.records if self.probe is not None else []):
+            frame = record.frame
+            if not record.sent and frame is not None and frame.msg_type == MessageType.CAPABILITIES:
+                message = record.message
+                return (
+                    message.removeprefix("unreadable (").removesuffix(")")
+                    if isinstance(message, str)
+                    else None
+                )
+        return None
+
     async def fresh(self) -> Status:
         """A fresh link (signed when the suite has a key), answering challenges, device idle."""
         p = self.p
@@ -385,6 +445,83 @@ class Context:
         p = self.p
         with contextlib.suppress(CheckFailed):
             await self.request(Stop(), what="STOP", sign=p.authenticated)
+
+    # --- stopping ------------------------------------------------------------------
+
+    def emergency_stop(self) -> None:
+        """Write a STOP and a VENT at once, in one write, without waiting (SPEC §7.4)."""
+        p = self.probe
+        if p is None or p.closed is not None:
+            return
+        with contextlib.suppress(Exception):  # whatever state the link is in: try
+            # A 0x00 first ends a frame the interruption cut short (SPEC §3.2).
+            p.write(b"\x00", p.build(Stop()), p.build(Vent()), note="the suite stops the device")
+
+    async def vented(self, since_uptime_s: float | None = None) -> str | None:
+        """Wait until every chamber reads below 10 mmHg, or a fault is latched (SPEC §10.11).
+
+        Waits up to 10 s of the device's time from ``since_uptime_s`` (its
+        uptime when the session ended; default: now). Returns None once
+        vented, otherwise what the last STATUS showed.
+        """
+        deadline: float | None = since_uptime_s
+        while True:
+            state = await self.status(sign=self.p.authenticated)
+            uptime = state.uptime_ms / 1000
+            if deadline is None:
+                deadline = uptime
+            highest = max(state.pressures_dmmhg, default=0)
+            if state.state == SessionState.FAULT or highest < VENTED_DMMHG:
+                return None
+            if uptime > deadline + VENT_WITHIN_S + TIMING_SLACK_S:
+                return (
+                    f"a chamber still reads {highest / 10:g} mmHg {uptime - deadline:.1f} s after "
+                    "the end, and no fault is latched (SPEC §10.11)"
+                )
+            await self.sleep(0.5)
+
+    async def halt(self) -> tuple[bool, str]:
+        """STOP and VENT, then confirm: no session, the dump valve open, the chambers empty.
+
+        The way out of every run with --inflate, interrupted or not. Bounded: a
+        few request timeouts, and the 10 s of §10.11 for the chambers.
+        """
+        if self.probe is None or self.p.closed is not None:
+            with contextlib.suppress(Exception):
+                await self.close()
+                await self.open()
+        if self.probe is None:
+            return False, "the link is gone, so nothing could be sent"
+        if self.flooded:  # nothing can be read back: sent once, for what it is worth
+            self.emergency_stop()
+            return False, f"{self.flooded}, so nothing could be read back"
+        p = self.p
+        try:
+            stop, vent = p.build(Stop()), p.build(Vent())
+            start = len(p.records)
+            for _ in range(ATTEMPTS):
+                p.write(b"\x00", stop, vent, note="the suite stops the device")
+                acks = [
+                    await p.reply(f, after=start, within_s=REPLY_TIMEOUT_S) for f in (stop, vent)
+                ]
+                if all(a is not None and isinstance(a.message, Ack) for a in acks):
+                    break
+            else:
+                return False, "STOP and VENT were not both answered ACK"
+            state = await self.status(sign=p.authenticated)
+            if state.state in (SessionState.RUNNING, SessionState.PAUSED):
+                return False, f"the device still shows a session ({state.state.name})"
+            if not state.flags & StatusFlag.DUMP_OPEN and state.state != SessionState.FAULT:
+                return False, "VENT did not open the dump valve (its STATUS flag is clear)"
+            problem = await self.vented()
+        except (CheckFailed, LinkGone) as error:
+            return False, str(error)
+        if problem is not None:
+            return False, problem
+        return True, (
+            f"the device is {state.state.name}, its dump valve open, every chamber below "
+            f"{VENTED_DMMHG / 10:g} mmHg"
+        )
 
     def need_control(self) -> None:
         """Raise `NotTested` unless the suite may send the commands that need a key."""
@@ -416,6 +553,24 @@ class Context:
         """The device's announced watchdog, in its seconds."""
         return self.c.watchdog_ms / 1000
 
+    def timing(self, name: str, times: float) -> float:
+        """The announced ``name`` (``watchdog_ms``) in seconds, for a check waiting ``times`` it.
+
+        Raises:
+            NotTested: it is 0, or the wait would be longer than --patience: no
+                check waits longer than that for one rule.
+        """
+        value = getattr(self.c, name) / 1000
+        if value == 0:
+            raise NotTested(f"the device announces {name} 0: there is nothing to time (see 5.2)")
+        wait = value * times
+        if wait > self.options.patience_s:
+            raise NotTested(
+                f"{name} is {getattr(self.c, name)}: the check would wait {wait:g} s, longer than "
+                f"--patience {self.options.patience_s:g}: run with --patience {wait + 10:.0f}"
+            )
+        return value
+
     async def go_silent_until_forgotten(self, *, feed: Callable[[], None] | None = None) -> str:
         """Stop answering challenges and wait until the device must have forgotten us.
 
@@ -425,8 +580,9 @@ class Context:
         the watchdog meanwhile (frames that must not keep the link, §7.3).
         """
         p = self.p
+        watchdog = self.timing("watchdog_ms", 2)
+        self.timing("status_interval_ms", 2)
         p.answering = False
-        watchdog = self.watchdog_s()
         last = p.answered[-1][1] if p.answered else None
         sent_uptime, exact = self._sent_uptime(last)
         tolerance = max(0.05 * watchdog, 0.05) + (0 if exact else self.c.status_interval_ms / 1000)
@@ -547,6 +703,7 @@ class Context:
             return
         self.keys = Keys(paired.key_id, ours.controller_key(paired))
         self.p.keys = self.keys
+        await self._still_unauthenticated(log)
         try:
             await self.hello()
         except CheckFailed as error:
@@ -568,6 +725,22 @@ class Context:
             self.pairing_failure = (
                 f"a second PAIR was answered {describe(reply.message or '')}, "
                 "not NAK PAIRING_CLOSED (SPEC §12.2)"
+            )
+
+    async def _still_unauthenticated(self, log: list[str]) -> None:
+        """Pairing leaves the link unauthenticated until a signed HELLO (SPEC §12.2 step 4).
+
+        A SET_MODE of the mode the device has, signed with the new key (there is no
+        link nonce yet), must be refused NOT_AUTHENTICATED.
+        """
+        mode = (await self.status(sign=False)).mode
+        what = "a SET_MODE signed with the new key, after PAIRED and before a signed HELLO"
+        reply = await self.request(SetMode(mode), what=what, sign=True)
+        log.append(f"{what}: {describe(reply.message or '')}")
+        if not _is_nak(reply, ErrorCode.NOT_AUTHENTICATED):
+            self.pairing_failure = (
+                f"{what} was answered {describe(reply.message or '')}, not NAK "
+                "NOT_AUTHENTICATED: pairing leaves the link unauthenticated (SPEC §12.2 step 4)"
             )
 
     async def _unpair_other(self, pair: KeyPair, paired: Paired) -> None:
@@ -612,10 +785,21 @@ def _uptime_after(uptime_ms: int, seconds: float) -> bool:
     return uptime_ms / 1000 >= seconds
 
 
-def announced_speed(caps: Capabilities) -> float:
-    """The speed a served simulator announces after its firmware version (``+20x``), or 1."""
+SPEEDS = (0.1, 1000.0)
+"""The device speeds the suite keeps time with (as ``--speed`` takes)."""
+
+
+def announced_speed(caps: Capabilities) -> float | None:
+    """The speed a served simulator announces after its firmware version (``+20x``).
+
+    1 when none is announced; None when the one announced is outside `SPEEDS`
+    (a ``+0x`` would stop the suite's clock).
+    """
     match = _SPEED.search(caps.firmware)
-    return float(match.group(1)) if match else 1.0
+    if match is None:
+        return 1.0
+    speed = float(match.group(1))
+    return speed if SPEEDS[0] <= speed <= SPEEDS[1] else None
 
 
 def transcript(ctx: Context, start: int) -> str:
@@ -638,45 +822,171 @@ def transcript(ctx: Context, start: int) -> str:
     return "\n".join(lines)
 
 
-async def run(address: DeviceAddress, url: str, options: Options, hands: Hands) -> Report:
+async def run(
+    address: DeviceAddress,
+    url: str,
+    options: Options,
+    hands: Hands,
+    *,
+    signals: tuple[signal.Signals, ...] = (),
+    say: Callable[[str], None] = lambda text: None,
+) -> Report:
     """Run every selected check against the device at ``address``.
+
+    Each of ``signals`` interrupts the run: with --inflate a STOP and a VENT go
+    at once, and the report comes back marked interrupted, with whether the
+    device confirmed it is stopped and vented (`Report.halted`). A second one
+    stops waiting for that. ``say`` tells a person what happens meanwhile.
 
     Raises:
         SuiteError: the device cannot be reached or does not answer HELLO.
     """
     ctx = Context(address, options, hands)
     report = Report(url)
-    await ctx.open()
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+
+    def interrupt(signum: signal.Signals) -> None:
+        if options.inflate:
+            ctx.emergency_stop()  # first, before anything can wait
+        if ctx.interrupted is None:
+            ctx.interrupted = report.interrupted = signum.name
+            say(
+                f"interrupted ({signum.name})"
+                + (
+                    ": STOP and VENT sent; waiting for the device to confirm (up to "
+                    f"{VENT_WITHIN_S + 3 * ATTEMPTS * REPLY_TIMEOUT_S:g} s; interrupt again to "
+                    "stop waiting)"
+                    if options.inflate
+                    else ""
+                )
+            )
+        task.cancel()
+
+    for signum in signals:
+        loop.add_signal_handler(signum, interrupt, signum)
+    try:
+        return await _run(ctx, report, url)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+async def _run(ctx: Context, report: Report, url: str) -> Report:
+    options = ctx.options
+    task = asyncio.current_task()
+    assert task is not None
+    try:
+        await ctx.open()
+    except asyncio.CancelledError:
+        if ctx.interrupted is None:
+            raise
+        task.uncancel()
+        return report
     try:
         try:
             _, caps = await ctx.hello(signed=False, within_s=HELLO_TIMEOUT_S)
         except (CheckFailed, LinkGone) as error:
+            unreadable = ctx.unreadable_capabilities()
+            if unreadable is not None:
+                raise SuiteError(
+                    f"{url} answered HELLO with a CAPABILITIES that cannot be read: {unreadable} "
+                    "(SPEC §5.2)",
+                    section="5.2",
+                    check="capabilities",
+                ) from None
             why = "" if isinstance(error, CheckFailed) else f" ({error})"
             raise SuiteError(
                 f"{url} did not answer HELLO in {ATTEMPTS} tries of {HELLO_TIMEOUT_S:g} s{why}: "
                 "is it a massager, switched on, and at this address (and baud rate)?"
             ) from None
         report.caps = caps
-        ctx.speed = options.speed or announced_speed(caps)
+        speed = announced_speed(caps)
+        if speed is None and options.speed is None:
+            ctx.notes.append(
+                f"the device announces the speed in {caps.firmware!r}, outside "
+                f"{SPEEDS[0]:g}x to {SPEEDS[1]:g}x: the suite keeps real time (--speed sets one)"
+            )
+        ctx.speed = options.speed or speed or 1.0
         ctx.p.speed = report.speed = ctx.speed
         hello_at = next(r.at for r in ctx.p.records if r.sent and r.frame is not None)
         answered_at = next(r.at for r in ctx.p.records if isinstance(r.message, Capabilities))
         ctx.quiet_s = min(max(0.3, 5 * (answered_at - hello_at)), 2.0)
+        _round_trip(ctx, url, answered_at - hello_at)
         try:
             preset = await _prepare(ctx, report)
         except (CheckFailed, LinkGone) as error:
-            raise SuiteError(f"{url} failed before the checks could start: {error}") from None
+            raise SuiteError(
+                f"{url} failed before the checks could start: {error}", check="start"
+            ) from None
         await _run_checks(ctx, report)
         await _tidy(ctx, report, preset)
+    except asyncio.CancelledError:
+        if ctx.interrupted is None:
+            raise
+        task.uncancel()
+        _not_run(ctx, report, f"the run was interrupted ({ctx.interrupted})")
     finally:
         report.notes.extend(ctx.notes)
-        if options.inflate and ctx.probe is not None:
-            # Interrupted, or stopped on an error: no session of ours may go on (a STOP is
-            # taken from anyone; the device's watchdog would end it within watchdog_ms).
-            with contextlib.suppress(Exception):
-                ctx.p.write(ctx.p.build(Stop(), sign=False))
-        await ctx.close()
+        try:
+            if options.inflate and (ctx.began or ctx.interrupted):
+                # Interrupted, stopped on an error, or done: no session of ours may go on.
+                report.halted = await _halt(ctx)
+        finally:
+            await ctx.close()
     return report
+
+
+async def _halt(ctx: Context) -> tuple[bool, str]:
+    task = asyncio.current_task()
+    assert task is not None
+    try:
+        return await ctx.halt()
+    except asyncio.CancelledError:
+        if ctx.interrupted is None:
+            raise
+        task.uncancel()
+        return False, "interrupted again before the device confirmed"
+
+
+def _not_run(ctx: Context, report: Report, why: str) -> None:
+    """Every selected check without a result yet: not tested, and ``why``."""
+    done = {r.check for r in report.results}
+    for item in CHECKS:
+        if ctx.options.selects(item.section) and item.name not in done:
+            report.results.append(Result(item.section, item.name, item.rule, "not tested", why))
+
+
+def _round_trip(ctx: Context, url: str, real_s: float) -> None:
+    """Whether an answer to a challenge can reach the device before its watchdog runs out.
+
+    The watchdog runs from when the challenge was sent (SPEC §7.3), and the next
+    challenge comes up to a quarter watchdog later: an answer must be back within
+    three quarters of the watchdog, or the device loses every controller and no
+    check could hold one.
+
+    Raises:
+        SuiteError: the HELLO's round trip is three quarters of the watchdog or more.
+    """
+    device_s = real_s * ctx.speed
+    watchdog = ctx.watchdog_s()
+    said = f"the link's round trip is {real_s:.2f} s" + (
+        f" ({device_s:.2f} s of the device's time)" if ctx.speed != 1 else ""
+    )
+    if watchdog and device_s >= 0.75 * watchdog:
+        raise SuiteError(
+            f"{url}: {said}, too long for the device's watchdog ({watchdog:g} s): it forgets "
+            "the suite before the answers to its challenges can reach it, a quarter watchdog "
+            "apart (SPEC §7.3). Check it over a quicker link",
+            section="7.3",
+            check="watchdog",
+        )
+    if watchdog and device_s >= watchdog / 2:
+        ctx.notes.append(
+            f"{said}, over half the device's watchdog ({watchdog:g} s): a challenge's "
+            "answer may come too late, and the timing checks say so"
+        )
 
 
 async def _prepare(ctx: Context, report: Report) -> tuple[int, int]:
@@ -694,7 +1004,9 @@ async def _prepare(ctx: Context, report: Report) -> tuple[int, int]:
     if state.state == SessionState.FAULT:
         raise SuiteError(
             f"the device has a fault latched ({state.faults!r}): clear it (its remote's power "
-            "button, or RESET_FAULT) and run again"
+            "button, or RESET_FAULT) and run again",
+            section="10.8",
+            check="start",
         )
     return state.mode, state.intensity
 
@@ -703,9 +1015,24 @@ async def _run_checks(ctx: Context, report: Report) -> None:
     from . import checks  # noqa: F401  (registers them)
 
     options = ctx.options
+    ctx.began = True
     for item in CHECKS:
         if options.selects(item.section) and not item.final:
-            report.results.append(await _run_one(ctx, item))
+            try:
+                report.results.append(await _run_one(ctx, item))
+            except asyncio.CancelledError:
+                if ctx.pending_result is not None:
+                    report.results.append(ctx.pending_result)
+                raise
+            except WontStop as error:
+                report.results.append(
+                    Result(item.section, item.name, item.rule, "fail", f"{error}: the run ends")
+                )
+                _not_run(ctx, report, "the device did not stop: the run ended (see above)")
+                return
+            if ctx.flooded:
+                _not_run(ctx, report, f"{ctx.flooded}: the run ended")
+                return
 
 
 async def _run_one(ctx: Context, item: Check) -> Result:
@@ -721,6 +1048,12 @@ async def _run_one(ctx: Context, item: Check) -> Result:
         if item.fresh:
             await ctx.fresh()
         await item.run(ctx)
+    except asyncio.CancelledError:
+        if ctx.interrupted is not None:
+            result.result = "not tested"
+            result.detail = f"interrupted ({ctx.interrupted}) during this check"
+            ctx.pending_result = result
+        raise
     except CheckFailed as error:
         result.result = "fail"
         result.detail = f"{error}\n{transcript(ctx, start)}"
@@ -730,25 +1063,58 @@ async def _run_one(ctx: Context, item: Check) -> Result:
         result.result = "fail"
         result.detail = f"the link closed during the check: {error}\n{transcript(ctx, start)}"
         await _reopen(ctx)
+    except WontStop:
+        raise
+    except Exception as error:  # what the device said took the suite where it cannot go on
+        result.result = "fail"
+        result.detail = (
+            f"the suite could not go on with this check: {type(error).__name__}: {error} "
+            f"(after what the device said, below)\n{transcript(ctx, start)}"
+        )
     finally:
-        await _no_session_left(ctx)
+        if ctx.interrupted is None:
+            await _no_session_left(ctx, result)
     return result
 
 
-async def _no_session_left(ctx: Context) -> None:
-    """After a check: no session may run (a STOP is taken from anyone)."""
-    if ctx.probe is None or ctx.p.closed is not None:
+async def _no_session_left(ctx: Context, result: Result) -> None:
+    """After a check with --inflate: no session runs, and the chambers are empty.
+
+    A session left running is stopped (a STOP is taken from anyone), then
+    vented if the STOP did not end it. A device that keeps a session after
+    both, or keeps air in a chamber past §10.11's 10 s, fails the check: the
+    suite never passes it silently. One that will not stop ends the run.
+    """
+    if not ctx.options.inflate or ctx.probe is None or ctx.p.closed is not None:
         return
-    with contextlib.suppress(CheckFailed, LinkGone):
-        if ctx.options.inflate:
+    problem: str | None = None
+    try:
+        state = await ctx.status(sign=ctx.p.authenticated)
+        for urgent in (Stop(), Vent()):
+            if state.state not in (SessionState.RUNNING, SessionState.PAUSED):
+                break
+            await ctx.request(urgent, what=f"the suite's {urgent.TYPE.name} after the check")
             state = await ctx.status(sign=ctx.p.authenticated)
             if state.state in (SessionState.RUNNING, SessionState.PAUSED):
-                await ctx.stop_session()
+                problem = f"a session ran on after the suite's {urgent.TYPE.name} (SPEC §7.4)"
+        if state.state in (SessionState.RUNNING, SessionState.PAUSED):
+            raise WontStop(problem)
+        vented = await ctx.vented()
+        if vented is not None:
+            problem = f"after the check, {vented}"
+    except (CheckFailed, LinkGone) as error:
+        problem = f"the device did not answer the suite's look after the check: {error}"
+    if problem is not None:
+        detail = f"{problem}\n{transcript(ctx, len(ctx.p.records) - 12)}"
+        result.result = "fail"
+        result.detail = f"{result.detail}\n{detail}" if result.detail else detail
 
 
 async def _reopen(ctx: Context) -> None:
     with contextlib.suppress(Exception):
         await ctx.close()
+    if ctx.flooded:
+        return  # the run ends
     try:
         await ctx.open()
         await ctx.hello()
@@ -768,7 +1134,10 @@ async def _tidy(ctx: Context, report: Report, preset: tuple[int, int]) -> None:
     for item in CHECKS:
         if not item.final:
             continue
-        result = await _run_one(ctx, item)
+        try:
+            result = await _run_one(ctx, item)
+        except WontStop as error:
+            result = Result(item.section, item.name, item.rule, "fail", f"{error}: the run ends")
         if ctx.options.selects(item.section):
             report.results.append(result)
     if ctx.keys is not None:
