@@ -145,7 +145,11 @@ EXPLANATIONS: dict[ErrorCode, str] = {
 }
 
 VENTED_MMHG = 5.0
-"""Every chamber below this counts as vented."""
+"""Every chamber below this counts as vented, for the controller's confirmation.
+
+Stricter than what the device promises (below 10 mmHg within 10 s, SPEC 10.11)
+and than what it needs to clear a fault (below 20 mmHg, SPEC 8.3).
+"""
 
 
 class Cycle(BaseModel):

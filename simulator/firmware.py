@@ -109,8 +109,8 @@ from .memory import DeviceMemory
 from .physics import Plant
 
 EPSILON = 1e-9
-VENTED_MMHG = 20.0
-"""A latched fault can be reset only once every chamber reads below this."""
+RESET_BELOW_MMHG = 20.0
+"""A latched fault can be reset only once every chamber reads below this (SPEC 8.3)."""
 
 IDLE, RUNNING, PAUSED, FAULT = (
     SessionState.IDLE,
@@ -703,7 +703,7 @@ class Firmware:
         # The pump's current is sensed: running while commanded off, its cause is still there.
         pump_runs_away = plant.pump_running and not plant.pump
         readings = plant.read_all()
-        vented = all(reading < VENTED_MMHG for reading in readings)
+        vented = all(reading < RESET_BELOW_MMHG for reading in readings)
         if not vented or pump_runs_away:
             return False
         # What else a fault's cause leaves to see: a stuck sensor, an empty battery, or a

@@ -124,9 +124,9 @@ ENDED_BY_LINK_DOWN = frozenset({EndReason.LINK_LOST})
 ENDED_BY_TAKEOVER = ENDED_BY_COMMAND | ENDED_BY_LINK_DOWN
 """A read whose HELLO replaces an authenticated link ends its session as a lost link (SPEC 12.3)."""
 
-VENTED_MMHG = 10.0
+EMPTIED_MMHG = 10.0
 VENTED_WITHIN_S = 10.0
-"""SPEC 10.11: outside a session every chamber is below `VENTED_MMHG` this long after it was
+"""SPEC 10.11: outside a session every chamber is below `EMPTIED_MMHG` this long after it was
 told to empty, or a fault is latched."""
 
 CHALLENGE_TICK_S = 0.001
@@ -1323,7 +1323,7 @@ class CheckedFirmware:
         elif self.now - self._idle_since >= VENTED_WITHIN_S:
             # SPEC 10.11: no pressure outside a session. Within its bound after a session
             # ends every chamber is vented, or a fault has latched (and the dump is open).
-            limit = VENTED_MMHG + 3 * cfg.sensor_noise_mmhg
+            limit = EMPTIED_MMHG + 3 * cfg.sensor_noise_mmhg
             assert max(snap.pressures_mmhg) <= limit, (
                 f"{max(snap.pressures_mmhg):.1f} mmHg left {self.now - self._idle_since:.1f} s "
                 "into IDLE, no fault latched"
