@@ -948,6 +948,26 @@ class Connection:
             del self._hello_links[hello_seq]
         return opened
 
+    def use_key(self, signer: Signer | None, *, device_signs: bool | None = None) -> None:
+        """Controller: sign from the next frame with ``signer`` (None: send unsigned).
+
+        ``device_signs``, when given, says whether the device must sign its own
+        frames on links under this key (it was paired as one that signs). The
+        link stays as it is until a HELLO opens the next one (SPEC 12.3).
+        """
+        self.signer = signer
+        if device_signs is not None:
+            self.device_signs = device_signs
+
+    def key_gone(self) -> None:
+        """Controller: the key is gone (unpaired, or unusable): nothing more is signed.
+
+        The link is no longer authenticated from here on; the device would take
+        no unsigned command of the authenticated set on it anyway.
+        """
+        self.signer = None
+        self.link_key_id = None
+
     def forget_key(self, key_id: int) -> None:
         """Device: ``key_id`` was unpaired; nothing more is signed under it (SPEC 12.4).
 

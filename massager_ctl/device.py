@@ -407,12 +407,14 @@ class Massager:
                 "or reset: pair again"
             )
             log.warning("%s", self.auth_problem)
-            self._conn.signer = self._counters = None
+            self._counters = None
+            self._conn.use_key(None)
             await self._request(hello)
 
     def _use_key(self) -> None:
         """Sign with this controller's key for the device; with none if it cannot be used."""
-        self._conn.signer = self._counters = None
+        self._counters = None
+        self._conn.use_key(None)
         try:
             signer = self._keys.signer(self._device)
         except ConfigError as error:
@@ -424,10 +426,9 @@ class Massager:
         self.key_problem = None
         if signer is not None and isinstance(signer.next_counter, Counters):
             self._counters = signer.next_counter
-        self._conn.signer = signer
         paired = self._keys.get(self._device) if signer is not None else None
         # A massager paired as one that signs must sign: its word is not taken unsigned.
-        self._conn.device_signs = paired is None or paired.device_signs
+        self._conn.use_key(signer, device_signs=paired is None or paired.device_signs)
 
     @property
     def paired_key(self) -> PairedKey | None:
@@ -514,8 +515,8 @@ class Massager:
             if error.code != "not_authenticated" or not self.authenticated:
                 raise
         self._keys.remove(self._device)
-        self._conn.signer = self._counters = None
-        self._conn.link_key_id = None
+        self._counters = None
+        self._conn.key_gone()
 
     async def _leave(self, *, emergency: bool) -> None:
         """Leave the device safe: vent after an error, stop after a normal end."""
@@ -836,8 +837,8 @@ class Massager:
 
     def _key_lost(self, error: ConfigError, *, vent: bool) -> ConfigError:
         """Go on unsigned, vent a session of ours if ``vent``, and tell every subscriber."""
-        self._conn.signer = self._counters = None
-        self._conn.link_key_id = None
+        self._counters = None
+        self._conn.key_gone()
         self.key_problem = error
         self.auth_problem = str(error)
         if vent and self._owns_session:

@@ -552,3 +552,25 @@ def test_commands_mixed_with_garbage_are_all_accounted_for(
     # Every command is delivered, or refused with a NAK, or is a keepalive; none vanishes.
     assert len(delivered) + len(answered) + len(silent) == len(commands)
     assert device.stats.frames == len(commands)
+
+
+def test_a_controller_whose_key_is_gone_signs_nothing_and_holds_no_authenticated_link() -> None:
+    from simulator import DeviceConfig, Firmware
+
+    key = bytes(range(32))
+    firmware = Firmware(DeviceConfig(seed=1), now=0.0)
+    key_id = firmware.memory.pairings.add("c", key)
+    counters = iter(range(1, 100))
+    controller = Connection(Role.CONTROLLER)
+    controller.use_key(fp.Signer(key_id, key, lambda: next(counters)), device_signs=True)
+    controller.send(fp.Hello("c"), 0.0)
+    firmware.receive_data(controller.data_to_send(), 0.0)
+    controller.receive_data(firmware.data_to_send(), 0.0)
+    assert controller.link_key_id == key_id
+
+    controller.key_gone()
+    assert controller.signer is None
+    assert controller.link_key_id is None
+    controller.send(fp.GetStatus(), 0.0)
+    [frame] = fp.FrameDecoder().feed(controller.data_to_send())
+    assert frame.auth is None  # unsigned from here on
