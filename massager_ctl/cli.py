@@ -147,15 +147,17 @@ def resolve_device(option: str | None, *, quiet: bool = False) -> DeviceAddress:
     """The device to use: the option, else the config file, else the built-in simulator."""
     from .config import load_settings
     from .render import errors
-    from .urls import parse_device_url
+    from .urls import DEFAULT_DEVICE, parse_device_url
 
     if option is not None and not option.strip():
         raise InputError("the device URL is empty; give one such as sim:// or socket://HOST:PORT")
     text = option or load_settings().device
     if text is None:
         if not quiet:
-            errors().print("No device given or configured: using the built-in simulator (sim://).")
-        text = "sim://"
+            errors().print(
+                f"No device given or configured: using the built-in simulator ({DEFAULT_DEVICE})."
+            )
+        text = DEFAULT_DEVICE
     return parse_device_url(text)
 
 
@@ -1599,6 +1601,7 @@ def make_bridge(
     from .broker import BASE_TOPIC, DISCOVERY_PREFIX
     from .config import journal_file, user_profiles_dir
     from .journal import Journal
+    from .urls import DEFAULT_DEVICE
 
     mqtt = settings.mqtt
     broker = mqtt.address(broker_url)
@@ -1613,7 +1616,7 @@ def make_bridge(
     elif mqtt.devices:
         given = [f"{name}={url}" for name, url in mqtt.devices.items()]
     else:
-        given = [settings.device or "sim://"]
+        given = [settings.device or DEFAULT_DEVICE]
     named = dict(device_name(text) for text in given)
     if len(named) != len(given):
         raise InputError("two devices have the same name; give them NAME=URL")

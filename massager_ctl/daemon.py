@@ -56,7 +56,7 @@ from .schedule import Schedule, ScheduleBook
 from .session import JournaledProgram
 from .settings import Settings
 from .supervisor import ResumePolicy
-from .urls import DeviceAddress, parse_device_url
+from .urls import DEFAULT_DEVICE, DeviceAddress, parse_device_url
 from .wallclock import WallClock
 
 LOOKBACK = timedelta(days=31)
@@ -274,7 +274,7 @@ class Daemon:
             await asyncio.sleep(RETRY_S)
 
     def _device(self, schedule: Schedule) -> DeviceAddress:
-        return parse_device_url(schedule.device or self.settings.device or "sim://")
+        return parse_device_url(schedule.device or self.settings.device or DEFAULT_DEVICE)
 
     def _limits(self, profile: Profile, now: datetime, device: str | None = None) -> None:
         """Check the limits, counting the programs this daemon is starting (but ``device``'s).

@@ -30,6 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import DeviceURLError
 
+DEFAULT_DEVICE = "sim://"
+"""The massager used when none is given or configured: the built-in simulator."""
+
 FORMS = """\
   sim://                        the built-in simulator (sim://NAME for another one, ?seed=1 ...)
   serial:///dev/ttyUSB0         a serial port (?baudrate=115200)
