@@ -743,15 +743,16 @@ class Status(Message):
         pressures = r._take(_u16s(count))
         _member("state", SessionState, state)
         return cls(
-            uptime, SessionState(state), mode, intensity, _status_flags(flags), left, elapsed,
+            uptime, SessionState(state), mode, intensity, status_flags(flags), left, elapsed,
             battery, _faults(faults), _code(EndReason, end), inlets, exhausts, pressures,
         )  # fmt: skip
 
 
-# STATUS is decoded after every command and twice a second: its flag fields are
-# looked up, not built (an IntFlag call costs as much as the rest of the decode).
+# STATUS is built and decoded after every command and twice a second: its flag
+# fields are looked up, not built (an IntFlag call costs as much as the rest).
 @functools.lru_cache(maxsize=256)
-def _status_flags(bits: int) -> StatusFlag:
+def status_flags(bits: int) -> StatusFlag:
+    """The `StatusFlag` of the flag byte ``bits``, made once per value."""
     return StatusFlag(bits)
 
 

@@ -42,7 +42,6 @@ Safety rules, all enforced here and nowhere above:
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 import secrets
@@ -94,6 +93,7 @@ from firmware_protocol import (
     Vent,
 )
 from firmware_protocol.errors import RemoteProtocolError
+from firmware_protocol.messages import status_flags
 from firmware_protocol.pairing import KeyPair
 from firmware_protocol.session import (
     END_REASON_OF_COMMAND,
@@ -127,12 +127,6 @@ _LINK_SESSION = int(StatusFlag.LINK_SESSION)
 _DUMP_OPEN = int(StatusFlag.DUMP_OPEN)
 _CONTROLLER_PRESENT = int(StatusFlag.CONTROLLER_PRESENT)
 _STOP_SINCE_END = int(StatusFlag.STOP_SINCE_END)
-
-
-@functools.cache
-def _status_flags(bits: int) -> StatusFlag:
-    # At most 128 combinations; making one an IntFlag costs more than the rest of STATUS.
-    return StatusFlag(bits)
 
 
 def _whole_seconds(seconds: float) -> int:
@@ -816,7 +810,7 @@ class Firmware:
             state=self.state,
             mode=self.mode,
             intensity=self.intensity,
-            flags=_status_flags(flags),
+            flags=status_flags(flags),
             seconds_left=min(math.ceil(session.lease_left - EPSILON), 0xFFFF) if session else 0,
             session_elapsed_s=_whole_seconds(session.elapsed) if session else 0,
             battery_pct=round(plant.battery_pct) if self.config.battery else 100,
