@@ -309,9 +309,7 @@ async def resend(ctx: Context) -> None:
             f"the SET_MODE sent again (seq {first.seq}) was answered "
             f"{describe(again.message or '')}, not its first reply {describe(reply.message or '')}"
         )
-    now = (await ctx.status()).mode
-    if now != mode:
-        raise CheckFailed(f"the SET_MODE sent again ran again: the mode is {now}, not {mode}")
+    await ctx.mode_still(mode, "the SET_MODE sent again ran again")
     refused = p.build(SetMode(ctx.unoffered_mode()))
     reply = await ctx.send(refused, what="SET_MODE of a mode not offered")
     ctx.expect_nak(reply, REMEMBERED_REFUSAL, "SET_MODE of a mode not offered")
@@ -349,9 +347,7 @@ async def reply_cache(ctx: Context) -> None:
             f"the first of {REPLY_CACHE} requests, sent again, was answered "
             f"{describe(again.message or '') if again else 'nothing'}, not its first reply"
         )
-    now = (await ctx.status()).mode
-    if now != mode:
-        raise CheckFailed(f"the SET_MODE sent again ran again: the mode is {now}, not {mode}")
+    await ctx.mode_still(mode, "the SET_MODE sent again ran again")
 
 
 @check("4", "stale", "a seq older than the newest accepted, not remembered, is NAK STALE_SEQUENCE")
@@ -365,9 +361,7 @@ async def stale(ctx: Context) -> None:
         SetMode(ctx.other_mode(mode)), seq=old, what=f"SET_MODE with seq {old}"
     )
     ctx.expect_nak(reply, ErrorCode.STALE_SEQUENCE, f"a SET_MODE with an old seq ({old})")
-    now = (await ctx.status()).mode
-    if now != mode:
-        raise CheckFailed(f"the stale SET_MODE ran: the mode is {now}, not {mode}")
+    await ctx.mode_still(mode, "the stale SET_MODE ran")
 
 
 @check("4", "keepalive-seq", "a KEEPALIVE is never answered, and its seq moves nothing")

@@ -344,6 +344,12 @@ class Context:
         if not isinstance(message, Nak) or message.error != error:
             raise CheckFailed(f"{what}: answered {describe(message or '')}, not NAK {error.name}")
 
+    async def mode_still(self, mode: int, ran: str) -> None:
+        """Fail, saying ``ran``, unless the device's mode is still ``mode``."""
+        now = (await self.status()).mode
+        if now != mode:
+            raise CheckFailed(f"{ran}: the mode is {now}, not {mode}")
+
     async def status(self, *, sign: bool | None = None) -> Status:
         """Ask for a STATUS (GET_STATUS: ACK, then STATUS) and return it."""
         p = self.p

@@ -316,27 +316,36 @@ def test_the_command_fails_a_broken_served_simulator_naming_the_section() -> Non
     assert (failed["section"], failed["check"]) == ("7.4", "stop-first")
 
 
+@contextlib.contextmanager
+def asked_to_restart(url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The suite run with --restart-step against ``url``, once it has asked the maker.
+
+    Yields the process and what it said up to its question; killed on the way out
+    if it has not ended.
+    """
+    asking = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "conformance", url, "--section", "12.1",
+         "--restart-step", "--json"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert asking.stderr is not None
+        asked = ""
+        while ">>> " not in asked:
+            line = asking.stderr.readline()
+            assert line, "the suite ended without asking for a restart"
+            asked += line
+        yield asking, asked
+    finally:
+        if asking.poll() is None:
+            asking.kill()
+            asking.communicate()
+
+
 def test_the_maker_restarts_the_device_when_asked() -> None:
-    with served() as device:
-        asking = subprocess.Popen(
-            [sys.executable, "-m", "simulator", "conformance", device.url, "--section", "12.1",
-             "--restart-step", "--json"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert asking.stderr is not None
-            assert asking.stdin is not None
-            asked = ""
-            while ">>> " not in asked:
-                line = asking.stderr.readline()
-                assert line, "the suite ended without asking for a restart"
-                asked += line
-            device.process.send_signal(signal.SIGHUP)  # the maker's hand on the switch
-            out, _ = asking.communicate("\n", timeout=60)
-        finally:
-            if asking.poll() is None:
-                asking.kill()
-                asking.communicate()
+    with served() as device, asked_to_restart(device.url) as (asking, asked):
+        device.process.send_signal(signal.SIGHUP)  # the maker's hand on the switch
+        out, _ = asking.communicate("\n", timeout=60)
     assert "Switch the massager off and on again" in asked
     assert asking.returncode == 0, out
     [restart] = [e for e in json.loads(out) if e["check"] == "restart"]
@@ -814,26 +823,10 @@ def test_a_device_that_hangs_up_mid_check_gets_a_report(open_device: Served) -> 
 
 
 def test_ctrl_c_at_a_question_to_the_maker_ends_the_run() -> None:
-    with served() as device:
-        asking = subprocess.Popen(
-            [sys.executable, "-m", "simulator", "conformance", device.url, "--section", "12.1",
-             "--restart-step", "--json"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert asking.stderr is not None
-            asked = ""
-            while ">>> " not in asked:
-                line = asking.stderr.readline()
-                assert line, "the suite ended without asking for a restart"
-                asked += line
-            asking.send_signal(signal.SIGINT)  # the maker gives up; stdin stays open
-            code = asking.wait(timeout=15)
-            out, err = asking.communicate()
-        finally:
-            if asking.poll() is None:
-                asking.kill()
-                asking.communicate()
+    with served() as device, asked_to_restart(device.url) as (asking, _):
+        asking.send_signal(signal.SIGINT)  # the maker gives up; stdin stays open
+        code = asking.wait(timeout=15)
+        out, err = asking.communicate()
     assert code == 130, err
     [restart] = json.loads(out)
     assert (restart["check"], restart["result"]) == ("restart", "not tested")
