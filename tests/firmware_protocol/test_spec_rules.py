@@ -14,6 +14,7 @@ import pytest
 import firmware_protocol as fp
 from firmware_protocol import Connection, ErrorCode, Frame, FrameDecoder, Received, Role
 from firmware_protocol.messages import NO_NONCE
+from tests.firmware_protocol.test_connection import CAPS as CONNECTION_CAPS
 
 CHAMBERS = 2
 
@@ -75,13 +76,7 @@ def test_a_malformed_payload_is_refused_before_its_seq_and_forgotten(
 
 # --- SPEC 13: the fields pairing appended, and the fields after them --------------------
 
-CAPS = fp.Capabilities(
-    ref_seq=1, model="m", firmware="f", serial="s", features=fp.Feature.PAIRING,
-    ceiling_dmmhg=1300, max_target_dmmhg=1200, session_cap_s=5400, max_lease_s=5400,
-    watchdog_ms=1000, status_interval_ms=500, pause_limit_s=600,
-    chambers=(fp.ChamberInfo(fp.Leg.LEFT, fp.Position.FOOT),),
-    modes=(fp.ModeInfo(1, "wave"),), levels=(fp.LevelInfo(1, 500),),
-)  # fmt: skip
+CAPS = replace(CONNECTION_CAPS, ref_seq=1, features=fp.Feature.PAIRING)
 LATER = b"\x42\x43"  # a field some later revision appends
 
 
