@@ -290,6 +290,7 @@ class Connection:
         self._pending: dict[int, _Pending] = {}
         self._next_keepalive: float | None = None
         self._silent = False
+        self._quiet = False
         # device
         self._accepted_seq: int | None = None
         self._replies: OrderedDict[int, Frame] = OrderedDict()
@@ -383,7 +384,9 @@ class Connection:
         for pending in self._pending.values():
             if due is None or pending.deadline < due:
                 due = pending.deadline
-        keepalive = self._next_keepalive if self.state == LinkState.READY else None
+        keepalive = (
+            self._next_keepalive if self.state == LinkState.READY and not self._quiet else None
+        )
         if keepalive is not None and (due is None or keepalive < due):
             due = keepalive
         silent_at = self._silent_at()
@@ -418,6 +421,7 @@ class Connection:
                 self._write(pending.wire)
         if (
             self.state == LinkState.READY
+            and not self._quiet
             and self._next_keepalive is not None
             and now >= self._next_keepalive
         ):
@@ -440,6 +444,28 @@ class Connection:
         for seq, pending in self._pending.items():
             self._events.append(RequestFailed(pending.message, seq, FailReason.LINK_DOWN))
         self._pending.clear()
+
+    def go_quiet(self) -> None:
+        """Controller: let the link lapse while no session of ours runs (SPEC §7.6).
+
+        No KEEPALIVE goes out and the device's silence is not watched: the device
+        forgets this controller at its watchdog, and from then on sends only what
+        changes (§7.5) and the answers to STOP, VENT and GET_STATUS, which it takes
+        from anyone. Requests still time out as always, so a GET_STATUS now and then
+        is how a quiet controller learns that the device is gone. The next HELLO
+        ends the quiet.
+
+        Raises:
+            LocalProtocolError: not a controller, or the link is not open.
+        """
+        if self.role != Role.CONTROLLER or self.state != LinkState.READY:
+            raise LocalProtocolError("only a controller's open link can go quiet")
+        self._quiet = True
+
+    @property
+    def quiet(self) -> bool:
+        """Controller: whether the link was let lapse (`go_quiet`) and no HELLO came since."""
+        return self._quiet
 
     @property
     def pending(self) -> dict[int, Message]:
@@ -548,6 +574,7 @@ class Connection:
             raise LocalProtocolError(f"{message.TYPE.name} before the device answered HELLO")
         if isinstance(message, Hello):
             self.state = LinkState.HELLO_SENT
+            self._quiet = False
             self.link_key_id = self.link_nonce = self._hello_counter = self._challenge = None
             self._device_counter = 0
             if self.signer is not None:
@@ -668,6 +695,7 @@ class Connection:
             or self.timing.silence_s is None
             or self._last_rx is None
             or self._silent
+            or self._quiet
         ):
             return None
         return self._last_rx + self.timing.silence_s

@@ -264,6 +264,7 @@ class Massager:
         keys: KeyStore | None = None,
         first: Stop | Vent | None = None,
         on_first: Callable[[], None] | None = None,
+        quiet: bool = False,
     ) -> AsyncIterator[Massager]:
         """Open the link to ``device``, say HELLO, and yield the connected `Massager`.
 
@@ -274,6 +275,12 @@ class Massager:
         that it reaches the massager even when the handshake then fails; whether it
         did, `sent_first` says, and ``on_first`` is called as soon as it did (for a
         caller that is cancelled before this yields, and must still say so).
+
+        ``quiet`` opens an unsigned link, learns what the device is and how it is,
+        and lets the link lapse at once (SPEC §7.6): a watch that keeps no battery
+        device awake and reserves no counter in the key file. On it the device says
+        what changes, and `stop`, `vent` and `refresh` work (the device takes them
+        from anyone); nothing that needs a present or paired controller does.
 
         Raises:
             DeviceURLError: ``device`` is not a device address.
@@ -295,7 +302,9 @@ class Massager:
             ) from None
         massager = cls(link, timing=timing)
         massager._device = device_name(address)
-        if keys is not None:
+        if quiet:
+            massager._keys = KeyStore(None)  # unsigned: nothing is reserved in the key file
+        elif keys is not None:
             massager._keys = keys
         elif isinstance(address, SimAddress):
             from .transports.sim import simulated_keys
@@ -310,10 +319,15 @@ class Massager:
                 on_first()
         try:
             try:
-                await massager._handshake(max(0.0, deadline - loop.time()), timeout_s, address)
+                await massager._handshake(
+                    max(0.0, deadline - loop.time()), timeout_s, address, pair=not quiet
+                )
             except LinkError as error:
                 error.sent_first = massager.sent_first
                 raise
+            if quiet:
+                massager._conn.go_quiet()
+                massager._pump()  # the keepalive and silence timers are let go
             try:
                 yield massager
             except BaseException as error:
@@ -347,12 +361,14 @@ class Massager:
         self._pump()
         self.sent_first = self._failure is None
 
-    async def _handshake(self, left_s: float, timeout_s: float, address: DeviceAddress) -> None:
+    async def _handshake(
+        self, left_s: float, timeout_s: float, address: DeviceAddress, *, pair: bool = True
+    ) -> None:
         try:
             async with asyncio.timeout(left_s):
                 await self._hello()
                 await self._first_status.wait()
-                if not self.authenticated and isinstance(address, SimAddress):
+                if pair and not self.authenticated and isinstance(address, SimAddress):
                     # The built-in simulator's remote is within reach: hold its
                     # pairing button and pair, so the quick start works as written.
                     from .transports.sim import simulated_device
@@ -571,6 +587,11 @@ class Massager:
     def connected(self) -> bool:
         """Whether the link is up."""
         return self._failure is None
+
+    @property
+    def quiet(self) -> bool:
+        """Whether the link was let lapse (``connect(quiet=True)``): only stop, vent, refresh."""
+        return self._conn.quiet
 
     def recent_frames(self) -> str:
         """The last frames in both directions, for a failure report."""

@@ -474,6 +474,45 @@ def test_controller_notices_a_silent_device(pair: Pair) -> None:
     assert not any(isinstance(e, fp.PeerSilent) for e in pair.controller.events())  # said once
 
 
+def test_a_quiet_controller_sends_no_keepalive_and_never_calls_the_device_silent(
+    pair: Pair,
+) -> None:
+    """SPEC 7.6: the link lapses; the device forgets it and says only what changes."""
+    pair.controller.go_quiet()
+    assert pair.controller.get_timer() is None
+    challenge_at(pair)  # a challenge already on its way is not answered either
+    for pair.now in (0.25, 1.0, 60.0, 3600.0):
+        pair.controller.handle_timer(pair.now)
+        assert keepalives(pair.controller.data_to_send()) == []
+        assert pair.controller.events() == []
+    pair.device.handle_timer(pair.now)
+    assert pair.device.events() == [fp.LinkLost("no frame from the controller for 1 s")]
+    # A look is still answered, from anyone; a read that goes unanswered still fails.
+    seq = pair.request(fp.GetStatus())
+    [asked] = pair.to_device()
+    assert isinstance(asked, Received)
+    pair.device.send(fp.Ack(seq), pair.now)
+    assert pair.to_controller() == [Replied(fp.GetStatus(), seq, fp.Ack(seq))]
+    lost = pair.request(fp.GetStatus())
+    pair.controller.data_to_send()
+    for _ in range(3):
+        pair.now = pair.controller.get_timer() or pair.now
+        pair.controller.handle_timer(pair.now)
+    assert pair.controller.events() == [RequestFailed(fp.GetStatus(), lost, FailReason.TIMEOUT)]
+    pair.controller.data_to_send()  # its re-sends, lost too
+    # The next HELLO ends the quiet: keepalives again once the device answers.
+    pair.connect()
+    assert not pair.controller.quiet
+    assert pair.controller.get_timer() == pytest.approx(pair.now + 0.25)
+
+
+def test_only_an_open_controller_link_goes_quiet() -> None:
+    with pytest.raises(fp.LocalProtocolError):
+        Connection(Role.CONTROLLER).go_quiet()
+    with pytest.raises(fp.LocalProtocolError):
+        Connection(Role.DEVICE).go_quiet()
+
+
 def test_link_down_fails_every_pending_request(pair: Pair) -> None:
     seq = pair.request(fp.Resume())
     pair.controller.link_down(pair.now)
