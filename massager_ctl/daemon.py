@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
@@ -50,8 +50,11 @@ from pydantic import BaseModel, ConfigDict
 from .config import config_file
 from .envelope import LimitReached, check_journal
 from .errors import CalledOff, MassagerError, ProfileRefused
+from .holder import House
+from .holder.door import HeldElsewhere, holding
 from .journal import Journal, JournalError, Session
 from .profiles import Profile, find_profile
+from .programs import ProgramResult
 from .schedule import Schedule, ScheduleBook
 from .session import JournaledProgram
 from .settings import Settings
@@ -114,18 +117,6 @@ class _Program:
                                 started_at=self.started, planned_s=self.planned_s)  # fmt: skip
 
 
-class LinkHost(Protocol):
-    """Something that holds massagers' links and lends them to a program (the bridge)."""
-
-    def lent(self, address: DeviceAddress, program: JournaledProgram) -> Any:
-        """An async context during which ``program`` has the link to ``address``."""
-        ...
-
-    def starting_sessions(self) -> list[Session]:
-        """Its programs that the journal does not hold yet."""
-        ...
-
-
 class Daemon:
     """Runs due schedules from ``book``, journaling to ``journal``, on ``clock``'s time."""
 
@@ -138,11 +129,19 @@ class Daemon:
         settings: Settings,
         profiles_dir: Path,
         on_event: Callable[[DaemonEvent], None] = lambda event: None,
-        host: LinkHost | None = None,
+        house: House | None = None,
     ) -> None:
         self.book = book
-        self.host = host
-        """The bridge, when the daemon hosts one: it lends the links it holds."""
+        if house is None:
+            house = House(kind="daemon", settings=settings, journal=journal,
+                          profiles_dir=profiles_dir, config=str(config_file()))  # fmt: skip
+        elif house.kind == "bridge":
+            house.kind = "daemon --bridge"
+        self.house = house
+        """The holders of this process: the bridge's too, when the daemon hosts one. A
+        massager the bridge watches is run through its holder; any other is held (its
+        local door open) only while its program runs, so a daemon with nothing due
+        holds nothing and costs nothing."""
         self._stopping = False
         self.journal = journal
         self.clock = clock
@@ -284,8 +283,7 @@ class Daemon:
             JournalError: the journal cannot be read.
         """
         starting = [p.as_session(d) for d, p in self.programs.items() if d != device]
-        if self.host is not None:
-            starting += self.host.starting_sessions()  # the bridge's, still connecting
+        starting += self.house.starting_sessions()  # the bridge's, still connecting
         check_journal(self.journal, planned_s=profile.total_minutes * 60, now=now,
                       limits=self.settings.limits, config=str(config_file()),
                       starting=[s for s in starting if s is not None])  # fmt: skip
@@ -357,16 +355,21 @@ class Daemon:
                 limits=lambda: self._limits(profile, self.clock.now(), device=str(address)),
                 now=self.clock.now,
             )
-            lent = self.host.lent(address, program) if self.host else contextlib.nullcontext()
             try:
-                async with lent:
-                    result = await program.run()
+                result = await self._held(address, program)
             except asyncio.CancelledError:
                 ended = program.interrupted_result
                 why = ended.message if ended else "it had not begun"
-                by = "as the daemon stops" if self._stopping else "by a stop or vent over MQTT"
+                by = "as the daemon stops" if self._stopping else "by a stop or vent"
                 self._say("ended", f"ended {by}: {why}", schedule, run)
                 raise
+            except HeldElsewhere as error:  # a person runs it from a terminal: not queued
+                why = f"not started: {error}"
+                with contextlib.suppress(JournalError):
+                    self.journal.not_run(str(address), profile.name, "schedule", "busy",
+                                         why, at=run)  # fmt: skip
+                self._say("busy", why, schedule, run)
+                return
             except CalledOff as error:  # a person said stop: not tried again
                 with contextlib.suppress(JournalError):
                     self.journal.not_run(str(address), profile.name, "schedule", "stopped",
@@ -403,6 +406,22 @@ class Daemon:
                 return
             self._say("ended", f"{result.outcome}: {result.message}", schedule, run)
             return
+
+    async def _held(self, address: DeviceAddress, program: JournaledProgram) -> ProgramResult:
+        """Run ``program`` through the holder of its massager: the bridge's, or one held for it.
+
+        Raises:
+            HeldElsewhere: another program on this computer holds the massager.
+        """
+        holder = self.house.get(address)
+        if holder is not None:  # the bridge's, in this process: it watches the massager
+            async with holder.program(program, source="schedule"):
+                return await program.run()
+        async with (
+            holding(self.house, address) as held,
+            held.program(program, source="schedule"),
+        ):
+            return await program.run()
 
     async def _retry(self, entry: _Program, run: datetime, address: DeviceAddress,
                      profile: Profile, error: MassagerError,

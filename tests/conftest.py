@@ -38,8 +38,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """Every test gets its own config and state folders and no device from the environment."""
-    dirs = {"XDG_CONFIG_HOME": tmp_path / "config", "XDG_STATE_HOME": tmp_path / "state"}
+    """Every test gets its own config, state and runtime folders, and no device from outside.
+
+    The runtime folder holds the local doors of holders: one per test, so that no
+    test knocks on another's (its name is short: a socket's path is at most 107 bytes).
+    """
+    dirs = {"XDG_CONFIG_HOME": tmp_path / "config", "XDG_STATE_HOME": tmp_path / "state",
+            "XDG_RUNTIME_DIR": tmp_path / "run"}  # fmt: skip
     for name, path in dirs.items():
         path.mkdir()
         monkeypatch.setenv(name, str(path))

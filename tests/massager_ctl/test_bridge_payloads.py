@@ -241,11 +241,11 @@ def dispatch(topic: str, payload: bytes, *, retain: bool) -> tuple[list[Any], li
     async def run() -> list[Any]:
         bridge = a_bridge("mqtt://127.0.0.1:1", {"bed": "sim://bed"})
 
-        async def command(command: Command) -> str:
+        async def command(command: Command, source: str) -> str:
             ran.append(command)
             return f"{command.action}: done"
 
-        bridge.agents["bed"].command = command  # type: ignore[method-assign]
+        bridge.agents["bed"].holder._act = command  # type: ignore[method-assign]
         client = RecordingClient()
         message = aiomqtt.Message(topic, payload, qos=1, retain=retain, mid=1, properties=None)
         await bridge._dispatch(client, message)  # type: ignore[arg-type]

@@ -209,7 +209,7 @@ async def test_a_massager_seen_as_a_simulator_is_checked_again_when_it_answers()
     a_session_ended_minutes_ago(5)
     async with watched(REAL) as (agent, log):
         assert agent.info is not None
-        agent.info = agent.info.model_copy(update={"firmware": "sim-0.1.0"})
+        agent.holder.info = agent.info.model_copy(update={"firmware": "sim-0.1.0"})
         assert await agent.command(Command(action="start", profile="short")) == "started short"
         await asyncio.sleep(5)
     assert any("rest at least 30 min" in line for line in log), log

@@ -1,0 +1,435 @@
+"""The local door: how another terminal reaches the holder of a massager on this computer.
+
+Whoever holds a massager (a `start` in a terminal, the daemon, the bridge)
+listens on a Unix socket in the user's runtime folder (``$XDG_RUNTIME_DIR/
+massager-ctl``, made 0700). Only the same user may knock: the folder is
+theirs alone, and on Linux the peer's credentials are checked as well. Beside
+each socket a lock file is held for as long as the holder lives; the system
+lets go of it when the process ends however it ends, so a holder that died
+leaves nothing that blocks the next one: its socket, left behind, is found
+stale (its lock is free) and removed.
+
+One request per connection, one line of JSON each way:
+
+- ``{"op": "who"}``: answered with a `Who` (the device, the holder, its
+  program and state);
+- ``{"op": "command", "command": {...}}``: a `Command`, answered with its
+  `Reply` once it is done (a stop once the chambers are empty).
+
+A request longer than `MAX_REQUEST` bytes, or not sent within
+`REQUEST_TIMEOUT_S`, or not valid, is answered with a `Reply` that says what was
+wrong; the holder goes on.
+
+On Windows there is no such door (asyncio has no Unix sockets there): a
+massager is then reached only from the process that holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import socket
+import stat
+import struct
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from filelock import FileLock, Timeout
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import ConfigError, MassagerError
+from ..tomlfiles import describe_errors
+from ..urls import DeviceAddress
+from .commands import Command, Reply
+from .holder import Holder
+from .house import House, device_key
+from .state import DeviceState
+
+MAX_REQUEST = 16 * 1024
+"""The longest request line taken, in bytes."""
+REQUEST_TIMEOUT_S = 5.0
+"""How long a door waits for a request line."""
+ANSWER_TIMEOUT_S = 60.0
+"""How long a knock waits for its answer (a stop waits for a program to end and vent)."""
+KNOCK_TIMEOUT_S = 3.0
+"""How long a knock waits to be let in."""
+SUPPORTED = sys.platform != "win32" and hasattr(socket, "AF_UNIX")
+"""Whether this system has local doors (not Windows)."""
+
+
+class HeldElsewhere(MassagerError):
+    """Another program on this computer holds the massager."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, who: Who | None = None) -> None:
+        super().__init__(message)
+        self.who = who
+
+
+class Who(BaseModel):
+    """Who holds a massager, and what it is doing: the answer to ``{"op": "who"}``."""
+
+    kind: str = "held"
+    device: str
+    name: str
+    holder: str
+    """What holds it: ``start`` (a terminal), ``daemon``, ``bridge``, ``daemon --bridge``."""
+    pid: int
+    since: datetime
+    program: str | None = None
+    source: str | None = None
+    """Which door started the program: ``cli``, ``schedule``, ``mqtt``."""
+    state: DeviceState
+
+    def says(self) -> str:
+        """Who holds it, in words: ``massager-ctl start (pid 4242, since 21:03), running X``."""
+        since = self.since.astimezone().strftime("%H:%M")
+        held = f"massager-ctl {self.holder} (pid {self.pid}, since {since})"
+        if self.program is not None:
+            held += f", running {self.program}"
+        return held
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    op: Literal["who", "command"]
+    command: Command | None = None
+
+
+def runtime_dir() -> Path:
+    """The user's runtime folder for massager-ctl's doors (made 0700 when it is used).
+
+    ``$XDG_RUNTIME_DIR/massager-ctl``; where there is no runtime folder (macOS, a
+    container with no login session), a folder of this user's in the system's
+    temporary folder.
+    """
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    if base and Path(base).is_absolute() and Path(base).is_dir():
+        return Path(base) / "massager-ctl"
+    return Path(tempfile.gettempdir()) / f"massager-ctl-{os.getuid()}"
+
+
+def _private_dir() -> Path:
+    """The runtime folder, made if missing and checked to be this user's alone.
+
+    Raises:
+        ConfigError: it is not a folder of this user's, or cannot be made private.
+    """
+    folder = runtime_dir()
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise ConfigError(
+                f"{folder} is not a folder of this user's; massager-ctl keeps the sockets "
+                "that other terminals reach a running program through there: remove it"
+            )
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            folder.chmod(0o700)  # loosened by someone: others must not knock
+    except OSError as error:
+        raise ConfigError(f"{folder}: {error.strerror or error}") from None
+    return folder
+
+
+def door_paths(address: DeviceAddress) -> tuple[Path, Path]:
+    """The socket and the lock file of the massager at ``address``'s door."""
+    digest = hashlib.sha256(device_key(address).encode()).hexdigest()[:16]
+    folder = runtime_dir()
+    return folder / f"{digest}.sock", folder / f"{digest}.lock"
+
+
+class LocalDoor:
+    """Serves ``holder`` on its socket, for as long as the ``async with`` block runs.
+
+    Entering claims the massager for this process: if another program holds
+    it, `HeldElsewhere` says who, and how to stop it.
+    """
+
+    def __init__(self, holder: Holder, house: House) -> None:
+        self.holder = holder
+        self.house = house
+        self._lock: FileLock | None = None
+        self._server: asyncio.Server | None = None
+        self._socket: Path | None = None
+        self._inode: int | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> LocalDoor:
+        if not SUPPORTED:
+            return self
+        _private_dir()
+        sock, lock_path = door_paths(self.holder.address)
+        lock = FileLock(lock_path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            who = await find_holder(self.holder.address)
+            raise held_elsewhere(self.holder.address, who) from None
+        except OSError as error:
+            raise ConfigError(f"{lock_path}: {error.strerror or error}") from None
+        self._lock = lock
+        try:
+            sock.unlink(missing_ok=True)  # a dead holder's: its lock was free
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(sock), limit=MAX_REQUEST
+            )
+            sock.chmod(0o600)
+            self._socket, self._inode = sock, sock.stat().st_ino
+        except BaseException:
+            lock.release()
+            self._lock = None
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        if self._handlers:
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                if self._socket.stat().st_ino == self._inode:
+                    self._socket.unlink()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def who(self) -> Who:
+        """What this door says of its holder."""
+        holder = self.holder
+        running = holder.running
+        return Who(
+            device=str(holder.address), name=holder.name, holder=self.house.kind,
+            pid=os.getpid(), since=holder.since,
+            program=running.profile.name if running is not None else None,
+            source=holder.source, state=holder.state,
+        )  # fmt: skip
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            if not _same_user(writer):
+                return  # not answered: a stranger learns nothing
+            answer = await self._answer(reader)
+            writer.write(answer.encode() + b"\n")
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the knocker went away; the holder goes on
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader) -> str:
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                line = await reader.readuntil(b"\n")
+        except TimeoutError:
+            return _refused(f"no request within {REQUEST_TIMEOUT_S:g} s")
+        except asyncio.LimitOverrunError:
+            return _refused(f"a request is at most {MAX_REQUEST:,} bytes")
+        try:
+            request = _Request.model_validate_json(line)
+        except ValidationError as error:
+            return _refused(describe_errors(error, "request"))
+        if request.op == "who":
+            return self.who().model_dump_json()
+        if request.command is None:
+            return _refused("a command request needs its command")
+        try:
+            reply = await self.holder.command(request.command, source="cli")
+        except Exception as error:  # a bug: the knocker still gets an answer, the holder goes on
+            said = f"an unexpected error ({type(error).__name__}: {error}); please report it"
+            self.house.log(f"{self.holder.name}: {said}")
+            reply = Reply(ok=False, action=request.command.action, error=said)
+        return reply.as_json()
+
+
+def _refused(error: str) -> str:
+    return Reply(ok=False, error=error).as_json()
+
+
+def _same_user(writer: asyncio.StreamWriter) -> bool:
+    """Whether the peer runs as this user (checked where the system says: Linux)."""
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    sock = writer.get_extra_info("socket")
+    if peercred is None or sock is None:
+        return True  # the folder, 0700, is the check
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, peercred, struct.calcsize("3i"))
+    except OSError:
+        return False
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    return bool(uid == os.getuid())
+
+
+def held_elsewhere(address: DeviceAddress, who: Who | None) -> HeldElsewhere:
+    """The error for a massager another program holds: who, and how to stop it."""
+    url = str(address)
+    if who is None:
+        return HeldElsewhere(
+            f"{url} is held by another massager-ctl on this computer that does not answer; "
+            "if it hangs, end it (its massager vents within a second of it going)"
+        )
+    how = {
+        "start": f"`massager-ctl stop --device {url}`, or Ctrl-C in its terminal",
+        "daemon": f"`massager-ctl stop --device {url}` (the daemon holds it only while "
+        "its program runs)",
+    }.get(who.holder, f"`massager-ctl stop --device {url}`, or end the {who.holder}")
+    return HeldElsewhere(f"{url} is held by {who.says()}; to stop it: {how}", who)
+
+
+async def knock(address: DeviceAddress, request: dict[str, object]) -> str | None:
+    """Send ``request`` to the door of ``address``'s holder; its answer line, or None if no door.
+
+    A socket left by a holder that died is removed on the way.
+
+    Raises:
+        HeldElsewhere: a holder lives but does not answer.
+        ConfigError: the runtime folder cannot be used.
+    """
+    if not SUPPORTED:
+        return None
+    sock, lock_path = door_paths(address)
+    if not sock.exists():
+        return None
+    try:
+        async with asyncio.timeout(KNOCK_TIMEOUT_S):
+            reader, writer = await asyncio.open_unix_connection(str(sock), limit=1 << 20)
+    except (ConnectionRefusedError, FileNotFoundError, TimeoutError, OSError):
+        if _stale(sock, lock_path):
+            return None
+        raise held_elsewhere(address, None) from None
+    try:
+        writer.write(_encode(request))
+        await writer.drain()
+        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+            line = await reader.readline()
+    except (OSError, TimeoutError):
+        line = b""
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    if not line:
+        raise held_elsewhere(address, None)
+    return line.decode("utf-8", errors="replace")
+
+
+def _encode(request: dict[str, object]) -> bytes:
+    import json
+
+    return json.dumps(request, default=str).encode() + b"\n"
+
+
+def _stale(sock: Path, lock_path: Path) -> bool:
+    """Whether ``sock`` was left by a holder that is gone (then it is removed)."""
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except (Timeout, OSError):
+        return False
+    try:
+        sock.unlink(missing_ok=True)
+    finally:
+        lock.release()
+    return True
+
+
+async def find_holder(address: DeviceAddress) -> Who | None:
+    """Who holds ``address`` on this computer, if anyone does.
+
+    Raises:
+        HeldElsewhere: a holder lives but does not answer.
+    """
+    line = await knock(address, {"op": "who"})
+    if line is None:
+        return None
+    try:
+        return Who.model_validate_json(line)
+    except ValidationError:
+        raise held_elsewhere(address, None) from None
+
+
+async def send_command(address: DeviceAddress, command: Command) -> Reply | None:
+    """Hand ``command`` to the holder of ``address``; its reply, or None if nothing holds it.
+
+    Raises:
+        HeldElsewhere: a holder lives but does not answer.
+    """
+    body = command.model_dump(mode="json", exclude_none=True)
+    line = await knock(address, {"op": "command", "command": body})
+    if line is None:
+        return None
+    try:
+        return Reply.model_validate_json(line)
+    except ValidationError:
+        raise held_elsewhere(address, None) from None
+
+
+async def everything_held() -> list[Who]:
+    """What this computer holds: every live holder's answer (stale sockets are removed)."""
+    if not SUPPORTED:
+        return []
+    folder = runtime_dir()
+    found: list[Who] = []
+    try:
+        sockets = sorted(folder.glob("*.sock"))
+    except OSError:
+        return []
+    for sock in sockets:
+        lock_path = sock.with_suffix(".lock")
+        try:
+            async with asyncio.timeout(KNOCK_TIMEOUT_S):
+                reader, writer = await asyncio.open_unix_connection(str(sock), limit=1 << 20)
+        except (OSError, TimeoutError):
+            _stale(sock, lock_path)
+            continue
+        try:
+            writer.write(_encode({"op": "who"}))
+            await writer.drain()
+            async with asyncio.timeout(KNOCK_TIMEOUT_S):
+                line = await reader.readline()
+            found.append(Who.model_validate_json(line))
+        except (OSError, TimeoutError, ValidationError):
+            continue
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    return found
+
+
+@contextlib.asynccontextmanager
+async def holding(
+    house: House, address: DeviceAddress, *, name: str | None = None, watch: bool = False
+) -> AsyncIterator[Holder]:
+    """Hold ``address`` in ``house`` with its local door open, for the block.
+
+    Raises:
+        HeldElsewhere: another program on this computer holds it.
+    """
+    holder = house.hold(address, name=name, watch=watch)
+    try:
+        async with LocalDoor(holder, house):
+            holder.begin()
+            try:
+                yield holder
+            finally:
+                await holder.end()
+    finally:
+        house.let_go(holder)
