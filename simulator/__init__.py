@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .config import DeviceConfig
+    from .faults import InjectedFaults
     from .firmware import Firmware, Snapshot
-    from .physics import InjectedFaults, Plant
+    from .physics import Plant
 
 __all__ = ["DeviceConfig", "Firmware", "InjectedFaults", "Plant", "Snapshot"]
 
@@ -25,7 +26,7 @@ _HOMES = {
     "DeviceConfig": "config",
     "Firmware": "firmware",
     "Snapshot": "firmware",
-    "InjectedFaults": "physics",
+    "InjectedFaults": "faults",
     "Plant": "physics",
 }
 

@@ -31,7 +31,6 @@ from .faults import (
     CATALOGUE,
     LINK_NOISE,
     LINK_NOISE_DESCRIPTION,
-    NoisyHost,
     ScheduledFault,
     describe_faults,
     parse_fault,
@@ -39,6 +38,7 @@ from .faults import (
 from .firmware import Snapshot
 from .host import DeviceHost
 from .memory import DeviceMemory
+from .noise import NoisyHost
 from .serve import PtyEndpoint, TcpEndpoint
 
 if TYPE_CHECKING:

@@ -18,6 +18,8 @@ from pydantic import (
 
 from firmware_protocol import Leg, Position
 
+from .faults import parse_faults
+
 
 class DeviceConfig(BaseModel):
     """Everything that makes one simulated massager; frozen, validated on construction."""
@@ -124,8 +126,6 @@ class DeviceConfig(BaseModel):
     @field_validator("faults")
     @classmethod
     def _known_faults(cls, text: str) -> str:
-        from .faults import parse_faults  # the catalogue imports the physics, which imports us
-
         parse_faults(text, link=False)
         return text
 

@@ -1,10 +1,10 @@
 """Named hardware faults to break a simulated massager with, for tests and ``massager-sim``.
 
-Each fault in `CATALOGUE` breaks one part of the `Plant` (through
-`InjectedFaults`, below the firmware, where hardware would be), says how to
-repair it, and says which `Fault` bit the firmware is expected to latch when it
-notices. The firmware is never told: it finds out from what it senses (see
-`simulator.diagnostics`).
+Each fault in `CATALOGUE` breaks one part of the plant (`simulator.physics.Plant`,
+through its `InjectedFaults`, below the firmware, where hardware would be), says
+how to repair it, and says which `Fault` bit the firmware is expected to latch
+when it notices. The firmware is never told: it finds out from what it senses
+(see `simulator.diagnostics`).
 
 A fault is written ``NAME`` or ``NAME@SECONDS``: the second form strikes that
 many device seconds after the device was switched on, so a session can be
@@ -13,7 +13,13 @@ running when it does (``massager-sim run --press power --fault pump-dead@30``,
 
 ``link-noise`` is not a hardware fault: it damages bytes on the link at the
 device's end of a served endpoint (``massager-sim serve --fault link-noise``),
-through `NoisyHost`; the protocol's checksums and retransmissions must cope.
+through `simulator.noise.NoisyHost`; the protocol's checksums and retransmissions
+must cope.
+
+This module imports nothing else of the simulator: the config validates its
+``faults`` with `parse_faults`, and the plant schedules them with `schedule_all`,
+so both build on it. A fault reaches the plant only through `Breakable`, the
+few parts of it a fault touches.
 
 >>> [str(f) for f in parse_faults("pump-dead@30, sensor-stuck")]
 ['pump-dead@30', 'sensor-stuck']
@@ -21,14 +27,11 @@ through `NoisyHost`; the protocol's checksums and retransmissions must cope.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Protocol
 
 from firmware_protocol import EndReason, Fault
-
-from .host import DeviceHost
-from .physics import Plant
 
 STUCK_SENSOR_MMHG = 42.0
 """What a stuck sensor reads: a mid-scale value, so that a vented device cannot hide it."""
@@ -39,17 +42,88 @@ LEAK_MULTIPLIER = 50.0
 BATTERY_DRAIN_MULTIPLIER = 600.0
 """A failing battery drains this many times faster: a full one runs low in about a minute
 of pumping, and from low to empty in about half a minute."""
-LINK_ERROR_RATE = 0.002
-"""With link-noise, the chance that a byte is damaged (one bit flipped), and again that one is
-lost: about one frame in ten arrives damaged."""
 
 
-def _chamber(plant: Plant, wanted: int) -> int:
+@dataclass
+class InjectedFaults:
+    """Hardware faults a test can switch on; the firmware must cope with them.
+
+    Chambers are numbered as the firmware numbers them (leg by leg, foot first).
+    """
+
+    pump_stuck_on: bool = False
+    """The motor runs whatever the firmware commands (a welded relay)."""
+    pump_dead: bool = False
+    """The motor turns (it draws current) but moves no air: a split diaphragm, a hose off."""
+    inlet_stuck_open: set[int] = field(default_factory=set)
+    inlet_stuck_shut: set[int] = field(default_factory=set)
+    exhaust_stuck_shut: set[int] = field(default_factory=set)
+    leak_multiplier: dict[int, float] = field(default_factory=dict)
+    """Chamber -> how many times faster than normal it leaks (a torn wrap, a loose hose)."""
+    sensor_offset_mmhg: float = 0.0
+    """Added to every chamber's reading."""
+    sensor_stuck: dict[int, float] = field(default_factory=dict)
+    """Chamber -> the constant its sensor reads, whatever the pressure (no noise either)."""
+    sensor_drift_mmhg_per_s: dict[int, float] = field(default_factory=dict)
+    """Chamber -> how fast its sensor's offset grows."""
+    sensor_drifted_mmhg: dict[int, float] = field(default_factory=dict)
+    """Chamber -> how far its sensor has drifted so far (grown by `Plant.advance`)."""
+    battery_drain_multiplier: float = 1.0
+    """How many times faster than normal the battery drains (a failing cell)."""
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is broken at all."""
+        return any(getattr(self, f.name) != _HEALTHY[f.name] for f in fields(self))
+
+
+_HEALTHY = {f.name: getattr(InjectedFaults(), f.name) for f in fields(InjectedFaults)}
+
+
+class Shape(Protocol):
+    """What a fault needs to know of a device (`simulator.config.DeviceConfig` is one)."""
+
+    @property
+    def chamber_count(self) -> int:
+        """How many chambers the device has."""
+        ...
+
+    @property
+    def positions(self) -> Sequence[object]:
+        """The chamber positions of one leg, from the foot upward."""
+        ...
+
+
+class Breakable(Protocol):
+    """The parts of a plant a fault touches (`simulator.physics.Plant` is one).
+
+    Written out here so that the catalogue needs nothing of the physics, which
+    builds on the catalogue to schedule the faults its config names.
+    """
+
+    charging: bool
+
+    @property
+    def config(self) -> Shape:
+        """The device the plant is."""
+        ...
+
+    @property
+    def faults(self) -> InjectedFaults:
+        """Its broken parts."""
+        ...
+
+    def schedule(self, at_s: float, change: Callable[[Breakable], None]) -> None:
+        """Call ``change(plant)`` when the plant's clock reaches ``at_s``."""
+        ...
+
+
+def _chamber(plant: Breakable, wanted: int) -> int:
     # A device with fewer chambers than the default still gets the fault somewhere.
     return wanted % plant.config.chamber_count
 
 
-def _thigh(plant: Plant) -> int:
+def _thigh(plant: Breakable) -> int:
     """The left leg's top chamber: a wave keeps it empty while the others fill."""
     return len(plant.config.positions) - 1
 
@@ -62,28 +136,30 @@ class FaultKind:
     description: str
     latches: Fault
     """The bit the firmware latches when it notices."""
-    inject: Callable[[Plant], None]
-    repair: Callable[[Plant], None]
+    inject: Callable[[Breakable], None]
+    repair: Callable[[Breakable], None]
     ends_with: EndReason = EndReason.FAULT
     """How a session running when it strikes ends (a failing battery ends it as low first)."""
 
 
-def _set_pump_dead(on: bool) -> Callable[[Plant], None]:
-    def change(plant: Plant) -> None:
+def _set_pump_dead(on: bool) -> Callable[[Breakable], None]:
+    def change(plant: Breakable) -> None:
         plant.faults.pump_dead = on
 
     return change
 
 
-def _set_pump_stuck_on(on: bool) -> Callable[[Plant], None]:
-    def change(plant: Plant) -> None:
+def _set_pump_stuck_on(on: bool) -> Callable[[Breakable], None]:
+    def change(plant: Breakable) -> None:
         plant.faults.pump_stuck_on = on
 
     return change
 
 
-def _valve(which: str, where: Callable[[Plant], int], broken: bool) -> Callable[[Plant], None]:
-    def change(plant: Plant) -> None:
+def _valve(
+    which: str, where: Callable[[Breakable], int], broken: bool
+) -> Callable[[Breakable], None]:
+    def change(plant: Breakable) -> None:
         chambers: set[int] = getattr(plant.faults, which)
         chamber = _chamber(plant, where(plant))
         if broken:
@@ -94,8 +170,8 @@ def _valve(which: str, where: Callable[[Plant], int], broken: bool) -> Callable[
     return change
 
 
-def _leak(broken: bool) -> Callable[[Plant], None]:
-    def change(plant: Plant) -> None:
+def _leak(broken: bool) -> Callable[[Breakable], None]:
+    def change(plant: Breakable) -> None:
         chamber = _chamber(plant, 1)
         if broken:
             plant.faults.leak_multiplier[chamber] = LEAK_MULTIPLIER
@@ -105,8 +181,8 @@ def _leak(broken: bool) -> Callable[[Plant], None]:
     return change
 
 
-def _stuck_sensor(broken: bool) -> Callable[[Plant], None]:
-    def change(plant: Plant) -> None:
+def _stuck_sensor(broken: bool) -> Callable[[Breakable], None]:
+    def change(plant: Breakable) -> None:
         chamber = _chamber(plant, 1)
         if broken:
             plant.faults.sensor_stuck[chamber] = STUCK_SENSOR_MMHG
@@ -116,8 +192,8 @@ def _stuck_sensor(broken: bool) -> Callable[[Plant], None]:
     return change
 
 
-def _drifting_sensor(broken: bool) -> Callable[[Plant], None]:
-    def change(plant: Plant) -> None:
+def _drifting_sensor(broken: bool) -> Callable[[Breakable], None]:
+    def change(plant: Breakable) -> None:
         chamber = _chamber(plant, 2)
         faults = plant.faults
         if broken:
@@ -129,8 +205,8 @@ def _drifting_sensor(broken: bool) -> Callable[[Plant], None]:
     return change
 
 
-def _battery(broken: bool) -> Callable[[Plant], None]:
-    def change(plant: Plant) -> None:
+def _battery(broken: bool) -> Callable[[Breakable], None]:
+    def change(plant: Breakable) -> None:
         if broken:
             plant.faults.battery_drain_multiplier = BATTERY_DRAIN_MULTIPLIER
         else:  # a new cell, and the charger plugged in: an empty battery stays empty otherwise
@@ -144,7 +220,7 @@ def _kind(
     name: str,
     description: str,
     latches: Fault,
-    change: Callable[[bool], Callable[[Plant], None]],
+    change: Callable[[bool], Callable[[Breakable], None]],
     ends_with: EndReason = EndReason.FAULT,
 ) -> FaultKind:
     return FaultKind(name, description, latches, change(True), change(False), ends_with)
@@ -283,60 +359,14 @@ def parse_faults(text: str, *, link: bool = True) -> list[ScheduledFault]:
     return faults
 
 
-def inject(plant: Plant, fault: ScheduledFault) -> None:
+def inject(plant: Breakable, fault: ScheduledFault) -> None:
     """Break ``plant`` as ``fault`` says, now or at its time (``link-noise``: nothing here)."""
     kind = fault.kind
     if kind is not None:
         plant.schedule(fault.at_s, kind.inject)
 
 
-def schedule_all(plant: Plant, text: str) -> None:
+def schedule_all(plant: Breakable, text: str) -> None:
     """Inject every fault of a comma-separated list (`DeviceConfig.faults`)."""
     for fault in parse_faults(text):
         inject(plant, fault)
-
-
-class NoisyHost(DeviceHost):
-    """A `DeviceHost` whose link damages bytes both ways, from ``start_s`` device seconds on.
-
-    Each byte is, independently, lost or has one bit flipped, each with
-    probability ``error_rate``: what a long cable near a motor does.
-    """
-
-    def __init__(
-        self,
-        *args: object,
-        start_s: float = 0.0,
-        error_rate: float = LINK_ERROR_RATE,
-        seed: int | None = None,
-        **kwargs: object,
-    ) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.start_s = start_s
-        self.error_rate = error_rate
-        self.damaged = 0
-        """Bytes damaged or lost so far, both ways."""
-        self._rng = random.Random(seed)
-
-    def feed(self, data: bytes) -> None:
-        """Bytes arrive from the link, after the noise had its way with them."""
-        super().feed(self._noise(data))
-
-    def attach(self, on_bytes: Callable[[bytes], None]) -> None:
-        """Connect a link; what the device sends is damaged on its way to ``on_bytes``."""
-        super().attach(lambda data: on_bytes(self._noise(data)))
-
-    def _noise(self, data: bytes) -> bytes:
-        if not self.running or self.firmware.plant.clock < self.start_s:
-            return data
-        rate, draw = self.error_rate, self._rng.random
-        out = bytearray()
-        for byte in data:
-            if draw() < rate:
-                self.damaged += 1
-                continue
-            if draw() < rate:
-                self.damaged += 1
-                byte ^= 1 << self._rng.randrange(8)
-            out.append(byte)
-        return bytes(out)

@@ -18,7 +18,7 @@ That is what lets a 45-minute session run in a fraction of a second.
   never below zero.
 
 Faults that tests inject live here, below the firmware, where hardware would be
-(`InjectedFaults`; `simulator.faults` names the usual ones). A fault can be
+(`InjectedFaults`, which `simulator.faults` keeps with the named ones). A fault can be
 scheduled for a moment of the plant's own clock (`Plant.schedule`): `advance`
 stops at that moment, breaks the part, and goes on, so the physics stays exact
 around it.
@@ -32,45 +32,9 @@ import itertools
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 
 from .config import DeviceConfig
-
-
-@dataclass
-class InjectedFaults:
-    """Hardware faults a test can switch on; the firmware must cope with them.
-
-    Chambers are numbered as the firmware numbers them (leg by leg, foot first).
-    """
-
-    pump_stuck_on: bool = False
-    """The motor runs whatever the firmware commands (a welded relay)."""
-    pump_dead: bool = False
-    """The motor turns (it draws current) but moves no air: a split diaphragm, a hose off."""
-    inlet_stuck_open: set[int] = field(default_factory=set)
-    inlet_stuck_shut: set[int] = field(default_factory=set)
-    exhaust_stuck_shut: set[int] = field(default_factory=set)
-    leak_multiplier: dict[int, float] = field(default_factory=dict)
-    """Chamber -> how many times faster than normal it leaks (a torn wrap, a loose hose)."""
-    sensor_offset_mmhg: float = 0.0
-    """Added to every chamber's reading."""
-    sensor_stuck: dict[int, float] = field(default_factory=dict)
-    """Chamber -> the constant its sensor reads, whatever the pressure (no noise either)."""
-    sensor_drift_mmhg_per_s: dict[int, float] = field(default_factory=dict)
-    """Chamber -> how fast its sensor's offset grows."""
-    sensor_drifted_mmhg: dict[int, float] = field(default_factory=dict)
-    """Chamber -> how far its sensor has drifted so far (grown by `Plant.advance`)."""
-    battery_drain_multiplier: float = 1.0
-    """How many times faster than normal the battery drains (a failing cell)."""
-
-    @property
-    def active(self) -> bool:
-        """Whether anything is broken at all."""
-        return any(getattr(self, f.name) != _HEALTHY[f.name] for f in fields(self))
-
-
-_HEALTHY = {f.name: getattr(InjectedFaults(), f.name) for f in fields(InjectedFaults)}
+from .faults import InjectedFaults, schedule_all
 
 
 class Plant:
@@ -101,8 +65,6 @@ class Plant:
         self._scheduled: list[tuple[float, int, Callable[[Plant], None]]] = []
         self._order = itertools.count()
         if config.faults:
-            from .faults import schedule_all  # the catalogue builds on this module
-
             schedule_all(self, config.faults)
 
     @property

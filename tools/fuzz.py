@@ -55,9 +55,15 @@ if TYPE_CHECKING:  # imported late at run time: atheris instruments them first
 
 INSTRUMENTED = ("firmware_protocol", "simulator")
 """The packages whose coverage guides the fuzzer."""
-UNINSTRUMENTED = ("simulator.physics", "simulator.diagnostics", "simulator.patterns")
+UNINSTRUMENTED = (
+    "simulator.physics",
+    "simulator.diagnostics",
+    "simulator.patterns",
+    "simulator.faults",
+)
 """Numeric loops with little branching: instrumenting them would slow every input for
-no guidance worth having."""
+no guidance worth having. The fault catalogue holds the plant's `InjectedFaults`, asked
+at every sample whether anything is broken, as part of the physics."""
 
 MAX_SIMULATED_S = 20.0
 """Simulated seconds one firmware input may spend. A wait is a share of this budget

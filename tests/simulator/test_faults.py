@@ -23,13 +23,13 @@ from simulator.diagnostics import self_test
 from simulator.faults import (
     CATALOGUE,
     LINK_NOISE,
-    NoisyHost,
     ScheduledFault,
     inject,
     parse_fault,
     parse_faults,
 )
 from simulator.firmware import RESET_BELOW_MMHG
+from simulator.noise import NoisyHost
 
 from .rig import Rig
 

@@ -1,16 +1,4 @@
-"""The rules the fuzzer and the property tests hold the protocol and the firmware to.
-
-Theory of operation
--------------------
-Both the coverage-guided harness (`tools.fuzz`) and the Hypothesis properties
-under ``tests/`` drive the code under test through this module, so a rule is
-written once and a broken one fails the same way in both: an `AssertionError`
-that names the rule. Any other exception escaping the code under test is a
-finding too (the decoders promise `RemoteProtocolError` and nothing else; the
-firmware promises not to raise at all).
-
-`check_decoder` feeds a byte stream to a `FrameDecoder` in given pieces and
-compares what it found with a one-block-at-a-time reading of the same stream.
+"""`CheckedFirmware`: a simulated firmware with every rule checked after every input.
 
 `CheckedFirmware` wraps a `simulator.Firmware`. Every input goes through one
 of its methods (`feed`, `advance`, `press`, `link_down`, `inject`), and after
@@ -40,15 +28,11 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from functools import cache
-from itertools import pairwise
-from typing import Any
 
 from firmware_protocol import (
     AUTHENTICATED,
     PROTOCOL_VERSION,
     Ack,
-    Auth,
     Button,
     ButtonPressed,
     Capabilities,
@@ -60,12 +44,10 @@ from firmware_protocol import (
     FrameDecoder,
     Hello,
     KeepAlive,
-    Leg,
     Message,
     MessageType,
     Mode,
     Nak,
-    Position,
     RemoteProtocolError,
     Renew,
     SessionEnded,
@@ -78,13 +60,13 @@ from firmware_protocol import (
     StartSource,
     Status,
     StatusFlag,
-    cobs,
 )
 from firmware_protocol.connection import LinkState, seq_newer
 from firmware_protocol.messages import COMMANDS, PREEMPTIBLE, REPLIES, URGENT, decode_message
 from firmware_protocol.session import STATEFUL_COMMANDS, command_outcome
 from simulator import DeviceConfig, Firmware, Snapshot
-from simulator.memory import DeviceMemory
+
+from .configs import fuzz_memory
 
 IDLE, RUNNING, PAUSED, FAULT = (
     SessionState.IDLE,
@@ -136,223 +118,6 @@ CHALLENGES_KEPT = 16
 
 TOLERANCE_S = 1e-6
 """Clock sums are float sums of many steps; the firmware itself allows 1e-9 per deadline."""
-
-
-# --- the decoder ------------------------------------------------------------------
-
-
-def pieces(length: int, cuts: Iterable[int]) -> list[tuple[int, int]]:
-    """The (start, end) pieces of a stream of ``length`` bytes cut at ``cuts`` (any order)."""
-    points = sorted({min(max(c, 0), length) for c in cuts} - {0, length})
-    return list(pairwise([0, *points, length])) or [(0, 0)]
-
-
-def reencodes_to(frame: Frame, block: bytes) -> bool:
-    """Whether ``frame`` encodes back to ``block`` (one COBS block, delimiter removed).
-
-    COBS has exactly one second spelling: a block whose last run is a full 0xFF
-    group may leave off the 0x01 that the encoder writes after it. The decoder
-    (like the spec's reference C) accepts both, so both count.
-    """
-    encoded = cobs.encode(frame.to_bytes())
-    return encoded in (block, block + b"\x01")
-
-
-# The limits of SPEC 3, written out here rather than imported from the framing
-# module: the decoder is checked against the spec, not against a copy of itself.
-MAX_BLOCK = 257  # SPEC 3.2 and 3.3 step 1: the longest encoded block a receiver buffers
-MIN_FRAME, MAX_FRAME = 7, 255  # SPEC 3.3 step 3 (3.1: 5 bytes of header, 2 of CRC)
-MAX_PAYLOAD = 236  # SPEC 3.1 and 3.3 step 6, with or without the auth trailer
-AUTH_TRAILER = 12  # SPEC 3.1 and 3.3 step 5: a u32 counter and an 8-byte tag
-
-
-def crc16_ccitt_false(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE as SPEC 3.1 defines it, bit by bit.
-
-    Polynomial 0x1021, initial value 0xFFFF, no reflection, no final XOR.
-
-    >>> hex(crc16_ccitt_false(b"123456789"))
-    '0x29b1'
-    """
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = (crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1
-        crc &= 0xFFFF
-    return crc
-
-
-def cobs_decode(block: bytes) -> bytes | None:
-    """The bytes one COBS block (delimiter removed) stands for, or None if it is no COBS.
-
-    From the definition: a code byte ``c`` (never 0) is followed by ``c - 1``
-    data bytes (never 0) and then, unless ``c`` is 0xFF or the block ends there,
-    by a zero in the decoded bytes.
-    """
-    out = bytearray()
-    i = 0
-    while i < len(block):
-        code = block[i]
-        data = block[i + 1 : i + code]
-        if code == 0 or len(data) < code - 1 or 0 in data:
-            return None
-        out += data
-        i += code
-        if code != 0xFF and i < len(block):
-            out.append(0)
-    return bytes(out)
-
-
-def _classify(block: bytes) -> Frame | str:
-    """What one whole block is, read on its own: a frame or the counter its drop goes to.
-
-    The steps of SPEC 3.3, in its order. Step 3 names no counter: a frame longer
-    than any frame may be is counted oversized, like the too-long blocks and
-    payloads of steps 1 and 6; one too short to be a frame is malformed.
-    """
-    if len(block) > MAX_BLOCK:
-        return "oversized"  # step 1
-    raw = cobs_decode(block)
-    if raw is None:
-        return "malformed"  # step 2
-    if len(raw) > MAX_FRAME:
-        return "oversized"  # step 3
-    if len(raw) < MIN_FRAME:
-        return "malformed"  # step 3
-    body = raw[:-2]
-    if crc16_ccitt_false(body) != int.from_bytes(raw[-2:], "little"):
-        return "crc_errors"  # step 4
-    version, flags, seq, msg_type = body[0], body[1], int.from_bytes(body[2:4], "little"), body[4]
-    rest = body[5:]  # the bytes after the type byte, up to the CRC
-    if flags & 0xFE:
-        return "malformed"  # step 5: flag bits 1-7 are reserved (SPEC 3.1)
-    auth = None
-    if flags & 0x01:
-        if len(rest) < AUTH_TRAILER:
-            return "malformed"  # step 5: AUTH with no room for its trailer
-        rest, trailer = rest[:-AUTH_TRAILER], rest[-AUTH_TRAILER:]
-        auth = Auth(int.from_bytes(trailer[:4], "little"), trailer[4:])
-    if len(rest) > MAX_PAYLOAD:
-        return "oversized"  # step 6
-    return Frame(seq, msg_type, rest, version, auth)
-
-
-def check_decoder(stream: bytes, cuts: Iterable[int] = ()) -> list[Frame]:
-    """Feed ``stream`` to a fresh `FrameDecoder` cut at ``cuts``; assert the deframing rules.
-
-    The rules (SPEC 3.3): feeding never raises; the frames found, in order, are
-    exactly those of the 0x00-delimited blocks that are frames on their own, each
-    re-encoding to its block; every other nonempty block is exactly one counted
-    drop (and one resync), whatever the chunking; a partial block that outgrows
-    the receive buffer is one drop as soon as it does.
-
-    Returns:
-        The frames found.
-    """
-    decoder = FrameDecoder()
-    found: list[Frame] = []
-    for start, end in pieces(len(stream), cuts):
-        found += decoder.feed(stream[start:end])
-
-    *whole, tail = stream.split(b"\x00")
-    blocks = [block for block in whole if block]
-    expected: list[Frame] = []
-    drops: Counter[str] = Counter()
-    for block in blocks:
-        outcome = _classify(block)
-        if isinstance(outcome, Frame):
-            assert reencodes_to(outcome, block), f"{outcome} does not re-encode to {block.hex()}"
-            expected.append(outcome)
-        else:
-            drops[outcome] += 1
-    if len(tail) > MAX_BLOCK:
-        drops["oversized"] += 1  # the decoder gives up on it without waiting for its 0x00
-    assert found == expected, f"found {found}, the blocks hold {expected}"
-
-    stats = decoder.stats
-    counted = {"crc_errors": stats.crc_errors, "malformed": stats.malformed,
-               "oversized": stats.oversized}  # fmt: skip
-    assert counted == {name: drops[name] for name in counted}, f"{counted} != {dict(drops)}"
-    assert stats.frames == len(found), f"{stats.frames} frames counted, {len(found)} found"
-    blocks_seen = len(blocks) + (len(tail) > MAX_BLOCK)
-    assert stats.frames + sum(counted.values()) == blocks_seen, "a block is neither frame nor drop"
-    assert stats.resyncs == sum(counted.values()), "one resync per dropped block"
-    assert stats.bytes == len(stream), f"{stats.bytes} bytes counted of {len(stream)}"
-    return found
-
-
-def check_message(msg_type: int, payload: bytes) -> Message | None:
-    """Decode ``payload`` as a message of ``msg_type``; assert that decoding is sound.
-
-    `decode_message` may raise `RemoteProtocolError` (returned here as None) and
-    nothing else. What it accepts is of the type asked for, its own encoding is a
-    prefix of the payload (a receiver ignores only bytes after the fields it knows,
-    SPEC 13), and that encoding decodes to the same message.
-    """
-    try:
-        message = decode_message(msg_type, payload)
-    except RemoteProtocolError:
-        return None
-    assert msg_type == message.TYPE, f"{message} decoded from type 0x{msg_type:02x}"
-    encoded = message.encode_payload()
-    assert payload.startswith(encoded), f"{message} encodes to {encoded.hex()}, not a prefix"
-    assert decode_message(msg_type, encoded) == message
-    return message
-
-
-# --- device configurations for fuzzing --------------------------------------------
-
-
-def _unpaired() -> dict[str, Any]:
-    # With pairing required, every unauthenticated START is refused and no session
-    # ever runs; the fuzzers exercise sessions, so they serve the device open.
-    return {"pairing_required": False} if "pairing_required" in DeviceConfig.model_fields else {}
-
-
-# Beyond the reference device, sample 5 times slower than SPEC 10.1 asks, so that a
-# fuzz input is cheap. The ceiling still holds (the relief valve), and overshoot
-# trips the fault more often, which the fuzzer wants to reach anyway.
-_SHORT = {"session_cap_s": 60, "max_lease_s": 60, "remote_session_s": 60, "control_period_s": 0.25}
-_PATIENT = {"watchdog_ms": 10000}  # fewer keepalives to send while a session runs
-PRESETS: tuple[dict[str, Any], ...] = (
-    {},  # the reference device
-    {**_SHORT, "pause_limit_s": 5, "watchdog_ms": 250, "status_interval_ms": 250},
-    {**_SHORT, **_PATIENT, "legs": (Leg.LEFT,), "positions": (Position.FOOT,),
-     "levels_mmhg": (50.0,), "cycle": False, "remote": False, "battery": False},
-    {**_SHORT, **_PATIENT, "battery_pct": 6.0, "min_start_battery_pct": 5.5,
-     "low_battery_pct": 5.0, "drain_pumping_pct_per_h": 600.0},
-    # A pump far stronger than its sampling: fills overshoot, and the trip latches.
-    {**_SHORT, **_PATIENT, "fill_tau_s": 0.1, "inlet_tau_s": 0.1, "supervise_period_s": 0.5,
-     "sensor_noise_mmhg": 2.0, "hysteresis_mmhg": 0.5},
-    {**_SHORT, "positions": tuple(Position), "charging": True, "battery_pct": 3.0,
-     "sensor_noise_mmhg": 0.0, "watchdog_ms": 5000, "status_interval_ms": 1000},
-)  # fmt: skip
-"""Devices worth fuzzing: the reference one and corners of the configuration space."""
-
-
-@cache
-def fuzz_config(preset: int, seed: int = 1) -> DeviceConfig:
-    """The device of ``PRESETS[preset % len(PRESETS)]``, seeded, with pairing off."""
-    return DeviceConfig(seed=seed, **PRESETS[preset % len(PRESETS)], **_unpaired())
-
-
-FUZZ_KEY = bytes(range(32))
-"""The key a paired fuzzed device holds (key id `FUZZ_KEY_ID`); its controller signs with it."""
-FUZZ_KEY_ID = 1
-
-
-def _memory(paired: bool) -> DeviceMemory:
-    # A device that holds a key enforces SPEC 12 whatever its config says, as a
-    # device does once anyone has paired with it.
-    memory = DeviceMemory()
-    if paired:
-        key_id = memory.pairings.add("fuzz", FUZZ_KEY)
-        assert key_id == FUZZ_KEY_ID
-    return memory
-
-
-# --- the firmware -----------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,7 +222,7 @@ class CheckedFirmware:
 
     def __init__(self, config: DeviceConfig, *, paired: bool = False) -> None:
         self.config = config
-        self.fw = Firmware(config, now=0.0, memory=_memory(paired))
+        self.fw = Firmware(config, now=0.0, memory=fuzz_memory(paired))
         self.enforced = paired or config.pairing_required
         """Whether the device must take guarded commands only in signed frames (SPEC 12):
         from what it was set up as, not from what it says of itself."""
@@ -1342,26 +1107,3 @@ class CheckedFirmware:
         assert state == IDLE or not asleep, f"asleep in {state.name}"
         # SPEC 12: only a signed frame moves a key's counter (checked in `feed`).
         assert self._key_counters() == self._counters, "a key's counter moved with no read"
-
-
-def command_frame(seq: int, message_or_type: Message | int, payload: bytes = b"", *,
-                  version: int = PROTOCOL_VERSION, key: bytes | None = None,
-                  counter: int = 1, nonce: bytes = b"") -> Frame:  # fmt: skip
-    """A frame from a controller: a message, or a raw type and payload (cut to fit).
-
-    With ``key`` the frame carries an auth trailer signed with it, for ``counter``.
-    After a signed HELLO every tag also covers the link's 8-byte ``nonce`` from
-    CAPABILITIES (SPEC 12.3); the HELLO itself is signed without one.
-    """
-    msg_type: int
-    if isinstance(message_or_type, Message):
-        msg_type, payload = message_or_type.TYPE, message_or_type.encode_payload()
-    else:
-        msg_type = message_or_type
-    frame = Frame(seq & 0xFFFF, msg_type & 0xFF, payload[:MAX_PAYLOAD], version & 0xFF)
-    return frame.signed(key, counter & 0xFFFFFFFF, nonce) if key is not None else frame
-
-
-def plain_keepalive(seq: int = 1) -> Callable[[int | None], bytes]:
-    """What a controller on an open link sends: an unsigned KEEPALIVE answering the challenge."""
-    return lambda challenge: command_frame(seq, KeepAlive(challenge)).encode()
