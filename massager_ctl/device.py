@@ -99,7 +99,7 @@ from .errors import (
     LinkLost,
     MassagerError,
 )
-from .keystore import Counters, KeyStore, PairedKey, device_name
+from .keystore import COUNTER_BLOCK, Counters, KeyStore, PairedKey, device_name
 from .models import (
     DeviceInfo,
     DeviceStatus,
@@ -249,6 +249,7 @@ class Massager:
         """Why this controller's key for the device cannot be used (the key file), if so."""
         self.sent_first = False
         """Whether the STOP or VENT given to `connect` as ``first`` went out."""
+        self._signed_frames = COUNTER_BLOCK
 
     # --- lifetime -----------------------------------------------------------------
 
@@ -265,6 +266,7 @@ class Massager:
         first: Stop | Vent | None = None,
         on_first: Callable[[], None] | None = None,
         quiet: bool = False,
+        signed_frames: int | None = None,
     ) -> AsyncIterator[Massager]:
         """Open the link to ``device``, say HELLO, and yield the connected `Massager`.
 
@@ -275,6 +277,10 @@ class Massager:
         that it reaches the massager even when the handshake then fails; whether it
         did, `sent_first` says, and ``on_first`` is called as soon as it did (for a
         caller that is cancelled before this yields, and must still say so).
+
+        ``signed_frames`` is how many frames the link expects to sign (a program
+        says its length): the counters are reserved in the key file for all of
+        them at once, so that the file is written once, not every 256 frames.
 
         ``quiet`` opens an unsigned link, learns what the device is and how it is,
         and lets the link lapse at once (SPEC §7.6): a watch that keeps no battery
@@ -302,6 +308,8 @@ class Massager:
             ) from None
         massager = cls(link, timing=timing)
         massager._device = device_name(address)
+        if signed_frames is not None:
+            massager._signed_frames = signed_frames
         if quiet:
             massager._keys = KeyStore(None)  # unsigned: nothing is reserved in the key file
         elif keys is not None:
@@ -432,7 +440,7 @@ class Massager:
         self._counters = None
         self._conn.use_key(None)
         try:
-            signer = self._keys.signer(self._device)
+            signer = self._keys.signer(self._device, frames=self._signed_frames)
         except ConfigError as error:
             # Stop, vent and status need no key: open as a stranger, and refuse what
             # needs the key with this error (`_exchange`), not the device's NAK.

@@ -46,7 +46,8 @@ from .urls import BleAddress, DeviceAddress, SerialAddress
 log = logging.getLogger(__name__)
 
 COUNTER_BLOCK = 256
-"""Counters reserved at a time: one write of the file per 256 authenticated frames."""
+"""Counters reserved at a time, unless the connection says it needs more: one write of the
+file per block."""
 LOCK_WAIT_S = 5.0
 """How long a change to the key file waits for another program to let go of it."""
 NOT_A_KEY = f"is not a key (not {KEY_SIZE} bytes in hex)"
@@ -163,10 +164,12 @@ class KeyStore:
         with self._changing() as data:
             return data.keys.pop(device, None) is not None
 
-    def signer(self, device: str) -> Signer | None:
+    def signer(self, device: str, *, frames: int = COUNTER_BLOCK) -> Signer | None:
         """What signs frames for ``device`` on one connection, or None if not paired.
 
-        Its counters come from a `Counters`, whose first block is reserved now.
+        Its counters come from a `Counters`, whose first block is reserved now:
+        ``frames`` of them, what the connection expects to sign (a program's link
+        asks for its whole length, so that the file is written once a session).
 
         Raises:
             ConfigError: as for `check`, or the first block cannot be reserved.
@@ -175,7 +178,7 @@ class KeyStore:
         if paired is None:
             return None
         key = paired.key_bytes()
-        counters = Counters(self, device, key)
+        counters = Counters(self, device, key, block=max(1, frames))
         counters.ready()
         return Signer(paired.key_id, key, counters)
 
@@ -333,9 +336,13 @@ class Counters:
     meet a failing key file where it can handle it, before a frame is being signed.
     """
 
-    def __init__(self, store: KeyStore, device: str, key: bytes) -> None:
+    def __init__(
+        self, store: KeyStore, device: str, key: bytes, *, block: int = COUNTER_BLOCK
+    ) -> None:
         self.store = store
         self.device = device
+        self.block = block
+        """How many counters each reservation takes."""
         self._key = key
         self._next = self._end = 0
 
@@ -346,8 +353,8 @@ class Counters:
             ConfigError: no block can be reserved (see `KeyStore.reserve`).
         """
         if self._next >= self._end:
-            self._next = self.store.reserve(self.device, COUNTER_BLOCK, self._key)
-            self._end = self._next + COUNTER_BLOCK
+            self._next = self.store.reserve(self.device, self.block, self._key)
+            self._end = self._next + self.block
 
     def __call__(self) -> int:
         """The next counter; never one returned before for this key.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -42,6 +43,11 @@ MIN_ATTEMPT_S = 1e-3
 """A window with less than this left is closed. No link opens that fast, and a remainder
 of rounding (1e-14 s) would not move the event loop's clock: asyncio runs a timer that
 near at once, and the loop would try again and again without end."""
+
+
+SIGNED_FRAMES_PER_S = 10
+"""What a program's link signs a second, with room to spare: a keepalive on its rhythm and
+one on each challenge (4 and 4 a second at the reference watchdog), and the commands."""
 
 
 class ResumePolicy(BaseModel):
@@ -192,7 +198,12 @@ class ProgramSupervisor:
         timeout_s = self.policy.connect_timeout_s or link.connect_timeout_s
         if left_s is not None:
             timeout_s = min(timeout_s, left_s)
-        async with Massager.connect(self.address, transport=link, timeout_s=timeout_s) as massager:
+        # The counters for the whole program are reserved at once: the key file is
+        # written once a connection, not every 256 frames (an SD card wears).
+        frames = math.ceil(self.profile.total_minutes * 60 * SIGNED_FRAMES_PER_S) + 1024
+        async with Massager.connect(
+            self.address, transport=link, timeout_s=timeout_s, signed_frames=frames
+        ) as massager:
             info = massager.info
             resuming = self.runner is not None
             if resuming:

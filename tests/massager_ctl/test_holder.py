@@ -11,12 +11,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from firmware_protocol import Button
 from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.holder import Command, Holder, House
 from massager_ctl.holder.holder import IDLE_POLL_S
 from massager_ctl.journal import Journal
-from massager_ctl.keystore import keys_file
+from massager_ctl.keystore import KeyStore, keys_file
+from massager_ctl.profiles import find_profile
 from massager_ctl.settings import Settings
 from massager_ctl.transports.sim import simulated_device
 from massager_ctl.urls import parse_device_url
@@ -130,3 +133,24 @@ async def test_a_command_id_runs_once_and_an_old_command_is_refused() -> None:
         assert holder.running is None
     [session] = Journal(journal_file()).sessions()
     assert (session.source, session.ended) == ("x", "stopped")
+
+
+async def test_a_45_minute_program_on_a_paired_massager_writes_the_key_file_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writes: list[int] = []
+    reserve = KeyStore.reserve
+
+    def counted(store: KeyStore, device: str, count: int, key: bytes | None = None) -> int:
+        writes.append(count)
+        return reserve(store, device, count, key)
+
+    async with a_paired_device() as device:
+        monkeypatch.setattr(KeyStore, "reserve", counted)
+        house = a_house()
+        holder = house.hold(parse_device_url(device.url))
+        program = house.journaled(holder, find_profile("evening-45"), source="cli")
+        async with holder.program(program, source="cli"):
+            result = await program.run()
+    assert result.outcome == "completed", result
+    assert len(writes) == 1, writes

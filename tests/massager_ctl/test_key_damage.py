@@ -24,6 +24,7 @@ import pytest
 
 from firmware_protocol import Button, EndReason, SessionState
 from firmware_protocol.auth import MAX_COUNTER
+from massager_ctl import supervisor as supervisor_module
 from massager_ctl.config import config_file, journal_file
 from massager_ctl.errors import ConfigError
 from massager_ctl.keystore import KeyStore, PairedKey, keys_file
@@ -244,7 +245,12 @@ def ad_hoc(minutes: float) -> Profile:
 
 
 @pytest.mark.parametrize("kind", WHILE_RUNNING)
-async def test_a_key_file_damaged_mid_program_ends_it_vented_and_says_why(kind: str) -> None:
+async def test_a_key_file_damaged_mid_program_ends_it_vented_and_says_why(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A program reserves its counters for its whole length at once; one that outruns
+    # them (reserved for a tenth of its frames here) needs the file again mid-way.
+    monkeypatch.setattr(supervisor_module, "SIGNED_FRAMES_PER_S", 0.5)
     async with a_paired_device() as device:
         firmware = device.host.firmware
         pressing = asyncio.Event()
@@ -272,31 +278,28 @@ async def test_a_key_file_damaged_mid_program_ends_it_vented_and_says_why(kind: 
         await asyncio.sleep(15)
         assert max(firmware.plant.pressures) < 5
         assert supervisor.attempts == 0  # not taken for a lost link, so never resumed
-        assert took < 2 * 60  # a block is about a minute of keepalives
+        assert took < 10 * 60  # the block reserved: 1,624 frames, 8 a second
 
 
 @pytest.mark.looptime(False)
-def test_the_cli_ends_a_program_whose_key_file_breaks_vented_and_says_why() -> None:
+def test_a_program_runs_on_when_its_key_file_breaks_and_the_next_command_says_so() -> None:
+    # The counters for the whole program were reserved as it began: the key is in
+    # memory, and the file is not needed again until the next connection.
     with serve("--tcp", "127.0.0.1:0", "--speed", "20") as served:
-        process = start_in_background("--mode", "wave", "--intensity", "2", "--duration", "20m",
+        process = start_in_background("--mode", "wave", "--intensity", "2", "--duration", "10m",
                                       "--speed", "20", "--device", served.url)  # fmt: skip
         try:
             wait_for_pressure(process, 30)
             damage("garbage", served.url)
-            out, err = process.communicate(timeout=60)
+            out, err = process.communicate(timeout=120)
         finally:
             if process.poll() is None:  # a failure above must not leave it running
                 process.kill()
                 process.communicate()
         assert "Traceback" not in err, err
-        assert process.returncode == 2, err
-        # With --json the error is said once, as the last JSON line.
-        error = json_lines(out)[-1]
-        assert error["kind"] == "error"
-        line = said_about_the_key_file("error: " + error["message"], "error: ")
-        assert "sent the massager a VENT" in line
+        assert process.returncode == 0, err
+        assert json_lines(out)[-1]["outcome"] == "completed"
         looked = json_lines(ctl("status", "--device", served.url, "--json").stdout)[-1]
-        assert looked["status"]["last_end"] == "vented"
         assert str(keys_file()) in looked["auth_problem"]
 
 
