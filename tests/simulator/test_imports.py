@@ -106,3 +106,15 @@ def test_a_cycle_through_a_function_level_import_is_found(tmp_path: Path) -> Non
 
 def test_a_graph_without_a_cycle_has_none() -> None:
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set(), "d": {"a"}}) is None
+
+
+def test_the_config_reaches_the_broken_rules_by_a_leaf_not_by_the_broken_firmware() -> None:
+    # The config checks ``broken=`` names; the broken firmware imports the config.
+    folder = PACKAGE / "conformance"
+    graph = import_graph(folder, "simulator.conformance")
+    assert graph["rules"] == set()
+    rules = ast.parse((folder / "rules.py").read_text(encoding="utf-8"))
+    assert not [n for n in ast.walk(rules) if isinstance(n, ast.ImportFrom) and n.level]
+    config = (PACKAGE / "config.py").read_text(encoding="utf-8")
+    assert "conformance.broken" not in config
+    assert "conformance.rules" in config
