@@ -110,7 +110,7 @@ class DeviceConfig(BaseModel):
     broken: str = Field(
         "",
         description="a rule of the protocol the firmware breaks on purpose, to show that the "
-        "conformance suite catches it (simulator.conformance.broken lists them); empty: none",
+        "conformance suite catches it (simulator.conformance.rules lists them); empty: none",
     )
 
     @field_validator("broken")
