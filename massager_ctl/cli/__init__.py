@@ -26,6 +26,7 @@ from ..errors import MassagerError
 from .app import LazyCommand, LazyGroup, first_press_ends
 
 if TYPE_CHECKING:
+    from ..render import FRESH_SIMULATOR, reset_message, stopped_message
     from .app import (
         SPEEDS,
         FiniteRange,
@@ -37,15 +38,7 @@ if TYPE_CHECKING:
         resolve_device,
         run_async,
     )
-    from .device import (
-        FRESH_SIMULATOR,
-        VENT_WAIT_S,
-        clear_fault,
-        fresh_simulator,
-        reset_message,
-        stop_or_vent,
-        stopped_message,
-    )
+    from .device import VENT_WAIT_S, clear_fault, fresh_simulator, stop_or_vent
     from .program import check_limits
     from .service import make_bridge
 
@@ -135,15 +128,20 @@ def main(argv: list[str] | None = None) -> None:
         # it): help asked for, if in few words, and no error to give a script.
         asked_help = type(error).__name__ == "NoArgsIsHelpError"
         if as_json and not asked_help:
+            from .results import Failure, show
+
             kind = "UsageError" if isinstance(error, click.UsageError) else type(error).__name__
-            _emit_error(kind, error.format_message())
+            show(Failure(kind, error.format_message()), as_json=True)
         else:
             error.show()
         code = error.exit_code
     except click.exceptions.Abort:
         code = 130
     except MassagerError as error:
-        _report(error, as_json)
+        from .results import Failure, show
+
+        # One JSON object in JSON mode, else lines on stderr (not both).
+        show(Failure(type(error).__name__, str(error)), as_json=as_json)
         code = error.exit_code
     except KeyboardInterrupt:
         code = 130
@@ -182,34 +180,15 @@ def json_wanted(args: list[str]) -> bool:
     return value in {"1", "true", "t", "yes", "y", "on"}
 
 
-def _report(error: MassagerError, as_json: bool) -> None:
-    """Say what went wrong: one JSON object in JSON mode, else lines on stderr (not both)."""
-    from ..render import errors, escape
-
-    if as_json:
-        _emit_error(type(error).__name__, str(error))
-        return
-    first, *rest = str(error).splitlines() or [""]
-    errors().print(f"[red]error:[/] {escape(first)}", soft_wrap=True)
-    for line in rest:
-        errors().print(line, soft_wrap=True, markup=False)
-
-
-def _emit_error(kind: str, message: str) -> None:
-    from ..render import emit_json
-
-    emit_json({"kind": "error", "error": kind, "message": message})
-
-
 _ELSEWHERE = {
     **dict.fromkeys(
         ["SPEEDS", "FiniteRange", "check_speed", "complete_profile", "device_option",
-         "json_option", "parse_duration", "resolve_device", "run_async"], "app"),
+         "json_option", "parse_duration", "resolve_device", "run_async"], ".app"),
     **dict.fromkeys(
-        ["FRESH_SIMULATOR", "VENT_WAIT_S", "clear_fault", "fresh_simulator", "reset_message",
-         "stop_or_vent", "stopped_message"], "device"),
-    "check_limits": "program",
-    "make_bridge": "service",
+        ["VENT_WAIT_S", "clear_fault", "fresh_simulator", "stop_or_vent"], ".device"),
+    **dict.fromkeys(["FRESH_SIMULATOR", "reset_message", "stopped_message"], "..render"),
+    "check_limits": ".program",
+    "make_bridge": ".service",
 }  # fmt: skip
 """What ``massager_ctl.cli`` gave before it was a package, and the module it is in now."""
 
@@ -219,6 +198,6 @@ def __getattr__(name: str) -> Any:
     module = _ELSEWHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value

@@ -343,10 +343,12 @@ def journal_warning(error: Exception, purpose: str) -> None:
 
 def warn(warnings: list[str]) -> None:
     """Say each warning on stderr, after the result it goes with."""
-    from ..render import errors, escape
+    if not warnings:
+        return  # rich is not loaded for nothing: a stop with --json needs none of it
+    from ..render import warning
 
-    for warning in warnings:
-        errors().print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    for text in warnings:
+        warning(text)
 
 
 # --- the lazy group ------------------------------------------------------------------

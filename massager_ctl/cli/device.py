@@ -21,9 +21,9 @@ from .app import (
     run_async,
     warn,
 )
+from .results import DeviceList, DeviceReport, FaultCleared, Paired, Stopped, Unpaired, show
 
 if TYPE_CHECKING:
-    from ..device import Massager
     from ..models import DeviceStatus
     from ..urls import DeviceAddress
 
@@ -97,8 +97,6 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
     The exit status says whether the stop or vent reached the massager; a damaged
     file beside it is a warning, after the result.
     """
-    from ..render import console, emit_json
-
     warnings: list[str] = []
     address = _device_to_stop(device, as_json, action, warnings)
     from ..errors import DeviceInUse
@@ -140,19 +138,7 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
     except BaseException:
         warn(warnings)
         raise
-    fresh = fresh_simulator(address)
-    if as_json:
-        emit_json({"kind": action, "device": str(address), "status": status,
-                   "fresh_simulator": fresh, "warnings": warnings})  # fmt: skip
-    elif fresh:
-        console().print(
-            f"{action}: sent to a new built-in simulator, started for this command; nothing "
-            f"was running on it. {FRESH_SIMULATOR}",
-            markup=False,
-            soft_wrap=True,
-        )
-    else:
-        console().print(stopped_message(action, status), markup=False)
+    show(Stopped(action, str(address), status, fresh_simulator(address), warnings), as_json=as_json)
     warn(warnings)
     return 0
 
@@ -172,18 +158,6 @@ def _what_was_sent(error: LinkError, action: str) -> str:
         f"The {action} was sent as soon as the link opened, but no answer came back, so "
         "whether the massager took it is not known."
     )
-
-
-def stopped_message(action: str, status: DeviceStatus) -> str:
-    """What a stop or vent that emptied the chambers says (it waits until they are)."""
-    return f"{action}: done; the chambers are empty ({status.peak_mmhg:.0f} mmHg at most)"
-
-
-FRESH_SIMULATOR = (
-    "A `massager-ctl start` in another terminal runs a simulator of its own, which "
-    "this command cannot reach: to stop it, press Ctrl-C in its terminal."
-)
-"""Said by every one-shot command on ``sim://`` (see `fresh_simulator`)."""
 
 
 def fresh_simulator(address: DeviceAddress) -> bool:
@@ -288,50 +262,22 @@ def status(device: str | None, as_json: bool) -> int:
 
     async def go() -> int:
         from ..device import Massager
-        from ..render import console, emit_json, escape, status_view
 
-        fresh = fresh_simulator(address)
         async with Massager.connect(address) as massager:
             current = await massager.refresh()
-            if as_json:
-                emit_json(
-                    {
-                        "kind": "device",
-                        "device": str(address),
-                        "info": massager.info,
-                        "status": current,
-                        "link": vars(massager.link_stats),
-                        "authenticated": massager.authenticated,
-                        "auth_problem": massager.auth_problem,
-                        "fresh_simulator": fresh,
-                    }
-                )
-            else:
-                console().print(
-                    status_view(
-                        massager.info,
-                        current,
-                        str(address),
-                        massager.link_stats,
-                        auth=_auth_line(massager),
-                    )
-                )
-                if fresh:
-                    console().print(
-                        "[yellow]This is a new built-in simulator, started for this command.[/] "
-                        + escape(FRESH_SIMULATOR),
-                        soft_wrap=True,
-                    )
+            report = DeviceReport(
+                str(address),
+                massager.info,
+                current,
+                massager.link_stats,
+                massager.authenticated,
+                massager.auth_problem,
+                fresh_simulator(address),
+            )
+            show(report, as_json=as_json)
         return 0
 
     return run_async(go)
-
-
-def _auth_line(massager: Massager) -> str:
-    if massager.authenticated:
-        return "authenticated: this controller is paired (start, mode and intensity allowed)"
-    why = massager.auth_problem or "this controller is not paired with it"
-    return f"[yellow]not authenticated[/]: {why}; only status, stop and vent work"
 
 
 @click.command()
@@ -339,19 +285,9 @@ def _auth_line(massager: Massager) -> str:
 @json_option
 def reset(device: str | None, as_json: bool) -> int:
     """Clear a latched fault once its cause is mended (the massager checks, and may refuse)."""
-    from ..render import console, emit_json
-
     address = resolve_device(device, quiet=as_json)
     cleared, status = run_async(lambda: clear_fault(address))
-    fresh = fresh_simulator(address)
-    if as_json:
-        emit_json({"kind": "reset", "device": str(address), "cleared": list(cleared),
-                   "status": status, "fresh_simulator": fresh})  # fmt: skip
-    else:
-        said = reset_message(cleared, status)
-        if fresh:
-            said += f" (a new built-in simulator, started for this command). {FRESH_SIMULATOR}"
-        console().print(said, markup=False, soft_wrap=True)
+    show(FaultCleared(str(address), cleared, status, fresh_simulator(address)), as_json=as_json)
     return 0
 
 
@@ -380,16 +316,6 @@ async def clear_fault(address: DeviceAddress) -> tuple[tuple[str, ...], DeviceSt
             + explain_faults(status.faults)
         )
     return latched, status
-
-
-def reset_message(cleared: tuple[str, ...], status: DeviceStatus) -> str:
-    """What `reset` says: which faults it cleared, or that there was none."""
-    if not cleared:
-        return f"reset: there was no fault to clear; the massager is {status.state}"
-    names = [name.replace("_", " ") for name in cleared]
-    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    faults = "fault is" if len(names) == 1 else "faults are"
-    return f"reset: the {listed} {faults} cleared; the massager is {status.state}"
 
 
 @click.command()
@@ -429,7 +355,6 @@ def pair(
 
     async def go() -> int:
         from ..device import Massager
-        from ..render import console, emit_json
 
         async with Massager.connect(address) as massager:
             if isinstance(address, SimAddress):
@@ -441,23 +366,9 @@ def pair(
                     accept_unsigned=accept_unsigned_device,
                 )
             assert paired is not None
-            if as_json:
-                emit_json(
-                    {
-                        "kind": "paired",
-                        "device": paired.device,
-                        "key_id": paired.key_id,
-                        "model": paired.model,
-                        "serial": paired.serial,
-                        "authenticated": massager.authenticated,
-                    }
-                )
-            else:
-                console().print(
-                    f"paired with {paired.model} (serial {paired.serial}) at {paired.device} "
-                    f"as key {paired.key_id}; the link is "
-                    + ("authenticated" if massager.authenticated else "NOT authenticated")
-                )
+            result = Paired(paired.device, paired.key_id, paired.model, paired.serial,
+                            massager.authenticated)  # fmt: skip
+            show(result, as_json=as_json)
         return 0
 
     return run_async(go, speed=speed)
@@ -481,7 +392,6 @@ def unpair(url: str | None, forget_only: bool, as_json: bool) -> int:
 
     async def go() -> int:
         from ..device import Massager
-        from ..render import console, emit_json
 
         if forget_only:
             removed = KeyStore.default().remove(device)
@@ -501,12 +411,7 @@ def unpair(url: str | None, forget_only: bool, as_json: bool) -> int:
                     )
                 await massager.unpair()
                 removed = True
-        if as_json:
-            emit_json({"kind": "unpaired", "device": device, "removed": removed})
-        else:
-            console().print(
-                f"unpaired from {device}" if removed else f"no key for {device} was kept"
-            )
+        show(Unpaired(device, removed), as_json=as_json)
         return 0
 
     return run_async(go)
@@ -564,10 +469,7 @@ def devices(
     probe ports whose other devices do not mind), and the massagers that answer
     say what they are. The built-in simulator (sim://) is always there.
     """
-    from rich.table import Table
-
     from ..discovery import given, probe_all, radios, scan_all, serial_ports, unique
-    from ..render import console, emit_json, escape
 
     timeout_s = parse_duration(wait, "--timeout", bare=False)
     scan_s = parse_duration(scan_for, "--scan", bare=False)
@@ -579,34 +481,5 @@ def devices(
     entries = unique(found + named + serial_ports(baudrate))
     if probe:
         entries = run_async(lambda: probe_all(entries, timeout_s=timeout_s))
-    if as_json:
-        emit_json({"kind": "devices", "devices": [e.model_dump() for e in entries]})
-        return 0
-    table = Table(box=None)
-    table.add_column("device", no_wrap=True)
-    for name in ("what", "id", "answer"):
-        table.add_column(name)
-    if not any(e.kind == "sim" for e in entries):
-        table.add_row("sim://", "the built-in simulator", "", "always there")
-    notes = [e for e in entries if e.answered is None and e.problem]
-    for entry in entries:
-        if entry in notes:
-            continue
-        what = " ".join(x for x in (entry.manufacturer, entry.description) if x)
-        ident = entry.usb_id or (f"{entry.rssi} dBm" if entry.rssi is not None else "")
-        if entry.answered is None:
-            answer = "[dim]not probed[/]"
-        elif entry.answered:
-            answer = (
-                f"[green]{entry.model}[/] firmware {entry.firmware}, serial {entry.device_serial}"
-            )
-        else:
-            answer = f"[yellow]no massager[/] [dim]({entry.problem})[/]"
-        table.add_row(entry.url, what, ident, answer)
-    console().print(table)
-    for entry in notes:
-        console().print(f"[yellow]{escape(entry.url)}[/] {escape(entry.problem or '')}",
-                        soft_wrap=True)  # fmt: skip
-    if not probe and entries:
-        console().print("[dim]Add --probe to see which of them are massagers.[/]")
+    show(DeviceList(entries, probe), as_json=as_json)
     return 0

@@ -8,6 +8,7 @@ import click
 
 from ..errors import InputError
 from .app import journaled, json_option
+from .results import HistoryReport, Rated, SafetyNote, show
 
 
 @click.command()
@@ -50,7 +51,6 @@ def history(weeks: int, goal: int | None, everything: bool, as_csv: bool, as_jso
     from ..history import by_day, shown, tie, untied
     from ..journal import Journal
     from ..journal import weeks as by_week
-    from ..render import console, emit_json, history_view
 
     if as_csv and as_json:
         raise InputError("choose one of --csv and --json")
@@ -68,19 +68,9 @@ def history(weeks: int, goal: int | None, everything: bool, as_csv: bool, as_jso
         from ..history import write_csv
 
         write_csv(entries, sys.stdout)
-    elif as_json:
-        emit_json({
-            "kind": "history", "goal": goal, "all": everything,
-            "sessions": [e.as_json() for e in entries],
-            "ratings": [r.model_dump(mode="json") for r in ratings],
-            "weeks": [w.model_dump(mode="json") | {"met": w.met, "standing": w.standing}
-                      for w in summary],
-            "hidden": {"demos": hidden.demos, "no_pressure": hidden.no_pressure},
-        })  # fmt: skip
     else:
-        out = console()
-        out.print(history_view(entries, untied(entries, ratings), summary,
-                               by_day(sessions, ratings), hidden, today, out.width))  # fmt: skip
+        show(HistoryReport(goal, everything, entries, ratings, untied(entries, ratings), summary,
+                           by_day(sessions, ratings), hidden, today), as_json=as_json)  # fmt: skip
     return 0
 
 
@@ -100,21 +90,11 @@ def rate(score: int, note: str, as_json: bool) -> int:
     from ..config import journal_file
     from ..history import RATING_WINDOW, after_which
     from ..journal import Journal
-    from ..render import console, emit_json
 
     journal = Journal(journal_file())
     rating = journal.rate(score, note)
     recent = journaled(lambda: journal.sessions(datetime.now(UTC) - 2 * RATING_WINDOW), "rating")
-    after = after_which(rating, recent or [])
-    if as_json:
-        emit_json({"kind": "rating"} | rating.model_dump(mode="json")
-                  | {"after_session": None if after is None else after.id})  # fmt: skip
-    else:
-        tied = ""
-        if after is not None:
-            tied = f", after {after.profile} (began {after.started_at.astimezone():%H:%M})"
-        console().print(f"rated {rating.score}/10{tied}" + (f": {rating.note}" if rating.note
-                        else ""), markup=False)  # fmt: skip
+    show(Rated(rating, after_which(rating, recent or [])), as_json=as_json)
     return 0
 
 
@@ -123,11 +103,6 @@ def rate(score: int, note: str, as_json: bool) -> int:
 def safety(as_json: bool) -> int:
     """Who should not use compression, and when to stop."""
     from ..config import SAFETY_NOTE
-    from ..jsonout import emit_json
-    from ..prose import fill, prose
 
-    if as_json:
-        emit_json({"kind": "safety", "note": prose(SAFETY_NOTE)})
-    else:
-        click.echo(fill(SAFETY_NOTE))
+    show(SafetyNote(SAFETY_NOTE), as_json=as_json)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .app import complete_profile, json_option
+from .results import ProfileListing, ProfileShown, show
 
 
 @click.group(invoke_without_command=True)
@@ -20,17 +21,9 @@ def profiles(ctx: click.Context, as_json: bool) -> int | None:
         return None
     from ..config import user_profiles_dir
     from ..profiles import read_profiles
-    from ..render import ProfileList, console, emit_json
 
     found, broken = read_profiles(user_profiles_dir())
-    if as_json:
-        emit_json({"kind": "profiles", "profiles": [
-            {"name": p.name, "title": p.title, "minutes": p.total_minutes,
-             "needs_cycle": p.needs_cycle, "path": str(path)}
-            for p, path in found
-        ], "broken": [entry.as_json() for entry in broken]})  # fmt: skip
-        return 0
-    console().print(ProfileList([profile for profile, _ in found], broken))
+    show(ProfileListing(found, broken), as_json=as_json)
     return 0
 
 
@@ -41,12 +34,8 @@ def profiles_show(name: str, as_json: bool) -> int:
     """Show one profile in full: its steps and why it is built that way."""
     from ..config import user_profiles_dir
     from ..profiles import available_profiles, find_profile
-    from ..render import console, emit_json, profile_view
 
     profile = find_profile(name, user_profiles_dir())
     path = available_profiles(user_profiles_dir()).get(name, name)
-    if as_json:
-        emit_json({"kind": "profile"} | profile.model_dump(mode="json"))
-    else:
-        console().print(profile_view(profile, str(path)))
+    show(ProfileShown(profile, str(path)), as_json=as_json)
     return 0

@@ -8,10 +8,9 @@ import click
 
 from ..errors import MassagerError
 from .app import complete_profile, device_option, json_option, parse_duration
+from .results import ScheduleAdded, ScheduleChanged, ScheduleListing, Upcoming, show
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from ..schedule import Clash, Schedule
 
 
@@ -52,7 +51,6 @@ def schedule_add(
 
     from ..config import load_settings, schedules_file, user_profiles_dir
     from ..profiles import find_profile
-    from ..render import console, emit_json, errors, escape
     from ..schedule import Schedule, ScheduleBook, ScheduleError, new_id, parse_clock, parse_days
     from ..tomlfiles import describe_errors
 
@@ -83,17 +81,7 @@ def schedule_add(
         f"{clash.describe()}; added all the same"
         for clash in _clashes(added, book.load_each()[0], limits.rest_minutes)
     ]
-    if as_json:
-        emit_json({"kind": "schedule"} | added.model_dump(mode="json") | {"warnings": warnings})
-    else:
-        upcoming = added.runs_after(datetime.now(UTC), count=1)[0].astimezone()
-        console().print(
-            f"added {added.id}: {added.profile} {added.describe()}; first run "
-            f"{upcoming:%a %d %b %H:%M} (`massager-ctl daemon` runs it)",
-            markup=False,
-        )
-        for warning in warnings:
-            errors().print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    show(ScheduleAdded(added, warnings), as_json=as_json)
     return 0
 
 
@@ -122,45 +110,17 @@ def schedule_list(as_json: bool) -> int:
     """Every schedule, with its next start."""
     from datetime import UTC, datetime
 
-    from rich.table import Table
-    from rich.text import Text
-
     from ..config import schedules_file
-    from ..render import console, emit_json
     from ..schedule import ScheduleBook
 
     # One table that is not a schedule is listed as broken: the others still run.
     schedules, broken = ScheduleBook(schedules_file()).load_each()
-    now = datetime.now(UTC)
-    if as_json:
-        emit_json({"kind": "schedules", "schedules": [
-            s.model_dump(mode="json") | {"next": _next_start(s, now)} for s in schedules
-        ], "broken": [entry.as_json() for entry in broken]})  # fmt: skip
-        return 0
-    table = Table("id", "profile", "when", "device", "next", box=None)
-    for s in schedules:
-        upcoming = s.runs_after(now, count=1)[0].astimezone()
-        table.add_row(s.id, s.profile, s.describe(), s.device or "(default)",
-                      f"{upcoming:%a %d %b %H:%M}" if s.enabled else "disabled")  # fmt: skip
-    for entry in broken:
-        when = Text(f"broken: {entry}", style="red", overflow="fold")
-        table.add_row(entry.id or "?", entry.profile or "", when, "", "not run")
-    empty = not schedules and not broken
-    console().print("No schedules yet; add one with `schedule add`." if empty else table)
+    show(ScheduleListing(schedules, broken, datetime.now(UTC)), as_json=as_json)
     return 0
-
-
-def _next_start(schedule: Schedule, now: datetime) -> str | None:
-    """When ``schedule`` next starts (ISO 8601, in its zone), or None while it is disabled."""
-    if not schedule.enabled:
-        return None
-    upcoming = schedule.runs_after(now, count=1)
-    return upcoming[0].isoformat() if upcoming else None
 
 
 def _book_change(schedule_id: str, change: str, as_json: bool) -> int:
     from ..config import schedules_file
-    from ..render import console, emit_json
     from ..schedule import ScheduleBook
 
     book = ScheduleBook(schedules_file())
@@ -168,10 +128,7 @@ def _book_change(schedule_id: str, change: str, as_json: bool) -> int:
         book.remove(schedule_id) if change == "removed"
         else book.set_enabled(schedule_id, change == "enabled")
     )  # fmt: skip
-    if as_json:
-        emit_json({"kind": "schedule", "change": change} | changed.model_dump(mode="json"))
-    else:
-        console().print(f"{change} {changed.id}: {changed.profile} {changed.describe()}")
+    show(ScheduleChanged(change, changed), as_json=as_json)
     return 0
 
 
@@ -206,24 +163,13 @@ def schedule_next(count: int, as_json: bool) -> int:
     """The next starts of the enabled schedules, in this computer's local time."""
     from datetime import UTC, datetime
 
-    from rich.table import Table
-
     from ..config import schedules_file
-    from ..render import console, emit_json, errors, escape
     from ..schedule import ScheduleBook, next_runs
 
     schedules, broken = ScheduleBook(schedules_file()).load_each()
     for entry in broken:  # the others run: say which does not
+        from ..render import errors, escape
+
         errors().print(f"[yellow]warning:[/] {escape(str(entry))}; it does not run", soft_wrap=True)
-    runs = next_runs(schedules, datetime.now(UTC), count=count)
-    if as_json:
-        emit_json({"kind": "upcoming", "runs": [
-            {"at": run.isoformat(), "schedule": s.id, "profile": s.profile} for run, s in runs
-        ]})  # fmt: skip
-        return 0
-    table = Table("local time", "schedule", "profile", "in its zone", box=None)
-    for run, s in runs:
-        table.add_row(f"{run.astimezone():%a %d %b %H:%M}", s.id, s.profile,
-                      f"{run:%H:%M} {s.tz}")  # fmt: skip
-    console().print(table if runs else "Nothing scheduled; add one with `schedule add`.")
+    show(Upcoming(next_runs(schedules, datetime.now(UTC), count=count)), as_json=as_json)
     return 0

@@ -12,6 +12,7 @@ import click
 
 from ..errors import InputError
 from .app import json_option, run_async
+from .results import BridgeNews, DaemonNews, show
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -49,28 +50,14 @@ def daemon(with_bridge: bool, broker_url: str | None, as_json: bool) -> int:
 
 
 async def _daemon(settings: Settings, host: Bridge | None, as_json: bool) -> int:
-    from datetime import datetime
-
     from ..config import journal_file, schedules_file, user_profiles_dir
     from ..daemon import Daemon, DaemonEvent
     from ..journal import Journal
-    from ..render import emit_json, errors, escape
     from ..schedule import ScheduleBook
     from ..wallclock import SystemClock
 
-    def show(event: DaemonEvent) -> None:
-        if as_json:
-            emit_json(event)
-            return
-        style = {"error": "red", "missed": "yellow", "refused": "yellow", "busy": "yellow",
-                 "unreachable": "yellow"}.get(event.event, "")  # fmt: skip
-        when = datetime.now().astimezone()
-        message = escape(event.message)
-        line = f"{when:%Y-%m-%d %H:%M:%S} " + (f"[{style}]{message}[/]" if style
-                                                else message)  # fmt: skip
-        if event.schedule:
-            line += f" [dim](schedule {event.schedule})[/]"
-        errors().print(line, soft_wrap=True, highlight=False)
+    def say(event: DaemonEvent) -> None:
+        show(DaemonNews(event), as_json=as_json)
 
     clock = SystemClock()
     runner = Daemon(
@@ -79,7 +66,7 @@ async def _daemon(settings: Settings, host: Bridge | None, as_json: bool) -> int
         clock=clock,
         settings=settings,
         profiles_dir=user_profiles_dir(),
-        on_event=show,
+        on_event=say,
         host=host,
     )
     loop = asyncio.get_running_loop()
@@ -90,7 +77,7 @@ async def _daemon(settings: Settings, host: Bridge | None, as_json: bool) -> int
     def watcher_ended(task: asyncio.Task[None]) -> None:
         if not task.cancelled():
             why = task.exception() or "no inotify here"
-            show(DaemonEvent(event="error", message=f"the schedules file is not watched "
+            say(DaemonEvent(event="error", message=f"the schedules file is not watched "
                              f"({why}); after a change run `systemctl --user reload "
                              "massager-ctl` or send SIGHUP"))  # fmt: skip
 
@@ -99,7 +86,7 @@ async def _daemon(settings: Settings, host: Bridge | None, as_json: bool) -> int
 
     def bridge_ended(task: asyncio.Task[None]) -> None:
         if not task.cancelled():  # the schedules go on without it
-            show(DaemonEvent(event="error", message=f"the MQTT bridge stopped: "
+            say(DaemonEvent(event="error", message=f"the MQTT bridge stopped: "
                              f"{task.exception()}; the schedules still run"))  # fmt: skip
 
     if bridging is not None:
@@ -217,12 +204,7 @@ def make_bridge(
         raise InputError("two devices have the same name; give them NAME=URL")
 
     def log(line: str) -> None:
-        from ..render import emit_json, errors
-
-        if as_json:
-            emit_json({"kind": "bridge", "message": line})
-        else:
-            errors().print(line, markup=False, highlight=False, soft_wrap=True)
+        show(BridgeNews(line), as_json=as_json)
 
     return Bridge(broker, named, settings=settings, journal=Journal(journal_file()),
                   profiles_dir=user_profiles_dir(), base=base, discovery_prefix=prefix,

@@ -1,4 +1,4 @@
-"""The command line is a lazy group: a command's module is imported when it runs.
+"""The command line is a lazy group of command modules, each result shown one way.
 
 ``--help`` describes every command from `massager_ctl.cli.COMMANDS` without
 importing one, and must say exactly what the commands' own help says.
@@ -93,3 +93,19 @@ def test_help_says_the_same_before_and_after_the_commands_are_imported(
     assert sorted(everything) == sorted(COMMANDS)
     assert help_text(capsys) == lazy
     assert "start     Run a bedtime PROFILE" in lazy
+
+
+def test_every_result_but_the_safety_note_has_its_text_in_render() -> None:
+    from massager_ctl import render
+    from massager_ctl.cli import results
+
+    kinds = [
+        value
+        for value in vars(results).values()
+        if isinstance(value, type) and issubclass(value, results.Result)
+    ]
+    assert len(kinds) > 10
+    untold = render.show_text.dispatch(results.Result)
+    without = {kind.__name__ for kind in kinds if render.show_text.dispatch(kind) is untold}
+    # The base has none, and the safety note is plain text said without rich.
+    assert without == {"Result", "SafetyNote"}
