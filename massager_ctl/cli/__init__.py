@@ -99,7 +99,7 @@ COMMANDS = {
 }  # fmt: skip
 """Every command of ``massager-ctl``: the module it is in, and what ``--help`` says of it.
 
-A summary is the first paragraph of the command's help (tests/massager_ctl/test_cli_lazy.py
+A summary is the first paragraph of the command's help (tests/massager_ctl/test_cli_package.py
 holds them equal).
 """
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
     from ..models import DeviceInfo
+    from ..settings import Settings
     from ..urls import DeviceAddress
 
 T = TypeVar("T")
@@ -132,15 +133,40 @@ json_option = click.option(
 )
 
 
+SETTINGS_KEY = "massager_ctl.settings"
+"""Where `current_settings` keeps the settings in the click context's ``meta``."""
+
+
+def current_settings() -> Settings:
+    """The config file's settings, read once in a run of massager-ctl and kept for it.
+
+    A `start` needs them for the device, the resume window and the safety limits:
+    read once, all three come from the same file, and the file is parsed once.
+    They are read when first needed, so a damaged file is said where it was before.
+    Outside a command (a helper called on its own) the file is read each time.
+
+    Raises:
+        ConfigError: the file cannot be used (not kept: each use says it again).
+    """
+    from ..config import load_settings
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return load_settings()
+    kept: Settings | None = ctx.meta.get(SETTINGS_KEY)
+    if kept is None:
+        kept = ctx.meta[SETTINGS_KEY] = load_settings()
+    return kept
+
+
 def resolve_device(option: str | None, *, quiet: bool = False) -> DeviceAddress:
     """The device to use: the option, else the config file, else the built-in simulator."""
-    from ..config import load_settings
     from ..render import errors
     from ..urls import DEFAULT_DEVICE, parse_device_url
 
     if option is not None and not option.strip():
         raise InputError("the device URL is empty; give one such as sim:// or socket://HOST:PORT")
-    text = option or load_settings().device
+    text = option or current_settings().device
     if text is None:
         if not quiet:
             errors().print(

@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..errors import InputError
-from .app import journaled, json_option
+from .app import current_settings, journaled, json_option
 from .results import HistoryReport, Rated, SafetyNote, show
 
 
@@ -47,14 +47,14 @@ def history(weeks: int, goal: int | None, everything: bool, as_csv: bool, as_jso
     """
     from datetime import datetime, timedelta
 
-    from ..config import journal_file, load_settings
+    from ..config import journal_file
     from ..history import by_day, shown, tie, untied
     from ..journal import Journal
     from ..journal import weeks as by_week
 
     if as_csv and as_json:
         raise InputError("choose one of --csv and --json")
-    goal = goal or load_settings().weekly_goal
+    goal = goal or current_settings().weekly_goal
     today = datetime.now().astimezone().date()
     first = today - timedelta(days=today.weekday()) - timedelta(weeks=weeks - 1)
     since = datetime.combine(first, datetime.min.time()).astimezone()

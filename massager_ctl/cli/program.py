@@ -14,6 +14,7 @@ from .app import (
     FiniteRange,
     check_speed,
     complete_profile,
+    current_settings,
     device_option,
     journal_warning,
     journaled,
@@ -76,7 +77,7 @@ def start(
     has said it can run the program. On a simulator (sim://, massager-sim
     serve) a session is a demo, at any speed: no limit refuses or counts it.
     """
-    from ..config import first_run_note, load_settings
+    from ..config import first_run_note
     from ..prose import prose
     from ..render import ProgramDisplay, errors
     from ..supervisor import ResumePolicy
@@ -87,7 +88,7 @@ def start(
     if not isinstance(address, SimAddress):  # sim:// keeps its keys in memory
         _key_for_start(address)
     window = (
-        load_settings().resume_window_s
+        current_settings().resume_window_s
         if resume_window is None
         else parse_duration(resume_window, "--resume-window", bare=False)
     )
@@ -147,11 +148,11 @@ def check_limits(planned_s: float) -> None:
     """
     from datetime import UTC, datetime
 
-    from ..config import config_file, journal_file, load_settings
+    from ..config import config_file, journal_file
     from ..envelope import check_journal
     from ..journal import Journal
 
-    limits = load_settings().limits
+    limits = current_settings().limits
     journaled(
         lambda: check_journal(
             Journal(journal_file()),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import MassagerError
-from .app import complete_profile, device_option, json_option, parse_duration
+from .app import complete_profile, current_settings, device_option, json_option, parse_duration
 from .results import ScheduleAdded, ScheduleChanged, ScheduleListing, Upcoming, show
 
 if TYPE_CHECKING:
@@ -49,13 +49,13 @@ def schedule_add(
 
     from pydantic import ValidationError
 
-    from ..config import load_settings, schedules_file, user_profiles_dir
+    from ..config import schedules_file, user_profiles_dir
     from ..profiles import find_profile
     from ..schedule import Schedule, ScheduleBook, ScheduleError, new_id, parse_clock, parse_days
     from ..tomlfiles import describe_errors
 
     find_profile(profile, user_profiles_dir())  # a typo is caught now, not at bedtime
-    limits = load_settings().limits  # a broken config file is said before anything is added
+    limits = current_settings().limits  # a broken config file is said before anything is added
     fields: dict[str, Any] = {
         "id": new_id(),
         "profile": profile,

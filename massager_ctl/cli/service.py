@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..errors import InputError
-from .app import json_option, run_async
+from .app import current_settings, json_option, run_async
 from .results import BridgeNews, DaemonNews, show
 
 if TYPE_CHECKING:
@@ -40,9 +40,7 @@ def daemon(with_bridge: bool, broker_url: str | None, as_json: bool) -> int:
     bridged massager borrows the bridge's link, shows on the bus, and stops
     with a stop or vent sent there.
     """
-    from ..config import load_settings
-
-    settings = load_settings()
+    settings = current_settings()
     host = None
     if with_bridge or broker_url:
         host = make_bridge(settings, broker_url, as_json=as_json)
@@ -150,9 +148,7 @@ def bridge(
     BASE/NAME/response, and BASE/bridge/request/{devices,profiles,schedules}.
     SIGTERM or Ctrl-C ends running programs with the massagers vented.
     """
-    from ..config import load_settings
-
-    settings = load_settings()
+    settings = current_settings()
     running = make_bridge(settings, broker_url, devices, base, discovery_prefix, as_json=as_json)
 
     async def serve() -> int:

@@ -1,4 +1,4 @@
-"""The command line is a lazy group of command modules, each result shown one way.
+"""The command line as a package: a lazy group, one way to show a result, settings read once.
 
 ``--help`` describes every command from `massager_ctl.cli.COMMANDS` without
 importing one, and must say exactly what the commands' own help says.
@@ -109,3 +109,36 @@ def test_every_result_but_the_safety_note_has_its_text_in_render() -> None:
     without = {kind.__name__ for kind in kinds if render.show_text.dispatch(kind) is untold}
     # The base has none, and the safety note is plain text said without rich.
     assert without == {"Result", "SafetyNote"}
+
+
+def test_a_start_reads_the_config_file_once_for_device_resume_window_and_limits(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from massager_ctl import config
+
+    # A real massager for the limits (its own firmware), named only in the config file.
+    config.config_file().parent.mkdir(parents=True, exist_ok=True)
+    config.config_file().write_text(
+        'device = "sim://?firmware=2.1.0"\nresume_window_s = 20\n[limits]\nminutes_per_day = 0.5\n'
+    )
+    reads: list[Path | None] = []
+    read = config.load_settings
+
+    def counted(path: Path | None = None) -> config.Settings:
+        reads.append(path)
+        return read(path)
+
+    monkeypatch.setattr(config, "load_settings", counted)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["start", "--mode", "wave", "--intensity", "1", "--duration", "1m", "--json"])
+    [error] = [json.loads(line) for line in capsys.readouterr().out.splitlines()][-1:]
+    assert (exited.value.code, error["error"]) == (3, "LimitReached")
+    assert "minutes_per_day" in error["message"]  # the limit came from that one read
+    assert len(reads) == 1
+    # The next run reads it again: a change made between two commands is seen.
+    with pytest.raises(SystemExit):
+        main(["profiles", "--json"])
+    with pytest.raises(SystemExit):
+        main(["history", "--json"])
+    assert len(reads) == 2
