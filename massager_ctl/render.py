@@ -3,6 +3,8 @@
 Commands return data; this module is the one place that decides how it looks.
 With ``--json`` every object is printed as one line of JSON on stdout, so a
 script can read a stream of them; the last line of ``start`` is the result.
+Each kind of result a command returns (`cli.results`) has its text here, in
+`show_text`.
 """
 
 from __future__ import annotations
