@@ -3,6 +3,8 @@
 Commands return data; this module is the one place that decides how it looks.
 With ``--json`` every object is printed as one line of JSON on stdout, so a
 script can read a stream of them; the last line of ``start`` is the result.
+Each kind of result a command returns (`cli.results`) has its text here, in
+`show_text`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import singledispatch
 from typing import IO, TYPE_CHECKING, Any
 
 from rich.cells import cell_len
@@ -23,6 +26,26 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .cli.results import (
+    BridgeNews,
+    DaemonNews,
+    DeviceList,
+    DeviceReport,
+    Failure,
+    FaultCleared,
+    HistoryReport,
+    Paired,
+    ProfileListing,
+    ProfileShown,
+    Rated,
+    Result,
+    ScheduleAdded,
+    ScheduleChanged,
+    ScheduleListing,
+    Stopped,
+    Unpaired,
+    Upcoming,
+)
 from .jsonout import emit_json as emit_json  # output has one home: here, text or JSON
 from .jsonout import json_ready as json_ready
 from .profiles import BrokenProfile
@@ -643,3 +666,233 @@ def week_table(weeks: list[Week], days: dict[date, Day], today: date) -> Group:
         style="dim",
     )
     return Group(table, legend)
+
+
+# --- the commands' results: the text of each kind (`cli.results.show` prints the JSON) --
+
+
+@singledispatch
+def show_text(result: Result) -> None:
+    """Show a command's result as text for a person: one function below per kind.
+
+    Raises:
+        TypeError: a result with no text here (a mistake in massager-ctl, not input).
+    """
+    raise TypeError(f"no text for a {type(result).__name__}")
+
+
+FRESH_SIMULATOR = (
+    "A `massager-ctl start` in another terminal runs a simulator of its own, which "
+    "this command cannot reach: to stop it, press Ctrl-C in its terminal."
+)
+"""Said by every one-shot command on ``sim://`` (see `cli.device.fresh_simulator`)."""
+
+
+def stopped_message(action: str, status: DeviceStatus) -> str:
+    """What a stop or vent that emptied the chambers says (it waits until they are)."""
+    return f"{action}: done; the chambers are empty ({status.peak_mmhg:.0f} mmHg at most)"
+
+
+@show_text.register(Stopped)
+def _stopped(result: Stopped) -> None:
+    if result.fresh_simulator:
+        console().print(
+            f"{result.kind}: sent to a new built-in simulator, started for this command; "
+            f"nothing was running on it. {FRESH_SIMULATOR}",
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        console().print(stopped_message(result.kind, result.status), markup=False)
+
+
+def auth_line(authenticated: bool, problem: str | None) -> str:
+    """How the link is in ``status``: paired, or why not and what still works."""
+    if authenticated:
+        return "authenticated: this controller is paired (start, mode and intensity allowed)"
+    why = problem or "this controller is not paired with it"
+    return f"[yellow]not authenticated[/]: {why}; only status, stop and vent work"
+
+
+@show_text.register(DeviceReport)
+def _device_report(result: DeviceReport) -> None:
+    out = console()
+    auth = auth_line(result.authenticated, result.auth_problem)
+    out.print(status_view(result.info, result.status, result.device, result.link, auth=auth))
+    if result.fresh_simulator:
+        out.print(
+            "[yellow]This is a new built-in simulator, started for this command.[/] "
+            + escape(FRESH_SIMULATOR),
+            soft_wrap=True,
+        )
+
+
+def reset_message(cleared: tuple[str, ...], status: DeviceStatus) -> str:
+    """What `reset` says: which faults it cleared, or that there was none."""
+    if not cleared:
+        return f"reset: there was no fault to clear; the massager is {status.state}"
+    names = [name.replace("_", " ") for name in cleared]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    faults = "fault is" if len(names) == 1 else "faults are"
+    return f"reset: the {listed} {faults} cleared; the massager is {status.state}"
+
+
+@show_text.register(FaultCleared)
+def _fault_cleared(result: FaultCleared) -> None:
+    said = reset_message(result.cleared, result.status)
+    if result.fresh_simulator:
+        said += f" (a new built-in simulator, started for this command). {FRESH_SIMULATOR}"
+    console().print(said, markup=False, soft_wrap=True)
+
+
+@show_text.register(Paired)
+def _paired(result: Paired) -> None:
+    console().print(
+        f"paired with {result.model} (serial {result.serial}) at {result.device} "
+        f"as key {result.key_id}; the link is "
+        + ("authenticated" if result.authenticated else "NOT authenticated")
+    )
+
+
+@show_text.register(Unpaired)
+def _unpaired(result: Unpaired) -> None:
+    device = result.device
+    console().print(
+        f"unpaired from {device}" if result.removed else f"no key for {device} was kept"
+    )
+
+
+@show_text.register(DeviceList)
+def _device_list(result: DeviceList) -> None:
+    entries = result.entries
+    table = Table(box=None)
+    table.add_column("device", no_wrap=True)
+    for name in ("what", "id", "answer"):
+        table.add_column(name)
+    if not any(e.kind == "sim" for e in entries):
+        table.add_row("sim://", "the built-in simulator", "", "always there")
+    notes = [e for e in entries if e.answered is None and e.problem]
+    for entry in entries:
+        if entry in notes:
+            continue
+        what = " ".join(x for x in (entry.manufacturer, entry.description) if x)
+        ident = entry.usb_id or (f"{entry.rssi} dBm" if entry.rssi is not None else "")
+        if entry.answered is None:
+            answer = "[dim]not probed[/]"
+        elif entry.answered:
+            answer = (
+                f"[green]{entry.model}[/] firmware {entry.firmware}, serial {entry.device_serial}"
+            )
+        else:
+            answer = f"[yellow]no massager[/] [dim]({entry.problem})[/]"
+        table.add_row(entry.url, what, ident, answer)
+    out = console()
+    out.print(table)
+    for entry in notes:
+        out.print(f"[yellow]{escape(entry.url)}[/] {escape(entry.problem or '')}", soft_wrap=True)
+    if not result.probed and entries:
+        out.print("[dim]Add --probe to see which of them are massagers.[/]")
+
+
+@show_text.register(ProfileListing)
+def _profile_listing(result: ProfileListing) -> None:
+    console().print(ProfileList([profile for profile, _ in result.found], result.broken))
+
+
+@show_text.register(ProfileShown)
+def _profile_shown(result: ProfileShown) -> None:
+    console().print(profile_view(result.profile, result.path))
+
+
+def warning(text: str) -> None:
+    """Say a warning on stderr: a problem beside the result, which still stands."""
+    errors().print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
+
+
+@show_text.register(ScheduleAdded)
+def _schedule_added(result: ScheduleAdded) -> None:
+    added = result.schedule
+    upcoming = added.runs_after(datetime.now(UTC), count=1)[0].astimezone()
+    console().print(
+        f"added {added.id}: {added.profile} {added.describe()}; first run "
+        f"{upcoming:%a %d %b %H:%M} (`massager-ctl daemon` runs it)",
+        markup=False,
+    )
+    for text in result.warnings:
+        warning(text)
+
+
+@show_text.register(ScheduleChanged)
+def _schedule_changed(result: ScheduleChanged) -> None:
+    changed = result.schedule
+    console().print(f"{result.change} {changed.id}: {changed.profile} {changed.describe()}")
+
+
+@show_text.register(ScheduleListing)
+def _schedule_listing(result: ScheduleListing) -> None:
+    table = Table("id", "profile", "when", "device", "next", box=None)
+    for s in result.schedules:
+        upcoming = s.runs_after(result.now, count=1)[0].astimezone()
+        table.add_row(s.id, s.profile, s.describe(), s.device or "(default)",
+                      f"{upcoming:%a %d %b %H:%M}" if s.enabled else "disabled")  # fmt: skip
+    for entry in result.broken:
+        when = Text(f"broken: {entry}", style="red", overflow="fold")
+        table.add_row(entry.id or "?", entry.profile or "", when, "", "not run")
+    empty = not result.schedules and not result.broken
+    console().print("No schedules yet; add one with `schedule add`." if empty else table)
+
+
+@show_text.register(Upcoming)
+def _upcoming(result: Upcoming) -> None:
+    table = Table("local time", "schedule", "profile", "in its zone", box=None)
+    for run, s in result.runs:
+        table.add_row(f"{run.astimezone():%a %d %b %H:%M}", s.id, s.profile,
+                      f"{run:%H:%M} {s.tz}")  # fmt: skip
+    console().print(table if result.runs else "Nothing scheduled; add one with `schedule add`.")
+
+
+@show_text.register(Rated)
+def _rated(result: Rated) -> None:
+    rating, after = result.rating, result.after
+    tied = ""
+    if after is not None:
+        tied = f", after {after.profile} (began {after.started_at.astimezone():%H:%M})"
+    console().print(f"rated {rating.score}/10{tied}" + (f": {rating.note}" if rating.note
+                    else ""), markup=False)  # fmt: skip
+
+
+@show_text.register(HistoryReport)
+def _history_report(result: HistoryReport) -> None:
+    out = console()
+    out.print(history_view(result.entries, result.untied, result.weeks, result.days,
+                           result.hidden, result.today, out.width))  # fmt: skip
+
+
+@show_text.register(BridgeNews)
+def _bridge_news(result: BridgeNews) -> None:
+    errors().print(result.message, markup=False, highlight=False, soft_wrap=True)
+
+
+DAEMON_STYLES = {"error": "red", "missed": "yellow", "refused": "yellow", "busy": "yellow",
+                 "unreachable": "yellow"}  # fmt: skip
+"""The colour of a daemon's line by its event; the others are plain."""
+
+
+@show_text.register(DaemonNews)
+def _daemon_news(result: DaemonNews) -> None:
+    event = result.event
+    style = DAEMON_STYLES.get(event.event, "")
+    when = datetime.now().astimezone()
+    message = escape(event.message)
+    line = f"{when:%Y-%m-%d %H:%M:%S} " + (f"[{style}]{message}[/]" if style else message)
+    if event.schedule:
+        line += f" [dim](schedule {event.schedule})[/]"
+    errors().print(line, soft_wrap=True, highlight=False)
+
+
+@show_text.register(Failure)
+def _failure(result: Failure) -> None:
+    first, *rest = result.message.splitlines() or [""]
+    errors().print(f"[red]error:[/] {escape(first)}", soft_wrap=True)
+    for line in rest:
+        errors().print(line, soft_wrap=True, markup=False)
