@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ..profiles import Profile
     from ..programs import ProgramResult
     from ..render import ProgramDisplay
+    from ..settings import Settings
     from ..supervisor import ResumePolicy
     from ..urls import DeviceAddress
 
@@ -87,8 +88,9 @@ def start(
     address = resolve_device(device, quiet=as_json)
     if not isinstance(address, SimAddress):  # sim:// keeps its keys in memory
         _key_for_start(address)
+    settings = current_settings()
     window = (
-        current_settings().resume_window_s
+        settings.resume_window_s
         if resume_window is None
         else parse_duration(resume_window, "--resume-window", bare=False)
     )
@@ -112,7 +114,9 @@ def start(
     # squeezes no leg) is neither refused nor counted.
     display = ProgramDisplay(chosen, json=as_json)
     return run_async(
-        lambda: _start(address, chosen, display, policy, require, chosen.total_minutes * 60),
+        lambda: _start(
+            address, chosen, display, policy, require, chosen.total_minutes * 60, settings
+        ),
         speed=speed,
         on_press=display.pressed,
     )
@@ -202,15 +206,21 @@ async def _start(
     policy: ResumePolicy,
     require: Callable[[DeviceInfo], None] | None,
     planned_s: float,
+    settings: Settings,
 ) -> int:
-    from ..config import journal_file
+    from ..config import config_file, journal_file, user_profiles_dir
+    from ..holder import House
+    from ..holder.door import holding
     from ..journal import Journal
     from ..session import JournaledProgram
 
+    journal = Journal(journal_file())
+    house = House(kind="start", settings=settings, journal=journal,
+                  profiles_dir=user_profiles_dir(), config=str(config_file()))  # fmt: skip
     program = JournaledProgram(
         address,
         profile,
-        journal=Journal(journal_file()),
+        journal=journal,
         source="cli",
         policy=policy,
         on_progress=display.progress,
@@ -220,7 +230,10 @@ async def _start(
         limits=lambda: check_limits(planned_s),
     )
     try:
-        result = await program.run()
+        # Held with its local door open: `massager-ctl stop` in another terminal reaches
+        # it, and a second start on this massager is told who holds it.
+        async with holding(house, address) as holder, holder.program(program, source="cli"):
+            result = await program.run()
     except asyncio.CancelledError:
         display.finish(program.interrupted_result or _not_begun(profile))
         raise

@@ -65,7 +65,7 @@ async def _daemon(settings: Settings, host: Bridge | None, as_json: bool) -> int
         settings=settings,
         profiles_dir=user_profiles_dir(),
         on_event=say,
-        host=host,
+        house=host.house if host is not None else None,
     )
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
