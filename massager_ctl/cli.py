@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
     from click.shell_completion import CompletionItem
 
-    from .bridge import Bridge
     from .device import Massager
     from .models import DeviceInfo, DeviceStatus
+    from .mqtt import Bridge
     from .profiles import Profile
     from .programs import ProgramResult
     from .render import ProgramDisplay
@@ -1597,10 +1597,9 @@ def make_bridge(
     Raises:
         InputError, ConfigError: a bad option or setting, a TLS file that cannot be used.
     """
-    from .bridge import Bridge, device_name
-    from .broker import BASE_TOPIC, DISCOVERY_PREFIX
     from .config import journal_file, user_profiles_dir
     from .journal import Journal
+    from .mqtt import BASE_TOPIC, DISCOVERY_PREFIX, Bridge, device_name
     from .urls import DEFAULT_DEVICE
 
     mqtt = settings.mqtt

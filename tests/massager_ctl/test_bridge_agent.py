@@ -12,12 +12,13 @@ import contextlib
 
 import pytest
 
-from massager_ctl.bridge import Command, cancelled
-from massager_ctl.broker import BrokerURLError, parse_broker_url
 from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.envelope import LimitReached
 from massager_ctl.errors import CalledOff, MassagerError
+from massager_ctl.holder import Command
+from massager_ctl.holder.holder import cancelled
 from massager_ctl.journal import Journal
+from massager_ctl.mqtt import BrokerURLError, parse_broker_url
 from massager_ctl.profiles import find_profile
 from massager_ctl.session import JournaledProgram
 from massager_ctl.supervisor import ResumePolicy

@@ -44,24 +44,24 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
-from . import __version__
+from .. import __version__
+from ..config import config_file, schedules_file
+from ..device import Massager
+from ..errors import ConfigError, InputError, MassagerError
+from ..holder import Command, DeviceState, Holder, House, Reply
+from ..holder.commands import PROFILE_NAME
+from ..holder.door import HeldElsewhere, LocalDoor
+from ..holder.holder import Change, backoff, cancelled
+from ..journal import Journal
+from ..models import DeviceInfo
+from ..profiles import available_profiles, load_profile
+from ..schedule import ScheduleBook
+from ..session import JournaledProgram
+from ..settings import Settings
+from ..tomlfiles import describe_errors
+from ..urls import DeviceAddress, parse_device_url
 from .broker import BrokerAddress
-from .config import config_file, schedules_file
-from .device import Massager
-from .errors import ConfigError, InputError, MassagerError
 from .hass import discovery
-from .holder import Command, DeviceState, Holder, House, Reply
-from .holder.commands import PROFILE_NAME
-from .holder.door import HeldElsewhere, LocalDoor
-from .holder.holder import Change, backoff, cancelled
-from .journal import Journal
-from .models import DeviceInfo
-from .profiles import available_profiles, load_profile
-from .schedule import ScheduleBook
-from .session import JournaledProgram
-from .settings import Settings
-from .tomlfiles import describe_errors
-from .urls import DeviceAddress, parse_device_url
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 FIRST_RETRY_S = 1.0

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .models import DeviceInfo
+from ..models import DeviceInfo
 
 STATES = ["idle", "running", "paused", "fault", "offline"]
 
