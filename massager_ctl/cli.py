@@ -1599,7 +1599,8 @@ def make_bridge(
     """
     from .config import journal_file, user_profiles_dir
     from .journal import Journal
-    from .mqtt import BASE_TOPIC, DISCOVERY_PREFIX, Bridge, device_name
+    from .mqtt import BASE_TOPIC, DISCOVERY_PREFIX, Bridge
+    from .mqtt import topic_name as device_name
     from .urls import DEFAULT_DEVICE
 
     mqtt = settings.mqtt

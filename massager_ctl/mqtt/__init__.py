@@ -27,7 +27,8 @@ _PUBLIC = {
     "parse_broker_url": "broker",
     "BASE_TOPIC": "broker",
     "DISCOVERY_PREFIX": "broker",
-    "device_name": "bridge",
+    "Topics": "topics",
+    "topic_name": "topics",
 }
 
 __all__ = [
@@ -39,12 +40,13 @@ __all__ = [
     "BrokerURLError",
     "DeviceAgent",
     "MqttSettings",
-    "device_name",
+    "Topics",
     "parse_broker_url",
+    "topic_name",
 ]
 
 if TYPE_CHECKING:
-    from .bridge import Bridge, BrokerRefused, DeviceAgent, device_name
+    from .bridge import Bridge, BrokerRefused, DeviceAgent
     from .broker import (
         BASE_TOPIC,
         DISCOVERY_PREFIX,
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
         MqttSettings,
         parse_broker_url,
     )
+    from .topics import Topics, topic_name
 
 
 def __getattr__(name: str) -> Any:

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import json
 import random
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -59,51 +58,17 @@ from ..schedule import ScheduleBook
 from ..session import JournaledProgram
 from ..settings import Settings
 from ..tomlfiles import describe_errors
-from ..urls import DeviceAddress, parse_device_url
+from ..urls import DeviceAddress
 from .broker import BrokerAddress
 from .hass import discovery
+from .topics import REQUESTS, Addressed, Topics
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
 REFUSED_LOGIN = {4, 5, 134, 135}
 """CONNACK codes for bad credentials or no permission (MQTT 3.1.1 and 5)."""
 CLAIM_AGAIN_S = 30.0
 """How often the bridge tries again to hold a massager another program holds."""
-
-
-def device_name(text: str) -> tuple[str, DeviceAddress]:
-    """``NAME=URL`` or a bare URL (named after it) into a topic-safe name and an address.
-
-    ``bridge`` is refused: ``<base>/bridge/...`` are the bridge's own topics.
-
-    >>> device_name("bedroom=sim://")[0], device_name("serial:///dev/ttyUSB0")[0]
-    ('bedroom', 'ttyusb0')
-
-    Raises:
-        InputError: the name (given, or as the URL would give it) cannot be a topic word.
-    """
-    name, _, url = text.partition("=") if "=" in text.split("://")[0] else ("", "", text)
-    address = parse_device_url(url)
-    if not name:
-        where = str(address).split("://", 1)[1].split("?", 1)[0]
-        tail = re.split(r"[/:]", where.strip("/"))
-        given = next((part for part in reversed(tail) if part), "sim")
-        name = re.sub(r"[^a-z0-9_-]", "-", given.lower()) or "sim"
-        if not NAME.match(name):
-            # Say what the URL holds ('+'), not what cleaning it made of it ('-').
-            raise InputError(
-                f"{url!r} would be named {given!r} on the bus, which is not a device name for "
-                f"topics (a-z, 0-9, - and _, from a letter or digit); name it, as NAME={url}"
-            )
-    if not NAME.match(name):
-        raise InputError(f"{name!r} is not a device name for topics: use a-z, 0-9, - and _")
-    if name == "bridge":
-        raise InputError(
-            "a device may not be named 'bridge': BASE/bridge/ are the bridge's own topics "
-            "(its state, requests and answers); give it another name, as NAME=URL"
-        )
-    return name, address
 
 
 def unexpected(error: Exception, log: Callable[[str], None], topic: object) -> str:
@@ -143,10 +108,6 @@ class Request(BaseModel):
 
     transaction: Annotated[str | int | None, BeforeValidator(_transaction)] = None
     """Echoed in the response, to pair it with its request (bounded: see `_transaction`)."""
-
-
-REQUESTS = ("devices", "profiles", "schedules")
-"""The ops of ``<base>/bridge/request/<op>``."""
 
 
 class BrokerRefused(ConfigError):
@@ -270,8 +231,7 @@ class Bridge:
     ) -> None:
         self.broker = broker
         self._tls = broker.tls_context()  # once: a bad file is said now, not on each retry
-        self.base = base
-        self.discovery_prefix = discovery_prefix or None
+        self.topics = Topics(base, discovery_prefix or None)
         self.schedules_path = schedules_path or schedules_file()
         self.settings = settings
         self.journal = journal
@@ -328,7 +288,7 @@ class Bridge:
         return attempt
 
     async def _serve(self) -> None:
-        will = aiomqtt.Will(f"{self.base}/bridge/state", json.dumps({"state": "offline"}),
+        will = aiomqtt.Will(self.topics.bridge_state, json.dumps({"state": "offline"}),
                             qos=1, retain=True)  # fmt: skip
         async with self.broker.client(identifier=f"massager-ctl-{random.getrandbits(32):08x}",
                                       will=will, tls_context=self._tls) as client:  # fmt: skip
@@ -336,14 +296,13 @@ class Bridge:
             self.log(f"connected to {self.broker}")
             # Retain As Published: a command someone published retained arrives marked so.
             options = SubscribeOptions(qos=1, retainAsPublished=True)
-            await client.subscribe(f"{self.base}/+/set", options=options)
-            await client.subscribe(f"{self.base}/+/get", options=options)
-            await client.subscribe(f"{self.base}/bridge/request/+", options=options)
-            if self.discovery_prefix:
-                await client.subscribe(f"{self.discovery_prefix}/status")
+            for wanted in (*self.topics.commands, self.topics.requests):
+                await client.subscribe(wanted, options=options)
+            if self.topics.hass_status:
+                await client.subscribe(self.topics.hass_status)
             # Online only once listening: a command sent on seeing it is heard.
             self.client = client
-            await client.publish(f"{self.base}/bridge/state", json.dumps({"state": "online"}),
+            await client.publish(self.topics.bridge_state, json.dumps({"state": "online"}),
                                  qos=1, retain=True)  # fmt: skip
             for agent in self.agents.values():
                 self.publish_availability(agent)
@@ -362,10 +321,10 @@ class Bridge:
     async def _leave(self, client: aiomqtt.Client) -> None:
         """Say offline before a clean disconnect, which does not send the last will."""
         offline = json.dumps({"state": "offline"})
-        topics = [f"{self.base}/{agent.name}/availability" for agent in self.agents.values()]
+        topics = [self.topics.availability(agent.name) for agent in self.agents.values()]
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             async with asyncio.timeout(2):
-                for topic in [*topics, f"{self.base}/bridge/state"]:
+                for topic in [*topics, self.topics.bridge_state]:
                     await client.publish(topic, offline, qos=1, retain=True)
 
     def _send(self, topic: str, payload: BaseModel | dict[str, Any] | str, *, retain: bool) -> None:
@@ -381,19 +340,20 @@ class Bridge:
 
     def publish_state(self, agent: DeviceAgent) -> None:
         """Publish a device's state, retained."""
-        self._send(f"{self.base}/{agent.name}", agent.state, retain=True)
+        self._send(self.topics.state(agent.name), agent.state, retain=True)
 
     def publish_availability(self, agent: DeviceAgent) -> None:
         """Publish whether a device is reachable, retained."""
         state = "online" if agent.available else "offline"
-        self._send(f"{self.base}/{agent.name}/availability", {"state": state}, retain=True)
+        self._send(self.topics.availability(agent.name), {"state": state}, retain=True)
 
     def publish_discovery(self, *agents: DeviceAgent) -> None:
         """Publish massagers' Home Assistant discovery configs, retained.
 
         The profiles folder is read once for them all, not once per massager.
         """
-        if self.discovery_prefix is None:
+        prefix = self.topics.discovery_prefix
+        if prefix is None:
             return
         # A massager that has not answered yet is told about once it does.
         answered = [(agent.name, agent.info) for agent in agents if agent.info is not None]
@@ -403,26 +363,26 @@ class Bridge:
         profiles = [name for name in found if PROFILE_NAME.fullmatch(name)]
         for name, info in answered:
             for topic, body in discovery(
-                prefix=self.discovery_prefix, base=self.base, name=name, info=info,
+                prefix=prefix, base=self.topics.base, name=name, info=info,
                 profiles=profiles, version=__version__,
             ):  # fmt: skip
                 self._send(topic, body, retain=True)
 
     async def _dispatch(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
-        if self.discovery_prefix and topic == f"{self.discovery_prefix}/status":
+        if topic == self.topics.hass_status:
             if message.payload == b"online":  # Home Assistant (re)started: tell it again
                 self.publish_discovery(*self.agents.values())
-        elif topic.startswith(f"{self.base}/bridge/request/"):
-            await self._request(client, message, topic.rsplit("/", 1)[1])
-        else:
+        elif (op := self.topics.request_op(topic)) is not None:
+            await self._request(client, message, op)
+        elif (addressed := self.topics.addressed(topic)) is not None:
             # An answer lost with the link: the sender may ask again.
             with contextlib.suppress(aiomqtt.MqttError):
-                await self._handle(client, message)
+                await self._handle(client, message, addressed)
 
     async def _request(self, client: aiomqtt.Client, message: aiomqtt.Message, op: str) -> None:
         """Answer ``<base>/bridge/request/<op>`` on ``<base>/bridge/response/<op>``."""
-        where = f"{self.base}/bridge/response/{op}"
+        where = self.topics.request_response(op)
         if await self._cleared(client, message, where, "request is not answered"):
             return  # else answered again on every reconnect
         reply: dict[str, Any] = {"ok": False}
@@ -443,17 +403,6 @@ class Bridge:
             reply["error"] = unexpected(error, self.log, message.topic)
         with contextlib.suppress(aiomqtt.MqttError):
             await self._answer(client, where, message, reply)
-
-    def _may_answer_on(self, topic: str) -> bool:
-        """Whether a sender's response topic is none of the bridge's own topics."""
-        prefix = self.discovery_prefix
-        if prefix and (topic == prefix or topic.startswith(f"{prefix}/")):
-            return False
-        if not topic.startswith(f"{self.base}/"):
-            return True
-        parts = topic[len(self.base) + 1 :].split("/")
-        own = {"set", "get", "availability", "state"}
-        return len(parts) >= 2 and parts[-1] not in own and parts[:2] != ["bridge", "request"]
 
     def _requested(self, op: str) -> Any:
         """The data a bridge request asks for.
@@ -484,15 +433,15 @@ class Bridge:
         return {"schedules": [s.model_dump(mode="json") for s in schedules],
                 "problems": [str(entry) for entry in broken]}  # fmt: skip
 
-    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        parts = str(message.topic)[len(self.base) + 1 :].split("/")
-        agent = self.agents.get(parts[0])
-        if agent is None or len(parts) != 2:
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message,
+                      addressed: Addressed) -> None:  # fmt: skip
+        agent = self.agents.get(addressed.device)
+        if agent is None:
             return  # another bridge's device
-        where = f"{self.base}/{agent.name}/response"
+        where = self.topics.response(agent.name)
         if await self._cleared(client, message, where, "command is never run"):
             return  # else it would start the massager whenever anyone subscribes
-        if parts[1] == "get":
+        if addressed.verb == "get":
             self.publish_state(agent)
             return
         try:
@@ -536,7 +485,7 @@ class Bridge:
             # A topic filter, not a topic: nothing can be published there (paho raises).
             self.log(f"not answering on {topic}: a response topic may not hold + or #")
             topic = None
-        if topic and not self._may_answer_on(topic):
+        if topic and not self.topics.may_answer_on(topic):
             self.log(f"not answering on {topic}: it is one of the bridge's own topics")
             topic = None
         # Logged first: whoever sees this answer can see why a response topic got none.

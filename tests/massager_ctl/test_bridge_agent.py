@@ -135,7 +135,7 @@ def test_a_broker_address_error_never_shows_the_password() -> None:
 )
 def test_a_response_topic_is_never_one_of_the_bridges_own(topic: str, allowed: bool) -> None:
     bridge = a_bridge("mqtt://h", {})
-    assert bridge._may_answer_on(topic) is allowed
+    assert bridge.topics.may_answer_on(topic) is allowed
 
 
 async def test_two_starts_at_once_on_two_massagers_are_held_to_the_limits_together() -> None:

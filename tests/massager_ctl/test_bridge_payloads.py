@@ -25,7 +25,8 @@ from pydantic import ValidationError
 
 from massager_ctl.errors import InputError
 from massager_ctl.holder import Command
-from massager_ctl.mqtt.bridge import REQUESTS, Bridge, Request
+from massager_ctl.mqtt.bridge import Bridge, Request
+from massager_ctl.mqtt.topics import REQUESTS
 from massager_ctl.tomlfiles import describe_errors
 from tests.massager_ctl.test_bridge import a_bridge
 
