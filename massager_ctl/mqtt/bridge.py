@@ -25,23 +25,26 @@ what was wrong while the bridge goes on, a start is held to the safety limits
 and journaled (source ``mqtt``), and stop and vent end a running program at once
 with the massager vented. The bridge reconnects to the broker with exponential
 backoff and jitter; a program keeps running while the broker is away.
+
+The topics are laid out in `topics`, every JSON published is a model of
+`payloads` (or the holder's `Reply` and `DeviceState`, or a `hass` config), and
+this is the one module that talks to the broker (aiomqtt, and paho under it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from .. import __version__
 from ..config import config_file, schedules_file
@@ -61,6 +64,17 @@ from ..tomlfiles import describe_errors
 from ..urls import DeviceAddress
 from .broker import BrokerAddress
 from .hass import discovery
+from .payloads import (
+    Availability,
+    BridgeState,
+    BrokenProfile,
+    DeviceEntry,
+    ProfileEntry,
+    Request,
+    RequestData,
+    RequestReply,
+    SchedulesData,
+)
 from .topics import REQUESTS, Addressed, Topics
 
 FIRST_RETRY_S = 1.0
@@ -76,38 +90,6 @@ def unexpected(error: Exception, log: Callable[[str], None], topic: object) -> s
     said = f"an unexpected error ({type(error).__name__}: {error}); please report it"
     log(f"{topic}: {said}")
     return said
-
-
-MAX_TRANSACTION = 64
-"""The longest transaction string echoed; a longer one is refused, not sent back."""
-
-
-def _transaction(value: object) -> object:
-    """A transaction short enough to echo: a string of `MAX_TRANSACTION` or a 64-bit number.
-
-    Raises:
-        ValueError: what is wrong with it (one message, not one per type of the union).
-    """
-    if value is None:
-        return value
-    if isinstance(value, str):
-        if len(value) > MAX_TRANSACTION:
-            raise ValueError(f"at most {MAX_TRANSACTION} characters, not {len(value):,}")
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not -(2**63) <= value < 2**63:
-            raise ValueError("a whole number of at most 64 bits")
-        return value
-    raise ValueError(f"a string or a whole number, not {json.dumps(value)[:20]}")
-
-
-class Request(BaseModel):
-    """What may be sent to ``<base>/bridge/request/<op>`` (an empty payload too)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    transaction: Annotated[str | int | None, BeforeValidator(_transaction)] = None
-    """Echoed in the response, to pair it with its request (bounded: see `_transaction`)."""
 
 
 class BrokerRefused(ConfigError):
@@ -288,7 +270,7 @@ class Bridge:
         return attempt
 
     async def _serve(self) -> None:
-        will = aiomqtt.Will(self.topics.bridge_state, json.dumps({"state": "offline"}),
+        will = aiomqtt.Will(self.topics.bridge_state, BridgeState(state="offline").as_json(),
                             qos=1, retain=True)  # fmt: skip
         async with self.broker.client(identifier=f"massager-ctl-{random.getrandbits(32):08x}",
                                       will=will, tls_context=self._tls) as client:  # fmt: skip
@@ -302,7 +284,7 @@ class Bridge:
                 await client.subscribe(self.topics.hass_status)
             # Online only once listening: a command sent on seeing it is heard.
             self.client = client
-            await client.publish(self.topics.bridge_state, json.dumps({"state": "online"}),
+            await client.publish(self.topics.bridge_state, BridgeState(state="online").as_json(),
                                  qos=1, retain=True)  # fmt: skip
             for agent in self.agents.values():
                 self.publish_availability(agent)
@@ -320,32 +302,29 @@ class Bridge:
 
     async def _leave(self, client: aiomqtt.Client) -> None:
         """Say offline before a clean disconnect, which does not send the last will."""
-        offline = json.dumps({"state": "offline"})
-        topics = [self.topics.availability(agent.name) for agent in self.agents.values()]
+        offline = [(self.topics.availability(agent.name), Availability(state="offline"))
+                   for agent in self.agents.values()]  # fmt: skip
+        offline.append((self.topics.bridge_state, BridgeState(state="offline")))
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             async with asyncio.timeout(2):
-                for topic in [*topics, self.topics.bridge_state]:
-                    await client.publish(topic, offline, qos=1, retain=True)
+                for topic, body in offline:
+                    await client.publish(topic, body.as_json(), qos=1, retain=True)
 
-    def _send(self, topic: str, payload: BaseModel | dict[str, Any] | str, *, retain: bool) -> None:
+    def _send(self, topic: str, body: str, *, retain: bool) -> None:
         client = self.client
         if client is None:
             return  # said again on the next connection
-        if isinstance(payload, BaseModel):
-            body = payload.model_dump_json()
-        else:
-            body = payload if isinstance(payload, str) else json.dumps(payload)
         task = asyncio.ensure_future(client.publish(topic, body, qos=1, retain=retain))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # lost with the link
 
     def publish_state(self, agent: DeviceAgent) -> None:
         """Publish a device's state, retained."""
-        self._send(self.topics.state(agent.name), agent.state, retain=True)
+        self._send(self.topics.state(agent.name), agent.state.model_dump_json(), retain=True)
 
     def publish_availability(self, agent: DeviceAgent) -> None:
         """Publish whether a device is reachable, retained."""
-        state = "online" if agent.available else "offline"
-        self._send(self.topics.availability(agent.name), {"state": state}, retain=True)
+        body = Availability.of(agent.available).as_json()
+        self._send(self.topics.availability(agent.name), body, retain=True)
 
     def publish_discovery(self, *agents: DeviceAgent) -> None:
         """Publish massagers' Home Assistant discovery configs, retained.
@@ -362,11 +341,11 @@ class Bridge:
         found = available_profiles(self.profiles_dir)
         profiles = [name for name in found if PROFILE_NAME.fullmatch(name)]
         for name, info in answered:
-            for topic, body in discovery(
+            for topic, config in discovery(
                 prefix=prefix, base=self.topics.base, name=name, info=info,
                 profiles=profiles, version=__version__,
             ):  # fmt: skip
-                self._send(topic, body, retain=True)
+                self._send(topic, config.as_json(), retain=True)
 
     async def _dispatch(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
@@ -383,28 +362,28 @@ class Bridge:
     async def _request(self, client: aiomqtt.Client, message: aiomqtt.Message, op: str) -> None:
         """Answer ``<base>/bridge/request/<op>`` on ``<base>/bridge/response/<op>``."""
         where = self.topics.request_response(op)
-        if await self._cleared(client, message, where, "request is not answered"):
+        if await self._cleared(client, message, where, "request is not answered", RequestReply):
             return  # else answered again on every reconnect
-        reply: dict[str, Any] = {"ok": False}
+        reply = RequestReply(ok=False)
         try:
             request = Request.model_validate_json(message.payload or b"{}")
-            reply["transaction"] = request.transaction
+            reply.transaction = request.transaction  # set, so echoed even when null
             if op not in REQUESTS:
                 raise InputError(f"no request {op!r}; ask for {', '.join(REQUESTS)}")
-            reply["data"] = self._requested(op)
-            reply["ok"] = True
+            reply.data = self._requested(op)
+            reply.ok = True
         except ValidationError as error:
-            reply["error"] = describe_errors(error, "request")
+            reply.error = describe_errors(error, "request")
         except MassagerError as error:
-            reply["error"] = str(error)
+            reply.error = str(error)
         except OSError as error:  # an unreadable profile folder, say
-            reply["error"] = f"could not read what was asked for: {error}"
+            reply.error = f"could not read what was asked for: {error}"
         except Exception as error:  # a bug: the sender still gets an answer, the bridge goes on
-            reply["error"] = unexpected(error, self.log, message.topic)
+            reply.error = unexpected(error, self.log, message.topic)
         with contextlib.suppress(aiomqtt.MqttError):
             await self._answer(client, where, message, reply)
 
-    def _requested(self, op: str) -> Any:
+    def _requested(self, op: str) -> RequestData:
         """The data a bridge request asks for.
 
         Raises:
@@ -412,26 +391,26 @@ class Bridge:
         """
         if op == "devices":
             return [
-                {"name": agent.name, "address": str(agent.address), "available": agent.available,
-                 "state": agent.state.state, "model": agent.info.model if agent.info else None,
-                 "serial": agent.info.serial if agent.info else None}
+                DeviceEntry(name=agent.name, address=str(agent.address), available=agent.available,
+                            state=agent.state.state,
+                            model=agent.info.model if agent.info else None,
+                            serial=agent.info.serial if agent.info else None)
                 for agent in self.agents.values()
             ]  # fmt: skip
         if op == "profiles":
-            found: list[dict[str, object]] = []
+            found: list[ProfileEntry | BrokenProfile] = []
             for name, path in available_profiles(self.profiles_dir).items():
                 try:
                     profile = load_profile(path)
                 except MassagerError as error:
-                    found.append({"name": name, "error": str(error)})
+                    found.append(BrokenProfile(name=name, error=str(error)))
                     continue
-                minutes, steps = profile.total_minutes, len(profile.steps)
-                found.append({"name": name, "title": profile.title, "minutes": minutes,
-                              "steps": steps})  # fmt: skip
+                found.append(ProfileEntry(name=name, title=profile.title,
+                                          minutes=profile.total_minutes,
+                                          steps=len(profile.steps)))  # fmt: skip
             return found
         schedules, broken = ScheduleBook(self.schedules_path).load_each()
-        return {"schedules": [s.model_dump(mode="json") for s in schedules],
-                "problems": [str(entry) for entry in broken]}  # fmt: skip
+        return SchedulesData(schedules=schedules, problems=[str(entry) for entry in broken])
 
     async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message,
                       addressed: Addressed) -> None:  # fmt: skip
@@ -439,7 +418,7 @@ class Bridge:
         if agent is None:
             return  # another bridge's device
         where = self.topics.response(agent.name)
-        if await self._cleared(client, message, where, "command is never run"):
+        if await self._cleared(client, message, where, "command is never run", Reply):
             return  # else it would start the massager whenever anyone subscribes
         if addressed.verb == "get":
             self.publish_state(agent)
@@ -454,11 +433,13 @@ class Bridge:
             except Exception as error:  # a bug: the sender still gets an answer, the bridge goes on
                 said = unexpected(error, self.log, message.topic)
                 reply = Reply(ok=False, id=command.id, action=command.action, error=said)
-        await self._answer(client, where, message, reply.payload())
+        await self._answer(client, where, message, reply)
 
     async def _cleared(self, client: aiomqtt.Client, message: aiomqtt.Message, where: str,
-                       what: str) -> bool:  # fmt: skip
+                       what: str, answer: type[Reply | RequestReply]) -> bool:  # fmt: skip
         """Whether ``message`` came retained: then it is not acted on, but cleared and answered.
+
+        The answer is an ``answer`` (the kind of reply the topic gets) that says so.
 
         An empty retained message is the clearing itself, coming back: not answered.
         """
@@ -468,17 +449,17 @@ class Bridge:
             await client.publish(str(message.topic), b"", qos=1, retain=True)
             error = f"a retained {what}; it was cleared"
             self.log(f"{message.topic}: {error}")
-            await self._answer(client, where, message, {"ok": False, "error": error})
+            await self._answer(client, where, message, answer(ok=False, error=error))
         return True
 
     async def _answer(self, client: aiomqtt.Client, where: str, message: aiomqtt.Message,
-                      reply: dict[str, Any]) -> None:  # fmt: skip
+                      reply: Reply | RequestReply) -> None:  # fmt: skip
         """Publish ``reply`` on ``where``, and on the MQTT 5 response topic if one was named.
 
         Never on a response topic where the bridge's own rights would let a sender
         overwrite a state, an availability, a command or a discovery config.
         """
-        body = json.dumps(reply)
+        body = reply.as_json()
         asked = message.properties
         topic = getattr(asked, "ResponseTopic", None) if asked is not None else None
         if topic and ("+" in topic or "#" in topic):
