@@ -53,10 +53,9 @@ from typing import Any
 
 import aiomqtt
 
-from massager_ctl.bridge import Bridge
-from massager_ctl.broker import parse_broker_url
 from massager_ctl.device import Massager
 from massager_ctl.journal import Journal
+from massager_ctl.mqtt import Bridge, parse_broker_url
 from massager_ctl.settings import Settings
 from massager_ctl.transports.sim import simulated_device
 from massager_ctl.urls import SimAddress, parse_device_url

@@ -13,7 +13,7 @@ The config file is ``config.toml`` in the user's config folder (platformdirs:
     minutes_per_day = 120
     rest_minutes = 30
 
-    [mqtt]                             # the bridge (see `broker.MqttSettings`)
+    [mqtt]                             # the bridge (see `mqtt.broker.MqttSettings`)
     broker = "mqtt://bridge@localhost:1883"
 
 Command-line options win over environment variables (``MASSAGER_CTL_DEVICE``),

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .broker import MqttSettings
 from .envelope import Limits
 from .errors import DeviceURLError
+from .mqtt.broker import MqttSettings
 
 
 class Settings(BaseModel):

@@ -17,7 +17,7 @@ from .results import BridgeNews, DaemonNews, show
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ..bridge import Bridge
+    from ..mqtt.bridge import Bridge
     from ..settings import Settings
 
 
@@ -175,10 +175,11 @@ def make_bridge(
     Raises:
         InputError, ConfigError: a bad option or setting, a TLS file that cannot be used.
     """
-    from ..bridge import Bridge, device_name
-    from ..broker import BASE_TOPIC, DISCOVERY_PREFIX
     from ..config import journal_file, user_profiles_dir
     from ..journal import Journal
+    from ..mqtt.bridge import Bridge
+    from ..mqtt.broker import BASE_TOPIC, DISCOVERY_PREFIX
+    from ..mqtt.topics import topic_name
     from ..urls import DEFAULT_DEVICE
 
     mqtt = settings.mqtt
@@ -195,7 +196,7 @@ def make_bridge(
         given = [f"{name}={url}" for name, url in mqtt.devices.items()]
     else:
         given = [settings.device or DEFAULT_DEVICE]
-    named = dict(device_name(text) for text in given)
+    named = dict(topic_name(text) for text in given)
     if len(named) != len(given):
         raise InputError("two devices have the same name; give them NAME=URL")
 

@@ -12,12 +12,13 @@ import contextlib
 
 import pytest
 
-from massager_ctl.bridge import Command, cancelled
-from massager_ctl.broker import BrokerURLError, parse_broker_url
 from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.envelope import LimitReached
 from massager_ctl.errors import CalledOff, MassagerError
+from massager_ctl.holder import Command
+from massager_ctl.holder.holder import cancelled
 from massager_ctl.journal import Journal
+from massager_ctl.mqtt import BrokerURLError, parse_broker_url
 from massager_ctl.profiles import find_profile
 from massager_ctl.session import JournaledProgram
 from massager_ctl.supervisor import ResumePolicy
@@ -134,7 +135,7 @@ def test_a_broker_address_error_never_shows_the_password() -> None:
 )
 def test_a_response_topic_is_never_one_of_the_bridges_own(topic: str, allowed: bool) -> None:
     bridge = a_bridge("mqtt://h", {})
-    assert bridge._may_answer_on(topic) is allowed
+    assert bridge.topics.may_answer_on(topic) is allowed
 
 
 async def test_two_starts_at_once_on_two_massagers_are_held_to_the_limits_together() -> None:

@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from massager_ctl.broker import parse_broker_url
 from massager_ctl.cli import make_bridge
 from massager_ctl.config import (
     Settings,
@@ -25,6 +24,7 @@ from massager_ctl.config import (
 from massager_ctl.daemon import Daemon, DaemonEvent
 from massager_ctl.errors import ConfigError
 from massager_ctl.journal import Journal
+from massager_ctl.mqtt import parse_broker_url
 from massager_ctl.schedule import ScheduleBook
 from simulator.clock import VirtualWallClock
 from tests.broker import USERS, Broker, run_broker

@@ -23,8 +23,10 @@ from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from massager_ctl.bridge import REQUESTS, Bridge, Command, Request
 from massager_ctl.errors import InputError
+from massager_ctl.holder import Command
+from massager_ctl.mqtt.bridge import Bridge, Request
+from massager_ctl.mqtt.topics import REQUESTS
 from massager_ctl.tomlfiles import describe_errors
 from tests.massager_ctl.test_bridge import a_bridge
 

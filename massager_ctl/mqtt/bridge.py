@@ -25,45 +25,58 @@ what was wrong while the bridge goes on, a start is held to the safety limits
 and journaled (source ``mqtt``), and stop and vent end a running program at once
 with the massager vented. The bridge reconnects to the broker with exponential
 backoff and jitter; a program keeps running while the broker is away.
+
+The topics are laid out in `topics`, every JSON published is a model of
+`payloads` (or the holder's `Reply` and `DeviceState`, or a `hass` config), and
+this is the one module that talks to the broker (aiomqtt, and paho under it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
-import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from . import __version__
+from .. import __version__
+from ..config import config_file, schedules_file
+from ..device import Massager
+from ..errors import ConfigError, InputError, MassagerError
+from ..holder import Command, DeviceState, Holder, House, Reply
+from ..holder.commands import PROFILE_NAME
+from ..holder.door import HeldElsewhere, LocalDoor
+from ..holder.holder import Change, backoff, cancelled
+from ..journal import Journal
+from ..models import DeviceInfo
+from ..profiles import available_profiles, load_profile
+from ..schedule import ScheduleBook
+from ..session import JournaledProgram
+from ..settings import Settings
+from ..tomlfiles import describe_errors
+from ..urls import DeviceAddress
 from .broker import BrokerAddress
-from .config import config_file, schedules_file
-from .device import Massager
-from .errors import ConfigError, InputError, MassagerError
 from .hass import discovery
-from .holder import Command, DeviceState, Holder, House, Reply
-from .holder.commands import PROFILE_NAME
-from .holder.door import HeldElsewhere, LocalDoor
-from .holder.holder import Change, backoff, cancelled
-from .journal import Journal
-from .models import DeviceInfo
-from .profiles import available_profiles, load_profile
-from .schedule import ScheduleBook
-from .session import JournaledProgram
-from .settings import Settings
-from .tomlfiles import describe_errors
-from .urls import DeviceAddress, parse_device_url
+from .payloads import (
+    Availability,
+    BridgeState,
+    BrokenProfile,
+    DeviceEntry,
+    ProfileEntry,
+    Request,
+    RequestData,
+    RequestReply,
+    SchedulesData,
+)
+from .topics import REQUESTS, Addressed, Topics
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 FIRST_RETRY_S = 1.0
 MAX_RETRY_S = 60.0
 REFUSED_LOGIN = {4, 5, 134, 135}
@@ -72,81 +85,11 @@ CLAIM_AGAIN_S = 30.0
 """How often the bridge tries again to hold a massager another program holds."""
 
 
-def device_name(text: str) -> tuple[str, DeviceAddress]:
-    """``NAME=URL`` or a bare URL (named after it) into a topic-safe name and an address.
-
-    ``bridge`` is refused: ``<base>/bridge/...`` are the bridge's own topics.
-
-    >>> device_name("bedroom=sim://")[0], device_name("serial:///dev/ttyUSB0")[0]
-    ('bedroom', 'ttyusb0')
-
-    Raises:
-        InputError: the name (given, or as the URL would give it) cannot be a topic word.
-    """
-    name, _, url = text.partition("=") if "=" in text.split("://")[0] else ("", "", text)
-    address = parse_device_url(url)
-    if not name:
-        where = str(address).split("://", 1)[1].split("?", 1)[0]
-        tail = re.split(r"[/:]", where.strip("/"))
-        given = next((part for part in reversed(tail) if part), "sim")
-        name = re.sub(r"[^a-z0-9_-]", "-", given.lower()) or "sim"
-        if not NAME.match(name):
-            # Say what the URL holds ('+'), not what cleaning it made of it ('-').
-            raise InputError(
-                f"{url!r} would be named {given!r} on the bus, which is not a device name for "
-                f"topics (a-z, 0-9, - and _, from a letter or digit); name it, as NAME={url}"
-            )
-    if not NAME.match(name):
-        raise InputError(f"{name!r} is not a device name for topics: use a-z, 0-9, - and _")
-    if name == "bridge":
-        raise InputError(
-            "a device may not be named 'bridge': BASE/bridge/ are the bridge's own topics "
-            "(its state, requests and answers); give it another name, as NAME=URL"
-        )
-    return name, address
-
-
 def unexpected(error: Exception, log: Callable[[str], None], topic: object) -> str:
     """Log an error no code path expected, in one line, and say it for the sender's answer."""
     said = f"an unexpected error ({type(error).__name__}: {error}); please report it"
     log(f"{topic}: {said}")
     return said
-
-
-MAX_TRANSACTION = 64
-"""The longest transaction string echoed; a longer one is refused, not sent back."""
-
-
-def _transaction(value: object) -> object:
-    """A transaction short enough to echo: a string of `MAX_TRANSACTION` or a 64-bit number.
-
-    Raises:
-        ValueError: what is wrong with it (one message, not one per type of the union).
-    """
-    if value is None:
-        return value
-    if isinstance(value, str):
-        if len(value) > MAX_TRANSACTION:
-            raise ValueError(f"at most {MAX_TRANSACTION} characters, not {len(value):,}")
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        if not -(2**63) <= value < 2**63:
-            raise ValueError("a whole number of at most 64 bits")
-        return value
-    raise ValueError(f"a string or a whole number, not {json.dumps(value)[:20]}")
-
-
-class Request(BaseModel):
-    """What may be sent to ``<base>/bridge/request/<op>`` (an empty payload too)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    transaction: Annotated[str | int | None, BeforeValidator(_transaction)] = None
-    """Echoed in the response, to pair it with its request (bounded: see `_transaction`)."""
-
-
-REQUESTS = ("devices", "profiles", "schedules")
-"""The ops of ``<base>/bridge/request/<op>``."""
 
 
 class BrokerRefused(ConfigError):
@@ -270,8 +213,7 @@ class Bridge:
     ) -> None:
         self.broker = broker
         self._tls = broker.tls_context()  # once: a bad file is said now, not on each retry
-        self.base = base
-        self.discovery_prefix = discovery_prefix or None
+        self.topics = Topics(base, discovery_prefix or None)
         self.schedules_path = schedules_path or schedules_file()
         self.settings = settings
         self.journal = journal
@@ -328,7 +270,7 @@ class Bridge:
         return attempt
 
     async def _serve(self) -> None:
-        will = aiomqtt.Will(f"{self.base}/bridge/state", json.dumps({"state": "offline"}),
+        will = aiomqtt.Will(self.topics.bridge_state, BridgeState(state="offline").as_json(),
                             qos=1, retain=True)  # fmt: skip
         async with self.broker.client(identifier=f"massager-ctl-{random.getrandbits(32):08x}",
                                       will=will, tls_context=self._tls) as client:  # fmt: skip
@@ -336,14 +278,13 @@ class Bridge:
             self.log(f"connected to {self.broker}")
             # Retain As Published: a command someone published retained arrives marked so.
             options = SubscribeOptions(qos=1, retainAsPublished=True)
-            await client.subscribe(f"{self.base}/+/set", options=options)
-            await client.subscribe(f"{self.base}/+/get", options=options)
-            await client.subscribe(f"{self.base}/bridge/request/+", options=options)
-            if self.discovery_prefix:
-                await client.subscribe(f"{self.discovery_prefix}/status")
+            for wanted in (*self.topics.commands, self.topics.requests):
+                await client.subscribe(wanted, options=options)
+            if self.topics.hass_status:
+                await client.subscribe(self.topics.hass_status)
             # Online only once listening: a command sent on seeing it is heard.
             self.client = client
-            await client.publish(f"{self.base}/bridge/state", json.dumps({"state": "online"}),
+            await client.publish(self.topics.bridge_state, BridgeState(state="online").as_json(),
                                  qos=1, retain=True)  # fmt: skip
             for agent in self.agents.values():
                 self.publish_availability(agent)
@@ -361,39 +302,37 @@ class Bridge:
 
     async def _leave(self, client: aiomqtt.Client) -> None:
         """Say offline before a clean disconnect, which does not send the last will."""
-        offline = json.dumps({"state": "offline"})
-        topics = [f"{self.base}/{agent.name}/availability" for agent in self.agents.values()]
+        offline = [(self.topics.availability(agent.name), Availability(state="offline"))
+                   for agent in self.agents.values()]  # fmt: skip
+        offline.append((self.topics.bridge_state, BridgeState(state="offline")))
         with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
             async with asyncio.timeout(2):
-                for topic in [*topics, f"{self.base}/bridge/state"]:
-                    await client.publish(topic, offline, qos=1, retain=True)
+                for topic, body in offline:
+                    await client.publish(topic, body.as_json(), qos=1, retain=True)
 
-    def _send(self, topic: str, payload: BaseModel | dict[str, Any] | str, *, retain: bool) -> None:
+    def _send(self, topic: str, body: str, *, retain: bool) -> None:
         client = self.client
         if client is None:
             return  # said again on the next connection
-        if isinstance(payload, BaseModel):
-            body = payload.model_dump_json()
-        else:
-            body = payload if isinstance(payload, str) else json.dumps(payload)
         task = asyncio.ensure_future(client.publish(topic, body, qos=1, retain=retain))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # lost with the link
 
     def publish_state(self, agent: DeviceAgent) -> None:
         """Publish a device's state, retained."""
-        self._send(f"{self.base}/{agent.name}", agent.state, retain=True)
+        self._send(self.topics.state(agent.name), agent.state.model_dump_json(), retain=True)
 
     def publish_availability(self, agent: DeviceAgent) -> None:
         """Publish whether a device is reachable, retained."""
-        state = "online" if agent.available else "offline"
-        self._send(f"{self.base}/{agent.name}/availability", {"state": state}, retain=True)
+        body = Availability.of(agent.available).as_json()
+        self._send(self.topics.availability(agent.name), body, retain=True)
 
     def publish_discovery(self, *agents: DeviceAgent) -> None:
         """Publish massagers' Home Assistant discovery configs, retained.
 
         The profiles folder is read once for them all, not once per massager.
         """
-        if self.discovery_prefix is None:
+        prefix = self.topics.discovery_prefix
+        if prefix is None:
             return
         # A massager that has not answered yet is told about once it does.
         answered = [(agent.name, agent.info) for agent in agents if agent.info is not None]
@@ -402,60 +341,49 @@ class Bridge:
         found = available_profiles(self.profiles_dir)
         profiles = [name for name in found if PROFILE_NAME.fullmatch(name)]
         for name, info in answered:
-            for topic, body in discovery(
-                prefix=self.discovery_prefix, base=self.base, name=name, info=info,
+            for topic, config in discovery(
+                prefix=prefix, base=self.topics.base, name=name, info=info,
                 profiles=profiles, version=__version__,
             ):  # fmt: skip
-                self._send(topic, body, retain=True)
+                self._send(topic, config.as_json(), retain=True)
 
     async def _dispatch(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
-        if self.discovery_prefix and topic == f"{self.discovery_prefix}/status":
+        if topic == self.topics.hass_status:
             if message.payload == b"online":  # Home Assistant (re)started: tell it again
                 self.publish_discovery(*self.agents.values())
-        elif topic.startswith(f"{self.base}/bridge/request/"):
-            await self._request(client, message, topic.rsplit("/", 1)[1])
-        else:
+        elif (op := self.topics.request_op(topic)) is not None:
+            await self._request(client, message, op)
+        elif (addressed := self.topics.addressed(topic)) is not None:
             # An answer lost with the link: the sender may ask again.
             with contextlib.suppress(aiomqtt.MqttError):
-                await self._handle(client, message)
+                await self._handle(client, message, addressed)
 
     async def _request(self, client: aiomqtt.Client, message: aiomqtt.Message, op: str) -> None:
         """Answer ``<base>/bridge/request/<op>`` on ``<base>/bridge/response/<op>``."""
-        where = f"{self.base}/bridge/response/{op}"
-        if await self._cleared(client, message, where, "request is not answered"):
+        where = self.topics.request_response(op)
+        if await self._cleared(client, message, where, "request is not answered", RequestReply):
             return  # else answered again on every reconnect
-        reply: dict[str, Any] = {"ok": False}
+        reply = RequestReply(ok=False)
         try:
             request = Request.model_validate_json(message.payload or b"{}")
-            reply["transaction"] = request.transaction
+            reply.transaction = request.transaction  # set, so echoed even when null
             if op not in REQUESTS:
                 raise InputError(f"no request {op!r}; ask for {', '.join(REQUESTS)}")
-            reply["data"] = self._requested(op)
-            reply["ok"] = True
+            reply.data = self._requested(op)
+            reply.ok = True
         except ValidationError as error:
-            reply["error"] = describe_errors(error, "request")
+            reply.error = describe_errors(error, "request")
         except MassagerError as error:
-            reply["error"] = str(error)
+            reply.error = str(error)
         except OSError as error:  # an unreadable profile folder, say
-            reply["error"] = f"could not read what was asked for: {error}"
+            reply.error = f"could not read what was asked for: {error}"
         except Exception as error:  # a bug: the sender still gets an answer, the bridge goes on
-            reply["error"] = unexpected(error, self.log, message.topic)
+            reply.error = unexpected(error, self.log, message.topic)
         with contextlib.suppress(aiomqtt.MqttError):
             await self._answer(client, where, message, reply)
 
-    def _may_answer_on(self, topic: str) -> bool:
-        """Whether a sender's response topic is none of the bridge's own topics."""
-        prefix = self.discovery_prefix
-        if prefix and (topic == prefix or topic.startswith(f"{prefix}/")):
-            return False
-        if not topic.startswith(f"{self.base}/"):
-            return True
-        parts = topic[len(self.base) + 1 :].split("/")
-        own = {"set", "get", "availability", "state"}
-        return len(parts) >= 2 and parts[-1] not in own and parts[:2] != ["bridge", "request"]
-
-    def _requested(self, op: str) -> Any:
+    def _requested(self, op: str) -> RequestData:
         """The data a bridge request asks for.
 
         Raises:
@@ -463,36 +391,36 @@ class Bridge:
         """
         if op == "devices":
             return [
-                {"name": agent.name, "address": str(agent.address), "available": agent.available,
-                 "state": agent.state.state, "model": agent.info.model if agent.info else None,
-                 "serial": agent.info.serial if agent.info else None}
+                DeviceEntry(name=agent.name, address=str(agent.address), available=agent.available,
+                            state=agent.state.state,
+                            model=agent.info.model if agent.info else None,
+                            serial=agent.info.serial if agent.info else None)
                 for agent in self.agents.values()
             ]  # fmt: skip
         if op == "profiles":
-            found: list[dict[str, object]] = []
+            found: list[ProfileEntry | BrokenProfile] = []
             for name, path in available_profiles(self.profiles_dir).items():
                 try:
                     profile = load_profile(path)
                 except MassagerError as error:
-                    found.append({"name": name, "error": str(error)})
+                    found.append(BrokenProfile(name=name, error=str(error)))
                     continue
-                minutes, steps = profile.total_minutes, len(profile.steps)
-                found.append({"name": name, "title": profile.title, "minutes": minutes,
-                              "steps": steps})  # fmt: skip
+                found.append(ProfileEntry(name=name, title=profile.title,
+                                          minutes=profile.total_minutes,
+                                          steps=len(profile.steps)))  # fmt: skip
             return found
         schedules, broken = ScheduleBook(self.schedules_path).load_each()
-        return {"schedules": [s.model_dump(mode="json") for s in schedules],
-                "problems": [str(entry) for entry in broken]}  # fmt: skip
+        return SchedulesData(schedules=schedules, problems=[str(entry) for entry in broken])
 
-    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        parts = str(message.topic)[len(self.base) + 1 :].split("/")
-        agent = self.agents.get(parts[0])
-        if agent is None or len(parts) != 2:
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message,
+                      addressed: Addressed) -> None:  # fmt: skip
+        agent = self.agents.get(addressed.device)
+        if agent is None:
             return  # another bridge's device
-        where = f"{self.base}/{agent.name}/response"
-        if await self._cleared(client, message, where, "command is never run"):
+        where = self.topics.response(agent.name)
+        if await self._cleared(client, message, where, "command is never run", Reply):
             return  # else it would start the massager whenever anyone subscribes
-        if parts[1] == "get":
+        if addressed.verb == "get":
             self.publish_state(agent)
             return
         try:
@@ -505,11 +433,13 @@ class Bridge:
             except Exception as error:  # a bug: the sender still gets an answer, the bridge goes on
                 said = unexpected(error, self.log, message.topic)
                 reply = Reply(ok=False, id=command.id, action=command.action, error=said)
-        await self._answer(client, where, message, reply.payload())
+        await self._answer(client, where, message, reply)
 
     async def _cleared(self, client: aiomqtt.Client, message: aiomqtt.Message, where: str,
-                       what: str) -> bool:  # fmt: skip
+                       what: str, answer: type[Reply | RequestReply]) -> bool:  # fmt: skip
         """Whether ``message`` came retained: then it is not acted on, but cleared and answered.
+
+        The answer is an ``answer`` (the kind of reply the topic gets) that says so.
 
         An empty retained message is the clearing itself, coming back: not answered.
         """
@@ -519,24 +449,24 @@ class Bridge:
             await client.publish(str(message.topic), b"", qos=1, retain=True)
             error = f"a retained {what}; it was cleared"
             self.log(f"{message.topic}: {error}")
-            await self._answer(client, where, message, {"ok": False, "error": error})
+            await self._answer(client, where, message, answer(ok=False, error=error))
         return True
 
     async def _answer(self, client: aiomqtt.Client, where: str, message: aiomqtt.Message,
-                      reply: dict[str, Any]) -> None:  # fmt: skip
+                      reply: Reply | RequestReply) -> None:  # fmt: skip
         """Publish ``reply`` on ``where``, and on the MQTT 5 response topic if one was named.
 
         Never on a response topic where the bridge's own rights would let a sender
         overwrite a state, an availability, a command or a discovery config.
         """
-        body = json.dumps(reply)
+        body = reply.as_json()
         asked = message.properties
         topic = getattr(asked, "ResponseTopic", None) if asked is not None else None
         if topic and ("+" in topic or "#" in topic):
             # A topic filter, not a topic: nothing can be published there (paho raises).
             self.log(f"not answering on {topic}: a response topic may not hold + or #")
             topic = None
-        if topic and not self._may_answer_on(topic):
+        if topic and not self.topics.may_answer_on(topic):
             self.log(f"not answering on {topic}: it is one of the bridge's own topics")
             topic = None
         # Logged first: whoever sees this answer can see why a response topic got none.

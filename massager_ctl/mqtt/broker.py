@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     import aiomqtt
