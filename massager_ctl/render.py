@@ -27,12 +27,15 @@ from rich.table import Table
 from rich.text import Text
 
 from .cli.results import (
+    Adjusted,
     BridgeNews,
     DaemonNews,
     DeviceList,
     DeviceReport,
     Failure,
     FaultCleared,
+    Held,
+    HeldAnswer,
     HistoryReport,
     Paired,
     ProfileListing,
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
     from firmware_protocol import LinkStats
 
     from .history import Day, Entry, Hidden
+    from .holder.door import Who
     from .journal import Rating, Session, Week
     from .models import DeviceInfo, DeviceStatus
     from .profiles import Profile
@@ -682,8 +686,8 @@ def show_text(result: Result) -> None:
 
 
 FRESH_SIMULATOR = (
-    "A `massager-ctl start` in another terminal runs a simulator of its own, which "
-    "this command cannot reach: to stop it, press Ctrl-C in its terminal."
+    "Nothing on this computer holds this simulator: a `massager-ctl start` on the same "
+    "URL in another terminal would have been reached."
 )
 """Said by every one-shot command on ``sim://`` (see `cli.device.fresh_simulator`)."""
 
@@ -712,6 +716,44 @@ def auth_line(authenticated: bool, problem: str | None) -> str:
         return "authenticated: this controller is paired (start, mode and intensity allowed)"
     why = problem or "this controller is not paired with it"
     return f"[yellow]not authenticated[/]: {why}; only status, stop and vent work"
+
+
+@show_text.register(HeldAnswer)
+def _held_answer(result: HeldAnswer) -> None:
+    console().print(
+        f"{result.message} (through {result.held_by.says()})", markup=False, soft_wrap=True
+    )
+
+
+@show_text.register(Adjusted)
+def _adjusted(result: Adjusted) -> None:
+    console().print(f"{result.message}; the massager is {result.status.state}", markup=False)
+
+
+def held_line(who: Who) -> str:
+    """One held massager in a line: the device, who holds it, and what it is doing."""
+    state = who.state
+    doing = state.state
+    if state.program is not None and state.step is not None:
+        doing += f", step {state.step} of {state.steps}"
+        if state.ends_at is not None:
+            doing += f", ends {state.ends_at.astimezone():%H:%M}"
+    elif state.mode is not None and state.state != "offline":
+        doing += f", {state.mode} {state.intensity}"
+    if state.pressures_mmhg:
+        doing += f", up to {max(state.pressures_mmhg):.0f} mmHg"
+    if state.fault:
+        doing += f"; {state.fault}"
+    return f"{who.device}: {doing}; held by {who.says()}"
+
+
+@show_text.register(Held)
+def _held(result: Held) -> None:
+    out = console()
+    if not result.held:
+        out.print("nothing on this computer holds a massager", markup=False)
+    for who in result.held:
+        out.print(held_line(who), markup=False, soft_wrap=True)
 
 
 @show_text.register(DeviceReport)

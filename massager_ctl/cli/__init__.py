@@ -74,6 +74,12 @@ COMMANDS = {
                           "it is due, once, never late."),
     "devices": LazyCommand("device", "devices", "List Bluetooth LE massagers, serial ports, "
                            "and any device URLs given."),
+    "intensity": LazyCommand("device", "intensity", "Set the intensity LEVEL (1 is the "
+                             "gentlest): the running session's, or the next."),
+    "mode": LazyCommand("device", "mode", "Switch the massager to MODE (wave, pulse, ...): the "
+                        "running session's, or the next."),
+    "pause": LazyCommand("device", "pause", "Pause the running session (the chambers let go); "
+                         "resume goes on."),
     "history": LazyCommand("journal", "history", "The sessions and ratings of recent weeks, "
                            "and each week against the goal."),
     "pair": LazyCommand("device", "pair", "Pair with the massager at URL while its pairing "
@@ -84,6 +90,7 @@ COMMANDS = {
                         "the worst (lower is better)."),
     "reset": LazyCommand("device", "reset", "Clear a latched fault once its cause is mended "
                          "(the massager checks, and may refuse)."),
+    "resume": LazyCommand("device", "resume", "Resume a paused session."),
     "safety": LazyCommand("journal", "safety", "Who should not use compression, and when to "
                           "stop."),
     "schedule": LazyCommand("schedule", "schedule", "Bedtime schedules: which program runs on "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import ConfigError, LinkError, MassagerError
+from ..errors import ConfigError, InputError, LinkError, MassagerError
 from .app import (
     SPEEDS,
     FiniteRange,
@@ -21,9 +21,22 @@ from .app import (
     run_async,
     warn,
 )
-from .results import DeviceList, DeviceReport, FaultCleared, Paired, Stopped, Unpaired, show
+from .results import (
+    Adjusted,
+    DeviceList,
+    DeviceReport,
+    FaultCleared,
+    Held,
+    HeldAnswer,
+    Paired,
+    Stopped,
+    Unpaired,
+    show,
+)
 
 if TYPE_CHECKING:
+    from ..holder import Command, Reply
+    from ..holder.door import Who
     from ..models import DeviceStatus
     from ..urls import DeviceAddress
 
@@ -100,7 +113,12 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
     warnings: list[str] = []
     address = _device_to_stop(device, as_json, action, warnings)
     from ..errors import DeviceInUse
+    from ..holder import Command
 
+    # A program of this computer holds the massager (a start in another terminal, the
+    # daemon, the bridge): its holder sends the stop on the link it holds, at once.
+    if _through_holder(address, Command(action=action), as_json, warnings):  # type: ignore[arg-type]
+        return 0
     went_out: list[bool] = []
     try:
         status = run_async(lambda: stop_or_vent(address, action, warnings, went_out))
@@ -141,6 +159,48 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
     show(Stopped(action, str(address), status, fresh_simulator(address), warnings), as_json=as_json)
     warn(warnings)
     return 0
+
+
+def _through_holder(address: DeviceAddress, command: Command, as_json: bool,
+                    warnings: list[str]) -> bool:  # fmt: skip
+    """Hand ``command`` to the holder of ``address`` on this computer; False if nothing holds it.
+
+    A holder that does not answer is said in ``warnings``, and False is returned:
+    the caller then goes to the massager directly (a stop or vent must not wait on
+    a program that hangs).
+
+    Raises:
+        MassagerError: the holder answered that the command failed, and why.
+    """
+    from ..holder.door import HeldElsewhere, find_holder, send_command
+
+    async def knock() -> tuple[Reply, Who] | None:
+        who = await find_holder(address)
+        if who is None:
+            return None
+        reply = await send_command(address, command)
+        return None if reply is None else (reply, who)
+
+    try:
+        answered = run_async(knock)
+    except HeldElsewhere as error:
+        warnings.append(f"{error}; the {command.action} went to the massager directly")
+        return False
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"{command.action}: interrupted; it may have reached the program that holds "
+            f"{address}, which carries it out\n"
+        )
+        raise
+    if answered is None:
+        return False
+    reply, who = answered
+    if not reply.ok:
+        warn(warnings)
+        raise MassagerError(f"{command.action}: {reply.error} (said {who.says()})")
+    show(HeldAnswer(command.action, str(address), who, reply.message or ""), as_json=as_json)
+    warn(warnings)
+    return True
 
 
 def _what_was_sent(error: LinkError, action: str) -> str:
@@ -256,9 +316,105 @@ def vent(device: str | None, as_json: bool) -> int:
 @click.command()
 @device_option
 @json_option
-def status(device: str | None, as_json: bool) -> int:
-    """Show what the massager is and what it is doing."""
+def pause(device: str | None, as_json: bool) -> int:
+    """Pause the running session (the chambers let go); resume goes on."""
+    return _adjust(device, as_json, "pause")
+
+
+@click.command()
+@device_option
+@json_option
+def resume(device: str | None, as_json: bool) -> int:
+    """Resume a paused session."""
+    return _adjust(device, as_json, "resume")
+
+
+@click.command()
+@click.argument("mode")
+@device_option
+@json_option
+def mode(mode: str, device: str | None, as_json: bool) -> int:
+    """Switch the massager to MODE (wave, pulse, ...): the running session's, or the next."""
+    return _adjust(device, as_json, "mode", mode=mode)
+
+
+@click.command()
+@click.argument("level", type=click.IntRange(1, 10))
+@device_option
+@json_option
+def intensity(level: int, device: str | None, as_json: bool) -> int:
+    """Set the intensity LEVEL (1 is the gentlest): the running session's, or the next."""
+    return _adjust(device, as_json, "intensity", intensity=level)
+
+
+def _adjust(device: str | None, as_json: bool, action: str, **value: str | int) -> int:
+    """Pause, resume, mode or intensity: through the holder if one holds the massager.
+
+    A running program takes a mode or intensity within its profile's limits. With
+    nothing holding the massager, it goes out over a signed link opened for it.
+    """
+    from pydantic import ValidationError
+
+    from ..holder import Command
+    from ..tomlfiles import describe_errors
+
     address = resolve_device(device, quiet=as_json)
+    try:
+        command = Command.model_validate({"action": action, **value})
+    except ValidationError as error:
+        raise InputError(describe_errors(error, action)) from None
+    warnings: list[str] = []
+    if _through_holder(address, command, as_json, warnings):
+        return 0
+
+    async def go() -> Adjusted:
+        from ..device import Massager
+
+        async with Massager.connect(address) as massager:
+            if action == "pause":
+                await massager.pause()
+            elif action == "resume":
+                await massager.resume()
+            elif action == "mode":
+                await massager.set_mode(str(value["mode"]))
+            else:
+                await massager.set_intensity(int(value["intensity"]))
+            status = await massager.refresh()
+        said = {"pause": "pause: done", "resume": "resume: done"}.get(
+            action, f"{action} {next(iter(value.values()), '')}"
+        )
+        return Adjusted(action, str(address), said, status)
+
+    show(run_async(go), as_json=as_json)
+    warn(warnings)
+    return 0
+
+
+@click.command()
+@device_option
+@json_option
+def status(device: str | None, as_json: bool) -> int:
+    """Show what the massager is and what it is doing.
+
+    A massager a program of this computer holds is shown as its holder sees it
+    (nothing is sent to it). With no --device, what this computer holds is
+    listed; when it holds nothing, the configured massager is shown.
+    """
+    from ..holder.door import HeldElsewhere, everything_held, find_holder
+
+    if device is None:
+        held = run_async(everything_held)
+        if held:
+            show(Held(held), as_json=as_json)
+            return 0
+    address = resolve_device(device, quiet=as_json)
+    try:
+        who = run_async(lambda: find_holder(address))
+    except HeldElsewhere:
+        who = None  # not answering: the massager itself may still be
+    if who is not None:
+        show(Held([who]), as_json=as_json)
+        return 0
 
     async def go() -> int:
         from ..device import Massager

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..daemon import DaemonEvent
     from ..discovery import Found
     from ..history import Day, Entry, Hidden
+    from ..holder.door import Who
     from ..journal import Rating, Session, Week
     from ..models import DeviceInfo, DeviceStatus
     from ..profiles import BrokenProfile, Profile
@@ -74,6 +75,49 @@ class Stopped(Result):
         """``{"kind": "stop", "device", "status", "fresh_simulator", "warnings"}``."""
         return {"kind": self.kind, "device": self.device, "status": self.status,
                 "fresh_simulator": self.fresh_simulator, "warnings": self.warnings}  # fmt: skip
+
+
+@dataclass
+class HeldAnswer(Result):
+    """A command a holder on this computer carried out: who holds the massager, and its answer."""
+
+    kind: str
+    """The command: ``stop``, ``vent``, ``pause``, ``resume``, ``mode``, ``intensity``."""
+    device: str
+    held_by: Who
+    message: str
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"kind", "device", "held_by", "message"}``."""
+        return {"kind": self.kind, "device": self.device, "held_by": self.held_by,
+                "message": self.message}  # fmt: skip
+
+
+@dataclass
+class Held(Result):
+    """What this computer holds: the answer of every holder (``status`` with no device)."""
+
+    kind: ClassVar[str] = "held"
+    held: list[Who]
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"kind": "held", "held": [...]}``: each a holder's `Who`."""
+        return {"kind": self.kind, "held": self.held}
+
+
+@dataclass
+class Adjusted(Result):
+    """A pause, resume, mode or intensity sent over a link opened for it (nothing held it)."""
+
+    kind: str
+    device: str
+    message: str
+    status: DeviceStatus
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"kind", "device", "message", "status"}``."""
+        return {"kind": self.kind, "device": self.device, "message": self.message,
+                "status": self.status}  # fmt: skip
 
 
 @dataclass

@@ -57,6 +57,8 @@ REQUEST_TIMEOUT_S = 5.0
 """How long a door waits for a request line."""
 ANSWER_TIMEOUT_S = 60.0
 """How long a knock waits for its answer (a stop waits for a program to end and vent)."""
+ANSWER_GRACE_S = 2.0
+"""How long a closing door lets the answers it owes go out (a stop that ended the program)."""
 KNOCK_TIMEOUT_S = 3.0
 """How long a knock waits to be let in."""
 SUPPORTED = sys.platform != "win32" and hasattr(socket, "AF_UNIX")
@@ -193,6 +195,9 @@ class LocalDoor:
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        if self._handlers:
+            # A stop that ended the program is answering through this door: let it.
+            await asyncio.wait(set(self._handlers), timeout=ANSWER_GRACE_S)
         for task in list(self._handlers):
             task.cancel()
         if self._handlers:

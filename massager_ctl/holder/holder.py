@@ -169,6 +169,8 @@ class Holder:
         self.memory = CommandMemory()
         self._program_task: asyncio.Task[Any] | None = None
         self._own_program = False
+        self._released = asyncio.Event()
+        """Set when the running program has let go of the link (made anew for each)."""
         self._watching: asyncio.Task[None] | None = None
         self._watch_link: Massager | None = None
         self._listeners: list[Callable[[Holder, Change], None]] = []
@@ -370,16 +372,22 @@ class Holder:
         task = self._program_task
         if task is not None and not task.done():
             runner = self.running.supervisor.runner if self.running is not None else None
+            released = self._released
             if runner is not None and runner.massager.connected:
                 with contextlib.suppress(MassagerError):
                     await _halt(runner.massager, action)
                 # The program sees its session end and ends, saying so, once the chambers
                 # are empty; one that does not (its link just failed) is cancelled, which
-                # vents.
-                done, _ = await asyncio.wait({task}, timeout=HALT_SETTLE_S)
-                if done:
+                # vents. Its end is awaited, not its task: the task may be the one that
+                # closes the door this stop came through.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(HALT_SETTLE_S):
+                        await released.wait()
+                if released.is_set():
                     return f"{action}: the program ended; the chambers are empty"
-            await cancelled(task)  # connecting or reconnecting: called off, vented
+            if not task.cancelling():
+                task.cancel()  # connecting or reconnecting: called off, vented
+            await released.wait()
             return f"{action}: the program ended, the massager vented"
         if self._starting.locked():
             # The link is being handed over; whatever it still reaches is told too.
@@ -507,12 +515,14 @@ class Holder:
         told = program.supervisor.on_progress
         program.supervisor.on_progress = _both(told, self._progress)
         self.running, self._source = program, source
+        self._released = asyncio.Event()
 
     def _release(self, program: JournaledProgram) -> None:
         if self.running is not program:
             return
         self.running = self._program_task = None
         self._own_program = False
+        self._released.set()
         if self.available and self.state.program is not None:
             self.state = self.state.model_copy(
                 update={"program": None, "step": None, "steps": None, "ends_at": None}
