@@ -38,10 +38,12 @@ import tempfile
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 from ..errors import ConfigError, MassagerError
 from ..tomlfiles import describe_errors
@@ -158,7 +160,7 @@ class LocalDoor:
     def __init__(self, holder: Holder, house: House) -> None:
         self.holder = holder
         self.house = house
-        self._lock: FileLock | None = None
+        self._lock: BaseFileLock | None = None
         self._server: asyncio.Server | None = None
         self._socket: Path | None = None
         self._inode: int | None = None
@@ -167,6 +169,8 @@ class LocalDoor:
     async def __aenter__(self) -> LocalDoor:
         if not SUPPORTED:
             return self
+        from filelock import FileLock, Timeout
+
         _private_dir()
         sock, lock_path = door_paths(self.holder.address)
         lock = FileLock(lock_path, timeout=0)
@@ -343,6 +347,8 @@ def _encode(request: dict[str, object]) -> bytes:
 
 def _stale(sock: Path, lock_path: Path) -> bool:
     """Whether ``sock`` was left by a holder that is gone (then it is removed)."""
+    from filelock import FileLock, Timeout  # only when a door does not answer
+
     lock = FileLock(lock_path, timeout=0)
     try:
         lock.acquire()

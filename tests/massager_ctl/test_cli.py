@@ -207,15 +207,15 @@ def test_status_stop_and_vent_on_the_simulator() -> None:
 
 @pytest.mark.parametrize("device", [None, "sim://", "sim://bedroom?seed=2"])
 def test_stop_vent_and_status_on_the_simulator_say_it_is_a_new_one(device: str | None) -> None:
-    # Each command runs its own built-in simulator: "stop: done" read as if it had
-    # stopped the `start` running in another terminal, which goes on squeezing.
+    # With nothing holding it, each command runs its own built-in simulator: "stop:
+    # done" would read as if it had stopped something.
     where = () if device is None else ("--device", device)
     for action in ("stop", "vent", "status"):
         text = ctl(action, *where)
         assert text.returncode == 0, text.stderr
         said = " ".join(text.stdout.split())
         assert "a new built-in simulator, started for this command" in said
-        assert "press Ctrl-C in its terminal" in said
+        assert "Nothing on this computer holds this simulator" in said
         assert "done" not in said
         listed = json_lines(ctl(action, *where, "--json").stdout)[-1]
         assert listed["fresh_simulator"] is True
