@@ -351,12 +351,14 @@ class _Served(DeviceHost):
 
 
 class _StopWatch(_Served):
-    """A served massager that notes the moment its session ends."""
+    """A served massager that notes the moment its session ends, and whether its valves opened."""
 
     def __init__(self) -> None:
         super().__init__()
         self.armed = False
         self.ended_at: float | None = None
+        self.valves_open = False
+        """Whether every exhaust valve was open at `ended_at`."""
         self.ended = asyncio.Event()
 
     def arm(self) -> None:
@@ -377,6 +379,7 @@ class _StopWatch(_Served):
     def _look(self) -> None:
         if self.armed and self.running and self.firmware.state != SessionState.RUNNING:
             self.ended_at, self.armed = time.perf_counter(), False
+            self.valves_open = all(self.firmware.plant.exhausts)
             self.ended.set()
 
 
@@ -465,7 +468,8 @@ async def _stop_round(
 
     Raises:
         WorkloadFailed: the program did not start, the session was not running
-            when the stop was asked, it did not end by a STOP, or the reply was not ok.
+            when the stop was asked, it did not end by a STOP with its valves open,
+            or the reply was not ok.
     """
     await _until(f"{side}: the massager's line free", host.free.is_set, CONNECT_WITHIN_S, 0.01)
     started = await holder.command(Command(action="start", profile=PROFILE), source="bench")
@@ -486,6 +490,8 @@ async def _stop_round(
     if host.firmware.last_end != EndReason.STOPPED:
         ended = host.firmware.last_end.name
         raise WorkloadFailed(f"{side}: the session ended {ended}, not STOPPED")
+    if not host.valves_open:
+        raise WorkloadFailed(f"{side}: the session ended, but the exhaust valves were not open")
     if reply is None or not reply.ok:
         raise WorkloadFailed(f"{side}: the stop's reply was not ok: {reply}")
     await _until(f"{side}: the program letting go", lambda: holder.running is None,
