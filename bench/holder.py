@@ -25,8 +25,9 @@ a call in its own process. Each round starts the program again.
 
 Every workload checks its work: the holder was available the whole hour, idle,
 and a press of the remote at the end showed in its state; the kept link stayed
-up, idle, and signed; each stop found the session running, ended it as a STOP,
-and its reply said ok.
+up, read at least a status a second, was idle and saw the press too (and, on the
+paired massager, was signed and wrote the key file); each stop found the session
+running, ended it as a STOP with the exhaust valves open, and its reply said ok.
 """
 
 from __future__ import annotations
