@@ -7,7 +7,7 @@ import json
 import platform
 import sys
 
-from . import ble, coldstart, links, mqtt, program, roundtrip
+from . import ble, coldstart, holder, links, mqtt, program, roundtrip
 from .rows import Row
 
 
@@ -36,6 +36,8 @@ def main() -> None:
     rows += ble.measure(300 if args.quick else 3000)
     rows += program.measure(1 if args.quick else 3)
     rows += mqtt.measure(300 if args.quick else 3000)
+    rows += holder.measure(1 if args.quick else holder.ROUNDS,
+                           20 if args.quick else holder.STOP_ROUNDS)  # fmt: skip
     rows += coldstart.measure(1 if args.quick else 21)
     if args.json:
         json.dump([row.as_dict() for row in rows], sys.stdout, indent=1)
