@@ -110,7 +110,7 @@ from .models import (
 )
 from .transports import Transport, TransportClosed, open_transport
 from .transports.base import TransportInUse
-from .urls import DeviceAddress, SimAddress, parse_device_url
+from .urls import DeviceAddress, parse_device_url
 
 log = logging.getLogger(__name__)
 
@@ -312,14 +312,9 @@ class Massager:
             massager._signed_frames = signed_frames
         if quiet:
             massager._keys = KeyStore(None)  # unsigned: nothing is reserved in the key file
-        elif keys is not None:
-            massager._keys = keys
-        elif isinstance(address, SimAddress):
-            from .transports.sim import simulated_keys
-
-            massager._keys = simulated_keys(address)
         else:
-            massager._keys = KeyStore.default()
+            own = keys if keys is not None else link.device_keys()
+            massager._keys = own if own is not None else KeyStore.default()
         massager._reader = asyncio.create_task(massager._read_loop(), name="massager-reader")
         if first is not None:
             massager._send_first(first)
@@ -376,12 +371,9 @@ class Massager:
             async with asyncio.timeout(left_s):
                 await self._hello()
                 await self._first_status.wait()
-                if pair and not self.authenticated and isinstance(address, SimAddress):
-                    # The built-in simulator's remote is within reach: hold its
-                    # pairing button and pair, so the quick start works as written.
-                    from .transports.sim import simulated_device
-
-                    simulated_device(address).open_pairing()
+                if pair and not self.authenticated and self.transport.open_pairing():
+                    # The built-in simulator's remote is within reach: its pairing
+                    # button is held, so the quick start works as written.
                     with contextlib.suppress(CommandRefused):
                         # Not the device named (a test rewired the link): stay a stranger.
                         await self.pair(accept_unsigned=True)

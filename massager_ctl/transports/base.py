@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from ..errors import LinkError
+
+if TYPE_CHECKING:
+    from ..keystore import KeyStore
 
 
 class TransportClosed(LinkError):
@@ -43,6 +46,23 @@ class Transport(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Close the link; safe to call more than once."""
+
+    def device_keys(self) -> KeyStore | None:
+        """This controller's keys for the device, where the transport keeps them; else None.
+
+        The built-in simulator lives and dies with this process, and so does what it
+        paired: its keys are kept in memory, not in the user's key file (None: there).
+        """
+        return None
+
+    def open_pairing(self) -> bool:
+        """Hold the device's pairing button, where the transport can reach its remote.
+
+        Only the built-in simulator's remote is within reach (so that the quick start
+        works as written); a real massager's button is pressed by a person. Whether
+        the window was opened.
+        """
+        return False
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -20,11 +20,15 @@ import contextlib
 import random
 import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConnectFailed
 from .base import Transport, TransportClosed
+
+if TYPE_CHECKING:
+    from ..keystore import KeyStore
 
 
 class LinkFaults(BaseModel):
@@ -88,6 +92,12 @@ class FaultyTransport(Transport):
         self._queue: asyncio.Queue[bytes | TransportClosed] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
         self._closed: TransportClosed | None = None
+
+    def device_keys(self) -> KeyStore | None:  # noqa: D102
+        return self.inner.device_keys()
+
+    def open_pairing(self) -> bool:  # noqa: D102
+        return self.inner.open_pairing()
 
     async def open(self) -> None:  # noqa: D102
         if self.cable is not None and not self.cable.plugged:

@@ -122,6 +122,15 @@ class SimTransport(Transport):
         self._host.attach(self._incoming.put_nowait)
         self._closed = False
 
+    def device_keys(self) -> KeyStore:
+        """The keys this process paired with the simulated device, in memory (`simulated_keys`)."""
+        return simulated_keys(self.address)
+
+    def open_pairing(self) -> bool:
+        """Hold the simulated remote's pairing button: its remote is within reach."""
+        simulated_device(self.address).open_pairing()
+        return True
+
     def write(self, data: bytes) -> None:  # noqa: D102
         if self._closed or self._host is None:
             raise TransportClosed("the simulator link is closed")
