@@ -250,6 +250,9 @@ class Massager:
         self.sent_first = False
         """Whether the STOP or VENT given to `connect` as ``first`` went out."""
         self._signed_frames = COUNTER_BLOCK
+        self._address: DeviceAddress | None = None
+        self._wake_keys: KeyStore | None = None
+        """The keys a quiet link signs with once it is woken (`wake`)."""
 
     # --- lifetime -----------------------------------------------------------------
 
@@ -310,11 +313,12 @@ class Massager:
         massager._device = device_name(address)
         if signed_frames is not None:
             massager._signed_frames = signed_frames
+        own = keys if keys is not None else link.device_keys()
+        massager._keys = own if own is not None else KeyStore.default()
+        massager._address = address
         if quiet:
-            massager._keys = KeyStore(None)  # unsigned: nothing is reserved in the key file
-        else:
-            own = keys if keys is not None else link.device_keys()
-            massager._keys = own if own is not None else KeyStore.default()
+            # Unsigned: nothing is reserved in the key file until `wake` needs the key.
+            massager._wake_keys, massager._keys = massager._keys, KeyStore(None)
         massager._reader = asyncio.create_task(massager._read_loop(), name="massager-reader")
         if first is not None:
             massager._send_first(first)
@@ -587,6 +591,33 @@ class Massager:
     def connected(self) -> bool:
         """Whether the link is up."""
         return self._failure is None
+
+    async def wake(self, *, timeout_s: float = 5.0) -> None:
+        """Say HELLO again on this quiet link, signed: now it may start and change pressure.
+
+        The link is as `connect` opens it (authenticated if this controller has a
+        key the massager knows); `go_quiet` lets it lapse again. A STOP or VENT
+        sent meanwhile overtakes the HELLO, and this raises `CommandPreempted`.
+
+        Raises:
+            ConnectFailed: the massager did not answer the HELLO.
+        """
+        if self._wake_keys is not None:
+            self._keys, self._wake_keys = self._wake_keys, None
+        assert self._address is not None, "connect first"
+        await self._handshake(timeout_s, timeout_s, self._address)
+
+    def go_quiet(self) -> None:
+        """Let the link lapse (SPEC §7.6) when no session of ours runs; `wake` opens it again.
+
+        Raises:
+            MassagerError: a session this controller started is on.
+        """
+        if self._owns_session:
+            raise MassagerError("a session of this controller is on: the link must stay")
+        with contextlib.suppress(LocalProtocolError):  # the link is already down
+            self._conn.go_quiet()
+        self._pump()
 
     @property
     def quiet(self) -> bool:

@@ -176,6 +176,8 @@ class Holder:
         self._listeners: list[Callable[[Holder, Change], None]] = []
         self._shown_at = float("-inf")
         self._starting = asyncio.Lock()
+        self._side = asyncio.Lock()
+        """One idle command (a mode, a pause) at a time on the woken quiet link."""
         self._halts = 0
         self._ended = False
         self._reserved: tuple[str, float] | None = None
@@ -400,9 +402,17 @@ class Holder:
         if link is not None and link.connected:
             status = await settle(link, action)
         else:
-            # Not watching (or the watch is reconnecting): a link of its own, with the
-            # stop or vent sent as it opens, before anything else can fail.
-            status = await halt_directly(self.address, action)
+            # Not watching, or the watch is reconnecting: a link of its own, with the stop
+            # or vent sent as it opens, before anything else can fail. A watch still
+            # connecting would compete for the one link (a BLE massager serves one
+            # central): it waits.
+            watching = self._watching is not None
+            await self._stop_watching()
+            try:
+                status = await halt_directly(self.address, action)
+            finally:
+                if watching:
+                    self.begin()
         return f"{action}: done; the chambers are empty ({status.peak_mmhg:.0f} mmHg at most)"
 
     async def _adjust(self, command: Command) -> str:
@@ -418,16 +428,20 @@ class Holder:
         elif not self.watch:
             raise MassagerError(f"{self.name} runs no program")
         else:
-            # No program: a signed link for the command alone (the quiet one is not).
-            async with self._starting:
-                await self._stop_watching()
+            # No program: the quiet link is woken with a signed HELLO for the command
+            # alone, and let lapse again. One link only: a stop meanwhile goes out on it,
+            # and overtakes the command.
+            link = self._watch_link
+            if link is None or not link.connected:
+                raise MassagerError(f"{self.name} is offline; try again")
+            async with self._side:
+                await link.wake()
                 try:
-                    async with Massager.connect(self.address) as massager:
-                        await _adjust(massager, command, None)
-                        self._answered(massager)
-                        self._show(massager.status, massager)
+                    await _adjust(link, command, None)
                 finally:
-                    self.begin()
+                    if link.connected:
+                        link.go_quiet()
+                self._show(link.status, link)
         if command.action in ("mode", "intensity"):
             value = command.mode if command.mode is not None else command.intensity
             return f"{command.action} {value}"

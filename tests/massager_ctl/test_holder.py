@@ -154,3 +154,38 @@ async def test_a_45_minute_program_on_a_paired_massager_writes_the_key_file_once
             result = await program.run()
     assert result.outcome == "completed", result
     assert len(writes) == 1, writes
+
+
+async def test_a_stop_overtakes_an_idle_mode_change_on_the_one_link() -> None:
+    async with watching("sim://overtaken") as holder:
+        device = simulated_device(parse_device_url("sim://overtaken"))  # type: ignore[arg-type]
+        device.press(Button.POWER)  # a session from the remote, which the stop must end
+        await asyncio.sleep(5)
+        moving = asyncio.create_task(
+            holder.command(Command(action="mode", mode="pulse"), source="x")
+        )
+        await asyncio.sleep(0)  # the quiet link is being woken for it
+        stopped = await holder.command(Command(action="stop"), source="x")
+        moved = await moving
+        assert stopped.ok, stopped
+        assert device.firmware.snapshot().state.name == "IDLE"
+        # Either it ran before the stop (and the stop ended the session), or the stop
+        # overtook it: never after.
+        assert moved.ok or "overtaken by a stop" in str(moved.error), moved
+        await asyncio.sleep(2)
+        assert holder._watch_link is not None
+        assert holder._watch_link.quiet
+
+
+async def test_a_stop_while_the_watch_reconnects_is_sent_on_a_link_of_its_own() -> None:
+    async with watching("sim://cut") as holder:
+        link = holder._watch_link
+        assert link is not None
+        link.transport.cut()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.1)
+        assert holder._watch_link is None  # waiting to connect again
+        stopped = await holder.command(Command(action="stop"), source="x")
+        assert stopped.ok, stopped
+        assert str(stopped.message).startswith("stop: done"), stopped
+        await asyncio.sleep(10)
+        assert holder.available  # watching again
