@@ -273,7 +273,11 @@ def _refused(error: str) -> str:
 
 
 def _same_user(writer: asyncio.StreamWriter) -> bool:
-    """Whether the peer runs as this user (checked where the system says: Linux)."""
+    """Whether the other end runs as this user (checked where the system says: Linux).
+
+    Both ways: a door answers only this user, and a knock trusts only a door of
+    this user's.
+    """
     peercred = getattr(socket, "SO_PEERCRED", None)
     sock = writer.get_extra_info("socket")
     if peercred is None or sock is None:
@@ -314,8 +318,8 @@ async def knock(address: DeviceAddress, request: dict[str, object]) -> str | Non
     if not SUPPORTED:
         return None
     sock, lock_path = door_paths(address)
-    if not sock.exists():
-        return None
+    if not _ours(sock):
+        return None  # no door, or not one of this user's: never trusted with a stop
     try:
         async with asyncio.timeout(KNOCK_TIMEOUT_S):
             reader, writer = await asyncio.open_unix_connection(str(sock), limit=1 << 20)
@@ -323,6 +327,9 @@ async def knock(address: DeviceAddress, request: dict[str, object]) -> str | Non
         if _stale(sock, lock_path):
             return None
         raise held_elsewhere(address, None) from None
+    if not _same_user(writer):
+        writer.close()
+        return None  # someone else's program answers there: not a holder of ours
     try:
         writer.write(_encode(request))
         await writer.drain()
@@ -337,6 +344,29 @@ async def knock(address: DeviceAddress, request: dict[str, object]) -> str | Non
     if not line:
         raise held_elsewhere(address, None)
     return line.decode("utf-8", errors="replace")
+
+
+def _ours(sock: Path) -> bool:
+    """Whether ``sock`` is a socket of this user's, in a folder of this user's alone.
+
+    Where there is no runtime folder the doors are in the system's temporary
+    folder, where anyone may make a folder of that name first: a door there that
+    is not this user's would answer a stop with "done" and keep it from the
+    massager. Such a door is not knocked on: the stop goes to the massager.
+    """
+    try:
+        folder = sock.parent.lstat()
+        info = sock.lstat()
+    except OSError:
+        return False
+    uid = os.getuid()
+    return (
+        stat.S_ISDIR(folder.st_mode)
+        and folder.st_uid == uid
+        and not stat.S_IMODE(folder.st_mode) & 0o077
+        and stat.S_ISSOCK(info.st_mode)
+        and info.st_uid == uid
+    )
 
 
 def _encode(request: dict[str, object]) -> bytes:
@@ -404,6 +434,8 @@ async def everything_held() -> list[Who]:
         return []
     for sock in sockets:
         lock_path = sock.with_suffix(".lock")
+        if not _ours(sock):
+            continue
         try:
             async with asyncio.timeout(KNOCK_TIMEOUT_S):
                 reader, writer = await asyncio.open_unix_connection(str(sock), limit=1 << 20)
@@ -411,6 +443,8 @@ async def everything_held() -> list[Who]:
             _stale(sock, lock_path)
             continue
         try:
+            if not _same_user(writer):
+                continue
             writer.write(_encode({"op": "who"}))
             await writer.drain()
             async with asyncio.timeout(KNOCK_TIMEOUT_S):

@@ -16,6 +16,7 @@ import pytest
 from firmware_protocol import Button
 from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.holder import Command, Holder, House
+from massager_ctl.holder.door import door_paths, send_command
 from massager_ctl.holder.holder import IDLE_POLL_S
 from massager_ctl.journal import Journal
 from massager_ctl.keystore import KeyStore, keys_file
@@ -189,3 +190,32 @@ async def test_a_stop_while_the_watch_reconnects_is_sent_on_a_link_of_its_own() 
         assert str(stopped.message).startswith("stop: done"), stopped
         await asyncio.sleep(10)
         assert holder.available  # watching again
+
+
+@pytest.mark.looptime(False)
+async def test_a_door_in_a_folder_others_may_write_is_never_trusted_with_a_stop() -> None:
+    # Where there is no runtime folder the doors live in the temporary folder, where
+    # someone else could make the folder first and answer a stop "done" without
+    # sending it: such a door is not knocked on, and the stop goes to the massager.
+    address = parse_device_url("sim://tmp")
+    sock, _ = door_paths(address)
+    sock.parent.mkdir(mode=0o700, exist_ok=True)
+
+    async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b'{"ok": true, "action": "stop", "id": null, "message": "stop: done"}\n')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(liar, path=str(sock))
+    try:
+        trusted = await send_command(address, Command(action="stop"))
+        assert trusted is not None  # this user's own folder and socket: knocked on
+        sock.parent.chmod(0o777)
+        assert await send_command(address, Command(action="stop")) is None
+        sock.parent.chmod(0o700)
+        sock.chmod(0o600)
+        assert await send_command(address, Command(action="stop")) is not None
+    finally:
+        server.close()
+        sock.parent.chmod(0o700)
