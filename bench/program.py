@@ -42,8 +42,8 @@ from firmware_protocol import (
     Stop,
 )
 from massager_ctl.device import Massager
-from massager_ctl.profiles import find_profile
-from massager_ctl.programs import Outcome, run_program
+from massager_ctl.programs.profiles import find_profile
+from massager_ctl.programs.runner import Outcome, run_program
 from massager_ctl.transports.sim import SimTransport
 from simulator import DeviceConfig, Firmware
 

@@ -8,7 +8,7 @@ The config file is ``config.toml`` in the user's config folder (platformdirs:
     weekly_goal = 2                    # sessions a week that `history` counts toward
     grace_minutes = 10                 # the daemon starts a run at most this late
 
-    [limits]                           # the safety envelope (see `envelope`)
+    [limits]                           # the safety envelope (see `programs.limits`)
     sessions_per_day = 3
     minutes_per_day = 120
     rest_minutes = 30

@@ -48,17 +48,17 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict
 
 from .config import config_file
-from .envelope import LimitReached, check_journal
 from .errors import CalledOff, MassagerError, ProfileRefused
 from .holder import House
 from .holder.door import HeldElsewhere, holding
 from .journal import Journal, JournalError, Session
-from .profiles import Profile, find_profile
-from .programs import ProgramResult
+from .programs.journaled import JournaledProgram
+from .programs.limits import LimitReached, check_journal
+from .programs.profiles import Profile, find_profile
+from .programs.runner import ProgramResult
+from .programs.supervisor import ResumePolicy
 from .schedule import Schedule, ScheduleBook
-from .session import JournaledProgram
 from .settings import Settings
-from .supervisor import ResumePolicy
 from .urls import DEFAULT_DEVICE, DeviceAddress, parse_device_url
 from .wallclock import WallClock
 

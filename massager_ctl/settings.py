@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .envelope import Limits
 from .errors import DeviceURLError
 from .mqtt.broker import MqttSettings
+from .programs.limits import Limits
 
 
 class Settings(BaseModel):

@@ -280,7 +280,7 @@ def complete_profile(
     from click.shell_completion import CompletionItem
 
     from ..config import user_profiles_dir
-    from ..profiles import available_profiles
+    from ..programs.profiles import available_profiles
 
     if "/" in incomplete or incomplete.endswith(".toml"):
         return [CompletionItem(incomplete, type="file")]

@@ -20,7 +20,7 @@ def profiles(ctx: click.Context, as_json: bool) -> int | None:
     if ctx.invoked_subcommand is not None:
         return None
     from ..config import user_profiles_dir
-    from ..profiles import read_profiles
+    from ..programs.profiles import read_profiles
 
     found, broken = read_profiles(user_profiles_dir())
     show(ProfileListing(found, broken), as_json=as_json)
@@ -33,7 +33,7 @@ def profiles(ctx: click.Context, as_json: bool) -> int | None:
 def profiles_show(name: str, as_json: bool) -> int:
     """Show one profile in full: its steps and why it is built that way."""
     from ..config import user_profiles_dir
-    from ..profiles import available_profiles, find_profile
+    from ..programs.profiles import available_profiles, find_profile
 
     profile = find_profile(name, user_profiles_dir())
     path = available_profiles(user_profiles_dir()).get(name, name)

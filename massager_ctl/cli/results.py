@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..holder.door import Who
     from ..journal import Rating, Session, Week
     from ..models import DeviceInfo, DeviceStatus
-    from ..profiles import BrokenProfile, Profile
+    from ..programs.profiles import BrokenProfile, Profile
     from ..schedule import BrokenSchedule, Schedule
 
 

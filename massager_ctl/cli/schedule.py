@@ -50,7 +50,7 @@ def schedule_add(
     from pydantic import ValidationError
 
     from ..config import schedules_file, user_profiles_dir
-    from ..profiles import find_profile
+    from ..programs.profiles import find_profile
     from ..schedule import Schedule, ScheduleBook, ScheduleError, new_id, parse_clock, parse_days
     from ..tomlfiles import describe_errors
 
@@ -90,7 +90,7 @@ def _clashes(added: Schedule, schedules: list[Schedule], rest_minutes: float) ->
     from datetime import UTC, datetime, timedelta
 
     from ..config import user_profiles_dir
-    from ..profiles import find_profile
+    from ..programs.profiles import find_profile
     from ..schedule import clashes
 
     minutes: dict[str, float] = {}

@@ -56,9 +56,9 @@ from ..holder.door import HeldElsewhere, LocalDoor
 from ..holder.holder import Change, backoff, cancelled
 from ..journal import Journal
 from ..models import DeviceInfo
-from ..profiles import available_profiles, load_profile
+from ..programs.journaled import JournaledProgram
+from ..programs.profiles import available_profiles, load_profile
 from ..schedule import ScheduleBook
-from ..session import JournaledProgram
 from ..settings import Settings
 from ..tomlfiles import describe_errors
 from ..urls import DeviceAddress

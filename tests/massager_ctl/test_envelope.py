@@ -9,8 +9,8 @@ from time import tzset
 
 import pytest
 
-from massager_ctl.envelope import LimitReached, Limits, check
 from massager_ctl.journal import Journal, Session
+from massager_ctl.programs.limits import LimitReached, Limits, check
 from tests.massager_ctl.test_cli import ctl
 
 NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -15,8 +15,8 @@ from massager_ctl.config import journal_file
 from massager_ctl.device import Massager
 from massager_ctl.journal import Journal
 from massager_ctl.models import FAULT_EXPLANATIONS, explain_fault, explain_faults, fault_names
-from massager_ctl.profiles import find_profile
-from massager_ctl.programs import Outcome, run_program
+from massager_ctl.programs.profiles import find_profile
+from massager_ctl.programs.runner import Outcome, run_program
 from tests.broker import Broker
 from tests.massager_ctl.test_bridge import bridged, fresh_name
 from tests.massager_ctl.test_cli import ctl, json_lines

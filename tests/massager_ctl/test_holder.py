@@ -19,7 +19,7 @@ from massager_ctl.holder import Command, Holder, House
 from massager_ctl.holder.holder import IDLE_POLL_S
 from massager_ctl.journal import Journal
 from massager_ctl.keystore import KeyStore, keys_file
-from massager_ctl.profiles import find_profile
+from massager_ctl.programs.profiles import find_profile
 from massager_ctl.settings import Settings
 from massager_ctl.transports.sim import simulated_device
 from massager_ctl.urls import parse_device_url

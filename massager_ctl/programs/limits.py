@@ -18,7 +18,7 @@ no leg: it is neither counted nor checked. A refusal names the setting behind it
 and the file to change it in.
 
 >>> from datetime import UTC, datetime, timedelta
->>> from .journal import Session
+>>> from ..journal import Session
 >>> at = datetime(2026, 11, 2, 21, 0, tzinfo=UTC)
 >>> last = Session(id=1, started_at=at, ended_at=at + timedelta(minutes=45), device="sim://",
 ...                profile="evening-45", source="cli", outcome="completed", pressure_s=2700,
@@ -38,8 +38,8 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import MassagerError
-from .journal import Journal, Session
+from ..errors import MassagerError
+from ..journal import Journal, Session
 
 WINDOW = timedelta(hours=24)
 

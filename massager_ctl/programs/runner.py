@@ -59,8 +59,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from .device import Cycle, Massager, Updates
-from .errors import (
+from ..device import Cycle, Massager, Updates
+from ..errors import (
     BeyondLimits,
     CommandPreempted,
     CommandRefused,
@@ -68,7 +68,7 @@ from .errors import (
     LinkError,
     MassagerError,
 )
-from .models import ButtonUpdate, DeviceStatus, DeviceUpdate, SessionEndedUpdate, explain_faults
+from ..models import ButtonUpdate, DeviceStatus, DeviceUpdate, SessionEndedUpdate, explain_faults
 from .profiles import LEASE_MARGIN_S, Profile, Step, check_profile
 
 log = logging.getLogger(__name__)
