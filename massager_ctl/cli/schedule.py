@@ -11,7 +11,7 @@ from .app import complete_profile, current_settings, device_option, json_option,
 from .results import ScheduleAdded, ScheduleChanged, ScheduleListing, Upcoming, show
 
 if TYPE_CHECKING:
-    from ..schedule import Clash, Schedule
+    from ..schedules.schedule import Clash, Schedule
 
 
 @click.group()
@@ -51,7 +51,14 @@ def schedule_add(
 
     from ..config import schedules_file, user_profiles_dir
     from ..programs.profiles import find_profile
-    from ..schedule import Schedule, ScheduleBook, ScheduleError, new_id, parse_clock, parse_days
+    from ..schedules.schedule import (
+        Schedule,
+        ScheduleBook,
+        ScheduleError,
+        new_id,
+        parse_clock,
+        parse_days,
+    )
     from ..tomlfiles import describe_errors
 
     find_profile(profile, user_profiles_dir())  # a typo is caught now, not at bedtime
@@ -91,7 +98,7 @@ def _clashes(added: Schedule, schedules: list[Schedule], rest_minutes: float) ->
 
     from ..config import user_profiles_dir
     from ..programs.profiles import find_profile
-    from ..schedule import clashes
+    from ..schedules.schedule import clashes
 
     minutes: dict[str, float] = {}
     for name in {s.profile for s in schedules} | {added.profile}:
@@ -111,7 +118,7 @@ def schedule_list(as_json: bool) -> int:
     from datetime import UTC, datetime
 
     from ..config import schedules_file
-    from ..schedule import ScheduleBook
+    from ..schedules.schedule import ScheduleBook
 
     # One table that is not a schedule is listed as broken: the others still run.
     schedules, broken = ScheduleBook(schedules_file()).load_each()
@@ -121,7 +128,7 @@ def schedule_list(as_json: bool) -> int:
 
 def _book_change(schedule_id: str, change: str, as_json: bool) -> int:
     from ..config import schedules_file
-    from ..schedule import ScheduleBook
+    from ..schedules.schedule import ScheduleBook
 
     book = ScheduleBook(schedules_file())
     changed = (
@@ -164,7 +171,7 @@ def schedule_next(count: int, as_json: bool) -> int:
     from datetime import UTC, datetime
 
     from ..config import schedules_file
-    from ..schedule import ScheduleBook, next_runs
+    from ..schedules.schedule import ScheduleBook, next_runs
 
     schedules, broken = ScheduleBook(schedules_file()).load_each()
     for entry in broken:  # the others run: say which does not

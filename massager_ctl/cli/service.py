@@ -49,10 +49,10 @@ def daemon(with_bridge: bool, broker_url: str | None, as_json: bool) -> int:
 
 async def _daemon(settings: Settings, host: Bridge | None, as_json: bool) -> int:
     from ..config import journal_file, schedules_file, user_profiles_dir
-    from ..daemon import Daemon, DaemonEvent
     from ..journal import Journal
-    from ..schedule import ScheduleBook
-    from ..wallclock import SystemClock
+    from ..schedules.daemon import Daemon, DaemonEvent
+    from ..schedules.schedule import ScheduleBook
+    from ..schedules.wallclock import SystemClock
 
     def say(event: DaemonEvent) -> None:
         show(DaemonNews(event), as_json=as_json)

@@ -58,7 +58,7 @@ from ..journal import Journal
 from ..models import DeviceInfo
 from ..programs.journaled import JournaledProgram
 from ..programs.profiles import available_profiles, load_profile
-from ..schedule import ScheduleBook
+from ..schedules.schedule import ScheduleBook
 from ..settings import Settings
 from ..tomlfiles import describe_errors
 from ..urls import DeviceAddress

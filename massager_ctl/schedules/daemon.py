@@ -47,19 +47,19 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from .config import config_file
-from .errors import CalledOff, MassagerError, ProfileRefused
-from .holder import House
-from .holder.door import HeldElsewhere, holding
-from .journal import Journal, JournalError, Session
-from .programs.journaled import JournaledProgram
-from .programs.limits import LimitReached, check_journal
-from .programs.profiles import Profile, find_profile
-from .programs.runner import ProgramResult
-from .programs.supervisor import ResumePolicy
+from ..config import config_file
+from ..errors import CalledOff, MassagerError, ProfileRefused
+from ..holder import House
+from ..holder.door import HeldElsewhere, holding
+from ..journal import Journal, JournalError, Session
+from ..programs.journaled import JournaledProgram
+from ..programs.limits import LimitReached, check_journal
+from ..programs.profiles import Profile, find_profile
+from ..programs.runner import ProgramResult
+from ..programs.supervisor import ResumePolicy
+from ..settings import Settings
+from ..urls import DEFAULT_DEVICE, DeviceAddress, parse_device_url
 from .schedule import Schedule, ScheduleBook
-from .settings import Settings
-from .urls import DEFAULT_DEVICE, DeviceAddress, parse_device_url
 from .wallclock import WallClock
 
 LOOKBACK = timedelta(days=31)
