@@ -152,8 +152,8 @@ def check_limits(planned_s: float) -> None:
     """
     from datetime import UTC, datetime
 
-    from ..config import config_file, journal_file
     from ..journal import Journal
+    from ..paths import config_file, journal_file
     from ..programs.limits import check_journal
 
     limits = current_settings().limits
@@ -172,7 +172,7 @@ def check_limits(planned_s: float) -> None:
 def _choose_profile(
     name: str | None, mode: str | None, intensity: int | None, duration: str | None
 ) -> Profile:
-    from ..config import user_profiles_dir
+    from ..paths import user_profiles_dir
     from ..programs.profiles import ADHOC, Profile, find_profile
 
     adhoc = mode is not None or intensity is not None or duration is not None
@@ -208,10 +208,10 @@ async def _start(
     planned_s: float,
     settings: Settings,
 ) -> int:
-    from ..config import config_file, journal_file, user_profiles_dir
     from ..holder import House
     from ..holder.door import holding
     from ..journal import Journal
+    from ..paths import config_file, journal_file, user_profiles_dir
     from ..programs.journaled import JournaledProgram
 
     journal = Journal(journal_file())

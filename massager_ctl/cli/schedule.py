@@ -49,7 +49,7 @@ def schedule_add(
 
     from pydantic import ValidationError
 
-    from ..config import schedules_file, user_profiles_dir
+    from ..paths import schedules_file, user_profiles_dir
     from ..programs.profiles import find_profile
     from ..schedules.schedule import (
         Schedule,
@@ -96,7 +96,7 @@ def _clashes(added: Schedule, schedules: list[Schedule], rest_minutes: float) ->
     """The schedules ``added`` would keep from running, or that would keep it."""
     from datetime import UTC, datetime, timedelta
 
-    from ..config import user_profiles_dir
+    from ..paths import user_profiles_dir
     from ..programs.profiles import find_profile
     from ..schedules.schedule import clashes
 
@@ -117,7 +117,7 @@ def schedule_list(as_json: bool) -> int:
     """Every schedule, with its next start."""
     from datetime import UTC, datetime
 
-    from ..config import schedules_file
+    from ..paths import schedules_file
     from ..schedules.schedule import ScheduleBook
 
     # One table that is not a schedule is listed as broken: the others still run.
@@ -127,7 +127,7 @@ def schedule_list(as_json: bool) -> int:
 
 
 def _book_change(schedule_id: str, change: str, as_json: bool) -> int:
-    from ..config import schedules_file
+    from ..paths import schedules_file
     from ..schedules.schedule import ScheduleBook
 
     book = ScheduleBook(schedules_file())
@@ -170,7 +170,7 @@ def schedule_next(count: int, as_json: bool) -> int:
     """The next starts of the enabled schedules, in this computer's local time."""
     from datetime import UTC, datetime
 
-    from ..config import schedules_file
+    from ..paths import schedules_file
     from ..schedules.schedule import ScheduleBook, next_runs
 
     schedules, broken = ScheduleBook(schedules_file()).load_each()

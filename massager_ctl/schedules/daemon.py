@@ -47,11 +47,11 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from ..config import config_file
 from ..errors import CalledOff, MassagerError, ProfileRefused
 from ..holder import House
 from ..holder.door import HeldElsewhere, holding
 from ..journal import Journal, JournalError, Session
+from ..paths import config_file
 from ..programs.journaled import JournaledProgram
 from ..programs.limits import LimitReached, check_journal
 from ..programs.profiles import Profile, find_profile

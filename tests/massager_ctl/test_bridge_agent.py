@@ -12,12 +12,12 @@ import contextlib
 
 import pytest
 
-from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.errors import CalledOff, MassagerError
 from massager_ctl.holder import Command
 from massager_ctl.holder.holder import cancelled
 from massager_ctl.journal import Journal
 from massager_ctl.mqtt import BrokerURLError, parse_broker_url
+from massager_ctl.paths import journal_file, user_profiles_dir
 from massager_ctl.programs.journaled import JournaledProgram
 from massager_ctl.programs.limits import LimitReached
 from massager_ctl.programs.profiles import find_profile

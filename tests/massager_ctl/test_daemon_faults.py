@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from massager_ctl.config import journal_file
 from massager_ctl.errors import ProfileRefused
 from massager_ctl.journal import Journal, JournalError
+from massager_ctl.paths import journal_file
 from massager_ctl.programs import supervisor
 from massager_ctl.programs.supervisor import LinkNotice
 from massager_ctl.schedules.daemon import MARK, RETRY_S

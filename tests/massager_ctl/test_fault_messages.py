@@ -11,10 +11,10 @@ import json
 import pytest
 
 from firmware_protocol import Fault
-from massager_ctl.config import journal_file
 from massager_ctl.device import Massager
 from massager_ctl.journal import Journal
 from massager_ctl.models import FAULT_EXPLANATIONS, explain_fault, explain_faults, fault_names
+from massager_ctl.paths import journal_file
 from massager_ctl.programs.profiles import find_profile
 from massager_ctl.programs.runner import Outcome, run_program
 from tests.broker import Broker

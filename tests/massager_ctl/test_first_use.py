@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from massager_ctl.config import journal_file
 from massager_ctl.holder import Command
 from massager_ctl.journal import Journal
 from massager_ctl.mqtt import DeviceAgent
+from massager_ctl.paths import journal_file
 from massager_ctl.programs.limits import LimitReached, Limits, check_journal
 from tests.massager_ctl.test_bridge import a_bridge
 from tests.massager_ctl.test_cli import CLI, ctl, json_lines

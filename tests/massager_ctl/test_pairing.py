@@ -21,7 +21,8 @@ import pytest
 from firmware_protocol import SessionState
 from massager_ctl.device import Massager
 from massager_ctl.errors import CommandRefused, ConfigError, DeviceRefused, MassagerError
-from massager_ctl.keystore import COUNTER_BLOCK, KeyStore, keys_file
+from massager_ctl.keystore import COUNTER_BLOCK, KeyStore
+from massager_ctl.paths import keys_file
 from simulator import DeviceConfig
 from simulator.host import DeviceHost
 from simulator.serve import TcpEndpoint
