@@ -28,10 +28,10 @@ from firmware_protocol import (
     Button,
     Capabilities,
     Connection,
+    ControllerGone,
     EndReason,
     Event,
     Hello,
-    LinkLost,
     PeerSilent,
     Replied,
     RequestFailed,
@@ -136,7 +136,7 @@ def firmware_and_bare_link() -> None:
         controller.receive_data(firmware.data_to_send(), now)
         for event in controller.events():
             # A refusal, a timeout or a lost link: the program did not run as sent.
-            failed = isinstance(event, LinkLost | PeerSilent | RequestFailed)
+            failed = isinstance(event, ControllerGone | PeerSilent | RequestFailed)
             if failed or (
                 isinstance(event, Replied) and not isinstance(event.reply, Ack | Capabilities)
             ):
