@@ -234,7 +234,7 @@ class Step(_Schema):
         return f"{spec.order} cycle, {pressures}{ramp}"
 
 
-class Limits(_Schema):
+class ProfileLimits(_Schema):
     """Bounds the profile itself sets; a device whose levels exceed them is refused.
 
     They bind the profile's own steps, and every change asked for while it runs
@@ -280,7 +280,7 @@ class Profile(_Schema):
     why: str = Field(min_length=1, description="the evidence or technique it follows")
     sources: tuple[str, ...] = Field((), strict=False)
     steps: Annotated[tuple[Step, ...], _counted(1, 50, "a profile", "step")] = Field(strict=False)
-    limits: Limits = Limits()
+    limits: ProfileLimits = ProfileLimits()
 
     @field_validator("title", "description", "why", mode="before")
     @classmethod
