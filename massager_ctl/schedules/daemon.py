@@ -71,7 +71,7 @@ RETRY_S = 30.0
 """How soon a scheduled start tries again when the massager did not answer (within the
 grace window only)."""
 
-Event = Literal[
+DaemonEventKind = Literal[
     "watching", "next", "started", "ended", "missed", "refused", "busy", "unreachable", "error",
     "stopping",
 ]  # fmt: skip
@@ -83,7 +83,7 @@ class DaemonEvent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: str = "daemon"
-    event: Event
+    event: DaemonEventKind
     message: str
     schedule: str | None = None
     profile: str | None = None
@@ -456,7 +456,7 @@ class Daemon:
     def _say_once(
         self,
         key: tuple[object, ...],
-        event: Event,
+        event: DaemonEventKind,
         message: str,
         schedule: Schedule | None = None,
         due: datetime | None = None,
@@ -468,7 +468,7 @@ class Daemon:
 
     def _say(
         self,
-        event: Event,
+        event: DaemonEventKind,
         message: str,
         schedule: Schedule | None = None,
         due: datetime | None = None,
