@@ -47,12 +47,12 @@ from typing import Any
 import looptime
 
 from firmware_protocol import Button, EndReason, SessionState
-from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.device import Massager
 from massager_ctl.holder import Command, Holder, House, Reply
 from massager_ctl.holder.door import holding, send_command
 from massager_ctl.journal import Journal
 from massager_ctl.keystore import KeyStore
+from massager_ctl.paths import journal_file, user_profiles_dir
 from massager_ctl.settings import Settings
 from massager_ctl.transports.sim import simulated_device
 from massager_ctl.urls import SimAddress, parse_device_url

@@ -28,10 +28,10 @@ from firmware_protocol import (
     Button,
     Capabilities,
     Connection,
+    ControllerGone,
     EndReason,
     Event,
     Hello,
-    LinkLost,
     PeerSilent,
     Replied,
     RequestFailed,
@@ -42,8 +42,8 @@ from firmware_protocol import (
     Stop,
 )
 from massager_ctl.device import Massager
-from massager_ctl.profiles import find_profile
-from massager_ctl.programs import Outcome, run_program
+from massager_ctl.programs.profiles import find_profile
+from massager_ctl.programs.runner import Outcome, run_program
 from massager_ctl.transports.sim import SimTransport
 from simulator import DeviceConfig, Firmware
 
@@ -136,7 +136,7 @@ def firmware_and_bare_link() -> None:
         controller.receive_data(firmware.data_to_send(), now)
         for event in controller.events():
             # A refusal, a timeout or a lost link: the program did not run as sent.
-            failed = isinstance(event, LinkLost | PeerSilent | RequestFailed)
+            failed = isinstance(event, ControllerGone | PeerSilent | RequestFailed)
             if failed or (
                 isinstance(event, Replied) and not isinstance(event.reply, Ack | Capabilities)
             ):

@@ -16,9 +16,9 @@ Received(message=Hello(client_name='docs', key_id=None), seq=1, key_id=None)
 from .auth import AUTHENTICATED, Pairing, PairingTable, Signer
 from .connection import (
     Connection,
+    ControllerGone,
     Event,
     FailReason,
-    LinkLost,
     LinkState,
     LinkStats,
     PeerSilent,
@@ -96,6 +96,7 @@ __all__ = [
     "Challenge",
     "ChamberInfo",
     "Connection",
+    "ControllerGone",
     "CycleOrder",
     "DeviceEvent",
     "EndReason",
@@ -113,7 +114,6 @@ __all__ = [
     "KeepAlive",
     "Leg",
     "LevelInfo",
-    "LinkLost",
     "LinkState",
     "LinkStats",
     "LocalProtocolError",

@@ -33,7 +33,7 @@ and they are accepted from anyone, in any state, whatever their seq; a command o
 the session table read with one of them is refused PREEMPTED, whoever signed it,
 so that nothing that arrived with a stop runs after it. Every
 valid frame is proof of life; when none arrives for ``watchdog_s`` the device
-forgets the controller (it must say HELLO again) and reports `LinkLost`.
+forgets the controller (it must say HELLO again) and reports `ControllerGone`.
 """
 
 from __future__ import annotations
@@ -190,13 +190,13 @@ class PeerSilent:
 
 
 @dataclass(frozen=True, slots=True)
-class LinkLost:
+class ControllerGone:
     """Device: the controller is gone (watchdog or link down); it must say HELLO again."""
 
     reason: str
 
 
-Event = Received | Replied | RequestFailed | PeerSilent | LinkLost
+Event = Received | Replied | RequestFailed | PeerSilent | ControllerGone
 
 
 @dataclass
@@ -910,7 +910,7 @@ class Connection:
             # Someone else took the link of an authenticated controller: as if that
             # controller went away, its session ends and vents (nothing is left running
             # that its owner can no longer adjust).
-            self._events.append(LinkLost("another controller opened the link"))
+            self._events.append(ControllerGone("another controller opened the link"))
         self.state = LinkState.READY
         self.link_key_id = key_id
         self.link_nonce = _fresh_nonce() if key_id is not None else None
@@ -1031,15 +1031,15 @@ class Connection:
         self._unanswered.clear()
         self._reply_signed.clear()
         self._last_rx = None
-        self._events.append(LinkLost(reason))
+        self._events.append(ControllerGone(reason))
 
 
 __all__ = [
     "Connection",
+    "ControllerGone",
     "Event",
     "FailReason",
     "FrameRecord",
-    "LinkLost",
     "LinkState",
     "LinkStats",
     "PeerSilent",

@@ -25,12 +25,12 @@ _PUBLIC = {
     "Massager": "device",
     "DeviceStatus": "models",
     "DeviceInfo": "models",
-    "Profile": "profiles",
-    "find_profile": "profiles",
-    "load_profile": "profiles",
-    "run_program": "programs",
-    "ProgramResult": "programs",
-    "Outcome": "programs",
+    "Profile": "programs.profiles",
+    "find_profile": "programs.profiles",
+    "load_profile": "programs.profiles",
+    "run_program": "programs.runner",
+    "ProgramResult": "programs.runner",
+    "Outcome": "programs.runner",
     "MassagerError": "errors",
 }
 
@@ -52,8 +52,8 @@ if TYPE_CHECKING:
     from .device import Massager
     from .errors import MassagerError
     from .models import DeviceInfo, DeviceStatus
-    from .profiles import Profile, find_profile, load_profile
-    from .programs import Outcome, ProgramResult, run_program
+    from .programs.profiles import Profile, find_profile, load_profile
+    from .programs.runner import Outcome, ProgramResult, run_program
 
 
 def __getattr__(name: str) -> Any:

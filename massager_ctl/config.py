@@ -1,4 +1,4 @@
-"""The config file, where things are kept, and the first-run note.
+"""The config file and the first-run note (where things are kept is `paths`).
 
 The config file is ``config.toml`` in the user's config folder (platformdirs:
 ``$XDG_CONFIG_HOME/massager-ctl`` on Linux). Every key is optional::
@@ -8,7 +8,7 @@ The config file is ``config.toml`` in the user's config folder (platformdirs:
     weekly_goal = 2                    # sessions a week that `history` counts toward
     grace_minutes = 10                 # the daemon starts a run at most this late
 
-    [limits]                           # the safety envelope (see `envelope`)
+    [limits]                           # the safety envelope (see `programs.limits`)
     sessions_per_day = 3
     minutes_per_day = 120
     rest_minutes = 30
@@ -24,16 +24,14 @@ need only a path or the safety note start quickly.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+from .paths import config_file, state_dir
 
 if TYPE_CHECKING:
     from .settings import Settings
-
-APP = "massager-ctl"
 
 SAFETY_NOTE = """\
 Before you use compression on your legs: do not use it, and ask a doctor first,
@@ -45,41 +43,6 @@ you feel pain, numbness or tingling."""
 
 FIRST_RUN_TAIL = "This note is shown once; read it again with `massager-ctl safety`."
 """Said after the note only when it comes unasked, before the first start."""
-
-
-def config_dir() -> Path:
-    """The user's massager-ctl config folder (may not exist yet)."""
-    import platformdirs
-
-    return platformdirs.user_config_path(APP)
-
-
-def state_dir() -> Path:
-    """Where massager-ctl keeps what it learns (the first-run stamp, the journal)."""
-    import platformdirs
-
-    return platformdirs.user_state_path(APP)
-
-
-def schedules_file() -> Path:
-    """The bedtime schedules."""
-    return config_dir() / "schedules.toml"
-
-
-def journal_file() -> Path:
-    """The journal of sessions and ratings."""
-    return state_dir() / "journal.sqlite3"
-
-
-def user_profiles_dir() -> Path:
-    """The user's own profiles; a name here hides a shipped profile of the same name."""
-    return config_dir() / "profiles"
-
-
-def config_file() -> Path:
-    """The config file's path: ``MASSAGER_CTL_CONFIG`` if set, else in `config_dir`."""
-    override = os.environ.get("MASSAGER_CTL_CONFIG")
-    return Path(override) if override else config_dir() / "config.toml"
 
 
 def load_settings(path: Path | None = None) -> Settings:

@@ -417,9 +417,13 @@ class Massager:
                 ) from None
             raise
         except CommandRefused as error:
-            if error.code not in ("not_authenticated", "replayed"):
+            if error.code not in (ErrorCode.NOT_AUTHENTICATED, ErrorCode.REPLAYED):
                 raise
-            why = "it does not know it" if error.code == "not_authenticated" else "an old counter"
+            why = (
+                "it does not know it"
+                if error.code == ErrorCode.NOT_AUTHENTICATED
+                else "an old counter"
+            )
             # A refusal of a HELLO cannot be signed: it may be the massager's, or forged.
             self.auth_problem = (
                 f"the massager did not accept this controller's key ({why}), or someone on "
@@ -474,7 +478,7 @@ class Massager:
         keeps its slot, since only that key could have signed the UNPAIR.
 
         Raises:
-            CommandRefused: the window is closed (``pairing_closed``), or the device is full.
+            CommandRefused: the window is closed (``PAIRING_CLOSED``), or the device is full.
             ConfigError: the key file cannot take a new key; nothing was sent.
             DeviceRefused: the massager does not sign, and that was not accepted.
         """
@@ -526,13 +530,13 @@ class Massager:
         """Have the massager forget this controller's key, and forget it here too.
 
         Raises:
-            CommandRefused: the link is not authenticated (``not_authenticated``).
+            CommandRefused: the link is not authenticated (``NOT_AUTHENTICATED``).
         """
         try:
             await self._request(Unpair())
         except CommandRefused as error:
             # A re-sent UNPAIR whose first copy worked finds the key already gone.
-            if error.code != "not_authenticated" or not self.authenticated:
+            if error.code != ErrorCode.NOT_AUTHENTICATED or not self.authenticated:
                 raise
         self._keys.remove(self._device)
         self._counters = None
@@ -644,7 +648,7 @@ class Massager:
         """Change the session that is on to ``mode`` and a new lease of ``duration_s``.
 
         Unlike `start` it never begins a session: if the session has just ended
-        (someone pressed stop on the remote) the device refuses with ``bad_state``.
+        (someone pressed stop on the remote) the device refuses with ``BAD_STATE``.
         A paused session stays paused.
 
         Raises:
@@ -828,8 +832,8 @@ class Massager:
                 # Someone's stop or vent reached the massager with it: as when ours does.
                 raise CommandPreempted(f"{name} was overtaken by a stop or vent and did not run")
             if isinstance(code, ErrorCode):
-                raise CommandRefused(name, code.name.lower(), EXPLANATIONS[code])
-            raise CommandRefused(name, f"error-{code}", f"it gave error code {code}")
+                raise CommandRefused(name, code, EXPLANATIONS[code])
+            raise CommandRefused(name, code, f"it gave error code {code}")
         return reply
 
     async def _read_loop(self) -> None:

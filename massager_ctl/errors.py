@@ -8,6 +8,11 @@ reports a fault, 130 interrupted (Ctrl-C).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from firmware_protocol.enums import ErrorCode
+
 
 class MassagerError(Exception):
     """Root of every error massager-ctl raises on purpose."""
@@ -63,9 +68,12 @@ class BeyondLimits(DeviceRefused):
 
 
 class CommandRefused(DeviceRefused):
-    """The device answered a command with NAK."""
+    """The device answered a command with NAK.
 
-    def __init__(self, command: str, code: str, explanation: str) -> None:
+    ``code`` says why: an `ErrorCode`, or the number of a code this version does not know.
+    """
+
+    def __init__(self, command: str, code: ErrorCode | int, explanation: str) -> None:
         self.command = command
         self.code = code
         super().__init__(f"the device refused {command}: {explanation}")

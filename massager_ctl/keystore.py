@@ -38,9 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from firmware_protocol import Signer
 from firmware_protocol.auth import KEY_SIZE, MAX_COUNTER
 
-from .config import config_dir
 from .errors import ConfigError
 from .folders import why_not_written
+from .paths import keys_file
 from .urls import BleAddress, DeviceAddress, SerialAddress
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,6 @@ file per block."""
 LOCK_WAIT_S = 5.0
 """How long a change to the key file waits for another program to let go of it."""
 NOT_A_KEY = f"is not a key (not {KEY_SIZE} bytes in hex)"
-
-
-def keys_file() -> Path:
-    """Where the keys of paired massagers are kept."""
-    return config_dir() / "keys.json"
 
 
 def device_name(address: DeviceAddress) -> str:

@@ -229,7 +229,7 @@ class DeviceStatus(_Model):
             link_session=bool(flags & _LINK_SESSION),
             cycle_loaded=bool(flags & _CYCLE_LOADED),
             stop_since_end=bool(flags & _STOP_SINCE_END),
-            faults=fault_names(status.faults),
+            faults=fault_bit_names(status.faults),
             last_end=_name(status.last_end),
             pressures_mmhg=tuple(p / 10 for p in status.pressures_dmmhg),
             inlets_open=_mask_bits(status.inlet_mask, count),
@@ -248,7 +248,7 @@ class DeviceStatus(_Model):
 
 
 @functools.cache
-def fault_names(faults: Fault) -> tuple[str, ...]:
+def fault_bit_names(faults: Fault) -> tuple[str, ...]:
     """Names of the fault bits that are set (``fault-bit-N`` for ones this version lacks)."""
     return tuple(
         _name(Fault(1 << bit)) if (1 << bit) in set(Fault) else f"fault-bit-{bit}"
@@ -275,7 +275,7 @@ FAULT_EXPLANATIONS: dict[str, str] = {
     "overheat": "the massager overheated; it vented. Let it cool down",
     "internal": "the massager's firmware found an internal error; it vented. Switch it off and on",
 }
-"""What each fault means to a person, and what to do, by the names of `fault_names`."""
+"""What each fault means to a person, and what to do, by the names of `fault_bit_names`."""
 
 
 def explain_fault(name: str) -> str:
@@ -341,5 +341,5 @@ def update_from_event(event: DeviceEvent, info: DeviceInfo) -> DeviceUpdate:
     if isinstance(event, ButtonPressed):
         return ButtonUpdate(button=_name(event.button))
     if isinstance(event, FaultRaised):
-        return FaultUpdate(faults=fault_names(event.faults))
+        return FaultUpdate(faults=fault_bit_names(event.faults))
     raise TypeError(f"no translation for {type(event).__name__}")

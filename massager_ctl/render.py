@@ -51,7 +51,7 @@ from .cli.results import (
 )
 from .jsonout import emit_json as emit_json  # output has one home: here, text or JSON
 from .jsonout import json_ready as json_ready
-from .profiles import BrokenProfile
+from .programs.profiles import BrokenProfile
 
 if TYPE_CHECKING:
     # Hints only: `profiles` and `history` show what they read without the device,
@@ -62,9 +62,9 @@ if TYPE_CHECKING:
     from .holder.door import Who
     from .journal import Rating, Session, Week
     from .models import DeviceInfo, DeviceStatus
-    from .profiles import Profile
-    from .programs import ProgramResult, Progress
-    from .supervisor import LinkNotice
+    from .programs.profiles import Profile
+    from .programs.runner import ProgramResult, Progress
+    from .programs.supervisor import LinkNotice
 
 BAR = " ▏▎▍▌▋▊▉█"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .envelope import Limits
 from .errors import DeviceURLError
 from .mqtt.broker import MqttSettings
+from .programs.limits import SafetyLimits
 
 
 class Settings(BaseModel):
@@ -27,7 +27,7 @@ class Settings(BaseModel):
     resume_window_s: float = Field(30.0, ge=0, le=3600, strict=True)
     weekly_goal: int = Field(2, ge=1, le=21, strict=True)
     grace_minutes: float = Field(10, ge=1, le=240, strict=True)
-    limits: Limits = Field(default_factory=Limits)
+    limits: SafetyLimits = Field(default_factory=SafetyLimits)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
 
     @field_validator("device")

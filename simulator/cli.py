@@ -120,7 +120,7 @@ settings_option = click.option(
 )
 
 
-def fault_names(faults: Fault) -> str:
+def faults_in_words(faults: Fault) -> str:
     """The latched faults in words, as a person reads them: ``valve, battery empty``.
 
     A bit this simulator has no name for (one a later protocol adds) is named by
@@ -148,7 +148,7 @@ def describe(snapshot: Snapshot, config: DeviceConfig) -> str:
         snapshot.elapsed_s or snapshot.lease_left_s
     ) else ""  # fmt: skip
     pump = "pump on" if snapshot.pump else "pump off"
-    faults = f"  FAULT {fault_names(snapshot.faults)}" if snapshot.faults else ""
+    faults = f"  FAULT {faults_in_words(snapshot.faults)}" if snapshot.faults else ""
     return (
         f"{snapshot.uptime_s:8.1f} s  {state:<7} {session:<24} {legs} mmHg  {pump}"
         f"  battery {snapshot.battery_pct:.0f}%{faults}"

@@ -95,7 +95,7 @@ class VirtualWallClock:
     Under looptime the loop's clock is virtual, so a year of evenings passes in
     seconds; `set` steps the wall clock as NTP or a person would, and wakes
     every wait like the kernel's ``TFD_TIMER_CANCEL_ON_SET`` does. It has the
-    shape of `massager_ctl.wallclock.WallClock`.
+    shape of `massager_ctl.schedules.wallclock.WallClock`.
     """
 
     def __init__(self, start: datetime) -> None:

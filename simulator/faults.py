@@ -315,7 +315,7 @@ class ScheduledFault:
         return f"{self.name}@{self.at_s:g}" if self.at_s else self.name
 
 
-def fault_names() -> list[str]:
+def injectable_fault_names() -> list[str]:
     """Every fault name `parse_fault` takes."""
     return [*CATALOGUE, LINK_NOISE]
 
@@ -335,8 +335,8 @@ def parse_fault(text: str) -> ScheduledFault:
     """
     name, _, at = text.strip().partition("@")
     name = name.strip().lower()
-    if name not in fault_names():
-        raise ValueError(f"no fault {name!r}; faults: {', '.join(fault_names())}")
+    if name not in injectable_fault_names():
+        raise ValueError(f"no fault {name!r}; faults: {', '.join(injectable_fault_names())}")
     try:
         seconds = float(at) if at.strip() else 0.0
     except ValueError:

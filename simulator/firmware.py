@@ -23,7 +23,7 @@ Safety rules, all enforced here and nowhere above:
 - Lease: a START carries the seconds it may run; the session ends by itself
   when they are spent. Paused time does not spend them.
 - Proof of life: a session started over the link ends and vents when the link
-  reports `LinkLost` (no valid frame for ``watchdog_ms``, or the link dropped).
+  reports `ControllerGone` (no valid frame for ``watchdog_ms``, or the link dropped).
 - No self-resume: after any ending, only a fresh START (or the remote's power
   button, pressed by the person wearing it) starts pressure again.
 - Stop and vent: accepted from anyone in every state, ahead of anything queued
@@ -55,6 +55,7 @@ from firmware_protocol import (
     Challenge,
     ChamberInfo,
     Connection,
+    ControllerGone,
     EndReason,
     ErrorCode,
     Fault,
@@ -63,7 +64,6 @@ from firmware_protocol import (
     GetStatus,
     Hello,
     LevelInfo,
-    LinkLost,
     LinkState,
     Message,
     Mode,
@@ -460,7 +460,7 @@ class Firmware:
         for event in self.conn.events():
             if isinstance(event, Received):
                 self._on_command(event.message, event.seq, event.key_id)
-            elif isinstance(event, LinkLost):
+            elif isinstance(event, ControllerGone):
                 session = self.session
                 if session is not None and session.source == StartSource.LINK:
                     self._trigger(Trigger.LINK_LOST)

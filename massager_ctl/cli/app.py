@@ -279,8 +279,8 @@ def complete_profile(
     """
     from click.shell_completion import CompletionItem
 
-    from ..config import user_profiles_dir
-    from ..profiles import available_profiles
+    from ..paths import user_profiles_dir
+    from ..programs.profiles import available_profiles
 
     if "/" in incomplete or incomplete.endswith(".toml"):
         return [CompletionItem(incomplete, type="file")]

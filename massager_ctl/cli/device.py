@@ -241,7 +241,7 @@ def _device_to_stop(
     Raises:
         ConfigError: the config file is damaged and names no usable device.
     """
-    from ..config import config_file
+    from ..paths import config_file
     from ..urls import parse_device_url
 
     try:

@@ -47,10 +47,10 @@ def history(weeks: int, goal: int | None, everything: bool, as_csv: bool, as_jso
     """
     from datetime import datetime, timedelta
 
-    from ..config import journal_file
     from ..history import by_day, shown, tie, untied
     from ..journal import Journal
     from ..journal import weeks as by_week
+    from ..paths import journal_file
 
     if as_csv and as_json:
         raise InputError("choose one of --csv and --json")
@@ -87,9 +87,9 @@ def rate(score: int, note: str, as_json: bool) -> int:
     """
     from datetime import UTC, datetime
 
-    from ..config import journal_file
     from ..history import RATING_WINDOW, after_which
     from ..journal import Journal
+    from ..paths import journal_file
 
     journal = Journal(journal_file())
     rating = journal.rate(score, note)

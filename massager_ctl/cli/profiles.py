@@ -19,8 +19,8 @@ def profiles(ctx: click.Context, as_json: bool) -> int | None:
     """
     if ctx.invoked_subcommand is not None:
         return None
-    from ..config import user_profiles_dir
-    from ..profiles import read_profiles
+    from ..paths import user_profiles_dir
+    from ..programs.profiles import read_profiles
 
     found, broken = read_profiles(user_profiles_dir())
     show(ProfileListing(found, broken), as_json=as_json)
@@ -32,8 +32,8 @@ def profiles(ctx: click.Context, as_json: bool) -> int | None:
 @json_option
 def profiles_show(name: str, as_json: bool) -> int:
     """Show one profile in full: its steps and why it is built that way."""
-    from ..config import user_profiles_dir
-    from ..profiles import available_profiles, find_profile
+    from ..paths import user_profiles_dir
+    from ..programs.profiles import available_profiles, find_profile
 
     profile = find_profile(name, user_profiles_dir())
     path = available_profiles(user_profiles_dir()).get(name, name)

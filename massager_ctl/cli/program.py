@@ -26,11 +26,11 @@ from .app import (
 
 if TYPE_CHECKING:
     from ..models import DeviceInfo
-    from ..profiles import Profile
-    from ..programs import ProgramResult
+    from ..programs.profiles import Profile
+    from ..programs.runner import ProgramResult
+    from ..programs.supervisor import ResumePolicy
     from ..render import ProgramDisplay
     from ..settings import Settings
-    from ..supervisor import ResumePolicy
     from ..urls import DeviceAddress
 
 
@@ -79,9 +79,9 @@ def start(
     serve) a session is a demo, at any speed: no limit refuses or counts it.
     """
     from ..config import first_run_note
+    from ..programs.supervisor import ResumePolicy
     from ..prose import prose
     from ..render import ProgramDisplay, errors
-    from ..supervisor import ResumePolicy
     from ..urls import SimAddress
 
     chosen = _choose_profile(profile, mode, intensity, duration)
@@ -152,9 +152,9 @@ def check_limits(planned_s: float) -> None:
     """
     from datetime import UTC, datetime
 
-    from ..config import config_file, journal_file
-    from ..envelope import check_journal
     from ..journal import Journal
+    from ..paths import config_file, journal_file
+    from ..programs.limits import check_journal
 
     limits = current_settings().limits
     journaled(
@@ -172,8 +172,8 @@ def check_limits(planned_s: float) -> None:
 def _choose_profile(
     name: str | None, mode: str | None, intensity: int | None, duration: str | None
 ) -> Profile:
-    from ..config import user_profiles_dir
-    from ..profiles import ADHOC, Profile, find_profile
+    from ..paths import user_profiles_dir
+    from ..programs.profiles import ADHOC, Profile, find_profile
 
     adhoc = mode is not None or intensity is not None or duration is not None
     if name is not None and adhoc:
@@ -208,11 +208,11 @@ async def _start(
     planned_s: float,
     settings: Settings,
 ) -> int:
-    from ..config import config_file, journal_file, user_profiles_dir
     from ..holder import House
     from ..holder.door import holding
     from ..journal import Journal
-    from ..session import JournaledProgram
+    from ..paths import config_file, journal_file, user_profiles_dir
+    from ..programs.journaled import JournaledProgram
 
     journal = Journal(journal_file())
     house = House(kind="start", settings=settings, journal=journal,
@@ -250,7 +250,7 @@ def _not_begun(profile: Profile) -> ProgramResult:
     The supervisor has an interrupted result from the moment a program may have
     started (it vents then), so without one nothing was started.
     """
-    from ..programs import Outcome, ProgramResult
+    from ..programs.runner import Outcome, ProgramResult
 
     return ProgramResult(
         profile=profile.name,

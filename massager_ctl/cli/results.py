@@ -21,14 +21,14 @@ if TYPE_CHECKING:
 
     from firmware_protocol import LinkStats
 
-    from ..daemon import DaemonEvent
     from ..discovery import Found
     from ..history import Day, Entry, Hidden
     from ..holder.door import Who
     from ..journal import Rating, Session, Week
     from ..models import DeviceInfo, DeviceStatus
-    from ..profiles import BrokenProfile, Profile
-    from ..schedule import BrokenSchedule, Schedule
+    from ..programs.profiles import BrokenProfile, Profile
+    from ..schedules.daemon import DaemonEvent
+    from ..schedules.schedule import BrokenSchedule, Schedule
 
 
 class Result:

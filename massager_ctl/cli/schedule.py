@@ -11,7 +11,7 @@ from .app import complete_profile, current_settings, device_option, json_option,
 from .results import ScheduleAdded, ScheduleChanged, ScheduleListing, Upcoming, show
 
 if TYPE_CHECKING:
-    from ..schedule import Clash, Schedule
+    from ..schedules.schedule import Clash, Schedule
 
 
 @click.group()
@@ -49,9 +49,16 @@ def schedule_add(
 
     from pydantic import ValidationError
 
-    from ..config import schedules_file, user_profiles_dir
-    from ..profiles import find_profile
-    from ..schedule import Schedule, ScheduleBook, ScheduleError, new_id, parse_clock, parse_days
+    from ..paths import schedules_file, user_profiles_dir
+    from ..programs.profiles import find_profile
+    from ..schedules.schedule import (
+        Schedule,
+        ScheduleBook,
+        ScheduleError,
+        new_id,
+        parse_clock,
+        parse_days,
+    )
     from ..tomlfiles import describe_errors
 
     find_profile(profile, user_profiles_dir())  # a typo is caught now, not at bedtime
@@ -89,9 +96,9 @@ def _clashes(added: Schedule, schedules: list[Schedule], rest_minutes: float) ->
     """The schedules ``added`` would keep from running, or that would keep it."""
     from datetime import UTC, datetime, timedelta
 
-    from ..config import user_profiles_dir
-    from ..profiles import find_profile
-    from ..schedule import clashes
+    from ..paths import user_profiles_dir
+    from ..programs.profiles import find_profile
+    from ..schedules.schedule import clashes
 
     minutes: dict[str, float] = {}
     for name in {s.profile for s in schedules} | {added.profile}:
@@ -110,8 +117,8 @@ def schedule_list(as_json: bool) -> int:
     """Every schedule, with its next start."""
     from datetime import UTC, datetime
 
-    from ..config import schedules_file
-    from ..schedule import ScheduleBook
+    from ..paths import schedules_file
+    from ..schedules.schedule import ScheduleBook
 
     # One table that is not a schedule is listed as broken: the others still run.
     schedules, broken = ScheduleBook(schedules_file()).load_each()
@@ -120,8 +127,8 @@ def schedule_list(as_json: bool) -> int:
 
 
 def _book_change(schedule_id: str, change: str, as_json: bool) -> int:
-    from ..config import schedules_file
-    from ..schedule import ScheduleBook
+    from ..paths import schedules_file
+    from ..schedules.schedule import ScheduleBook
 
     book = ScheduleBook(schedules_file())
     changed = (
@@ -163,8 +170,8 @@ def schedule_next(count: int, as_json: bool) -> int:
     """The next starts of the enabled schedules, in this computer's local time."""
     from datetime import UTC, datetime
 
-    from ..config import schedules_file
-    from ..schedule import ScheduleBook, next_runs
+    from ..paths import schedules_file
+    from ..schedules.schedule import ScheduleBook, next_runs
 
     schedules, broken = ScheduleBook(schedules_file()).load_each()
     for entry in broken:  # the others run: say which does not

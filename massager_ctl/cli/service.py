@@ -48,11 +48,11 @@ def daemon(with_bridge: bool, broker_url: str | None, as_json: bool) -> int:
 
 
 async def _daemon(settings: Settings, host: Bridge | None, as_json: bool) -> int:
-    from ..config import journal_file, schedules_file, user_profiles_dir
-    from ..daemon import Daemon, DaemonEvent
     from ..journal import Journal
-    from ..schedule import ScheduleBook
-    from ..wallclock import SystemClock
+    from ..paths import journal_file, schedules_file, user_profiles_dir
+    from ..schedules.daemon import Daemon, DaemonEvent
+    from ..schedules.schedule import ScheduleBook
+    from ..schedules.wallclock import SystemClock
 
     def say(event: DaemonEvent) -> None:
         show(DaemonNews(event), as_json=as_json)
@@ -175,11 +175,11 @@ def make_bridge(
     Raises:
         InputError, ConfigError: a bad option or setting, a TLS file that cannot be used.
     """
-    from ..config import journal_file, user_profiles_dir
     from ..journal import Journal
     from ..mqtt.bridge import Bridge
     from ..mqtt.broker import BASE_TOPIC, DISCOVERY_PREFIX
     from ..mqtt.topics import topic_name
+    from ..paths import journal_file, user_profiles_dir
     from ..urls import DEFAULT_DEVICE
 
     mqtt = settings.mqtt

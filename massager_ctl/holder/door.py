@@ -34,7 +34,6 @@ import socket
 import stat
 import struct
 import sys
-import tempfile
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
 
 from ..errors import ConfigError, MassagerError
+from ..paths import runtime_dir
 from ..tomlfiles import describe_errors
 from ..urls import DeviceAddress
 from .commands import Command, Reply
@@ -106,19 +106,6 @@ class _Request(BaseModel):
 
     op: Literal["who", "command"]
     command: Command | None = None
-
-
-def runtime_dir() -> Path:
-    """The user's runtime folder for massager-ctl's doors (made 0700 when it is used).
-
-    ``$XDG_RUNTIME_DIR/massager-ctl``; where there is no runtime folder (macOS, a
-    container with no login session), a folder of this user's in the system's
-    temporary folder.
-    """
-    base = os.environ.get("XDG_RUNTIME_DIR", "")
-    if base and Path(base).is_absolute() and Path(base).is_dir():
-        return Path(base) / "massager-ctl"
-    return Path(tempfile.gettempdir()) / f"massager-ctl-{os.getuid()}"
 
 
 def _private_dir() -> Path:

@@ -45,8 +45,8 @@ from .commands import HALTS, Command, CommandMemory, Reply, check_age
 from .state import DeviceState, link_quality
 
 if TYPE_CHECKING:
-    from ..programs import Progress
-    from ..session import JournaledProgram
+    from ..programs.journaled import JournaledProgram
+    from ..programs.runner import Progress
     from .house import House
 
 IDLE_POLL_S = 120.0

@@ -19,8 +19,8 @@ from .holder import Holder
 
 if TYPE_CHECKING:
     from ..journal import Journal, Session
-    from ..profiles import Profile
-    from ..session import JournaledProgram
+    from ..programs.journaled import JournaledProgram
+    from ..programs.profiles import Profile
     from ..settings import Settings
 
 Kind = Literal["start", "daemon", "bridge", "daemon --bridge", "web"]
@@ -84,7 +84,7 @@ class House:
         Raises:
             ProfileError: there is none, or it is not valid.
         """
-        from ..profiles import find_profile
+        from ..programs.profiles import find_profile
 
         return find_profile(name, self.profiles_dir)
 
@@ -95,7 +95,7 @@ class House:
             LimitReached: which limit, when, and the setting behind it.
             JournalError: the journal cannot be read.
         """
-        from ..envelope import check_journal
+        from ..programs.limits import check_journal
 
         check_journal(self.journal, planned_s=profile.total_minutes * 60, now=now,
                       limits=self.settings.limits, config=self.config,
@@ -128,8 +128,8 @@ class House:
         limits: Callable[[], None] | None = None,
     ) -> JournaledProgram:
         """A program of ``profile`` on ``holder``'s massager, journaled with ``source``."""
-        from ..session import JournaledProgram
-        from ..supervisor import ResumePolicy
+        from ..programs.journaled import JournaledProgram
+        from ..programs.supervisor import ResumePolicy
 
         return JournaledProgram(
             holder.address, profile, journal=self.journal, source=source,

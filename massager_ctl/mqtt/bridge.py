@@ -47,7 +47,6 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
 from .. import __version__
-from ..config import config_file, schedules_file
 from ..device import Massager
 from ..errors import ConfigError, InputError, MassagerError
 from ..holder import Command, DeviceState, Holder, House, Reply
@@ -56,9 +55,10 @@ from ..holder.door import HeldElsewhere, LocalDoor
 from ..holder.holder import Change, backoff, cancelled
 from ..journal import Journal
 from ..models import DeviceInfo
-from ..profiles import available_profiles, load_profile
-from ..schedule import ScheduleBook
-from ..session import JournaledProgram
+from ..paths import config_file, schedules_file
+from ..programs.journaled import JournaledProgram
+from ..programs.profiles import available_profiles, load_profile
+from ..schedules.schedule import ScheduleBook
 from ..settings import Settings
 from ..tomlfiles import describe_errors
 from ..urls import DeviceAddress

@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from ..schedule import Schedule
+from ..schedules.schedule import Schedule
 
 MAX_TRANSACTION = 64
 """The longest transaction string echoed; a longer one is refused, not sent back."""

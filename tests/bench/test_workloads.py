@@ -19,7 +19,7 @@ from bench import ble, links, program, roundtrip
 from bench.rows import WorkloadFailed
 from firmware_protocol import Button, Signer
 from massager_ctl.device import Massager
-from massager_ctl.programs import Outcome
+from massager_ctl.programs.runner import Outcome
 
 
 @pytest.fixture

@@ -381,7 +381,7 @@ def test_device_watchdog_forgets_a_silent_controller(pair: Pair) -> None:
     assert pair.device.get_timer() == pytest.approx(1.95)
     pair.now = 1.95
     pair.device.handle_timer(pair.now)
-    assert pair.device.events() == [fp.LinkLost("no frame from the controller for 1 s")]
+    assert pair.device.events() == [fp.ControllerGone("no frame from the controller for 1 s")]
     assert pair.device.state == LinkState.WAITING
     # The controller must now say HELLO again.
     seq = pair.request(fp.SetMode(1))
@@ -486,7 +486,7 @@ def test_a_quiet_controller_sends_no_keepalive_and_never_calls_the_device_silent
         assert keepalives(pair.controller.data_to_send()) == []
         assert pair.controller.events() == []
     pair.device.handle_timer(pair.now)
-    assert pair.device.events() == [fp.LinkLost("no frame from the controller for 1 s")]
+    assert pair.device.events() == [fp.ControllerGone("no frame from the controller for 1 s")]
     # A look is still answered, from anyone; a read that goes unanswered still fails.
     seq = pair.request(fp.GetStatus())
     [asked] = pair.to_device()
@@ -520,7 +520,7 @@ def test_link_down_fails_every_pending_request(pair: Pair) -> None:
     with pytest.raises(LocalProtocolError, match="closed"):
         pair.request(fp.Stop())
     pair.device.link_down(pair.now)
-    assert pair.device.events() == [fp.LinkLost("the link went down")]
+    assert pair.device.events() == [fp.ControllerGone("the link went down")]
 
 
 def test_roles_may_only_send_their_own_messages(pair: Pair) -> None:

@@ -213,5 +213,5 @@ def test_only_a_version_1_keepalive_answering_a_challenge_feeds_the_watchdog(how
     }[how]
     conn.receive_data(wire, 0.9)
     conn.handle_timer(1.2)  # a watchdog after the HELLO, before one after the challenge
-    lost = [e for e in conn.events() if isinstance(e, fp.LinkLost)]
+    lost = [e for e in conn.events() if isinstance(e, fp.ControllerGone)]
     assert (not lost) == (how == "answered")

@@ -39,8 +39,8 @@ from massager_ctl.errors import (
     ConnectTimedOut,
     DeviceNotFound,
 )
-from massager_ctl.programs import Outcome, ProgramResult
-from massager_ctl.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
+from massager_ctl.programs.runner import Outcome, ProgramResult
+from massager_ctl.programs.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
 from massager_ctl.transports import bumble_bleak
 from massager_ctl.transports.base import TransportClosed
 from massager_ctl.transports.ble import BleTransport, scan

@@ -23,9 +23,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.journal import Journal
 from massager_ctl.mqtt import Bridge, BrokerAddress, parse_broker_url
+from massager_ctl.paths import journal_file, user_profiles_dir
 from massager_ctl.settings import Settings
 from massager_ctl.urls import parse_device_url
 from tests.broker import USERS, Broker

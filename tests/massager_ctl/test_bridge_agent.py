@@ -12,16 +12,16 @@ import contextlib
 
 import pytest
 
-from massager_ctl.config import journal_file, user_profiles_dir
-from massager_ctl.envelope import LimitReached
 from massager_ctl.errors import CalledOff, MassagerError
 from massager_ctl.holder import Command
 from massager_ctl.holder.holder import cancelled
 from massager_ctl.journal import Journal
 from massager_ctl.mqtt import BrokerURLError, parse_broker_url
-from massager_ctl.profiles import find_profile
-from massager_ctl.session import JournaledProgram
-from massager_ctl.supervisor import ResumePolicy
+from massager_ctl.paths import journal_file, user_profiles_dir
+from massager_ctl.programs.journaled import JournaledProgram
+from massager_ctl.programs.limits import LimitReached
+from massager_ctl.programs.profiles import find_profile
+from massager_ctl.programs.supervisor import ResumePolicy
 from tests.massager_ctl.test_bridge import a_bridge
 from tests.massager_ctl.test_daemon import short_profile
 

@@ -13,19 +13,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from massager_ctl.cli import make_bridge
-from massager_ctl.config import (
-    Settings,
-    config_file,
-    journal_file,
-    load_settings,
-    schedules_file,
-    user_profiles_dir,
-)
-from massager_ctl.daemon import Daemon, DaemonEvent
+from massager_ctl.config import Settings, load_settings
 from massager_ctl.errors import ConfigError
 from massager_ctl.journal import Journal
 from massager_ctl.mqtt import parse_broker_url
-from massager_ctl.schedule import ScheduleBook
+from massager_ctl.paths import config_file, journal_file, schedules_file, user_profiles_dir
+from massager_ctl.schedules.daemon import Daemon, DaemonEvent
+from massager_ctl.schedules.schedule import ScheduleBook
 from simulator.clock import VirtualWallClock
 from tests.broker import USERS, Broker, run_broker
 from tests.massager_ctl.test_bridge import (

@@ -14,9 +14,9 @@ from typing import Any
 import jinja2
 import pytest
 
-from massager_ctl.config import schedules_file
 from massager_ctl.mqtt.hass import STATES
-from massager_ctl.schedule import Schedule, ScheduleBook
+from massager_ctl.paths import schedules_file
+from massager_ctl.schedules.schedule import Schedule, ScheduleBook
 from tests.broker import Broker
 from tests.massager_ctl.test_bridge import (
     Listener,

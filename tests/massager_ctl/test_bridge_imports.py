@@ -76,7 +76,7 @@ def test_only_the_bridge_loads_the_mqtt_client_when_imported() -> None:
     "modules",
     [
         ("massager_ctl.device", "massager_ctl.holder"),
-        ("massager_ctl.daemon", "massager_ctl.settings"),
+        ("massager_ctl.schedules.daemon", "massager_ctl.settings"),
         ("massager_ctl.mqtt", "massager_ctl.mqtt.topics", "massager_ctl.mqtt.payloads",
          "massager_ctl.mqtt.broker", "massager_ctl.mqtt.hass"),
     ],

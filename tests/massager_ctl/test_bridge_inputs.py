@@ -19,8 +19,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.journal import Journal
+from massager_ctl.paths import journal_file, user_profiles_dir
 from tests.broker import USERS, Broker
 from tests.massager_ctl.test_bridge import bridged, fresh_name, mosquitto_pub
 from tests.massager_ctl.test_cli import ctl

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from firmware_protocol import EndReason, SessionEnded, SessionState, StatusFlag
-from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.journal import Journal
+from massager_ctl.paths import journal_file, user_profiles_dir
 from massager_ctl.transports.sim import simulated_device
 from massager_ctl.urls import SimAddress
 from simulator import DeviceConfig

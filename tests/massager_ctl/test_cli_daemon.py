@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from massager_ctl.journal import Journal
-from massager_ctl.wallclock import SystemClock
+from massager_ctl.schedules.wallclock import SystemClock
 from tests.massager_ctl.test_cli import ctl, json_lines
 from tests.massager_ctl.test_cli_serial import controller
 from tests.served import serve

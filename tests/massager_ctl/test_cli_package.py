@@ -115,11 +115,11 @@ def test_every_result_but_the_safety_note_has_its_text_in_render() -> None:
 def test_a_start_reads_the_config_file_once_for_device_resume_window_and_limits(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from massager_ctl import config
+    from massager_ctl import config, paths
 
     # A real massager for the limits (its own firmware), named only in the config file.
-    config.config_file().parent.mkdir(parents=True, exist_ok=True)
-    config.config_file().write_text(
+    paths.config_file().parent.mkdir(parents=True, exist_ok=True)
+    paths.config_file().write_text(
         'device = "sim://?firmware=2.1.0"\nresume_window_s = 20\n[limits]\nminutes_per_day = 0.5\n'
     )
     reads: list[Path | None] = []

@@ -58,8 +58,8 @@ def test_ctrl_c_pressed_in_a_panic_on_a_terminal_leaves_the_ending_on_screen() -
 def test_closing_the_terminal_under_a_program_vents_and_ends_its_session() -> None:
     # A closed terminal window sends SIGHUP: by default it would kill the program with
     # its journal entry left open and no vent of its own (only the massager's watchdog).
-    from massager_ctl.config import journal_file
     from massager_ctl.journal import Journal
+    from massager_ctl.paths import journal_file
 
     with Terminal("start", "--mode", "wave", "--intensity", "2", "--duration", "10m") as term:
         term.wait_for(lambda screen: peak_on(screen) > 45)

@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from massager_ctl.config import (
-    FIRST_RUN_TAIL,
-    SAFETY_NOTE,
-    config_file,
-    first_run_note,
-    load_settings,
-)
+from massager_ctl.config import FIRST_RUN_TAIL, SAFETY_NOTE, first_run_note, load_settings
 from massager_ctl.errors import ConfigError
+from massager_ctl.paths import config_file
 from tests.massager_ctl.test_cli import ctl
 
 

@@ -18,10 +18,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from massager_ctl.config import journal_file, schedules_file, user_profiles_dir
-from massager_ctl.daemon import RETRY_S, Daemon, DaemonEvent
 from massager_ctl.journal import Journal, Session
-from massager_ctl.schedule import Schedule, ScheduleBook
+from massager_ctl.paths import journal_file, schedules_file, user_profiles_dir
+from massager_ctl.schedules.daemon import RETRY_S, Daemon, DaemonEvent
+from massager_ctl.schedules.schedule import Schedule, ScheduleBook
 from massager_ctl.settings import Settings
 from massager_ctl.transports.sim import simulated_device
 from massager_ctl.urls import parse_device_url

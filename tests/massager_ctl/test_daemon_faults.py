@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from massager_ctl import supervisor
-from massager_ctl.config import journal_file
-from massager_ctl.daemon import MARK, RETRY_S
 from massager_ctl.errors import ProfileRefused
 from massager_ctl.journal import Journal, JournalError
-from massager_ctl.supervisor import LinkNotice
+from massager_ctl.paths import journal_file
+from massager_ctl.programs import supervisor
+from massager_ctl.programs.supervisor import LinkNotice
+from massager_ctl.schedules.daemon import MARK, RETRY_S
 from simulator.clock import VirtualWallClock
 from tests.massager_ctl.test_daemon import (
     DAILY,

@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from firmware_protocol import Button, EndReason, SessionState
+from firmware_protocol import Button, EndReason, ErrorCode, SessionState
 from massager_ctl.device import Cycle, Massager
 from massager_ctl.errors import (
     CommandPreempted,
@@ -234,7 +234,7 @@ async def test_renew_changes_a_session_but_never_starts_one() -> None:
     async with connect() as massager:
         with pytest.raises(CommandRefused, match="cannot do that in its current state") as refused:
             await massager.renew("wave", 2, duration_s=60)
-        assert refused.value.code == "bad_state"
+        assert refused.value.code == ErrorCode.BAD_STATE
         await massager.start("wave", 1, duration_s=60)
         await massager.renew("pulse", 3, duration_s=300)
         status = await massager.refresh()

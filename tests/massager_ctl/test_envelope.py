@@ -9,8 +9,8 @@ from time import tzset
 
 import pytest
 
-from massager_ctl.envelope import LimitReached, Limits, check
 from massager_ctl.journal import Journal, Session
+from massager_ctl.programs.limits import LimitReached, SafetyLimits, check
 from tests.massager_ctl.test_cli import ctl
 
 NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -45,23 +45,23 @@ def session(start_h: float, minutes: float, *, outcome: str | None = "completed"
 def refusal(sessions: list[Session], planned_min: float, **limits: float) -> LimitReached:
     with pytest.raises(LimitReached) as caught:
         check(sessions, planned_s=planned_min * 60, now=NOON,
-              limits=Limits.model_validate(limits))  # fmt: skip
+              limits=SafetyLimits.model_validate(limits))  # fmt: skip
     return caught.value
 
 
 def test_within_every_limit_a_start_is_allowed() -> None:
     sessions = [session(20, 45), session(3, 45)]
-    check(sessions, planned_s=1800, now=NOON, limits=Limits())
+    check(sessions, planned_s=1800, now=NOON, limits=SafetyLimits())
     # Sessions that put no pressure on the legs, and demos, do not count.
     idle = [session(h, 0) for h in (1, 2, 4, 5)] + [session(0.5, 10, source="demo")]
-    check(idle, planned_s=1800, now=NOON, limits=Limits())
+    check(idle, planned_s=1800, now=NOON, limits=SafetyLimits())
 
 
 def test_rest_between_sessions() -> None:
     error = refusal([session(1, 45)], 30, rest_minutes=30)  # ended 11:45
     assert "rest at least 30 min between sessions (the last ended at 11:45)" in str(error)
     assert error.allowed_at == NOON + timedelta(minutes=15)
-    check([session(1, 45)], planned_s=1800, now=NOON, limits=Limits(rest_minutes=15))
+    check([session(1, 45)], planned_s=1800, now=NOON, limits=SafetyLimits(rest_minutes=15))
 
 
 def test_a_running_or_killed_session_counts_for_its_planned_length() -> None:
@@ -78,7 +78,7 @@ def test_sessions_per_day_count_any_24_hours() -> None:
     error = refusal(sessions, 30, sessions_per_day=3)
     assert "at most 3 sessions in 24 hours, and 3 began since" in str(error)
     assert error.allowed_at == NOON + timedelta(hours=1)  # when the one of 13:00 leaves
-    check(sessions[1:], planned_s=1800, now=NOON, limits=Limits(sessions_per_day=3))
+    check(sessions[1:], planned_s=1800, now=NOON, limits=SafetyLimits(sessions_per_day=3))
 
 
 def test_minutes_per_day() -> None:
@@ -104,7 +104,7 @@ def test_the_moment_named_is_when_every_limit_allows_it() -> None:
     assert "rest at least 30 min" in str(error)
     assert error.allowed_at == NOON - timedelta(hours=22) + timedelta(hours=24)
     check(sessions, planned_s=1800, now=error.allowed_at,
-          limits=Limits(sessions_per_day=2, rest_minutes=30))  # fmt: skip
+          limits=SafetyLimits(sessions_per_day=2, rest_minutes=30))  # fmt: skip
 
 
 def test_a_refused_start_on_the_command_line_names_the_limit(user_dirs: dict[str, Path]) -> None:
@@ -148,4 +148,4 @@ def test_sessions_journaled_while_the_clock_ran_ahead_still_count() -> None:
     assert "a session is still running" in str(error)
     assert error.allowed_at is not None
     check(ahead, planned_s=45 * 60, now=error.allowed_at,
-          limits=Limits(sessions_per_day=4, minutes_per_day=180))  # fmt: skip
+          limits=SafetyLimits(sessions_per_day=4, minutes_per_day=180))  # fmt: skip

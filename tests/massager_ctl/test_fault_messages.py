@@ -11,12 +11,12 @@ import json
 import pytest
 
 from firmware_protocol import Fault
-from massager_ctl.config import journal_file
 from massager_ctl.device import Massager
 from massager_ctl.journal import Journal
-from massager_ctl.models import FAULT_EXPLANATIONS, explain_fault, explain_faults, fault_names
-from massager_ctl.profiles import find_profile
-from massager_ctl.programs import Outcome, run_program
+from massager_ctl.models import FAULT_EXPLANATIONS, explain_fault, explain_faults, fault_bit_names
+from massager_ctl.paths import journal_file
+from massager_ctl.programs.profiles import find_profile
+from massager_ctl.programs.runner import Outcome, run_program
 from tests.broker import Broker
 from tests.massager_ctl.test_bridge import bridged, fresh_name
 from tests.massager_ctl.test_cli import ctl, json_lines
@@ -29,12 +29,12 @@ def test_every_fault_bit_has_words_and_an_unknown_one_is_still_explained() -> No
     for bit in Fault:
         if bit == Fault.NONE:
             continue
-        [name] = fault_names(bit)
+        [name] = fault_bit_names(bit)
         assert name in FAULT_EXPLANATIONS
         assert explain_fault(name).startswith(f"{name.replace('_', ' ')}: ")
         assert explain_fault(name).endswith(f"{CLEAR}.")
     assert explain_faults(("leak", "valve")).count(CLEAR) == 2
-    [unknown] = fault_names(Fault(1 << 12))
+    [unknown] = fault_bit_names(Fault(1 << 12))
     assert explain_fault(unknown).startswith("fault-bit-12: a fault this version")
 
 

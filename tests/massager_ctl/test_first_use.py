@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from massager_ctl.config import journal_file
-from massager_ctl.envelope import LimitReached, Limits, check_journal
 from massager_ctl.holder import Command
 from massager_ctl.journal import Journal
 from massager_ctl.mqtt import DeviceAgent
+from massager_ctl.paths import journal_file
+from massager_ctl.programs.limits import LimitReached, SafetyLimits, check_journal
 from tests.massager_ctl.test_bridge import a_bridge
 from tests.massager_ctl.test_cli import CLI, ctl, json_lines
 from tests.massager_ctl.test_daemon import short_profile
@@ -94,7 +94,7 @@ def test_a_start_refused_before_any_pressure_leaves_no_trace(
     assert history["hidden"] == {"demos": 0, "no_pressure": 0}
     assert history["weeks"][-1]["sessions"] == 0
     # Nothing for the limits to count: a long program may start at once.
-    check_journal(journal(), planned_s=3600, now=datetime.now(UTC), limits=Limits())
+    check_journal(journal(), planned_s=3600, now=datetime.now(UTC), limits=SafetyLimits())
 
 
 def test_the_issues_sequence_intensity_7_then_a_program() -> None:
@@ -147,7 +147,7 @@ def test_using_it_in_order_on_the_simulator_never_locks_one_out() -> None:
     # And for the limits the demos are not there: a real start is still refused for
     # the real session's rest, not longer.
     with pytest.raises(LimitReached, match="rest at least 30 min") as caught:
-        check_journal(journal(), planned_s=60, now=datetime.now(UTC), limits=Limits())
+        check_journal(journal(), planned_s=60, now=datetime.now(UTC), limits=SafetyLimits())
     assert caught.value.setting == "rest_minutes"
     assert caught.value.allowed_at == real.ended_at + timedelta(minutes=30)
 

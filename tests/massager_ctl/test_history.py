@@ -14,9 +14,9 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from massager_ctl.config import journal_file
 from massager_ctl.history import RATING_WINDOW, after_which, shown, tie, untied
 from massager_ctl.journal import Journal, Rating, Session, weeks
+from massager_ctl.paths import journal_file
 from tests.massager_ctl.test_cli import ctl, json_lines
 
 EVENING = datetime(2026, 11, 23, 21, 0, tzinfo=UTC)  # a Monday

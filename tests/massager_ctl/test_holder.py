@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from firmware_protocol import Button
-from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.holder import Command, Holder, House
 from massager_ctl.holder.door import door_paths, send_command
 from massager_ctl.holder.holder import IDLE_POLL_S
 from massager_ctl.journal import Journal
-from massager_ctl.keystore import KeyStore, keys_file
-from massager_ctl.profiles import find_profile
+from massager_ctl.keystore import KeyStore
+from massager_ctl.paths import journal_file, keys_file, user_profiles_dir
+from massager_ctl.programs.profiles import find_profile
 from massager_ctl.settings import Settings
 from massager_ctl.transports.sim import simulated_device
 from massager_ctl.urls import parse_device_url

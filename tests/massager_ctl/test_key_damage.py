@@ -24,13 +24,13 @@ import pytest
 
 from firmware_protocol import Button, EndReason, SessionState
 from firmware_protocol.auth import MAX_COUNTER
-from massager_ctl import supervisor as supervisor_module
-from massager_ctl.config import config_file, journal_file
 from massager_ctl.errors import ConfigError
-from massager_ctl.keystore import KeyStore, PairedKey, keys_file
-from massager_ctl.profiles import Profile
-from massager_ctl.programs import Progress
-from massager_ctl.supervisor import ProgramSupervisor
+from massager_ctl.keystore import KeyStore, PairedKey
+from massager_ctl.paths import config_file, journal_file, keys_file
+from massager_ctl.programs import supervisor as supervisor_module
+from massager_ctl.programs.profiles import Profile
+from massager_ctl.programs.runner import Progress
+from massager_ctl.programs.supervisor import ProgramSupervisor
 from simulator.serve import TcpEndpoint
 from tests.massager_ctl.test_cli import (
     CLI,

@@ -36,9 +36,9 @@ from firmware_protocol import (
 )
 from massager_ctl.device import Massager
 from massager_ctl.errors import BeyondLimits
-from massager_ctl.profiles import Profile
-from massager_ctl.programs import Outcome, ProgramRunner
-from massager_ctl.supervisor import ProgramSupervisor
+from massager_ctl.programs.profiles import Profile
+from massager_ctl.programs.runner import Outcome, ProgramRunner
+from massager_ctl.programs.supervisor import ProgramSupervisor
 from massager_ctl.transports.faults import Cable, LinkFaults
 from massager_ctl.transports.sim import SimTransport, simulated_device
 from massager_ctl.urls import SimAddress

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from firmware_protocol import SessionState
+from firmware_protocol import ErrorCode, SessionState
 from massager_ctl.device import Massager
 from massager_ctl.errors import CommandRefused, ConfigError, DeviceRefused, MassagerError
-from massager_ctl.keystore import COUNTER_BLOCK, KeyStore, keys_file
+from massager_ctl.keystore import COUNTER_BLOCK, KeyStore
+from massager_ctl.paths import keys_file
 from simulator import DeviceConfig
 from simulator.host import DeviceHost
 from simulator.serve import TcpEndpoint
@@ -53,7 +54,7 @@ async def test_an_unpaired_controller_cannot_start_the_pump() -> None:
                 CommandRefused, match=r"not paired with it.*massager-ctl pair"
             ) as error:
                 await massager.start("wave", 2, duration_s=60)
-            assert error.value.code == "not_authenticated"
+            assert error.value.code == ErrorCode.NOT_AUTHENTICATED
             await massager.stop()  # stopping is for anyone
         device.host.sync()
         assert device.host.firmware.plant.pump_seconds == 0

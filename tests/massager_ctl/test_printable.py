@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from massager_ctl.config import user_profiles_dir
 from massager_ctl.device import Massager
+from massager_ctl.paths import user_profiles_dir
 from simulator import DeviceConfig
 from simulator.host import DeviceHost
 from simulator.serve import TcpEndpoint

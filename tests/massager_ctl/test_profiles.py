@@ -9,7 +9,7 @@ import pytest
 
 from massager_ctl.errors import ProfileError, ProfileNotFound, ProfileRefused
 from massager_ctl.models import DeviceInfo
-from massager_ctl.profiles import (
+from massager_ctl.programs.profiles import (
     BrokenProfile,
     Profile,
     available_profiles,

@@ -9,8 +9,8 @@ import pytest
 from firmware_protocol import Button, EndReason, Fault, SessionState
 from massager_ctl.device import Massager
 from massager_ctl.errors import ProfileRefused
-from massager_ctl.profiles import Profile, find_profile
-from massager_ctl.programs import Outcome, ProgramRunner, Progress, run_program
+from massager_ctl.programs.profiles import Profile, find_profile
+from massager_ctl.programs.runner import Outcome, ProgramRunner, Progress, run_program
 from massager_ctl.transports.sim import SimTransport
 from simulator import Firmware
 

@@ -8,12 +8,13 @@ import sys
 import pytest
 
 import massager_ctl
-from massager_ctl import device, errors, models, profiles, programs
+from massager_ctl import device, errors, models
+from massager_ctl.programs import profiles, runner
 
 
 def test_every_public_name_is_the_object_of_its_module() -> None:
     assert set(massager_ctl.__all__) == {"__version__", *massager_ctl._PUBLIC}
-    homes = [device, errors, models, profiles, programs]
+    homes = [device, errors, models, profiles, runner]
     for name in massager_ctl.__all__:
         if name == "__version__":
             continue

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from massager_ctl.schedule import (
+from massager_ctl.schedules.schedule import (
     DAYS,
     BrokenSchedule,
     Schedule,
@@ -318,7 +318,7 @@ def test_a_schedules_file_nested_too_deep_is_one_line_and_never_overwritten(
 
 def test_a_time_of_day_is_written_in_ascii_digits_on_the_command_line_and_in_the_file() -> None:
     # Found by an attack: `schedule add --at` took full-width digits, the file did not.
-    from massager_ctl.schedule import ScheduleError, parse_clock
+    from massager_ctl.schedules.schedule import ScheduleError, parse_clock
 
     assert parse_clock("21:45", "--at") == time(21, 45)
     with pytest.raises(ScheduleError, match="not a time of day"):

@@ -18,9 +18,9 @@ import pytest
 from firmware_protocol import EndReason, SessionState
 from massager_ctl.device import Massager
 from massager_ctl.errors import ConnectFailed, DeviceInUse
-from massager_ctl.profiles import Profile
-from massager_ctl.programs import Outcome
-from massager_ctl.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
+from massager_ctl.programs.profiles import Profile
+from massager_ctl.programs.runner import Outcome
+from massager_ctl.programs.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
 from massager_ctl.transports.faults import FaultyTransport, LinkFaults
 from massager_ctl.transports.serial import SerialTransport
 from massager_ctl.urls import SerialAddress, SocketAddress, parse_device_url

@@ -75,7 +75,7 @@ class MassagerMachine(RuleBasedStateMachine):
         if isinstance(expected, ErrorCode):
             with pytest.raises(CommandRefused) as refused:
                 self.run(call)
-            assert refused.value.code == expected.name.lower()
+            assert refused.value.code == expected
             return False
         self.run(call)
         self.state = expected
@@ -158,7 +158,7 @@ class MassagerMachine(RuleBasedStateMachine):
         if vented:
             assert code is None, "a vented device with no fault left refused to reset"
         elif code is not None:
-            assert code == "fault_persists"
+            assert code == ErrorCode.FAULT_PERSISTS
 
     # --- the world ------------------------------------------------------------------
 

@@ -12,9 +12,9 @@ import pytest
 
 from firmware_protocol import Button, EndReason, Mode, SessionState
 from massager_ctl.device import Massager
-from massager_ctl.profiles import Profile
-from massager_ctl.programs import Outcome
-from massager_ctl.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
+from massager_ctl.programs.profiles import Profile
+from massager_ctl.programs.runner import Outcome
+from massager_ctl.programs.supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
 from massager_ctl.transports import Transport
 from massager_ctl.transports.faults import Cable, LinkFaults
 from massager_ctl.transports.sim import SimTransport, simulated_device

@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 
 from firmware_protocol import Fault, SessionState
-from massager_ctl.profiles import Profile
-from massager_ctl.programs import Outcome
-from massager_ctl.supervisor import ProgramSupervisor
+from massager_ctl.programs.profiles import Profile
+from massager_ctl.programs.runner import Outcome
+from massager_ctl.programs.supervisor import ProgramSupervisor
 from massager_ctl.transports.sim import simulated_device
 from massager_ctl.urls import SimAddress
 from simulator.diagnostics import Diagnostics

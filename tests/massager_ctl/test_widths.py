@@ -20,8 +20,8 @@ from rich.console import Console, RenderableType
 from massager_ctl.config import FIRST_RUN_TAIL, SAFETY_NOTE
 from massager_ctl.device import Massager
 from massager_ctl.models import DeviceInfo, DeviceStatus
-from massager_ctl.profiles import available_profiles, find_profile
-from massager_ctl.programs import Progress
+from massager_ctl.programs.profiles import available_profiles, find_profile
+from massager_ctl.programs.runner import Progress
 from massager_ctl.prose import prose
 from massager_ctl.render import ProgramDisplay, status_view
 from tests.terminal import Terminal

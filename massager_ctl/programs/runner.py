@@ -59,8 +59,10 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from .device import Cycle, Massager, Updates
-from .errors import (
+from firmware_protocol import ErrorCode
+
+from ..device import Cycle, Massager, Updates
+from ..errors import (
     BeyondLimits,
     CommandPreempted,
     CommandRefused,
@@ -68,7 +70,7 @@ from .errors import (
     LinkError,
     MassagerError,
 )
-from .models import ButtonUpdate, DeviceStatus, DeviceUpdate, SessionEndedUpdate, explain_faults
+from ..models import ButtonUpdate, DeviceStatus, DeviceUpdate, SessionEndedUpdate, explain_faults
 from .profiles import LEASE_MARGIN_S, Profile, Step, check_profile
 
 log = logging.getLogger(__name__)
@@ -302,7 +304,7 @@ class ProgramRunner:
             # Someone else's stop or vent overtook ours; the device says which.
             return await self._result(Outcome.STOPPED)
         except CommandRefused as error:
-            if error.code == "battery_low":  # the next step's start, on a drained battery
+            if error.code == ErrorCode.BATTERY_LOW:  # the next step's start, on a drained battery
                 return await self._result(Outcome.BATTERY, f"{MESSAGES[Outcome.BATTERY]} ({error})")
             return await self._result(Outcome.REFUSED, str(error))
         except DeviceRefused as error:
@@ -401,7 +403,7 @@ class ProgramRunner:
             else:
                 await massager.renew(mode, level, duration_s=lease)
         except CommandRefused as error:
-            if new_session or error.code != "bad_state":
+            if new_session or error.code != ErrorCode.BAD_STATE:
                 raise
             # The session ended just before our RENEW; its end is already queued.
             return self._end_among(updates.pending()) or Outcome.STOPPED

@@ -18,12 +18,12 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from .journal import Journal, JournalError
-from .models import DeviceInfo
+from ..journal import Journal, JournalError
+from ..models import DeviceInfo
+from ..urls import DeviceAddress
 from .profiles import Profile
-from .programs import ProgramResult, Progress
+from .runner import ProgramResult, Progress
 from .supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
-from .urls import DeviceAddress
 
 
 def _utc_now() -> datetime:

@@ -18,13 +18,13 @@ no leg: it is neither counted nor checked. A refusal names the setting behind it
 and the file to change it in.
 
 >>> from datetime import UTC, datetime, timedelta
->>> from .journal import Session
+>>> from ..journal import Session
 >>> at = datetime(2026, 11, 2, 21, 0, tzinfo=UTC)
 >>> last = Session(id=1, started_at=at, ended_at=at + timedelta(minutes=45), device="sim://",
 ...                profile="evening-45", source="cli", outcome="completed", pressure_s=2700,
 ...                message="", planned_s=2700)
 >>> try:
-...     check([last], planned_s=1800, now=at + timedelta(minutes=50), limits=Limits())
+...     check([last], planned_s=1800, now=at + timedelta(minutes=50), limits=SafetyLimits())
 ... except LimitReached as refusal:
 ...     print(refusal.allowed_at)
 2026-11-02 22:15:00+00:00
@@ -38,13 +38,13 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import MassagerError
-from .journal import Journal, Session
+from ..errors import MassagerError
+from ..journal import Journal, Session
 
 WINDOW = timedelta(hours=24)
 
 
-class Limits(BaseModel):
+class SafetyLimits(BaseModel):
     """The limits in the config file's ``[limits]`` table (strict numbers: never ``"3"``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -108,7 +108,7 @@ def _in_window(use: _Use, at: datetime) -> float:
 
 
 def _refusal(uses: list[_Use], planned_s: float, at: datetime,
-             limits: Limits) -> tuple[str, datetime | None, str] | None:  # fmt: skip
+             limits: SafetyLimits) -> tuple[str, datetime | None, str] | None:  # fmt: skip
     """The first limit a start at ``at`` would break: why, when it clears, and its setting."""
     running = [u for u in uses if u.start <= at < u.end]
     rest = timedelta(minutes=limits.rest_minutes)
@@ -171,7 +171,7 @@ def check(
     *,
     planned_s: float,
     now: datetime,
-    limits: Limits,
+    limits: SafetyLimits,
     config: str = "config.toml",
 ) -> None:
     """Refuse a start of a ``planned_s`` program at ``now`` that would exceed ``limits``.
@@ -213,7 +213,7 @@ def check_journal(
     *,
     planned_s: float,
     now: datetime,
-    limits: Limits,
+    limits: SafetyLimits,
     starting: Iterable[Session] = (),
     config: str = "config.toml",
 ) -> None:

@@ -57,9 +57,9 @@ from pydantic import (
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Comment, Item, Table
 
-from .errors import InputError
-from .folders import why_not_written
-from .tomlfiles import describe_errors, not_utf8, parse_toml
+from ..errors import InputError
+from ..folders import why_not_written
+from ..tomlfiles import describe_errors, not_utf8, parse_toml
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -161,7 +161,7 @@ class Schedule(BaseModel):
     @classmethod
     def _valid_device(cls, value: str | None) -> str | None:
         if value is not None:
-            from .urls import parse_device_url
+            from ..urls import parse_device_url
 
             parse_device_url(value)
         return value

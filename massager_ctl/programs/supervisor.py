@@ -11,7 +11,7 @@ resumes only on the same device (by the serial number it announced), and a
 resumed step gets only what was left of it.
 
 >>> import asyncio
->>> from massager_ctl.profiles import find_profile
+>>> from massager_ctl.programs.profiles import find_profile
 >>> async def demo():
 ...     supervisor = ProgramSupervisor("sim://?seed=1", find_profile("effleurage-wave-30"))
 ...     return (await supervisor.run()).outcome
@@ -31,13 +31,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .device import Massager
-from .errors import ConnectFailed
-from .models import DeviceInfo
+from ..device import Massager
+from ..errors import ConnectFailed
+from ..models import DeviceInfo
+from ..transports import Transport, open_transport
+from ..urls import DeviceAddress, parse_device_url
 from .profiles import Profile, check_profile
-from .programs import Outcome, ProgramResult, ProgramRunner, Progress
-from .transports import Transport, open_transport
-from .urls import DeviceAddress, parse_device_url
+from .runner import Outcome, ProgramResult, ProgramRunner, Progress
 
 MIN_ATTEMPT_S = 1e-3
 """A window with less than this left is closed. No link opens that fast, and a remainder

@@ -47,19 +47,19 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from .config import config_file
-from .envelope import LimitReached, check_journal
-from .errors import CalledOff, MassagerError, ProfileRefused
-from .holder import House
-from .holder.door import HeldElsewhere, holding
-from .journal import Journal, JournalError, Session
-from .profiles import Profile, find_profile
-from .programs import ProgramResult
+from ..errors import CalledOff, MassagerError, ProfileRefused
+from ..holder import House
+from ..holder.door import HeldElsewhere, holding
+from ..journal import Journal, JournalError, Session
+from ..paths import config_file
+from ..programs.journaled import JournaledProgram
+from ..programs.limits import LimitReached, check_journal
+from ..programs.profiles import Profile, find_profile
+from ..programs.runner import ProgramResult
+from ..programs.supervisor import ResumePolicy
+from ..settings import Settings
+from ..urls import DEFAULT_DEVICE, DeviceAddress, parse_device_url
 from .schedule import Schedule, ScheduleBook
-from .session import JournaledProgram
-from .settings import Settings
-from .supervisor import ResumePolicy
-from .urls import DEFAULT_DEVICE, DeviceAddress, parse_device_url
 from .wallclock import WallClock
 
 LOOKBACK = timedelta(days=31)
@@ -71,7 +71,7 @@ RETRY_S = 30.0
 """How soon a scheduled start tries again when the massager did not answer (within the
 grace window only)."""
 
-Event = Literal[
+DaemonEventKind = Literal[
     "watching", "next", "started", "ended", "missed", "refused", "busy", "unreachable", "error",
     "stopping",
 ]  # fmt: skip
@@ -83,7 +83,7 @@ class DaemonEvent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kind: str = "daemon"
-    event: Event
+    event: DaemonEventKind
     message: str
     schedule: str | None = None
     profile: str | None = None
@@ -456,7 +456,7 @@ class Daemon:
     def _say_once(
         self,
         key: tuple[object, ...],
-        event: Event,
+        event: DaemonEventKind,
         message: str,
         schedule: Schedule | None = None,
         due: datetime | None = None,
@@ -468,7 +468,7 @@ class Daemon:
 
     def _say(
         self,
-        event: Event,
+        event: DaemonEventKind,
         message: str,
         schedule: Schedule | None = None,
         due: datetime | None = None,

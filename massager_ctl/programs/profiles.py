@@ -37,12 +37,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .errors import ProfileError, ProfileNotFound, ProfileRefused
-from .printable import printable
-from .tomlfiles import load_model
+from ..errors import ProfileError, ProfileNotFound, ProfileRefused
+from ..printable import printable
+from ..tomlfiles import load_model
 
 if TYPE_CHECKING:
-    from .models import DeviceInfo  # hints only: listing profiles needs no protocol
+    from ..models import DeviceInfo  # hints only: listing profiles needs no protocol
 
 MAX_PRESSURE_MMHG = 200.0
 """No profile may name a pressure above this, whatever the device."""
@@ -234,11 +234,11 @@ class Step(_Schema):
         return f"{spec.order} cycle, {pressures}{ramp}"
 
 
-class Limits(_Schema):
+class ProfileLimits(_Schema):
     """Bounds the profile itself sets; a device whose levels exceed them is refused.
 
     They bind the profile's own steps, and every change asked for while it runs
-    (see `massager_ctl.programs`).
+    (see `massager_ctl.programs.runner`).
     """
 
     max_pressure_mmhg: float = Field(MAX_PRESSURE_MMHG, gt=0, le=MAX_PRESSURE_MMHG)
@@ -280,7 +280,7 @@ class Profile(_Schema):
     why: str = Field(min_length=1, description="the evidence or technique it follows")
     sources: tuple[str, ...] = Field((), strict=False)
     steps: Annotated[tuple[Step, ...], _counted(1, 50, "a profile", "step")] = Field(strict=False)
-    limits: Limits = Limits()
+    limits: ProfileLimits = ProfileLimits()
 
     @field_validator("title", "description", "why", mode="before")
     @classmethod
@@ -432,7 +432,7 @@ def builtin_profiles_dir() -> Path:
     That is the repository's ``profiles/`` in a checkout, and the copy inside the
     package once installed from a wheel.
     """
-    checkout = Path(__file__).resolve().parent.parent / "profiles"
+    checkout = Path(__file__).resolve().parent.parent.parent / "profiles"
     if checkout.is_dir():
         return checkout
     return Path(str(resources.files("massager_ctl") / "_builtin_profiles"))
