@@ -425,6 +425,10 @@ class ScheduleBook:
         """Change the file from ``before`` (as `load` read it, under the lock) to ``schedules``."""
         document = self._document()
         tables = document.get("schedule")
+        if tables is not None and not before and not isinstance(tables, AoT) and not tables:
+            # ``schedule = []``: an older massager-ctl wrote that after its last remove.
+            document.remove("schedule")
+            tables = None
         if tables is None:
             tables = tomlkit.aot()
             document.append("schedule", tables)
@@ -451,6 +455,10 @@ class ScheduleBook:
                 if len(tables) and not tables[-1].as_string().endswith("\n\n"):
                     tables[-1].add(tomlkit.nl())  # a blank line between tables, as a person would
                 tables.append(table)
+        if not len(tables):
+            # An empty array of tables is written `schedule = []`, which reads back as no
+            # tables at all: the next add would be refused. No schedules: no key.
+            document.remove("schedule")
         self._replace(tomlkit.dumps(document))
 
     def _document(self) -> tomlkit.TOMLDocument:

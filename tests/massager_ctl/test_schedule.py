@@ -538,3 +538,22 @@ def test_one_bad_schedule_is_listed_as_broken_beside_the_good(user_dirs: dict[st
     assert refused.returncode == 2
     assert "never overwritten while damaged" in refused.stderr
     assert path.read_text(encoding="utf-8") == BROKEN_BESIDE_GOOD
+
+
+def test_the_last_schedule_removed_leaves_a_file_the_next_add_can_change(tmp_path: Path) -> None:
+    # Found in review: the last remove wrote `schedule = []`, and the next add was refused
+    # as if a person had written the schedules some other way.
+    book = ScheduleBook(tmp_path / "schedules.toml")
+    evening = {"profile": "evening-45", "at": "21:00"}
+    made = Schedule.model_validate({"id": "a1", "days": ["mon"], **evening})
+    book.save([made])
+    book.save([])
+    assert "[[schedule]]" not in book.path.read_text(encoding="utf-8")
+    assert "schedule = " not in book.path.read_text(encoding="utf-8")
+    again = Schedule.model_validate({"id": "b2", "days": ["tue"], **evening})
+    book.save([again])
+    assert [s.days for s in book.load()] == [again.days]
+    # A file an older version left that way is mended by the next add too.
+    book.path.write_text("schedule = []\n", encoding="utf-8")
+    book.save([made])
+    assert [s.id for s in book.load()] == [made.id]
