@@ -80,5 +80,8 @@ def describe_errors(error: ValidationError, what: str) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = f"is not a field of a {what} (misspelled?)"
+        elif item["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            # Not pydantic's "dictionary or instance of SafetyLimits": TOML calls it a table.
+            message = "should be a table of its own settings (a [section])"
         problems.append(f"{where or what}: {message}")
     return "; ".join(problems)

@@ -87,3 +87,12 @@ def test_a_config_file_that_cannot_be_read_is_one_line_and_exit_2(
     assert ran.returncode == 2
     assert ran.stderr.startswith(f"error: {path}: {problem}")
     assert len(ran.stderr.strip().splitlines()) == 1
+
+
+def test_limits_that_are_not_a_table_say_so_in_toml_words(user_dirs: dict[str, Path]) -> None:
+    # pydantic's own words named a class of the code ("instance of SafetyLimits").
+    config_file().parent.mkdir(parents=True, exist_ok=True)
+    config_file().write_text("limits = 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        load_settings()
+    assert str(error.value).endswith("limits: should be a table of its own settings (a [section])")
