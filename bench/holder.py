@@ -61,7 +61,7 @@ from simulator.host import DeviceHost
 from simulator.serve import TcpEndpoint
 
 from . import clock
-from .rows import Row, WorkloadFailed, latency_rows, p50, spread
+from .rows import Row, WorkloadFailed, check_intensity, latency_rows, p50, spread
 
 HOUR_S = 3600.0
 PER_DAY = 24
@@ -538,6 +538,74 @@ def stops(rounds: int) -> Stops:
         return asyncio.run(_stops(rounds))
 
 
+# --- a command from idle ---------------------------------------------------------------------
+
+
+@dataclass
+class FromIdle:
+    """Seconds from asking for an intensity to the massager's ACK, one per round."""
+
+    holder: list[float]
+    """Through a watching holder, whose link is quiet: it wakes the link with a signed HELLO."""
+    kept: list[float]
+    """On a signed link kept open (keepalives and all), as before the quiet watch."""
+
+
+async def _from_idle(rounds: int) -> FromIdle:
+    """``rounds`` intensity changes from idle through the holder, then on a kept link.
+
+    Raises:
+        WorkloadFailed: a command was refused, or the massager is not at the level asked.
+    """
+    host = _Served()
+    got = FromIdle([], [])
+    async with _paired_device(host) as device:
+        address = parse_device_url(device.url)
+        holder = _house().hold(address, watch=True)
+        holder.begin()
+        try:
+            await _until("the holder's watch answering", lambda: holder.available,
+                         CONNECT_WITHIN_S)  # fmt: skip
+            for i in range(1 + rounds):  # the first warms up, and is thrown away
+                level = 1 + i % 3
+                # Idle again: the watch's link has lapsed since the last command.
+                await asyncio.sleep(1.5)
+                asked = time.perf_counter()
+                reply = await holder.command(Command(action="intensity", intensity=level),
+                                             source="bench")  # fmt: skip
+                took = time.perf_counter() - asked
+                if not reply.ok:
+                    raise WorkloadFailed(f"the holder's intensity {level} failed: {reply.error}")
+                check_intensity(host.firmware, level)
+                link = holder._watch_link
+                if link is None or not link.quiet:
+                    raise WorkloadFailed("the holder's link did not go quiet after the command")
+                if i:
+                    got.holder.append(took)
+        finally:
+            await holder.end()
+        await _until("the massager seeing the watch hang up", host.free.is_set, 5.0)
+        async with Massager.connect(address) as massager:
+            if not massager.authenticated:
+                raise WorkloadFailed("the kept link to the paired massager is not signed")
+            for i in range(1 + rounds):
+                level = 1 + i % 3
+                await asyncio.sleep(0.1)
+                asked = time.perf_counter()
+                await massager.set_intensity(level)
+                took = time.perf_counter() - asked
+                check_intensity(host.firmware, level)
+                if i:
+                    got.kept.append(took)
+    return got
+
+
+def from_idle(rounds: int) -> FromIdle:
+    """`_from_idle` in real time, in temporary folders (the bench's own key file)."""
+    with _private_dirs():
+        return asyncio.run(_from_idle(rounds))
+
+
 # --- the rows ------------------------------------------------------------------------------
 
 
@@ -557,12 +625,18 @@ def measure(rounds: int, stop_rounds: int) -> list[Row]:
 
     writes = writes_in_an_hour()
     stopped = stops(stop_rounds)
+    idle_commands = from_idle(max(5, stop_rounds // 10))
     return [
         idle_row("frames on the link", "frames", lambda h: h.frames),
         idle_row("CPU seconds", "s", lambda h: h.cpu_s),
         Row("key-file writes per day, one idle paired massager (one virtual hour x 24)",
             writes.holder * PER_DAY, "writes", writes.kept * PER_DAY,
             "a kept signed Massager.connect, the hour after"),
+        Row(f"intensity from idle over TCP -> the massager's ACK "
+            f"(median of {len(idle_commands.holder)})", p50(idle_commands.holder) * 1e3, "ms",
+            p50(idle_commands.kept) * 1e3, "the same on a signed link kept open, after",
+            spread([a / b for a, b in zip(idle_commands.holder, idle_commands.kept,
+                                          strict=True)])),
         *latency_rows(f"stop from a second process -> valves open, {stop_rounds} rounds",
                       stopped.told, stopped.local,
                       "stop from the holder's own process, rounds in turn", scale=1e3, unit="ms"),

@@ -33,6 +33,7 @@ def test_bench_prints_its_rows_as_json() -> None:
         "idle massager, one hour: CPU seconds",
         "key-file writes per day",
         "stop from a second process",
+        "intensity from idle over TCP",
         "cold start: massager-ctl safety",
         "cold start: massager-ctl status --device sim://",
     ):

@@ -95,3 +95,24 @@ def test_the_stop_row_refuses_a_stop_that_never_reaches_the_massager(
     monkeypatch.setattr(holder, "STOP_WITHIN_S", 0.5)
     with pytest.raises(WorkloadFailed, match=r"the session did not end within 0\.5 s"):
         holder.stops(1)
+
+
+@pytest.mark.looptime(False)
+def test_the_command_from_idle_refuses_an_intensity_the_massager_did_not_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def said_only(self: Massager, level: int) -> None:
+        return None  # answered, as if sent: the massager never heard of it
+
+    monkeypatch.setattr(Massager, "set_intensity", said_only)
+    with pytest.raises(WorkloadFailed, match="acknowledged but the device is at"):
+        holder.from_idle(1)
+
+
+@pytest.mark.looptime(False)
+def test_the_command_from_idle_refuses_a_link_left_awake(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Massager, "go_quiet", lambda self: None)
+    with pytest.raises(WorkloadFailed, match="did not go quiet"):
+        holder.from_idle(1)
