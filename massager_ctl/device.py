@@ -250,6 +250,7 @@ class Massager:
         self.sent_first = False
         """Whether the STOP or VENT given to `connect` as ``first`` went out."""
         self._signed_frames = COUNTER_BLOCK
+        self._no_start = False
         self._address: DeviceAddress | None = None
         self._wake_keys: KeyStore | None = None
         """The keys a quiet link signs with once it is woken (`wake`)."""
@@ -611,6 +612,15 @@ class Massager:
         assert self._address is not None, "connect first"
         await self._handshake(timeout_s, timeout_s, self._address)
 
+    def forbid_start(self) -> None:
+        """No START or RENEW goes out on this link from now on: someone asked to stop.
+
+        Called before a stop asked for from outside the program that uses the link
+        (another terminal, the bus), so that the program cannot start pressure again
+        after it, even with a START it was about to send.
+        """
+        self._no_start = True
+
     def go_quiet(self) -> None:
         """Let the link lapse (SPEC §7.6) when no session of ours runs; `wake` opens it again.
 
@@ -807,6 +817,12 @@ class Massager:
     async def _exchange(self, message: Message) -> Ack | Capabilities | Paired:
         if self._failure is not None:
             raise self._failure
+        if self._no_start and isinstance(message, Start | Renew):
+            # Checked as it would go out, not when it was asked: a stop asked for in
+            # the meantime wins over it, whatever it waited behind.
+            raise CommandPreempted(
+                f"{message.TYPE.name.lower()} was overtaken by a stop or vent and did not run"
+            )
         lost = self._sign_ahead(vent=message.TYPE not in URGENT)
         if self.key_problem is not None and message.TYPE in AUTHENTICATED:
             name = message.TYPE.name.lower().replace("_", " ")

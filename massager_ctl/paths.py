@@ -68,6 +68,10 @@ def runtime_dir() -> Path:
     temporary folder.
     """
     base = os.environ.get("XDG_RUNTIME_DIR", "")
-    if base and Path(base).is_absolute() and Path(base).is_dir():
+    try:
+        usable = bool(base) and Path(base).is_absolute() and Path(base).is_dir()
+    except OSError:  # another user's (after su), a name too long: not ours to use
+        usable = False
+    if usable:
         return Path(base) / "massager-ctl"
     return Path(tempfile.gettempdir()) / f"massager-ctl-{os.getuid()}"

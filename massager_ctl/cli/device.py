@@ -114,7 +114,10 @@ def _one_shot(device: str | None, as_json: bool, action: str) -> int:
     address = _device_to_stop(device, as_json, action, warnings)
     from ..errors import DeviceInUse
     from ..holder import Command
+    from ..holder.door import mark_halted
 
+    # Word first, for a start still on its way to its door (see `mark_halted`).
+    mark_halted(address)
     # A program of this computer holds the massager (a start in another terminal, the
     # daemon, the bridge): its holder sends the stop on the link it holds, at once.
     if _through_holder(address, Command(action=action), as_json, warnings):  # type: ignore[arg-type]
@@ -185,6 +188,10 @@ def _through_holder(address: DeviceAddress, command: Command, as_json: bool,
         answered = run_async(knock)
     except HeldElsewhere as error:
         warnings.append(f"{error}; the {command.action} went to the massager directly")
+        return False
+    except (OSError, ConfigError) as error:  # the runtime folder: never holds a stop back
+        warnings.append(f"the local doors cannot be used ({error}); the {command.action} went "
+                        "to the massager directly")  # fmt: skip
         return False
     except KeyboardInterrupt:
         sys.stderr.write(

@@ -208,8 +208,9 @@ async def _start(
     planned_s: float,
     settings: Settings,
 ) -> int:
-    from ..holder import House
-    from ..holder.door import holding
+    from ..errors import CalledOff
+    from ..holder import Holder, House
+    from ..holder.door import halted_since, holding, process_started_at
     from ..journal import Journal
     from ..paths import config_file, journal_file, user_profiles_dir
     from ..programs.journaled import JournaledProgram
@@ -229,12 +230,29 @@ async def _start(
         require=require,
         limits=lambda: check_limits(planned_s),
     )
+    held: list[Holder] = []
     try:
         # Held with its local door open: `massager-ctl stop` in another terminal reaches
         # it, and a second start on this massager is told who holds it.
         async with holding(house, address) as holder, holder.program(program, source="cli"):
+            held.append(holder)
+            if halted_since(address, process_started_at()):
+                # A stop came while this start was on its way, before its door was open
+                # for the stop to find: the stop wins.
+                raise CalledOff(
+                    "a stop or vent from another terminal came as this start began; "
+                    "nothing was started"
+                )
             result = await program.run()
     except asyncio.CancelledError:
+        halted = held[0].halted_by if held else None
+        task = asyncio.current_task()
+        if halted is not None and task is not None and task.uncancel() == 0:
+            # Called off by a stop from another terminal (its link was not up to take
+            # it): a person stopped it, not a signal.
+            ended = program.interrupted_result or _not_begun(profile, by=halted)
+            display.finish(ended)
+            return 0
         display.finish(program.interrupted_result or _not_begun(profile))
         raise
     except BaseException:
@@ -244,7 +262,7 @@ async def _start(
     return result.exit_code
 
 
-def _not_begun(profile: Profile) -> ProgramResult:
+def _not_begun(profile: Profile, *, by: str | None = None) -> ProgramResult:
     """How a program interrupted before it began ended: with no start sent.
 
     The supervisor has an interrupted result from the moment a program may have
@@ -255,7 +273,11 @@ def _not_begun(profile: Profile) -> ProgramResult:
     return ProgramResult(
         profile=profile.name,
         outcome=Outcome.INTERRUPTED,
-        message="interrupted before the program began; nothing was started",
+        message=(
+            "interrupted before the program began; nothing was started"
+            if by is None
+            else f"called off by a {by} from another terminal before it began; nothing was started"
+        ),
         steps_done=0,
         steps=len(profile.steps),
         pressure_s=0.0,

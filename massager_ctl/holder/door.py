@@ -34,6 +34,7 @@ import socket
 import stat
 import struct
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +62,13 @@ ANSWER_TIMEOUT_S = 60.0
 """How long a knock waits for its answer (a stop waits for a program to end and vent)."""
 ANSWER_GRACE_S = 2.0
 """How long a closing door lets the answers it owes go out (a stop that ended the program)."""
+MAX_SOCKET_PATH = 107
+"""The longest path a Unix socket may have (Linux; 103 on macOS, where the folder is short)."""
+MAX_KNOCKS = 512
+"""Knocks served at once; more are closed at once, so that a flood cannot use up the
+holder's open files."""
+LET_GO_WAIT_S = 3.0
+"""How long a knock on a door that just closed waits for its holder to let go (its lock)."""
 KNOCK_TIMEOUT_S = 3.0
 """How long a knock waits to be let in."""
 SUPPORTED = sys.platform != "win32" and hasattr(socket, "AF_UNIX")
@@ -176,6 +184,19 @@ class LocalDoor:
             )
             sock.chmod(0o600)
             self._socket, self._inode = sock, sock.stat().st_ino
+        except OSError as error:
+            lock.release()
+            self._lock = None
+            too_long = len(os.fsencode(sock)) > MAX_SOCKET_PATH
+            why = (
+                f"its path is longer than the {MAX_SOCKET_PATH} bytes a socket's may be"
+                if too_long
+                else (error.strerror or str(error))
+            )
+            raise ConfigError(
+                f"{sock}: the local door other terminals stop a program through cannot be "
+                f"opened ({why}); set XDG_RUNTIME_DIR to a short folder of yours"
+            ) from None
         except BaseException:
             lock.release()
             self._lock = None
@@ -215,6 +236,9 @@ class LocalDoor:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._handlers) >= MAX_KNOCKS:
+            writer.close()  # a flood: its file is given back at once
+            return
         self._handlers.add(task)
         try:
             if not _same_user(writer):
@@ -222,8 +246,12 @@ class LocalDoor:
             answer = await self._answer(reader)
             writer.write(answer.encode() + b"\n")
             await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
+        except OSError:
             pass  # the knocker went away; the holder goes on
+        except asyncio.CancelledError:
+            # The door is closing. Ended quietly: asyncio's stream callback would
+            # otherwise log a cancelled handler as an error, in the user's terminal.
+            pass
         finally:
             self._handlers.discard(task)
             writer.close()
@@ -234,6 +262,10 @@ class LocalDoor:
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as ended:
+            line = ended.partial  # the knocker closed its side: what it sent is the request
+            if not line:
+                return _refused("an empty request")
         except TimeoutError:
             return _refused(f"no request within {REQUEST_TIMEOUT_S:g} s")
         except asyncio.LimitOverrunError:
@@ -293,7 +325,9 @@ def held_elsewhere(address: DeviceAddress, who: Who | None) -> HeldElsewhere:
     return HeldElsewhere(f"{url} is held by {who.says()}; to stop it: {how}", who)
 
 
-async def knock(address: DeviceAddress, request: dict[str, object]) -> str | None:
+async def knock(
+    address: DeviceAddress, request: dict[str, object], *, timeout_s: float = ANSWER_TIMEOUT_S
+) -> str | None:
     """Send ``request`` to the door of ``address``'s holder; its answer line, or None if no door.
 
     A socket left by a holder that died is removed on the way.
@@ -304,23 +338,33 @@ async def knock(address: DeviceAddress, request: dict[str, object]) -> str | Non
     """
     if not SUPPORTED:
         return None
-    sock, lock_path = door_paths(address)
+    try:
+        sock, lock_path = door_paths(address)
+    except OSError:
+        return None  # a runtime folder that cannot be read has no door of ours
     if not _ours(sock):
         return None  # no door, or not one of this user's: never trusted with a stop
-    try:
-        async with asyncio.timeout(KNOCK_TIMEOUT_S):
-            reader, writer = await asyncio.open_unix_connection(str(sock), limit=1 << 20)
-    except (ConnectionRefusedError, FileNotFoundError, TimeoutError, OSError):
-        if _stale(sock, lock_path):
-            return None
-        raise held_elsewhere(address, None) from None
+    loop = asyncio.get_running_loop()
+    let_go_by = loop.time() + LET_GO_WAIT_S
+    while True:
+        try:
+            async with asyncio.timeout(KNOCK_TIMEOUT_S):
+                reader, writer = await asyncio.open_unix_connection(str(sock), limit=1 << 20)
+            break
+        except (TimeoutError, OSError):
+            if _stale(sock, lock_path):
+                return None
+            if loop.time() >= let_go_by:
+                raise held_elsewhere(address, None) from None
+            # Its door shut and its lock still held: a holder letting go, most often.
+            await asyncio.sleep(0.1)
     if not _same_user(writer):
         writer.close()
         return None  # someone else's program answers there: not a holder of ours
     try:
         writer.write(_encode(request))
         await writer.drain()
-        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             line = await reader.readline()
     except (OSError, TimeoutError):
         line = b""
@@ -378,13 +422,60 @@ def _stale(sock: Path, lock_path: Path) -> bool:
     return True
 
 
+def mark_halted(address: DeviceAddress) -> None:
+    """Leave word that a stop or vent went to ``address`` directly (nothing held it).
+
+    A `start` that began before it but had not yet opened its door, so that the
+    stop could not find it, reads this once its door is open and calls itself
+    off: a stop wins over a start asked for before it, wherever it was on its way.
+    Never raises: a stop must not depend on a local folder.
+    """
+    if not SUPPORTED:
+        return
+    with contextlib.suppress(OSError, ConfigError):
+        _private_dir()
+        sock, _ = door_paths(address)
+        sock.with_suffix(".halted").touch()
+        os.utime(sock.with_suffix(".halted"))
+
+
+def halted_since(address: DeviceAddress, moment: float) -> bool:
+    """Whether a stop or vent went to ``address`` directly at or after ``moment`` (epoch s)."""
+    if not SUPPORTED:
+        return False
+    try:
+        sock, _ = door_paths(address)
+        info = sock.with_suffix(".halted").lstat()
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and info.st_mtime >= moment
+
+
+def process_started_at() -> float:
+    """When this process began (epoch seconds): from the system on Linux, else a close guess.
+
+    A stop given while a `start` was still loading counts against that start.
+    """
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # starttime, field 22, in clock ticks after boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        # From the uptime, to the hundredth (the boot time is kept to the second only).
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return _IMPORTED_AT
+
+
+_IMPORTED_AT = time.time()
+
+
 async def find_holder(address: DeviceAddress) -> Who | None:
     """Who holds ``address`` on this computer, if anyone does.
 
     Raises:
         HeldElsewhere: a holder lives but does not answer.
     """
-    line = await knock(address, {"op": "who"})
+    line = await knock(address, {"op": "who"}, timeout_s=KNOCK_TIMEOUT_S)
     if line is None:
         return None
     try:
@@ -413,9 +504,9 @@ async def everything_held() -> list[Who]:
     """What this computer holds: every live holder's answer (stale sockets are removed)."""
     if not SUPPORTED:
         return []
-    folder = runtime_dir()
     found: list[Who] = []
     try:
+        folder = runtime_dir()
         sockets = sorted(folder.glob("*.sock"))
     except OSError:
         return []

@@ -171,6 +171,8 @@ class Holder:
         self._own_program = False
         self._released = asyncio.Event()
         """Set when the running program has let go of the link (made anew for each)."""
+        self.halted_by: str | None = None
+        """``stop`` or ``vent``, once one cancelled the running program (its link was down)."""
         self._watching: asyncio.Task[None] | None = None
         self._watch_link: Massager | None = None
         self._listeners: list[Callable[[Holder, Change], None]] = []
@@ -376,6 +378,7 @@ class Holder:
             runner = self.running.supervisor.runner if self.running is not None else None
             released = self._released
             if runner is not None and runner.massager.connected:
+                runner.massager.forbid_start()  # nothing it was about to send starts again
                 with contextlib.suppress(MassagerError):
                     await _halt(runner.massager, action)
                 # The program sees its session end and ends, saying so, once the chambers
@@ -387,9 +390,13 @@ class Holder:
                         await released.wait()
                 if released.is_set():
                     return f"{action}: the program ended; the chambers are empty"
+            began = self.running is not None and self.running.began
             if not task.cancelling():
+                self.halted_by = action  # its task learns why it was cancelled
                 task.cancel()  # connecting or reconnecting: called off, vented
             await released.wait()
+            if not began:
+                return f"{action}: the program was called off before it began"
             return f"{action}: the program ended, the massager vented"
         if self._starting.locked():
             # The link is being handed over; whatever it still reaches is told too.
@@ -530,6 +537,7 @@ class Holder:
         program.supervisor.on_progress = _both(told, self._progress)
         self.running, self._source = program, source
         self._released = asyncio.Event()
+        self.halted_by = None
 
     def _release(self, program: JournaledProgram) -> None:
         if self.running is not program:

@@ -550,7 +550,9 @@ class ProgramRunner:
                 # signed yet), and a program that says it ended must have ended it.
                 ended = outcome == Outcome.COMPLETED and not final.active  # stopped in _run
                 if not ended and outcome not in (Outcome.INTERRUPTED, Outcome.LINK_LOST):
-                    await massager.stop()
+                    with contextlib.suppress(CommandPreempted):
+                        # Another stop or vent overtook this one: the end is the same.
+                        await massager.stop()
                 final = await massager.wait_vented(timeout_s=VENT_WAIT_S)
                 vented = True
             except (TimeoutError, MassagerError):

@@ -43,7 +43,6 @@ from firmware_protocol import (
     Status,
     StatusFlag,
 )
-from massager_ctl.config import journal_file, user_profiles_dir
 from massager_ctl.device import Massager
 from massager_ctl.holder import Command, Holder, House
 from massager_ctl.holder import holder as holder_module
@@ -55,6 +54,7 @@ from massager_ctl.holder.door import (
     send_command,
 )
 from massager_ctl.journal import Journal
+from massager_ctl.paths import journal_file, user_profiles_dir
 from massager_ctl.settings import Settings
 from massager_ctl.transports.serial import SerialTransport
 from massager_ctl.transports.sim import simulated_device
@@ -375,11 +375,6 @@ async def test_every_hostile_request_gets_a_clear_answer_and_the_holder_goes_on(
         assert device.firmware.snapshot().state is SessionState.IDLE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found: a request whose writer ends the stream before a newline is not answered "
-    "at all (IncompleteReadError is swallowed); it should be read, or refused in words",
-)
 async def test_a_request_that_ends_without_a_newline_is_answered() -> None:
     url = "sim://eof"
     async with holding(a_house(), parse_device_url(url), watch=True):
@@ -522,12 +517,6 @@ def _unreadable(folder: Path) -> tuple[str, ...]:
     return ("setpriv", "--bounding-set", caps, "--inh-caps", caps)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found: door_paths/knock stat the socket with Path.exists/is_dir, which raise "
-    "PermissionError and ENAMETOOLONG; _through_holder lets the OSError out: a traceback, "
-    "and the stop never goes to the massager",
-)
 @pytest.mark.parametrize("folder", ["another user's runtime folder", "a name too long"])
 async def test_stop_reaches_the_massager_whatever_the_runtime_folder_is(
     folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -550,13 +539,6 @@ async def test_stop_reaches_the_massager_whatever_the_runtime_folder_is(
         assert not device.squeezing()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found: knock trusts any socket at the door's path; where the runtime folder is "
-    "the shared temporary folder (no XDG_RUNTIME_DIR), another user who made "
-    "massager-ctl-UID first answers every stop 'the program ended' and the session runs on "
-    "(neither the folder's owner nor the peer's credentials are checked on the knocking side)",
-)
 async def test_a_runtime_folder_another_user_made_cannot_answer_a_stop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -596,13 +578,6 @@ async def test_a_runtime_folder_another_user_made_cannot_answer_a_stop(
             await server.wait_closed()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found: a socket path over the system's 107 bytes makes start_unix_server raise "
-    "OSError('AF_UNIX path too long'), which LocalDoor does not turn into a ConfigError: "
-    "`start` ends in a traceback (the bridge's holder never begins its watch, the daemon "
-    "runs no schedule)",
-)
 async def test_a_runtime_folder_too_deep_for_a_socket_is_no_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -615,12 +590,6 @@ async def test_a_runtime_folder_too_deep_for_a_socket_is_no_traceback(
     assert code in (0, 2), said
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found: with a socket path too long, DeviceAgent._hold dies of the OSError "
-    "(it catches HeldElsewhere and ConfigError only): the holder never watches, the "
-    "massager shows offline for as long as the bridge runs",
-)
 @pytest.mark.looptime(noop_cycles=1)
 async def test_the_bridge_watches_even_when_no_door_can_be_opened(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -747,22 +716,11 @@ async def test_a_stop_while_the_start_is_connecting_calls_the_start_off() -> Non
     assert "nothing was started" in started
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found: the stop says 'the program ended, the massager vented' when it called off "
-    "a start whose link was not open: nothing had been sent, nothing was vented",
-)
 async def test_a_stop_that_called_off_a_start_says_so() -> None:
     stopped, _, _ = await _stop_while_the_start_connects()
     assert "vented" not in stopped, stopped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found: a stop given after `start` was launched but before its door is open "
-    "(imports, config, key check: longer on a slow machine) finds no holder, stops the idle "
-    "massager directly and says 'done'; the start then opens its link and squeezes",
-)
 async def test_a_stop_given_before_the_start_opened_its_door_still_calls_it_off() -> None:
     async with served() as device:
         program = ("start", *ADHOC, "--duration", "1m", "--device", device.url)
@@ -819,13 +777,6 @@ async def test_ctrl_c_on_the_start_while_a_stop_is_carried_out() -> None:
         assert not device.squeezing()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found: a second stop whose STOP goes out while the program sends its own closing "
-    "STOP preempts it (CommandPreempted); ProgramRunner._result takes that for a failed "
-    "vent: outcome not_vented, exit 5, 'chambers still read up to 78 mmHg after 15 s ... "
-    "take them off and have the massager checked', at once, for a massager that is empty",
-)
 async def test_a_second_stop_as_the_program_ends_is_no_alarm() -> None:
     short_profile("short", 5)
     async with served(relay=Relay(0), watchdog_ms=5000) as device:
@@ -854,14 +805,6 @@ async def test_a_second_stop_as_the_program_ends_is_no_alarm() -> None:
         assert "not_vented" not in ended, ended
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found: a stop that knocks as the holder closes (its door shut, its lock and its "
-    "link not yet let go: a program that just ended, another stop's) finds the door refused "
-    "and the lock held, goes to the massager directly at once and is turned away: exit 4, "
-    "'it most likely did not reach the massager', while the massager is empty. Seen with "
-    "five stops at once on a loaded machine",
-)
 async def test_a_stop_as_the_holder_lets_go_waits_for_the_link_instead_of_failing() -> None:
     async with served() as device:
         address = parse_device_url(device.url)
@@ -942,12 +885,6 @@ async def test_a_stop_from_idle_that_the_massager_does_not_answer_says_so(line: 
         assert "did not answer" in str(reply.error), reply
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found: a stop from idle while the quiet watch is opening a new link opens a "
-    "second link of its own (halt_directly) instead of calling the watch's attempt off; on "
-    "a massager that takes one controller at a time it is turned away and the session runs",
-)
 async def test_a_stop_from_idle_while_the_watch_reconnects_reaches_the_massager(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -973,13 +910,6 @@ async def test_a_stop_from_idle_while_the_watch_reconnects_reaches_the_massager(
         assert not device.squeezing()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found: a stop that lands between a cycle step's SET_CYCLE answer and its START "
-    "(one turn of the event loop) goes out first; the runner then sends START, the program "
-    "runs on and squeezes until HALT_SETTLE_S (20 s) cancels it. A stop should make any "
-    "later START on that link impossible",
-)
 @pytest.mark.looptime(noop_cycles=1)
 async def test_a_stop_as_a_cycle_is_loaded_never_lets_the_start_follow(
     monkeypatch: pytest.MonkeyPatch,
@@ -1036,12 +966,6 @@ async def test_a_holder_killed_while_a_stop_waits_leaves_the_stop_true_and_ended
         assert not device.squeezing()  # its watchdog vented it, and the stop found it empty
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found: the stop's first knock ({'op': 'who'}) waits ANSWER_TIMEOUT_S (60 s) for a "
-    "holder that hangs, saying nothing, before it goes to the massager directly; a 'who' "
-    "should wait KNOCK_TIMEOUT_S",
-)
 async def test_a_stop_at_a_hung_holder_goes_on_within_seconds() -> None:
     async with served() as device:
         program = ("start", *ADHOC, "--duration", "5m", "--device", device.url, "--json")
