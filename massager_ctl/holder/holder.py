@@ -389,7 +389,14 @@ class Holder:
                     async with asyncio.timeout(HALT_SETTLE_S):
                         await released.wait()
                 if released.is_set():
-                    return f"{action}: the program ended; the chambers are empty"
+                    final = runner.massager.status
+                    if not final.active and final.peak_mmhg < VENTED_MMHG:
+                        return f"{action}: the program ended; the chambers are empty"
+                    raise MassagerError(
+                        f"{action}: the program ended, but the massager still reports "
+                        f"{final.state} with up to {final.peak_mmhg:.0f} mmHg; run "
+                        "massager-ctl vent, and if the wraps stay tight take them off"
+                    )
             began = self.running is not None and self.running.began
             if not task.cancelling():
                 self.halted_by = action  # its task learns why it was cancelled
