@@ -65,8 +65,18 @@ ANSWER_GRACE_S = 2.0
 MAX_SOCKET_PATH = 107
 """The longest path a Unix socket may have (Linux; 103 on macOS, where the folder is short)."""
 MAX_KNOCKS = 512
-"""Knocks served at once; more are closed at once, so that a flood cannot use up the
-holder's open files."""
+"""Knocks served at once at most (a quarter of the open files allowed, if fewer): past
+it the oldest silent knock gives way, so that a flood cannot use up the holder's files."""
+
+
+def _max_knocks() -> int:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return MAX_KNOCKS
+    return MAX_KNOCKS if soft <= 0 else max(8, min(MAX_KNOCKS, soft // 4))
 LET_GO_WAIT_S = 3.0
 """How long a knock on a door that just closed waits for its holder to let go (its lock)."""
 KNOCK_TIMEOUT_S = 3.0
@@ -160,6 +170,8 @@ class LocalDoor:
         self._socket: Path | None = None
         self._inode: int | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._silent: dict[asyncio.Task[None], None] = {}
+        """The knocks that have not said their request yet, oldest first."""
 
     async def __aenter__(self) -> LocalDoor:
         if not SUPPORTED:
@@ -236,10 +248,17 @@ class LocalDoor:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._handlers) >= MAX_KNOCKS:
-            writer.close()  # a flood: its file is given back at once
-            return
+        if len(self._handlers) >= _max_knocks():
+            # A flood: the oldest knock that has still said nothing gives way, so that
+            # the open files last and a stop, which says its line at once, gets in.
+            if not self._silent:
+                writer.close()
+                return
+            oldest = next(iter(self._silent))
+            del self._silent[oldest]
+            oldest.cancel()
         self._handlers.add(task)
+        self._silent[task] = None
         try:
             if not _same_user(writer):
                 return  # not answered: a stranger learns nothing
@@ -254,6 +273,7 @@ class LocalDoor:
             pass
         finally:
             self._handlers.discard(task)
+            self._silent.pop(task, None)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
@@ -262,6 +282,7 @@ class LocalDoor:
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 line = await reader.readuntil(b"\n")
+            self._silent.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
         except asyncio.IncompleteReadError as ended:
             line = ended.partial  # the knocker closed its side: what it sent is the request
             if not line:
