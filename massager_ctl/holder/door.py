@@ -77,6 +77,8 @@ def _max_knocks() -> int:
     except (ImportError, OSError, ValueError):
         return MAX_KNOCKS
     return MAX_KNOCKS if soft <= 0 else max(8, min(MAX_KNOCKS, soft // 4))
+
+
 LET_GO_WAIT_S = 3.0
 """How long a knock on a door that just closed waits for its holder to let go (its lock)."""
 KNOCK_TIMEOUT_S = 3.0
