@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..device import VENTED_MMHG, Massager
 from ..errors import CalledOff, CommandPreempted, DeviceFault, InputError, MassagerError
 from ..models import DeviceInfo, DeviceStatus, explain_fault, explain_faults
+from ..programs.runner import SETTLED
 from ..urls import DeviceAddress
 from .commands import HALTS, Command, CommandMemory, Reply, check_age
 from .state import DeviceState, link_quality
@@ -375,7 +376,8 @@ class Holder:
         self._halts += 1  # calls off a start still on its way (see `_claim`)
         task = self._program_task
         if task is not None and not task.done():
-            runner = self.running.supervisor.runner if self.running is not None else None
+            program = self.running
+            runner = program.supervisor.runner if program is not None else None
             released = self._released
             if runner is not None and runner.massager.connected:
                 runner.massager.forbid_start()  # nothing it was about to send starts again
@@ -389,14 +391,11 @@ class Holder:
                     async with asyncio.timeout(HALT_SETTLE_S):
                         await released.wait()
                 if released.is_set():
-                    final = runner.massager.status
-                    if not final.active and final.peak_mmhg < VENTED_MMHG:
+                    ended = program.result if program is not None else None
+                    if ended is None or ended.outcome in SETTLED:
                         return f"{action}: the program ended; the chambers are empty"
-                    raise MassagerError(
-                        f"{action}: the program ended, but the massager still reports "
-                        f"{final.state} with up to {final.peak_mmhg:.0f} mmHg; run "
-                        "massager-ctl vent, and if the wraps stay tight take them off"
-                    )
+                    # It ended, but did not see the chambers empty, or found a fault.
+                    raise MassagerError(f"{action}: the program ended: {ended.message}")
             began = self.running is not None and self.running.began
             if not task.cancelling():
                 self.halted_by = action  # its task learns why it was cancelled

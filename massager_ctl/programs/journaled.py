@@ -58,6 +58,8 @@ class JournaledProgram:
         self.profile = profile
         self.journal = journal
         self.source = source
+        self.result: ProgramResult | None = None
+        """How the program ended, once `run` returned."""
         self.session_id: int | None = None
         """The journal's id for the session, once it began (None if the journal failed)."""
         self.began = False
@@ -152,4 +154,5 @@ class JournaledProgram:
             self._record(None)
             raise
         self._record(result)
+        self.result = result
         return result

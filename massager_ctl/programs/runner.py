@@ -143,7 +143,7 @@ EXIT_CODES: dict[Outcome, int] = {
 }
 """Exit status of ``massager-ctl start`` per outcome; any other outcome exits 1."""
 
-_SETTLED = frozenset(
+SETTLED = frozenset(
     {
         Outcome.COMPLETED,
         Outcome.STOPPED,
@@ -567,7 +567,7 @@ class ProgramRunner:
                 "second of losing its controller; if the wraps stay tight, press the "
                 "power button on its remote or take them off"
             )
-        elif outcome in _SETTLED and stop and final.faults:
+        elif outcome in SETTLED and stop and final.faults:
             # The massager latched a fault as the session ended: a chamber that did not
             # empty, say. It has vented through its dump valve; the end was not clean.
             message = (
@@ -575,7 +575,7 @@ class ProgramRunner:
                 f"vented. {explain_faults(final.faults)}"
             )
             outcome = Outcome.FAULT
-        elif outcome in _SETTLED and stop and not vented:
+        elif outcome in SETTLED and stop and not vented:
             message = (
                 f"{message or MESSAGES[outcome]}, but the chambers were not seen to empty "
                 f"({_unconfirmed(massager, final)}). Run massager-ctl vent; if the wraps stay "
