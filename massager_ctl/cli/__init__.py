@@ -26,6 +26,7 @@ from ..errors import MassagerError
 from .app import LazyCommand, LazyGroup, first_press_ends
 
 if TYPE_CHECKING:
+    from ..holder.holder import VENT_WAIT_S
     from ..render import FRESH_SIMULATOR, reset_message, stopped_message
     from .app import (
         SPEEDS,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
         resolve_device,
         run_async,
     )
-    from .device import VENT_WAIT_S, clear_fault, fresh_simulator, stop_or_vent
+    from .device import clear_fault, fresh_simulator, stop_or_vent
     from .program import check_limits
     from .service import make_bridge
 
@@ -192,7 +193,8 @@ _ELSEWHERE = {
         ["SPEEDS", "FiniteRange", "check_speed", "complete_profile", "device_option",
          "json_option", "parse_duration", "resolve_device", "run_async"], ".app"),
     **dict.fromkeys(
-        ["VENT_WAIT_S", "clear_fault", "fresh_simulator", "stop_or_vent"], ".device"),
+        ["clear_fault", "fresh_simulator", "stop_or_vent"], ".device"),
+    "VENT_WAIT_S": "..holder.holder",
     **dict.fromkeys(["FRESH_SIMULATOR", "reset_message", "stopped_message"], "..render"),
     "check_limits": ".program",
     "make_bridge": ".service",

@@ -41,16 +41,13 @@ if TYPE_CHECKING:
     from ..urls import DeviceAddress
 
 
-VENT_WAIT_S = 15.0
-
-
 async def stop_or_vent(
     address: DeviceAddress,
     action: str,
     warnings: list[str] | None = None,
     went_out: list[bool] | None = None,
 ) -> DeviceStatus:
-    """Send STOP or VENT and wait (bounded) until the chambers are empty.
+    """Send STOP or VENT and wait (bounded) until the chambers are empty (`halt_directly`).
 
     Neither needs a key (SPEC §7.4), so the key file is not even opened until they
     have gone out: a file that is damaged, or locked by a program that hangs, can
@@ -62,46 +59,20 @@ async def stop_or_vent(
         DeviceFault: the massager reports a fault and still holds pressure.
         MassagerError: it still holds pressure after the wait, with no fault to say why.
     """
-    from firmware_protocol import Stop, Vent
-
-    from ..device import Massager
-    from ..errors import DeviceFault
+    from ..holder import halt_directly
     from ..keystore import KeyStore, device_name
-    from ..models import explain_faults
     from ..urls import SimAddress
 
-    # sim:// keeps its keys in memory, in this process: nothing local to fail.
-    keys = None if isinstance(address, SimAddress) else KeyStore(None)
-    # Sent first as soon as the link is open, and again once the massager answered:
-    # the first reaches it even when its answers cannot come back (SPEC 7.4).
-    first = Stop() if action == "stop" else Vent()
     on_first = None if went_out is None else (lambda: went_out.append(True))
-    async with Massager.connect(address, keys=keys, first=first, on_first=on_first) as massager:
-        await (massager.stop() if action == "stop" else massager.vent())
-        if keys is not None and warnings is not None:
+    try:
+        return await halt_directly(address, action, went_out=on_first)
+    finally:
+        # sim:// keeps its keys in memory, in this process: nothing local to fail.
+        if warnings is not None and not isinstance(address, SimAddress):
             try:
                 KeyStore.default().check(device_name(address))
             except ConfigError as error:
                 warnings.append(str(error))
-        try:
-            status = await massager.wait_vented(timeout_s=VENT_WAIT_S)
-        except TimeoutError:
-            status = massager.status
-        else:
-            if not status.faults:
-                return status
-            # Empty, through the dump valve a fault opened: a chamber that would not
-            # let its air out, say (SPEC 10.11). The legs are free; the massager is not well.
-            raise DeviceFault(
-                f"{action} was taken and the chambers are empty, but the massager reports "
-                f"a fault. {explain_faults(status.faults)}"
-            )
-    held = f"chambers still read up to {status.peak_mmhg:.0f} mmHg after {VENT_WAIT_S:g} s"
-    if status.faults:
-        raise DeviceFault(
-            f"{action} was taken, but the massager reports {', '.join(status.faults)}; {held}"
-        )
-    raise MassagerError(f"{action} was taken, but {held}; check the wraps and the hoses")
 
 
 def _one_shot(device: str | None, as_json: bool, action: str) -> int:

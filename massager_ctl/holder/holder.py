@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..device import VENTED_MMHG, Massager
 from ..errors import CalledOff, CommandPreempted, DeviceFault, InputError, MassagerError
 from ..models import DeviceInfo, DeviceStatus, explain_fault, explain_faults
-from ..programs.runner import SETTLED
+from ..programs.runner import SETTLED, VENT_WAIT_S
 from ..urls import DeviceAddress
 from .commands import HALTS, Command, CommandMemory, Reply, check_age
 from .state import DeviceState, link_quality
@@ -59,8 +59,6 @@ POLL_TIMEOUT_S = 5.0
 """A status read that takes longer than this means the massager is gone."""
 HALT_SETTLE_S = 20.0
 """How long a program stopped from a door may take to end by itself before it is cancelled."""
-VENT_WAIT_S = 15.0
-"""How long a stop or vent waits for the chambers to empty."""
 PRESSURE_EVERY_S = 1.0
 """How often a state with only new pressures is published."""
 PRESSURE_STEP_MMHG = 1.0
