@@ -15,7 +15,6 @@ pair, unpair, devices), `profiles`, `schedule`, `service` (daemon, bridge) and
 from __future__ import annotations
 
 import contextlib
-import importlib
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import MassagerError
+from ..lazy import lazy_names
 from .app import LazyCommand, LazyGroup, first_press_ends
 
 if TYPE_CHECKING:
@@ -202,11 +202,5 @@ _ELSEWHERE = {
 """What ``massager_ctl.cli`` gave before it was a package, and the module it is in now."""
 
 
-def __getattr__(name: str) -> Any:
-    # Loaded on first use: `from massager_ctl.cli import main` must not import every family.
-    module = _ELSEWHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+# Loaded on first use: `from massager_ctl.cli import main` must not import every family.
+__getattr__ = lazy_names(__name__, _ELSEWHERE)

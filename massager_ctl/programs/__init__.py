@@ -16,8 +16,9 @@ The names below load on first use, so that listing profiles loads no device code
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
 
 _PUBLIC = {
     "Profile": "profiles",
@@ -62,11 +63,4 @@ if TYPE_CHECKING:
     from .runner import Outcome, ProgramResult, ProgramRunner, Progress, run_program
     from .supervisor import LinkNotice, ProgramSupervisor, ResumePolicy
 
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # once loaded, a plain attribute
-    return value
+__getattr__ = lazy_names(__name__, {name: f".{module}" for name, module in _PUBLIC.items()})

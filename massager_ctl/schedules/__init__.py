@@ -12,8 +12,9 @@ The names below load on first use, so that listing schedules loads no device cod
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
 
 _PUBLIC = {
     "Schedule": "schedule",
@@ -42,11 +43,4 @@ if TYPE_CHECKING:
     from .schedule import BrokenSchedule, Schedule, ScheduleBook, ScheduleError
     from .wallclock import SystemClock, WallClock
 
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # once loaded, a plain attribute
-    return value
+__getattr__ = lazy_names(__name__, {name: f".{module}" for name, module in _PUBLIC.items()})
